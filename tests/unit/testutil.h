@@ -1,0 +1,85 @@
+/* testutil.h: small helpers shared by the unit-test programs (each test is its
+ * own program: exit 0 pass, 1 fail, 77 skip). */
+#ifndef RINGKV_TESTUTIL_H
+#define RINGKV_TESTUTIL_H
+
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "service/logging.h"
+#include "service/pool.h"
+
+static int test_failures; /* CHECKs that failed so far */
+
+/* Records a failure (and goes on) when `cond` is false. */
+#define CHECK(cond, ...)                                                                   \
+	do {                                                                               \
+		if (!(cond)) {                                                             \
+			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
+			fprintf(stderr, __VA_ARGS__);                                      \
+			fputc('\n', stderr);                                               \
+			test_failures++;                                                   \
+		}                                                                          \
+	} while (0)
+
+static inline int test_result(void)
+{
+	if (test_failures)
+		fprintf(stderr, "%d check(s) failed\n", test_failures);
+	return test_failures ? 1 : 0;
+}
+
+/* n scaled by RINGKV_TEST_SCALE (the runner shrinks stress tests under
+ * sanitizers), at least 1. */
+static inline unsigned long test_scaled(unsigned long n)
+{
+	const char *s = getenv("RINGKV_TEST_SCALE");
+	double f = s ? atof(s) : 1.0;
+	unsigned long v = (unsigned long)((double)n * (f > 0 ? f : 1.0));
+	return v ? v : 1;
+}
+
+static inline double test_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Waits (yielding) until *c >= target or `seconds` pass; true if reached.
+ * Tests use it to fail by timeout instead of hanging. */
+static inline bool test_wait_count(atomic_ulong *c, unsigned long target, double seconds)
+{
+	double deadline = test_now() + seconds;
+	while (atomic_load(c) < target) {
+		if (test_now() > deadline)
+			return false;
+		sched_yield();
+	}
+	return true;
+}
+
+/* Starts a quiet pool or exits 1 with the reason. */
+static inline struct pool *test_pool(unsigned threads, unsigned queue_size, unsigned busy_poll_us,
+				     unsigned entries)
+{
+	struct pool_config pc = {
+		.threads = threads,
+		.queue_size = queue_size,
+		.px = {.entries = entries, .busy_poll_us = busy_poll_us, .msg_budget = 256},
+		.quiet = true,
+	};
+	char err[512];
+	struct pool *pool;
+	logging_level = LOG_LEVEL_WARN;
+	if (pool_start(&pool, &pc, err, sizeof(err)) < 0) {
+		fprintf(stderr, "pool_start: %s\n", err);
+		exit(1);
+	}
+	return pool;
+}
+
+#endif

@@ -1,0 +1,35 @@
+#!/bin/sh
+# deps.sh: makes sure the libraries and tools ringkv builds and tests with are
+# installed.  Run by `make run` and `make test`.  On Debian/Ubuntu as root it
+# installs what is missing with apt-get; otherwise it prints the exact command.
+set -eu
+
+pkgs=""
+need() { # need HEADER_OR_COMMAND PACKAGE
+	case "$1" in
+	/*) [ -e "$1" ] || pkgs="$pkgs $2" ;;
+	*) command -v "$1" >/dev/null 2>&1 || pkgs="$pkgs $2" ;;
+	esac
+}
+need cc gcc
+need make make
+need /usr/include/liburing.h liburing-dev
+need /usr/include/rocksdb/c.h librocksdb-dev
+need /usr/include/yaml.h libyaml-dev
+need /usr/include/hiredis/hiredis.h libhiredis-dev
+need timeout coreutils
+need python3 python3
+
+[ -z "$pkgs" ] && exit 0
+
+cmd="apt-get install -y --no-install-recommends$pkgs"
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+	echo "ringkv: missing build dependencies:$pkgs" >&2
+	echo "ringkv: install them as root with:  apt-get update && $cmd" >&2
+	exit 1
+fi
+echo "ringkv: installing build dependencies:$pkgs"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $pkgs
