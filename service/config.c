@@ -45,7 +45,7 @@ enum cfg_type {
 	CFG_T_DOUBLE,     /* double */
 };
 
-#define CFG_POW2 0x1  /* value is a power of two (0 passes when the range starts at 0) */
+#define CFG_POW2  0x1 /* value is a power of two (0 passes when the range starts at 0) */
 #define CFG_MUL4K 0x2 /* value is a multiple of 4096 */
 
 struct cfg_option {
@@ -60,23 +60,23 @@ struct cfg_option {
 };
 
 /* The C type of a field of each option type; OPTION refuses to compile on a mismatch. */
-#define CTYPE_INT int
-#define CTYPE_SIZE uint64_t
-#define CTYPE_BOOL bool
-#define CTYPE_STRING char *
-#define CTYPE_LEVEL int
+#define CTYPE_INT        int
+#define CTYPE_SIZE       uint64_t
+#define CTYPE_BOOL       bool
+#define CTYPE_STRING     char *
+#define CTYPE_LEVEL      int
 #define CTYPE_DURABILITY enum cfg_durability
-#define CTYPE_DOUBLE double
+#define CTYPE_DOUBLE     double
 
 /* offsetof(struct cfg, sec.name), refusing to compile unless the field is of C type `ctype`. */
 #define CHECKED_OFFSET(sec, name, ctype)                                                           \
 	(offsetof(struct cfg, sec.name) +                                                          \
 	 0 * sizeof(_Generic(((struct cfg *)0)->sec.name, ctype : 1)))
 
-#define OPTION(sec, name, type, default_text, lo, hi, constraint)                                  \
+#define OPTION(sec, name, kind, default_text, lo, hi, constraint)                                  \
 	{                                                                                          \
-		.section = #sec, .key = #name, .type = CFG_T_##type,                               \
-		.offset = CHECKED_OFFSET(sec, name, CTYPE_##type),                                 \
+		.section = #sec, .key = #name, .type = CFG_T_##kind,                               \
+		.offset = CHECKED_OFFSET(sec, name, CTYPE_##kind),                                 \
 		.size = sizeof(((struct cfg *)0)->sec.name), .def = default_text, .min = lo,       \
 		.max = hi, .flags = constraint,                                                    \
 	}
@@ -84,58 +84,51 @@ struct cfg_option {
 /* The one list of options.  config.yaml documents each row; tests/unit/test_config.c checks
  * that the file and this table agree. */
 static const struct cfg_option options[] = {
-	OPTION(server, bind, STRING, "127.0.0.1", 0, 0, 0),
-	OPTION(server, port, INT, "6379", 1, 65535, 0),
-	OPTION(server, threads, INT, "0", 0, 1024, 0),
-	OPTION(server, pin_threads, BOOL, "no", 0, 0, 0),
-	OPTION(server, max_clients, INT, "10000", 1, 1000000, 0),
-	OPTION(server, requirepass, STRING, "", 0, 0, 0),
-	OPTION(server, timeout_s, INT, "0", 0, INT_MAX, 0),
-	OPTION(server, tcp_backlog, INT, "511", 1, 65535, 0),
-	OPTION(server, max_bulk_len, SIZE, "512mb", MB, 4 * GB, 0),
-	OPTION(server, max_multibulk_len, INT, "1048576", 1, INT_MAX, 0),
-	OPTION(server, max_inline_len, SIZE, "64kb", KB, 64 * MB, 0),
-	OPTION(server, output_buffer_limit, SIZE, "64mb", MB, 64 * GB, 0),
-	OPTION(server, msg_queue_size, INT, "1024", 16, 65536, CFG_POW2),
-	OPTION(storage, dir, STRING, "./data", 0, 0, 0),
-	OPTION(storage, durability, DURABILITY, "fsync", 0, 0, 0),
-	OPTION(storage, segment_size, SIZE, "256mb", MB, 64 * GB, CFG_MUL4K),
-	OPTION(storage, inline_max, SIZE, "64", 0, 4 * KB, 0),
-	OPTION(storage, cache_size, SIZE, "64mb", MB, 1024 * GB, 0),
-	OPTION(storage, index_cache_size, SIZE, "128mb", MB, 1024 * GB, 0),
-	OPTION(storage, gc_live_ratio, DOUBLE, "0.5", 0.05, 0.95, 0),
-	OPTION(uring, entries, INT, "1024", 64, 32768, CFG_POW2),
-	OPTION(uring, busy_poll_us, INT, "50", 0, 10000, 0),
-	OPTION(uring, buf_ring_entries, INT, "512", 0, 32768, CFG_POW2),
-	OPTION(uring, buf_size, SIZE, "16kb", 512, MB, 0),
-	OPTION(log, level, LEVEL, "info", 0, 0, 0),
-	OPTION(log, file, STRING, "", 0, 0, 0),
+    OPTION(server, bind, STRING, "127.0.0.1", 0, 0, 0),
+    OPTION(server, port, INT, "6379", 1, 65535, 0),
+    OPTION(server, threads, INT, "0", 0, 1024, 0),
+    OPTION(server, pin_threads, BOOL, "no", 0, 0, 0),
+    OPTION(server, max_clients, INT, "10000", 1, 1000000, 0),
+    OPTION(server, requirepass, STRING, "", 0, 0, 0),
+    OPTION(server, timeout_s, INT, "0", 0, INT_MAX, 0),
+    OPTION(server, tcp_backlog, INT, "511", 1, 65535, 0),
+    OPTION(server, max_bulk_len, SIZE, "512mb", MB, 4 * GB, 0),
+    OPTION(server, max_multibulk_len, INT, "1048576", 1, INT_MAX, 0),
+    OPTION(server, max_inline_len, SIZE, "64kb", KB, 64 * MB, 0),
+    OPTION(server, output_buffer_limit, SIZE, "64mb", MB, 64 * GB, 0),
+    OPTION(server, msg_queue_size, INT, "1024", 16, 65536, CFG_POW2),
+    OPTION(storage, dir, STRING, "./data", 0, 0, 0),
+    OPTION(storage, durability, DURABILITY, "fsync", 0, 0, 0),
+    OPTION(storage, segment_size, SIZE, "256mb", MB, 64 * GB, CFG_MUL4K),
+    OPTION(storage, inline_max, SIZE, "64", 0, 4 * KB, 0),
+    OPTION(storage, cache_size, SIZE, "64mb", MB, 1024 * GB, 0),
+    OPTION(storage, index_cache_size, SIZE, "128mb", MB, 1024 * GB, 0),
+    OPTION(storage, gc_live_ratio, DOUBLE, "0.5", 0.05, 0.95, 0),
+    OPTION(uring, entries, INT, "1024", 64, 32768, CFG_POW2),
+    OPTION(uring, busy_poll_us, INT, "50", 0, 10000, 0),
+    OPTION(uring, buf_ring_entries, INT, "512", 0, 32768, CFG_POW2),
+    OPTION(uring, buf_size, SIZE, "16kb", 512, MB, 0),
+    OPTION(log, level, LEVEL, "info", 0, 0, 0),
+    OPTION(log, file, STRING, "", 0, 0, 0),
 };
 
 #define CFG_NOPTIONS ARRAY_SIZE(options)
 
-static const char *const level_names[] = {
-	[LOG_LEVEL_ERROR] = "error",
-	[LOG_LEVEL_WARN] = "warn",
-	[LOG_LEVEL_INFO] = "info",
-	[LOG_LEVEL_DEBUG] = "debug",
-};
-
 static const char *const durability_names[] = {
-	[CFG_DURABILITY_FSYNC] = "fsync",
-	[CFG_DURABILITY_WRITE] = "write",
-	[CFG_DURABILITY_NONE] = "none",
+    [CFG_DURABILITY_FSYNC] = "fsync",
+    [CFG_DURABILITY_WRITE] = "write",
+    [CFG_DURABILITY_NONE] = "none",
 };
 
 /* What a value of each type looks like, for "expected ..., got ..." (enums list their names). */
 static const char *const type_expected[] = {
-	[CFG_T_INT] = "an integer",
-	[CFG_T_SIZE] = "a size (bytes, or a number with k/m/g suffix)",
-	[CFG_T_BOOL] = "a boolean (true/false)",
-	[CFG_T_STRING] = "a string",
-	[CFG_T_LEVEL] = "one of",
-	[CFG_T_DURABILITY] = "one of",
-	[CFG_T_DOUBLE] = "a number",
+    [CFG_T_INT] = "an integer",
+    [CFG_T_SIZE] = "a size (bytes, or a number with k/m/g suffix)",
+    [CFG_T_BOOL] = "a boolean (true/false)",
+    [CFG_T_STRING] = "a string",
+    [CFG_T_LEVEL] = "one of",
+    [CFG_T_DURABILITY] = "one of",
+    [CFG_T_DOUBLE] = "a number",
 };
 
 const char *cfg_durability_name(enum cfg_durability d)
@@ -151,8 +144,8 @@ static const char *const *enum_names(enum cfg_type type, size_t *n)
 {
 	switch (type) {
 	case CFG_T_LEVEL:
-		*n = ARRAY_SIZE(level_names);
-		return level_names;
+		*n = LOG_LEVELS;
+		return logging_level_names;
 	case CFG_T_DURABILITY:
 		*n = ARRAY_SIZE(durability_names);
 		return durability_names;
@@ -169,8 +162,8 @@ static void describe_expected(enum cfg_type type, char *buf, size_t len)
 	const char *const *names = enum_names(type, &n);
 	size_t used = (size_t)snprintf(buf, len, "%s", type_expected[type]);
 	for (size_t i = 0; names != NULL && i < n && used < len; i++)
-		used += (size_t)snprintf(buf + used, len - used, "%s%s", i == 0 ? " " : "|",
-					 names[i]);
+		used +=
+		    (size_t)snprintf(buf + used, len - used, "%s%s", i == 0 ? " " : "|", names[i]);
 }
 
 /* Copies at most CFG_ECHO_MAX bytes of a user's text into buf (which must hold
@@ -284,8 +277,8 @@ static int parse_size(const char *s, uint64_t *out)
 /* Parses true/false, yes/no, on/off (any case).  Returns 0 or -EINVAL. */
 static int parse_bool(const char *s, bool *out)
 {
-	static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no",
-									       "off"};
+	static const char *const yes[] = {"true", "yes", "on"};
+	static const char *const no[] = {"false", "no", "off"};
 	for (size_t i = 0; i < ARRAY_SIZE(yes); i++) {
 		if (strcasecmp(s, yes[i]) == 0 || strcasecmp(s, no[i]) == 0) {
 			*out = strcasecmp(s, yes[i]) == 0;
@@ -323,7 +316,7 @@ static int parse_name(const char *const *names, size_t n, const char *s)
 /* Parses `text` (`len` bytes; "" for an empty or null YAML value) as option o and stores it in
  * cfg.  Returns 0, or -EINVAL with "section.key: reason" in `why` and cfg untouched. */
 static int option_parse(struct cfg *cfg, const struct cfg_option *o, const char *text, size_t len,
-			char *why, size_t whylen)
+                        char *why, size_t whylen)
 {
 	char *field = (char *)cfg + o->offset;
 	char shown[CFG_ECHO_MAX + 4], expected[128], range[80];
@@ -364,8 +357,8 @@ static int option_parse(struct cfg *cfg, const struct cfg_option *o, const char 
 	case CFG_T_STRING:
 		if (len >= o->size) {
 			snprintf(why, whylen,
-				 "%s.%s: the value is %zu bytes, longer than the limit of %zu",
-				 o->section, o->key, len, o->size - 1);
+			         "%s.%s: the value is %zu bytes, longer than the limit of %zu",
+			         o->section, o->key, len, o->size - 1);
 			return -EINVAL;
 		}
 		break;
@@ -375,27 +368,27 @@ static int option_parse(struct cfg *cfg, const struct cfg_option *o, const char 
 		describe_expected(o->type, expected, sizeof(expected));
 		if (len == 0)
 			snprintf(why, whylen, "%s.%s: expected %s, got an empty value", o->section,
-				 o->key, expected);
+			         o->key, expected);
 		else
 			snprintf(why, whylen, "%s.%s: expected %s, got '%s'", o->section, o->key,
-				 expected, echo(text, shown));
+			         expected, echo(text, shown));
 		return -EINVAL;
 	}
 	bool numeric = o->type == CFG_T_INT || o->type == CFG_T_SIZE || o->type == CFG_T_DOUBLE;
 	if (rc == -ERANGE || (numeric && (d < o->min || d > o->max))) {
 		describe_range(o, range, sizeof(range));
 		snprintf(why, whylen, "%s.%s: %s is out of range (%s)", o->section, o->key,
-			 echo(text, shown), range);
+		         echo(text, shown), range);
 		return -EINVAL;
 	}
 	if ((o->flags & CFG_POW2) && (u & (u - 1)) != 0) {
 		snprintf(why, whylen, "%s.%s: %s is not a power of two%s", o->section, o->key,
-			 echo(text, shown), o->min == 0 ? " (or 0)" : "");
+		         echo(text, shown), o->min == 0 ? " (or 0)" : "");
 		return -EINVAL;
 	}
 	if ((o->flags & CFG_MUL4K) && u % 4096 != 0) {
 		snprintf(why, whylen, "%s.%s: %s is not a multiple of 4096", o->section, o->key,
-			 echo(text, shown));
+		         echo(text, shown));
 		return -EINVAL;
 	}
 
@@ -429,7 +422,7 @@ static int option_parse(struct cfg *cfg, const struct cfg_option *o, const char 
 /* Returns option o's value as text: the field itself for strings, otherwise formatted into buf
  * (32 bytes are enough). */
 static const char *option_text(const struct cfg *cfg, const struct cfg_option *o, char *buf,
-			       size_t len)
+                               size_t len)
 {
 	const char *field = (const char *)cfg + o->offset;
 	size_t n;
@@ -517,7 +510,7 @@ static const char *list_sections(char *buf, size_t len)
 	for (size_t i = 0; i < CFG_NOPTIONS && used < len; i++)
 		if (section_starts_at(i))
 			used += (size_t)snprintf(buf + used, len - used, "%s%s", i == 0 ? "" : ", ",
-						 options[i].section);
+			                         options[i].section);
 	return buf;
 }
 
@@ -526,7 +519,7 @@ static int explain_unknown_section(const char *name, char *why, size_t whylen)
 {
 	char shown[CFG_ECHO_MAX + 4], sections[128];
 	snprintf(why, whylen, "unknown section '%s' (sections: %s)", echo(name, shown),
-		 list_sections(sections, sizeof(sections)));
+	         list_sections(sections, sizeof(sections)));
 	return -EINVAL;
 }
 
@@ -538,8 +531,9 @@ static int explain_unknown_option(int sec, const char *key, char *why, size_t wh
 	const struct cfg_option *near = NULL;
 	size_t best = 3; /* suggest names at most 2 edits away */
 
-	for (int i = sec;
-	     i < (int)CFG_NOPTIONS && !strcmp(options[i].section, options[sec].section); i++) {
+	for (int i = sec; i < (int)CFG_NOPTIONS; i++) {
+		if (strcmp(options[i].section, options[sec].section) != 0)
+			break;
 		size_t d = edit_distance(key, options[i].key);
 		if (d < best && d < strlen(key)) {
 			best = d;
@@ -548,14 +542,14 @@ static int explain_unknown_option(int sec, const char *key, char *why, size_t wh
 	}
 	if (near != NULL) {
 		snprintf(why, whylen, "%s.%s: unknown option (did you mean '%s'?)",
-			 options[sec].section, echo(key, shown), near->key);
+		         options[sec].section, echo(key, shown), near->key);
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < CFG_NOPTIONS; i++) {
 		if (strcmp(options[i].key, key) == 0) {
 			snprintf(why, whylen, "%s.%s: unknown option (did you mean '%s.%s'?)",
-				 options[sec].section, echo(key, shown), options[i].section,
-				 options[i].key);
+			         options[sec].section, echo(key, shown), options[i].section,
+			         options[i].key);
 			return -EINVAL;
 		}
 	}
@@ -573,7 +567,7 @@ static int lookup(const char *name, size_t len, char *why, size_t whylen)
 	if (dot == NULL) {
 		snprintf(key, sizeof(key), "%.*s", (int)len, name);
 		snprintf(why, whylen, "'%s' is not section.key (e.g. server.port)",
-			 echo(key, shown));
+		         echo(key, shown));
 		return -EINVAL;
 	}
 	size_t seclen = (size_t)(dot - name), keylen = len - seclen - 1;
@@ -594,7 +588,7 @@ void cfg_defaults(struct cfg *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	for (size_t i = 0; i < CFG_NOPTIONS; i++) {
 		int rc = option_parse(cfg, &options[i], options[i].def, strlen(options[i].def), why,
-				      sizeof(why));
+		                      sizeof(why));
 		ASSERT(rc == 0);
 	}
 }
@@ -628,7 +622,7 @@ int cfg_get(const struct cfg *cfg, const char *name, char *out, size_t outlen)
 }
 
 void cfg_foreach(const struct cfg *cfg, void (*fn)(const char *name, const char *value, void *arg),
-		 void *arg)
+                 void *arg)
 {
 	char name[96], buf[32];
 	for (size_t i = 0; i < CFG_NOPTIONS; i++) {
@@ -650,10 +644,10 @@ struct cfg_loader {
 
 /* Writes "PATH:LINE:COL: <fmt>" into the loader's err; returns -EINVAL. */
 __attribute__((format(printf, 3, 4))) static int fail_at(struct cfg_loader *ld, yaml_mark_t mark,
-							 const char *fmt, ...)
+                                                         const char *fmt, ...)
 {
-	int n = snprintf(ld->err, ld->errlen, "%s:%zu:%zu: ", ld->path, mark.line + 1,
-			 mark.column + 1);
+	int n =
+	    snprintf(ld->err, ld->errlen, "%s:%zu:%zu: ", ld->path, mark.line + 1, mark.column + 1);
 	if (n >= 0 && (size_t)n < ld->errlen) {
 		va_list ap;
 		va_start(ap, fmt);
@@ -684,7 +678,7 @@ static const char *describe_node(const yaml_node_t *node, char *buf)
 	}
 }
 
-/* True for a plain scalar YAML reads as null: nothing, "~" or "null" (any of three cases). */
+/* True for a plain scalar YAML reads as null: nothing, "~", "null", "Null" or "NULL". */
 static bool node_is_null(const yaml_node_t *node)
 {
 	static const char *const nulls[] = {"", "~", "null", "Null", "NULL"};
@@ -704,7 +698,7 @@ static int load_option(struct cfg_loader *ld, int sec, yaml_node_t *key, yaml_no
 
 	if (key->type != YAML_SCALAR_NODE)
 		return fail_at(ld, key->start_mark, "%s: expected an option name, got %s", section,
-			       describe_node(key, got));
+		               describe_node(key, got));
 	int i = find_option(sec, scalar_text(key));
 	if (i < 0) {
 		explain_unknown_option(sec, scalar_text(key), why, sizeof(why));
@@ -713,13 +707,13 @@ static int load_option(struct cfg_loader *ld, int sec, yaml_node_t *key, yaml_no
 	const struct cfg_option *o = &options[i];
 	if (ld->option_line[i] != 0)
 		return fail_at(ld, key->start_mark, "%s.%s: duplicate key (first set at line %zu)",
-			       section, o->key, ld->option_line[i]);
+		               section, o->key, ld->option_line[i]);
 	ld->option_line[i] = key->start_mark.line + 1;
 
 	if (value->type != YAML_SCALAR_NODE) {
 		describe_expected(o->type, expected, sizeof(expected));
 		return fail_at(ld, value->start_mark, "%s.%s: expected %s, got %s", section, o->key,
-			       expected, describe_node(value, got));
+		               expected, describe_node(value, got));
 	}
 	const char *text = node_is_null(value) ? "" : scalar_text(value);
 	size_t len = node_is_null(value) ? 0 : value->data.scalar.length;
@@ -735,7 +729,7 @@ static int load_section(struct cfg_loader *ld, yaml_node_t *key, yaml_node_t *va
 
 	if (key->type != YAML_SCALAR_NODE)
 		return fail_at(ld, key->start_mark, "expected a section name, got %s",
-			       describe_node(key, got));
+		               describe_node(key, got));
 	int sec = find_section(scalar_text(key));
 	if (sec < 0) {
 		explain_unknown_section(scalar_text(key), why, sizeof(why));
@@ -743,19 +737,19 @@ static int load_section(struct cfg_loader *ld, yaml_node_t *key, yaml_node_t *va
 	}
 	if (ld->section_line[sec] != 0)
 		return fail_at(ld, key->start_mark, "duplicate section '%s' (first at line %zu)",
-			       options[sec].section, ld->section_line[sec]);
+		               options[sec].section, ld->section_line[sec]);
 	ld->section_line[sec] = key->start_mark.line + 1;
 
 	if (node_is_null(value))
 		return 0;
 	if (value->type != YAML_MAPPING_NODE)
 		return fail_at(ld, value->start_mark,
-			       "section '%s' must be a mapping of options (key: value), got %s",
-			       options[sec].section, describe_node(value, got));
+		               "section '%s' must be a mapping of options (key: value), got %s",
+		               options[sec].section, describe_node(value, got));
 	for (yaml_node_pair_t *p = value->data.mapping.pairs.start;
 	     p < value->data.mapping.pairs.top; p++) {
 		int rc = load_option(ld, sec, yaml_document_get_node(ld->doc, p->key),
-				     yaml_document_get_node(ld->doc, p->value));
+		                     yaml_document_get_node(ld->doc, p->value));
 		if (rc < 0)
 			return rc;
 	}
@@ -772,12 +766,12 @@ static int load_document(struct cfg_loader *ld)
 		return 0;
 	if (root->type != YAML_MAPPING_NODE)
 		return fail_at(ld, root->start_mark,
-			       "the top level must be a mapping of sections (%s), got %s",
-			       list_sections(sections, sizeof(sections)), describe_node(root, got));
+		               "the top level must be a mapping of sections (%s), got %s",
+		               list_sections(sections, sizeof(sections)), describe_node(root, got));
 	for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
 	     p++) {
 		int rc = load_section(ld, yaml_document_get_node(ld->doc, p->key),
-				      yaml_document_get_node(ld->doc, p->value));
+		                      yaml_document_get_node(ld->doc, p->value));
 		if (rc < 0)
 			return rc;
 	}
@@ -787,7 +781,7 @@ static int load_document(struct cfg_loader *ld)
 /* Reports a libyaml failure with its position: the problem mark for scanner, parser and
  * composer errors, the line and column of the bad byte (counted in buf) for reader errors. */
 static int fail_yaml(struct cfg_loader *ld, const yaml_parser_t *parser, const char *buf,
-		     size_t len)
+                     size_t len)
 {
 	const char *problem = parser->problem != NULL ? parser->problem : "unknown error";
 	yaml_mark_t mark = parser->problem_mark;
@@ -808,13 +802,13 @@ static int fail_yaml(struct cfg_loader *ld, const yaml_parser_t *parser, const c
 		}
 		if (parser->problem_value != -1)
 			return fail_at(ld, mark, "malformed YAML: %s (byte 0x%02x)", problem,
-				       (unsigned)parser->problem_value);
+			               (unsigned)parser->problem_value);
 		return fail_at(ld, mark, "malformed YAML: %s", problem);
 	default:
 		if (parser->context != NULL)
 			return fail_at(ld, mark, "malformed YAML: %s (%s at line %zu, column %zu)",
-				       problem, parser->context, parser->context_mark.line + 1,
-				       parser->context_mark.column + 1);
+			               problem, parser->context, parser->context_mark.line + 1,
+			               parser->context_mark.column + 1);
 		return fail_at(ld, mark, "malformed YAML: %s", problem);
 	}
 }
@@ -904,7 +898,7 @@ int cfg_load_file(struct cfg *cfg, const char *path, char *err, size_t errlen)
 	yaml_node_t *extra = yaml_document_get_root_node(&doc);
 	if (extra != NULL)
 		rc = fail_at(&ld, doc.start_mark,
-			     "only one YAML document is allowed in a config file");
+		             "only one YAML document is allowed in a config file");
 	yaml_document_delete(&doc);
 	if (rc == 0)
 		*cfg = next;

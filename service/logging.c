@@ -28,11 +28,17 @@ int logging_open(const char *path)
 	return 0;
 }
 
+const char *const logging_level_names[LOG_LEVELS] = {
+	[LOG_LEVEL_ERROR] = "error",
+	[LOG_LEVEL_WARN] = "warn",
+	[LOG_LEVEL_INFO] = "info",
+	[LOG_LEVEL_DEBUG] = "debug",
+};
+
 int logging_level_parse(const char *name)
 {
-	static const char *const names[] = {"error", "warn", "info", "debug"};
-	for (int i = 0; i < 4; i++)
-		if (strcmp(name, names[i]) == 0)
+	for (int i = 0; i < LOG_LEVELS; i++)
+		if (strcmp(name, logging_level_names[i]) == 0)
 			return i;
 	return -1;
 }

@@ -17,7 +17,12 @@ enum log_level {
 	LOG_LEVEL_DEBUG = 3,
 };
 
+#define LOG_LEVELS (LOG_LEVEL_DEBUG + 1)
+
 extern int logging_level; /* lines above this level are dropped before formatting */
+
+/* "error", "warn", "info", "debug", indexed by enum log_level. */
+extern const char *const logging_level_names[LOG_LEVELS];
 
 #define LOG(level, ...)                                                             \
 	do {                                                                        \

@@ -153,7 +153,9 @@ int msgq_waker_init(struct msgq_waker *w)
 {
 	atomic_init(&w->sleeping, 0);
 	w->always = false;
-	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	/* Blocking on purpose: io_uring polls a blocking eventfd, while older
+	 * kernels fail a read of an O_NONBLOCK one at once with EAGAIN. */
+	w->efd = eventfd(0, EFD_CLOEXEC);
 	return w->efd < 0 ? -errno : 0;
 }
 
@@ -173,7 +175,7 @@ bool msgq_wake(struct msgq_waker *w)
 		if (atomic_exchange_explicit(&w->sleeping, 0, memory_order_acq_rel) == 0)
 			return false;
 	}
-	/* EAGAIN means the counter is already huge: the owner will wake anyway. */
+	/* The owner's read resets the counter, so this write never blocks. */
 	uint64_t one = 1;
 	while (write(w->efd, &one, sizeof(one)) < 0 && errno == EINTR)
 		;

@@ -195,6 +195,13 @@ static void *proactor_thread(void *arg)
 	}
 
 	int ret = px_init(px, &pool->cfg.px, msg, sizeof(msg));
+	if (ret == 0 && !pool->cfg.quiet) { /* before reporting: it precedes "started" */
+		char where[32] = "unpinned", desc[512];
+		if (t->cpu >= 0)
+			snprintf(where, sizeof(where), "on cpu %d", t->cpu);
+		px_describe(px, desc, sizeof(desc));
+		LOG_INFO("proactor %u ready (%s): %s", px->id, where, desc);
+	}
 
 	pthread_mutex_lock(&pool->start_lock);
 	if (ret < 0 && pool->start_error == 0) {
@@ -210,16 +217,8 @@ static void *proactor_thread(void *arg)
 
 	if (ret < 0)
 		return NULL;
-	if (run) {
-		if (!pool->cfg.quiet) {
-			char where[32] = "unpinned";
-			if (t->cpu >= 0)
-				snprintf(where, sizeof(where), "on cpu %d", t->cpu);
-			px_describe(px, msg, sizeof(msg));
-			LOG_INFO("proactor %u ready (%s): %s", px->id, where, msg);
-		}
+	if (run)
 		px_run(px);
-	}
 	px_destroy(px);
 	return NULL;
 }

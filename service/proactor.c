@@ -34,7 +34,7 @@ static inline void cpu_relax(void)
 
 /* Setup flags to try, best first.  A kernel that lacks a flag answers EINVAL
  * and the next rung is tried. */
-static const unsigned setup_ladder[] = {
+static const unsigned setup_ladder[PX_SETUP_RUNGS] = {
 	IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
 	IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
 		IORING_SETUP_SUBMIT_ALL,
@@ -94,10 +94,10 @@ static void explain_setup_failure(int err, unsigned entries, char *buf, size_t l
 	}
 }
 
-static int ring_setup(struct px *px, unsigned entries, char *err, size_t errlen)
+static int ring_setup(struct px *px, unsigned entries, unsigned start, char *err, size_t errlen)
 {
 	int ret = -EINVAL;
-	for (size_t i = 0; i < sizeof(setup_ladder) / sizeof(setup_ladder[0]); i++) {
+	for (size_t i = start; i < PX_SETUP_RUNGS; i++) {
 		for (int cqsize = 1; cqsize >= 0; cqsize--) {
 			struct io_uring_params p;
 			memset(&p, 0, sizeof(p));
@@ -443,7 +443,8 @@ static bool px_busy_poll(struct px *px)
 	uint64_t start = px_now_ns(), limit = (uint64_t)px->cfg.busy_poll_us * 1000;
 	bool found = false;
 	for (unsigned spins = 1;; spins++) {
-		if (msgq_inbox_pending(px->inbox) || io_uring_cq_ready(&px->ring) > 0) {
+		if (msgq_inbox_pending(px->inbox) || io_uring_cq_ready(&px->ring) > 0 ||
+		    io_uring_sq_ready(&px->ring) > 0) {
 			found = true;
 			break;
 		}
@@ -518,7 +519,12 @@ int px_init(struct px *px, const struct px_config *cfg, char *err, size_t errlen
 {
 	px->cfg = *cfg;
 	px->wake_op.complete = wake_complete;
-	int ret = ring_setup(px, cfg->entries, err, errlen);
+	if (cfg->setup_start >= PX_SETUP_RUNGS) {
+		snprintf(err, errlen, "setup_start %u is past the last rung (%u)", cfg->setup_start,
+			 PX_SETUP_RUNGS - 1);
+		return -EINVAL;
+	}
+	int ret = ring_setup(px, cfg->entries, cfg->setup_start, err, errlen);
 	if (ret < 0)
 		return ret;
 	wake_arm(px);

@@ -95,10 +95,17 @@ struct px_stats {
 	atomic_ulong sq_full;         /* times px_get_sqe found the SQ full */
 };
 
+/* Ring set-up tries these, best first, stepping down when the kernel answers
+ * EINVAL: SINGLE_ISSUER|DEFER_TASKRUN (6.1+), SINGLE_ISSUER|COOP_TASKRUN
+ * (6.0), COOP_TASKRUN (5.19), plain (each with SUBMIT_ALL where known). */
+#define PX_SETUP_RUNGS 5
+
 struct px_config {
 	unsigned entries;      /* SQ entries, power of two; the CQ gets 4x */
 	unsigned busy_poll_us; /* spin before sleeping; 0 = sleep at once */
 	unsigned msg_budget;   /* messages run per iteration at most */
+	unsigned setup_start;  /* first rung of the set-up ladder to try; 0 = best.
+				  Tests use it to run the fallbacks on new kernels. */
 };
 
 struct px {
@@ -147,7 +154,8 @@ void px_run(struct px *px);
 void px_destroy(struct px *px);
 
 /* Describes the ring (setup flags, kernel features, notable ops) for the
- * start-up log line. */
+ * start-up log line.  The op probe is a register call, which a SINGLE_ISSUER
+ * ring accepts only from its own thread; elsewhere the ops are left out. */
 void px_describe(struct px *px, char *buf, size_t len);
 
 /* Returns an SQE whose user_data is `op`, submitting first if the SQ is full.

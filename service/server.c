@@ -107,7 +107,12 @@ static int parse_args(int argc, char **argv, struct cfg *cfg, bool *check_only)
 		else
 			snprintf(assignment, sizeof(assignment), "%s", value);
 		if (cfg_set(cfg, assignment, err, sizeof(err)) < 0) {
-			fprintf(stderr, "ringkv-server: %s\n", err);
+			/* cfg_set says "--set OPTION=VALUE: reason"; name the flag typed. */
+			const char *reason = strstr(err, ": ");
+			if (option != NULL && reason != NULL)
+				fprintf(stderr, "ringkv-server: %s %s%s\n", a, value, reason);
+			else
+				fprintf(stderr, "ringkv-server: %s\n", err);
 			return -1;
 		}
 	}

@@ -1,8 +1,10 @@
-/* test_proactor_ring: the loop under pressure and its services — far more
+/* test_proactor_ring: the loop under pressure and its services, on every rung
+ * of the ring set-up ladder (DEFER_TASKRUN down to a plain ring) — far more
  * SQEs than the SQ holds and CQEs than the CQ holds (SQ full, CQ overflow)
  * all complete exactly once; one-shot and periodic timers fire and stop;
- * end-of-iteration hooks run. */
+ * end-of-iteration hooks run; a sleeping proactor is woken. */
 #include <stdint.h>
+#include <string.h>
 
 #include "testutil.h"
 
@@ -95,40 +97,80 @@ static void check_timers(void *arg)
 	atomic_fetch_add(&checked, 1);
 }
 
-int main(void)
+static void reset(void)
 {
-	n_nops = test_scaled(100000);
-	nop_ops = calloc(n_nops, sizeof(*nop_ops));
-	nop_seen = calloc(n_nops, 1);
-	pool = test_pool(1, 64, 50, ENTRIES);
+	atomic_store(&nops_done, 0);
+	atomic_store(&nops_failed, 0);
+	atomic_store(&duplicates, 0);
+	memset(nop_seen, 0, n_nops);
+	atomic_store(&once_fired, 0);
+	atomic_store(&periodic_fired, 0);
+	atomic_store(&periodic_after_stop, 0);
+	atomic_store(&periodic_stopped, false);
+	atomic_store(&hook_runs, 0);
+	atomic_store(&checked, 0);
+}
+
+static void run_rung(unsigned rung)
+{
+	struct pool_config pc = {
+		.threads = 1,
+		.queue_size = 64,
+		.px = {.entries = ENTRIES, .busy_poll_us = 50, .msg_budget = 256, .setup_start = rung},
+		.quiet = true,
+	};
+	char err[512];
+	reset();
+	if (pool_start(&pool, &pc, err, sizeof(err)) < 0) {
+		CHECK(false, "rung %u: pool_start: %s", rung, err);
+		return;
+	}
+	struct px *px = pool_px(pool, 0);
+	char desc[512];
+	px_describe(px, desc, sizeof(desc));
+	printf("rung %u: %s\n", rung, desc);
 
 	pool_run_on(pool, 0, flood, NULL);
-	CHECK(test_wait_count(&nops_done, n_nops, 60), "only %lu of %lu NOPs completed",
-	      atomic_load(&nops_done), n_nops);
-	struct px *px = pool_px(pool, 0);
-	printf("%lu NOPs through a %u-entry SQ: SQ full %lu times, CQ overflow %lu times\n", n_nops,
-	       ENTRIES, atomic_load(&px->stats.sq_full), atomic_load(&px->stats.cq_overflows));
-	CHECK(atomic_load(&nops_failed) == 0, "%lu NOPs failed", atomic_load(&nops_failed));
-	CHECK(atomic_load(&duplicates) == 0, "%lu NOPs completed twice", atomic_load(&duplicates));
-	CHECK(atomic_load(&px->stats.sq_full) > 0, "the SQ never filled: nothing was tested");
-	CHECK(atomic_load(&px->stats.cq_overflows) > 0, "the CQ never overflowed: nothing was tested");
+	CHECK(test_wait_count(&nops_done, n_nops, 60), "rung %u: only %lu of %lu NOPs completed",
+	      rung, atomic_load(&nops_done), n_nops);
+	printf("  %lu NOPs through a %u-entry SQ: SQ full %lu times, CQ overflow %lu times\n",
+	       n_nops, ENTRIES, atomic_load(&px->stats.sq_full),
+	       atomic_load(&px->stats.cq_overflows));
+	CHECK(atomic_load(&nops_failed) == 0, "rung %u: %lu NOPs failed", rung,
+	      atomic_load(&nops_failed));
+	CHECK(atomic_load(&duplicates) == 0, "rung %u: %lu NOPs completed twice", rung,
+	      atomic_load(&duplicates));
+	CHECK(atomic_load(&px->stats.sq_full) > 0, "rung %u: the SQ never filled", rung);
+	CHECK(atomic_load(&px->stats.cq_overflows) > 0, "rung %u: the CQ never overflowed", rung);
 
 	pool_run_on(pool, 0, start_timers, NULL);
-	CHECK(test_wait_count(&periodic_fired, 20, 10), "periodic timer fired %lu times",
-	      atomic_load(&periodic_fired));
-	CHECK(test_wait_count(&once_fired, 1, 10), "one-shot timer did not fire");
+	CHECK(test_wait_count(&periodic_fired, 20, 10), "rung %u: periodic timer fired %lu times",
+	      rung, atomic_load(&periodic_fired));
+	CHECK(test_wait_count(&once_fired, 1, 10), "rung %u: one-shot timer did not fire", rung);
 	struct timespec ts = {0, 20000000}; /* 20 periods: a stopped timer would fire again */
 	nanosleep(&ts, NULL);
+	/* The proactor is asleep by now: this message must wake it. */
 	pool_run_on(pool, 0, check_timers, NULL);
-	CHECK(test_wait_count(&checked, 1, 10), "check task did not run");
-	CHECK(atomic_load(&once_fired) == 1, "one-shot timer fired %lu times",
+	CHECK(test_wait_count(&checked, 1, 10), "rung %u: a sleeping proactor was not woken", rung);
+	CHECK(atomic_load(&once_fired) == 1, "rung %u: one-shot timer fired %lu times", rung,
 	      atomic_load(&once_fired));
-	CHECK(atomic_load(&periodic_fired) == 20, "periodic timer fired %lu times after stop at 20",
+	CHECK(atomic_load(&periodic_fired) == 20, "rung %u: periodic timer fired %lu times", rung,
 	      atomic_load(&periodic_fired));
-	CHECK(atomic_load(&periodic_after_stop) == 0, "fn ran after px_timer_stop");
-	CHECK(!atomic_load(&armed_after), "a timer is still armed after firing or stopping");
-	CHECK(atomic_load(&hook_runs) > 0, "the end-of-iteration hook never ran");
+	CHECK(atomic_load(&periodic_after_stop) == 0, "rung %u: fn ran after px_timer_stop", rung);
+	CHECK(!atomic_load(&armed_after), "rung %u: a timer is still armed after it ended", rung);
+	CHECK(atomic_load(&hook_runs) > 0, "rung %u: the end-of-iteration hook never ran", rung);
+	CHECK(atomic_load(&px->stats.sleeps) > 0, "rung %u: the proactor never slept", rung);
 	pool_stop(pool);
+}
+
+int main(void)
+{
+	logging_level = LOG_LEVEL_WARN;
+	n_nops = test_scaled(50000);
+	nop_ops = calloc(n_nops, sizeof(*nop_ops));
+	nop_seen = calloc(n_nops, 1);
+	for (unsigned rung = 0; rung < PX_SETUP_RUNGS; rung++)
+		run_rung(rung);
 	free(nop_ops);
 	free(nop_seen);
 	return test_result();
