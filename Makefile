@@ -25,15 +25,17 @@ CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover
 LDFLAGS  += -fsanitize=$(SANITIZE)
 endif
 
-# The runtime is the ground floor (DESIGN.md §1); the daemon files stand on it.
+# The runtime is the ground floor (DESIGN.md §1); storage stands on it; the
+# daemon files stand on both.
 RUNTIME_SRC = service/logging.c service/proactor.c service/msgq.c service/pool.c
+STORAGE_SRC = storage/crc32c.c storage/format.c storage/log.c
 DAEMON_SRC  = service/config.c
 SERVER_SRC  = service/server.c
 BENCH_SRC   = tools/bench/ringkv_bench.c tools/bench/bench_msg.c
 UNIT_SRC    = $(wildcard tests/unit/test_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
-LIB_OBJ     = $(call obj,$(RUNTIME_SRC) $(DAEMON_SRC))
+LIB_OBJ     = $(call obj,$(RUNTIME_SRC) $(STORAGE_SRC) $(DAEMON_SRC))
 SERVER      = $(BUILD)/ringkv-server
 BENCH       = $(BUILD)/ringkv-bench
 UNIT_BIN    = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))

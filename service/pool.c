@@ -37,7 +37,7 @@ struct pool {
 	pthread_cond_t start_cond;
 	unsigned start_reported;         /* threads that finished px_init */
 	int start_error;                 /* first px_init failure, or 0 */
-	char start_msg[512];             /* its message */
+	char start_msg[640];             /* its message: "proactor N: " + px_init's */
 	bool start_go;                   /* all reported: run (or exit if start_error) */
 
 	atomic_ulong foreign_sent;       /* messages pushed by foreign threads */

@@ -409,6 +409,15 @@ void px_hook_add(struct px *px, struct px_hook *hook)
 	*pp = hook;
 }
 
+void px_hook_remove(struct px *px, struct px_hook *hook)
+{
+	for (struct px_hook **pp = &px->hooks; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == hook) {
+			*pp = hook->next;
+			return;
+		}
+}
+
 static bool px_run_hooks(struct px *px)
 {
 	bool work = false;

@@ -183,6 +183,9 @@ static inline bool px_timer_armed(const struct px_timer *t)
 /* Adds an end-of-iteration hook; it runs on every iteration from now on. */
 void px_hook_add(struct px *px, struct px_hook *hook);
 
+/* Removes a hook added with px_hook_add (no-op if it is not there). */
+void px_hook_remove(struct px *px, struct px_hook *hook);
+
 /* Holds keep a stopping proactor from reporting itself drained: a module
  * takes one while it has work that must finish before exit (a log write in
  * flight) and releases it when the work is done. */

@@ -1,0 +1,1057 @@
+/* log: see log.h for the write path, error handling and recovery; format.h
+ * for the bytes on disk.
+ *
+ * Blocking calls on the loop, and why they are acceptable: creating a segment
+ * (open, fallocate, fsync of the directory: once per segment_size bytes
+ * written) and deleting one (close, unlink: once per GC'd segment).  All
+ * segment data, headers included, is written through io_uring: a segment's
+ * header block is the first block of its first commit.
+ */
+#include "log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include "service/logging.h"
+
+#define LOG_COMMIT_DEFAULT (1u << 20)
+#define LOG_SCAN_CHUNK (1u << 20)          /* recovery reads at least this much at a time */
+#define LOG_SYNC_PERIOD_NS 1000000000ULL   /* durability write: fdatasync this often */
+
+struct segment {
+	uint64_t id;
+	int fd;               /* O_RDWR | O_DIRECT */
+	uint64_t epoch;
+	uint64_t first_lsn;
+	uint64_t size;        /* file size, from its header */
+	uint64_t fill;        /* bytes written or reserved by sealed commits */
+	bool header_ok;       /* recovery: the header block decoded */
+};
+
+struct commit {
+	struct px_op op;          /* the write */
+	struct log *log;
+	uint8_t *buf;             /* FMT_BLOCK-aligned; `cap` bytes */
+	uint64_t cap;             /* buffer size */
+	uint64_t limit;           /* commit may not grow past this (<= cap) */
+	uint64_t used;            /* bytes filled (header block and records) */
+	uint64_t size;            /* sealed size, multiple of FMT_BLOCK */
+	struct segment *seg;      /* destination */
+	uint64_t base;            /* file offset of buf[0] */
+	uint64_t first_lsn, last_lsn;
+	struct log_write *head, *tail; /* records' completions, in LSN order */
+	unsigned n_records;
+	int result;               /* 0, or -errno once written */
+	bool submitted, finished;
+	struct commit *next;      /* in-flight FIFO or free list */
+};
+
+struct read_group {
+	struct px_op op;
+	struct log *log;
+	uint64_t segment, start;  /* aligned file range [start, start + len) */
+	uint32_t len;
+	uint8_t *buf;
+	struct log_read *waiters;
+	struct read_group *next;
+};
+
+struct log {
+	struct px *px;
+	struct log_config cfg;
+	char dir[4096];
+	int dir_fd;
+	struct segment *segs;      /* sorted by id; the last one is written */
+	size_t n_segs, cap_segs;
+	uint64_t next_lsn;
+	uint64_t write_offset;     /* where the next commit goes in the last segment */
+	struct commit *open;       /* accepting records, or NULL */
+	struct commit *inflight, *inflight_tail; /* sealed, in LSN order */
+	struct commit *free;       /* standard-size buffers for reuse */
+	struct read_group *reads;  /* in flight */
+	int fail_err;              /* a commit failed: later ones fail until rotation */
+	bool stopped;              /* log_stop() called: appends refused */
+	uint64_t last_good_lsn;    /* last LSN of the newest commit that succeeded */
+	struct px_hook hook;
+	struct px_timer sync_timer;
+	struct px_op sync_op;
+	bool sync_inflight;
+	uint64_t written_since_sync;
+	struct log_stats stats;
+};
+
+static inline uint64_t align_up(uint64_t v)
+{
+	return (v + FMT_BLOCK - 1) & ~(uint64_t)(FMT_BLOCK - 1);
+}
+
+static inline uint64_t align_down(uint64_t v)
+{
+	return v & ~(uint64_t)(FMT_BLOCK - 1);
+}
+
+static struct segment *last_segment(struct log *log)
+{
+	return log->n_segs ? &log->segs[log->n_segs - 1] : NULL;
+}
+
+static struct segment *find_segment(struct log *log, uint64_t id)
+{
+	size_t lo = 0, hi = log->n_segs;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (log->segs[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < log->n_segs && log->segs[lo].id == id ? &log->segs[lo] : NULL;
+}
+
+static void segment_path(const struct log *log, uint64_t id, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%016" PRIx64 ".seg", log->dir, id);
+}
+
+static void recount_bytes(struct log *log)
+{
+	log->stats.segments = log->n_segs;
+	log->stats.log_bytes = 0;
+	for (size_t i = 0; i < log->n_segs; i++)
+		log->stats.log_bytes += log->segs[i].fill;
+}
+
+/* ---- segments ---------------------------------------------------------- */
+
+/* Creates the next segment, starting at LSN log->next_lsn.  Its header is
+ * written by its first commit.  Returns 0 or -errno. */
+static int segment_create(struct log *log)
+{
+	struct segment *prev = last_segment(log);
+	uint64_t id = prev ? prev->id + 1 : 1;
+	char path[4200];
+	segment_path(log, id, path, sizeof(path));
+	if (log->n_segs == log->cap_segs) {
+		size_t cap = log->cap_segs ? log->cap_segs * 2 : 16;
+		struct segment *s = realloc(log->segs, cap * sizeof(*s));
+		if (s == NULL)
+			return -ENOMEM;
+		log->segs = s;
+		log->cap_segs = cap;
+	}
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	int ret = posix_fallocate(fd, 0, (off_t)log->cfg.segment_size);
+	if (ret != 0) {
+		close(fd);
+		unlink(path);
+		return -ret;
+	}
+	if (fsync(log->dir_fd) != 0) {
+		ret = -errno;
+		close(fd);
+		unlink(path);
+		return ret;
+	}
+	uint64_t epoch;
+	if (getrandom(&epoch, sizeof(epoch), 0) != sizeof(epoch))
+		epoch = (uint64_t)px_now_ns() * 0x9E3779B97F4A7C15ULL ^ id;
+	log->segs[log->n_segs++] = (struct segment){.id = id,
+						    .fd = fd,
+						    .epoch = epoch,
+						    .first_lsn = log->next_lsn,
+						    .size = log->cfg.segment_size,
+						    .fill = 0,
+						    .header_ok = true};
+	log->write_offset = 0;
+	recount_bytes(log);
+	return 0;
+}
+
+/* ---- write path -------------------------------------------------------- */
+
+static void commit_complete(struct px *px, struct px_op *op, int res, unsigned flags);
+
+static void commit_release(struct log *log, struct commit *c)
+{
+	if (c->cap == log->cfg.commit_max) {
+		c->next = log->free;
+		log->free = c;
+	} else {
+		free(c->buf);
+		free(c);
+	}
+}
+
+/* Opens a commit able to take a record of `rsz` bytes (and its PAD). */
+static int commit_open(struct log *log, uint64_t rsz)
+{
+	struct segment *seg = last_segment(log);
+	uint64_t header = log->write_offset == 0 ? FMT_SEG_HEADER_SIZE : 0;
+	if (seg == NULL || log->write_offset + header + rsz + FMT_RECORD_HEADER > seg->size) {
+		int ret = segment_create(log);
+		if (ret < 0)
+			return ret;
+		seg = last_segment(log);
+		header = FMT_SEG_HEADER_SIZE;
+	}
+	uint64_t need = align_up(header + rsz + FMT_RECORD_HEADER);
+	uint64_t limit = need > log->cfg.commit_max ? need : log->cfg.commit_max;
+	if (limit > seg->size - log->write_offset)
+		limit = seg->size - log->write_offset;
+
+	struct commit *c = NULL;
+	if (limit <= log->cfg.commit_max && log->free != NULL) {
+		c = log->free;
+		log->free = c->next;
+	} else {
+		uint64_t cap = limit <= log->cfg.commit_max ? log->cfg.commit_max : limit;
+		c = calloc(1, sizeof(*c));
+		if (c == NULL || posix_memalign((void **)&c->buf, FMT_BLOCK, cap) != 0) {
+			free(c);
+			return -ENOMEM;
+		}
+		c->cap = cap;
+	}
+	uint8_t *buf = c->buf;
+	uint64_t cap = c->cap;
+	memset(c, 0, sizeof(*c));
+	c->buf = buf;
+	c->cap = cap;
+	c->op.complete = commit_complete;
+	c->log = log;
+	c->limit = limit;
+	c->seg = seg;
+	c->base = log->write_offset;
+	c->first_lsn = log->next_lsn;
+	if (header) {
+		struct fmt_segment_header h = {.version = FMT_VERSION,
+					       .shard = log->cfg.shard,
+					       .id = seg->id,
+					       .epoch = seg->epoch,
+					       .first_lsn = seg->first_lsn,
+					       .size = seg->size};
+		fmt_encode_segment_header(c->buf, &h);
+		c->used = FMT_SEG_HEADER_SIZE;
+	}
+	log->open = c;
+	return 0;
+}
+
+static void commit_submit(struct log *log, struct commit *c)
+{
+	struct io_uring_sqe *sqe = px_get_sqe(log->px, &c->op);
+	if (sqe == NULL)
+		return; /* retried by the end-of-iteration hook */
+	io_uring_prep_write(sqe, c->seg->fd, c->buf, (unsigned)c->size, c->base);
+	if (log->cfg.durability == LOG_DURABILITY_FSYNC)
+		sqe->rw_flags = RWF_DSYNC;
+	c->submitted = true;
+}
+
+/* Seals the open commit with its PAD and sends it to the disk. */
+static void commit_seal(struct log *log)
+{
+	struct commit *c = log->open;
+	log->open = NULL;
+	c->size = fmt_encode_pad(c->buf, c->used, (uint32_t)c->seg->epoch, c->last_lsn);
+	log->write_offset = c->base + c->size;
+	c->seg->fill = log->write_offset;
+	c->next = NULL;
+	if (log->inflight_tail)
+		log->inflight_tail->next = c;
+	else
+		log->inflight = c;
+	log->inflight_tail = c;
+	px_hold(log->px);
+	recount_bytes(log);
+	commit_submit(log, c);
+}
+
+/* Fails every record of the open commit (after a write error). */
+static void fail_open_commit(struct log *log, int err)
+{
+	struct commit *c = log->open;
+	if (c == NULL)
+		return;
+	log->open = NULL;
+	log->next_lsn = c->first_lsn;
+	for (struct log_write *w = c->head, *next; w != NULL; w = next) {
+		next = w->next;
+		w->done(w, err);
+	}
+	commit_release(log, c);
+}
+
+/* Pops finished commits in LSN order and runs their records' callbacks. */
+static void complete_in_order(struct log *log)
+{
+	while (log->inflight != NULL && log->inflight->finished) {
+		struct commit *c = log->inflight;
+		log->inflight = c->next;
+		if (log->inflight == NULL)
+			log->inflight_tail = NULL;
+		int err = c->result;
+		if (err == 0 && log->fail_err != 0)
+			err = log->fail_err; /* written, but after a hole: never acknowledged */
+		if (err != 0 && log->fail_err == 0) {
+			log->fail_err = err;
+			LOG_ERROR("shard %u: log write of %" PRIu64 " bytes at segment %" PRIu64
+				  " offset %" PRIu64 " failed: %s; failing the writes in flight and"
+				  " continuing in a new segment",
+				  log->cfg.shard, c->size, c->seg->id, c->base, strerror(-err));
+		}
+		if (err == 0) {
+			log->last_good_lsn = c->last_lsn;
+			log->stats.commits++;
+			log->stats.records += c->n_records;
+			log->stats.bytes_written += c->size;
+			log->written_since_sync += c->size;
+			if (log->cfg.durability == LOG_DURABILITY_FSYNC)
+				log->stats.fsyncs++;
+		} else {
+			log->stats.write_errors++;
+		}
+		for (struct log_write *w = c->head, *next; w != NULL; w = next) {
+			next = w->next;
+			w->done(w, err);
+		}
+		px_release(log->px);
+		commit_release(log, c);
+	}
+	if (log->fail_err != 0 && log->inflight == NULL) {
+		/* Everything in flight is settled: continue after the last good
+		 * commit, in a fresh segment, so no hole is ever followed by data. */
+		fail_open_commit(log, log->fail_err);
+		log->next_lsn = log->last_good_lsn + 1;
+		log->write_offset = log->cfg.segment_size; /* forces a new segment */
+		log->fail_err = 0;
+	}
+}
+
+static void commit_complete(struct px *px, struct px_op *op, int res, unsigned flags)
+{
+	struct commit *c = container_of(op, struct commit, op);
+	(void)px;
+	(void)flags;
+	if (res >= 0 && (uint64_t)res != c->size)
+		res = -ENOSPC; /* a short O_DIRECT write: the device ran out of room */
+	c->result = res < 0 ? res : 0;
+	c->finished = true;
+	complete_in_order(c->log);
+}
+
+int log_append(struct log *log, const struct fmt_record *rec, struct log_write *w)
+{
+	if (rec->type != FMT_PUT && rec->type != FMT_DELETE)
+		return -EINVAL;
+	if (log->stopped)
+		return -ESHUTDOWN;
+	if (log->fail_err != 0)
+		return log->fail_err;
+	uint64_t rsz = fmt_record_size(rec->key_len, rec->value_len);
+	if (rec->key_len > FMT_KEY_MAX || rec->value_len > FMT_VALUE_MAX ||
+	    FMT_SEG_HEADER_SIZE + rsz + FMT_RECORD_HEADER > log->cfg.segment_size)
+		return -E2BIG;
+	struct commit *c = log->open;
+	if (c != NULL && c->used + rsz + FMT_RECORD_HEADER > c->limit) {
+		commit_seal(log);
+		c = NULL;
+	}
+	if (c == NULL) {
+		int ret = commit_open(log, rsz);
+		if (ret < 0)
+			return ret;
+		c = log->open;
+	}
+	struct fmt_record r = *rec;
+	r.lsn = log->next_lsn++;
+	fmt_encode_record(c->buf + c->used, (uint32_t)c->seg->epoch, &r);
+	w->pos = (struct log_pos){
+		.segment = c->seg->id, .offset = c->base + c->used, .length = (uint32_t)rsz, .lsn = r.lsn};
+	w->next = NULL;
+	if (c->tail)
+		c->tail->next = w;
+	else
+		c->head = w;
+	c->tail = w;
+	c->used += rsz;
+	c->last_lsn = r.lsn;
+	c->n_records++;
+	return 0;
+}
+
+/* End of iteration: seal the open commit, retry unsubmitted ones. */
+static bool log_hook(struct px *px, struct px_hook *hook)
+{
+	struct log *log = container_of(hook, struct log, hook);
+	(void)px;
+	bool work = false;
+	if (log->open != NULL && log->open->n_records > 0) {
+		commit_seal(log);
+		work = true;
+	}
+	for (struct commit *c = log->inflight; c != NULL; c = c->next)
+		if (!c->submitted) {
+			commit_submit(log, c);
+			work = true;
+		}
+	return work;
+}
+
+/* durability write: fdatasync the segment being written once a second. */
+static void sync_complete(struct px *px, struct px_op *op, int res, unsigned flags)
+{
+	struct log *log = container_of(op, struct log, sync_op);
+	(void)flags;
+	log->sync_inflight = false;
+	px_release(px);
+	if (res < 0)
+		LOG_ERROR("shard %u: fdatasync of the log failed: %s", log->cfg.shard,
+			  strerror(-res));
+	else
+		log->stats.fsyncs++;
+}
+
+static void sync_tick(struct px *px, struct px_timer *t)
+{
+	struct log *log = container_of(t, struct log, sync_timer);
+	struct segment *seg = last_segment(log);
+	if (log->sync_inflight || log->written_since_sync == 0 || seg == NULL)
+		return;
+	struct io_uring_sqe *sqe = px_get_sqe(px, &log->sync_op);
+	if (sqe == NULL)
+		return;
+	io_uring_prep_fsync(sqe, seg->fd, IORING_FSYNC_DATASYNC);
+	log->sync_inflight = true;
+	log->written_since_sync = 0;
+	px_hold(px);
+}
+
+/* ---- reads ------------------------------------------------------------- */
+
+static void read_complete(struct px *px, struct px_op *op, int res, unsigned flags)
+{
+	struct read_group *g = container_of(op, struct read_group, op);
+	struct log *log = g->log;
+	(void)flags;
+	for (struct read_group **pp = &log->reads; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == g) {
+			*pp = g->next;
+			break;
+		}
+	struct segment *seg = find_segment(log, g->segment);
+	uint32_t epoch32 = seg ? (uint32_t)seg->epoch : 0;
+	for (struct log_read *r = g->waiters, *next; r != NULL; r = next) {
+		next = r->next;
+		struct fmt_record rec;
+		int err = 0;
+		if (res < 0) {
+			err = -EIO;
+		} else if (seg == NULL) {
+			err = -ENOENT;
+		} else {
+			uint64_t at = r->pos.offset - g->start;
+			uint64_t avail = (uint64_t)res > at ? (uint64_t)res - at : 0;
+			if (fmt_decode_record(g->buf + at, avail, epoch32, &rec) != FMT_OK ||
+			    rec.type != FMT_PUT || rec.lsn != r->pos.lsn ||
+			    rec.key_len != r->key_len || memcmp(rec.key, r->key, r->key_len) != 0)
+				err = -EBADMSG;
+		}
+		if (err != 0) {
+			log->stats.read_errors++;
+			LOG_ERROR("shard %u: reading the record at segment %" PRIu64 " offset %" PRIu64
+				  " (LSN %" PRIu64 "): %s",
+				  log->cfg.shard, g->segment, r->pos.offset, r->pos.lsn,
+				  res < 0 ? strerror(-res) : err == -ENOENT ? "segment deleted"
+									   : "record fails its checks");
+		}
+		r->done(r, err, err == 0 ? &rec : NULL);
+	}
+	px_release(px);
+	free(g->buf);
+	free(g);
+}
+
+static void read_fail_later(void *arg)
+{
+	struct log_read *r = arg;
+	r->done(r, -EAGAIN, NULL);
+}
+
+void log_read(struct log *log, struct log_read *r)
+{
+	uint64_t start = align_down(r->pos.offset);
+	uint64_t end = align_up(r->pos.offset + r->pos.length);
+	r->next = NULL;
+	for (struct read_group *g = log->reads; g != NULL; g = g->next)
+		if (g->segment == r->pos.segment && g->start <= start && g->start + g->len >= end) {
+			r->next = g->waiters;
+			g->waiters = r;
+			log->stats.reads_merged++;
+			return;
+		}
+	struct segment *seg = find_segment(log, r->pos.segment);
+	struct read_group *g = calloc(1, sizeof(*g));
+	if (g == NULL || posix_memalign((void **)&g->buf, FMT_BLOCK, end - start) != 0) {
+		free(g);
+		px_send(log->px, log->px->id, read_fail_later, r);
+		return;
+	}
+	g->op.complete = read_complete;
+	g->log = log;
+	g->segment = r->pos.segment;
+	g->start = start;
+	g->len = (uint32_t)(end - start);
+	g->waiters = r;
+	struct io_uring_sqe *sqe = seg ? px_get_sqe(log->px, &g->op) : NULL;
+	if (sqe == NULL) {
+		/* An unknown segment (deleted by GC) or no SQE: complete on the next
+		 * iteration through the same path as an I/O result. */
+		g->next = log->reads;
+		log->reads = g;
+		px_hold(log->px);
+		if (seg == NULL) {
+			g->segment = UINT64_MAX; /* never matches a merge */
+			read_complete(log->px, &g->op, 0, 0);
+		} else {
+			read_complete(log->px, &g->op, -EAGAIN, 0);
+		}
+		return;
+	}
+	io_uring_prep_read(sqe, seg->fd, g->buf, g->len, start);
+	g->next = log->reads;
+	log->reads = g;
+	px_hold(log->px);
+	log->stats.reads++;
+}
+
+/* ---- recovery ---------------------------------------------------------- */
+
+/* A window onto one segment file, read with blocking O_DIRECT preads. */
+struct scan_window {
+	int fd;
+	uint8_t *buf;     /* FMT_BLOCK-aligned, `cap` bytes */
+	uint64_t cap;
+	uint64_t off;     /* file offset of buf[0] */
+	uint64_t len;     /* valid bytes */
+	uint64_t end;     /* readable limit (the segment's size) */
+};
+
+/* Makes [at, at + n) readable in the window, which then starts at or before
+ * `keep` (<= at).  Returns 0, -ENODATA past the end, or -errno. */
+static int window_ensure(struct scan_window *w, uint64_t keep, uint64_t at, uint64_t n)
+{
+	if (at >= w->off && at + n <= w->off + w->len)
+		return 0;
+	if (at + n > w->end)
+		return -ENODATA;
+	uint64_t start = align_down(keep);
+	uint64_t want = align_up(at + n) - start;
+	if (want < LOG_SCAN_CHUNK)
+		want = LOG_SCAN_CHUNK;
+	if (start + want > w->end)
+		want = w->end - start;
+	if (want > w->cap) {
+		uint8_t *b;
+		if (posix_memalign((void **)&b, FMT_BLOCK, want) != 0)
+			return -ENOMEM;
+		free(w->buf);
+		w->buf = b;
+		w->cap = want;
+	}
+	uint64_t got = 0;
+	while (got < want) {
+		ssize_t r = pread(w->fd, w->buf + got, want - got, (off_t)(start + got));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			break;
+		got += (uint64_t)r;
+	}
+	w->off = start;
+	w->len = got;
+	return at + n <= w->off + w->len ? 0 : -ENODATA;
+}
+
+struct recovery {
+	uint64_t from_lsn;
+	log_replay_fn replay;
+	void *arg;
+	uint64_t next_lsn;        /* LSN the next committed record must carry */
+	uint64_t replayed;        /* records handed to replay */
+	uint64_t *pending;        /* offsets of the current commit's records */
+	size_t n_pending, cap_pending;
+};
+
+/* Scans `seg` from its first commit, replaying complete commits.  Sets *end
+ * to the offset where the valid commits end and *torn to whether the scan
+ * stopped at something other than zeroes on a commit boundary (a torn commit,
+ * a corrupt record, an LSN gap).  Returns 0 or -errno (message in err). */
+static int scan_segment(struct recovery *rc, struct segment *seg, uint64_t *end, bool *torn,
+			char *err, size_t errlen)
+{
+	struct scan_window w = {.fd = seg->fd, .end = seg->size};
+	uint32_t epoch32 = (uint32_t)seg->epoch;
+	uint64_t commit = FMT_SEG_HEADER_SIZE, pos = commit, lsn = rc->next_lsn;
+	int ret = 0;
+	*torn = false;
+	rc->n_pending = 0;
+	for (;;) {
+		struct fmt_record rec;
+		ret = window_ensure(&w, commit, pos, FMT_RECORD_HEADER);
+		if (ret == -ENODATA) {
+			*torn = pos != commit;
+			ret = 0;
+			break;
+		}
+		if (ret < 0)
+			goto io_error;
+		const uint8_t *h = w.buf + (pos - w.off);
+		enum fmt_status st = fmt_decode_record(h, w.off + w.len - pos, epoch32, &rec);
+		if (st == FMT_SHORT) {
+			uint32_t klen, vlen;
+			memcpy(&klen, h + 24, 4);
+			memcpy(&vlen, h + 28, 4);
+			ret = window_ensure(&w, commit, pos, fmt_record_size(le32toh(klen), le32toh(vlen)));
+			if (ret == -ENODATA) {
+				*torn = true;
+				ret = 0;
+				break;
+			}
+			if (ret < 0)
+				goto io_error;
+			st = fmt_decode_record(w.buf + (pos - w.off), w.off + w.len - pos, epoch32, &rec);
+		}
+		if (st != FMT_OK) {
+			*torn = !(st == FMT_BAD_MAGIC && pos == commit);
+			break;
+		}
+		if (rec.type != FMT_PAD) {
+			if (rec.lsn != lsn) {
+				*torn = true; /* a gap: nothing after it is a prefix */
+				break;
+			}
+			if (rc->n_pending == rc->cap_pending) {
+				size_t cap = rc->cap_pending ? rc->cap_pending * 2 : 256;
+				uint64_t *p = realloc(rc->pending, cap * sizeof(*p));
+				if (p == NULL) {
+					ret = -ENOMEM;
+					snprintf(err, errlen, "out of memory during recovery");
+					goto out;
+				}
+				rc->pending = p;
+				rc->cap_pending = cap;
+			}
+			rc->pending[rc->n_pending++] = pos;
+			lsn++;
+			pos += fmt_record_size(rec.key_len, rec.value_len);
+			continue;
+		}
+		/* PAD: the commit is complete if it ends on a block boundary. */
+		uint64_t commit_end = pos + FMT_RECORD_HEADER + rec.value_len;
+		if (rc->n_pending == 0 || (commit_end & (FMT_BLOCK - 1)) != 0) {
+			*torn = true;
+			break;
+		}
+		for (size_t i = 0; i < rc->n_pending; i++) {
+			uint64_t at = rc->pending[i];
+			struct fmt_record r;
+			fmt_decode_record(w.buf + (at - w.off), w.off + w.len - at, epoch32, &r);
+			if (r.lsn < rc->from_lsn)
+				continue;
+			struct log_pos lp = {.segment = seg->id,
+					     .offset = at,
+					     .length = (uint32_t)fmt_record_size(r.key_len, r.value_len),
+					     .lsn = r.lsn};
+			ret = rc->replay(rc->arg, &r, &lp);
+			if (ret < 0) {
+				snprintf(err, errlen, "replaying LSN %" PRIu64 ": %s", r.lsn,
+					 strerror(-ret));
+				goto out;
+			}
+			rc->replayed++;
+		}
+		rc->n_pending = 0;
+		rc->next_lsn = lsn;
+		pos = commit = commit_end;
+	}
+	*end = commit;
+	goto out;
+io_error:
+	snprintf(err, errlen, "reading log segment %016" PRIx64 " at offset %" PRIu64 ": %s",
+		 seg->id, pos, strerror(-ret));
+out:
+	free(w.buf);
+	return ret;
+}
+
+/* Removes segment i (and its file) from the log. */
+static int segment_remove(struct log *log, size_t i)
+{
+	char path[4200];
+	segment_path(log, log->segs[i].id, path, sizeof(path));
+	close(log->segs[i].fd);
+	if (unlink(path) != 0 && errno != ENOENT)
+		return -errno;
+	memmove(&log->segs[i], &log->segs[i + 1], (log->n_segs - i - 1) * sizeof(log->segs[0]));
+	log->n_segs--;
+	return 0;
+}
+
+/* Cuts `seg` at `end` (dropping any stale or torn bytes beyond) and
+ * preallocates it again. */
+static int segment_cut(struct segment *seg, uint64_t end)
+{
+	if (ftruncate(seg->fd, (off_t)end) != 0)
+		return -errno;
+	int ret = posix_fallocate(seg->fd, 0, (off_t)seg->size);
+	if (ret != 0)
+		return -ret;
+	if (fdatasync(seg->fd) != 0)
+		return -errno;
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Opens every segment file and reads its header. */
+static int load_segments(struct log *log, char *err, size_t errlen)
+{
+	DIR *d = opendir(log->dir);
+	if (d == NULL) {
+		snprintf(err, errlen, "cannot open %s: %s", log->dir, strerror(errno));
+		return -errno;
+	}
+	uint64_t *ids = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	int ret = 0;
+	while ((de = readdir(d)) != NULL) {
+		char *endp;
+		uint64_t id = strtoull(de->d_name, &endp, 16);
+		if (endp == de->d_name || strcmp(endp, ".seg") != 0 || strlen(de->d_name) != 20)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			uint64_t *p = realloc(ids, cap * sizeof(*p));
+			if (p == NULL) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			ids = p;
+		}
+		ids[n++] = id;
+	}
+	if (n > 1)
+		qsort(ids, n, sizeof(*ids), cmp_u64);
+	log->segs = calloc(n ? n : 1, sizeof(*log->segs));
+	log->cap_segs = n ? n : 1;
+	uint8_t *block = NULL;
+	if (log->segs == NULL || posix_memalign((void **)&block, FMT_BLOCK, FMT_BLOCK) != 0) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char path[4200];
+		segment_path(log, ids[i], path, sizeof(path));
+		int fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+		if (fd < 0) {
+			ret = -errno;
+			snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+			break;
+		}
+		struct segment *seg = &log->segs[log->n_segs++];
+		*seg = (struct segment){.id = ids[i], .fd = fd};
+		struct stat st;
+		fstat(fd, &st);
+		ssize_t r = pread(fd, block, FMT_BLOCK, 0);
+		struct fmt_segment_header h;
+		enum fmt_status s = r == FMT_BLOCK ? fmt_decode_segment_header(block, &h) : FMT_SHORT;
+		if (s == FMT_BAD_FIELD) {
+			uint32_t version;
+			memcpy(&version, block + 8, sizeof(version));
+			ret = -EPROTO;
+			snprintf(err, errlen,
+				 "%s is in on-disk format version %u (or has an impossible size); this"
+				 " ringkv reads version %u: run a ringkv that matches the data, or"
+				 " point storage.dir at another directory",
+				 path, le32toh(version), FMT_VERSION);
+			break;
+		}
+		seg->header_ok = s == FMT_OK && h.id == ids[i] && h.shard == log->cfg.shard;
+		if (seg->header_ok) {
+			seg->epoch = h.epoch;
+			seg->first_lsn = h.first_lsn;
+			seg->size = h.size;
+		} else {
+			seg->size = (uint64_t)st.st_size;
+		}
+		seg->fill = seg->size; /* until scanned: sealed segments count whole */
+	}
+	free(block);
+out:
+	closedir(d);
+	free(ids);
+	if (ret == -ENOMEM)
+		snprintf(err, errlen, "out of memory reading %s", log->dir);
+	return ret;
+}
+
+/* Replays the log from `from_lsn` and cuts it after the last complete commit
+ * (see log.h). */
+static int recover(struct log *log, uint64_t from_lsn, log_replay_fn replay, void *arg,
+		   char *err, size_t errlen)
+{
+	struct recovery rc = {.from_lsn = from_lsn, .replay = replay, .arg = arg};
+	size_t start = 0;
+	for (size_t i = 0; i < log->n_segs; i++)
+		if (log->segs[i].header_ok && log->segs[i].first_lsn <= from_lsn)
+			start = i;
+	int ret = 0;
+	size_t keep = log->n_segs; /* segments [keep, n) are dropped */
+	bool torn = false;
+	for (size_t i = start; i < log->n_segs; i++) {
+		struct segment *seg = &log->segs[i];
+		if (!seg->header_ok || (i > start && seg->first_lsn != rc.next_lsn)) {
+			keep = i; /* never got its first commit, or follows a gap */
+			torn = true;
+			break;
+		}
+		if (i == start)
+			rc.next_lsn = seg->first_lsn;
+		uint64_t end;
+		ret = scan_segment(&rc, seg, &end, &torn, err, errlen);
+		if (ret < 0)
+			goto out;
+		seg->fill = end;
+		if (torn) {
+			keep = i + 1; /* cut below; everything later is unacknowledged */
+			break;
+		}
+	}
+	uint64_t dropped = 0;
+	while (log->n_segs > keep) {
+		dropped++;
+		ret = segment_remove(log, log->n_segs - 1);
+		if (ret < 0) {
+			snprintf(err, errlen, "cannot delete a torn log segment in %s: %s", log->dir,
+				 strerror(-ret));
+			goto out;
+		}
+	}
+	struct segment *last = last_segment(log);
+	if (last != NULL) {
+		ret = segment_cut(last, last->fill);
+		if (ret < 0) {
+			snprintf(err, errlen, "cannot cut the torn tail of log segment %016" PRIx64
+				 " in %s: %s", last->id, log->dir, strerror(-ret));
+			goto out;
+		}
+		log->write_offset = last->fill;
+	}
+	log->next_lsn = rc.next_lsn > from_lsn ? rc.next_lsn : from_lsn;
+	if (log->next_lsn == 0)
+		log->next_lsn = 1;
+	log->last_good_lsn = log->next_lsn - 1;
+	if (rc.replayed || torn || dropped)
+		LOG_INFO("shard %u: log recovered: %" PRIu64 " records replayed from LSN %" PRIu64
+			 ", next LSN %" PRIu64 "%s%s",
+			 log->cfg.shard, rc.replayed, from_lsn, log->next_lsn,
+			 torn ? ", torn tail cut" : "", dropped ? ", later segments dropped" : "");
+out:
+	free(rc.pending);
+	return ret;
+}
+
+/* ---- open / close ------------------------------------------------------ */
+
+/* mkdir -p.  Returns 0 or -errno. */
+static int make_dirs(const char *path)
+{
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* Fails with a clear message if the file system of `dir` refuses O_DIRECT. */
+static int check_direct_io(const char *dir, char *err, size_t errlen)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/.direct-io-probe", dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0644);
+	if (fd < 0 && errno == EINVAL) {
+		snprintf(err, errlen,
+			 "the file system of %s does not support O_DIRECT (tmpfs does not);"
+			 " put storage.dir on a disk file system such as ext4 or xfs",
+			 dir);
+		return -EINVAL;
+	}
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot create files in %s: %s", dir, strerror(errno));
+		return -errno;
+	}
+	close(fd);
+	unlink(path);
+	struct statfs sf;
+	if (statfs(dir, &sf) == 0 && sf.f_type == TMPFS_MAGIC)
+		LOG_WARN("%s is on tmpfs: the data will not survive a reboot", dir);
+	return 0;
+}
+
+int log_open(struct log **out, struct px *px, const struct log_config *cfg, uint64_t from_lsn,
+	     log_replay_fn replay, void *arg, char *err, size_t errlen)
+{
+	if (cfg->segment_size < (1u << 20) || cfg->segment_size % FMT_BLOCK != 0 ||
+	    cfg->commit_max % FMT_BLOCK != 0) {
+		snprintf(err, errlen, "segment size %" PRIu64 " / commit size %u: need a multiple"
+			 " of 4096, segment at least 1 MiB", cfg->segment_size, cfg->commit_max);
+		return -EINVAL;
+	}
+	struct log *log = calloc(1, sizeof(*log));
+	if (log == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	log->px = px;
+	log->cfg = *cfg;
+	if (log->cfg.commit_max == 0)
+		log->cfg.commit_max = LOG_COMMIT_DEFAULT;
+	if (log->cfg.commit_max > log->cfg.segment_size)
+		log->cfg.commit_max = (uint32_t)log->cfg.segment_size;
+	log->dir_fd = -1;
+	snprintf(log->dir, sizeof(log->dir), "%s", cfg->dir);
+	log->cfg.dir = log->dir;
+
+	int ret = make_dirs(log->dir);
+	if (ret < 0) {
+		snprintf(err, errlen, "cannot create %s: %s", log->dir, strerror(-ret));
+		goto fail;
+	}
+	log->dir_fd = open(log->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (log->dir_fd < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot open %s: %s", log->dir, strerror(errno));
+		goto fail;
+	}
+	ret = check_direct_io(log->dir, err, errlen);
+	if (ret < 0)
+		goto fail;
+	ret = load_segments(log, err, errlen);
+	if (ret < 0)
+		goto fail;
+	ret = recover(log, from_lsn, replay, arg, err, errlen);
+	if (ret < 0)
+		goto fail;
+	recount_bytes(log);
+
+	log->hook.fn = log_hook;
+	px_hook_add(px, &log->hook);
+	log->sync_op.complete = sync_complete;
+	if (cfg->durability != LOG_DURABILITY_FSYNC)
+		px_timer_start(px, &log->sync_timer, LOG_SYNC_PERIOD_NS, LOG_SYNC_PERIOD_NS,
+			       sync_tick);
+	*out = log;
+	return 0;
+fail:
+	log->hook.fn = NULL;
+	log_close(log);
+	return ret;
+}
+
+uint64_t log_next_lsn(const struct log *log)
+{
+	return log->next_lsn;
+}
+
+size_t log_segments(const struct log *log, uint64_t *ids, size_t cap)
+{
+	size_t n = log->n_segs < cap ? log->n_segs : cap;
+	for (size_t i = 0; i < n; i++)
+		ids[i] = log->segs[i].id;
+	return n;
+}
+
+int log_delete_segment(struct log *log, uint64_t id)
+{
+	struct segment *seg = find_segment(log, id);
+	if (seg == NULL)
+		return -ENOENT;
+	if (seg == last_segment(log) || (log->open != NULL && log->open->seg == seg))
+		return -EBUSY;
+	for (struct commit *c = log->inflight; c != NULL; c = c->next)
+		if (c->seg == seg)
+			return -EBUSY;
+	int ret = segment_remove(log, (size_t)(seg - log->segs));
+	recount_bytes(log);
+	return ret;
+}
+
+const struct log_stats *log_get_stats(const struct log *log)
+{
+	return &log->stats;
+}
+
+void log_stop(struct log *log)
+{
+	if (log->open != NULL && log->open->n_records > 0)
+		commit_seal(log);
+	if (px_timer_armed(&log->sync_timer))
+		px_timer_stop(log->px, &log->sync_timer);
+	log->stopped = true;
+}
+
+bool log_busy(const struct log *log)
+{
+	return log->inflight != NULL || log->reads != NULL || log->sync_inflight ||
+	       px_timer_armed(&log->sync_timer) || (log->open != NULL && log->open->n_records > 0);
+}
+
+void log_close(struct log *log)
+{
+	if (log == NULL)
+		return;
+	if (log->hook.fn != NULL)
+		px_hook_remove(log->px, &log->hook);
+	if (log->open != NULL)
+		commit_release(log, log->open);
+	while (log->free != NULL) {
+		struct commit *c = log->free;
+		log->free = c->next;
+		free(c->buf);
+		free(c);
+	}
+	for (size_t i = 0; i < log->n_segs; i++)
+		close(log->segs[i].fd);
+	if (log->dir_fd >= 0)
+		close(log->dir_fd);
+	free(log->segs);
+	free(log);
+}

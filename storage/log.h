@@ -1,0 +1,142 @@
+/* log: one shard's append-only log — segment files written only with
+ * O_DIRECT through the shard proactor's io_uring (format: format.h).
+ *
+ * Write path.  log_append() encodes a record into the open commit buffer and
+ * assigns its LSN and position at once.  At the end of the loop iteration (a
+ * px hook) the buffer is sealed with a PAD record and written with one
+ * O_DIRECT write (group commit); in `fsync` durability that write carries
+ * RWF_DSYNC, so one op both writes and makes it durable.  A buffer that fills
+ * up mid-iteration is written at once.  Several commits may be in flight; their
+ * `done` callbacks run strictly in LSN order, each once its commit and every
+ * earlier one are written.
+ *
+ * Errors.  If a commit fails (EIO, ENOSPC), it and every later commit in
+ * flight fail (done gets the error; nothing of theirs is acknowledged).  When
+ * the in-flight commits have drained, writing resumes in a new segment whose
+ * first LSN follows the last commit that succeeded, so the log never holds a
+ * hole followed by data.  Reads keep working throughout.
+ *
+ * Recovery (log_open).  Segments are read in id order from the one holding
+ * `from_lsn`; records of complete commits (their PAD read and valid) with LSN
+ * >= from_lsn go to the replay callback.  The first invalid record, torn
+ * commit or LSN gap ends the log: that segment is truncated at the start of
+ * the torn commit (so no stale record can follow new ones) and later segments
+ * are deleted.  Writing resumes there.
+ *
+ * Ownership: a log belongs to one proactor; every call is made on it.
+ */
+#ifndef RINGKV_LOG_H
+#define RINGKV_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "service/proactor.h"
+#include "storage/format.h"
+
+enum log_durability {
+	LOG_DURABILITY_FSYNC = 0, /* done after the write is durable (RWF_DSYNC) */
+	LOG_DURABILITY_WRITE = 1, /* done after the O_DIRECT write; fdatasync every second */
+	LOG_DURABILITY_NONE = 2,  /* the caller acknowledges on append; done as for WRITE */
+};
+
+struct log_config {
+	const char *dir;          /* the shard's log directory; created if missing */
+	unsigned shard;           /* written into segment headers */
+	uint64_t segment_size;    /* bytes, multiple of 4096, >= 1 MiB */
+	enum log_durability durability;
+	uint32_t commit_max;      /* bytes per commit buffer, multiple of 4096; 0 = 1 MiB */
+};
+
+/* Where a record lives. */
+struct log_pos {
+	uint64_t segment; /* segment id */
+	uint64_t offset;  /* of the record header in the segment file */
+	uint32_t length;  /* fmt_record_size() of the record */
+	uint64_t lsn;
+};
+
+/* One appended record's completion.  Owned by the caller (embed it in the
+ * request); must stay alive until done has run. */
+struct log_write {
+	void (*done)(struct log_write *w, int err); /* err: 0 or -errno */
+	struct log_write *next;                     /* log's list; do not touch */
+	struct log_pos pos;                         /* filled by log_append */
+};
+
+/* One read of a record by position.  Owned by the caller until done runs.
+ * On success `rec` points into a buffer owned by the log that is valid only
+ * during the callback. */
+struct log_read {
+	void (*done)(struct log_read *r, int err, const struct fmt_record *rec);
+	struct log_pos pos;        /* what to read (set by the caller) */
+	const void *key;           /* the key expected there (caller-owned, same lifetime) */
+	uint32_t key_len;
+	struct log_read *next;     /* log's list of readers of one block range */
+};
+
+/* Called for each record recovered; a negative return aborts log_open with
+ * that error. */
+typedef int (*log_replay_fn)(void *arg, const struct fmt_record *rec, const struct log_pos *pos);
+
+struct log_stats {
+	uint64_t commits;         /* commit writes completed */
+	uint64_t records;         /* records in them */
+	uint64_t bytes_written;   /* commit bytes written, padding included */
+	uint64_t fsyncs;          /* fdatasync calls (durability write) and DSYNC writes */
+	uint64_t write_errors;    /* commits that failed */
+	uint64_t reads;           /* O_DIRECT reads issued */
+	uint64_t reads_merged;    /* reads served by another read of the same blocks */
+	uint64_t read_errors;     /* reads that failed (I/O error, CRC, LSN or key mismatch) */
+	uint64_t segments;        /* segment files now */
+	uint64_t log_bytes;       /* bytes of log data now (sum of segment fill levels) */
+};
+
+struct log;
+
+/* Opens (creating if needed) the log in cfg->dir on proactor `px`, replaying
+ * records with LSN >= from_lsn through `replay`.  Blocking reads are used:
+ * call at start-up, before serving.  Returns 0, or -errno with a message that
+ * names the cause and the fix in `err` (e.g. a file system without O_DIRECT,
+ * a segment of an unknown format version). */
+int log_open(struct log **out, struct px *px, const struct log_config *cfg, uint64_t from_lsn,
+	     log_replay_fn replay, void *arg, char *err, size_t errlen);
+
+/* Appends a PUT or DELETE; on return w->pos is set and the record will be in
+ * the next commit.  Returns 0, -E2BIG if the record cannot fit a commit, or
+ * -ENOSPC/-EIO while the log cannot write (no segment could be created). */
+int log_append(struct log *log, const struct fmt_record *rec, struct log_write *w);
+
+/* Reads and verifies (CRC, LSN, key) the PUT record at r->pos.  done gets 0
+ * and the record, or -ENOENT (segment gone: re-read the index), -EIO (I/O
+ * error) or -EBADMSG (the record there fails a check).  Concurrent reads of
+ * the same blocks share one I/O.  done runs on a later iteration, never inside
+ * this call. */
+void log_read(struct log *log, struct log_read *r);
+
+/* The LSN the next appended record will get. */
+uint64_t log_next_lsn(const struct log *log);
+
+/* Ids of the segments, oldest first, in ids[0..*n) (at most `cap`). */
+size_t log_segments(const struct log *log, uint64_t *ids, size_t cap);
+
+/* Deletes a sealed segment (GC).  Returns 0, -EBUSY for the segment being
+ * written, -ENOENT for an unknown id. */
+int log_delete_segment(struct log *log, uint64_t id);
+
+const struct log_stats *log_get_stats(const struct log *log);
+
+/* Begins closing: seals the open commit and stops the periodic fdatasync.
+ * Appends are refused (-ESHUTDOWN) from now on. */
+void log_stop(struct log *log);
+
+/* True while commits, reads, an fdatasync or the sync timer are in flight;
+ * the owner keeps its proactor looping until this turns false. */
+bool log_busy(const struct log *log);
+
+/* Closes the files and frees the log.  Call after log_stop once log_busy()
+ * is false (or right after a failed log_open). */
+void log_close(struct log *log);
+
+#endif
