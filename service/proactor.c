@@ -35,6 +35,8 @@ static inline void cpu_relax(void)
 /* Setup flags to try, best first.  A kernel that lacks a flag answers EINVAL
  * and the next rung is tried. */
 static const unsigned setup_ladder[PX_SETUP_RUNGS] = {
+	IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+		IORING_SETUP_SUBMIT_ALL,
 	IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
 	IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
 		IORING_SETUP_SUBMIT_ALL,
@@ -109,6 +111,8 @@ static int ring_setup(struct px *px, unsigned entries, unsigned start, char *err
 			ret = io_uring_queue_init_params(entries, &px->ring, &p);
 			if (ret == 0) {
 				px->setup_flags = p.flags;
+				px->enter_always = (p.flags & IORING_SETUP_DEFER_TASKRUN) &&
+						   !(p.flags & IORING_SETUP_TASKRUN_FLAG);
 				return 0;
 			}
 			if (ret != -EINVAL)
@@ -129,6 +133,7 @@ void px_describe(struct px *px, char *buf, size_t len)
 		{IORING_SETUP_SINGLE_ISSUER, "SINGLE_ISSUER"},
 		{IORING_SETUP_DEFER_TASKRUN, "DEFER_TASKRUN"},
 		{IORING_SETUP_COOP_TASKRUN, "COOP_TASKRUN"},
+		{IORING_SETUP_TASKRUN_FLAG, "TASKRUN_FLAG"},
 		{IORING_SETUP_SUBMIT_ALL, "SUBMIT_ALL"},
 	};
 	static const struct {
@@ -178,11 +183,27 @@ void px_describe(struct px *px, char *buf, size_t len)
 
 /* ---- submission and completion ---------------------------------------- */
 
-/* Submits pending SQEs and flushes deferred completions into the CQ.  Errors
+/* True if io_uring_enter has something to do: SQEs to submit, or completions
+ * the kernel holds back until we enter (deferred or cooperative task work,
+ * which it flags with IORING_SQ_TASKRUN when the ring has TASKRUN_FLAG; CQ
+ * overflow).  A ring with DEFER_TASKRUN but no TASKRUN_FLAG gives no such
+ * signal, so it always enters. */
+static bool px_kernel_has_work(struct px *px)
+{
+	if (io_uring_sq_ready(&px->ring) > 0 || px->enter_always)
+		return true;
+	return (IO_URING_READ_ONCE(*px->ring.sq.kflags) &
+		(IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
+}
+
+/* Submits pending SQEs and flushes deferred completions into the CQ — only
+ * when there is any, so a loop busy with messages makes no syscall.  Errors
  * the kernel may return under pressure (EAGAIN, EBUSY) leave the SQEs queued
  * for the next iteration. */
 static void px_submit(struct px *px)
 {
+	if (!px_kernel_has_work(px))
+		return;
 	for (;;) {
 		unsigned ready = io_uring_sq_ready(&px->ring);
 		int ret = io_uring_submit_and_get_events(&px->ring);
@@ -458,8 +479,10 @@ static bool px_busy_poll(struct px *px)
 			break;
 		}
 		if (spins % PX_SPINS_PER_CHECK == 0) {
-			io_uring_get_events(&px->ring);
-			if (io_uring_cq_ready(&px->ring) > 0) {
+			if (px->enter_always) /* no flag tells: look */
+				io_uring_get_events(&px->ring);
+			if (px->enter_always ? io_uring_cq_ready(&px->ring) > 0
+					     : px_kernel_has_work(px)) {
 				found = true;
 				break;
 			}

@@ -3,8 +3,10 @@
  * A proactor owns one ring, drives every socket and file of its shard through
  * it, and runs the tasks other proactors send it.  Each loop iteration:
  *
- *   1. submit every pending SQE and collect finished work (one
- *      io_uring_submit_and_get_events per iteration, not one per op);
+ *   1. submit every pending SQE and collect finished work: one
+ *      io_uring_submit_and_get_events per iteration, and none at all when
+ *      no SQE is queued and the kernel flags no pending completion
+ *      (IORING_SQ_TASKRUN), so a loop busy with messages makes no syscall;
  *   2. run incoming messages, at most `msg_budget` per iteration;
  *   3. reap completions in batches of PX_CQE_BATCH and dispatch them;
  *   4. run the end-of-iteration hooks (group commit, output flush), then
@@ -96,9 +98,10 @@ struct px_stats {
 };
 
 /* Ring set-up tries these, best first, stepping down when the kernel answers
- * EINVAL: SINGLE_ISSUER|DEFER_TASKRUN (6.1+), SINGLE_ISSUER|COOP_TASKRUN
- * (6.0), COOP_TASKRUN (5.19), plain (each with SUBMIT_ALL where known). */
-#define PX_SETUP_RUNGS 5
+ * EINVAL: SINGLE_ISSUER|DEFER_TASKRUN|TASKRUN_FLAG, the same without
+ * TASKRUN_FLAG (6.1+), SINGLE_ISSUER|COOP_TASKRUN|TASKRUN_FLAG (6.0),
+ * COOP_TASKRUN|TASKRUN_FLAG (5.19), plain (each with SUBMIT_ALL where known). */
+#define PX_SETUP_RUNGS 6
 
 struct px_config {
 	unsigned entries;      /* SQ entries, power of two; the CQ gets 4x */
@@ -113,6 +116,8 @@ struct px {
 	struct pool *pool;             /* the pool this proactor belongs to */
 	struct io_uring ring;          /* the only ring this thread uses */
 	unsigned setup_flags;          /* IORING_SETUP_* the ring was created with */
+	bool enter_always;             /* DEFER_TASKRUN without TASKRUN_FLAG: completions
+					  can only be seen by entering the kernel */
 	struct px_config cfg;
 
 	struct msgq_inbox *inbox;      /* our incoming queues; owned by the pool */

@@ -66,7 +66,7 @@ static void *foreign_producer(void *arg)
 
 int main(void)
 {
-	per_pair = test_scaled(300000);
+	per_pair = test_scaled(1000000);
 	pool = test_pool(N_PX, 64, 50, 256); /* small rings: the backlog path runs too */
 
 	pthread_t threads[N_FOREIGN];

@@ -1,0 +1,16 @@
+/* bench: the subcommands of ringkv-bench.
+ *
+ * Each subcommand is one function with main's contract: it receives the
+ * arguments from its own name on (argv[0] is "msg", "store", ...), prints its
+ * results on stdout and its progress on stderr, and returns the exit status:
+ * 0 success, 1 the measured system misbehaved or could not start, 2 usage
+ * error.  ringkv_bench.c lists them in its command table.
+ */
+#ifndef RINGKV_BENCH_H
+#define RINGKV_BENCH_H
+
+/* `ringkv-bench msg`: message-passing throughput, latency and wake-ups
+ * (bench_msg.c). */
+int bench_msg_main(int argc, char **argv);
+
+#endif
