@@ -1,0 +1,926 @@
+/* index: the shard's RocksDB key index (format and contracts: index.h).
+ *
+ * RocksDB is used through its C API only.  Facts of RocksDB 7.8 this file
+ * relies on (checked against /usr/include/rocksdb and by experiment):
+ *   - ReadTier: kReadAllTier 0, kBlockCacheTier 1, kPersistedTier 2,
+ *     kMemtableTier 3 (options.h).
+ *   - A kBlockCacheTier read that would need I/O fails with Status::Incomplete,
+ *     which the C API reports as the string "Result incomplete: no blocking io".
+ *   - kPersistedTier skips the memtables once a WAL-disabled write was made
+ *     (DBImpl::has_unpersisted_data_), so it reads what SST files hold.
+ *   - FlushOptions.allow_write_stall is false and the C API cannot set it: a
+ *     flush request waits while flushing would stall writes (an immutable
+ *     memtable already waiting, or L0 at its compaction trigger), so
+ *     idx_request_flush does not ask then.
+ *   - A compression type missing from the build fails DB::Open with "... is
+ *     not linked with the binary"; the open is retried without compression.
+ *   - rocksdb_readoptions_set_iterate_upper_bound keeps a pointer to the
+ *     caller's bytes, not a copy: a bound must outlive the iterators.
+ *   - "rocksdb.num-files-at-level<N>" is a string property only.
+ *   - The C API has no Statistics ticker getter (only a text dump), so block
+ *     cache misses are counted with the calling thread's perf context.
+ */
+#include "storage/index.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <rocksdb/c.h>
+
+#include "service/logging.h"
+#include "storage/format.h"
+
+/* RocksDB key prefixes and metadata keys (index.h). */
+#define PREFIX_KEY        'k'
+#define PREFIX_KEY_END    "l" /* just above every 'k' row */
+#define PREFIX_EXPIRY     'x'
+#define PREFIX_EXPIRY_END "y"
+#define META_VERSION      "m:version"
+#define META_APPLIED_LSN  "m:applied_lsn"
+#define META_KEY_COUNT    "m:key_count"
+
+/* Entry flags byte. */
+#define ENTRY_VERSION      1u
+#define ENTRY_VERSION_MASK 0x0Fu
+#define ENTRY_INLINE       0x10u
+#define ENTRY_EXPIRY       0x20u
+#define ENTRY_RESERVED     0xC0u
+#define ENTRY_HEADER_MAX   (1 + 6 * 10) /* flags and at most six 10-byte varints */
+
+/* ReadTier values (rocksdb/options.h). */
+#define READ_TIER_ALL         0
+#define READ_TIER_BLOCK_CACHE 1
+#define READ_TIER_PERSISTED   2
+
+/* Per-shard RocksDB tuning. */
+#define WRITE_BUFFER_BYTES    (32u << 20)
+#define MAX_WRITE_BUFFERS     3
+#define MAX_OPEN_FILES        256
+#define L0_COMPACTION_TRIGGER 4
+#define BLOOM_BITS_PER_KEY    10
+#define INFO_LOG_FILES        3
+#define INFO_LOG_BYTES        (8u << 20)
+
+#define KEY_BUF_SIZE (1 + 8 + FMT_KEY_MAX) /* the longest RocksDB key */
+
+struct idx_shared {
+	rocksdb_cache_t *cache; /* LRU block cache of every shard */
+	rocksdb_env_t *env;     /* RocksDB's default Env: the background pools */
+	int compaction_threads; /* LOW pool size */
+	int flush_threads;      /* HIGH pool size */
+};
+
+struct idx {
+	rocksdb_t *db;
+	struct idx_shared *sh;
+	char *path;                          /* for messages; owned */
+	rocksdb_readoptions_t *ro_cached;    /* kBlockCacheTier */
+	rocksdb_readoptions_t *ro_blocking;  /* kReadAllTier */
+	rocksdb_readoptions_t *ro_persisted; /* kPersistedTier */
+	rocksdb_readoptions_t *ro_scan;      /* 'k' rows, no cache fill */
+	rocksdb_readoptions_t *ro_expiry;    /* 'x' rows, below expiry_upper */
+	rocksdb_writeoptions_t *wo;          /* WAL disabled */
+	uint64_t applied_lsn;                /* as of the last write */
+	uint64_t key_count;                  /* as of the last write */
+	struct idx_stats stats;              /* counters; sizes filled on demand */
+	uint8_t expiry_upper[9];             /* ro_expiry's bound (the C API keeps a
+	                                        pointer to it, not a copy) */
+	uint8_t kbuf[KEY_BUF_SIZE];          /* a RocksDB key being built */
+};
+
+struct idx_batch {
+	rocksdb_writebatch_t *wb;
+};
+
+/* ---- encoding ---------------------------------------------------------- */
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+	while (v >= 0x80) {
+		*p++ = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	*p++ = (uint8_t)v;
+	return p;
+}
+
+/* Reads a LEB128 varint from [*p, end).  Returns false if it is truncated or
+ * longer than 64 bits. */
+static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	uint64_t r = 0;
+	for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+		uint8_t b = *(*p)++;
+		if (shift == 63 && b > 1)
+			return false;
+		r |= (uint64_t)(b & 0x7F) << shift;
+		if (!(b & 0x80)) {
+			*v = r;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Writes e's entry header (everything but an inline value) at `dst`, which
+ * has ENTRY_HEADER_MAX bytes.  Returns its length. */
+static size_t entry_encode_header(uint8_t *dst, const struct idx_entry *e)
+{
+	uint8_t *p = dst + 1;
+	dst[0] = (uint8_t)(ENTRY_VERSION | (e->is_inline ? ENTRY_INLINE : 0) |
+	                   (e->expiry_ms ? ENTRY_EXPIRY : 0));
+	if (e->expiry_ms)
+		p = put_varint(p, e->expiry_ms);
+	p = put_varint(p, e->lsn);
+	p = put_varint(p, e->value_len);
+	if (!e->is_inline) {
+		p = put_varint(p, e->segment);
+		p = put_varint(p, e->offset);
+		p = put_varint(p, e->length);
+	}
+	return (size_t)(p - dst);
+}
+
+/* Decodes an entry; an inline e->value points into `src`.  Returns false if
+ * it is malformed. */
+static bool entry_decode(const uint8_t *src, size_t len, struct idx_entry *e)
+{
+	const uint8_t *p = src + 1, *end = src + len;
+	uint64_t value_len, v[3];
+	if (len < 1 || (src[0] & ENTRY_VERSION_MASK) != ENTRY_VERSION ||
+	    (src[0] & ENTRY_RESERVED) != 0)
+		return false;
+	*e = (struct idx_entry){.is_inline = (src[0] & ENTRY_INLINE) != 0};
+	if ((src[0] & ENTRY_EXPIRY) && (!get_varint(&p, end, &e->expiry_ms) || e->expiry_ms == 0))
+		return false;
+	if (!get_varint(&p, end, &e->lsn) || !get_varint(&p, end, &value_len) ||
+	    value_len > UINT32_MAX)
+		return false;
+	e->value_len = (uint32_t)value_len;
+	if (e->is_inline) {
+		if ((size_t)(end - p) != value_len)
+			return false;
+		e->value = p;
+		return true;
+	}
+	for (int i = 0; i < 3; i++)
+		if (!get_varint(&p, end, &v[i]))
+			return false;
+	if (p != end || v[2] > UINT32_MAX)
+		return false;
+	e->segment = v[0];
+	e->offset = v[1];
+	e->length = (uint32_t)v[2];
+	return true;
+}
+
+/* 'x' + be64 expiry, the expiry row's prefix, at `dst` (9 bytes). */
+static void expiry_prefix(uint8_t *dst, uint64_t expiry_ms)
+{
+	uint64_t be = htobe64(expiry_ms);
+	dst[0] = PREFIX_EXPIRY;
+	memcpy(dst + 1, &be, 8);
+}
+
+static void put_le64(uint8_t *dst, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(dst, &v, 8);
+}
+
+/* ---- small helpers ----------------------------------------------------- */
+
+/* True if a RocksDB error string is Status::Incomplete (a read that needed
+ * I/O under kBlockCacheTier). */
+static bool is_incomplete(const char *rerr)
+{
+	return strncmp(rerr, "Result incomplete", 17) == 0;
+}
+
+/* Counts the blocks RocksDB reads from files during one blocking call, via
+ * the calling thread's perf context (counting is switched on only around
+ * the call). */
+struct block_read_probe {
+	rocksdb_perfcontext_t *pc; /* the calling thread's context; NULL if unavailable */
+	uint64_t before;
+};
+
+static void probe_begin(struct block_read_probe *p)
+{
+	rocksdb_set_perf_level(rocksdb_enable_count);
+	p->pc = rocksdb_perfcontext_create();
+	p->before = p->pc ? rocksdb_perfcontext_metric(p->pc, rocksdb_block_read_count) : 0;
+}
+
+static void probe_end(struct idx *ix, struct block_read_probe *p)
+{
+	if (p->pc) {
+		ix->stats.block_cache_misses +=
+		    rocksdb_perfcontext_metric(p->pc, rocksdb_block_read_count) - p->before;
+		rocksdb_perfcontext_destroy(p->pc);
+	}
+	rocksdb_set_perf_level(rocksdb_disable);
+}
+
+/* 'k' + key in ix->kbuf; returns the length.  klen <= FMT_KEY_MAX. */
+static size_t user_row_key(struct idx *ix, const void *key, size_t klen)
+{
+	ix->kbuf[0] = PREFIX_KEY;
+	memcpy(ix->kbuf + 1, key, klen);
+	return klen + 1;
+}
+
+/* Reads a metadata row with `ro`.  Returns 0 (*out set), -ENOENT, or -EIO
+ * (RocksDB error or a value not `size` bytes long; *rerr set to a malloc()ed
+ * message, or NULL for the wrong size). */
+static int meta_get(struct idx *ix, const rocksdb_readoptions_t *ro, const char *name, void *out,
+                    size_t size, char **rerr)
+{
+	size_t vlen;
+	*rerr = NULL;
+	char *v = rocksdb_get(ix->db, ro, name, strlen(name), &vlen, rerr);
+	if (*rerr)
+		return -EIO;
+	if (v == NULL)
+		return -ENOENT;
+	int ret = vlen == size ? 0 : -EIO;
+	if (ret == 0)
+		memcpy(out, v, size);
+	rocksdb_free(v);
+	return ret;
+}
+
+static void batch_put_meta(rocksdb_writebatch_t *wb, const char *name, uint64_t v)
+{
+	uint8_t le[8];
+	put_le64(le, v);
+	rocksdb_writebatch_put(wb, name, strlen(name), (const char *)le, sizeof(le));
+}
+
+/* Writes wb (WAL disabled), then updates the in-memory metadata.  Returns 0
+ * or -EIO (logged). */
+static int write_batch(struct idx *ix, rocksdb_writebatch_t *wb, uint64_t applied_lsn,
+                       uint64_t key_count)
+{
+	char *rerr = NULL;
+	batch_put_meta(wb, META_APPLIED_LSN, applied_lsn);
+	batch_put_meta(wb, META_KEY_COUNT, key_count);
+	rocksdb_write(ix->db, ix->wo, wb, &rerr);
+	rocksdb_writebatch_clear(wb);
+	if (rerr) {
+		LOG_ERROR("index %s: write up to LSN %" PRIu64 " failed: %s", ix->path, applied_lsn,
+		          rerr);
+		rocksdb_free(rerr);
+		ix->stats.errors++;
+		return -EIO;
+	}
+	ix->applied_lsn = applied_lsn;
+	ix->key_count = key_count;
+	ix->stats.writes++;
+	return 0;
+}
+
+/* mkdir -p.  Returns 0 or -errno. */
+static int make_dirs(const char *path)
+{
+	char tmp[4096];
+	size_t n = strlen(path);
+	if (n == 0 || n >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	memcpy(tmp, path, n + 1);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* ---- shared state ------------------------------------------------------ */
+
+int idx_shared_create(struct idx_shared **out, uint64_t cache_bytes, int background_threads,
+                      char *err, size_t errlen)
+{
+	*out = NULL;
+	if (background_threads < 1) {
+		snprintf(err, errlen, "index: background_threads is %d; it must be at least 1",
+		         background_threads);
+		return -EINVAL;
+	}
+	struct idx_shared *sh = calloc(1, sizeof(*sh));
+	if (sh == NULL)
+		goto nomem;
+	sh->cache = rocksdb_cache_create_lru((size_t)cache_bytes);
+	sh->env = rocksdb_create_default_env();
+	if (sh->cache == NULL || sh->env == NULL)
+		goto nomem;
+	sh->compaction_threads = background_threads;
+	sh->flush_threads = background_threads / 4 > 1 ? background_threads / 4 : 1;
+	rocksdb_env_set_background_threads(sh->env, sh->compaction_threads);
+	rocksdb_env_set_high_priority_background_threads(sh->env, sh->flush_threads);
+	*out = sh;
+	return 0;
+nomem:
+	idx_shared_destroy(sh);
+	snprintf(err, errlen, "index: out of memory creating the block cache");
+	return -ENOMEM;
+}
+
+void idx_shared_destroy(struct idx_shared *sh)
+{
+	if (sh == NULL)
+		return;
+	if (sh->cache)
+		rocksdb_cache_destroy(sh->cache);
+	/* The default Env's pools stay: joining them would stop them for good,
+	 * and a later idx_shared_create in this process would get none. */
+	if (sh->env)
+		rocksdb_env_destroy(sh->env);
+	free(sh);
+}
+
+/* ---- open and close ---------------------------------------------------- */
+
+static rocksdb_options_t *make_options(const struct idx_shared *sh, int compression)
+{
+	rocksdb_options_t *o = rocksdb_options_create();
+	rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
+	rocksdb_block_based_options_set_block_cache(t, sh->cache);
+	rocksdb_block_based_options_set_filter_policy(
+	    t, rocksdb_filterpolicy_create_bloom_full(BLOOM_BITS_PER_KEY));
+	/* Index and filter blocks live in the shared cache too, so its size
+	 * bounds the index's memory however large the key space grows. */
+	rocksdb_block_based_options_set_cache_index_and_filter_blocks(t, 1);
+	rocksdb_block_based_options_set_cache_index_and_filter_blocks_with_high_priority(t, 1);
+	rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(t, 1);
+	rocksdb_options_set_block_based_table_factory(o, t);
+	rocksdb_block_based_options_destroy(t);
+
+	rocksdb_options_set_create_if_missing(o, 1);
+	rocksdb_options_set_env(o, sh->env);
+	rocksdb_options_set_compression(o, compression);
+	rocksdb_options_set_write_buffer_size(o, WRITE_BUFFER_BYTES);
+	rocksdb_options_set_max_write_buffer_number(o, MAX_WRITE_BUFFERS);
+	rocksdb_options_set_max_open_files(o, MAX_OPEN_FILES);
+	rocksdb_options_set_level0_file_num_compaction_trigger(o, L0_COMPACTION_TRIGGER);
+	rocksdb_options_set_level_compaction_dynamic_level_bytes(o, 1);
+	rocksdb_options_set_max_background_jobs(
+	    o, sh->compaction_threads > 2 ? sh->compaction_threads : 2);
+	rocksdb_options_set_keep_log_file_num(o, INFO_LOG_FILES);
+	rocksdb_options_set_max_log_file_size(o, INFO_LOG_BYTES);
+	return o;
+}
+
+/* Opens the RocksDB, LZ4-compressed if the library has LZ4.  Returns 0 or
+ * -EIO with a message in err. */
+static int open_db(struct idx *ix, char *err, size_t errlen)
+{
+	char *rerr = NULL;
+	rocksdb_options_t *o = make_options(ix->sh, rocksdb_lz4_compression);
+	ix->db = rocksdb_open(o, ix->path, &rerr);
+	rocksdb_options_destroy(o);
+	if (rerr && strstr(rerr, "not linked with the binary")) {
+		LOG_WARN("index %s: this RocksDB lacks LZ4 (%s); the index is stored uncompressed",
+		         ix->path, rerr);
+		rocksdb_free(rerr);
+		rerr = NULL;
+		o = make_options(ix->sh, rocksdb_no_compression);
+		ix->db = rocksdb_open(o, ix->path, &rerr);
+		rocksdb_options_destroy(o);
+	}
+	if (rerr == NULL)
+		return 0;
+	if (strstr(rerr, "lock") || strstr(rerr, "LOCK"))
+		snprintf(err, errlen,
+		         "index %s is in use (%s): stop the other ringkv process using this data"
+		         " directory, or point storage.dir elsewhere",
+		         ix->path, rerr);
+	else
+		snprintf(err, errlen,
+		         "index %s: RocksDB cannot open it (%s): check the directory's permissions"
+		         " and free space; if it is damaged, restore the data directory from a"
+		         " backup",
+		         ix->path, rerr);
+	rocksdb_free(rerr);
+	ix->db = NULL;
+	return -EIO;
+}
+
+/* True if the database holds no row at all (error: -EIO, *rerr set). */
+static int db_is_empty(struct idx *ix, char **rerr)
+{
+	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro_blocking);
+	rocksdb_iter_seek_to_first(it);
+	int empty = !rocksdb_iter_valid(it);
+	*rerr = NULL;
+	rocksdb_iter_get_error(it, rerr);
+	rocksdb_iter_destroy(it);
+	return *rerr ? -EIO : empty;
+}
+
+/* Writes the metadata of a new index and flushes it.  Returns 0 or -EIO with
+ * *rerr set. */
+static int init_metadata(struct idx *ix, char **rerr)
+{
+	uint32_t version = htole32(IDX_FORMAT_VERSION);
+	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+	rocksdb_writebatch_put(wb, META_VERSION, strlen(META_VERSION), (const char *)&version,
+	                       sizeof(version));
+	batch_put_meta(wb, META_APPLIED_LSN, 0);
+	batch_put_meta(wb, META_KEY_COUNT, 0);
+	*rerr = NULL;
+	rocksdb_write(ix->db, ix->wo, wb, rerr);
+	rocksdb_writebatch_destroy(wb);
+	if (*rerr == NULL) {
+		rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+		rocksdb_flushoptions_set_wait(fo, 1);
+		rocksdb_flush(ix->db, fo, rerr);
+		rocksdb_flushoptions_destroy(fo);
+	}
+	return *rerr ? -EIO : 0;
+}
+
+/* Checks the format version (initialising a new index) and loads
+ * applied_lsn and the key count.  Returns 0 or -errno with a message. */
+static int load_metadata(struct idx *ix, char *err, size_t errlen)
+{
+	char *rerr = NULL;
+	uint32_t version;
+	uint64_t le;
+	int ret = meta_get(ix, ix->ro_blocking, META_VERSION, &version, sizeof(version), &rerr);
+	if (ret == -ENOENT) {
+		ret = db_is_empty(ix, &rerr);
+		if (ret == 0) {
+			snprintf(err, errlen,
+			         "%s holds a database that is not a ringkv index (no %s row): point"
+			         " storage.dir at a ringkv data directory, or move this one aside",
+			         ix->path, META_VERSION);
+			return -EPROTO;
+		}
+		if (ret > 0)
+			ret = init_metadata(ix, &rerr);
+		if (ret < 0)
+			goto rocks_err;
+		return 0;
+	}
+	if (ret < 0)
+		goto rocks_err;
+	if (le32toh(version) != IDX_FORMAT_VERSION) {
+		snprintf(err, errlen,
+		         "index %s is in on-disk format version %" PRIu32 "; this ringkv reads"
+		         " version %d: run a ringkv that matches the data, or point storage.dir at"
+		         " another directory",
+		         ix->path, le32toh(version), IDX_FORMAT_VERSION);
+		return -EPROTO;
+	}
+	ret = meta_get(ix, ix->ro_blocking, META_APPLIED_LSN, &le, sizeof(le), &rerr);
+	if (ret < 0)
+		goto rocks_err;
+	ix->applied_lsn = le64toh(le);
+	ret = meta_get(ix, ix->ro_blocking, META_KEY_COUNT, &le, sizeof(le), &rerr);
+	if (ret < 0)
+		goto rocks_err;
+	ix->key_count = le64toh(le);
+	return 0;
+rocks_err:
+	snprintf(err, errlen,
+	         "index %s: cannot read its metadata (%s): restore the data directory from a"
+	         " backup",
+	         ix->path, rerr ? rerr : "a row is missing or has the wrong size");
+	rocksdb_free(rerr);
+	return -EIO;
+}
+
+static void free_handle(struct idx *ix)
+{
+	if (ix->db)
+		rocksdb_close(ix->db);
+	rocksdb_readoptions_t *ros[] = {ix->ro_cached, ix->ro_blocking, ix->ro_persisted,
+	                                ix->ro_scan, ix->ro_expiry};
+	for (size_t i = 0; i < sizeof(ros) / sizeof(ros[0]); i++)
+		if (ros[i])
+			rocksdb_readoptions_destroy(ros[i]);
+	if (ix->wo)
+		rocksdb_writeoptions_destroy(ix->wo);
+	free(ix->path);
+	free(ix);
+}
+
+int idx_open(struct idx **out, struct idx_shared *sh, const char *path, char *err, size_t errlen)
+{
+	*out = NULL;
+	struct idx *ix = calloc(1, sizeof(*ix));
+	if (ix == NULL || (ix->path = strdup(path)) == NULL) {
+		free(ix);
+		snprintf(err, errlen, "index %s: out of memory", path);
+		return -ENOMEM;
+	}
+	ix->sh = sh;
+	int ret = make_dirs(path);
+	if (ret < 0) {
+		snprintf(err, errlen, "cannot create index directory %s: %s: check its permissions",
+		         path, strerror(-ret));
+		goto fail;
+	}
+	ret = open_db(ix, err, errlen);
+	if (ret < 0)
+		goto fail;
+
+	ix->ro_cached = rocksdb_readoptions_create();
+	ix->ro_blocking = rocksdb_readoptions_create();
+	ix->ro_persisted = rocksdb_readoptions_create();
+	ix->ro_scan = rocksdb_readoptions_create();
+	ix->ro_expiry = rocksdb_readoptions_create();
+	ix->wo = rocksdb_writeoptions_create();
+	rocksdb_readoptions_set_read_tier(ix->ro_cached, READ_TIER_BLOCK_CACHE);
+	rocksdb_readoptions_set_read_tier(ix->ro_blocking, READ_TIER_ALL);
+	rocksdb_readoptions_set_read_tier(ix->ro_persisted, READ_TIER_PERSISTED);
+	rocksdb_readoptions_set_fill_cache(ix->ro_scan, 0);
+	rocksdb_readoptions_set_iterate_upper_bound(ix->ro_scan, PREFIX_KEY_END, 1);
+	rocksdb_writeoptions_disable_WAL(ix->wo, 1);
+
+	ret = load_metadata(ix, err, errlen);
+	if (ret < 0)
+		goto fail;
+	LOG_INFO("index %s: applied_lsn %" PRIu64 ", %" PRIu64 " keys", path, ix->applied_lsn,
+	         ix->key_count);
+	*out = ix;
+	return 0;
+fail:
+	free_handle(ix);
+	return ret;
+}
+
+void idx_close(struct idx *ix)
+{
+	if (ix == NULL)
+		return;
+	char *rerr = NULL;
+	rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+	rocksdb_flushoptions_set_wait(fo, 1);
+	rocksdb_flush(ix->db, fo, &rerr);
+	rocksdb_flushoptions_destroy(fo);
+	if (rerr) {
+		LOG_WARN("index %s: flush at close failed (%s); the next start replays more of the"
+		         " log",
+		         ix->path, rerr);
+		rocksdb_free(rerr);
+	}
+	free_handle(ix);
+}
+
+uint64_t idx_applied_lsn(const struct idx *ix)
+{
+	return ix->applied_lsn;
+}
+
+uint64_t idx_key_count(const struct idx *ix)
+{
+	return ix->key_count;
+}
+
+/* ---- reads ------------------------------------------------------------- */
+
+int idx_get(struct idx *ix, const void *key, size_t klen, enum idx_read_mode mode,
+            struct idx_entry *e, uint8_t **value)
+{
+	if (value)
+		*value = NULL;
+	ix->stats.gets++;
+	if (klen > FMT_KEY_MAX)
+		return -EINVAL;
+	size_t n = user_row_key(ix, key, klen);
+	char *rerr = NULL;
+	rocksdb_pinnableslice_t *ps;
+	if (mode == IDX_BLOCKING) {
+		struct block_read_probe probe;
+		ix->stats.get_blocking++;
+		probe_begin(&probe);
+		ps = rocksdb_get_pinned(ix->db, ix->ro_blocking, (const char *)ix->kbuf, n, &rerr);
+		probe_end(ix, &probe);
+	} else {
+		ps = rocksdb_get_pinned(ix->db, ix->ro_cached, (const char *)ix->kbuf, n, &rerr);
+	}
+	if (rerr) {
+		int ret = -EIO;
+		if (mode == IDX_CACHED_ONLY && is_incomplete(rerr)) {
+			ix->stats.get_would_block++;
+			ret = -EWOULDBLOCK;
+		} else {
+			LOG_ERROR("index %s: read failed: %s", ix->path, rerr);
+			ix->stats.errors++;
+		}
+		rocksdb_free(rerr);
+		return ret;
+	}
+	if (ps == NULL)
+		return -ENOENT;
+	size_t vlen;
+	const char *v = rocksdb_pinnableslice_value(ps, &vlen);
+	int ret = 0;
+	if (!entry_decode((const uint8_t *)v, vlen, e)) {
+		LOG_ERROR("index %s: the entry of a %zu-byte key is corrupt (%zu bytes)", ix->path,
+		          klen, vlen);
+		ix->stats.errors++;
+		ret = -EIO;
+	} else if (e->is_inline && value) {
+		*value = malloc(e->value_len ? e->value_len : 1);
+		if (*value == NULL)
+			ret = -ENOMEM;
+		else
+			memcpy(*value, e->value, e->value_len);
+		e->value = *value;
+	} else {
+		e->value = NULL;
+	}
+	rocksdb_pinnableslice_destroy(ps);
+	return ret;
+}
+
+uint64_t idx_persisted_lsn(struct idx *ix)
+{
+	char *rerr = NULL;
+	uint64_t le;
+	int ret = meta_get(ix, ix->ro_persisted, META_APPLIED_LSN, &le, sizeof(le), &rerr);
+	if (ret == -ENOENT)
+		return 0;
+	if (ret < 0) {
+		LOG_ERROR("index %s: cannot read the persisted applied_lsn: %s", ix->path,
+		          rerr ? rerr : "wrong size");
+		rocksdb_free(rerr);
+		ix->stats.errors++;
+		return 0;
+	}
+	return le64toh(le);
+}
+
+/* Returns 0, or -EIO (logged) if the iterator met an error. */
+static int iter_error(struct idx *ix, rocksdb_iterator_t *it, const char *what)
+{
+	char *rerr = NULL;
+	rocksdb_iter_get_error(it, &rerr);
+	if (rerr == NULL)
+		return 0;
+	LOG_ERROR("index %s: %s failed: %s", ix->path, what, rerr);
+	rocksdb_free(rerr);
+	ix->stats.errors++;
+	return -EIO;
+}
+
+int idx_scan(struct idx *ix, const void *start, size_t start_len, size_t max, idx_visit_fn fn,
+             void *arg, uint8_t **next, size_t *next_len)
+{
+	*next = NULL;
+	*next_len = 0;
+	if (max == 0 || start_len > FMT_KEY_MAX)
+		return -EINVAL;
+	size_t n = user_row_key(ix, start, start_len);
+	struct block_read_probe probe;
+	probe_begin(&probe);
+	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro_scan);
+	rocksdb_iter_seek(it, (const char *)ix->kbuf, n);
+	int ret = 0;
+	size_t visited = 0;
+	bool stopped = false;
+	for (; rocksdb_iter_valid(it) && visited < max && !stopped; rocksdb_iter_next(it)) {
+		size_t klen, vlen;
+		const char *k = rocksdb_iter_key(it, &klen);
+		const char *v = rocksdb_iter_value(it, &vlen);
+		struct idx_entry e;
+		if (klen < 1 || !entry_decode((const uint8_t *)v, vlen, &e)) {
+			LOG_ERROR("index %s: scan met a corrupt entry (%zu-byte key)", ix->path,
+			          klen);
+			ix->stats.errors++;
+			ret = -EIO;
+			goto out;
+		}
+		visited++;
+		stopped = fn(arg, k + 1, klen - 1, &e) != 0;
+	}
+	ix->stats.scanned += visited;
+	ret = iter_error(ix, it, "scan");
+	if (ret == 0 && rocksdb_iter_valid(it)) {
+		size_t klen;
+		const char *k = rocksdb_iter_key(it, &klen);
+		*next = malloc(klen > 1 ? klen - 1 : 1);
+		if (*next == NULL) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		memcpy(*next, k + 1, klen - 1);
+		*next_len = klen - 1;
+		ret = 1;
+	}
+out:
+	rocksdb_iter_destroy(it);
+	probe_end(ix, &probe);
+	return ret;
+}
+
+int idx_expired(struct idx *ix, uint64_t now_ms, size_t max, idx_expired_fn fn, void *arg)
+{
+	static const char lower[1] = {PREFIX_EXPIRY};
+	if (max > INT_MAX)
+		max = INT_MAX;
+	if (now_ms == UINT64_MAX)
+		memcpy(ix->expiry_upper, PREFIX_EXPIRY_END, 1);
+	else
+		expiry_prefix(ix->expiry_upper, now_ms + 1);
+	rocksdb_readoptions_set_iterate_upper_bound(ix->ro_expiry, (const char *)ix->expiry_upper,
+	                                            now_ms == UINT64_MAX ? 1 : 9);
+	struct block_read_probe probe;
+	probe_begin(&probe);
+	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro_expiry);
+	rocksdb_iter_seek(it, lower, sizeof(lower));
+	int ret = 0;
+	size_t visited = 0;
+	bool stopped = false;
+	for (; rocksdb_iter_valid(it) && visited < max && !stopped; rocksdb_iter_next(it)) {
+		size_t klen;
+		const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
+		uint64_t be;
+		if (klen < 9) {
+			LOG_ERROR("index %s: a corrupt expiry row (%zu bytes)", ix->path, klen);
+			ix->stats.errors++;
+			ret = -EIO;
+			goto out;
+		}
+		memcpy(&be, k + 1, 8);
+		visited++;
+		stopped = fn(arg, k + 9, klen - 9, be64toh(be)) != 0;
+	}
+	ix->stats.expired_visited += visited;
+	ret = iter_error(ix, it, "expiry walk");
+	if (ret == 0)
+		ret = (int)visited;
+out:
+	rocksdb_iter_destroy(it);
+	probe_end(ix, &probe);
+	return ret;
+}
+
+/* ---- batches and writes ------------------------------------------------ */
+
+struct idx_batch *idx_batch_new(void)
+{
+	struct idx_batch *b = malloc(sizeof(*b));
+	if (b == NULL)
+		return NULL;
+	b->wb = rocksdb_writebatch_create();
+	if (b->wb == NULL) {
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
+/* Adds the removal of key's expiry row for `expiry_ms` (!= 0). */
+static void batch_delete_expiry(struct idx_batch *b, const void *key, size_t klen,
+                                uint64_t expiry_ms)
+{
+	uint8_t prefix[9];
+	expiry_prefix(prefix, expiry_ms);
+	const char *parts[2] = {(const char *)prefix, klen ? key : ""};
+	size_t sizes[2] = {sizeof(prefix), klen};
+	rocksdb_writebatch_deletev(b->wb, 2, parts, sizes);
+}
+
+void idx_batch_put(struct idx_batch *b, const void *key, size_t klen, const struct idx_entry *e,
+                   uint64_t prev_expiry_ms)
+{
+	static const char key_prefix[1] = {PREFIX_KEY};
+	uint8_t header[ENTRY_HEADER_MAX];
+	size_t header_len = entry_encode_header(header, e);
+	const char *kparts[2] = {key_prefix, klen ? key : ""};
+	size_t ksizes[2] = {1, klen};
+	const char *vparts[2] = {(const char *)header, (const char *)e->value};
+	size_t vsizes[2] = {header_len, e->is_inline ? e->value_len : 0};
+	int n_vparts = e->is_inline && e->value_len ? 2 : 1;
+	rocksdb_writebatch_putv(b->wb, 2, kparts, ksizes, n_vparts, vparts, vsizes);
+
+	if (prev_expiry_ms == e->expiry_ms)
+		return;
+	if (prev_expiry_ms != 0)
+		batch_delete_expiry(b, key, klen, prev_expiry_ms);
+	if (e->expiry_ms != 0) {
+		uint8_t prefix[9];
+		expiry_prefix(prefix, e->expiry_ms);
+		const char *xparts[2] = {(const char *)prefix, klen ? key : ""};
+		size_t xsizes[2] = {sizeof(prefix), klen};
+		const char *empty = "";
+		size_t empty_len = 0;
+		rocksdb_writebatch_putv(b->wb, 2, xparts, xsizes, 1, &empty, &empty_len);
+	}
+}
+
+void idx_batch_delete(struct idx_batch *b, const void *key, size_t klen, uint64_t prev_expiry_ms)
+{
+	static const char key_prefix[1] = {PREFIX_KEY};
+	const char *parts[2] = {key_prefix, klen ? key : ""};
+	size_t sizes[2] = {1, klen};
+	rocksdb_writebatch_deletev(b->wb, 2, parts, sizes);
+	if (prev_expiry_ms != 0)
+		batch_delete_expiry(b, key, klen, prev_expiry_ms);
+}
+
+void idx_batch_clear(struct idx_batch *b)
+{
+	rocksdb_writebatch_clear(b->wb);
+}
+
+void idx_batch_free(struct idx_batch *b)
+{
+	if (b == NULL)
+		return;
+	rocksdb_writebatch_destroy(b->wb);
+	free(b);
+}
+
+int idx_write(struct idx *ix, struct idx_batch *b, uint64_t applied_lsn, uint64_t key_count)
+{
+	return write_batch(ix, b->wb, applied_lsn, key_count);
+}
+
+int idx_drop_all(struct idx *ix, uint64_t applied_lsn)
+{
+	static const char key_begin[1] = {PREFIX_KEY}, expiry_begin[1] = {PREFIX_EXPIRY};
+	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+	rocksdb_writebatch_delete_range(wb, key_begin, 1, PREFIX_KEY_END, 1);
+	rocksdb_writebatch_delete_range(wb, expiry_begin, 1, PREFIX_EXPIRY_END, 1);
+	int ret = write_batch(ix, wb, applied_lsn, 0);
+	rocksdb_writebatch_destroy(wb);
+	return ret;
+}
+
+/* The number of L0 files, or -1.  (A string property: the integer interface
+ * does not serve "rocksdb.num-files-at-level<N>".) */
+static int64_t level0_files(struct idx *ix)
+{
+	char *v = rocksdb_property_value(ix->db, "rocksdb.num-files-at-level0");
+	if (v == NULL)
+		return -1;
+	char *end;
+	errno = 0;
+	unsigned long long n = strtoull(v, &end, 10);
+	bool ok = errno == 0 && end != v && *end == '\0' && n <= INT64_MAX;
+	rocksdb_free(v);
+	return ok ? (int64_t)n : -1;
+}
+
+int idx_request_flush(struct idx *ix)
+{
+	uint64_t active = 0, immutable = 0;
+	int64_t l0 = level0_files(ix);
+	if (rocksdb_property_int(ix->db, "rocksdb.num-entries-active-mem-table", &active) != 0 ||
+	    rocksdb_property_int(ix->db, "rocksdb.num-immutable-mem-table", &immutable) != 0 ||
+	    l0 < 0) {
+		LOG_ERROR("index %s: cannot read the memtable and L0 properties", ix->path);
+		ix->stats.errors++;
+		return -EIO;
+	}
+	if (active == 0)
+		return -EALREADY;
+	if (immutable > 0 || l0 >= L0_COMPACTION_TRIGGER)
+		return -EBUSY;
+	char *rerr = NULL;
+	rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+	rocksdb_flushoptions_set_wait(fo, 0);
+	rocksdb_flush(ix->db, fo, &rerr);
+	rocksdb_flushoptions_destroy(fo);
+	if (rerr) {
+		LOG_ERROR("index %s: flush request failed: %s", ix->path, rerr);
+		rocksdb_free(rerr);
+		ix->stats.errors++;
+		return -EIO;
+	}
+	ix->stats.flush_requests++;
+	return 0;
+}
+
+/* ---- statistics -------------------------------------------------------- */
+
+static uint64_t property(struct idx *ix, const char *name)
+{
+	uint64_t v = 0;
+	return rocksdb_property_int(ix->db, name, &v) == 0 ? v : 0;
+}
+
+void idx_get_stats(struct idx *ix, struct idx_stats *out)
+{
+	*out = ix->stats;
+	out->memtable_bytes = property(ix, "rocksdb.cur-size-all-mem-tables");
+	out->sst_bytes = property(ix, "rocksdb.total-sst-files-size");
+	out->table_reader_bytes = property(ix, "rocksdb.estimate-table-readers-mem");
+	out->block_cache_bytes = rocksdb_cache_get_usage(ix->sh->cache);
+}

@@ -1,0 +1,800 @@
+/* store: see store.h for the contract.
+ *
+ * State per key lives in a `struct kentry` of the key table while the key is
+ * cached, has writes not yet applied to the index, or has requests waiting.
+ * A kentry that is `known` mirrors the truth: the index plus every pending
+ * write.  Evictable kentries (nothing pending or waiting) sit on an LRU list
+ * and are dropped when the cache is over budget.
+ *
+ * A write: log_append() the record; update the kentry at once (later
+ * requests on the key see the new value: "reads see the pending batch");
+ * release the key's queue; when the log reports the record written, add it to
+ * the index batch, which the end-of-iteration hook writes with applied_lsn and
+ * the key count.  If the log write fails the kentry is marked unknown (the
+ * index never saw the write, so the next request re-reads it) and the count is
+ * restored.
+ *
+ * When the index entry is not in RocksDB's block cache the lookup is retried
+ * as a blocking read on the loop (counted in index_blocking_reads): the index
+ * is small next to the values, so misses are rare once it is warm.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "service/logging.h"
+
+#define STORE_READ_RETRIES 3 /* re-reads of the index when GC moved a value */
+
+/* A value shared by the cache and the replies that return it. */
+struct blob {
+	unsigned refs;
+	uint32_t len;
+	uint8_t data[];
+};
+
+struct kentry {
+	struct kentry *hnext;               /* hash chain */
+	struct kentry *lru_prev, *lru_next; /* on the LRU list while evictable */
+	uint64_t hash;
+	bool known;                 /* the fields below mirror the truth */
+	bool exists;                /* the key exists (maybe expired, not yet reclaimed) */
+	bool in_lru;
+	bool is_inline;             /* the current value lives in the index */
+	uint64_t expiry_ms;         /* 0 = none */
+	uint32_t value_len;
+	struct blob *value;         /* NULL while not loaded */
+	struct log_pos pos;         /* the current record, when !is_inline */
+	uint64_t idx_expiry_ms;     /* the expiry the index holds (its expiry rows) */
+	unsigned pending;           /* writes appended but not yet settled */
+	struct store_req *head, *tail; /* requests on this key; head runs */
+	size_t charge;              /* bytes counted against the cache */
+	uint32_t key_len;
+	uint8_t key[];
+};
+
+/* One appended record, until the log settles it. */
+struct pending_write {
+	struct log_write w;
+	struct store *st;
+	struct kentry *ke;
+	struct store_req *req;    /* to complete when written; NULL once acknowledged */
+	struct blob *value;       /* PUT: the value (inline entries need the bytes) */
+	struct idx_entry entry;   /* PUT: what the index will hold */
+	bool is_delete;
+	int count_delta;          /* change made to the key count */
+	struct pending_write *next_free; /* free list, or st->applying */
+};
+
+struct store {
+	struct px *px;
+	struct store_config cfg;
+	char dir[4096];
+	struct idx *idx;
+	struct log *log;
+	struct idx_batch *batch;   /* records written, waiting for the hook */
+	uint64_t batch_lsn;        /* highest LSN in the batch */
+	bool batch_dirty;
+	struct px_hook hook;
+
+	struct kentry **buckets;   /* key table */
+	size_t n_buckets, n_keys_cached;
+	struct kentry *lru_head, *lru_tail; /* least recently used first */
+	size_t cache_used;         /* bytes charged by cached values */
+
+	struct pending_write *free_writes;
+	struct pending_write *applying; /* written, in the batch, keys still pinned */
+	uint64_t keys;             /* exact key count */
+	unsigned inflight_reqs;    /* submitted, done not yet run */
+	bool stopped;
+	int failed;                /* the index could not be written: writes refused */
+	struct store_stats stats;
+};
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t hash_key(const uint8_t *key, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ key[i]) * 0x100000001b3ULL;
+	return h ^ (h >> 29);
+}
+
+static struct blob *blob_new(const void *data, size_t len)
+{
+	struct blob *b = malloc(sizeof(*b) + len);
+	if (b == NULL)
+		return NULL;
+	b->refs = 1;
+	b->len = (uint32_t)len;
+	if (len)
+		memcpy(b->data, data, len);
+	return b;
+}
+
+static struct blob *blob_ref(struct blob *b)
+{
+	if (b)
+		b->refs++;
+	return b;
+}
+
+static void blob_unref(struct blob *b)
+{
+	if (b && --b->refs == 0)
+		free(b);
+}
+
+static bool key_live(const struct kentry *ke)
+{
+	return ke->exists && (ke->expiry_ms == 0 || ke->expiry_ms > now_ms());
+}
+
+/* ---- the key table and the cache --------------------------------------- */
+
+static void lru_remove(struct store *st, struct kentry *ke)
+{
+	if (!ke->in_lru)
+		return;
+	if (ke->lru_prev)
+		ke->lru_prev->lru_next = ke->lru_next;
+	else
+		st->lru_head = ke->lru_next;
+	if (ke->lru_next)
+		ke->lru_next->lru_prev = ke->lru_prev;
+	else
+		st->lru_tail = ke->lru_prev;
+	ke->in_lru = false;
+}
+
+static void table_unlink(struct store *st, struct kentry *ke)
+{
+	struct kentry **pp = &st->buckets[ke->hash & (st->n_buckets - 1)];
+	while (*pp != ke)
+		pp = &(*pp)->hnext;
+	*pp = ke->hnext;
+	st->n_keys_cached--;
+}
+
+static void kentry_free(struct store *st, struct kentry *ke)
+{
+	lru_remove(st, ke);
+	table_unlink(st, ke);
+	st->cache_used -= ke->charge;
+	blob_unref(ke->value);
+	free(ke);
+}
+
+/* Recomputes what `ke` costs the cache. */
+static void kentry_charge(struct store *st, struct kentry *ke)
+{
+	size_t c = sizeof(*ke) + ke->key_len + (ke->value ? ke->value->len : 0);
+	st->cache_used = st->cache_used - ke->charge + c;
+	ke->charge = c;
+}
+
+/* Drops least recently used idle kentries until the cache fits its budget. */
+static void cache_evict(struct store *st)
+{
+	while (st->cache_used > st->cfg.cache_bytes && st->lru_head != NULL)
+		kentry_free(st, st->lru_head);
+}
+
+/* Called when `ke` may have become idle: it joins the LRU list (most recent
+ * end) or, if it knows nothing useful, is freed. */
+static void kentry_release(struct store *st, struct kentry *ke)
+{
+	if (ke->head != NULL || ke->pending > 0)
+		return;
+	if (!ke->known) {
+		kentry_free(st, ke);
+		return;
+	}
+	lru_remove(st, ke);
+	ke->lru_prev = st->lru_tail;
+	ke->lru_next = NULL;
+	if (st->lru_tail)
+		st->lru_tail->lru_next = ke;
+	else
+		st->lru_head = ke;
+	st->lru_tail = ke;
+	ke->in_lru = true;
+	cache_evict(st);
+}
+
+static int table_grow(struct store *st)
+{
+	size_t n = st->n_buckets ? st->n_buckets * 2 : 1024;
+	struct kentry **b = calloc(n, sizeof(*b));
+	if (b == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < st->n_buckets; i++)
+		for (struct kentry *ke = st->buckets[i], *next; ke != NULL; ke = next) {
+			next = ke->hnext;
+			ke->hnext = b[ke->hash & (n - 1)];
+			b[ke->hash & (n - 1)] = ke;
+		}
+	free(st->buckets);
+	st->buckets = b;
+	st->n_buckets = n;
+	return 0;
+}
+
+/* Finds or creates the kentry of a key and takes it off the LRU list.
+ * NULL only when out of memory. */
+static struct kentry *kentry_get(struct store *st, const uint8_t *key, size_t len)
+{
+	uint64_t h = hash_key(key, len);
+	for (struct kentry *ke = st->buckets[h & (st->n_buckets - 1)]; ke != NULL; ke = ke->hnext)
+		if (ke->hash == h && ke->key_len == len && memcmp(ke->key, key, len) == 0) {
+			lru_remove(st, ke);
+			return ke;
+		}
+	if (st->n_keys_cached >= st->n_buckets && table_grow(st) < 0)
+		return NULL;
+	struct kentry *ke = calloc(1, sizeof(*ke) + len);
+	if (ke == NULL)
+		return NULL;
+	ke->hash = h;
+	ke->key_len = (uint32_t)len;
+	memcpy(ke->key, key, len);
+	ke->hnext = st->buckets[h & (st->n_buckets - 1)];
+	st->buckets[h & (st->n_buckets - 1)] = ke;
+	st->n_keys_cached++;
+	kentry_charge(st, ke);
+	return ke;
+}
+
+/* Fills `ke` from the index.  Returns 0 or -EIO. */
+static int kentry_load(struct store *st, struct kentry *ke)
+{
+	struct idx_entry e;
+	uint8_t *inline_value = NULL;
+	int ret = idx_get(st->idx, ke->key, ke->key_len, IDX_CACHED_ONLY, &e, &inline_value);
+	if (ret == -EWOULDBLOCK) {
+		st->stats.index_blocking_reads++;
+		ret = idx_get(st->idx, ke->key, ke->key_len, IDX_BLOCKING, &e, &inline_value);
+	}
+	if (ret == -ENOENT) {
+		ke->exists = false;
+		ke->idx_expiry_ms = 0;
+		ke->known = true;
+		return 0;
+	}
+	if (ret < 0)
+		return -EIO;
+	blob_unref(ke->value);
+	ke->value = NULL;
+	if (e.is_inline) {
+		ke->value = blob_new(inline_value, e.value_len);
+		free(inline_value);
+		if (ke->value == NULL)
+			return -ENOMEM;
+	}
+	ke->exists = true;
+	ke->is_inline = e.is_inline;
+	ke->expiry_ms = e.expiry_ms;
+	ke->idx_expiry_ms = e.expiry_ms;
+	ke->value_len = e.value_len;
+	ke->pos = (struct log_pos){
+		.segment = e.segment, .offset = e.offset, .length = e.length, .lsn = e.lsn};
+	ke->known = true;
+	kentry_charge(st, ke);
+	return 0;
+}
+
+/* ---- completing requests ----------------------------------------------- */
+
+static void run_done(void *arg)
+{
+	struct store_req *req = arg;
+	struct blob *b = req->result_ref;
+	req->result_ref = NULL;
+	req->store->inflight_reqs--;
+	req->done(req);
+	blob_unref(b);
+}
+
+/* Makes `b` the value the request returns, kept alive until done has run. */
+static void req_set_result(struct store_req *req, struct blob *b)
+{
+	blob_unref(req->result_ref);
+	req->result_ref = blob_ref(b);
+	req->result = b->data;
+	req->result_len = b->len;
+}
+
+/* Schedules req->done for the next iteration, returning `result` if not NULL
+ * (else whatever req_set_result set earlier). */
+static void req_complete(struct store *st, struct store_req *req, int status, struct blob *result)
+{
+	req->status = status;
+	if (result != NULL)
+		req_set_result(req, result);
+	px_send(st->px, st->px->id, run_done, req);
+}
+
+static bool req_run(struct store *st, struct store_req *req);
+
+/* The head request of `ke` has settled: start the next ones. */
+static void queue_advance(struct store *st, struct kentry *ke)
+{
+	for (;;) {
+		ke->head = ke->head->next_waiting;
+		if (ke->head == NULL) {
+			ke->tail = NULL;
+			kentry_release(st, ke);
+			return;
+		}
+		if (!req_run(st, ke->head))
+			return; /* waiting for I/O: read_done advances the queue */
+	}
+}
+
+/* ---- writes ------------------------------------------------------------ */
+
+/* Returns a settled pending write to the free list and unpins its key. */
+static void pending_write_free(struct store *st, struct pending_write *pw)
+{
+	struct kentry *ke = pw->ke;
+	ke->pending--;
+	blob_unref(pw->value);
+	pw->value = NULL;
+	pw->next_free = st->free_writes;
+	st->free_writes = pw;
+	kentry_release(st, ke);
+}
+
+/* The log settled a record.  A written one joins the index batch; its key
+ * stays pinned in the cache until the hook has written that batch, so no
+ * lookup can read the index before it holds the write. */
+static void write_done(struct log_write *w, int err)
+{
+	struct pending_write *pw = container_of(w, struct pending_write, w);
+	struct store *st = pw->st;
+	struct kentry *ke = pw->ke;
+	if (err != 0) {
+		st->keys -= (uint64_t)(int64_t)pw->count_delta;
+		ke->known = false; /* the index never saw it: re-read on next use */
+		st->stats.write_errors++;
+	} else {
+		if (pw->is_delete)
+			idx_batch_delete(st->batch, ke->key, ke->key_len, ke->idx_expiry_ms);
+		else
+			idx_batch_put(st->batch, ke->key, ke->key_len, &pw->entry, ke->idx_expiry_ms);
+		ke->idx_expiry_ms = pw->is_delete ? 0 : pw->entry.expiry_ms;
+		st->batch_lsn = w->pos.lsn;
+		st->batch_dirty = true;
+	}
+	if (pw->req != NULL)
+		req_complete(st, pw->req, err, NULL);
+	if (err != 0) {
+		pending_write_free(st, pw);
+		return;
+	}
+	pw->next_free = st->applying;
+	st->applying = pw;
+}
+
+/* Appends a PUT (value != NULL) or DELETE of req's key and updates the key's
+ * state.  The reply goes out now for an error or `none` durability, else once
+ * the record is written. */
+static void write_record(struct store *st, struct store_req *req, struct blob *value,
+			 uint64_t expiry_ms)
+{
+	struct kentry *ke = req->key_entry;
+	if (st->failed) {
+		req_complete(st, req, st->failed, NULL);
+		return;
+	}
+	struct pending_write *pw = st->free_writes;
+	if (pw != NULL)
+		st->free_writes = pw->next_free;
+	else if ((pw = calloc(1, sizeof(*pw))) == NULL) {
+		req_complete(st, req, -ENOMEM, NULL);
+		return;
+	}
+	struct fmt_record rec = {.type = value ? FMT_PUT : FMT_DELETE,
+				 .key = ke->key,
+				 .key_len = ke->key_len,
+				 .value = value ? value->data : NULL,
+				 .value_len = value ? value->len : 0,
+				 .expiry_ms = value ? expiry_ms : 0};
+	pw->w.done = write_done;
+	int ret = log_append(st->log, &rec, &pw->w);
+	if (ret < 0) {
+		pw->next_free = st->free_writes;
+		st->free_writes = pw;
+		req_complete(st, req, ret, NULL);
+		return;
+	}
+	pw->st = st;
+	pw->ke = ke;
+	pw->is_delete = value == NULL;
+	pw->count_delta = value ? (ke->exists ? 0 : 1) : (ke->exists ? -1 : 0);
+	st->keys += (uint64_t)(int64_t)pw->count_delta;
+	ke->pending++;
+
+	struct blob *replaced = ke->value;
+	ke->value = blob_ref(value); /* before the unref: EXPIRE passes the cached blob */
+	blob_unref(replaced);
+	ke->exists = value != NULL;
+	ke->expiry_ms = value ? expiry_ms : 0;
+	ke->value_len = value ? value->len : 0;
+	ke->is_inline = value && value->len <= st->cfg.inline_max;
+	ke->pos = pw->w.pos;
+	kentry_charge(st, ke);
+	if (value) {
+		pw->value = blob_ref(value);
+		pw->entry = (struct idx_entry){.expiry_ms = expiry_ms,
+					       .lsn = pw->w.pos.lsn,
+					       .value_len = value->len,
+					       .is_inline = ke->is_inline,
+					       .value = value->data,
+					       .segment = pw->w.pos.segment,
+					       .offset = pw->w.pos.offset,
+					       .length = pw->w.pos.length};
+	}
+	if (st->cfg.durability == LOG_DURABILITY_NONE) {
+		pw->req = NULL;
+		req_complete(st, req, 0, NULL);
+	} else {
+		pw->req = req;
+	}
+}
+
+/* ---- reads and the request machine ------------------------------------- */
+
+static void read_done(struct log_read *r, int err, const struct fmt_record *rec)
+{
+	struct store_req *req = container_of(r, struct store_req, read);
+	struct store *st = req->store;
+	struct kentry *ke = req->key_entry;
+	if (err == 0) {
+		ke->value = blob_new(rec->value, rec->value_len);
+		if (ke->value == NULL)
+			err = -ENOMEM;
+		kentry_charge(st, ke);
+	} else if ((err == -ENOENT || err == -EAGAIN) && req->retries++ < STORE_READ_RETRIES) {
+		ke->known = false; /* moved by GC, or no SQE: look it up again */
+		err = 0;
+	}
+	if (err != 0) {
+		req_complete(st, req, err == -ENOMEM ? -ENOMEM : -EIO, NULL);
+		queue_advance(st, ke);
+		return;
+	}
+	if (req_run(st, req))
+		queue_advance(st, ke);
+}
+
+/* Makes sure the value of req's key is loaded.  Returns true if it is, false
+ * if a read was started (req_run runs again when it is done). */
+static bool value_loaded(struct store *st, struct store_req *req)
+{
+	struct kentry *ke = req->key_entry;
+	if (ke->value != NULL) {
+		st->stats.cache_hits++;
+		return true;
+	}
+	st->stats.cache_misses++;
+	st->stats.disk_reads++;
+	req->read.done = read_done;
+	req->read.pos = ke->pos;
+	req->read.key = ke->key;
+	req->read.key_len = ke->key_len;
+	log_read(st->log, &req->read);
+	return false;
+}
+
+/* Runs the head request of its key.  Returns true if it settled (the next
+ * request on the key may run), false if it waits for a read. */
+static bool req_run(struct store *st, struct store_req *req)
+{
+	struct kentry *ke = req->key_entry;
+	if (!ke->known) {
+		int ret = kentry_load(st, ke);
+		if (ret < 0) {
+			req_complete(st, req, ret, NULL);
+			return true;
+		}
+	}
+	bool live = key_live(ke);
+	req->existed = live;
+	req->result_expiry_ms = live ? ke->expiry_ms : 0;
+	req->result_len = live ? ke->value_len : 0;
+
+	switch (req->op) {
+	case STORE_META:
+		req_complete(st, req, live ? 0 : -ENOENT, NULL);
+		return true;
+	case STORE_GET:
+		if (!live) {
+			req_complete(st, req, -ENOENT, NULL);
+			return true;
+		}
+		if (!value_loaded(st, req))
+			return false;
+		req_complete(st, req, 0, ke->value);
+		return true;
+	case STORE_PUT: {
+		if (((req->flags & STORE_NX) && live) || ((req->flags & STORE_XX) && !live)) {
+			req_complete(st, req, -EEXIST, NULL);
+			return true;
+		}
+		if ((req->flags & STORE_GET_OLD) && live) {
+			if (!value_loaded(st, req))
+				return false;
+			req_set_result(req, ke->value); /* the reply carries the old value */
+		}
+		struct blob *v = blob_new(req->value, req->value_len);
+		uint64_t expiry = (req->flags & STORE_KEEPTTL) && live ? ke->expiry_ms : req->expiry_ms;
+		if (v == NULL)
+			req_complete(st, req, -ENOMEM, NULL);
+		else
+			write_record(st, req, v, expiry);
+		blob_unref(v);
+		return true;
+	}
+	case STORE_DELETE: {
+		if (!ke->exists) {
+			req_complete(st, req, -ENOENT, NULL);
+			return true;
+		}
+		if ((req->flags & STORE_GET_OLD) && live) {
+			if (!value_loaded(st, req))
+				return false;
+			req_set_result(req, ke->value);
+		}
+		write_record(st, req, NULL, 0);
+		return true;
+	}
+	case STORE_EXPIRE:
+		if (!live) {
+			req_complete(st, req, -ENOENT, NULL);
+			return true;
+		}
+		if (!value_loaded(st, req))
+			return false; /* the record is rewritten whole, with the new expiry */
+		write_record(st, req, ke->value, req->expiry_ms);
+		return true;
+	case STORE_UPDATE: {
+		if (live && !value_loaded(st, req))
+			return false;
+		enum store_update_result r =
+			req->update(req, live ? ke->value->data : NULL, live ? ke->value->len : 0,
+				    live ? ke->expiry_ms : 0);
+		if (r == STORE_UPDATE_KEEP) {
+			req_complete(st, req, 0, NULL);
+		} else if (r == STORE_UPDATE_DELETE) {
+			if (ke->exists)
+				write_record(st, req, NULL, 0);
+			else
+				req_complete(st, req, -ENOENT, NULL);
+		} else {
+			struct blob *v = blob_new(req->new_value, req->new_len);
+			if (v == NULL)
+				req_complete(st, req, -ENOMEM, NULL);
+			else
+				write_record(st, req, v, req->new_expiry_ms);
+			blob_unref(v);
+		}
+		return true;
+	}
+	}
+	req_complete(st, req, -EINVAL, NULL);
+	return true;
+}
+
+void store_submit(struct store *st, struct store_req *req)
+{
+	req->store = st;
+	req->next_waiting = NULL;
+	req->result = NULL;
+	req->result_ref = NULL;
+	req->result_len = 0;
+	req->retries = 0;
+	st->inflight_reqs++;
+	if (st->stopped) {
+		req_complete(st, req, -ESHUTDOWN, NULL);
+		return;
+	}
+	if (req->key_len > FMT_KEY_MAX || req->value_len > FMT_VALUE_MAX) {
+		req_complete(st, req, -E2BIG, NULL);
+		return;
+	}
+	struct kentry *ke = kentry_get(st, req->key, req->key_len);
+	if (ke == NULL) {
+		req_complete(st, req, -ENOMEM, NULL);
+		return;
+	}
+	req->key_entry = ke;
+	if (ke->tail != NULL) {
+		ke->tail->next_waiting = req;
+		ke->tail = req;
+		return;
+	}
+	ke->head = ke->tail = req;
+	if (req_run(st, req))
+		queue_advance(st, ke);
+}
+
+/* ---- applying to the index --------------------------------------------- */
+
+static bool store_hook(struct px *px, struct px_hook *hook)
+{
+	struct store *st = container_of(hook, struct store, hook);
+	(void)px;
+	if (!st->batch_dirty)
+		return false;
+	int ret = idx_write(st->idx, st->batch, st->batch_lsn, st->keys);
+	idx_batch_clear(st->batch);
+	st->batch_dirty = false;
+	for (struct pending_write *pw = st->applying, *next; pw != NULL; pw = next) {
+		next = pw->next_free;
+		pending_write_free(st, pw);
+	}
+	st->applying = NULL;
+	if (ret < 0 && st->failed == 0) {
+		st->failed = -EIO;
+		LOG_ERROR("shard %u: the index cannot be written: writes are refused from now on;"
+			  " the log holds every acknowledged write, restart to replay it",
+			  st->cfg.shard);
+	}
+	return true;
+}
+
+/* ---- open, recovery, close --------------------------------------------- */
+
+/* Recovery: applies one replayed record to the index at once (a later
+ * record of the same batch may need to see it). */
+static int replay_record(void *arg, const struct fmt_record *rec, const struct log_pos *pos)
+{
+	struct store *st = arg;
+	struct idx_entry old;
+	uint8_t *inline_value = NULL;
+	int ret = idx_get(st->idx, rec->key, rec->key_len, IDX_BLOCKING, &old, &inline_value);
+	free(inline_value);
+	if (ret < 0 && ret != -ENOENT)
+		return ret;
+	bool existed = ret == 0;
+	uint64_t old_expiry = existed ? old.expiry_ms : 0;
+	if (rec->type == FMT_PUT) {
+		struct idx_entry e = {.expiry_ms = rec->expiry_ms,
+				      .lsn = rec->lsn,
+				      .value_len = rec->value_len,
+				      .is_inline = rec->value_len <= st->cfg.inline_max,
+				      .value = rec->value,
+				      .segment = pos->segment,
+				      .offset = pos->offset,
+				      .length = pos->length};
+		idx_batch_put(st->batch, rec->key, rec->key_len, &e, old_expiry);
+		st->keys += !existed;
+	} else if (existed) {
+		idx_batch_delete(st->batch, rec->key, rec->key_len, old_expiry);
+		st->keys--;
+	}
+	ret = idx_write(st->idx, st->batch, rec->lsn, st->keys);
+	idx_batch_clear(st->batch);
+	return ret;
+}
+
+int store_open(struct store **out, struct px *px, const struct store_config *cfg, char *err,
+	       size_t errlen)
+{
+	struct store *st = calloc(1, sizeof(*st));
+	if (st == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	st->px = px;
+	st->cfg = *cfg;
+	snprintf(st->dir, sizeof(st->dir), "%s", cfg->dir);
+	st->cfg.dir = st->dir;
+	int ret = table_grow(st);
+	st->batch = idx_batch_new();
+	if (ret < 0 || st->batch == NULL) {
+		snprintf(err, errlen, "out of memory");
+		ret = -ENOMEM;
+		goto fail;
+	}
+	if (mkdir(st->dir, 0755) != 0 && errno != EEXIST) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot create %s: %s", st->dir, strerror(errno));
+		goto fail;
+	}
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/index", st->dir);
+	ret = idx_open(&st->idx, cfg->shared, path, err, errlen);
+	if (ret < 0)
+		goto fail;
+	st->keys = idx_key_count(st->idx);
+
+	snprintf(path, sizeof(path), "%s/log", st->dir);
+	struct log_config lc = {.dir = path,
+				.shard = cfg->shard,
+				.segment_size = cfg->segment_size,
+				.durability = cfg->durability};
+	ret = log_open(&st->log, px, &lc, idx_applied_lsn(st->idx) + 1, replay_record, st, err,
+		       errlen);
+	if (ret < 0)
+		goto fail;
+	st->hook.fn = store_hook;
+	px_hook_add(px, &st->hook);
+	*out = st;
+	return 0;
+fail:
+	store_close(st);
+	return ret;
+}
+
+uint64_t store_key_count(const struct store *st)
+{
+	return st->keys;
+}
+
+void store_get_stats(const struct store *st, struct store_stats *out)
+{
+	*out = st->stats;
+	out->keys = st->keys;
+	if (st->log != NULL) {
+		const struct log_stats *ls = log_get_stats(st->log);
+		out->log_bytes = ls->log_bytes;
+		out->commits = ls->commits;
+		out->records = ls->records;
+		out->fsyncs = ls->fsyncs;
+		out->write_errors = ls->write_errors;
+	}
+}
+
+void store_stop(struct store *st)
+{
+	st->stopped = true;
+	if (st->log != NULL)
+		log_stop(st->log);
+}
+
+bool store_busy(const struct store *st)
+{
+	return st->inflight_reqs > 0 || st->batch_dirty || (st->log != NULL && log_busy(st->log));
+}
+
+void store_close(struct store *st)
+{
+	if (st == NULL)
+		return;
+	if (st->hook.fn != NULL)
+		px_hook_remove(st->px, &st->hook);
+	log_close(st->log);
+	if (st->idx != NULL)
+		idx_close(st->idx);
+	if (st->batch != NULL)
+		idx_batch_free(st->batch);
+	for (size_t i = 0; i < st->n_buckets; i++)
+		for (struct kentry *ke = st->buckets[i], *next; ke != NULL; ke = next) {
+			next = ke->hnext;
+			blob_unref(ke->value);
+			free(ke);
+		}
+	while (st->free_writes != NULL) {
+		struct pending_write *pw = st->free_writes;
+		st->free_writes = pw->next_free;
+		free(pw);
+	}
+	free(st->buckets);
+	free(st);
+}

@@ -1,0 +1,143 @@
+/* store: one shard's key-value store — the log (log.h) holds every record,
+ * the index (index.h) says where each key's current value is, a bounded
+ * cache keeps hot values, and writes not yet in the index are served from
+ * the cache's pinned entries (DESIGN.md §4).
+ *
+ * Every call is made on the shard's proactor; every request completes through
+ * its `done` callback on a later iteration (never inside the call that
+ * submitted it).
+ *
+ * Ordering: requests on the same key run in submission order — a request
+ * that must wait for I/O (a cold read, a read-modify-write) holds back later
+ * requests on that key until it finishes.  So a client's pipelined INCR then
+ * GET always sees its own increment.
+ *
+ * Durability: a write's `done` runs after its log record is written as
+ * storage.durability says (fsync / write), or at once for `none`.  Writes are
+ * applied to the index at the end of the iteration in which the log write
+ * completed, with applied_lsn and the key count in the same RocksDB batch.
+ *
+ * Key count: exact.  Like Redis's DBSIZE it includes keys that have expired
+ * but have not been reclaimed yet.
+ */
+#ifndef RINGKV_STORE_H
+#define RINGKV_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "service/proactor.h"
+#include "storage/index.h"
+#include "storage/log.h"
+
+struct store_config {
+	const char *dir;            /* DIR/shard-NNN; created if missing */
+	unsigned shard;
+	uint64_t segment_size;      /* log segment bytes */
+	enum log_durability durability;
+	uint32_t inline_max;        /* values up to this size live in the index */
+	uint64_t cache_bytes;       /* this shard's share of storage.cache_size */
+	struct idx_shared *shared;  /* block cache and background threads of all shards */
+};
+
+enum store_op {
+	STORE_GET,    /* value and expiry of key */
+	STORE_META,   /* exists / expiry / length, without reading the value */
+	STORE_PUT,    /* set value (flags: NX, XX, KEEPTTL, GET) */
+	STORE_DELETE, /* delete key; result: whether it existed */
+	STORE_EXPIRE, /* set expiry_ms on an existing key (0 = persist) */
+	STORE_UPDATE, /* read-modify-write through req->update */
+};
+
+#define STORE_NX 0x1      /* PUT only if the key does not exist */
+#define STORE_XX 0x2      /* PUT only if the key exists */
+#define STORE_KEEPTTL 0x4 /* PUT keeps the existing expiry */
+#define STORE_GET_OLD 0x8 /* PUT/DELETE also return the previous value */
+
+/* What a read-modify-write decides, given the current value. */
+enum store_update_result {
+	STORE_UPDATE_WRITE,  /* write new_value (and new_expiry_ms) */
+	STORE_UPDATE_DELETE, /* delete the key */
+	STORE_UPDATE_KEEP,   /* change nothing (e.g. an error reply) */
+};
+
+struct store;
+struct store_req;
+
+/* Decides a read-modify-write on the proactor.  old is NULL when the key does
+ * not exist.  To write, set req->new_value / new_len (memory owned by the
+ * caller, valid until done) and req->new_expiry_ms. */
+typedef enum store_update_result (*store_update_fn)(struct store_req *req, const uint8_t *old,
+						     size_t old_len, uint64_t old_expiry_ms);
+
+/* One request.  Owned by the caller (embed it in the command's context) and
+ * untouched by the caller from store_submit() until done runs. */
+struct store_req {
+	/* set by the caller */
+	enum store_op op;
+	const uint8_t *key;
+	size_t key_len;
+	const uint8_t *value;      /* PUT: the new value (caller-owned until done) */
+	size_t value_len;
+	uint64_t expiry_ms;        /* PUT, EXPIRE: absolute Unix ms, 0 = none */
+	unsigned flags;            /* STORE_NX | STORE_XX | STORE_KEEPTTL | STORE_GET_OLD */
+	store_update_fn update;    /* UPDATE */
+	void *arg;                 /* the caller's */
+	void (*done)(struct store_req *req);
+
+	/* set by the store before done */
+	int status;                /* 0; -ENOENT (no such key); -EEXIST (NX/XX refused);
+				      -EIO, -ENOSPC, -E2BIG (write failed, nothing changed) */
+	bool existed;              /* the key existed before the request */
+	const uint8_t *result;     /* GET, GET_OLD: the value; valid only inside done */
+	size_t result_len;         /* META: the value's length */
+	uint64_t result_expiry_ms; /* GET, META: the key's expiry, 0 = none */
+
+	/* UPDATE: set by the update function */
+	const uint8_t *new_value;
+	size_t new_len;
+	uint64_t new_expiry_ms;
+
+	/* private to the store */
+	struct store_req *next_waiting; /* later request on the same key */
+	struct log_read read;            /* a cold read of the value */
+	struct store *store;
+	void *key_entry;                 /* the key's entry in the store's key table */
+	void *result_ref;                /* keeps `result` alive until done has run */
+	unsigned retries;                /* index re-reads after a moved value */
+};
+
+struct store_stats {
+	uint64_t keys;             /* exact key count */
+	uint64_t log_bytes;        /* bytes in log segments */
+	uint64_t cache_hits, cache_misses;
+	uint64_t index_blocking_reads; /* index entries not in the block cache, read blocking */
+	uint64_t disk_reads;       /* log reads */
+	uint64_t commits;          /* log commits */
+	uint64_t records;          /* records in them */
+	uint64_t fsyncs;
+	uint64_t write_errors;     /* commits that failed */
+};
+
+struct store;
+
+/* Opens the shard: the index, then the log replayed from the index's
+ * applied_lsn.  Blocking: call at start-up on the shard's proactor.  Returns
+ * 0, or -errno with a message naming the cause and the fix. */
+int store_open(struct store **out, struct px *px, const struct store_config *cfg, char *err,
+	       size_t errlen);
+
+/* Submits a request; its done runs on a later iteration. */
+void store_submit(struct store *st, struct store_req *req);
+
+uint64_t store_key_count(const struct store *st);
+void store_get_stats(const struct store *st, struct store_stats *out);
+
+/* Stops accepting requests and finishes what is in flight; store_busy()
+ * turns false when store_close() may be called. */
+void store_stop(struct store *st);
+bool store_busy(const struct store *st);
+void store_close(struct store *st);
+
+#endif

@@ -1,0 +1,409 @@
+/* test_store: one shard's store end to end on a real file system — every
+ * operation (GET META PUT NX/XX/KEEPTTL/GET DELETE EXPIRE UPDATE) with Redis's
+ * semantics; requests on one key run in order even when one waits for a disk
+ * read; cold reads from the log through a tiny cache; the exact key count
+ * across overwrites, deletes and expiry; everything survives a clean reopen,
+ * in each durability mode. */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "storage/store.h"
+#include "testutil.h"
+
+#define TMPFS_MAGIC_NUMBER 0x01021994
+
+static struct pool *pool;
+static struct idx_shared *shared;
+static struct store *st;
+static char dir[512];
+static enum log_durability durability;
+static uint64_t cache_bytes = 64u << 20;
+
+/* ---- steps on the proactor (as in test_log) ----------------------------- */
+
+static atomic_ulong steps_done;
+struct step {
+	void (*fn)(void *arg);
+	void *arg;
+};
+
+static void step_trampoline(void *arg)
+{
+	struct step *s = arg;
+	s->fn(s->arg);
+	atomic_fetch_add(&steps_done, 1);
+}
+
+static void on_px(void (*fn)(void *), void *arg)
+{
+	struct step s = {fn, arg};
+	unsigned long before = atomic_load(&steps_done);
+	pool_run_on(pool, 0, step_trampoline, &s);
+	if (!test_wait_count(&steps_done, before + 1, 60)) {
+		fprintf(stderr, "FAIL: a step did not finish\n");
+		_exit(1);
+	}
+}
+
+struct open_args {
+	int ret;
+	char err[512];
+};
+
+static void open_step(void *arg)
+{
+	struct open_args *a = arg;
+	struct store_config cfg = {.dir = dir,
+				   .shard = 0,
+				   .segment_size = 4u << 20,
+				   .durability = durability,
+				   .inline_max = 64,
+				   .cache_bytes = cache_bytes,
+				   .shared = shared};
+	a->ret = store_open(&st, px_current(), &cfg, a->err, sizeof(a->err));
+}
+
+static void open_store(void)
+{
+	struct open_args a = {0};
+	on_px(open_step, &a);
+	if (a.ret < 0) {
+		fprintf(stderr, "FAIL: store_open: %s\n", a.err);
+		_exit(1);
+	}
+}
+
+static void stop_step(void *arg)
+{
+	(void)arg;
+	store_stop(st);
+}
+
+static atomic_bool busy;
+static void busy_step(void *arg)
+{
+	(void)arg;
+	atomic_store(&busy, store_busy(st));
+}
+
+static void close_step(void *arg)
+{
+	(void)arg;
+	store_close(st);
+	st = NULL;
+}
+
+static void close_store(void)
+{
+	on_px(stop_step, NULL);
+	do {
+		usleep(200);
+		on_px(busy_step, NULL);
+	} while (atomic_load(&busy));
+	on_px(close_step, NULL);
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+/* A finished request as the test sees it. */
+struct result {
+	int status;
+	bool existed;
+	char value[256];
+	size_t len;
+	uint64_t expiry_ms;
+};
+
+struct call {
+	struct store_req req;
+	struct result *out;
+	char buf[256];          /* UPDATE's new value */
+	atomic_ulong *counter;
+};
+
+static atomic_ulong calls_done;
+
+static void call_done(struct store_req *req)
+{
+	struct call *c = container_of(req, struct call, req);
+	if (c->out) {
+		c->out->status = req->status;
+		c->out->existed = req->existed;
+		c->out->len = req->result ? req->result_len : req->result_len;
+		if (req->result)
+			memcpy(c->out->value, req->result,
+			       req->result_len < sizeof(c->out->value) ? req->result_len
+								       : sizeof(c->out->value));
+		c->out->expiry_ms = req->result_expiry_ms;
+	}
+	free(c);
+	atomic_fetch_add(&calls_done, 1);
+}
+
+/* Appends "x" to the value (or makes it "x"). */
+static enum store_update_result append_x(struct store_req *req, const uint8_t *old, size_t len,
+					 uint64_t expiry)
+{
+	struct call *c = container_of(req, struct call, req);
+	size_t n = old ? len : 0;
+	if (n + 1 > sizeof(c->buf))
+		return STORE_UPDATE_KEEP;
+	if (old)
+		memcpy(c->buf, old, n);
+	c->buf[n] = 'x';
+	req->new_value = (const uint8_t *)c->buf;
+	req->new_len = n + 1;
+	req->new_expiry_ms = expiry;
+	return STORE_UPDATE_WRITE;
+}
+
+struct batch {
+	size_t n;
+	struct {
+		enum store_op op;
+		const char *key;
+		const char *value;
+		uint64_t expiry_ms;
+		unsigned flags;
+		struct result *out;
+	} r[16];
+};
+
+static void submit_step(void *arg)
+{
+	struct batch *b = arg;
+	for (size_t i = 0; i < b->n; i++) {
+		struct call *c = calloc(1, sizeof(*c));
+		c->out = b->r[i].out;
+		c->req.op = b->r[i].op;
+		c->req.key = (const uint8_t *)b->r[i].key;
+		c->req.key_len = strlen(b->r[i].key);
+		c->req.value = (const uint8_t *)b->r[i].value;
+		c->req.value_len = b->r[i].value ? strlen(b->r[i].value) : 0;
+		c->req.expiry_ms = b->r[i].expiry_ms;
+		c->req.flags = b->r[i].flags;
+		c->req.update = append_x;
+		c->req.done = call_done;
+		store_submit(st, &c->req);
+	}
+}
+
+/* Submits the batch in one loop iteration and waits for every reply. */
+static void run_batch(struct batch *b)
+{
+	unsigned long target = atomic_load(&calls_done) + b->n;
+	on_px(submit_step, b);
+	if (!test_wait_count(&calls_done, target, 30)) {
+		fprintf(stderr, "FAIL: requests did not complete\n");
+		_exit(1);
+	}
+}
+
+static struct result one(enum store_op op, const char *key, const char *value, uint64_t expiry,
+			 unsigned flags)
+{
+	struct result r;
+	memset(&r, 0, sizeof(r));
+	struct batch b = {.n = 1};
+	b.r[0].op = op;
+	b.r[0].key = key;
+	b.r[0].value = value;
+	b.r[0].expiry_ms = expiry;
+	b.r[0].flags = flags;
+	b.r[0].out = &r;
+	run_batch(&b);
+	return r;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t keys_now;
+static void count_step(void *arg)
+{
+	(void)arg;
+	keys_now = store_key_count(st);
+}
+
+static uint64_t key_count(void)
+{
+	on_px(count_step, NULL);
+	return keys_now;
+}
+
+#define EXPECT_VALUE(r, v, what)                                                           \
+	CHECK((r).status == 0 && (r).len == strlen(v) && memcmp((r).value, v, strlen(v)) == 0, \
+	      "%s: status %d value '%.*s', expected '%s'", what, (r).status, (int)(r).len,     \
+	      (r).value, v)
+
+/* ---- scenarios --------------------------------------------------------- */
+
+static void test_operations(void)
+{
+	struct result r;
+	r = one(STORE_GET, "missing", NULL, 0, 0);
+	CHECK(r.status == -ENOENT, "GET missing: %d", r.status);
+	r = one(STORE_PUT, "a", "1", 0, 0);
+	CHECK(r.status == 0 && !r.existed, "PUT a: %d", r.status);
+	EXPECT_VALUE(one(STORE_GET, "a", NULL, 0, 0), "1", "GET a");
+	r = one(STORE_PUT, "a", "2", 0, STORE_NX);
+	CHECK(r.status == -EEXIST, "PUT NX on existing: %d", r.status);
+	r = one(STORE_PUT, "b", "2", 0, STORE_XX);
+	CHECK(r.status == -EEXIST, "PUT XX on missing: %d", r.status);
+	r = one(STORE_PUT, "a", "22", 0, STORE_XX | STORE_GET_OLD);
+	EXPECT_VALUE(r, "1", "PUT XX GET returns the old value");
+	CHECK(r.existed, "PUT XX GET: existed");
+	EXPECT_VALUE(one(STORE_GET, "a", NULL, 0, 0), "22", "GET after PUT XX");
+	r = one(STORE_META, "a", NULL, 0, 0);
+	CHECK(r.status == 0 && r.len == 2 && r.expiry_ms == 0, "META a: %d len %zu", r.status, r.len);
+
+	uint64_t later = now_ms() + 100000;
+	one(STORE_EXPIRE, "a", NULL, later, 0);
+	r = one(STORE_META, "a", NULL, 0, 0);
+	CHECK(r.expiry_ms == later, "EXPIRE set %lu, META says %lu", (unsigned long)later,
+	      (unsigned long)r.expiry_ms);
+	one(STORE_PUT, "a", "3", 0, STORE_KEEPTTL);
+	r = one(STORE_META, "a", NULL, 0, 0);
+	CHECK(r.expiry_ms == later, "KEEPTTL kept %lu", (unsigned long)r.expiry_ms);
+	one(STORE_PUT, "a", "4", 0, 0);
+	r = one(STORE_META, "a", NULL, 0, 0);
+	CHECK(r.expiry_ms == 0, "a plain PUT clears the expiry");
+
+	one(STORE_PUT, "gone", "v", now_ms() + 50, 0);
+	usleep(120000);
+	r = one(STORE_GET, "gone", NULL, 0, 0);
+	CHECK(r.status == -ENOENT, "GET of an expired key: %d", r.status);
+	r = one(STORE_PUT, "gone", "w", 0, STORE_NX);
+	CHECK(r.status == 0, "PUT NX over an expired key: %d", r.status);
+
+	r = one(STORE_DELETE, "a", NULL, 0, STORE_GET_OLD);
+	EXPECT_VALUE(r, "4", "DELETE GET returns the value");
+	r = one(STORE_DELETE, "a", NULL, 0, 0);
+	CHECK(r.status == -ENOENT, "DELETE missing: %d", r.status);
+
+	r = one(STORE_UPDATE, "u", NULL, 0, 0);
+	CHECK(r.status == 0, "UPDATE creates: %d", r.status);
+	one(STORE_UPDATE, "u", NULL, 0, 0);
+	EXPECT_VALUE(one(STORE_GET, "u", NULL, 0, 0), "xx", "UPDATE twice");
+}
+
+static void test_ordering(void)
+{
+	/* PUT, two UPDATEs and a GET of one key in one iteration: in order. */
+	struct result res[4];
+	memset(res, 0, sizeof(res));
+	struct batch b = {.n = 4};
+	b.r[0].op = STORE_PUT, b.r[0].key = "ord", b.r[0].value = "v", b.r[0].out = &res[0];
+	b.r[1].op = STORE_UPDATE, b.r[1].key = "ord", b.r[1].out = &res[1];
+	b.r[2].op = STORE_UPDATE, b.r[2].key = "ord", b.r[2].out = &res[2];
+	b.r[3].op = STORE_GET, b.r[3].key = "ord", b.r[3].out = &res[3];
+	run_batch(&b);
+	EXPECT_VALUE(res[3], "vxx", "pipelined PUT UPDATE UPDATE GET");
+}
+
+static void test_count_and_cold_reads(unsigned *seed)
+{
+	enum { N = 3000 };
+	static char keys[N][16], values[N][200];
+	for (int i = 0; i < N; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "k%05d", i);
+		int len = 1 + rand_r(seed) % 190; /* inline and log values */
+		for (int k = 0; k < len; k++)
+			values[i][k] = (char)('a' + rand_r(seed) % 26);
+		values[i][len] = '\0';
+	}
+	uint64_t base = key_count();
+	for (int i = 0; i < N; i += 16) {
+		struct batch b = {.n = 0};
+		for (int k = i; k < i + 16 && k < N; k++) {
+			b.r[b.n].op = STORE_PUT, b.r[b.n].key = keys[k], b.r[b.n].value = values[k];
+			b.n++;
+		}
+		run_batch(&b);
+	}
+	CHECK(key_count() == base + N, "count %lu after %d new keys (base %lu)",
+	      (unsigned long)key_count(), N, (unsigned long)base);
+	for (int i = 0; i < N; i += 3) /* overwrite a third: count unchanged */
+		one(STORE_PUT, keys[i], values[i], 0, 0);
+	for (int i = 1; i < N; i += 10) /* delete a tenth */
+		one(STORE_DELETE, keys[i], NULL, 0, 0);
+	uint64_t expect = base + N - (N + 8) / 10;
+	CHECK(key_count() == expect, "count %lu, expected %lu", (unsigned long)key_count(),
+	      (unsigned long)expect);
+
+	close_store();
+	open_store();
+	CHECK(key_count() == expect, "count after reopen %lu, expected %lu",
+	      (unsigned long)key_count(), (unsigned long)expect);
+	int wrong = 0;
+	for (int i = 0; i < N; i++) {
+		struct result r = one(STORE_GET, keys[i], NULL, 0, 0);
+		bool deleted = i % 10 == 1;
+		if (deleted ? r.status != -ENOENT
+			    : (r.status != 0 || r.len != strlen(values[i]) ||
+			       memcmp(r.value, values[i], r.len) != 0))
+			wrong++;
+	}
+	CHECK(wrong == 0, "%d keys read back wrong after reopen (cache %lu bytes)", wrong,
+	      (unsigned long)cache_bytes);
+	struct store_stats s;
+	store_get_stats(st, &s);
+	printf("  %lu disk reads, %lu cache hits, %lu index blocking reads\n",
+	       (unsigned long)s.disk_reads, (unsigned long)s.cache_hits,
+	       (unsigned long)s.index_blocking_reads);
+	if (cache_bytes < 100000)
+		CHECK(s.disk_reads > 0, "a tiny cache never read from disk");
+}
+
+static void reset_dir(void)
+{
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+}
+
+int main(void)
+{
+	unsigned seed = 4242;
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	struct statfs sf;
+	if (statfs(tmp, &sf) == 0 && sf.f_type == TMPFS_MAGIC_NUMBER) {
+		printf("%s is tmpfs: set TMPDIR to a disk file system\n", tmp);
+		return 77;
+	}
+	snprintf(dir, sizeof(dir), "%s/ringkv-test-store-%d", tmp, (int)getpid());
+	char err[256];
+	if (idx_shared_create(&shared, 8u << 20, 2, err, sizeof(err)) < 0) {
+		fprintf(stderr, "idx_shared_create: %s\n", err);
+		return 1;
+	}
+	pool = test_pool(1, 256, 50, 256);
+
+	static const enum log_durability modes[] = {LOG_DURABILITY_FSYNC, LOG_DURABILITY_WRITE,
+						    LOG_DURABILITY_NONE};
+	static const char *names[] = {"fsync", "write", "none"};
+	for (size_t m = 0; m < 3; m++) {
+		durability = modes[m];
+		cache_bytes = m == 0 ? 4096 : 64u << 20; /* fsync run: values come from disk */
+		printf("durability %s, cache %lu bytes\n", names[m], (unsigned long)cache_bytes);
+		reset_dir();
+		open_store();
+		test_operations();
+		test_ordering();
+		test_count_and_cold_reads(&seed);
+		close_store();
+	}
+	pool_stop(pool);
+	idx_shared_destroy(shared);
+	reset_dir();
+	return test_result();
+}
