@@ -43,12 +43,14 @@ struct msgq_msg {
 };
 
 /* Single-producer single-consumer ring.  Indices run freely and wrap modulo
- * 2^32; capacity is a power of two. */
+ * 2^32; capacity is a power of two.  Each side's private fields have a cache
+ * line of their own, apart from the index the other side reads, so a push or
+ * a pop touches a shared line only when it publishes or runs out. */
 struct msgq_spsc {
 	_Alignas(MSGQ_CACHELINE) atomic_uint tail; /* consumer: next slot to read */
-	unsigned head_seen;                          /* consumer: last head it loaded */
+	_Alignas(MSGQ_CACHELINE) unsigned head_seen; /* consumer: last head it loaded */
 	_Alignas(MSGQ_CACHELINE) atomic_uint head; /* producer: slots below are published */
-	unsigned head_local;                         /* producer: slots below are written */
+	_Alignas(MSGQ_CACHELINE) unsigned head_local; /* producer: slots below are written */
 	unsigned tail_seen;                          /* producer: last tail it loaded */
 	_Alignas(MSGQ_CACHELINE) unsigned mask;    /* capacity - 1; read-only after init */
 	struct msgq_msg *slots;                      /* capacity entries, owned by the ring */
@@ -85,9 +87,10 @@ struct msgq_inbox {
 	struct msgq_waker waker;
 };
 
-/* A producer's side of one (producer, target) pair. */
+/* A producer's side of one (producer, target) pair (a cache line of its own:
+ * neighbouring outboxes belong to other producers). */
 struct msgq_outbox {
-	struct msgq_spsc *ring;    /* producer's ring in the target's inbox */
+	_Alignas(MSGQ_CACHELINE) struct msgq_spsc *ring; /* producer's ring in the target's inbox */
 	struct msgq_waker *waker;  /* the target's waker; NULL when target == producer */
 	struct msgq_msg *backlog;  /* FIFO overflow, heap; NULL until first needed */
 	unsigned backlog_head;     /* index of the oldest backlog entry */

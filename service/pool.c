@@ -320,7 +320,7 @@ static int pool_alloc(struct pool *pool, char *err, size_t errlen)
 	pool->pxs = aligned_alloc(64, px_bytes);
 	pool->inboxes = aligned_alloc(64, ((sizeof(struct msgq_inbox) * n + 63) / 64) * 64);
 	pool->rings = aligned_alloc(64, ((sizeof(struct msgq_spsc) * n * n + 63) / 64) * 64);
-	pool->outboxes = calloc((size_t)n * n, sizeof(struct msgq_outbox));
+	pool->outboxes = aligned_alloc(64, sizeof(struct msgq_outbox) * n * n);
 	pool->threads = calloc(n, sizeof(struct pool_thread));
 	if (!pool->pxs || !pool->inboxes || !pool->rings || !pool->outboxes || !pool->threads) {
 		snprintf(err, errlen, "out of memory allocating %u proactors", n);
@@ -329,6 +329,7 @@ static int pool_alloc(struct pool *pool, char *err, size_t errlen)
 	memset(pool->pxs, 0, px_bytes);
 	memset(pool->inboxes, 0, sizeof(struct msgq_inbox) * n);
 	memset(pool->rings, 0, sizeof(struct msgq_spsc) * n * n);
+	memset(pool->outboxes, 0, sizeof(struct msgq_outbox) * n * n);
 	for (unsigned i = 0; i < n; i++)
 		pool->inboxes[i].waker.efd = -1;
 

@@ -136,7 +136,9 @@ struct px {
 	atomic_bool drained;           /* stopping, nothing held or queued in or out */
 	atomic_bool exit_requested;    /* set by the pool: leave the loop */
 
-	struct px_stats stats;
+	/* Written on every message: a line of its own, and padding after it, so
+	 * the next proactor in the pool's array never shares it. */
+	_Alignas(MSGQ_CACHELINE) struct px_stats stats;
 };
 
 /* The proactor running on the calling thread, or NULL on a foreign thread. */
