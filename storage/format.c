@@ -130,6 +130,8 @@ static bool record_fields_valid(uint8_t type, uint8_t flags, uint32_t key_len, u
 		return key_len <= FMT_KEY_MAX && value_len == 0;
 	case FMT_PAD:
 		return key_len == 0 && value_len < FMT_BLOCK && value_len % 8 == 0;
+	case FMT_DROP:
+		return key_len == 0 && value_len == 0;
 	default:
 		return false;
 	}

@@ -34,7 +34,8 @@
  *                 bits of the segment's epoch (a stale record left in a reused
  *                 file cannot validate in a new one); for PAD: of bytes 4..31
  *                 only, seeded the same way
- *   4       1     type: FMT_PUT, FMT_DELETE or FMT_PAD
+ *   4       1     type: FMT_PUT, FMT_DELETE, FMT_PAD, or FMT_DROP (every key
+ *                 of the shard is deleted: FLUSHALL; key and value empty)
  *   5       1     flags, zero
  *   6       2     magic 0x4B52 ("RK")
  *   8       8     LSN: log sequence number, +1 per PUT/DELETE within a shard
@@ -71,6 +72,7 @@ enum fmt_type {
 	FMT_PUT = 1,
 	FMT_DELETE = 2,
 	FMT_PAD = 3,
+	FMT_DROP = 4,
 };
 
 struct fmt_segment_header {
@@ -109,7 +111,7 @@ static inline uint64_t fmt_record_size(uint32_t key_len, uint32_t value_len)
 	return ((uint64_t)FMT_RECORD_HEADER + key_len + value_len + 7) & ~(uint64_t)7;
 }
 
-/* Writes a PUT or DELETE record at `dst` (which has fmt_record_size() bytes,
+/* Writes a PUT, DELETE or DROP record at `dst` (which has fmt_record_size() bytes,
  * alignment padding included) and returns its size. */
 uint64_t fmt_encode_record(uint8_t *dst, uint32_t epoch32, const struct fmt_record *rec);
 

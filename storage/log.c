@@ -354,7 +354,7 @@ static void commit_complete(struct px *px, struct px_op *op, int res, unsigned f
 
 int log_append(struct log *log, const struct fmt_record *rec, struct log_write *w)
 {
-	if (rec->type != FMT_PUT && rec->type != FMT_DELETE)
+	if (rec->type != FMT_PUT && rec->type != FMT_DELETE && rec->type != FMT_DROP)
 		return -EINVAL;
 	if (log->stopped)
 		return -ESHUTDOWN;

@@ -103,7 +103,7 @@ struct log;
 int log_open(struct log **out, struct px *px, const struct log_config *cfg, uint64_t from_lsn,
 	     log_replay_fn replay, void *arg, char *err, size_t errlen);
 
-/* Appends a PUT or DELETE; on return w->pos is set and the record will be in
+/* Appends a PUT, DELETE or DROP; on return w->pos is set and the record will be in
  * the next commit.  Returns 0, -E2BIG if the record cannot fit a commit, or
  * -ENOSPC/-EIO while the log cannot write (no segment could be created). */
 int log_append(struct log *log, const struct fmt_record *rec, struct log_write *w);

@@ -21,12 +21,15 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "service/logging.h"
 
@@ -68,7 +71,8 @@ struct pending_write {
 	struct blob *value;       /* PUT: the value (inline entries need the bytes) */
 	struct idx_entry entry;   /* PUT: what the index will hold */
 	bool is_delete;
-	int count_delta;          /* change made to the key count */
+	bool is_drop;             /* FLUSHALL of the shard (ke is NULL) */
+	int64_t count_delta;      /* change made to the key count */
 	struct pending_write *next_free; /* free list, or st->applying */
 };
 
@@ -82,6 +86,7 @@ struct store {
 	uint64_t batch_lsn;        /* highest LSN in the batch */
 	bool batch_dirty;
 	struct px_hook hook;
+	int lock_fd;               /* DIR/shard-NNN/LOCK, flock()ed while open */
 
 	struct kentry **buckets;   /* key table */
 	size_t n_buckets, n_keys_cached;
@@ -90,7 +95,9 @@ struct store {
 
 	struct pending_write *free_writes;
 	struct pending_write *applying; /* written, in the batch, keys still pinned */
-	uint64_t keys;             /* exact key count */
+	uint64_t keys;             /* exact key count, pending writes included (DBSIZE) */
+	uint64_t applied_keys;     /* key count of what the index holds (persisted with it) */
+	uint64_t drop_lsn;         /* LSN of the newest DROP: older entries are gone */
 	unsigned inflight_reqs;    /* submitted, done not yet run */
 	bool stopped;
 	int failed;                /* the index could not be written: writes refused */
@@ -269,6 +276,15 @@ static int kentry_load(struct store *st, struct kentry *ke)
 		st->stats.index_blocking_reads++;
 		ret = idx_get(st->idx, ke->key, ke->key_len, IDX_BLOCKING, &e, &inline_value);
 	}
+	if (ret == 0 && e.lsn < st->drop_lsn) {
+		/* Dropped by a FLUSHALL that the index has not applied yet; the
+		 * entry's expiry row is still there until it is. */
+		free(inline_value);
+		ke->exists = false;
+		ke->idx_expiry_ms = e.expiry_ms;
+		ke->known = true;
+		return 0;
+	}
 	if (ret == -ENOENT) {
 		ke->exists = false;
 		ke->idx_expiry_ms = 0;
@@ -351,12 +367,44 @@ static void queue_advance(struct store *st, struct kentry *ke)
 static void pending_write_free(struct store *st, struct pending_write *pw)
 {
 	struct kentry *ke = pw->ke;
-	ke->pending--;
 	blob_unref(pw->value);
 	pw->value = NULL;
 	pw->next_free = st->free_writes;
 	st->free_writes = pw;
-	kentry_release(st, ke);
+	if (ke != NULL) {
+		ke->pending--;
+		kentry_release(st, ke);
+	}
+}
+
+/* Writes the index batch with applied_lsn and the applied key count, then
+ * unpins the keys it held. */
+static void apply_batch(struct store *st)
+{
+	if (!st->batch_dirty)
+		return;
+	int ret = idx_write(st->idx, st->batch, st->batch_lsn, st->applied_keys);
+	idx_batch_clear(st->batch);
+	st->batch_dirty = false;
+	for (struct pending_write *pw = st->applying, *next; pw != NULL; pw = next) {
+		next = pw->next_free;
+		pending_write_free(st, pw);
+	}
+	st->applying = NULL;
+	if (ret < 0 && st->failed == 0) {
+		st->failed = -EIO;
+		LOG_ERROR("shard %u: the index cannot be written: writes are refused from now on;"
+			  " the log holds every acknowledged write, restart to replay it",
+			  st->cfg.shard);
+	}
+}
+
+/* Marks every cached key unknown: they are read from the index again. */
+static void forget_all_keys(struct store *st)
+{
+	for (size_t i = 0; i < st->n_buckets; i++)
+		for (struct kentry *ke = st->buckets[i]; ke != NULL; ke = ke->hnext)
+			ke->known = false;
 }
 
 /* The log settled a record.  A written one joins the index batch; its key
@@ -368,15 +416,31 @@ static void write_done(struct log_write *w, int err)
 	struct store *st = pw->st;
 	struct kentry *ke = pw->ke;
 	if (err != 0) {
-		st->keys -= (uint64_t)(int64_t)pw->count_delta;
-		ke->known = false; /* the index never saw it: re-read on next use */
+		st->keys -= (uint64_t)pw->count_delta;
+		if (ke != NULL)
+			ke->known = false; /* the index never saw it: re-read on next use */
+		else
+			forget_all_keys(st);
 		st->stats.write_errors++;
+	} else if (pw->is_drop) {
+		apply_batch(st); /* what came before the drop, first */
+		if (idx_drop_all(st->idx, w->pos.lsn) < 0 && st->failed == 0) {
+			st->failed = -EIO;
+			LOG_ERROR("shard %u: FLUSHALL could not be applied to the index: writes are"
+				  " refused from now on; restart to replay the log",
+				  st->cfg.shard);
+		}
+		st->applied_keys = 0;
+		for (size_t i = 0; i < st->n_buckets; i++)
+			for (struct kentry *k = st->buckets[i]; k != NULL; k = k->hnext)
+				k->idx_expiry_ms = 0;
 	} else {
 		if (pw->is_delete)
 			idx_batch_delete(st->batch, ke->key, ke->key_len, ke->idx_expiry_ms);
 		else
 			idx_batch_put(st->batch, ke->key, ke->key_len, &pw->entry, ke->idx_expiry_ms);
 		ke->idx_expiry_ms = pw->is_delete ? 0 : pw->entry.expiry_ms;
+		st->applied_keys += (uint64_t)pw->count_delta;
 		st->batch_lsn = w->pos.lsn;
 		st->batch_dirty = true;
 	}
@@ -425,8 +489,9 @@ static void write_record(struct store *st, struct store_req *req, struct blob *v
 	pw->st = st;
 	pw->ke = ke;
 	pw->is_delete = value == NULL;
+	pw->is_drop = false;
 	pw->count_delta = value ? (ke->exists ? 0 : 1) : (ke->exists ? -1 : 0);
-	st->keys += (uint64_t)(int64_t)pw->count_delta;
+	st->keys += (uint64_t)pw->count_delta;
 	ke->pending++;
 
 	struct blob *replaced = ke->value;
@@ -464,7 +529,9 @@ static void read_done(struct log_read *r, int err, const struct fmt_record *rec)
 	struct store_req *req = container_of(r, struct store_req, read);
 	struct store *st = req->store;
 	struct kentry *ke = req->key_entry;
-	if (err == 0) {
+	if (err == 0 && rec->lsn < st->drop_lsn) {
+		ke->exists = false; /* a FLUSHALL came after the read was issued */
+	} else if (err == 0) {
 		ke->value = blob_new(rec->value, rec->value_len);
 		if (ke->value == NULL)
 			err = -ENOMEM;
@@ -641,24 +708,93 @@ static bool store_hook(struct px *px, struct px_hook *hook)
 	(void)px;
 	if (!st->batch_dirty)
 		return false;
-	int ret = idx_write(st->idx, st->batch, st->batch_lsn, st->keys);
-	idx_batch_clear(st->batch);
-	st->batch_dirty = false;
-	for (struct pending_write *pw = st->applying, *next; pw != NULL; pw = next) {
-		next = pw->next_free;
-		pending_write_free(st, pw);
-	}
-	st->applying = NULL;
-	if (ret < 0 && st->failed == 0) {
-		st->failed = -EIO;
-		LOG_ERROR("shard %u: the index cannot be written: writes are refused from now on;"
-			  " the log holds every acknowledged write, restart to replay it",
-			  st->cfg.shard);
-	}
+	apply_batch(st);
 	return true;
 }
 
+void store_drop_all(struct store *st, struct store_req *req)
+{
+	req->store = st;
+	req->result = NULL;
+	req->result_ref = NULL;
+	st->inflight_reqs++;
+	if (st->stopped || st->failed) {
+		req_complete(st, req, st->stopped ? -ESHUTDOWN : st->failed, NULL);
+		return;
+	}
+	struct pending_write *pw = st->free_writes;
+	if (pw != NULL)
+		st->free_writes = pw->next_free;
+	else if ((pw = calloc(1, sizeof(*pw))) == NULL) {
+		req_complete(st, req, -ENOMEM, NULL);
+		return;
+	}
+	struct fmt_record rec = {.type = FMT_DROP};
+	pw->w.done = write_done;
+	int ret = log_append(st->log, &rec, &pw->w);
+	if (ret < 0) {
+		pw->next_free = st->free_writes;
+		st->free_writes = pw;
+		req_complete(st, req, ret, NULL);
+		return;
+	}
+	pw->st = st;
+	pw->ke = NULL;
+	pw->is_delete = false;
+	pw->is_drop = true;
+	pw->count_delta = -(int64_t)st->keys;
+	st->keys = 0;
+	st->drop_lsn = pw->w.pos.lsn;
+	for (size_t i = 0; i < st->n_buckets; i++)
+		for (struct kentry *ke = st->buckets[i]; ke != NULL; ke = ke->hnext) {
+			blob_unref(ke->value);
+			ke->value = NULL;
+			ke->exists = false;
+			ke->expiry_ms = 0;
+			ke->value_len = 0;
+			ke->known = true;
+			kentry_charge(st, ke);
+		}
+	if (st->cfg.durability == LOG_DURABILITY_NONE) {
+		pw->req = NULL;
+		req_complete(st, req, 0, NULL);
+	} else {
+		pw->req = req;
+	}
+}
+
 /* ---- open, recovery, close --------------------------------------------- */
+
+/* Takes DIR/shard-NNN/LOCK (flock, held until close) and writes our pid in
+ * it, so a second process is refused with the holder's pid. */
+static int lock_shard(struct store *st, char *err, size_t errlen)
+{
+	char path[4200], pid[32] = "";
+	snprintf(path, sizeof(path), "%s/LOCK", st->dir);
+	st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (st->lock_fd < 0) {
+		snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	if (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		int e = errno;
+		ssize_t n = pread(st->lock_fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		if (e == EWOULDBLOCK)
+			snprintf(err, errlen,
+				 "%s is in use by another process (pid %s): stop it first, or point"
+				 " storage.dir elsewhere",
+				 st->dir, pid[0] ? pid : "unknown");
+		else
+			snprintf(err, errlen, "cannot lock %s: %s", path, strerror(e));
+		return e == EWOULDBLOCK ? -EBUSY : -e;
+	}
+	int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(st->lock_fd, 0) != 0 || pwrite(st->lock_fd, pid, (size_t)n, 0) != n)
+		LOG_WARN("cannot write the pid into %s: %s", path, strerror(errno));
+	return 0;
+}
 
 /* Recovery: applies one replayed record to the index at once (a later
  * record of the same batch may need to see it). */
@@ -667,6 +803,10 @@ static int replay_record(void *arg, const struct fmt_record *rec, const struct l
 	struct store *st = arg;
 	struct idx_entry old;
 	uint8_t *inline_value = NULL;
+	if (rec->type == FMT_DROP) {
+		st->keys = 0;
+		return idx_drop_all(st->idx, rec->lsn);
+	}
 	int ret = idx_get(st->idx, rec->key, rec->key_len, IDX_BLOCKING, &old, &inline_value);
 	free(inline_value);
 	if (ret < 0 && ret != -ENOENT)
@@ -703,6 +843,7 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 	}
 	st->px = px;
 	st->cfg = *cfg;
+	st->lock_fd = -1;
 	snprintf(st->dir, sizeof(st->dir), "%s", cfg->dir);
 	st->cfg.dir = st->dir;
 	int ret = table_grow(st);
@@ -717,6 +858,9 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 		snprintf(err, errlen, "cannot create %s: %s", st->dir, strerror(errno));
 		goto fail;
 	}
+	ret = lock_shard(st, err, errlen);
+	if (ret < 0)
+		goto fail;
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/index", st->dir);
 	ret = idx_open(&st->idx, cfg->shared, path, err, errlen);
@@ -733,6 +877,7 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 		       errlen);
 	if (ret < 0)
 		goto fail;
+	st->applied_keys = st->keys;
 	st->hook.fn = store_hook;
 	px_hook_add(px, &st->hook);
 	*out = st;
@@ -740,6 +885,11 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 fail:
 	store_close(st);
 	return ret;
+}
+
+int store_checkpoint(struct store *st)
+{
+	return idx_request_flush(st->idx);
 }
 
 uint64_t store_key_count(const struct store *st)
@@ -796,5 +946,7 @@ void store_close(struct store *st)
 		free(pw);
 	}
 	free(st->buckets);
+	if (st->lock_fd >= 0)
+		close(st->lock_fd); /* releases the flock */
 	free(st);
 }

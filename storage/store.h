@@ -131,6 +131,16 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 /* Submits a request; its done runs on a later iteration. */
 void store_submit(struct store *st, struct store_req *req);
 
+/* FLUSHALL of this shard: every key is deleted, durably, through a DROP
+ * record in the log.  Requests that were waiting for a disk read when it was
+ * submitted see the keys as deleted.  req->done runs as for a write. */
+void store_drop_all(struct store *st, struct store_req *req);
+
+/* Asks the index to persist its memtables in the background (a RocksDB
+ * flush), so a restart replays less of the log.  Returns at once: 0, or
+ * -EALREADY (nothing to flush), -EBUSY (a flush is still running), -EIO. */
+int store_checkpoint(struct store *st);
+
 uint64_t store_key_count(const struct store *st);
 void store_get_stats(const struct store *st, struct store_stats *out);
 

@@ -250,7 +250,8 @@ static void test_record_bad_fields(void)
 		enum fmt_status want;
 	} cases[] = {
 	    {"type 0", 4, 1, 0, FMT_BAD_FIELD},
-	    {"type 4", 4, 1, 4, FMT_BAD_FIELD},
+	    {"DROP with a key", 4, 1, FMT_DROP, FMT_BAD_FIELD},
+	    {"type 5", 4, 1, 5, FMT_BAD_FIELD},
 	    {"type 0xFF", 4, 1, 0xFF, FMT_BAD_FIELD},
 	    {"flags 1", 5, 1, 1, FMT_BAD_FIELD},
 	    {"key_len max+1", 24, 4, FMT_KEY_MAX + 1, FMT_BAD_FIELD},

@@ -363,6 +363,82 @@ static void test_count_and_cold_reads(unsigned *seed)
 		CHECK(s.disk_reads > 0, "a tiny cache never read from disk");
 }
 
+static struct result drop_result;
+static void drop_done(struct store_req *req)
+{
+	drop_result.status = req->status;
+	free(req);
+	atomic_fetch_add(&calls_done, 1);
+}
+
+static void drop_step(void *arg)
+{
+	(void)arg;
+	struct store_req *req = calloc(1, sizeof(*req));
+	req->done = drop_done;
+	store_drop_all(st, req);
+}
+
+/* FLUSHALL: cached, evicted and pending keys all go; writes after it stay;
+ * both hold across a reopen. */
+static void test_drop_all(void)
+{
+	char key[32];
+	for (int i = 0; i < 200; i++) {
+		snprintf(key, sizeof(key), "drop:%d", i);
+		one(STORE_PUT, key, "some value that is longer than inline_max bytes ..........", 0,
+		    0);
+	}
+	struct batch b = {.n = 1};
+	struct result before = {0}, after = {0};
+	b.r[0].op = STORE_PUT, b.r[0].key = "drop:pending", b.r[0].value = "p", b.r[0].out = &before;
+	run_batch(&b); /* (queued before the drop, in its own iteration) */
+	unsigned long target = atomic_load(&calls_done) + 1;
+	on_px(drop_step, NULL);
+	CHECK(test_wait_count(&calls_done, target, 30), "FLUSHALL did not complete");
+	CHECK(drop_result.status == 0, "FLUSHALL: %d", drop_result.status);
+	CHECK(key_count() == 0, "count after FLUSHALL: %lu", (unsigned long)key_count());
+	int left = 0;
+	for (int i = 0; i < 200; i += 7) {
+		snprintf(key, sizeof(key), "drop:%d", i);
+		left += one(STORE_GET, key, NULL, 0, 0).status != -ENOENT;
+	}
+	CHECK(left == 0, "%d keys survived FLUSHALL", left);
+	CHECK(one(STORE_GET, "drop:pending", NULL, 0, 0).status == -ENOENT,
+	      "a key written just before FLUSHALL survived");
+	after = one(STORE_PUT, "after", "a", 0, 0);
+	CHECK(after.status == 0, "PUT after FLUSHALL: %d", after.status);
+	close_store();
+	open_store();
+	CHECK(key_count() == 1, "count after FLUSHALL and reopen: %lu", (unsigned long)key_count());
+	EXPECT_VALUE(one(STORE_GET, "after", NULL, 0, 0), "a", "a key written after FLUSHALL");
+	CHECK(one(STORE_GET, "drop:3", NULL, 0, 0).status == -ENOENT,
+	      "a dropped key came back after reopen");
+}
+
+static struct open_args second;
+static struct store *first_store;
+static void second_open_step(void *arg)
+{
+	(void)arg;
+	first_store = st;
+	open_step(&second);
+	if (second.ret == 0)
+		store_close(st);
+	st = first_store;
+}
+
+/* A second open of an open shard directory is refused, naming the holder. */
+static void test_lock(void)
+{
+	on_px(second_open_step, NULL);
+	char pid[32];
+	snprintf(pid, sizeof(pid), "pid %d", (int)getpid());
+	CHECK(second.ret == -EBUSY && strstr(second.err, "in use by another process") != NULL &&
+		      strstr(second.err, pid) != NULL,
+	      "second open: %d '%s'", second.ret, second.err);
+}
+
 static void reset_dir(void)
 {
 	char cmd[600];
@@ -400,6 +476,8 @@ int main(void)
 		test_operations();
 		test_ordering();
 		test_count_and_cold_reads(&seed);
+		test_drop_all();
+		test_lock();
 		close_store();
 	}
 	pool_stop(pool);

@@ -92,6 +92,16 @@ static void writer_pump(struct writer *w)
 }
 
 static struct writer the_writer;
+static struct px_timer checkpoint_timer;
+
+/* Flushes the index now and then, so crashes hit recovery from a mid-stream
+ * applied_lsn, not only from an empty index. */
+static void checkpoint_tick(struct px *px, struct px_timer *t)
+{
+	(void)px;
+	(void)t;
+	store_checkpoint(the_writer.st);
+}
 static struct idx_shared *shared;
 static atomic_int opened; /* 1 ok, -1 failed */
 
@@ -111,6 +121,7 @@ static void writer_start(void *arg)
 		return;
 	}
 	atomic_store(&opened, 1);
+	px_timer_start(px_current(), &checkpoint_timer, 10000000, 10000000, checkpoint_tick);
 	writer_pump(&the_writer);
 }
 
@@ -203,6 +214,13 @@ static void verify_start(void *arg)
 	}
 }
 
+static atomic_ulong vcount; /* the store's key count */
+static void verify_count(void *arg)
+{
+	(void)arg;
+	atomic_store(&vcount, store_key_count(vstore));
+}
+
 static atomic_bool vbusy;
 static void verify_busy(void *arg)
 {
@@ -249,6 +267,7 @@ static int run_verifier(void)
 		fprintf(stderr, "FAIL: verification reads did not finish\n");
 		return 1;
 	}
+	on_px(pool, verify_count);
 	on_px(pool, verify_stop);
 	do {
 		usleep(200);
@@ -270,6 +289,13 @@ static int run_verifier(void)
 		if (s >= cycle_first && s < last && !present[s])
 			holes++;
 	}
+	uint64_t n_present = 0;
+	for (uint32_t s = 0; s < n_seq; s++)
+		n_present += present[s];
+	bool count_wrong = full_check && atomic_load(&vcount) != n_present;
+	if (count_wrong) /* (a full check reads every key the test ever wrote) */
+		fprintf(stderr, "FAIL: the store counts %lu keys, %lu are there\n",
+			atomic_load(&vcount), (unsigned long)n_present);
 	if (atomic_load(&corrupt))
 		fprintf(stderr, "FAIL: %lu values corrupt\n", atomic_load(&corrupt));
 	if (lost)
@@ -277,7 +303,7 @@ static int run_verifier(void)
 	if (holes)
 		fprintf(stderr, "FAIL: %u writes missing before the last surviving one: not a prefix\n",
 			holes);
-	return atomic_load(&corrupt) || lost || holes;
+	return atomic_load(&corrupt) || lost || holes || count_wrong;
 }
 
 /* ---- the driver (no threads of its own, so fork is safe) ---------------- */
