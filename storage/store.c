@@ -33,7 +33,10 @@
 
 #include "service/logging.h"
 
-#define STORE_READ_RETRIES 3 /* re-reads of the index when GC moved a value */
+#define STORE_READ_RETRIES 3         /* re-reads of the index when GC moved a value */
+#define EXPIRE_PERIOD_NS 100000000ULL /* active expiry runs this often ... */
+#define EXPIRE_BATCH 128              /* ... taking at most this many keys a pass */
+#define EXPIRE_INFLIGHT_MAX 1024      /* expiry deletes in flight at most */
 
 /* A value shared by the cache and the replies that return it. */
 struct blob {
@@ -86,6 +89,8 @@ struct store {
 	uint64_t batch_lsn;        /* highest LSN in the batch */
 	bool batch_dirty;
 	struct px_hook hook;
+	struct px_timer expire_timer;
+	unsigned expiring;         /* active-expiry deletes in flight */
 	int lock_fd;               /* DIR/shard-NNN/LOCK, flock()ed while open */
 
 	struct kentry **buckets;   /* key table */
@@ -618,7 +623,7 @@ static bool req_run(struct store *st, struct store_req *req)
 		return true;
 	}
 	case STORE_DELETE: {
-		if (!ke->exists) {
+		if (!ke->exists || ((req->flags & STORE_IF_EXPIRED) && live)) {
 			req_complete(st, req, -ENOENT, NULL);
 			return true;
 		}
@@ -763,6 +768,58 @@ void store_drop_all(struct store *st, struct store_req *req)
 	}
 }
 
+/* ---- active expiry ----------------------------------------------------- */
+
+struct expire_req {
+	struct store_req req;
+	uint8_t key[]; /* copied: the index's buffer is gone after the visit */
+};
+
+static void expire_done(struct store_req *req)
+{
+	struct store *st = req->store;
+	if (req->status == 0)
+		st->stats.expired++;
+	st->expiring--;
+	free(container_of(req, struct expire_req, req));
+}
+
+static int expire_visit(void *arg, const void *key, size_t klen, uint64_t expiry_ms)
+{
+	struct store *st = arg;
+	(void)expiry_ms;
+	if (st->expiring >= EXPIRE_INFLIGHT_MAX)
+		return 1;
+	struct expire_req *x = calloc(1, sizeof(*x) + klen);
+	if (x == NULL)
+		return 1;
+	memcpy(x->key, key, klen);
+	x->req.op = STORE_DELETE;
+	x->req.flags = STORE_IF_EXPIRED;
+	x->req.key = x->key;
+	x->req.key_len = klen;
+	x->req.done = expire_done;
+	st->expiring++;
+	store_submit(st, &x->req);
+	return 0;
+}
+
+static void expire_pass(void *arg)
+{
+	struct store *st = arg;
+	if (st->stopped || st->failed)
+		return;
+	int n = idx_expired(st->idx, now_ms(), EXPIRE_BATCH, expire_visit, st);
+	if (n >= EXPIRE_BATCH && st->expiring < EXPIRE_INFLIGHT_MAX)
+		px_send(st->px, st->px->id, expire_pass, st); /* more: next iteration */
+}
+
+static void expire_tick(struct px *px, struct px_timer *t)
+{
+	(void)px;
+	expire_pass(container_of(t, struct store, expire_timer));
+}
+
 /* ---- open, recovery, close --------------------------------------------- */
 
 /* Takes DIR/shard-NNN/LOCK (flock, held until close) and writes our pid in
@@ -880,6 +937,7 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 	st->applied_keys = st->keys;
 	st->hook.fn = store_hook;
 	px_hook_add(px, &st->hook);
+	px_timer_start(px, &st->expire_timer, EXPIRE_PERIOD_NS, EXPIRE_PERIOD_NS, expire_tick);
 	*out = st;
 	return 0;
 fail:
@@ -914,13 +972,16 @@ void store_get_stats(const struct store *st, struct store_stats *out)
 void store_stop(struct store *st)
 {
 	st->stopped = true;
+	if (px_timer_armed(&st->expire_timer))
+		px_timer_stop(st->px, &st->expire_timer);
 	if (st->log != NULL)
 		log_stop(st->log);
 }
 
 bool store_busy(const struct store *st)
 {
-	return st->inflight_reqs > 0 || st->batch_dirty || (st->log != NULL && log_busy(st->log));
+	return st->inflight_reqs > 0 || st->batch_dirty || px_timer_armed(&st->expire_timer) ||
+	       (st->log != NULL && log_busy(st->log));
 }
 
 void store_close(struct store *st)

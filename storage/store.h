@@ -19,6 +19,12 @@
  *
  * Key count: exact.  Like Redis's DBSIZE it includes keys that have expired
  * but have not been reclaimed yet.
+ *
+ * Expiry: an expired key is never returned (checked on every read).  Active
+ * expiry reclaims expired keys without any read: every 100 ms the index's
+ * expiry rows (ordered by time) yield up to 128 expired keys, each deleted
+ * through the normal write path (STORE_IF_EXPIRED), so the count stays exact;
+ * a full batch is followed by another on the next iteration.
  */
 #ifndef RINGKV_STORE_H
 #define RINGKV_STORE_H
@@ -54,6 +60,7 @@ enum store_op {
 #define STORE_XX 0x2      /* PUT only if the key exists */
 #define STORE_KEEPTTL 0x4 /* PUT keeps the existing expiry */
 #define STORE_GET_OLD 0x8 /* PUT/DELETE also return the previous value */
+#define STORE_IF_EXPIRED 0x10 /* DELETE only a key whose expiry has passed */
 
 /* What a read-modify-write decides, given the current value. */
 enum store_update_result {
@@ -118,6 +125,7 @@ struct store_stats {
 	uint64_t records;          /* records in them */
 	uint64_t fsyncs;
 	uint64_t write_errors;     /* commits that failed */
+	uint64_t expired;          /* keys deleted by active expiry */
 };
 
 struct store;

@@ -363,6 +363,33 @@ static void test_count_and_cold_reads(unsigned *seed)
 		CHECK(s.disk_reads > 0, "a tiny cache never read from disk");
 }
 
+/* Expired keys are reclaimed without being read, and the count follows. */
+static void test_active_expiry(void)
+{
+	char key[32];
+	uint64_t base = key_count();
+	uint64_t soon = now_ms() + 80;
+	for (int i = 0; i < 300; i++) {
+		snprintf(key, sizeof(key), "exp:%d", i);
+		one(STORE_PUT, key, "short-lived", soon, 0);
+	}
+	for (int i = 0; i < 50; i++) {
+		snprintf(key, sizeof(key), "keep:%d", i);
+		one(STORE_PUT, key, "kept", i % 2 ? now_ms() + 3600000 : 0, 0);
+	}
+	CHECK(key_count() == base + 350, "count %lu before expiry", (unsigned long)key_count());
+	double deadline = test_now() + 10;
+	while (key_count() != base + 50 && test_now() < deadline)
+		usleep(20000);
+	CHECK(key_count() == base + 50, "count %lu after expiry, expected %lu (no key was read)",
+	      (unsigned long)key_count(), (unsigned long)(base + 50));
+	struct store_stats stats;
+	store_get_stats(st, &stats);
+	CHECK(stats.expired >= 300, "active expiry reclaimed %lu keys", (unsigned long)stats.expired);
+	EXPECT_VALUE(one(STORE_GET, "keep:7", NULL, 0, 0), "kept", "a key with a later expiry");
+	EXPECT_VALUE(one(STORE_GET, "keep:8", NULL, 0, 0), "kept", "a key without expiry");
+}
+
 static struct result drop_result;
 static void drop_done(struct store_req *req)
 {
@@ -476,6 +503,7 @@ int main(void)
 		test_operations();
 		test_ordering();
 		test_count_and_cold_reads(&seed);
+		test_active_expiry();
 		test_drop_all();
 		test_lock();
 		close_store();
