@@ -34,6 +34,7 @@
 #include <rocksdb/c.h>
 
 #include "service/logging.h"
+#include "storage/crc32c.h"
 #include "storage/format.h"
 
 /* RocksDB key prefixes and metadata keys (index.h). */
@@ -68,6 +69,7 @@
 #define INFO_LOG_BYTES        (8u << 20)
 
 #define KEY_BUF_SIZE (1 + 8 + FMT_KEY_MAX) /* the longest RocksDB key */
+#define KEY_ROW_PREFIX 5                   /* 'k' + be32 hash of the user key */
 
 struct idx_shared {
 	rocksdb_cache_t *cache; /* LRU block cache of every shard */
@@ -228,12 +230,28 @@ static void probe_end(struct idx *ix, struct block_read_probe *p)
 	rocksdb_set_perf_level(rocksdb_disable);
 }
 
-/* 'k' + key in ix->kbuf; returns the length.  klen <= FMT_KEY_MAX. */
+/* The hash that orders key rows (and SCAN cursors): CRC32C of the key. */
+uint32_t idx_key_hash(const void *key, size_t klen)
+{
+	return crc32c(0, key, klen);
+}
+
+/* Writes a key row's prefix, 'k' + be32 of the hash. */
+static void key_row_prefix(uint8_t out[KEY_ROW_PREFIX], uint32_t hash)
+{
+	out[0] = PREFIX_KEY;
+	out[1] = (uint8_t)(hash >> 24);
+	out[2] = (uint8_t)(hash >> 16);
+	out[3] = (uint8_t)(hash >> 8);
+	out[4] = (uint8_t)hash;
+}
+
+/* The key row of `key` in ix->kbuf; returns its length.  klen <= FMT_KEY_MAX. */
 static size_t user_row_key(struct idx *ix, const void *key, size_t klen)
 {
-	ix->kbuf[0] = PREFIX_KEY;
-	memcpy(ix->kbuf + 1, key, klen);
-	return klen + 1;
+	key_row_prefix(ix->kbuf, idx_key_hash(key, klen));
+	memcpy(ix->kbuf + KEY_ROW_PREFIX, key, klen);
+	return klen + KEY_ROW_PREFIX;
 }
 
 /* Reads a metadata row with `ro`.  Returns 0 (*out set), -ENOENT, or -EIO
@@ -678,50 +696,50 @@ static int iter_error(struct idx *ix, rocksdb_iterator_t *it, const char *what)
 	return -EIO;
 }
 
-int idx_scan(struct idx *ix, const void *start, size_t start_len, size_t max, idx_visit_fn fn,
-             void *arg, uint8_t **next, size_t *next_len)
+int idx_scan(struct idx *ix, uint32_t from_hash, size_t max, idx_visit_fn fn, void *arg,
+             uint32_t *next_hash)
 {
-	*next = NULL;
-	*next_len = 0;
-	if (max == 0 || start_len > FMT_KEY_MAX)
+	*next_hash = 0;
+	if (max == 0)
 		return -EINVAL;
-	size_t n = user_row_key(ix, start, start_len);
+	uint8_t start[KEY_ROW_PREFIX];
+	key_row_prefix(start, from_hash);
 	struct block_read_probe probe;
 	probe_begin(&probe);
 	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro_scan);
-	rocksdb_iter_seek(it, (const char *)ix->kbuf, n);
+	rocksdb_iter_seek(it, (const char *)start, sizeof(start));
 	int ret = 0;
 	size_t visited = 0;
-	bool stopped = false;
-	for (; rocksdb_iter_valid(it) && visited < max && !stopped; rocksdb_iter_next(it)) {
+	uint32_t hash = 0;
+	for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
 		size_t klen, vlen;
-		const char *k = rocksdb_iter_key(it, &klen);
+		const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
 		const char *v = rocksdb_iter_value(it, &vlen);
 		struct idx_entry e;
-		if (klen < 1 || !entry_decode((const uint8_t *)v, vlen, &e)) {
+		if (klen < KEY_ROW_PREFIX || !entry_decode((const uint8_t *)v, vlen, &e)) {
 			LOG_ERROR("index %s: scan met a corrupt entry (%zu-byte key)", ix->path,
 			          klen);
 			ix->stats.errors++;
 			ret = -EIO;
 			goto out;
 		}
+		uint32_t h = (uint32_t)k[1] << 24 | (uint32_t)k[2] << 16 | (uint32_t)k[3] << 8 | k[4];
+		if (visited >= max && h != hash) {
+			*next_hash = h; /* a hash boundary: resume here */
+			ret = 1;
+			break;
+		}
+		hash = h;
 		visited++;
-		stopped = fn(arg, k + 1, klen - 1, &e) != 0;
+		if (fn(arg, k + KEY_ROW_PREFIX, klen - KEY_ROW_PREFIX, &e) != 0) {
+			*next_hash = h; /* the group is visited again: at least once holds */
+			ret = 1;
+			break;
+		}
 	}
 	ix->stats.scanned += visited;
-	ret = iter_error(ix, it, "scan");
-	if (ret == 0 && rocksdb_iter_valid(it)) {
-		size_t klen;
-		const char *k = rocksdb_iter_key(it, &klen);
-		*next = malloc(klen > 1 ? klen - 1 : 1);
-		if (*next == NULL) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		memcpy(*next, k + 1, klen - 1);
-		*next_len = klen - 1;
-		ret = 1;
-	}
+	if (ret == 0)
+		ret = iter_error(ix, it, "scan");
 out:
 	rocksdb_iter_destroy(it);
 	probe_end(ix, &probe);
@@ -799,11 +817,12 @@ static void batch_delete_expiry(struct idx_batch *b, const void *key, size_t kle
 void idx_batch_put(struct idx_batch *b, const void *key, size_t klen, const struct idx_entry *e,
                    uint64_t prev_expiry_ms)
 {
-	static const char key_prefix[1] = {PREFIX_KEY};
+	uint8_t key_prefix[KEY_ROW_PREFIX];
+	key_row_prefix(key_prefix, idx_key_hash(key, klen));
 	uint8_t header[ENTRY_HEADER_MAX];
 	size_t header_len = entry_encode_header(header, e);
-	const char *kparts[2] = {key_prefix, klen ? key : ""};
-	size_t ksizes[2] = {1, klen};
+	const char *kparts[2] = {(const char *)key_prefix, klen ? key : ""};
+	size_t ksizes[2] = {KEY_ROW_PREFIX, klen};
 	const char *vparts[2] = {(const char *)header, (const char *)e->value};
 	size_t vsizes[2] = {header_len, e->is_inline ? e->value_len : 0};
 	int n_vparts = e->is_inline && e->value_len ? 2 : 1;
@@ -826,9 +845,10 @@ void idx_batch_put(struct idx_batch *b, const void *key, size_t klen, const stru
 
 void idx_batch_delete(struct idx_batch *b, const void *key, size_t klen, uint64_t prev_expiry_ms)
 {
-	static const char key_prefix[1] = {PREFIX_KEY};
-	const char *parts[2] = {key_prefix, klen ? key : ""};
-	size_t sizes[2] = {1, klen};
+	uint8_t key_prefix[KEY_ROW_PREFIX];
+	key_row_prefix(key_prefix, idx_key_hash(key, klen));
+	const char *parts[2] = {(const char *)key_prefix, klen ? key : ""};
+	size_t sizes[2] = {KEY_ROW_PREFIX, klen};
 	rocksdb_writebatch_deletev(b->wb, 2, parts, sizes);
 	if (prev_expiry_ms != 0)
 		batch_delete_expiry(b, key, klen, prev_expiry_ms);

@@ -17,7 +17,9 @@
  *   key row ('k' < 'm' < 'x', so each kind is one contiguous range)
  *     offset  size  field
  *     0       1     'k' (0x6B)
- *     1       n     user key
+ *     1       4     CRC32C of the user key, big-endian: rows sort by hash, so a
+ *                   SCAN cursor is a hash and survives restarts
+ *     5       n     user key
  *     value: the entry (below)
  *
  *   expiry row, one per key with an expiry (the expiry index)
@@ -173,14 +175,20 @@ int idx_request_flush(struct idx *ix);
  * visited). */
 typedef int (*idx_visit_fn)(void *arg, const void *key, size_t klen, const struct idx_entry *e);
 
-/* Visits up to `max` (>= 1) keys >= start in key order, expired ones
- * included.  Blocking reads (bounded by max); scans do not fill the block
- * cache.  Returns 1 when keys may remain — *next is then a malloc()ed copy of
- * the key to resume from (the caller frees it), *next_len its length — or 0
- * when the walk reached the last key (*next = NULL); -EINVAL (max 0 or start
- * longer than FMT_KEY_MAX), -ENOMEM or -EIO (logged). */
-int idx_scan(struct idx *ix, const void *start, size_t start_len, size_t max, idx_visit_fn fn,
-             void *arg, uint8_t **next, size_t *next_len);
+/* The hash that orders key rows: CRC32C of the user key. */
+uint32_t idx_key_hash(const void *key, size_t klen);
+
+/* Visits keys in hash order from the first with hash >= from_hash: at least
+ * `max` (>= 1) of them when there are, then the rest of the last one's hash
+ * group (so a resumption never splits a group), expired ones included.
+ * Blocking reads, bounded by max plus a group.  Returns 1 when keys may remain
+ * (*next_hash is where to resume; a visitor's non-zero return also ends the
+ * call, and its group is visited again next time), 0 when the walk reached
+ * the last key, or -EINVAL (max 0) / -EIO (logged).  Because the cursor is a
+ * hash, a walk survives restarts and visits every key that exists for its
+ * whole duration at least once. */
+int idx_scan(struct idx *ix, uint32_t from_hash, size_t max, idx_visit_fn fn, void *arg,
+             uint32_t *next_hash);
 
 /* Visits an expired key: its key and its expiry (the entry's expiry_ms).  A
  * non-zero return stops the walk. */

@@ -246,6 +246,16 @@ static int table_grow(struct store *st)
 	return 0;
 }
 
+/* The kentry of a key, or NULL; the LRU order is left alone. */
+static struct kentry *kentry_find(struct store *st, const uint8_t *key, size_t len)
+{
+	uint64_t h = hash_key(key, len);
+	for (struct kentry *ke = st->buckets[h & (st->n_buckets - 1)]; ke != NULL; ke = ke->hnext)
+		if (ke->hash == h && ke->key_len == len && memcmp(ke->key, key, len) == 0)
+			return ke;
+	return NULL;
+}
+
 /* Finds or creates the kentry of a key and takes it off the LRU list.
  * NULL only when out of memory. */
 static struct kentry *kentry_get(struct store *st, const uint8_t *key, size_t len)
@@ -766,6 +776,49 @@ void store_drop_all(struct store *st, struct store_req *req)
 	} else {
 		pw->req = req;
 	}
+}
+
+/* ---- SCAN -------------------------------------------------------------- */
+
+struct scan_ctx {
+	struct store *st;
+	uint64_t now_ms;
+	void (*fn)(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms);
+	void *arg;
+};
+
+static int scan_visit(void *arg, const void *key, size_t klen, const struct idx_entry *e)
+{
+	struct scan_ctx *c = arg;
+	if (e->lsn < c->st->drop_lsn)
+		return 0; /* dropped by a FLUSHALL the index has not applied yet */
+	uint64_t expiry = e->expiry_ms;
+	struct kentry *ke = kentry_find(c->st, key, klen);
+	if (ke != NULL && ke->known) { /* pending writes are newer than the index */
+		if (!ke->exists)
+			return 0;
+		expiry = ke->expiry_ms;
+	}
+	if (expiry == 0 || expiry > c->now_ms)
+		c->fn(c->arg, key, klen, expiry);
+	return 0;
+}
+
+int store_scan(struct store *st, uint64_t cursor, size_t count,
+	       void (*fn)(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms),
+	       void *arg, uint64_t *next)
+{
+	struct scan_ctx c = {.st = st, .now_ms = now_ms(), .fn = fn, .arg = arg};
+	uint32_t next_hash;
+	*next = 0;
+	if (cursor > UINT32_MAX)
+		return 0; /* not a cursor this store made: nothing after it */
+	int ret = idx_scan(st->idx, (uint32_t)cursor, count ? count : 10, scan_visit, &c,
+			   &next_hash);
+	if (ret < 0)
+		return -EIO;
+	*next = ret == 1 ? next_hash : 0; /* a resumption is past hash 0's group: never 0 */
+	return 0;
 }
 
 /* ---- active expiry ----------------------------------------------------- */

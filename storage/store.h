@@ -139,6 +139,19 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 /* Submits a request; its done runs on a later iteration. */
 void store_submit(struct store *st, struct store_req *req);
 
+/* SCAN: visits about `count` keys from `cursor` (0 = start) in hash order,
+ * calling fn for each live key with its expiry, and sets *next to the cursor
+ * to pass next time, 0 when the walk is complete.  Cursors are hashes, so
+ * they stay valid across writes and restarts, and every key that exists for
+ * the whole walk is visited at least once (a key may be visited twice).  Keys
+ * deleted, expired or dropped are skipped.  One caveat: with durability
+ * `none` a key written in the last milliseconds (acknowledged, not yet in the
+ * index) is missed by a call whose range has passed it.  Reads the index
+ * blocking, bounded by `count`.  Returns 0 or -EIO. */
+int store_scan(struct store *st, uint64_t cursor, size_t count,
+	       void (*fn)(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms),
+	       void *arg, uint64_t *next);
+
 /* FLUSHALL of this shard: every key is deleted, durably, through a DROP
  * record in the log.  Requests that were waiting for a disk read when it was
  * submitted see the keys as deleted.  req->done runs as for a write. */

@@ -363,19 +363,84 @@ static void test_count_and_cold_reads(unsigned *seed)
 		CHECK(s.disk_reads > 0, "a tiny cache never read from disk");
 }
 
+/* SCAN visits every live key at least once, in small calls; deleted and
+ * expired keys are not returned. */
+struct scan_args {
+	uint64_t cursor, next;
+	size_t count;
+	int ret;
+	unsigned char *seen; /* [500] visits of scan:i */
+	int others;          /* visits of keys the test did not expect */
+};
+
+static void scan_fn(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms)
+{
+	struct scan_args *a = arg;
+	(void)expiry_ms;
+	int i;
+	char buf[32];
+	snprintf(buf, sizeof(buf), "%.*s", (int)(klen < 31 ? klen : 31), (const char *)key);
+	if (sscanf(buf, "scan:%d", &i) == 1 && i >= 0 && i < 500)
+		a->seen[i]++;
+	else if (strncmp(buf, "scan:", 5) == 0)
+		a->others++;
+}
+
+static void scan_step(void *arg)
+{
+	struct scan_args *a = arg;
+	a->ret = store_scan(st, a->cursor, a->count, scan_fn, a, &a->next);
+}
+
+static void test_scan(void)
+{
+	char key[32];
+	for (int i = 0; i < 500; i++) {
+		snprintf(key, sizeof(key), "scan:%d", i);
+		one(STORE_PUT, key, "v", i % 10 == 3 ? now_ms() + 1 : 0, 0);
+	}
+	for (int i = 0; i < 500; i += 10) {
+		snprintf(key, sizeof(key), "scan:%d", i);
+		one(STORE_DELETE, key, NULL, 0, 0);
+	}
+	usleep(5000); /* the i % 10 == 3 keys have expired */
+	struct scan_args a = {.count = 10, .seen = calloc(500, 1)};
+	int calls = 0;
+	do {
+		on_px(scan_step, &a);
+		CHECK(a.ret == 0, "store_scan: %d", a.ret);
+		a.cursor = a.next;
+		calls++;
+	} while (a.next != 0 && calls < 100000);
+	int missing = 0, wrong = 0;
+	for (int i = 0; i < 500; i++) {
+		bool live = i % 10 != 0 && i % 10 != 3;
+		missing += live && a.seen[i] == 0;
+		wrong += !live && a.seen[i] != 0;
+	}
+	CHECK(missing == 0, "SCAN missed %d live keys", missing);
+	CHECK(wrong == 0, "SCAN returned %d deleted or expired keys", wrong);
+	CHECK(calls > 10, "SCAN took only %d calls of 10", calls);
+	free(a.seen);
+}
+
 /* Expired keys are reclaimed without being read, and the count follows. */
 static void test_active_expiry(void)
 {
-	char key[32];
+	static char keys[350][32];
 	uint64_t base = key_count();
-	uint64_t soon = now_ms() + 80;
-	for (int i = 0; i < 300; i++) {
-		snprintf(key, sizeof(key), "exp:%d", i);
-		one(STORE_PUT, key, "short-lived", soon, 0);
-	}
-	for (int i = 0; i < 50; i++) {
-		snprintf(key, sizeof(key), "keep:%d", i);
-		one(STORE_PUT, key, "kept", i % 2 ? now_ms() + 3600000 : 0, 0);
+	uint64_t soon = now_ms() + 1500, later = now_ms() + 3600000;
+	for (int i = 0; i < 350; i += 16) {
+		struct batch b = {.n = 0};
+		for (int k = i; k < i + 16 && k < 350; k++, b.n++) {
+			snprintf(keys[k], sizeof(keys[k]), k < 300 ? "exp:%d" : "keep:%d",
+				 k < 300 ? k : k - 300);
+			b.r[b.n].op = STORE_PUT;
+			b.r[b.n].key = keys[k];
+			b.r[b.n].value = k < 300 ? "short-lived" : "kept";
+			b.r[b.n].expiry_ms = k < 300 ? soon : (k % 2 ? later : 0);
+		}
+		run_batch(&b);
 	}
 	CHECK(key_count() == base + 350, "count %lu before expiry", (unsigned long)key_count());
 	double deadline = test_now() + 10;
@@ -504,6 +569,7 @@ int main(void)
 		test_ordering();
 		test_count_and_cold_reads(&seed);
 		test_active_expiry();
+		test_scan(); /* after: its expiring keys would move the expiry test's count */
 		test_drop_all();
 		test_lock();
 		close_store();
