@@ -28,7 +28,8 @@ endif
 # The runtime is the ground floor (DESIGN.md §1); storage stands on it; the
 # daemon files stand on both.
 RUNTIME_SRC = service/logging.c service/proactor.c service/msgq.c service/pool.c
-STORAGE_SRC = storage/crc32c.c storage/format.c storage/log.c storage/index.c storage/store.c
+STORAGE_SRC = storage/crc32c.c storage/format.c storage/fsutil.c storage/log.c storage/index.c \
+              storage/store.c
 DAEMON_SRC  = service/config.c
 SERVER_SRC  = service/server.c
 BENCH_SRC   = tools/bench/ringkv_bench.c tools/bench/bench_msg.c

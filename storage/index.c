@@ -35,6 +35,7 @@
 
 #include "service/logging.h"
 #include "storage/crc32c.h"
+#include "storage/fsutil.h"
 #include "storage/format.h"
 
 /* RocksDB key prefixes and metadata keys (index.h). */
@@ -304,26 +305,6 @@ static int write_batch(struct idx *ix, rocksdb_writebatch_t *wb, uint64_t applie
 	return 0;
 }
 
-/* mkdir -p.  Returns 0 or -errno. */
-static int make_dirs(const char *path)
-{
-	char tmp[4096];
-	size_t n = strlen(path);
-	if (n == 0 || n >= sizeof(tmp))
-		return -ENAMETOOLONG;
-	memcpy(tmp, path, n + 1);
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
 
 /* ---- shared state ------------------------------------------------------ */
 
@@ -545,7 +526,7 @@ int idx_open(struct idx **out, struct idx_shared *sh, const char *path, char *er
 		return -ENOMEM;
 	}
 	ix->sh = sh;
-	int ret = make_dirs(path);
+	int ret = fs_make_dirs(path);
 	if (ret < 0) {
 		snprintf(err, errlen, "cannot create index directory %s: %s: check its permissions",
 		         path, strerror(-ret));

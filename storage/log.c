@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "service/logging.h"
+#include "storage/fsutil.h"
 
 #define LOG_COMMIT_DEFAULT (1u << 20)
 #define LOG_SCAN_CHUNK (1u << 20)          /* recovery reads at least this much at a time */
@@ -883,23 +884,6 @@ out:
 
 /* ---- open / close ------------------------------------------------------ */
 
-/* mkdir -p.  Returns 0 or -errno. */
-static int make_dirs(const char *path)
-{
-	char tmp[4096];
-	snprintf(tmp, sizeof(tmp), "%s", path);
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
 
 /* Fails with a clear message if the file system of `dir` refuses O_DIRECT. */
 static int check_direct_io(const char *dir, char *err, size_t errlen)
@@ -950,7 +934,7 @@ int log_open(struct log **out, struct px *px, const struct log_config *cfg, uint
 	snprintf(log->dir, sizeof(log->dir), "%s", cfg->dir);
 	log->cfg.dir = log->dir;
 
-	int ret = make_dirs(log->dir);
+	int ret = fs_make_dirs(log->dir);
 	if (ret < 0) {
 		snprintf(err, errlen, "cannot create %s: %s", log->dir, strerror(-ret));
 		goto fail;

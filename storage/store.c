@@ -469,6 +469,45 @@ static void write_done(struct log_write *w, int err)
 	st->applying = pw;
 }
 
+/* Appends `rec` on behalf of `req`.  Returns the pending write (its st and w
+ * set), or NULL after completing req with the error (nothing appended). */
+static struct pending_write *append_record(struct store *st, struct store_req *req,
+					   const struct fmt_record *rec)
+{
+	if (st->failed) {
+		req_complete(st, req, st->failed, NULL);
+		return NULL;
+	}
+	struct pending_write *pw = st->free_writes;
+	if (pw != NULL)
+		st->free_writes = pw->next_free;
+	else if ((pw = calloc(1, sizeof(*pw))) == NULL) {
+		req_complete(st, req, -ENOMEM, NULL);
+		return NULL;
+	}
+	pw->w.done = write_done;
+	int ret = log_append(st->log, rec, &pw->w);
+	if (ret < 0) {
+		pw->next_free = st->free_writes;
+		st->free_writes = pw;
+		req_complete(st, req, ret, NULL);
+		return NULL;
+	}
+	pw->st = st;
+	return pw;
+}
+
+/* Replies to req now under `none` durability, else once pw is written. */
+static void pending_write_ack(struct store *st, struct pending_write *pw, struct store_req *req)
+{
+	if (st->cfg.durability == LOG_DURABILITY_NONE) {
+		pw->req = NULL;
+		req_complete(st, req, 0, NULL);
+	} else {
+		pw->req = req;
+	}
+}
+
 /* Appends a PUT (value != NULL) or DELETE of req's key and updates the key's
  * state.  The reply goes out now for an error or `none` durability, else once
  * the record is written. */
@@ -476,32 +515,15 @@ static void write_record(struct store *st, struct store_req *req, struct blob *v
 			 uint64_t expiry_ms)
 {
 	struct kentry *ke = req->key_entry;
-	if (st->failed) {
-		req_complete(st, req, st->failed, NULL);
-		return;
-	}
-	struct pending_write *pw = st->free_writes;
-	if (pw != NULL)
-		st->free_writes = pw->next_free;
-	else if ((pw = calloc(1, sizeof(*pw))) == NULL) {
-		req_complete(st, req, -ENOMEM, NULL);
-		return;
-	}
 	struct fmt_record rec = {.type = value ? FMT_PUT : FMT_DELETE,
 				 .key = ke->key,
 				 .key_len = ke->key_len,
 				 .value = value ? value->data : NULL,
 				 .value_len = value ? value->len : 0,
 				 .expiry_ms = value ? expiry_ms : 0};
-	pw->w.done = write_done;
-	int ret = log_append(st->log, &rec, &pw->w);
-	if (ret < 0) {
-		pw->next_free = st->free_writes;
-		st->free_writes = pw;
-		req_complete(st, req, ret, NULL);
+	struct pending_write *pw = append_record(st, req, &rec);
+	if (pw == NULL)
 		return;
-	}
-	pw->st = st;
 	pw->ke = ke;
 	pw->is_delete = value == NULL;
 	pw->is_drop = false;
@@ -529,12 +551,7 @@ static void write_record(struct store *st, struct store_req *req, struct blob *v
 					       .offset = pw->w.pos.offset,
 					       .length = pw->w.pos.length};
 	}
-	if (st->cfg.durability == LOG_DURABILITY_NONE) {
-		pw->req = NULL;
-		req_complete(st, req, 0, NULL);
-	} else {
-		pw->req = req;
-	}
+	pending_write_ack(st, pw, req);
 }
 
 /* ---- reads and the request machine ------------------------------------- */
@@ -733,27 +750,14 @@ void store_drop_all(struct store *st, struct store_req *req)
 	req->result = NULL;
 	req->result_ref = NULL;
 	st->inflight_reqs++;
-	if (st->stopped || st->failed) {
-		req_complete(st, req, st->stopped ? -ESHUTDOWN : st->failed, NULL);
-		return;
-	}
-	struct pending_write *pw = st->free_writes;
-	if (pw != NULL)
-		st->free_writes = pw->next_free;
-	else if ((pw = calloc(1, sizeof(*pw))) == NULL) {
-		req_complete(st, req, -ENOMEM, NULL);
+	if (st->stopped) {
+		req_complete(st, req, -ESHUTDOWN, NULL);
 		return;
 	}
 	struct fmt_record rec = {.type = FMT_DROP};
-	pw->w.done = write_done;
-	int ret = log_append(st->log, &rec, &pw->w);
-	if (ret < 0) {
-		pw->next_free = st->free_writes;
-		st->free_writes = pw;
-		req_complete(st, req, ret, NULL);
+	struct pending_write *pw = append_record(st, req, &rec);
+	if (pw == NULL)
 		return;
-	}
-	pw->st = st;
 	pw->ke = NULL;
 	pw->is_delete = false;
 	pw->is_drop = true;
@@ -770,12 +774,7 @@ void store_drop_all(struct store *st, struct store_req *req)
 			ke->known = true;
 			kentry_charge(st, ke);
 		}
-	if (st->cfg.durability == LOG_DURABILITY_NONE) {
-		pw->req = NULL;
-		req_complete(st, req, 0, NULL);
-	} else {
-		pw->req = req;
-	}
+	pending_write_ack(st, pw, req);
 }
 
 /* ---- SCAN -------------------------------------------------------------- */

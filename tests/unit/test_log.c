@@ -43,31 +43,6 @@ static size_t n_replayed;
 
 /* ---- running steps on the proactor ------------------------------------- */
 
-static atomic_ulong steps_done;
-struct step {
-	void (*fn)(void *arg);
-	void *arg;
-};
-
-static void step_trampoline(void *arg)
-{
-	struct step *s = arg;
-	s->fn(s->arg);
-	atomic_fetch_add(&steps_done, 1);
-}
-
-/* Runs fn(arg) on the proactor and waits for it to return. */
-static void on_px(void (*fn)(void *), void *arg)
-{
-	struct step s = {fn, arg};
-	unsigned long before = atomic_load(&steps_done);
-	pool_run_on(pool, 0, step_trampoline, &s);
-	if (!test_wait_count(&steps_done, before + 1, 60)) {
-		fprintf(stderr, "FAIL: a step did not finish\n");
-		_exit(1);
-	}
-}
-
 /* ---- open / close ------------------------------------------------------ */
 
 static int replay_cb(void *arg, const struct fmt_record *r, const struct log_pos *pos)
@@ -111,7 +86,7 @@ static void open_step(void *arg)
 static int open_log(uint64_t from_lsn, char *err_out, size_t errlen)
 {
 	struct open_args a = {.from_lsn = from_lsn};
-	on_px(open_step, &a);
+	test_on_px(pool, open_step, &a);
 	if (err_out)
 		snprintf(err_out, errlen, "%s", a.err);
 	if (a.ret < 0 && err_out == NULL)
@@ -141,14 +116,14 @@ static void close_step(void *arg)
 
 static void close_log(void)
 {
-	on_px(stop_step, NULL);
+	test_on_px(pool, stop_step, NULL);
 	for (;;) {
-		on_px(busy_step, NULL);
+		test_on_px(pool, busy_step, NULL);
 		if (!atomic_load(&busy))
 			break;
 		usleep(100);
 	}
-	on_px(close_step, NULL);
+	test_on_px(pool, close_step, NULL);
 }
 
 /* ---- appends ----------------------------------------------------------- */
@@ -222,7 +197,7 @@ static void append_records(size_t count, size_t batch, uint32_t max_value, unsig
 	for (size_t done = 0; done < count; done += batch) {
 		struct append_args a = {.first = first + done,
 					.count = count - done < batch ? count - done : batch};
-		on_px(append_step, &a);
+		test_on_px(pool, append_step, &a);
 		CHECK(a.ret == 0, "log_append failed: %s", strerror(-a.ret));
 	}
 	CHECK(test_wait_count(&acks, target, 60), "only %lu of %lu appends acknowledged",
@@ -318,7 +293,7 @@ static void test_round_trip(enum log_durability d, unsigned *seed)
 	append_records(1500, 37, 6000, seed); /* > 4 MiB: crosses segments */
 	atomic_store(&reads_done, 0);
 	size_t n_reads = 0;
-	on_px(read_step, &n_reads);
+	test_on_px(pool, read_step, &n_reads);
 	CHECK(test_wait_count(&reads_done, n_reads, 60), "%s: reads did not finish", what);
 	CHECK(atomic_load(&read_errors) == 0, "%s: %lu reads returned wrong data", what,
 	      atomic_load(&read_errors));

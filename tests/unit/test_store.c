@@ -25,30 +25,6 @@ static uint64_t cache_bytes = 64u << 20;
 
 /* ---- steps on the proactor (as in test_log) ----------------------------- */
 
-static atomic_ulong steps_done;
-struct step {
-	void (*fn)(void *arg);
-	void *arg;
-};
-
-static void step_trampoline(void *arg)
-{
-	struct step *s = arg;
-	s->fn(s->arg);
-	atomic_fetch_add(&steps_done, 1);
-}
-
-static void on_px(void (*fn)(void *), void *arg)
-{
-	struct step s = {fn, arg};
-	unsigned long before = atomic_load(&steps_done);
-	pool_run_on(pool, 0, step_trampoline, &s);
-	if (!test_wait_count(&steps_done, before + 1, 60)) {
-		fprintf(stderr, "FAIL: a step did not finish\n");
-		_exit(1);
-	}
-}
-
 struct open_args {
 	int ret;
 	char err[512];
@@ -70,7 +46,7 @@ static void open_step(void *arg)
 static void open_store(void)
 {
 	struct open_args a = {0};
-	on_px(open_step, &a);
+	test_on_px(pool, open_step, &a);
 	if (a.ret < 0) {
 		fprintf(stderr, "FAIL: store_open: %s\n", a.err);
 		_exit(1);
@@ -99,12 +75,12 @@ static void close_step(void *arg)
 
 static void close_store(void)
 {
-	on_px(stop_step, NULL);
+	test_on_px(pool, stop_step, NULL);
 	do {
 		usleep(200);
-		on_px(busy_step, NULL);
+		test_on_px(pool, busy_step, NULL);
 	} while (atomic_load(&busy));
-	on_px(close_step, NULL);
+	test_on_px(pool, close_step, NULL);
 }
 
 /* ---- requests ---------------------------------------------------------- */
@@ -196,7 +172,7 @@ static void submit_step(void *arg)
 static void run_batch(struct batch *b)
 {
 	unsigned long target = atomic_load(&calls_done) + b->n;
-	on_px(submit_step, b);
+	test_on_px(pool, submit_step, b);
 	if (!test_wait_count(&calls_done, target, 30)) {
 		fprintf(stderr, "FAIL: requests did not complete\n");
 		_exit(1);
@@ -235,7 +211,7 @@ static void count_step(void *arg)
 
 static uint64_t key_count(void)
 {
-	on_px(count_step, NULL);
+	test_on_px(pool, count_step, NULL);
 	return keys_now;
 }
 
@@ -407,7 +383,7 @@ static void test_scan(void)
 	struct scan_args a = {.count = 10, .seen = calloc(500, 1)};
 	int calls = 0;
 	do {
-		on_px(scan_step, &a);
+		test_on_px(pool, scan_step, &a);
 		CHECK(a.ret == 0, "store_scan: %d", a.ret);
 		a.cursor = a.next;
 		calls++;
@@ -486,7 +462,7 @@ static void test_drop_all(void)
 	b.r[0].op = STORE_PUT, b.r[0].key = "drop:pending", b.r[0].value = "p", b.r[0].out = &before;
 	run_batch(&b); /* (queued before the drop, in its own iteration) */
 	unsigned long target = atomic_load(&calls_done) + 1;
-	on_px(drop_step, NULL);
+	test_on_px(pool, drop_step, NULL);
 	CHECK(test_wait_count(&calls_done, target, 30), "FLUSHALL did not complete");
 	CHECK(drop_result.status == 0, "FLUSHALL: %d", drop_result.status);
 	CHECK(key_count() == 0, "count after FLUSHALL: %lu", (unsigned long)key_count());
@@ -523,7 +499,7 @@ static void second_open_step(void *arg)
 /* A second open of an open shard directory is refused, naming the holder. */
 static void test_lock(void)
 {
-	on_px(second_open_step, NULL);
+	test_on_px(pool, second_open_step, NULL);
 	char pid[32];
 	snprintf(pid, sizeof(pid), "pid %d", (int)getpid());
 	CHECK(second.ret == -EBUSY && strstr(second.err, "in use by another process") != NULL &&

@@ -239,21 +239,6 @@ static void verify_close(void *arg)
 	atomic_store(&vbusy, false);
 }
 
-static atomic_ulong vsteps;
-static void count_step(void *arg)
-{
-	void (*fn)(void *) = (void (*)(void *))arg;
-	fn(NULL);
-	atomic_fetch_add(&vsteps, 1);
-}
-static void on_px(struct pool *pool, void (*fn)(void *))
-{
-	unsigned long before = atomic_load(&vsteps);
-	pool_run_on(pool, 0, count_step, (void *)fn);
-	if (!test_wait_count(&vsteps, before + 1, 60))
-		_exit(1);
-}
-
 /* Checks the store against acked[0..n_seq).  Exit status 0 ok, 1 failed. */
 static int run_verifier(void)
 {
@@ -267,13 +252,13 @@ static int run_verifier(void)
 		fprintf(stderr, "FAIL: verification reads did not finish\n");
 		return 1;
 	}
-	on_px(pool, verify_count);
-	on_px(pool, verify_stop);
+	test_on_px(pool, verify_count, NULL);
+	test_on_px(pool, verify_stop, NULL);
 	do {
 		usleep(200);
-		on_px(pool, verify_busy);
+		test_on_px(pool, verify_busy, NULL);
 	} while (atomic_load(&vbusy));
-	on_px(pool, verify_close);
+	test_on_px(pool, verify_close, NULL);
 	pool_stop(pool);
 	idx_shared_destroy(shared);
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "service/logging.h"
 #include "service/pool.h"
@@ -60,6 +61,37 @@ static inline bool test_wait_count(atomic_ulong *c, unsigned long target, double
 		sched_yield();
 	}
 	return true;
+}
+
+/* One step run by test_on_px. */
+struct test_step {
+	void (*fn)(void *arg);
+	void *arg;
+	atomic_bool done;
+};
+
+static inline void test_step_run(void *arg)
+{
+	struct test_step *s = arg;
+	s->fn(s->arg);
+	atomic_store(&s->done, true);
+}
+
+/* Runs fn(arg) on proactor 0 of `pool` and waits until it has returned;
+ * exits 1 if that takes over 60 s (a stuck proactor). */
+static inline void test_on_px(struct pool *pool, void (*fn)(void *), void *arg)
+{
+	struct test_step s = {.fn = fn, .arg = arg};
+	atomic_init(&s.done, false);
+	pool_run_on(pool, 0, test_step_run, &s);
+	double deadline = test_now() + 60;
+	while (!atomic_load(&s.done)) {
+		if (test_now() > deadline) {
+			fprintf(stderr, "FAIL: a step on the proactor did not finish in 60 s\n");
+			_exit(1);
+		}
+		sched_yield();
+	}
 }
 
 /* Starts a quiet pool or exits 1 with the reason. */
