@@ -714,14 +714,17 @@ static int segment_remove(struct log *log, size_t i)
 }
 
 /* Cuts `seg` at `end` (dropping any stale or torn bytes beyond) and
- * preallocates it again. */
+ * preallocates it again.  On a full disk the segment stays short (a warning):
+ * the log still opens for reads, and a later write fails cleanly instead. */
 static int segment_cut(struct segment *seg, uint64_t end)
 {
 	if (ftruncate(seg->fd, (off_t)end) != 0)
 		return -errno;
 	int ret = posix_fallocate(seg->fd, 0, (off_t)seg->size);
 	if (ret != 0)
-		return -ret;
+		LOG_WARN("cannot preallocate log segment %016" PRIx64 " again (%s); it stays at"
+			 " %" PRIu64 " bytes until there is room",
+			 seg->id, strerror(ret), end);
 	if (fdatasync(seg->fd) != 0)
 		return -errno;
 	return 0;
