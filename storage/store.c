@@ -1007,7 +1007,7 @@ uint64_t store_key_count(const struct store *st)
 	return st->keys;
 }
 
-void store_get_stats(const struct store *st, struct store_stats *out)
+void store_get_stats(struct store *st, struct store_stats *out)
 {
 	*out = st->stats;
 	out->keys = st->keys;
@@ -1018,6 +1018,12 @@ void store_get_stats(const struct store *st, struct store_stats *out)
 		out->records = ls->records;
 		out->fsyncs = ls->fsyncs;
 		out->write_errors = ls->write_errors;
+	}
+	if (st->idx != NULL) {
+		struct idx_stats is;
+		idx_get_stats(st->idx, &is);
+		out->index_block_misses = is.block_cache_misses;
+		out->index_bytes = is.memtable_bytes + is.sst_bytes;
 	}
 }
 

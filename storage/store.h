@@ -120,9 +120,11 @@ struct store_stats {
 	uint64_t log_bytes;        /* bytes in log segments */
 	uint64_t cache_hits, cache_misses;
 	uint64_t index_blocking_reads; /* index entries not in the block cache, read blocking */
+	uint64_t index_block_misses;   /* index blocks read from SST files */
+	uint64_t index_bytes;          /* index memtables and SST files */
 	uint64_t disk_reads;       /* log reads */
-	uint64_t commits;          /* log commits */
-	uint64_t records;          /* records in them */
+	uint64_t commits;          /* log commits (group commits) */
+	uint64_t records;          /* records in them: records / commits = batching */
 	uint64_t fsyncs;
 	uint64_t write_errors;     /* commits that failed */
 	uint64_t expired;          /* keys deleted by active expiry */
@@ -163,7 +165,7 @@ void store_drop_all(struct store *st, struct store_req *req);
 int store_checkpoint(struct store *st);
 
 uint64_t store_key_count(const struct store *st);
-void store_get_stats(const struct store *st, struct store_stats *out);
+void store_get_stats(struct store *st, struct store_stats *out);
 
 /* Stops accepting requests and finishes what is in flight; store_busy()
  * turns false when store_close() may be called. */
