@@ -32,7 +32,7 @@ STORAGE_SRC = storage/crc32c.c storage/format.c storage/fsutil.c storage/log.c s
               storage/store.c
 DAEMON_SRC  = service/config.c
 SERVER_SRC  = service/server.c
-BENCH_SRC   = tools/bench/ringkv_bench.c tools/bench/bench_msg.c
+BENCH_SRC   = tools/bench/ringkv_bench.c tools/bench/bench_msg.c tools/bench/bench_store.c
 UNIT_SRC    = $(wildcard tests/unit/test_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))

@@ -587,7 +587,8 @@ static bool value_loaded(struct store *st, struct store_req *req)
 {
 	struct kentry *ke = req->key_entry;
 	if (ke->value != NULL) {
-		st->stats.cache_hits++;
+		if (req->read.done == NULL) /* not the re-run after its own read */
+			st->stats.cache_hits++;
 		return true;
 	}
 	st->stats.cache_misses++;
@@ -707,6 +708,7 @@ void store_submit(struct store *st, struct store_req *req)
 	req->result_ref = NULL;
 	req->result_len = 0;
 	req->retries = 0;
+	req->read.done = NULL; /* set only once the request reads the log */
 	st->inflight_reqs++;
 	if (st->stopped) {
 		req_complete(st, req, -ESHUTDOWN, NULL);

@@ -13,4 +13,8 @@
  * (bench_msg.c). */
 int bench_msg_main(int argc, char **argv);
 
+/* `ringkv-bench store`: the storage library's puts and cold gets against fio
+ * and RocksDB's db_bench (bench_store.c). */
+int bench_store_main(int argc, char **argv);
+
 #endif

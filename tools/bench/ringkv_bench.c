@@ -18,6 +18,7 @@ struct bench_command {
 
 static const struct bench_command bench_commands[] = {
     {"msg", bench_msg_main, "message passing between proactors: throughput, RTT, wake-ups"},
+    {"store", bench_store_main, "storage: random puts and cold gets vs fio and db_bench"},
 };
 
 #define BENCH_N_COMMANDS (sizeof(bench_commands) / sizeof(bench_commands[0]))
