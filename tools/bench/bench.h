@@ -9,6 +9,9 @@
 #ifndef RINGKV_BENCH_H
 #define RINGKV_BENCH_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 /* `ringkv-bench msg`: message-passing throughput, latency and wake-ups
  * (bench_msg.c). */
 int bench_msg_main(int argc, char **argv);
@@ -16,5 +19,18 @@ int bench_msg_main(int argc, char **argv);
 /* `ringkv-bench store`: the storage library's puts and cold gets against fio
  * and RocksDB's db_bench (bench_store.c). */
 int bench_store_main(int argc, char **argv);
+
+/* Helpers shared by the subcommands (ringkv_bench.c). */
+
+/* Sleeps `ns` nanoseconds (< 1 s), resuming after signals. */
+void bench_sleep_ns(long ns);
+
+/* Parses a decimal integer in [min, max] into *out; false if s is anything
+ * else (sign, junk, overflow). */
+bool bench_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/* Median of the n values that are not NaN (NaN if there are none); v is left
+ * unchanged. */
+double bench_median(const double *v, unsigned n);
 
 #endif

@@ -387,12 +387,6 @@ static void run_flow(struct msg_run *run, unsigned from, unsigned to, uint64_t c
 	run->nodes[to].to_receive += count;
 }
 
-static void sleep_ns(long ns)
-{
-	struct timespec ts = {ns / 1000000000L, ns % 1000000000L};
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
 
 /* Returns once `want` nodes finished.  A failure is fatal, and so is a stall:
  * no proactor running any message for MSG_STALL_NS means messages were lost. */
@@ -417,7 +411,7 @@ static void run_wait(struct msg_run *run, unsigned want, struct pool *pool)
 			msg_fatal("no message ran for %llu s (%lu sent, %lu run): messages lost",
 			          MSG_STALL_NS / 1000000000ULL, out, in);
 		}
-		sleep_ns(MSG_POLL_NS);
+		bench_sleep_ns(MSG_POLL_NS);
 	}
 }
 
@@ -470,7 +464,7 @@ static void run_on_pool(struct msg_run *run, const struct pool_config *cfg, void
 	for (unsigned i = 0; i < run->n; i++)
 		pool_run_on(pool, i, snapshot_stats, &run->nodes[i]);
 	while (atomic_load_explicit(&run->snapped, memory_order_acquire) < run->n)
-		sleep_ns(MSG_POLL_NS / 10);
+		bench_sleep_ns(MSG_POLL_NS / 10);
 	pool_stop(pool);
 	run_check_complete(run);
 }
@@ -788,17 +782,7 @@ static double *figure_at(struct msg_figures *f, const struct msg_figure_desc *d)
 	return (double *)((char *)f + d->offset);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
 
-static double median(double *v, unsigned n)
-{
-	qsort(v, n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 static double ratio(double a, double b)
 {
@@ -813,7 +797,7 @@ static void figures_median(struct msg_figures *out, struct msg_figures *per_run,
 		const struct msg_figure_desc *d = &msg_figure_descs[k];
 		for (unsigned r = 0; r < runs; r++)
 			v[r] = *figure_at(&per_run[r], d);
-		*figure_at(out, d) = median(v, runs);
+		*figure_at(out, d) = bench_median(v, runs);
 	}
 	out->mutex_ratio = ratio(out->msgs_per_s, out->mutex_msgs_per_s);
 	out->eventfd_ratio = ratio(out->msgs_per_s, out->eventfd_always_msgs_per_s);
@@ -868,19 +852,6 @@ static void msg_usage(FILE *out)
 	        MSG_IDLE_PERIOD_NS / 1000);
 }
 
-/* Parses a decimal in [min, max]; false if it is not one. */
-static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-	char *end;
-	errno = 0;
-	if (*s < '0' || *s > '9')
-		return false;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
 
 /* Fills `o` from the command line.  Returns 0, 1 for --help, or -1 after
  * printing what is wrong. */
@@ -907,26 +878,26 @@ static int parse_args(int argc, char **argv, struct msg_opts *o)
 			o->json = true;
 			break;
 		case 'm':
-			if (!parse_u64(optarg, 1, (1ULL << (64 - MSG_FROM_BITS)) - 1, &o->messages))
+			if (!bench_parse_u64(optarg, 1, (1ULL << (64 - MSG_FROM_BITS)) - 1, &o->messages))
 				goto bad;
 			break;
 		case 'r':
-			if (!parse_u64(optarg, 1, MSG_MAX_RUNS, &v))
+			if (!bench_parse_u64(optarg, 1, MSG_MAX_RUNS, &v))
 				goto bad;
 			o->runs = (unsigned)v;
 			break;
 		case 't':
-			if (!parse_u64(optarg, 2, MSG_MAX_THREADS, &v))
+			if (!bench_parse_u64(optarg, 2, MSG_MAX_THREADS, &v))
 				goto bad;
 			o->threads = (unsigned)v;
 			break;
 		case 'q':
-			if (!parse_u64(optarg, 4, 1u << 24, &v) || (v & (v - 1)) != 0)
+			if (!bench_parse_u64(optarg, 4, 1u << 24, &v) || (v & (v - 1)) != 0)
 				goto bad;
 			o->queue_size = (unsigned)v;
 			break;
 		case 'w':
-			if (!parse_u64(optarg, 0, 600, &v))
+			if (!bench_parse_u64(optarg, 0, 600, &v))
 				goto bad;
 			o->warmup_s = (unsigned)v;
 			break;

@@ -512,12 +512,6 @@ static void task_trampoline(void *arg)
 	ld->sc->task(ld);
 }
 
-static void sleep_ns(long ns)
-{
-	struct timespec ts = {ns / 1000000000L, ns % 1000000000L};
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
 
 /* Runs `task` on every shard's proactor and waits until each has called
  * task_finished (fatal after STORE_TASK_TIMEOUT_NS or a failure). */
@@ -533,7 +527,7 @@ static void shards_run(struct store_case *sc, void (*task)(struct shard_load *),
 		if (px_now_ns() > deadline)
 			store_fatal("%s did not finish in %llu s", what,
 			            STORE_TASK_TIMEOUT_NS / 1000000000ULL);
-		sleep_ns(STORE_POLL_NS / 10);
+		bench_sleep_ns(STORE_POLL_NS / 10);
 	}
 }
 
@@ -585,7 +579,7 @@ static double run_phase(struct store_case *sc, void (*task)(struct shard_load *)
 			report_t = now;
 			next_report += STORE_PROGRESS_NS;
 		}
-		sleep_ns(STORE_POLL_NS);
+		bench_sleep_ns(STORE_POLL_NS);
 	}
 	uint64_t start = UINT64_MAX, end = 0;
 	for (unsigned i = 0; i < STORE_SHARDS; i++) {
@@ -710,25 +704,7 @@ static const struct figure_desc *figure_desc(size_t k, const char **tag)
 	return &ref_descs[k - N_SIZES * SF_COUNT];
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
 
-/* Median of the measured (non-NaN) values; NaN if there is none. */
-static double median(const double *v, unsigned n)
-{
-	double m[STORE_MAX_RUNS];
-	unsigned k = 0;
-	for (unsigned i = 0; i < n; i++)
-		if (!isnan(v[i]))
-			m[k++] = v[i];
-	if (k == 0)
-		return NAN;
-	qsort(m, k, sizeof(*m), cmp_double);
-	return k % 2 ? m[k / 2] : (m[k / 2 - 1] + m[k / 2]) / 2;
-}
 
 static double ratio(double a, double b)
 {
@@ -756,7 +732,7 @@ static void figures_median(struct store_figures *out, const struct store_figures
 	for (size_t k = 0; k < N_FIGURES; k++) {
 		for (unsigned r = 0; r < runs; r++)
 			v[r] = per_run[r].v[k];
-		out->v[k] = median(v, runs);
+		out->v[k] = bench_median(v, runs);
 	}
 	figures_ratios(out);
 }
@@ -1270,19 +1246,6 @@ static void store_usage(FILE *out)
 	    STORE_DEFAULT_SECONDS, STORE_DEFAULT_QD);
 }
 
-/* Parses a decimal in [min, max]; false if it is not one. */
-static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-	char *end;
-	errno = 0;
-	if (*s < '0' || *s > '9')
-		return false;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
 
 /* Parses --parts: a comma-separated list of 100, 1k, 4k, fio, dbbench. */
 static bool parse_parts(const char *list, unsigned *out)
@@ -1340,21 +1303,21 @@ static int parse_args(int argc, char **argv, struct store_opts *o)
 			snprintf(o->dir, sizeof(o->dir), "%s", optarg);
 			break;
 		case 'k':
-			if (!parse_u64(optarg, STORE_SHARDS, STORE_MAX_KEYS, &o->keys))
+			if (!bench_parse_u64(optarg, STORE_SHARDS, STORE_MAX_KEYS, &o->keys))
 				goto bad;
 			break;
 		case 'r':
-			if (!parse_u64(optarg, 1, STORE_MAX_RUNS, &v))
+			if (!bench_parse_u64(optarg, 1, STORE_MAX_RUNS, &v))
 				goto bad;
 			o->runs = (unsigned)v;
 			break;
 		case 's':
-			if (!parse_u64(optarg, 1, 3600, &v))
+			if (!bench_parse_u64(optarg, 1, 3600, &v))
 				goto bad;
 			o->seconds = (unsigned)v;
 			break;
 		case 'q':
-			if (!parse_u64(optarg, 1, STORE_MAX_QD, &v))
+			if (!bench_parse_u64(optarg, 1, STORE_MAX_QD, &v))
 				goto bad;
 			o->qd = (unsigned)v;
 			break;

@@ -5,8 +5,12 @@
  * A subcommand is one row of the table below (bench.h states its contract).
  * An unknown or missing command prints the usage and exits with status 2.
  */
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bench.h"
 
@@ -45,4 +49,48 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ringkv-bench: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return 2;
+}
+
+void bench_sleep_ns(long ns)
+{
+	struct timespec ts = {ns / 1000000000L, ns % 1000000000L};
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+bool bench_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	if (*s < '0' || *s > '9')
+		return false;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+double bench_median(const double *v, unsigned n)
+{
+	double *m = malloc((n ? n : 1) * sizeof(*m));
+	unsigned k = 0;
+	if (m == NULL)
+		return NAN;
+	for (unsigned i = 0; i < n; i++)
+		if (!isnan(v[i]))
+			m[k++] = v[i];
+	double r = NAN;
+	if (k > 0) {
+		qsort(m, k, sizeof(*m), cmp_double);
+		r = k % 2 ? m[k / 2] : (m[k / 2 - 1] + m[k / 2]) / 2;
+	}
+	free(m);
+	return r;
 }
