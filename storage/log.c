@@ -88,6 +88,8 @@ struct log {
 	struct px_op sync_op;
 	bool sync_inflight;
 	uint64_t written_since_sync;
+	uint32_t read_align;       /* O_DIRECT read granularity: 512 where the file system
+				      takes it, else FMT_BLOCK (probed at open) */
 	struct log_stats stats;
 };
 
@@ -493,8 +495,11 @@ static void read_fail_later(void *arg)
 
 void log_read(struct log *log, struct log_read *r)
 {
-	uint64_t start = align_down(r->pos.offset);
-	uint64_t end = align_up(r->pos.offset + r->pos.length);
+	/* A record is read in the smallest aligned span that holds it: with
+	 * 512-byte alignment a 4 KiB value is one 4.5 KiB read, not 8 KiB. */
+	uint64_t mask = log->read_align - 1;
+	uint64_t start = r->pos.offset & ~mask;
+	uint64_t end = (r->pos.offset + r->pos.length + mask) & ~mask;
 	r->next = NULL;
 	for (struct read_group *g = log->reads; g != NULL; g = g->next)
 		if (g->segment == r->pos.segment && g->start <= start && g->start + g->len >= end) {
@@ -888,28 +893,39 @@ out:
 /* ---- open / close ------------------------------------------------------ */
 
 
-/* Fails with a clear message if the file system of `dir` refuses O_DIRECT. */
-static int check_direct_io(const char *dir, char *err, size_t errlen)
+/* Fails with a clear message if the file system of `dir` refuses O_DIRECT;
+ * else sets log->read_align to the smallest read alignment it takes (512 or
+ * FMT_BLOCK), found by an aligned write and a 512-byte read of a probe file. */
+static int check_direct_io(struct log *log, char *err, size_t errlen)
 {
 	char path[4200];
-	snprintf(path, sizeof(path), "%s/.direct-io-probe", dir);
+	snprintf(path, sizeof(path), "%s/.direct-io-probe", log->dir);
 	int fd = open(path, O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0644);
 	if (fd < 0 && errno == EINVAL) {
 		snprintf(err, errlen,
-			 "the file system of %s does not support O_DIRECT (tmpfs does not);"
-			 " put storage.dir on a disk file system such as ext4 or xfs",
-			 dir);
+			 "the file system of %s does not support O_DIRECT (tmpfs before Linux"
+			 " 6.6 does not); put storage.dir on a disk file system such as ext4 or"
+			 " xfs",
+			 log->dir);
 		return -EINVAL;
 	}
 	if (fd < 0) {
-		snprintf(err, errlen, "cannot create files in %s: %s", dir, strerror(errno));
+		snprintf(err, errlen, "cannot create files in %s: %s", log->dir, strerror(errno));
 		return -errno;
+	}
+	log->read_align = FMT_BLOCK;
+	uint8_t *block;
+	if (posix_memalign((void **)&block, FMT_BLOCK, FMT_BLOCK) == 0) {
+		memset(block, 0, FMT_BLOCK);
+		if (pwrite(fd, block, FMT_BLOCK, 0) == FMT_BLOCK && pread(fd, block, 512, 512) == 512)
+			log->read_align = 512;
+		free(block);
 	}
 	close(fd);
 	unlink(path);
 	struct statfs sf;
-	if (statfs(dir, &sf) == 0 && sf.f_type == TMPFS_MAGIC)
-		LOG_WARN("%s is on tmpfs: the data will not survive a reboot", dir);
+	if (statfs(log->dir, &sf) == 0 && sf.f_type == TMPFS_MAGIC)
+		LOG_WARN("%s is on tmpfs: the data will not survive a reboot", log->dir);
 	return 0;
 }
 
@@ -948,7 +964,7 @@ int log_open(struct log **out, struct px *px, const struct log_config *cfg, uint
 		snprintf(err, errlen, "cannot open %s: %s", log->dir, strerror(errno));
 		goto fail;
 	}
-	ret = check_direct_io(log->dir, err, errlen);
+	ret = check_direct_io(log, err, errlen);
 	if (ret < 0)
 		goto fail;
 	ret = load_segments(log, err, errlen);
