@@ -28,6 +28,7 @@
 #define LOG_COMMIT_DEFAULT (1u << 20)
 #define LOG_SCAN_CHUNK (1u << 20)          /* recovery reads at least this much at a time */
 #define LOG_SYNC_PERIOD_NS 1000000000ULL   /* durability write: fdatasync this often */
+#define LOG_READ_BUCKETS 4096              /* hash of in-flight reads, by first block */
 
 struct segment {
 	uint64_t id;
@@ -65,6 +66,7 @@ struct read_group {
 	uint8_t *buf;
 	struct log_read *waiters;
 	struct read_group *next;
+	int early_res;            /* result when it completes without an I/O */
 };
 
 struct log {
@@ -79,7 +81,8 @@ struct log {
 	struct commit *open;       /* accepting records, or NULL */
 	struct commit *inflight, *inflight_tail; /* sealed, in LSN order */
 	struct commit *free;       /* standard-size buffers for reuse */
-	struct read_group *reads;  /* in flight */
+	struct read_group *reads[LOG_READ_BUCKETS]; /* in flight, by read_bucket() */
+	unsigned long n_reads;     /* read groups in flight */
 	int fail_err;              /* a commit failed: later ones fail until rotation */
 	bool stopped;              /* log_stop() called: appends refused */
 	uint64_t last_good_lsn;    /* last LSN of the newest commit that succeeded */
@@ -444,23 +447,36 @@ static void sync_tick(struct px *px, struct px_timer *t)
 
 /* ---- reads ------------------------------------------------------------- */
 
+/* The bucket of the in-flight reads that start at `start` in `segment`.
+ * Reads merge only when they start at the same aligned offset, so a lookup
+ * is one short chain however many reads are in flight. */
+static struct read_group **read_bucket(struct log *log, uint64_t segment, uint64_t start)
+{
+	uint64_t h = (segment * 0x9E3779B97F4A7C15ULL) ^ (start / 512);
+	return &log->reads[(h ^ (h >> 29)) & (LOG_READ_BUCKETS - 1)];
+}
+
 static void read_complete(struct px *px, struct px_op *op, int res, unsigned flags)
 {
 	struct read_group *g = container_of(op, struct read_group, op);
 	struct log *log = g->log;
 	(void)flags;
-	for (struct read_group **pp = &log->reads; *pp != NULL; pp = &(*pp)->next)
+	for (struct read_group **pp = read_bucket(log, g->segment, g->start); *pp != NULL;
+	     pp = &(*pp)->next)
 		if (*pp == g) {
 			*pp = g->next;
 			break;
 		}
+	log->n_reads--;
 	struct segment *seg = find_segment(log, g->segment);
 	uint32_t epoch32 = seg ? (uint32_t)seg->epoch : 0;
 	for (struct log_read *r = g->waiters, *next; r != NULL; r = next) {
 		next = r->next;
 		struct fmt_record rec;
 		int err = 0;
-		if (res < 0) {
+		if (res == -EAGAIN) {
+			err = -EAGAIN; /* never reached the kernel: the caller retries */
+		} else if (res < 0) {
 			err = -EIO;
 		} else if (seg == NULL) {
 			err = -ENOENT;
@@ -472,7 +488,7 @@ static void read_complete(struct px *px, struct px_op *op, int res, unsigned fla
 			    rec.key_len != r->key_len || memcmp(rec.key, r->key, r->key_len) != 0)
 				err = -EBADMSG;
 		}
-		if (err != 0) {
+		if (err != 0 && err != -EAGAIN) {
 			log->stats.read_errors++;
 			LOG_ERROR("shard %u: reading the record at segment %" PRIu64 " offset %" PRIu64
 				  " (LSN %" PRIu64 "): %s",
@@ -485,6 +501,14 @@ static void read_complete(struct px *px, struct px_op *op, int res, unsigned fla
 	px_release(px);
 	free(g->buf);
 	free(g);
+}
+
+/* Completes a read group that never reached the kernel, on a later
+ * iteration (log_read never runs done itself). */
+static void read_complete_later(void *arg)
+{
+	struct read_group *g = arg;
+	read_complete(g->log->px, &g->op, g->early_res, 0);
 }
 
 static void read_fail_later(void *arg)
@@ -501,8 +525,9 @@ void log_read(struct log *log, struct log_read *r)
 	uint64_t start = r->pos.offset & ~mask;
 	uint64_t end = (r->pos.offset + r->pos.length + mask) & ~mask;
 	r->next = NULL;
-	for (struct read_group *g = log->reads; g != NULL; g = g->next)
-		if (g->segment == r->pos.segment && g->start <= start && g->start + g->len >= end) {
+	struct read_group **bucket = read_bucket(log, r->pos.segment, start);
+	for (struct read_group *g = *bucket; g != NULL; g = g->next)
+		if (g->segment == r->pos.segment && g->start == start && g->start + g->len >= end) {
 			r->next = g->waiters;
 			g->waiters = r;
 			log->stats.reads_merged++;
@@ -525,20 +550,18 @@ void log_read(struct log *log, struct log_read *r)
 	if (sqe == NULL) {
 		/* An unknown segment (deleted by GC) or no SQE: complete on the next
 		 * iteration through the same path as an I/O result. */
-		g->next = log->reads;
-		log->reads = g;
+		g->next = *bucket;
+		*bucket = g;
+		log->n_reads++;
 		px_hold(log->px);
-		if (seg == NULL) {
-			g->segment = UINT64_MAX; /* never matches a merge */
-			read_complete(log->px, &g->op, 0, 0);
-		} else {
-			read_complete(log->px, &g->op, -EAGAIN, 0);
-		}
+		g->early_res = seg == NULL ? 0 : -EAGAIN; /* read_complete: -ENOENT / retry */
+		px_send(log->px, log->px->id, read_complete_later, g);
 		return;
 	}
 	io_uring_prep_read(sqe, seg->fd, g->buf, g->len, start);
-	g->next = log->reads;
-	log->reads = g;
+	g->next = *bucket;
+	*bucket = g;
+	log->n_reads++;
 	px_hold(log->px);
 	log->stats.reads++;
 }
@@ -1033,7 +1056,7 @@ void log_stop(struct log *log)
 
 bool log_busy(const struct log *log)
 {
-	return log->inflight != NULL || log->reads != NULL || log->sync_inflight ||
+	return log->inflight != NULL || log->n_reads > 0 || log->sync_inflight ||
 	       px_timer_armed(&log->sync_timer) || (log->open != NULL && log->open->n_records > 0);
 }
 
