@@ -109,10 +109,10 @@ int log_open(struct log **out, struct px *px, const struct log_config *cfg, uint
 int log_append(struct log *log, const struct fmt_record *rec, struct log_write *w);
 
 /* Reads and verifies (CRC, LSN, key) the PUT record at r->pos.  done gets 0
- * and the record, or -ENOENT (segment gone: re-read the index), -EIO (I/O
- * error) or -EBADMSG (the record there fails a check).  Concurrent reads of
- * the same blocks share one I/O.  done runs on a later iteration, never inside
- * this call. */
+ * and the record, or -ENOENT (segment gone: re-read the index), -EAGAIN (no
+ * SQE or memory for it now: retry), -EIO (I/O error) or -EBADMSG (the record
+ * there fails a check).  Concurrent reads of the same blocks share one I/O.
+ * done runs on a later iteration, never inside this call. */
 void log_read(struct log *log, struct log_read *r);
 
 /* The LSN the next appended record will get. */
