@@ -53,34 +53,10 @@ static void open_store(void)
 	}
 }
 
-static void stop_step(void *arg)
-{
-	(void)arg;
-	store_stop(st);
-}
-
-static atomic_bool busy;
-static void busy_step(void *arg)
-{
-	(void)arg;
-	atomic_store(&busy, store_busy(st));
-}
-
-static void close_step(void *arg)
-{
-	(void)arg;
-	store_close(st);
-	st = NULL;
-}
-
 static void close_store(void)
 {
-	test_on_px(pool, stop_step, NULL);
-	do {
-		usleep(200);
-		test_on_px(pool, busy_step, NULL);
-	} while (atomic_load(&busy));
-	test_on_px(pool, close_step, NULL);
+	test_store_close(pool, st);
+	st = NULL;
 }
 
 /* ---- requests ---------------------------------------------------------- */

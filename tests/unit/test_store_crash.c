@@ -105,9 +105,10 @@ static void checkpoint_tick(struct px *px, struct px_timer *t)
 static struct idx_shared *shared;
 static atomic_int opened; /* 1 ok, -1 failed */
 
-static void writer_start(void *arg)
+/* Opens the store as the writer and the verifier both must: the same
+ * configuration, the durability under test.  Returns store_open's result. */
+static int open_test_store(struct store **out, const char *who)
 {
-	(void)arg;
 	struct store_config cfg = {.dir = dir,
 				   .segment_size = 1u << 20,
 				   .durability = durability,
@@ -115,8 +116,16 @@ static void writer_start(void *arg)
 				   .cache_bytes = 1u << 20,
 				   .shared = shared};
 	char err[512];
-	if (store_open(&the_writer.st, px_current(), &cfg, err, sizeof(err)) < 0) {
-		fprintf(stderr, "writer: store_open: %s\n", err);
+	int ret = store_open(out, px_current(), &cfg, err, sizeof(err));
+	if (ret < 0)
+		fprintf(stderr, "%s: store_open: %s\n", who, err);
+	return ret;
+}
+
+static void writer_start(void *arg)
+{
+	(void)arg;
+	if (open_test_store(&the_writer.st, "writer") < 0) {
 		atomic_store(&opened, -1);
 		return;
 	}
@@ -187,17 +196,8 @@ static void verify_done(struct store_req *req)
 static void verify_start(void *arg)
 {
 	(void)arg;
-	struct store_config cfg = {.dir = dir,
-				   .segment_size = 1u << 20,
-				   .durability = durability,
-				   .inline_max = 64,
-				   .cache_bytes = 1u << 20,
-				   .shared = shared};
-	char err[512];
-	if (store_open(&vstore, px_current(), &cfg, err, sizeof(err)) < 0) {
-		fprintf(stderr, "verifier: store_open: %s\n", err);
+	if (open_test_store(&vstore, "verifier") < 0)
 		_exit(1);
-	}
 	for (uint32_t s = 0; s < n_seq; s++) {
 		if (!seq_checked(s)) {
 			atomic_fetch_add(&checked, 1);
@@ -221,24 +221,6 @@ static void verify_count(void *arg)
 	atomic_store(&vcount, store_key_count(vstore));
 }
 
-static atomic_bool vbusy;
-static void verify_busy(void *arg)
-{
-	(void)arg;
-	atomic_store(&vbusy, store_busy(vstore));
-}
-static void verify_stop(void *arg)
-{
-	(void)arg;
-	store_stop(vstore);
-}
-static void verify_close(void *arg)
-{
-	(void)arg;
-	store_close(vstore);
-	atomic_store(&vbusy, false);
-}
-
 /* Checks the store against acked[0..n_seq).  Exit status 0 ok, 1 failed. */
 static int run_verifier(void)
 {
@@ -253,12 +235,7 @@ static int run_verifier(void)
 		return 1;
 	}
 	test_on_px(pool, verify_count, NULL);
-	test_on_px(pool, verify_stop, NULL);
-	do {
-		usleep(200);
-		test_on_px(pool, verify_busy, NULL);
-	} while (atomic_load(&vbusy));
-	test_on_px(pool, verify_close, NULL);
+	test_store_close(pool, vstore);
 	pool_stop(pool);
 	idx_shared_destroy(shared);
 

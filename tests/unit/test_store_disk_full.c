@@ -141,33 +141,6 @@ static void open_step(void *arg)
 	oa.ret = store_open(&st, px_current(), &cfg, oa.err, sizeof(oa.err));
 }
 
-static atomic_bool busy;
-static void stop_step(void *arg)
-{
-	(void)arg;
-	store_stop(st);
-}
-static void busy_step(void *arg)
-{
-	(void)arg;
-	atomic_store(&busy, store_busy(st));
-}
-static void close_step(void *arg)
-{
-	(void)arg;
-	store_close(st);
-}
-
-static void close_store(void)
-{
-	test_on_px(pool, stop_step, NULL);
-	do {
-		usleep(500);
-		test_on_px(pool, busy_step, NULL);
-	} while (atomic_load(&busy));
-	test_on_px(pool, close_step, NULL);
-}
-
 static int sh(const char *fmt, const char *a, const char *b)
 {
 	char cmd[1024];
@@ -239,7 +212,7 @@ int main(void)
 	CHECK(atomic_load(&errors_other) == 0, "%lu writes failed with an unexpected error",
 	      atomic_load(&errors_other));
 	CHECK(check_acked(n) == 0, "acknowledged data reads back wrong on the full disk");
-	close_store();
+	test_store_close(pool, st);
 
 	/* The operator frees space and restarts: every acknowledged write is there. */
 	unlink(filler);
@@ -250,7 +223,7 @@ int main(void)
 		CHECK(bad == 0, "%lu acknowledged writes lost or wrong after the restart", bad);
 		CHECK(store_key_count(st) >= ok, "count %lu after restart, %lu acknowledged",
 		      (unsigned long)store_key_count(st), ok);
-		close_store();
+		test_store_close(pool, st);
 	}
 	pool_stop(pool);
 	idx_shared_destroy(shared);

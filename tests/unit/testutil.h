@@ -12,6 +12,7 @@
 
 #include "service/logging.h"
 #include "service/pool.h"
+#include "storage/store.h"
 
 static int test_failures; /* CHECKs that failed so far */
 
@@ -92,6 +93,40 @@ static inline void test_on_px(struct pool *pool, void (*fn)(void *), void *arg)
 		}
 		sched_yield();
 	}
+}
+
+struct test_store_state {
+	struct store *st;
+	bool busy; /* written on the proactor, read after test_on_px returned */
+};
+
+static inline void test_store_stop_step(void *arg)
+{
+	store_stop(((struct test_store_state *)arg)->st);
+}
+
+static inline void test_store_busy_step(void *arg)
+{
+	struct test_store_state *s = arg;
+	s->busy = store_busy(s->st);
+}
+
+static inline void test_store_close_step(void *arg)
+{
+	store_close(((struct test_store_state *)arg)->st);
+}
+
+/* Stops `st` on proactor 0 of `pool`, waits until nothing of it is in flight,
+ * then closes it. */
+static inline void test_store_close(struct pool *pool, struct store *st)
+{
+	struct test_store_state s = {.st = st, .busy = true};
+	test_on_px(pool, test_store_stop_step, &s);
+	do {
+		usleep(200);
+		test_on_px(pool, test_store_busy_step, &s);
+	} while (s.busy);
+	test_on_px(pool, test_store_close_step, &s);
 }
 
 /* Starts a quiet pool or exits 1 with the reason. */
