@@ -30,13 +30,16 @@ endif
 RUNTIME_SRC = service/logging.c service/proactor.c service/msgq.c service/pool.c
 STORAGE_SRC = storage/crc32c.c storage/format.c storage/fsutil.c storage/log.c storage/index.c \
               storage/store.c
-DAEMON_SRC  = service/config.c
+NET_SRC     = $(wildcard net/*.c)
+# Daemon modules: config, shard (key -> slot -> shard), the command table and
+# its handlers (service/cmd*.c).
+DAEMON_SRC  = service/config.c $(wildcard service/shard.c service/cmd*.c)
 SERVER_SRC  = service/server.c
 BENCH_SRC   = tools/bench/ringkv_bench.c tools/bench/bench_msg.c tools/bench/bench_store.c
 UNIT_SRC    = $(wildcard tests/unit/test_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
-LIB_OBJ     = $(call obj,$(RUNTIME_SRC) $(STORAGE_SRC) $(DAEMON_SRC))
+LIB_OBJ     = $(call obj,$(RUNTIME_SRC) $(STORAGE_SRC) $(NET_SRC) $(DAEMON_SRC))
 SERVER      = $(BUILD)/ringkv-server
 BENCH       = $(BUILD)/ringkv-bench
 UNIT_BIN    = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
@@ -61,7 +64,7 @@ $(BENCH): $(call obj,$(BENCH_SRC)) $(LIB_OBJ)
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	@$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+	@$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS) -lhiredis
 
 deps:
 	@tools/deps.sh
