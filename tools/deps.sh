@@ -19,6 +19,9 @@ need /usr/include/yaml.h libyaml-dev
 need /usr/include/hiredis/hiredis.h libhiredis-dev
 need timeout coreutils
 need python3 python3
+# The integration tests talk to the server with real clients.
+need redis-cli redis-tools
+need /usr/lib/python3/dist-packages/redis/__init__.py python3-redis
 
 [ -z "$pkgs" ] && exit 0
 
