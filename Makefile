@@ -28,8 +28,8 @@ endif
 # The runtime is the ground floor (DESIGN.md §1); storage stands on it; the
 # daemon files stand on both.
 RUNTIME_SRC = service/logging.c service/proactor.c service/msgq.c service/pool.c
-STORAGE_SRC = storage/crc32c.c storage/format.c storage/fsutil.c storage/log.c storage/index.c \
-              storage/store.c
+STORAGE_SRC = storage/crc32c.c storage/format.c storage/fsutil.c storage/layout.c storage/log.c \
+              storage/index.c storage/store.c
 NET_SRC     = $(wildcard net/*.c)
 # Daemon modules: config, shard (key -> slot -> shard), the command table and
 # its handlers (service/cmd*.c).
