@@ -40,6 +40,9 @@ UNIT_SRC    = $(wildcard tests/unit/test_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIB_OBJ     = $(call obj,$(RUNTIME_SRC) $(STORAGE_SRC) $(NET_SRC) $(DAEMON_SRC))
+# Programs link the modules through an archive, so each takes only the modules
+# it uses (a storage test does not need the command handlers).
+LIB         = $(BUILD)/libringkv.a
 SERVER      = $(BUILD)/ringkv-server
 BENCH       = $(BUILD)/ringkv-bench
 UNIT_BIN    = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
@@ -53,15 +56,20 @@ $(BUILD)/obj/%.o: %.c
 	@echo "  CC      $<"
 	@$(CC) $(CFLAGS) -c $< -o $@
 
-$(SERVER): $(call obj,$(SERVER_SRC)) $(LIB_OBJ)
+$(LIB): $(LIB_OBJ)
+	@echo "  AR      $@"
+	@rm -f $@
+	@$(AR) rcs $@ $^
+
+$(SERVER): $(call obj,$(SERVER_SRC)) $(LIB)
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BENCH): $(call obj,$(BENCH_SRC)) $(LIB_OBJ)
+$(BENCH): $(call obj,$(BENCH_SRC)) $(LIB)
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB_OBJ)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS) -lhiredis

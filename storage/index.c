@@ -43,6 +43,8 @@
 #define PREFIX_KEY_END    "l" /* just above every 'k' row */
 #define PREFIX_EXPIRY     'x'
 #define PREFIX_EXPIRY_END "y"
+#define PREFIX_SEGMENT    's'
+#define PREFIX_SEGMENT_END "t"
 #define META_VERSION      "m:version"
 #define META_APPLIED_LSN  "m:applied_lsn"
 #define META_KEY_COUNT    "m:key_count"
@@ -855,12 +857,64 @@ int idx_write(struct idx *ix, struct idx_batch *b, uint64_t applied_lsn, uint64_
 
 int idx_drop_all(struct idx *ix, uint64_t applied_lsn)
 {
-	static const char key_begin[1] = {PREFIX_KEY}, expiry_begin[1] = {PREFIX_EXPIRY};
+	static const char key_begin[1] = {PREFIX_KEY}, expiry_begin[1] = {PREFIX_EXPIRY},
+			  segment_begin[1] = {PREFIX_SEGMENT};
 	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
 	rocksdb_writebatch_delete_range(wb, key_begin, 1, PREFIX_KEY_END, 1);
 	rocksdb_writebatch_delete_range(wb, expiry_begin, 1, PREFIX_EXPIRY_END, 1);
+	rocksdb_writebatch_delete_range(wb, segment_begin, 1, PREFIX_SEGMENT_END, 1);
 	int ret = write_batch(ix, wb, applied_lsn, 0);
 	rocksdb_writebatch_destroy(wb);
+	return ret;
+}
+
+/* 's' + be64 segment id at `dst` (9 bytes). */
+static void segment_row(uint8_t dst[9], uint64_t segment)
+{
+	dst[0] = PREFIX_SEGMENT;
+	for (int i = 0; i < 8; i++)
+		dst[1 + i] = (uint8_t)(segment >> (56 - 8 * i));
+}
+
+void idx_batch_set_live(struct idx_batch *b, uint64_t segment, uint64_t live_bytes)
+{
+	uint8_t row[9], le[8];
+	segment_row(row, segment);
+	put_le64(le, live_bytes);
+	rocksdb_writebatch_put(b->wb, (const char *)row, sizeof(row), (const char *)le, sizeof(le));
+}
+
+void idx_batch_forget_segment(struct idx_batch *b, uint64_t segment)
+{
+	uint8_t row[9];
+	segment_row(row, segment);
+	rocksdb_writebatch_delete(b->wb, (const char *)row, sizeof(row));
+}
+
+int idx_segments_live(struct idx *ix, void (*fn)(void *arg, uint64_t segment, uint64_t live),
+                      void *arg)
+{
+	static const char begin[1] = {PREFIX_SEGMENT};
+	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro_blocking);
+	rocksdb_iter_seek(it, begin, 1);
+	for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		size_t klen, vlen;
+		const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
+		const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
+		if (klen == 0 || k[0] != PREFIX_SEGMENT)
+			break;
+		if (klen != 9 || vlen != 8) {
+			LOG_WARN("index %s: ignoring a malformed segment row", ix->path);
+			continue;
+		}
+		uint64_t seg = 0, live;
+		for (int i = 0; i < 8; i++)
+			seg = seg << 8 | k[1 + i];
+		memcpy(&live, v, 8);
+		fn(arg, seg, le64toh(live));
+	}
+	int ret = iter_error(ix, it, "reading the segment rows");
+	rocksdb_iter_destroy(it);
 	return ret;
 }
 
@@ -924,4 +978,264 @@ void idx_get_stats(struct idx *ix, struct idx_stats *out)
 	out->sst_bytes = property(ix, "rocksdb.total-sst-files-size");
 	out->table_reader_bytes = property(ix, "rocksdb.estimate-table-readers-mem");
 	out->block_cache_bytes = rocksdb_cache_get_usage(ix->sh->cache);
+}
+
+/* ---- bulk load --------------------------------------------------------- */
+
+#define SST_XROW_CHUNK (1u << 20) /* bytes per arena chunk of expiry-row keys */
+
+/* One expiry row to write at idx_sst_finish. */
+struct sst_xrow {
+	uint64_t expiry_ms;
+	const uint8_t *key; /* in the builder's arena */
+	uint32_t klen;
+	bool is_delete;     /* a tombstone for the replaced entry's row */
+};
+
+struct sst_chunk {
+	struct sst_chunk *next;
+	size_t used;
+	uint8_t data[];
+};
+
+struct idx_sst {
+	rocksdb_sstfilewriter_t *w;
+	rocksdb_envoptions_t *env_opts;
+	rocksdb_options_t *opts;
+	char *path;                 /* owned */
+	uint8_t last[KEY_BUF_SIZE]; /* the previous key row, to check the order */
+	size_t last_len;            /* 0 before the first row */
+	struct sst_xrow *xrows;     /* expiry rows to write, unsorted */
+	size_t n_xrows, cap_xrows;
+	struct sst_chunk *chunks;   /* arena of expiry-row keys; newest first */
+	uint8_t *vbuf;              /* entry being encoded */
+	size_t vcap;
+};
+
+/* Opens the writer with `compression`.  Returns the RocksDB error (malloc()ed)
+ * or NULL. */
+static char *sst_try_open(struct idx_sst *s, struct idx *ix, int compression)
+{
+	char *rerr = NULL;
+	if (s->w)
+		rocksdb_sstfilewriter_destroy(s->w);
+	if (s->opts)
+		rocksdb_options_destroy(s->opts);
+	s->opts = make_options(ix->sh, compression);
+	s->w = rocksdb_sstfilewriter_create(s->env_opts, s->opts);
+	rocksdb_sstfilewriter_open(s->w, s->path, &rerr);
+	return rerr;
+}
+
+int idx_sst_open(struct idx_sst **out, struct idx *ix, const char *path, char *err, size_t errlen)
+{
+	*out = NULL;
+	struct idx_sst *s = calloc(1, sizeof(*s));
+	if (s == NULL || (s->path = strdup(path)) == NULL ||
+	    (s->env_opts = rocksdb_envoptions_create()) == NULL) {
+		idx_sst_free(s);
+		snprintf(err, errlen, "out of memory starting %s", path);
+		return -ENOMEM;
+	}
+	char *rerr = sst_try_open(s, ix, rocksdb_lz4_compression);
+	if (rerr && strstr(rerr, "not linked with the binary")) {
+		rocksdb_free(rerr);
+		rerr = sst_try_open(s, ix, rocksdb_no_compression);
+	}
+	if (rerr) {
+		snprintf(err, errlen, "cannot create %s: %s (check free space and permissions)", path,
+		         rerr);
+		rocksdb_free(rerr);
+		idx_sst_free(s);
+		return -EIO;
+	}
+	*out = s;
+	return 0;
+}
+
+/* Copies key into the arena; NULL when out of memory. */
+static const uint8_t *sst_keep_key(struct idx_sst *s, const void *key, size_t klen)
+{
+	struct sst_chunk *c = s->chunks;
+	if (c == NULL || SST_XROW_CHUNK - c->used < klen) {
+		size_t size = klen > SST_XROW_CHUNK ? klen : SST_XROW_CHUNK;
+		c = malloc(sizeof(*c) + size);
+		if (c == NULL)
+			return NULL;
+		c->used = 0;
+		c->next = s->chunks;
+		s->chunks = c;
+	}
+	uint8_t *p = c->data + c->used;
+	if (klen)
+		memcpy(p, key, klen);
+	c->used += klen;
+	return p;
+}
+
+static int sst_add_xrow(struct idx_sst *s, const void *key, size_t klen, uint64_t expiry_ms,
+                        bool is_delete)
+{
+	if (s->n_xrows == s->cap_xrows) {
+		size_t cap = s->cap_xrows ? s->cap_xrows * 2 : 1024;
+		struct sst_xrow *x = realloc(s->xrows, cap * sizeof(*x));
+		if (x == NULL)
+			return -ENOMEM;
+		s->xrows = x;
+		s->cap_xrows = cap;
+	}
+	const uint8_t *k = sst_keep_key(s, key, klen);
+	if (k == NULL)
+		return -ENOMEM;
+	s->xrows[s->n_xrows++] =
+	    (struct sst_xrow){.expiry_ms = expiry_ms, .key = k, .klen = (uint32_t)klen, .is_delete = is_delete};
+	return 0;
+}
+
+int idx_sst_put(struct idx_sst *s, const void *key, size_t klen, const struct idx_entry *e,
+                uint64_t prev_expiry_ms, char *err, size_t errlen)
+{
+	if (klen > FMT_KEY_MAX) {
+		snprintf(err, errlen, "%s: a key of %zu bytes is over the limit", s->path, klen);
+		return -EINVAL;
+	}
+	uint8_t row[KEY_BUF_SIZE];
+	key_row_prefix(row, idx_key_hash(key, klen));
+	if (klen)
+		memcpy(row + KEY_ROW_PREFIX, key, klen);
+	size_t row_len = KEY_ROW_PREFIX + klen;
+	if (s->last_len) {
+		size_t n = row_len < s->last_len ? row_len : s->last_len;
+		int c = memcmp(s->last, row, n);
+		if (c > 0 || (c == 0 && s->last_len >= row_len)) {
+			snprintf(err, errlen, "%s: key rows out of order (a bug in the caller)",
+			         s->path);
+			return -EINVAL;
+		}
+	}
+	memcpy(s->last, row, row_len);
+	s->last_len = row_len;
+
+	size_t need = ENTRY_HEADER_MAX + (e->is_inline ? e->value_len : 0);
+	if (need > s->vcap) {
+		uint8_t *v = realloc(s->vbuf, need);
+		if (v == NULL)
+			goto nomem;
+		s->vbuf = v;
+		s->vcap = need;
+	}
+	size_t vlen = entry_encode_header(s->vbuf, e);
+	if (e->is_inline && e->value_len) {
+		memcpy(s->vbuf + vlen, e->value, e->value_len);
+		vlen += e->value_len;
+	}
+	char *rerr = NULL;
+	rocksdb_sstfilewriter_put(s->w, (const char *)row, row_len, (const char *)s->vbuf, vlen,
+	                          &rerr);
+	if (rerr) {
+		snprintf(err, errlen, "writing %s: %s", s->path, rerr);
+		rocksdb_free(rerr);
+		return -EIO;
+	}
+	if (prev_expiry_ms != e->expiry_ms) {
+		if (prev_expiry_ms != 0 && sst_add_xrow(s, key, klen, prev_expiry_ms, true) < 0)
+			goto nomem;
+		if (e->expiry_ms != 0 && sst_add_xrow(s, key, klen, e->expiry_ms, false) < 0)
+			goto nomem;
+	}
+	return 0;
+nomem:
+	snprintf(err, errlen, "out of memory writing %s", s->path);
+	return -ENOMEM;
+}
+
+/* Expiry-row order: expiry, then the key as RocksDB compares it. */
+static int xrow_cmp(const void *a, const void *b)
+{
+	const struct sst_xrow *x = a, *y = b;
+	if (x->expiry_ms != y->expiry_ms)
+		return x->expiry_ms < y->expiry_ms ? -1 : 1;
+	size_t n = x->klen < y->klen ? x->klen : y->klen;
+	int c = n ? memcmp(x->key, y->key, n) : 0;
+	if (c != 0)
+		return c;
+	return x->klen < y->klen ? -1 : x->klen > y->klen;
+}
+
+int idx_sst_finish(struct idx_sst *s, uint64_t applied_lsn, uint64_t key_count, char *err,
+                   size_t errlen)
+{
+	/* Row order: every 'k' row (added), then "m:applied_lsn" < "m:key_count",
+	 * then the 'x' rows. */
+	static const char *const names[2] = {META_APPLIED_LSN, META_KEY_COUNT};
+	uint64_t values[2] = {applied_lsn, key_count};
+	char *rerr = NULL;
+	for (int i = 0; i < 2 && rerr == NULL; i++) {
+		uint8_t le[8];
+		put_le64(le, values[i]);
+		rocksdb_sstfilewriter_put(s->w, names[i], strlen(names[i]), (const char *)le,
+		                          sizeof(le), &rerr);
+	}
+	if (s->n_xrows > 1)
+		qsort(s->xrows, s->n_xrows, sizeof(*s->xrows), xrow_cmp);
+	uint8_t row[KEY_BUF_SIZE];
+	for (size_t i = 0; i < s->n_xrows && rerr == NULL; i++) {
+		const struct sst_xrow *x = &s->xrows[i];
+		expiry_prefix(row, x->expiry_ms);
+		if (x->klen)
+			memcpy(row + 9, x->key, x->klen);
+		if (x->is_delete)
+			rocksdb_sstfilewriter_delete(s->w, (const char *)row, 9 + x->klen, &rerr);
+		else
+			rocksdb_sstfilewriter_put(s->w, (const char *)row, 9 + x->klen, "", 0, &rerr);
+	}
+	if (rerr == NULL)
+		rocksdb_sstfilewriter_finish(s->w, &rerr);
+	if (rerr) {
+		snprintf(err, errlen, "writing %s: %s (check free space)", s->path, rerr);
+		rocksdb_free(rerr);
+		return -EIO;
+	}
+	return 0;
+}
+
+void idx_sst_free(struct idx_sst *s)
+{
+	if (s == NULL)
+		return;
+	if (s->w)
+		rocksdb_sstfilewriter_destroy(s->w);
+	if (s->opts)
+		rocksdb_options_destroy(s->opts);
+	if (s->env_opts)
+		rocksdb_envoptions_destroy(s->env_opts);
+	while (s->chunks) {
+		struct sst_chunk *c = s->chunks;
+		s->chunks = c->next;
+		free(c);
+	}
+	free(s->xrows);
+	free(s->vbuf);
+	free(s->path);
+	free(s);
+}
+
+int idx_ingest(struct idx *ix, const char *path, uint64_t applied_lsn, uint64_t key_count,
+               char *err, size_t errlen)
+{
+	char *rerr = NULL;
+	rocksdb_ingestexternalfileoptions_t *o = rocksdb_ingestexternalfileoptions_create();
+	rocksdb_ingestexternalfileoptions_set_move_files(o, 1);
+	rocksdb_ingest_external_file(ix->db, &path, 1, o, &rerr);
+	rocksdb_ingestexternalfileoptions_destroy(o);
+	if (rerr) {
+		snprintf(err, errlen, "index %s: ingesting %s failed: %s", ix->path, path, rerr);
+		rocksdb_free(rerr);
+		ix->stats.errors++;
+		return -EIO;
+	}
+	ix->applied_lsn = applied_lsn;
+	ix->key_count = key_count;
+	ix->stats.writes++;
+	return 0;
 }

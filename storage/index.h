@@ -29,6 +29,15 @@
  *     9       n     user key
  *     value: empty
  *
+ *   segment row, one per log segment that holds live records (GC accounting)
+ *     offset  size  field
+ *     0       1     's' (0x73)
+ *     1       8     segment id, big-endian
+ *     value: le64, bytes of the segment's records that key rows point at
+ *     (written in the same batches as the key rows, so it is exact after a
+ *     crash; a segment without a row counts as 0 live bytes, which only makes
+ *     GC visit it early — GC checks every record against the key rows)
+ *
  *   metadata rows (ASCII keys)
  *     "m:version"       value: le32, IDX_FORMAT_VERSION
  *     "m:applied_lsn"   value: le64
@@ -155,7 +164,7 @@ void idx_batch_free(struct idx_batch *b);
  * the batch). */
 int idx_write(struct idx *ix, struct idx_batch *b, uint64_t applied_lsn, uint64_t key_count);
 
-/* Deletes every key and expiry row (FLUSHALL) and sets applied_lsn, with key
+/* Deletes every key, expiry and segment row (FLUSHALL) and sets applied_lsn, with key
  * count 0, in one atomic write.  Returns 0 or -EIO (logged). */
 int idx_drop_all(struct idx *ix, uint64_t applied_lsn);
 
@@ -163,6 +172,16 @@ int idx_drop_all(struct idx *ix, uint64_t applied_lsn);
  * after a crash now (GC waits on it before deleting a relocated segment).
  * Blocking read.  Returns 0 if it cannot be read (logged). */
 uint64_t idx_persisted_lsn(struct idx *ix);
+
+/* Sets the live-byte count of a log segment ('s' row) / removes the row of a
+ * deleted segment, in the batch. */
+void idx_batch_set_live(struct idx_batch *b, uint64_t segment, uint64_t live_bytes);
+void idx_batch_forget_segment(struct idx_batch *b, uint64_t segment);
+
+/* Calls fn for every segment row, in segment order.  Blocking.  Returns 0 or
+ * -EIO (logged). */
+int idx_segments_live(struct idx *ix, void (*fn)(void *arg, uint64_t segment, uint64_t live),
+                      void *arg);
 
 /* Asks RocksDB to flush the memtable in the background and returns at once.
  * Returns 0 (requested), -EALREADY (the memtable is empty), -EBUSY (a flush
@@ -223,3 +242,40 @@ struct idx_stats {
 void idx_get_stats(struct idx *ix, struct idx_stats *out);
 
 #endif
+
+/* ---- bulk load (the offline import, storage/bulk.h) -------------------- */
+
+/* A sorted RocksDB table file (SstFileWriter) holding key rows, expiry rows
+ * and the metadata rows, built for idx_ingest.  Owned by one thread. */
+struct idx_sst;
+
+/* Starts the file `path` (created or truncated) with ix's table options.
+ * Returns 0, or -EIO / -ENOMEM with a message in `err`. */
+int idx_sst_open(struct idx_sst **out, struct idx *ix, const char *path, char *err,
+                 size_t errlen);
+
+/* Adds key's row with entry *e (e->value read for an inline entry).  Keys
+ * must come in row order — idx_key_hash ascending, then the key bytes
+ * compared as memcmp with a shorter prefix first — each key once.
+ * prev_expiry_ms is the expiry of the entry the index holds for the key now
+ * (0 if none): its expiry row is deleted, the new one added, as
+ * idx_batch_put does.  Returns 0, -EINVAL (out of order), -ENOMEM or -EIO,
+ * with a message in `err`. */
+int idx_sst_put(struct idx_sst *s, const void *key, size_t klen, const struct idx_entry *e,
+                uint64_t prev_expiry_ms, char *err, size_t errlen);
+
+/* Writes the metadata rows (applied_lsn, key_count: the index's new absolute
+ * values) and the expiry rows, and closes the file.  Returns 0 or -errno with
+ * a message in `err`. */
+int idx_sst_finish(struct idx_sst *s, uint64_t applied_lsn, uint64_t key_count, char *err,
+                   size_t errlen);
+
+/* Frees the builder (an unfinished file is left for the caller to delete). */
+void idx_sst_free(struct idx_sst *s);
+
+/* Ingests a file built by idx_sst_finish into ix (RocksDB moves it into the
+ * index directory): its key rows, expiry rows and metadata become visible in
+ * one atomic step, and idx_applied_lsn / idx_key_count return its values.
+ * Returns 0, or -EIO with a message in `err` (the index is then unchanged). */
+int idx_ingest(struct idx *ix, const char *path, uint64_t applied_lsn, uint64_t key_count,
+               char *err, size_t errlen);

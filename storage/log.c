@@ -38,6 +38,7 @@ struct segment {
 	uint64_t size;        /* file size, from its header */
 	uint64_t fill;        /* bytes written or reserved by sealed commits */
 	bool header_ok;       /* recovery: the header block decoded */
+	bool unsynced;        /* durability write/none: written since its last fdatasync */
 };
 
 struct commit {
@@ -74,7 +75,8 @@ struct log {
 	struct log_config cfg;
 	char dir[4096];
 	int dir_fd;
-	struct segment *segs;      /* sorted by id; the last one is written */
+	struct segment **segs;     /* sorted by id; the last one is written.  Each is its own
+				      allocation: commits keep pointers to theirs */
 	size_t n_segs, cap_segs;
 	uint64_t next_lsn;
 	uint64_t write_offset;     /* where the next commit goes in the last segment */
@@ -88,8 +90,10 @@ struct log {
 	uint64_t last_good_lsn;    /* last LSN of the newest commit that succeeded */
 	struct px_hook hook;
 	struct px_timer sync_timer;
-	struct px_op sync_op;
-	bool sync_inflight;
+	unsigned syncs_inflight;   /* fdatasyncs of this round still running */
+	bool sync_failed;          /* one of them failed */
+	uint64_t sync_target_lsn;  /* what this round makes durable */
+	uint64_t synced_lsn;       /* durability write/none: every LSN <= this is durable */
 	uint64_t written_since_sync;
 	uint32_t read_align;       /* O_DIRECT read granularity: 512 where the file system
 				      takes it, else FMT_BLOCK (probed at open) */
@@ -108,7 +112,7 @@ static inline uint64_t align_down(uint64_t v)
 
 static struct segment *last_segment(struct log *log)
 {
-	return log->n_segs ? &log->segs[log->n_segs - 1] : NULL;
+	return log->n_segs ? log->segs[log->n_segs - 1] : NULL;
 }
 
 static struct segment *find_segment(struct log *log, uint64_t id)
@@ -116,12 +120,12 @@ static struct segment *find_segment(struct log *log, uint64_t id)
 	size_t lo = 0, hi = log->n_segs;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		if (log->segs[mid].id < id)
+		if (log->segs[mid]->id < id)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return lo < log->n_segs && log->segs[lo].id == id ? &log->segs[lo] : NULL;
+	return lo < log->n_segs && log->segs[lo]->id == id ? log->segs[lo] : NULL;
 }
 
 static void segment_path(const struct log *log, uint64_t id, char *buf, size_t len)
@@ -134,7 +138,7 @@ static void recount_bytes(struct log *log)
 	log->stats.segments = log->n_segs;
 	log->stats.log_bytes = 0;
 	for (size_t i = 0; i < log->n_segs; i++)
-		log->stats.log_bytes += log->segs[i].fill;
+		log->stats.log_bytes += log->segs[i]->fill;
 }
 
 /* ---- segments ---------------------------------------------------------- */
@@ -149,31 +153,39 @@ static int segment_create(struct log *log)
 	segment_path(log, id, path, sizeof(path));
 	if (log->n_segs == log->cap_segs) {
 		size_t cap = log->cap_segs ? log->cap_segs * 2 : 16;
-		struct segment *s = realloc(log->segs, cap * sizeof(*s));
+		struct segment **s = realloc(log->segs, cap * sizeof(*s));
 		if (s == NULL)
 			return -ENOMEM;
 		log->segs = s;
 		log->cap_segs = cap;
 	}
+	struct segment *seg = malloc(sizeof(*seg));
+	if (seg == NULL)
+		return -ENOMEM;
 	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0644);
-	if (fd < 0)
+	if (fd < 0) {
+		free(seg);
 		return -errno;
+	}
 	int ret = posix_fallocate(fd, 0, (off_t)log->cfg.segment_size);
 	if (ret != 0) {
 		close(fd);
 		unlink(path);
+		free(seg);
 		return -ret;
 	}
 	if (fsync(log->dir_fd) != 0) {
 		ret = -errno;
 		close(fd);
 		unlink(path);
+		free(seg);
 		return ret;
 	}
 	uint64_t epoch;
 	if (getrandom(&epoch, sizeof(epoch), 0) != sizeof(epoch))
 		epoch = (uint64_t)px_now_ns() * 0x9E3779B97F4A7C15ULL ^ id;
-	log->segs[log->n_segs++] = (struct segment){.id = id,
+	log->segs[log->n_segs++] = seg;
+	*seg = (struct segment){.id = id,
 						    .fd = fd,
 						    .epoch = epoch,
 						    .first_lsn = log->next_lsn,
@@ -326,6 +338,8 @@ static void complete_in_order(struct log *log)
 			log->written_since_sync += c->size;
 			if (log->cfg.durability == LOG_DURABILITY_FSYNC)
 				log->stats.fsyncs++;
+			else
+				c->seg->unsynced = true;
 		} else {
 			log->stats.write_errors++;
 		}
@@ -416,33 +430,68 @@ static bool log_hook(struct px *px, struct px_hook *hook)
 	return work;
 }
 
-/* durability write: fdatasync the segment being written once a second. */
+/* durability write/none: once a second every segment written since its last
+ * fdatasync is synced (usually one; two after a rotation).  When the whole
+ * round succeeds, everything up to the LSN written when it began is durable. */
+struct sync_op {
+	struct px_op op;
+	struct log *log;
+};
+
 static void sync_complete(struct px *px, struct px_op *op, int res, unsigned flags)
 {
-	struct log *log = container_of(op, struct log, sync_op);
+	struct sync_op *so = container_of(op, struct sync_op, op);
+	struct log *log = so->log;
 	(void)flags;
-	log->sync_inflight = false;
+	free(so);
 	px_release(px);
-	if (res < 0)
+	if (res < 0) {
+		log->sync_failed = true;
 		LOG_ERROR("shard %u: fdatasync of the log failed: %s", log->cfg.shard,
 			  strerror(-res));
-	else
+	} else {
 		log->stats.fsyncs++;
+	}
+	if (--log->syncs_inflight == 0 && !log->sync_failed)
+		log->synced_lsn = log->sync_target_lsn;
 }
 
 static void sync_tick(struct px *px, struct px_timer *t)
 {
-	struct log *log = container_of(t, struct log, sync_timer);
-	struct segment *seg = last_segment(log);
-	if (log->sync_inflight || log->written_since_sync == 0 || seg == NULL)
+	(void)px;
+	log_sync_now(container_of(t, struct log, sync_timer));
+}
+
+void log_sync_now(struct log *log)
+{
+	struct px *px = log->px;
+	if (log->cfg.durability == LOG_DURABILITY_FSYNC || log->syncs_inflight > 0 ||
+	    log->written_since_sync == 0)
 		return;
-	struct io_uring_sqe *sqe = px_get_sqe(px, &log->sync_op);
-	if (sqe == NULL)
-		return;
-	io_uring_prep_fsync(sqe, seg->fd, IORING_FSYNC_DATASYNC);
-	log->sync_inflight = true;
+	log->sync_target_lsn = log->last_good_lsn;
+	log->sync_failed = false;
 	log->written_since_sync = 0;
-	px_hold(px);
+	for (size_t i = 0; i < log->n_segs; i++) {
+		struct segment *seg = log->segs[i];
+		if (!seg->unsynced)
+			continue;
+		struct sync_op *so = malloc(sizeof(*so));
+		struct io_uring_sqe *sqe = so ? px_get_sqe(px, &so->op) : NULL;
+		if (sqe == NULL) {
+			free(so);
+			log->sync_failed = true; /* not this round: the next tick retries */
+			log->written_since_sync = 1;
+			break;
+		}
+		so->op.complete = sync_complete;
+		so->log = log;
+		io_uring_prep_fsync(sqe, seg->fd, IORING_FSYNC_DATASYNC);
+		seg->unsynced = false;
+		log->syncs_inflight++;
+		px_hold(px);
+	}
+	if (log->syncs_inflight == 0 && !log->sync_failed)
+		log->synced_lsn = log->sync_target_lsn;
 }
 
 /* ---- reads ------------------------------------------------------------- */
@@ -732,10 +781,12 @@ out:
 static int segment_remove(struct log *log, size_t i)
 {
 	char path[4200];
-	segment_path(log, log->segs[i].id, path, sizeof(path));
-	close(log->segs[i].fd);
+	struct segment *seg = log->segs[i];
+	segment_path(log, seg->id, path, sizeof(path));
 	if (unlink(path) != 0 && errno != ENOENT)
 		return -errno;
+	close(seg->fd);
+	free(seg);
 	memmove(&log->segs[i], &log->segs[i + 1], (log->n_segs - i - 1) * sizeof(log->segs[0]));
 	log->n_segs--;
 	return 0;
@@ -810,7 +861,14 @@ static int load_segments(struct log *log, char *err, size_t errlen)
 			snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
 			break;
 		}
-		struct segment *seg = &log->segs[log->n_segs++];
+		struct segment *seg = malloc(sizeof(*seg));
+		if (seg == NULL) {
+			close(fd);
+			ret = -ENOMEM;
+			snprintf(err, errlen, "out of memory");
+			break;
+		}
+		log->segs[log->n_segs++] = seg;
 		*seg = (struct segment){.id = ids[i], .fd = fd};
 		struct stat st;
 		fstat(fd, &st);
@@ -855,13 +913,13 @@ static int recover(struct log *log, uint64_t from_lsn, log_replay_fn replay, voi
 	struct recovery rc = {.from_lsn = from_lsn, .replay = replay, .arg = arg};
 	size_t start = 0;
 	for (size_t i = 0; i < log->n_segs; i++)
-		if (log->segs[i].header_ok && log->segs[i].first_lsn <= from_lsn)
+		if (log->segs[i]->header_ok && log->segs[i]->first_lsn <= from_lsn)
 			start = i;
 	int ret = 0;
 	size_t keep = log->n_segs; /* segments [keep, n) are dropped */
 	bool torn = false;
 	for (size_t i = start; i < log->n_segs; i++) {
-		struct segment *seg = &log->segs[i];
+		struct segment *seg = log->segs[i];
 		if (!seg->header_ok || (i > start && seg->first_lsn != rc.next_lsn)) {
 			keep = i; /* never got its first commit, or follows a gap */
 			torn = true;
@@ -903,6 +961,12 @@ static int recover(struct log *log, uint64_t from_lsn, log_replay_fn replay, voi
 	if (log->next_lsn == 0)
 		log->next_lsn = 1;
 	log->last_good_lsn = log->next_lsn - 1;
+	/* What recovery found may still sit in the page cache of a process that
+	 * crashed: make it durable before building on it. */
+	if (last != NULL && fdatasync(last->fd) != 0)
+		LOG_WARN("shard %u: fdatasync of log segment %016" PRIx64 " failed: %s",
+			 log->cfg.shard, last->id, strerror(errno));
+	log->synced_lsn = log->last_good_lsn;
 	if (rc.replayed || torn || dropped)
 		LOG_INFO("shard %u: log recovered: %" PRIu64 " records replayed from LSN %" PRIu64
 			 ", next LSN %" PRIu64 "%s%s",
@@ -1000,7 +1064,6 @@ int log_open(struct log **out, struct px *px, const struct log_config *cfg, uint
 
 	log->hook.fn = log_hook;
 	px_hook_add(px, &log->hook);
-	log->sync_op.complete = sync_complete;
 	if (cfg->durability != LOG_DURABILITY_FSYNC)
 		px_timer_start(px, &log->sync_timer, LOG_SYNC_PERIOD_NS, LOG_SYNC_PERIOD_NS,
 			       sync_tick);
@@ -1021,7 +1084,7 @@ size_t log_segments(const struct log *log, uint64_t *ids, size_t cap)
 {
 	size_t n = log->n_segs < cap ? log->n_segs : cap;
 	for (size_t i = 0; i < n; i++)
-		ids[i] = log->segs[i].id;
+		ids[i] = log->segs[i]->id;
 	return n;
 }
 
@@ -1035,9 +1098,73 @@ int log_delete_segment(struct log *log, uint64_t id)
 	for (struct commit *c = log->inflight; c != NULL; c = c->next)
 		if (c->seg == seg)
 			return -EBUSY;
-	int ret = segment_remove(log, (size_t)(seg - log->segs));
+	size_t i = 0;
+	while (log->segs[i] != seg)
+		i++;
+	int ret = segment_remove(log, i);
 	recount_bytes(log);
 	return ret;
+}
+
+int log_segment_info(const struct log *log, uint64_t id, struct log_segment_info *out)
+{
+	struct segment *seg = find_segment((struct log *)log, id);
+	if (seg == NULL)
+		return -ENOENT;
+	bool busy = seg == last_segment((struct log *)log) ||
+		    (log->open != NULL && log->open->seg == seg);
+	for (struct commit *c = log->inflight; c != NULL && !busy; c = c->next)
+		busy = c->seg == seg;
+	*out = (struct log_segment_info){.id = seg->id,
+					 .epoch32 = (uint32_t)seg->epoch,
+					 .first_lsn = seg->first_lsn,
+					 .fill = seg->fill,
+					 .sealed = !busy};
+	return 0;
+}
+
+uint64_t log_synced_lsn(const struct log *log)
+{
+	return log->cfg.durability == LOG_DURABILITY_FSYNC ? log->last_good_lsn : log->synced_lsn;
+}
+
+static void raw_read_complete(struct px *px, struct px_op *op, int res, unsigned flags)
+{
+	struct log_raw_read *r = container_of(op, struct log_raw_read, op);
+	struct log *log = r->log;
+	(void)flags;
+	log->n_reads--;
+	px_release(px);
+	if (res < 0 && res != -EAGAIN) {
+		log->stats.read_errors++;
+		LOG_ERROR("shard %u: reading %u bytes of log segment %016" PRIx64 " at offset %" PRIu64
+			  ": %s",
+			  log->cfg.shard, r->len, r->segment, r->offset, strerror(-res));
+	}
+	r->done(r, res);
+}
+
+static void raw_read_later(void *arg)
+{
+	struct log_raw_read *r = arg;
+	raw_read_complete(r->log->px, &r->op, r->early_res, 0);
+}
+
+void log_read_raw(struct log *log, struct log_raw_read *r)
+{
+	struct segment *seg = find_segment(log, r->segment);
+	r->log = log;
+	r->op.complete = raw_read_complete;
+	log->n_reads++;
+	px_hold(log->px);
+	struct io_uring_sqe *sqe = seg ? px_get_sqe(log->px, &r->op) : NULL;
+	if (sqe == NULL) {
+		r->early_res = seg == NULL ? -ENOENT : -EAGAIN;
+		px_send(log->px, log->px->id, raw_read_later, r);
+		return;
+	}
+	io_uring_prep_read(sqe, seg->fd, r->buf, r->len, r->offset);
+	log->stats.reads++;
 }
 
 const struct log_stats *log_get_stats(const struct log *log)
@@ -1056,7 +1183,7 @@ void log_stop(struct log *log)
 
 bool log_busy(const struct log *log)
 {
-	return log->inflight != NULL || log->n_reads > 0 || log->sync_inflight ||
+	return log->inflight != NULL || log->n_reads > 0 || log->syncs_inflight > 0 ||
 	       px_timer_armed(&log->sync_timer) || (log->open != NULL && log->open->n_records > 0);
 }
 
@@ -1074,8 +1201,15 @@ void log_close(struct log *log)
 		free(c->buf);
 		free(c);
 	}
-	for (size_t i = 0; i < log->n_segs; i++)
-		close(log->segs[i].fd);
+	for (size_t i = 0; i < log->n_segs; i++) {
+		/* durability write/none: a clean shutdown leaves nothing unsynced */
+		struct segment *seg = log->segs[i];
+		if (seg->unsynced && fdatasync(seg->fd) != 0)
+			LOG_ERROR("shard %u: fdatasync of log segment %016" PRIx64 " at close: %s",
+				  log->cfg.shard, seg->id, strerror(errno));
+		close(seg->fd);
+		free(seg);
+	}
 	if (log->dir_fd >= 0)
 		close(log->dir_fd);
 	free(log->segs);

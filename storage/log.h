@@ -125,6 +125,45 @@ size_t log_segments(const struct log *log, uint64_t *ids, size_t cap);
  * written, -ENOENT for an unknown id. */
 int log_delete_segment(struct log *log, uint64_t id);
 
+/* A segment as garbage collection sees it. */
+struct log_segment_info {
+	uint64_t id;
+	uint32_t epoch32;   /* seeds the records' CRC (fmt_decode_record) */
+	uint64_t first_lsn;
+	uint64_t fill;      /* bytes of commits, header block included */
+	bool sealed;        /* no commit will be added or is in flight */
+};
+
+/* Fills *out for segment `id`.  Returns 0 or -ENOENT. */
+int log_segment_info(const struct log *log, uint64_t id, struct log_segment_info *out);
+
+/* Every record with an LSN up to this is on stable storage (with `fsync`
+ * durability: every written one; otherwise: as of the last completed
+ * fdatasync round). */
+uint64_t log_synced_lsn(const struct log *log);
+
+/* durability write/none: starts the fdatasync round now instead of at the
+ * next one-second tick (no-op if one is running or nothing is unsynced). */
+void log_sync_now(struct log *log);
+
+/* A read of raw segment bytes (garbage collection walks sealed segments with
+ * it).  Owned by the caller until done runs. */
+struct log_raw_read {
+	struct px_op op;       /* private */
+	struct log *log;       /* private */
+	int early_res;         /* private */
+	uint64_t segment;      /* set by the caller: which segment */
+	uint64_t offset;       /* set by the caller: a multiple of FMT_BLOCK */
+	uint32_t len;          /* set by the caller: a multiple of FMT_BLOCK */
+	uint8_t *buf;          /* set by the caller: FMT_BLOCK-aligned, len bytes */
+	void (*done)(struct log_raw_read *r, int res); /* bytes read, or -errno (-ENOENT:
+							  no such segment; -EAGAIN: retry) */
+};
+
+/* Reads r->len bytes at r->offset of r->segment through the ring; done runs
+ * on a later iteration.  The log stays busy (log_busy) until it has run. */
+void log_read_raw(struct log *log, struct log_raw_read *r);
+
 const struct log_stats *log_get_stats(const struct log *log);
 
 /* Begins closing: seals the open commit and stops the periodic fdatasync.

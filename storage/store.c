@@ -20,6 +20,7 @@
  */
 #include "store.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -37,6 +38,16 @@
 #define EXPIRE_PERIOD_NS 100000000ULL /* active expiry runs this often ... */
 #define EXPIRE_BATCH 128              /* ... taking at most this many keys a pass */
 #define EXPIRE_INFLIGHT_MAX 1024      /* expiry deletes in flight at most */
+#define GC_PERIOD_NS 100000000ULL     /* garbage collection looks for work this often */
+#define GC_CHUNK (1u << 20)           /* bytes of a segment read at a time */
+#define GC_SUBMIT_PER_STEP 64         /* relocations started per loop iteration at most */
+#define GC_INFLIGHT_MAX 256           /* relocations in flight at most ... */
+#define GC_INFLIGHT_BYTES (8u << 20)  /* ... and their value bytes */
+#define GC_WAITING_MAX 16             /* walked segments waiting to be deleted */
+#define GC_RETRY_NS 5000000000ULL     /* after a failed walk, wait this long */
+#define GC_PERSIST_WAIT_NS 1000000000ULL /* a walked segment waits this long for the index
+					    to persist on its own before GC asks for a
+					    flush (each flush makes a small SST file) */
 
 /* A value shared by the cache and the replies that return it. */
 struct blob {
@@ -58,6 +69,8 @@ struct kentry {
 	struct blob *value;         /* NULL while not loaded */
 	struct log_pos pos;         /* the current record, when !is_inline */
 	uint64_t idx_expiry_ms;     /* the expiry the index holds (its expiry rows) */
+	bool idx_ptr;               /* the index (with the applied batch) points into the log */
+	struct log_pos idx_pos;     /* ... at this record: its bytes are counted live */
 	unsigned pending;           /* writes appended but not yet settled */
 	struct store_req *head, *tail; /* requests on this key; head runs */
 	size_t charge;              /* bytes counted against the cache */
@@ -77,6 +90,50 @@ struct pending_write {
 	bool is_drop;             /* FLUSHALL of the shard (ke is NULL) */
 	int64_t count_delta;      /* change made to the key count */
 	struct pending_write *next_free; /* free list, or st->applying */
+};
+
+/* Live bytes of one log segment (see store.h, garbage collection). */
+struct seg_usage {
+	uint64_t id;
+	uint64_t live;  /* bytes of records the index points at */
+	bool dirty;     /* changed since the index last got it */
+	bool forget;    /* the segment is deleted: remove its row */
+};
+
+/* A segment walked by garbage collection, waiting to be deleted. */
+struct gc_waiting {
+	uint64_t segment;
+	uint64_t lsn;          /* every relocation out of it has an LSN <= this */
+	uint64_t since_ns;     /* when the walk ended */
+	uint64_t write_errors; /* the store's count when its walk began: if it changed,
+				  a relocation may have failed after it was acknowledged
+				  (durability none), so the segment is not deleted */
+};
+
+/* Garbage collection of one shard. */
+struct gc {
+	bool active;               /* a victim is being walked */
+	bool reading;              /* a read of it is in flight */
+	bool failed;               /* a relocation or read failed: keep the victim */
+	struct log_segment_info victim;
+	struct log_raw_read read;
+	uint8_t *buf;              /* FMT_BLOCK-aligned, buf_cap bytes */
+	uint64_t buf_cap;
+	uint64_t buf_off, buf_len; /* segment bytes [buf_off, buf_off + buf_len) are in buf */
+	uint64_t pos;              /* offset of the next record to look at */
+	unsigned inflight;         /* relocations submitted, not done */
+	uint64_t inflight_bytes;
+	uint64_t retry_at_ns;      /* no new walk before this (after a failure) */
+	uint64_t write_errors;     /* stats.write_errors when the walk began */
+	struct gc_waiting waiting[GC_WAITING_MAX];
+	unsigned n_waiting;
+};
+
+/* A relocation request with its copy of the record's key and value. */
+struct gc_req {
+	struct store_req req;
+	uint64_t segment, offset, lsn; /* the record it moves */
+	uint8_t data[];                /* key, then value */
 };
 
 struct store {
@@ -106,6 +163,11 @@ struct store {
 	unsigned inflight_reqs;    /* submitted, done not yet run */
 	bool stopped;
 	int failed;                /* the index could not be written: writes refused */
+	struct seg_usage *usage;   /* live bytes per segment, sorted by id */
+	size_t n_usage, cap_usage;
+	bool usage_dirty;          /* some entry is dirty */
+	struct gc gc;
+	struct px_timer gc_timer;
 	struct store_stats stats;
 };
 
@@ -154,6 +216,101 @@ static void blob_unref(struct blob *b)
 static bool key_live(const struct kentry *ke)
 {
 	return ke->exists && (ke->expiry_ms == 0 || ke->expiry_ms > now_ms());
+}
+
+/* ---- live bytes per segment --------------------------------------------- */
+
+/* The usage entry of segment `id`, created (zero) if missing; NULL only when
+ * out of memory (the count is then lost, which only makes GC visit the
+ * segment early). */
+static struct seg_usage *usage_get(struct store *st, uint64_t id)
+{
+	size_t lo = 0, hi = st->n_usage;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (st->usage[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < st->n_usage && st->usage[lo].id == id)
+		return &st->usage[lo];
+	if (st->n_usage == st->cap_usage) {
+		size_t cap = st->cap_usage ? st->cap_usage * 2 : 64;
+		struct seg_usage *u = realloc(st->usage, cap * sizeof(*u));
+		if (u == NULL)
+			return NULL;
+		st->usage = u;
+		st->cap_usage = cap;
+	}
+	memmove(&st->usage[lo + 1], &st->usage[lo], (st->n_usage - lo) * sizeof(*st->usage));
+	st->n_usage++;
+	st->usage[lo] = (struct seg_usage){.id = id};
+	return &st->usage[lo];
+}
+
+static void usage_add(struct store *st, uint64_t segment, int64_t delta)
+{
+	struct seg_usage *u = usage_get(st, segment);
+	if (u == NULL)
+		return;
+	if (delta < 0 && u->live < (uint64_t)-delta)
+		u->live = 0; /* a segment counted low (no row): never below zero */
+	else
+		u->live += (uint64_t)delta;
+	u->forget = false;
+	u->dirty = true;
+	st->usage_dirty = true;
+}
+
+/* The key's index entry moves from what ke->idx_* say to `pos` (NULL: no log
+ * pointer any more — deleted, or the value is inline). */
+static void usage_move(struct store *st, struct kentry *ke, const struct log_pos *pos)
+{
+	if (ke->idx_ptr)
+		usage_add(st, ke->idx_pos.segment, -(int64_t)ke->idx_pos.length);
+	ke->idx_ptr = pos != NULL;
+	if (pos != NULL) {
+		ke->idx_pos = *pos;
+		usage_add(st, pos->segment, pos->length);
+	}
+}
+
+/* Adds the dirty usage entries to batch b (rows of deleted segments are
+ * removed). */
+static void usage_flush(struct store *st, struct idx_batch *b)
+{
+	if (!st->usage_dirty)
+		return;
+	size_t kept = 0;
+	for (size_t i = 0; i < st->n_usage; i++) {
+		struct seg_usage *u = &st->usage[i];
+		if (u->dirty && u->forget)
+			idx_batch_forget_segment(b, u->id);
+		else if (u->dirty)
+			idx_batch_set_live(b, u->id, u->live);
+		u->dirty = false;
+		if (!u->forget)
+			st->usage[kept++] = *u;
+	}
+	st->n_usage = kept;
+	st->usage_dirty = false;
+}
+
+static uint64_t usage_live(const struct store *st, uint64_t segment)
+{
+	for (size_t i = 0; i < st->n_usage; i++)
+		if (st->usage[i].id == segment)
+			return st->usage[i].live;
+	return 0;
+}
+
+static void usage_load(void *arg, uint64_t segment, uint64_t live)
+{
+	struct store *st = arg;
+	struct seg_usage *u = usage_get(st, segment);
+	if (u != NULL)
+		u->live = live;
 }
 
 /* ---- the key table and the cache --------------------------------------- */
@@ -293,16 +450,19 @@ static int kentry_load(struct store *st, struct kentry *ke)
 	}
 	if (ret == 0 && e.lsn < st->drop_lsn) {
 		/* Dropped by a FLUSHALL that the index has not applied yet; the
-		 * entry's expiry row is still there until it is. */
+		 * entry's expiry row is still there until it is (and the drop
+		 * zeroes every segment's live bytes). */
 		free(inline_value);
 		ke->exists = false;
 		ke->idx_expiry_ms = e.expiry_ms;
+		ke->idx_ptr = false;
 		ke->known = true;
 		return 0;
 	}
 	if (ret == -ENOENT) {
 		ke->exists = false;
 		ke->idx_expiry_ms = 0;
+		ke->idx_ptr = false;
 		ke->known = true;
 		return 0;
 	}
@@ -323,6 +483,8 @@ static int kentry_load(struct store *st, struct kentry *ke)
 	ke->value_len = e.value_len;
 	ke->pos = (struct log_pos){
 		.segment = e.segment, .offset = e.offset, .length = e.length, .lsn = e.lsn};
+	ke->idx_ptr = !e.is_inline;
+	ke->idx_pos = ke->pos;
 	ke->known = true;
 	kentry_charge(st, ke);
 	return 0;
@@ -398,7 +560,10 @@ static void apply_batch(struct store *st)
 {
 	if (!st->batch_dirty)
 		return;
-	int ret = idx_write(st->idx, st->batch, st->batch_lsn, st->applied_keys);
+	usage_flush(st, st->batch);
+	uint64_t lsn = st->batch_lsn > idx_applied_lsn(st->idx) ? st->batch_lsn
+								 : idx_applied_lsn(st->idx);
+	int ret = idx_write(st->idx, st->batch, lsn, st->applied_keys);
 	idx_batch_clear(st->batch);
 	st->batch_dirty = false;
 	for (struct pending_write *pw = st->applying, *next; pw != NULL; pw = next) {
@@ -447,21 +612,26 @@ static void write_done(struct log_write *w, int err)
 		}
 		st->applied_keys = 0;
 		for (size_t i = 0; i < st->n_buckets; i++)
-			for (struct kentry *k = st->buckets[i]; k != NULL; k = k->hnext)
+			for (struct kentry *k = st->buckets[i]; k != NULL; k = k->hnext) {
 				k->idx_expiry_ms = 0;
+				k->idx_ptr = false;
+			}
+		for (size_t i = 0; i < st->n_usage; i++)
+			st->usage[i].live = 0; /* idx_drop_all removed their rows */
 	} else {
 		if (pw->is_delete)
 			idx_batch_delete(st->batch, ke->key, ke->key_len, ke->idx_expiry_ms);
 		else
 			idx_batch_put(st->batch, ke->key, ke->key_len, &pw->entry, ke->idx_expiry_ms);
 		ke->idx_expiry_ms = pw->is_delete ? 0 : pw->entry.expiry_ms;
+		usage_move(st, ke, pw->is_delete || pw->entry.is_inline ? NULL : &w->pos);
 		st->applied_keys += (uint64_t)pw->count_delta;
 		st->batch_lsn = w->pos.lsn;
 		st->batch_dirty = true;
 	}
 	if (pw->req != NULL)
 		req_complete(st, pw->req, err, NULL);
-	if (err != 0) {
+	if (err != 0 || pw->is_drop) { /* nothing for the batch to carry */
 		pending_write_free(st, pw);
 		return;
 	}
@@ -695,6 +865,27 @@ static bool req_run(struct store *st, struct store_req *req)
 		}
 		return true;
 	}
+	case STORE_RELOCATE: {
+		/* Garbage collection: move the value only if the key's entry is
+		 * still the record being collected (expired or not: a clock
+		 * stepping back must not find the value gone). */
+		struct gc_req *g = container_of(req, struct gc_req, req);
+		if (!ke->exists || ke->is_inline || ke->pos.segment != g->segment ||
+		    ke->pos.offset != g->offset || ke->pos.lsn != g->lsn) {
+			req_complete(st, req, -ENOENT, NULL);
+			return true;
+		}
+		/* The value stays cached like any write's: reads are served
+		 * from it until the record is written. */
+		struct blob *v = blob_new(req->value, req->value_len);
+		if (v == NULL) {
+			req_complete(st, req, -ENOMEM, NULL);
+			return true;
+		}
+		write_record(st, req, v, ke->expiry_ms);
+		blob_unref(v);
+		return true;
+	}
 	}
 	req_complete(st, req, -EINVAL, NULL);
 	return true;
@@ -736,12 +927,15 @@ void store_submit(struct store *st, struct store_req *req)
 
 /* ---- applying to the index --------------------------------------------- */
 
+static bool gc_step(struct store *st);
+
 static bool store_hook(struct px *px, struct px_hook *hook)
 {
 	struct store *st = container_of(hook, struct store, hook);
 	(void)px;
+	bool work = gc_step(st);
 	if (!st->batch_dirty)
-		return false;
+		return work;
 	apply_batch(st);
 	return true;
 }
@@ -874,6 +1068,288 @@ static void expire_tick(struct px *px, struct px_timer *t)
 	expire_pass(container_of(t, struct store, expire_timer));
 }
 
+/* ---- garbage collection ------------------------------------------------ */
+
+static void gc_read_done(struct log_raw_read *r, int res);
+
+/* Reads the victim from `at` (at least `need` bytes, else GC_CHUNK) into the
+ * GC buffer. */
+static void gc_read(struct store *st, uint64_t at, uint64_t need)
+{
+	struct gc *g = &st->gc;
+	uint64_t start = at & ~(uint64_t)(FMT_BLOCK - 1);
+	uint64_t end = at + (need > GC_CHUNK ? need : GC_CHUNK);
+	end = (end + FMT_BLOCK - 1) & ~(uint64_t)(FMT_BLOCK - 1);
+	if (end > g->victim.fill)
+		end = g->victim.fill; /* commits end on block boundaries */
+	if (end - start > g->buf_cap) {
+		uint8_t *b;
+		if (posix_memalign((void **)&b, FMT_BLOCK, end - start) != 0) {
+			g->failed = true;
+			g->pos = g->victim.fill;
+			return;
+		}
+		free(g->buf);
+		g->buf = b;
+		g->buf_cap = end - start;
+	}
+	g->read = (struct log_raw_read){.segment = g->victim.id,
+					.offset = start,
+					.len = (uint32_t)(end - start),
+					.buf = g->buf,
+					.done = gc_read_done};
+	g->buf_len = 0;
+	g->reading = true;
+	log_read_raw(st->log, &g->read);
+}
+
+static void gc_read_done(struct log_raw_read *r, int res)
+{
+	struct gc *g = container_of(r, struct gc, read);
+	struct store *st = container_of(g, struct store, gc);
+	g->reading = false;
+	if (res == -EAGAIN)
+		return; /* the next step reads again */
+	if (res < 0) {
+		g->failed = true; /* logged by the log */
+		g->pos = g->victim.fill;
+	} else {
+		g->buf_off = r->offset;
+		g->buf_len = (uint64_t)res;
+	}
+	gc_step(st);
+}
+
+static void gc_reloc_done(struct store_req *req)
+{
+	struct store *st = req->store;
+	struct gc *g = &st->gc;
+	g->inflight--;
+	g->inflight_bytes -= req->value_len;
+	if (req->status == 0) {
+		st->stats.gc_records_moved++;
+		st->stats.gc_bytes_moved += req->value_len;
+	} else if (req->status != -ENOENT) {
+		g->failed = true; /* a write failed: the victim stays */
+	}
+	free(container_of(req, struct gc_req, req));
+	gc_step(st);
+}
+
+/* Starts moving the PUT record `rec` found at `offset` of the victim.
+ * Returns false when out of memory. */
+static bool gc_relocate(struct store *st, const struct fmt_record *rec, uint64_t offset)
+{
+	struct gc *g = &st->gc;
+	struct gc_req *x = malloc(sizeof(*x) + rec->key_len + rec->value_len);
+	if (x == NULL)
+		return false;
+	memset(&x->req, 0, sizeof(x->req));
+	memcpy(x->data, rec->key, rec->key_len);
+	if (rec->value_len)
+		memcpy(x->data + rec->key_len, rec->value, rec->value_len);
+	x->segment = g->victim.id;
+	x->offset = offset;
+	x->lsn = rec->lsn;
+	x->req.op = STORE_RELOCATE;
+	x->req.key = x->data;
+	x->req.key_len = rec->key_len;
+	x->req.value = x->data + rec->key_len;
+	x->req.value_len = rec->value_len;
+	x->req.done = gc_reloc_done;
+	g->inflight++;
+	g->inflight_bytes += rec->value_len;
+	store_submit(st, &x->req);
+	return true;
+}
+
+static void gc_next(void *arg);
+
+/* The walk of the victim is over: queue it for deletion, or give up on it. */
+static void gc_finish(struct store *st)
+{
+	struct gc *g = &st->gc;
+	g->active = false;
+	if (g->failed && st->stopped)
+		return; /* shutdown cut the walk short; the next start walks it again */
+	if (g->failed) {
+		LOG_WARN("shard %u: garbage collection of log segment %016" PRIx64 " failed; it is"
+			 " kept and retried later",
+			 st->cfg.shard, g->victim.id);
+		g->retry_at_ns = px_now_ns() + GC_RETRY_NS;
+		return;
+	}
+	g->waiting[g->n_waiting++] = (struct gc_waiting){.segment = g->victim.id,
+							 .lsn = log_next_lsn(st->log) - 1,
+							 .since_ns = px_now_ns(),
+							 .write_errors = g->write_errors};
+	px_send(st->px, st->px->id, gc_next, st); /* the next victim, without waiting a tick */
+}
+
+/* Walks the victim as far as the in-flight limits allow.  Returns true if it
+ * made progress. */
+static bool gc_step(struct store *st)
+{
+	struct gc *g = &st->gc;
+	if (!g->active || g->reading)
+		return false;
+	unsigned submitted = 0;
+	bool progress = false;
+	while (g->pos < g->victim.fill && !st->stopped) {
+		if (submitted >= GC_SUBMIT_PER_STEP || g->inflight >= GC_INFLIGHT_MAX ||
+		    g->inflight_bytes >= GC_INFLIGHT_BYTES)
+			return true; /* the hook or a completion continues */
+		uint64_t avail = g->buf_off + g->buf_len > g->pos ? g->buf_off + g->buf_len - g->pos : 0;
+		if (g->pos < g->buf_off || avail < FMT_RECORD_HEADER) {
+			gc_read(st, g->pos, FMT_RECORD_HEADER);
+			return true;
+		}
+		const uint8_t *h = g->buf + (g->pos - g->buf_off);
+		struct fmt_record rec;
+		enum fmt_status fs = fmt_decode_record(h, avail, g->victim.epoch32, &rec);
+		if (fs == FMT_SHORT) {
+			uint32_t klen, vlen;
+			memcpy(&klen, h + 24, 4);
+			memcpy(&vlen, h + 28, 4);
+			uint64_t need = fmt_record_size(le32toh(klen), le32toh(vlen));
+			if (g->pos + need <= g->victim.fill && need > avail) {
+				gc_read(st, g->pos, need);
+				return true;
+			}
+		}
+		if (fs != FMT_OK) {
+			LOG_ERROR("shard %u: log segment %016" PRIx64 " offset %" PRIu64 ": %s; garbage"
+				  " collection skips this segment",
+				  st->cfg.shard, g->victim.id, g->pos, fmt_status_str(fs));
+			g->failed = true;
+			g->pos = g->victim.fill;
+			break;
+		}
+		progress = true;
+		if (rec.type == FMT_PAD) {
+			g->pos += FMT_RECORD_HEADER + rec.value_len;
+			continue;
+		}
+		if (rec.type == FMT_PUT) {
+			if (!gc_relocate(st, &rec, g->pos))
+				return true; /* out of memory: try again next iteration */
+			submitted++;
+		}
+		g->pos += fmt_record_size(rec.key_len, rec.value_len);
+	}
+	if (st->stopped)
+		g->failed = true; /* the walk is cut short: keep the segment */
+	if (g->inflight == 0 && !g->reading) {
+		gc_finish(st);
+		progress = true;
+	}
+	return progress;
+}
+
+/* Deletes the walked segments whose relocations are durable in both the log
+ * and the persisted index; asks the index to persist when that is what they
+ * wait for. */
+static void gc_reap(struct store *st)
+{
+	struct gc *g = &st->gc;
+	if (g->n_waiting == 0)
+		return;
+	uint64_t persisted = idx_persisted_lsn(st->idx);
+	uint64_t synced = log_synced_lsn(st->log);
+	unsigned kept = 0;
+	bool want_flush = false, want_sync = false;
+	for (unsigned i = 0; i < g->n_waiting; i++) {
+		struct gc_waiting w = g->waiting[i];
+		if (w.write_errors != st->stats.write_errors)
+			continue; /* not safe to delete: a later walk will redo it */
+		if (w.lsn > persisted || w.lsn > synced) {
+			want_flush |= w.lsn > persisted && idx_applied_lsn(st->idx) >= w.lsn;
+			want_sync |= w.lsn > synced;
+			g->waiting[kept++] = w;
+			continue;
+		}
+		int ret = log_delete_segment(st->log, w.segment);
+		if (ret == -EBUSY) {
+			g->waiting[kept++] = w;
+			continue;
+		}
+		if (ret < 0 && ret != -ENOENT)
+			LOG_WARN("shard %u: cannot delete log segment %016" PRIx64 ": %s",
+				 st->cfg.shard, w.segment, strerror(-ret));
+		struct seg_usage *u = usage_get(st, w.segment);
+		if (u != NULL) {
+			u->forget = u->dirty = true;
+			st->usage_dirty = st->batch_dirty = true;
+		}
+		st->stats.gc_segments_deleted++;
+		LOG_DEBUG("shard %u: garbage collection deleted log segment %016" PRIx64,
+			  st->cfg.shard, w.segment);
+	}
+	g->n_waiting = kept;
+	if (want_flush && (g->n_waiting >= GC_WAITING_MAX / 2 ||
+			   px_now_ns() - g->waiting[0].since_ns > GC_PERSIST_WAIT_NS))
+		idx_request_flush(st->idx); /* -EBUSY/-EALREADY: the next tick asks again */
+	if (want_sync)
+		log_sync_now(st->log);
+}
+
+/* Picks the sealed segment with the lowest live fraction under the ratio. */
+static void gc_pick(struct store *st)
+{
+	struct gc *g = &st->gc;
+	uint64_t ids[256];
+	size_t n = log_segments(st->log, ids, sizeof(ids) / sizeof(ids[0]));
+	double best_ratio = st->cfg.gc_live_ratio;
+	struct log_segment_info best = {0};
+	bool found = false;
+	for (size_t i = 0; i < n; i++) {
+		struct log_segment_info info;
+		if (log_segment_info(st->log, ids[i], &info) < 0 || !info.sealed)
+			continue;
+		bool waiting = false;
+		for (unsigned k = 0; k < g->n_waiting; k++)
+			waiting |= g->waiting[k].segment == info.id;
+		if (waiting)
+			continue;
+		uint64_t data = info.fill > FMT_SEG_HEADER_SIZE ? info.fill - FMT_SEG_HEADER_SIZE : 0;
+		double ratio = data ? (double)usage_live(st, info.id) / (double)data : 0.0;
+		if (ratio < best_ratio) {
+			best_ratio = ratio;
+			best = info;
+			found = true;
+		}
+	}
+	if (!found)
+		return;
+	g->active = true;
+	g->failed = false;
+	g->victim = best;
+	g->write_errors = st->stats.write_errors;
+	g->pos = FMT_SEG_HEADER_SIZE;
+	g->buf_off = g->buf_len = 0;
+	st->stats.gc_runs++;
+	LOG_DEBUG("shard %u: garbage collection walks log segment %016" PRIx64 " (%.0f%% live)",
+		  st->cfg.shard, best.id, best_ratio * 100);
+	gc_step(st);
+}
+
+/* Deletes what may be deleted, then starts the next walk if there is one. */
+static void gc_next(void *arg)
+{
+	struct store *st = arg;
+	if (st->stopped || st->failed)
+		return;
+	gc_reap(st);
+	if (!st->gc.active && st->gc.n_waiting < GC_WAITING_MAX && px_now_ns() >= st->gc.retry_at_ns)
+		gc_pick(st);
+}
+
+static void gc_tick(struct px *px, struct px_timer *t)
+{
+	(void)px;
+	gc_next(container_of(t, struct store, gc_timer));
+}
+
 /* ---- open, recovery, close --------------------------------------------- */
 
 /* Takes DIR/shard-NNN/LOCK (flock, held until close) and writes our pid in
@@ -916,6 +1392,8 @@ static int replay_record(void *arg, const struct fmt_record *rec, const struct l
 	uint8_t *inline_value = NULL;
 	if (rec->type == FMT_DROP) {
 		st->keys = 0;
+		for (size_t i = 0; i < st->n_usage; i++)
+			st->usage[i].live = 0; /* idx_drop_all removes their rows */
 		return idx_drop_all(st->idx, rec->lsn);
 	}
 	int ret = idx_get(st->idx, rec->key, rec->key_len, IDX_BLOCKING, &old, &inline_value);
@@ -924,6 +1402,8 @@ static int replay_record(void *arg, const struct fmt_record *rec, const struct l
 		return ret;
 	bool existed = ret == 0;
 	uint64_t old_expiry = existed ? old.expiry_ms : 0;
+	if (existed && !old.is_inline)
+		usage_add(st, old.segment, -(int64_t)old.length);
 	if (rec->type == FMT_PUT) {
 		struct idx_entry e = {.expiry_ms = rec->expiry_ms,
 				      .lsn = rec->lsn,
@@ -934,12 +1414,34 @@ static int replay_record(void *arg, const struct fmt_record *rec, const struct l
 				      .offset = pos->offset,
 				      .length = pos->length};
 		idx_batch_put(st->batch, rec->key, rec->key_len, &e, old_expiry);
+		if (!e.is_inline)
+			usage_add(st, pos->segment, pos->length);
 		st->keys += !existed;
 	} else if (existed) {
 		idx_batch_delete(st->batch, rec->key, rec->key_len, old_expiry);
 		st->keys--;
 	}
+	usage_flush(st, st->batch);
 	ret = idx_write(st->idx, st->batch, rec->lsn, st->keys);
+	idx_batch_clear(st->batch);
+	return ret;
+}
+
+/* Drops the usage rows of segments the log no longer has (deleted by GC
+ * before a crash let the row survive). */
+static int usage_prune(struct store *st)
+{
+	for (size_t i = 0; i < st->n_usage; i++) {
+		struct log_segment_info info;
+		if (log_segment_info(st->log, st->usage[i].id, &info) == -ENOENT) {
+			st->usage[i].forget = st->usage[i].dirty = true;
+			st->usage_dirty = true;
+		}
+	}
+	if (!st->usage_dirty)
+		return 0;
+	usage_flush(st, st->batch);
+	int ret = idx_write(st->idx, st->batch, idx_applied_lsn(st->idx), st->keys);
 	idx_batch_clear(st->batch);
 	return ret;
 }
@@ -978,6 +1480,12 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 	if (ret < 0)
 		goto fail;
 	st->keys = idx_key_count(st->idx);
+	if (idx_segments_live(st->idx, usage_load, st) < 0) {
+		snprintf(err, errlen, "cannot read the segment rows of %s/index (see the log above)",
+			 st->dir);
+		ret = -EIO;
+		goto fail;
+	}
 
 	snprintf(path, sizeof(path), "%s/log", st->dir);
 	struct log_config lc = {.dir = path,
@@ -989,9 +1497,17 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 	if (ret < 0)
 		goto fail;
 	st->applied_keys = st->keys;
+	st->batch_lsn = idx_applied_lsn(st->idx);
+	if (usage_prune(st) < 0) {
+		snprintf(err, errlen, "cannot write the index of %s (see the log above)", st->dir);
+		ret = -EIO;
+		goto fail;
+	}
 	st->hook.fn = store_hook;
 	px_hook_add(px, &st->hook);
 	px_timer_start(px, &st->expire_timer, EXPIRE_PERIOD_NS, EXPIRE_PERIOD_NS, expire_tick);
+	if (cfg->gc_live_ratio > 0)
+		px_timer_start(px, &st->gc_timer, GC_PERIOD_NS, GC_PERIOD_NS, gc_tick);
 	*out = st;
 	return 0;
 fail:
@@ -1027,6 +1543,9 @@ void store_get_stats(struct store *st, struct store_stats *out)
 		out->index_block_misses = is.block_cache_misses;
 		out->index_bytes = is.memtable_bytes + is.sst_bytes;
 	}
+	out->live_bytes = 0;
+	for (size_t i = 0; i < st->n_usage; i++)
+		out->live_bytes += st->usage[i].live;
 }
 
 void store_stop(struct store *st)
@@ -1034,6 +1553,8 @@ void store_stop(struct store *st)
 	st->stopped = true;
 	if (px_timer_armed(&st->expire_timer))
 		px_timer_stop(st->px, &st->expire_timer);
+	if (px_timer_armed(&st->gc_timer))
+		px_timer_stop(st->px, &st->gc_timer);
 	if (st->log != NULL)
 		log_stop(st->log);
 }
@@ -1041,6 +1562,7 @@ void store_stop(struct store *st)
 bool store_busy(const struct store *st)
 {
 	return st->inflight_reqs > 0 || st->batch_dirty || px_timer_armed(&st->expire_timer) ||
+	       px_timer_armed(&st->gc_timer) || st->gc.reading ||
 	       (st->log != NULL && log_busy(st->log));
 }
 
@@ -1067,6 +1589,8 @@ void store_close(struct store *st)
 		free(pw);
 	}
 	free(st->buckets);
+	free(st->usage);
+	free(st->gc.buf);
 	if (st->lock_fd >= 0)
 		close(st->lock_fd); /* releases the flock */
 	free(st);

@@ -25,6 +25,21 @@
  * expiry rows (ordered by time) yield up to 128 expired keys, each deleted
  * through the normal write path (STORE_IF_EXPIRED), so the count stays exact;
  * a full batch is followed by another on the next iteration.
+ *
+ * Garbage collection (every 100 ms): the store keeps, per log segment, the
+ * bytes of records the index points at ("live"; persisted in the index in the
+ * same batches as the pointers, so exact across crashes).  A sealed segment
+ * whose live fraction is below gc_live_ratio is walked with sequential reads
+ * of GC_CHUNK bytes; each PUT record in it goes through the normal request
+ * path as a STORE_RELOCATE, which rewrites the value at the end of the log
+ * only if the key's current entry is still that record (so a concurrent
+ * overwrite or delete simply wins).  The segment is deleted once every
+ * relocation is in an index state that has been persisted by RocksDB (the
+ * store asks for a flush) and in a log prefix that is on stable storage:
+ * until then a crash would recover an index pointing into it.  Work per
+ * iteration is bounded (GC_SUBMIT_PER_STEP relocations, GC_INFLIGHT_MAX in
+ * flight).  So the log stays under about (live bytes) / gc_live_ratio plus
+ * the segment being written and the ones awaiting deletion.
  */
 #ifndef RINGKV_STORE_H
 #define RINGKV_STORE_H
@@ -45,6 +60,8 @@ struct store_config {
 	uint32_t inline_max;        /* values up to this size live in the index */
 	uint64_t cache_bytes;       /* this shard's share of storage.cache_size */
 	struct idx_shared *shared;  /* block cache and background threads of all shards */
+	double gc_live_ratio;       /* rewrite sealed segments whose live fraction is below
+				       this (0 < r < 1); 0 = no garbage collection */
 };
 
 enum store_op {
@@ -54,6 +71,8 @@ enum store_op {
 	STORE_DELETE, /* delete key; result: whether it existed */
 	STORE_EXPIRE, /* set expiry_ms on an existing key (0 = persist) */
 	STORE_UPDATE, /* read-modify-write through req->update */
+	STORE_RELOCATE, /* internal: garbage collection moves a value (never submitted by
+			   callers) */
 };
 
 #define STORE_NX 0x1      /* PUT only if the key does not exist */
@@ -128,6 +147,11 @@ struct store_stats {
 	uint64_t fsyncs;
 	uint64_t write_errors;     /* commits that failed */
 	uint64_t expired;          /* keys deleted by active expiry */
+	uint64_t live_bytes;       /* bytes of log records the index points at */
+	uint64_t gc_runs;          /* segments garbage collection walked */
+	uint64_t gc_records_moved; /* live records it rewrote */
+	uint64_t gc_bytes_moved;   /* their value bytes */
+	uint64_t gc_segments_deleted; /* segments it deleted */
 };
 
 struct store;
