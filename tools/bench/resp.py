@@ -1,0 +1,199 @@
+#!/usr/bin/python3
+"""resp.py: redis-benchmark against ringkv-server and Debian's redis-server in
+the same run, with the same client and flags, and the ratios between them.
+
+For each durability pairing (ringkv none / write / fsync against redis AOF off /
+everysec / always) and each test (SET and GET, without and with -P 16), both
+servers are started fresh on a data directory on the same file system, pinned
+to one CPU (default cpu 1) with the client on another (default cpu 0); ringkv
+runs 1 proactor.  Then ringkv runs again with 2 proactors (unpinned: on this
+2-CPU machine they share the CPUs with the client).  Each measurement is the
+median of --runs runs.  Reported per run: requests/s, p50 and p99 latency (from
+redis-benchmark --csv) and the server's CPU time per request (utime + stime
+from /proc/PID/stat over the run, divided by the requests).
+
+    tools/bench/resp.py [--runs 3] [--requests 200000] [--pipeline-requests 2000000]
+                        [--keyspace 100000] [--data-size 100] [--json] [--quick]
+
+Prints a Markdown table (or JSON with --json).  Needs redis-server, redis-benchmark
+(redis-tools) and a built build/ringkv-server.
+"""
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAIRS = [("none", "off"), ("write", "everysec"), ("fsync", "always")]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what, seconds=30):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"resp.py: {what} exited with status {proc.returncode} at start-up;"
+                     f" see its log in the work directory")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"resp.py: {what} does not accept connections on port {port} after {seconds} s")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+class Server:
+    """A server process on a fresh data directory."""
+
+    def __init__(self, kind, mode, work, cpu, threads):
+        self.kind, self.mode = kind, mode
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix=f"{kind}-", dir=work)
+        self.log = open(os.path.join(self.dir, "server.log"), "w")
+        if kind == "ringkv":
+            cmd = [os.path.join(ROOT, "build", "ringkv-server"), "--config",
+                   os.path.join(ROOT, "config.yaml"), "--port", str(self.port), "--dir",
+                   os.path.join(self.dir, "data"), "--threads", str(threads), "--set",
+                   f"storage.durability={mode}", "--set", "log.level=warn"]
+        else:
+            cmd = ["redis-server", "--port", str(self.port), "--dir", self.dir, "--save", "",
+                   "--appendonly", "no" if mode == "off" else "yes", "--appendfsync",
+                   "everysec" if mode == "off" else mode, "--logfile", "",
+                   "--daemonize", "no"]
+        if cpu is not None:
+            cmd = ["taskset", "-c", str(cpu)] + cmd
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port, self.proc, kind)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_benchmark(server, test, pipeline, args):
+    requests = args.pipeline_requests if pipeline > 1 else args.requests
+    cmd = ["redis-benchmark", "-p", str(server.port), "-c", "50", "-n", str(requests), "-r",
+           str(args.keyspace), "-d", str(args.data_size), "-P", str(pipeline), "-t", test,
+           "--csv"]
+    if args.client_cpu is not None:
+        cmd = ["taskset", "-c", str(args.client_cpu)] + cmd
+    before = cpu_seconds(server.proc.pid)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    after = cpu_seconds(server.proc.pid)
+    if out.returncode != 0:
+        sys.exit(f"resp.py: redis-benchmark failed against {server.kind}: {out.stderr.strip()}")
+    rows = [r for r in csv.reader(io.StringIO(out.stdout)) if r and r[0] != "test"]
+    if not rows:
+        sys.exit(f"resp.py: no result from redis-benchmark against {server.kind}:"
+                 f" {out.stdout.strip()} {out.stderr.strip()}")
+    row = rows[0]
+    return {"rps": float(row[1]), "p50_ms": float(row[4]), "p99_ms": float(row[6]),
+            "cpu_us_per_req": (after - before) * 1e6 / requests}
+
+
+def median_of(results):
+    return {k: statistics.median(r[k] for r in results) for k in results[0]}
+
+
+def measure(kind, mode, threads, cpu, tests, args, work):
+    """Medians of args.runs runs of each (test, pipeline), one server for all."""
+    server = Server(kind, mode, work, cpu, threads)
+    try:
+        # GETs read what the SETs wrote: fill the keyspace first.
+        run_benchmark(server, "set", 16, args)
+        out = {}
+        for test, pipeline in tests:
+            runs = [run_benchmark(server, test, pipeline, args) for _ in range(args.runs)]
+            out[f"{test.upper()} P{pipeline}"] = median_of(runs)
+        return out
+    finally:
+        server.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=200000)
+    ap.add_argument("--pipeline-requests", type=int, default=2000000)
+    ap.add_argument("--keyspace", type=int, default=100000)
+    ap.add_argument("--data-size", type=int, default=100)
+    ap.add_argument("--server-cpu", type=int, default=1)
+    ap.add_argument("--client-cpu", type=int, default=0)
+    ap.add_argument("--workdir", default=None,
+                    help="where the data directories go (default: build/bench-resp); must not"
+                         " be tmpfs for the fsync comparisons to mean anything")
+    ap.add_argument("--quick", action="store_true", help="1 run, 10x fewer requests")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.runs, args.requests, args.pipeline_requests = 1, args.requests // 10, \
+            args.pipeline_requests // 10
+    for tool in ("redis-server", "redis-benchmark", "taskset"):
+        if shutil.which(tool) is None:
+            sys.exit(f"resp.py: {tool} not found: apt-get install redis-server redis-tools"
+                     f" util-linux")
+    if not os.access(os.path.join(ROOT, "build", "ringkv-server"), os.X_OK):
+        sys.exit("resp.py: build/ringkv-server is missing: run make first")
+    work = args.workdir or os.path.join(ROOT, "build", "bench-resp")
+    os.makedirs(work, exist_ok=True)
+
+    tests = [("set", 1), ("set", 16), ("get", 1), ("get", 16)]
+    results = []
+    for ringkv_mode, redis_mode in PAIRS:
+        # SET depends on durability; GET only once, with the first pair.
+        t = tests if ringkv_mode == "none" else [x for x in tests if x[0] == "set"]
+        r = measure("ringkv", ringkv_mode, 1, args.server_cpu, t, args, work)
+        d = measure("redis", redis_mode, 1, args.server_cpu, t, args, work)
+        for name in r:
+            results.append({"test": name, "ringkv": f"1 proactor, durability {ringkv_mode}",
+                            "redis": f"AOF {redis_mode}", "ringkv_r": r[name],
+                            "redis_r": d[name]})
+    r2 = measure("ringkv", "none", 2, None, tests, args, work)
+    d2 = measure("redis", "off", 1, args.server_cpu, tests, args, work)
+    for name in r2:
+        results.append({"test": name, "ringkv": "2 proactors, durability none",
+                        "redis": "AOF off", "ringkv_r": r2[name], "redis_r": d2[name]})
+
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return
+    print("| test | ringkv | redis | ringkv req/s | redis req/s | ratio | p50 ms ringkv/redis"
+          " | p99 ms ringkv/redis | CPU µs/req ringkv/redis |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for x in results:
+        a, b = x["ringkv_r"], x["redis_r"]
+        print(f"| {x['test']} | {x['ringkv']} | {x['redis']} | {a['rps']:.0f} | {b['rps']:.0f}"
+              f" | **{a['rps'] / b['rps']:.2f}×** | {a['p50_ms']:.3f} / {b['p50_ms']:.3f}"
+              f" | {a['p99_ms']:.3f} / {b['p99_ms']:.3f}"
+              f" | {a['cpu_us_per_req']:.2f} / {b['cpu_us_per_req']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
