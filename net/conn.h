@@ -26,7 +26,16 @@
  *
  * Lifetime: a connection closed by the peer, an error or conn_close() stays
  * allocated until its unfinished requests are done; their replies are then
- * dropped.  All functions run on the connection's proactor.
+ * dropped.  A peer that half-closes (EOF) still gets the replies of every
+ * request it sent.  All functions run on the connection's proactor unless
+ * they say otherwise.
+ *
+ * Shutdown: net_start registers a pool stop hook that calls net_close_all, so
+ * pool_stop alone closes every connection; the daemon may call
+ * net_stop_accepting / net_close_all earlier.  After net_close_all a proactor's
+ * net state frees itself once its last connection is gone (it holds the
+ * proactor until then); replies still unsent after NET_SHUTDOWN_FLUSH_MS are
+ * dropped so a client that does not read cannot stall shutdown.
  */
 #ifndef RINGKV_CONN_H
 #define RINGKV_CONN_H
@@ -40,6 +49,8 @@
 #include "net/resp.h"
 #include "service/proactor.h"
 
+#define NET_SHUTDOWN_FLUSH_MS 2000 /* shutdown waits this long for replies to leave */
+
 struct conn;
 struct conn_req;
 
@@ -48,40 +59,46 @@ struct conn_req;
 typedef void (*conn_handler_fn)(struct conn *c, struct conn_req *req);
 
 struct net_config {
-	const char *bind;              /* addresses separated by spaces: "127.0.0.1 ::1" */
-	uint16_t port;                 /* 0 = kernel-chosen (tests read it back) */
-	unsigned backlog;              /* listen(2) backlog */
-	unsigned max_clients;          /* over all proactors */
-	unsigned timeout_s;            /* idle disconnect; 0 = never */
-	uint64_t output_buffer_limit;  /* unsent reply bytes before disconnect */
-	struct resp_limits limits;     /* request parser limits */
-	unsigned buf_ring_entries;     /* provided buffers per proactor; 0 = plain recv */
-	unsigned buf_size;             /* bytes per provided buffer */
-	unsigned max_pipeline;         /* unfinished requests per connection before reading
-					  pauses; 0 = 1024 */
-	conn_handler_fn handler;       /* runs every command */
-	void (*on_close)(struct conn *c); /* optional: the daemon frees its per-client state */
+	const char *bind;                 /* addresses separated by spaces: "127.0.0.1 ::1" */
+	uint16_t port;                    /* 0 = kernel-chosen (tests read it back) */
+	unsigned backlog;                 /* listen(2) backlog */
+	unsigned max_clients;             /* over all proactors */
+	unsigned timeout_s;               /* idle disconnect; 0 = never */
+	uint64_t output_buffer_limit;     /* unsent reply bytes before disconnect */
+	struct resp_limits limits;        /* request parser limits */
+	unsigned buf_ring_entries;        /* provided buffers per proactor; 0 = plain recv */
+	unsigned buf_size;                /* bytes per provided buffer */
+	unsigned max_pipeline;            /* unfinished requests per connection before reading
+	                                     pauses; 0 = 1024 */
+	bool auth_required;               /* requirepass is set: new clients start with
+	                                     authenticated = false */
+	conn_handler_fn handler;          /* runs every command */
+	void (*on_open)(struct conn *c);  /* optional: a client was accepted (before its first
+	                                     command) */
+	void (*on_close)(struct conn *c); /* optional: the daemon frees its per-client state;
+	                                     runs once the socket is closed and every request
+	                                     is done, just before c is freed */
 };
 
 /* One request: a command and its reply.  Allocated by the connection (one
  * allocation with the argument bytes), freed by it after the reply is sent or
  * dropped. */
 struct conn_req {
-	struct conn *conn;             /* the connection it came from */
+	struct conn *conn; /* the connection it came from */
 	size_t argc;
-	uint8_t **argv;                /* argv[i] has argv_len[i] bytes plus a NUL after them */
+	uint8_t **argv; /* argv[i] has argv_len[i] bytes plus a NUL after them */
 	size_t *argv_len;
-	struct resp_buf reply;         /* the handler writes the reply here (proto of the conn
-					  at parse time) */
-	bool done;                     /* conn_req_done() was called */
-	struct conn_req *next;         /* the connection's queue, in request order */
-	void *ctx;                     /* the daemon's, for its own request context */
+	struct resp_buf reply; /* the handler writes the reply here (proto of the conn
+	                          at parse time; HELLO sets reply.proto too) */
+	bool done;             /* conn_req_done() was called */
+	struct conn_req *next; /* the connection's queue, in request order */
+	void *ctx;             /* the daemon's, for its own request context */
 };
 
 /* Per-connection state.  Fields marked "daemon" are the daemon's to read and
  * write (CLIENT SETNAME, HELLO, AUTH); the rest is net's. */
 struct conn {
-	uint64_t id;                   /* CLIENT ID: unique in the process, from 1 */
+	uint64_t id; /* CLIENT ID: unique in the process, from 1 */
 	int fd;
 	struct px *px;                 /* the owning proactor */
 	struct sockaddr_storage peer;  /* remote address */
@@ -93,10 +110,11 @@ struct conn {
 	unsigned pending;              /* requests not yet done */
 
 	/* daemon */
-	uint8_t proto;                 /* 2 or 3 (HELLO) */
-	bool authenticated;            /* AUTH done, or no requirepass */
-	char *name;                    /* CLIENT SETNAME, malloc'd; NULL = none */
-	void *daemon;                  /* the daemon's per-client state */
+	uint8_t proto;      /* 2 or 3 (HELLO) */
+	bool authenticated; /* AUTH done, or no requirepass */
+	char *name;         /* CLIENT SETNAME, malloc'd; NULL = none; net frees it
+	                       with the connection (after on_close) */
+	void *daemon;       /* the daemon's per-client state */
 
 	/* private to net */
 	struct conn_private *priv;
@@ -107,8 +125,9 @@ struct conn {
  * in use, permission denied, ...) in err. */
 int net_start(struct px *px, const struct net_config *cfg, char *err, size_t errlen);
 
-/* The port the calling proactor listens on (useful with port 0: then every
- * proactor after the first must be started with the port proactor 0 got). */
+/* The port proactor `px` listens on, 0 if it does not listen (useful with
+ * port 0: then every proactor after the first must be started with the port
+ * proactor 0 got).  Any thread may call it. */
 uint16_t net_port(struct px *px);
 
 /* Stops accepting on the calling proactor; open connections keep being
@@ -120,20 +139,23 @@ void net_stop_accepting(struct px *px);
 void net_close_all(struct px *px);
 
 /* Finishes req: its reply leaves when every earlier request of the connection
- * has left.  req must not be touched afterwards. */
+ * has left.  req must not be touched afterwards; req->conn stays valid until
+ * the caller returns to the loop. */
 void conn_req_done(struct conn_req *req);
 
-/* Closes c after the replies of every request finished so far are sent
- * (QUIT, CLIENT KILL).  Later requests are not run. */
+/* Closes c after the replies of every request queued so far are sent (QUIT,
+ * CLIENT KILL); nothing more is read or run.  Never frees c at once: the
+ * caller may still use c and finish its requests. */
 void conn_close_after_reply(struct conn *c);
 
 /* Calls fn for every open connection of the calling proactor (CLIENT LIST). */
 void conn_foreach(struct px *px, void (*fn)(struct conn *c, void *arg), void *arg);
 
-/* Connected clients over all proactors (INFO clients). */
+/* Connected clients over all proactors (INFO clients).  Any thread. */
 unsigned net_clients(void);
 
-/* Counters of the calling process (INFO stats): relaxed atomics. */
+/* Counters of the calling process (INFO stats): relaxed atomics, summed over
+ * every proactor, including proactors whose net state is gone.  Any thread. */
 struct net_stats {
 	uint64_t connections_received; /* accepted, including those refused */
 	uint64_t rejected_connections; /* over max_clients */
@@ -142,7 +164,7 @@ struct net_stats {
 	uint64_t net_output_bytes;
 	uint64_t protocol_errors;
 	uint64_t output_limit_disconnects;
-	uint64_t timeouts;             /* idle disconnects */
+	uint64_t timeouts; /* idle disconnects */
 };
 void net_get_stats(struct net_stats *out);
 

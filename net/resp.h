@@ -27,35 +27,35 @@
 #define RESP_INLINE_BYTES 64 /* a resp_buf's built-in storage before it mallocs */
 
 struct resp_buf {
-	char *data;     /* points at inline_data until the buffer grows; then malloc'd */
-	size_t len;     /* bytes written */
-	size_t cap;     /* bytes available at data */
-	uint8_t proto;  /* 2 or 3: which forms the writers use */
+	char *data;    /* points at inline_data until the buffer grows; then malloc'd */
+	size_t len;    /* bytes written */
+	size_t cap;    /* bytes available at data */
+	uint8_t proto; /* 2 or 3: which forms the writers use */
 	char inline_data[RESP_INLINE_BYTES];
 };
 
 void resp_buf_init(struct resp_buf *b, unsigned proto);
-void resp_buf_free(struct resp_buf *b);      /* releases memory; b may be init'd again */
-void resp_buf_reset(struct resp_buf *b);     /* len = 0, keeps the memory */
+void resp_buf_free(struct resp_buf *b);  /* releases memory; b may be init'd again */
+void resp_buf_reset(struct resp_buf *b); /* len = 0, keeps the memory */
 void resp_buf_append(struct resp_buf *b, const void *data, size_t len); /* raw bytes */
 
 /* Writers: one reply element each. */
-void resp_add_simple(struct resp_buf *b, const char *s);        /* +s */
-void resp_add_error(struct resp_buf *b, const char *msg);       /* -msg (msg has its
-								   prefix: "ERR ...") */
+void resp_add_simple(struct resp_buf *b, const char *s);  /* +s */
+void resp_add_error(struct resp_buf *b, const char *msg); /* -msg (msg has its
+                                                             prefix: "ERR ...") */
 void resp_add_errorf(struct resp_buf *b, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-void resp_add_int(struct resp_buf *b, int64_t v);               /* :v */
+    __attribute__((format(printf, 2, 3)));
+void resp_add_int(struct resp_buf *b, int64_t v);                /* :v */
 void resp_add_bulk(struct resp_buf *b, const void *p, size_t n); /* $n p */
 void resp_add_bulk_str(struct resp_buf *b, const char *s);
-void resp_add_bulk_int(struct resp_buf *b, int64_t v);          /* $ with the decimal */
-void resp_add_null(struct resp_buf *b);        /* RESP2 $-1, RESP3 _ */
-void resp_add_null_array(struct resp_buf *b);  /* RESP2 *-1, RESP3 _ */
-void resp_add_array(struct resp_buf *b, size_t n);  /* *n, then n elements */
-void resp_add_map(struct resp_buf *b, size_t n);    /* RESP3 %n, RESP2 *2n; then n pairs */
-void resp_add_set(struct resp_buf *b, size_t n);    /* RESP3 ~n, RESP2 *n */
-void resp_add_double(struct resp_buf *b, double d); /* RESP3 ,d; RESP2 bulk "%.17g" */
-void resp_add_bool(struct resp_buf *b, bool v);     /* RESP3 #t/#f; RESP2 :1/:0 */
+void resp_add_bulk_int(struct resp_buf *b, int64_t v); /* $ with the decimal */
+void resp_add_null(struct resp_buf *b);                /* RESP2 $-1, RESP3 _ */
+void resp_add_null_array(struct resp_buf *b);          /* RESP2 *-1, RESP3 _ */
+void resp_add_array(struct resp_buf *b, size_t n);     /* *n, then n elements */
+void resp_add_map(struct resp_buf *b, size_t n);       /* RESP3 %n, RESP2 *2n; then n pairs */
+void resp_add_set(struct resp_buf *b, size_t n);       /* RESP3 ~n, RESP2 *n */
+void resp_add_double(struct resp_buf *b, double d);    /* RESP3 ,d; RESP2 bulk "%.17g" */
+void resp_add_bool(struct resp_buf *b, bool v);        /* RESP3 #t/#f; RESP2 :1/:0 */
 void resp_add_verbatim(struct resp_buf *b, const char *s, size_t n); /* RESP3 =txt:; RESP2 bulk */
 
 /* Parser limits (server.* options). */
@@ -67,7 +67,8 @@ struct resp_limits {
 
 /* A parsed command: argv[i] points into the buffer given to resp_parse (valid
  * until that buffer changes), or into the parser's own storage for inline
- * commands with quoting. */
+ * commands.  The argv and argv_len arrays are the parser's: valid until the
+ * next resp_parse call. */
 struct resp_command {
 	size_t argc;
 	const uint8_t **argv;
@@ -75,27 +76,32 @@ struct resp_command {
 };
 
 enum resp_parse_status {
-	RESP_PARSE_DONE,       /* one command; *consumed bytes of the buffer used */
-	RESP_PARSE_MORE,       /* need more bytes; keep the buffer's unconsumed bytes */
-	RESP_PARSE_EMPTY,      /* consumed only blank inline lines / nothing to run */
-	RESP_PARSE_ERROR,      /* protocol error: reply "-ERR <error>", then close */
+	RESP_PARSE_DONE,  /* one command; *consumed bytes of the buffer used */
+	RESP_PARSE_MORE,  /* need more bytes; keep the buffer's unconsumed bytes */
+	RESP_PARSE_EMPTY, /* consumed only blank inline lines / nothing to run */
+	RESP_PARSE_ERROR, /* protocol error: reply "-ERR <error>", then close */
 };
 
 /* Incremental parser state of one connection.  Opaque fields; sized so a
  * connection can embed it. */
 struct resp_parser {
 	struct resp_limits limits;
-	const char *error;     /* RESP_PARSE_ERROR: "Protocol error: ..." (static string) */
+	const char *error; /* RESP_PARSE_ERROR: "Protocol error: ..." (a static string or
+	                      error_buf; valid until the next resp_parse) */
 	/* private */
 	size_t pos;            /* bytes of the current command already parsed */
+	size_t scan;           /* where the search for the current line's end resumes */
+	size_t last_len;       /* len of the last resp_parse call (resp_parse_wanted) */
+	size_t need;           /* bytes the buffer must hold to finish the current bulk */
 	int64_t argc_expected; /* multibulk count, -1 before the header */
 	int64_t bulk_len;      /* length of the bulk being read, -1 before its header */
 	size_t argc, argv_cap;
-	const uint8_t **argv;
-	size_t *argv_len;
-	size_t *argv_off;      /* offsets of the arguments from the command's start */
-	uint8_t *inline_copy;  /* unquoted inline arguments */
+	const uint8_t **argv; /* [argv_cap] handed out in resp_command */
+	size_t *argv_len;     /* [argv_cap] */
+	size_t *argv_off;     /* [argv_cap] offsets of the arguments from the command's start */
+	uint8_t *inline_copy; /* unquoted inline arguments */
 	size_t inline_cap;
+	char error_buf[48]; /* "Protocol error: expected '$', got 'x'" */
 };
 
 void resp_parser_init(struct resp_parser *p, const struct resp_limits *limits);
@@ -105,7 +111,7 @@ void resp_parser_free(struct resp_parser *p);
  * passes the rest next time, with any new bytes appended).  State carried
  * between calls makes a large bulk received in many pieces cost linear time. */
 enum resp_parse_status resp_parse(struct resp_parser *p, const uint8_t *buf, size_t len,
-				  size_t *consumed, struct resp_command *out);
+                                  size_t *consumed, struct resp_command *out);
 
 /* How many more bytes the command being parsed needs at least (so a
  * connection can size its buffer for a large bulk); 0 when unknown. */
