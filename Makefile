@@ -91,3 +91,14 @@ clean:
 	rm -rf build
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# make fuzz: libFuzzer target for the RESP parser (tests/fuzz/; needs clang-14 with
+# libFuzzer; not part of make test).  Run: $(BUILD)/fuzz/fuzz_resp -max_total_time=60
+FUZZ_CC ?= clang-14
+.PHONY: fuzz
+fuzz: $(BUILD)/fuzz/fuzz_resp
+$(BUILD)/fuzz/fuzz_resp: tests/fuzz/fuzz_resp.c net/resp.c net/resp.h
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ    $@"
+	@$(FUZZ_CC) -std=gnu11 -g -O1 -D_GNU_SOURCE $(WARN) -I. \
+		-fsanitize=fuzzer,address,undefined tests/fuzz/fuzz_resp.c net/resp.c -o $@

@@ -175,7 +175,9 @@ static __thread struct net_px *net_self;      /* this proactor's state */
 static __thread struct px_hook net_stop_hook; /* pool_on_stop: net_close_all */
 static __thread bool net_stop_hook_added;
 
-static pthread_mutex_t net_lock = PTHREAD_MUTEX_INITIALIZER; /* net_all, net_retired */
+static pthread_mutex_t net_lock = PTHREAD_MUTEX_INITIALIZER; /* net_all, net_retired,
+								 net_claimed */
+static bool net_claimed; /* a proactor of this process listens: the addresses are ours */
 static struct net_px *net_all;                               /* every live net_px */
 static struct net_stats net_retired;                         /* counters of net_px that are gone */
 static atomic_uint net_nclients;                             /* open connections, all proactors */
@@ -1197,12 +1199,37 @@ static bool net_parse_addr(const char *word, uint16_t port, struct sockaddr_stor
 	return false;
 }
 
-/* Opens one SO_REUSEPORT listener; returns its fd or -errno with err set. */
+static uint16_t net_port_of(const struct sockaddr_storage *addr)
+{
+	return ntohs(addr->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)addr)->sin6_port
+	                                         : ((const struct sockaddr_in *)addr)->sin_port);
+}
+
+/* Opens one SO_REUSEPORT listener; returns its fd or -errno with err set.
+ * Called with net_lock held. */
 static int net_listen_one(struct net_px *np, const struct sockaddr_storage *addr, socklen_t alen,
                           const char *name, char *err, size_t errlen)
 {
-	int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int one = 1, e;
+	int fd, one = 1, e;
+	if (!net_claimed && net_port_of(addr) != 0) {
+		/* SO_REUSEPORT would let us share the port with another process
+		 * of the same user (a second ringkv-server would silently take
+		 * half the connections); a plain bind first proves it is free. */
+		fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			e = errno;
+			goto fail;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (addr->ss_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		int r = bind(fd, (const struct sockaddr *)addr, alen);
+		e = errno;
+		close(fd);
+		if (r < 0)
+			goto fail;
+	}
+	fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		e = errno;
 		goto fail;
@@ -1396,7 +1423,11 @@ int net_start(struct px *px, const struct net_config *cfg, char *err, size_t err
 		np->cfg.buf_size = 16384;
 	for (unsigned i = 0; i < NET_MAX_LISTENERS; i++)
 		np->listeners[i].fd = -1;
+	pthread_mutex_lock(&net_lock); /* the first proactor checks the port is free */
 	int ret = net_listen_all(np, err, errlen);
+	if (ret == 0)
+		net_claimed = true;
+	pthread_mutex_unlock(&net_lock);
 	if (ret < 0) {
 		for (unsigned i = 0; i < np->n_listeners; i++)
 			close(np->listeners[i].fd);

@@ -1,0 +1,911 @@
+/* cmd: the command table, dispatch, routing to shards, fan-out and the
+ * helpers every handler shares.  See cmd.h. */
+#include "cmd.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "logging.h"
+#include "shard.h"
+#include "storage/format.h"
+
+const char cmd_err_syntax[] = "ERR syntax error";
+const char cmd_err_not_int[] = "ERR value is not an integer or out of range";
+const char cmd_err_not_float[] = "ERR value is not a valid float";
+const char cmd_err_overflow[] = "ERR increment or decrement would overflow";
+const char cmd_err_too_big[] = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
+const char cmd_err_noauth[] = "NOAUTH Authentication required.";
+const char cmd_err_wrongpass[] = "WRONGPASS invalid username-password pair or user is disabled.";
+const char cmd_err_bad_name[] =
+    "ERR Client names cannot contain spaces, newlines or special characters.";
+const char cmd_err_oom[] = "ERR out of memory running the command; retry, or lower"
+                           " storage.cache_size if the server is short of memory";
+
+#define FREE_CTX_MAX 1024 /* contexts a proactor keeps for reuse */
+#define LOOKUP_SLOTS 256  /* open-addressing table of command names; > 2 x commands */
+#define NAME_MAX_LEN 32   /* longer names are unknown commands */
+
+/* ---- the table --------------------------------------------------------- */
+
+#define KEY1     1, 1, 1
+#define NOKEY    0, 0, 0
+#define KEYS_ALL 1, -1, 1
+
+const struct cmd_def cmd_table[] = {
+    /* connection */
+    {"ping", cmd_ping, -1, CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "connection", "1.0.0",
+     "Ping the server", NULL, NULL},
+    {"echo", cmd_echo, 2, CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "connection", "1.0.0",
+     "Echo the given string", NULL, NULL},
+    {"quit", cmd_quit, -1, CMD_FAST | CMD_NOAUTH | CMD_STALE | CMD_LOADING, NOKEY, "connection",
+     "1.0.0", "Close the connection", NULL, NULL},
+    {"hello", cmd_hello, -1, CMD_FAST | CMD_NOAUTH | CMD_STALE | CMD_LOADING, NOKEY, "connection",
+     "6.0.0", "Handshake with the server (protocol version, AUTH, SETNAME)", NULL, NULL},
+    {"auth", cmd_auth, -2, CMD_FAST | CMD_NOAUTH | CMD_STALE | CMD_LOADING, NOKEY, "connection",
+     "1.0.0", "Authenticate to the server", NULL, NULL},
+    {"select", cmd_select, 2, CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "connection", "1.0.0",
+     "Change the selected database (only 0 exists)", NULL, NULL},
+    {"client", cmd_client, -2, CMD_STALE | CMD_LOADING, NOKEY, "connection", "2.4.0",
+     "A container for client connection commands", cmd_client_subcommands, NULL},
+    {"command", cmd_command, -1, CMD_STALE | CMD_LOADING, NOKEY, "server", "2.8.13",
+     "Get array of command details", cmd_command_subcommands, NULL},
+    {"reset", cmd_reset, 1, CMD_FAST | CMD_NOAUTH | CMD_STALE | CMD_LOADING, NOKEY, "connection",
+     "6.2.0", "Reset the connection", NULL, NULL},
+
+    /* strings */
+    {"get", cmd_get, 2, CMD_READONLY | CMD_FAST | CMD_KEYED, KEY1, "string", "1.0.0",
+     "Get the value of a key", NULL, NULL},
+    {"set", cmd_set, -3, CMD_WRITE | CMD_DENYOOM | CMD_KEYED, KEY1, "string", "1.0.0",
+     "Set the string value of a key", NULL, NULL},
+    {"setnx", cmd_setnx, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST | CMD_KEYED, KEY1, "string", "1.0.0",
+     "Set the value of a key, only if the key does not exist", NULL, NULL},
+    {"setex", cmd_setex, 4, CMD_WRITE | CMD_DENYOOM | CMD_KEYED, KEY1, "string", "2.0.0",
+     "Set the value and expiration of a key", NULL, NULL},
+    {"psetex", cmd_psetex, 4, CMD_WRITE | CMD_DENYOOM | CMD_KEYED, KEY1, "string", "2.6.0",
+     "Set the value and expiration in milliseconds of a key", NULL, NULL},
+    {"getset", cmd_getset, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST | CMD_KEYED, KEY1, "string",
+     "1.0.0", "Set the string value of a key and return its old value", NULL, NULL},
+    {"getdel", cmd_getdel, 2, CMD_WRITE | CMD_FAST | CMD_KEYED, KEY1, "string", "6.2.0",
+     "Get the value of a key and delete the key", NULL, NULL},
+    {"getex", cmd_getex, -2, CMD_WRITE | CMD_FAST | CMD_KEYED, KEY1, "string", "6.2.0",
+     "Get the value of a key and optionally set its expiration", NULL, NULL},
+    {"mget", cmd_mget, -2, CMD_READONLY | CMD_FAST, KEYS_ALL, "string", "1.0.0",
+     "Get the values of all the given keys", NULL, NULL},
+    {"mset", cmd_mset, -3, CMD_WRITE | CMD_DENYOOM, 1, -1, 2, "string", "1.0.1",
+     "Set multiple keys to multiple values", NULL, NULL},
+    {"msetnx", cmd_msetnx, -3, CMD_WRITE | CMD_DENYOOM, 1, -1, 2, "string", "1.0.1",
+     "Set multiple keys to multiple values, only if none of the keys exist", NULL, NULL},
+    {"append", cmd_append, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST | CMD_KEYED, KEY1, "string",
+     "2.0.0", "Append a value to a key", NULL, NULL},
+    {"strlen", cmd_strlen, 2, CMD_READONLY | CMD_FAST | CMD_KEYED, KEY1, "string", "2.2.0",
+     "Get the length of the value stored in a key", NULL, NULL},
+    {"incr", cmd_incr, 2, CMD_WRITE | CMD_DENYOOM | CMD_FAST | CMD_KEYED, KEY1, "string", "1.0.0",
+     "Increment the integer value of a key by one", NULL, NULL},
+    {"decr", cmd_decr, 2, CMD_WRITE | CMD_DENYOOM | CMD_FAST | CMD_KEYED, KEY1, "string", "1.0.0",
+     "Decrement the integer value of a key by one", NULL, NULL},
+    {"incrby", cmd_incrby, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST | CMD_KEYED, KEY1, "string",
+     "1.0.0", "Increment the integer value of a key by the given amount", NULL, NULL},
+    {"decrby", cmd_decrby, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST | CMD_KEYED, KEY1, "string",
+     "1.0.0", "Decrement the integer value of a key by the given number", NULL, NULL},
+    {"incrbyfloat", cmd_incrbyfloat, 3, CMD_WRITE | CMD_DENYOOM | CMD_FAST | CMD_KEYED, KEY1,
+     "string", "2.6.0", "Increment the float value of a key by the given amount", NULL, NULL},
+    {"getrange", cmd_getrange, 4, CMD_READONLY | CMD_KEYED, KEY1, "string", "2.4.0",
+     "Get a substring of the string stored at a key", NULL, NULL},
+    {"setrange", cmd_setrange, 4, CMD_WRITE | CMD_DENYOOM | CMD_KEYED, KEY1, "string", "2.2.0",
+     "Overwrite part of a string at key starting at the specified offset", NULL, NULL},
+
+    /* keyspace */
+    {"del", cmd_del, -2, CMD_WRITE, KEYS_ALL, "generic", "1.0.0", "Delete a key", NULL, NULL},
+    {"unlink", cmd_del, -2, CMD_WRITE | CMD_FAST, KEYS_ALL, "generic", "4.0.0",
+     "Delete a key (the same as DEL here: deletion never blocks)", NULL, NULL},
+    {"exists", cmd_exists, -2, CMD_READONLY | CMD_FAST, KEYS_ALL, "generic", "1.0.0",
+     "Determine if a key exists", NULL, NULL},
+    {"touch", cmd_touch, -2, CMD_READONLY | CMD_FAST, KEYS_ALL, "generic", "3.2.1",
+     "Count the keys that exist (no access time is kept)", NULL, NULL},
+    {"type", cmd_type, 2, CMD_READONLY | CMD_FAST | CMD_KEYED, KEY1, "generic", "1.0.0",
+     "Determine the type stored at key", NULL, NULL},
+    {"expire", cmd_expire, -3, CMD_WRITE | CMD_FAST | CMD_KEYED, KEY1, "generic", "1.0.0",
+     "Set a key's time to live in seconds", NULL, NULL},
+    {"pexpire", cmd_pexpire, -3, CMD_WRITE | CMD_FAST | CMD_KEYED, KEY1, "generic", "2.6.0",
+     "Set a key's time to live in milliseconds", NULL, NULL},
+    {"expireat", cmd_expireat, -3, CMD_WRITE | CMD_FAST | CMD_KEYED, KEY1, "generic", "1.2.0",
+     "Set the expiration for a key as a UNIX timestamp", NULL, NULL},
+    {"pexpireat", cmd_pexpireat, -3, CMD_WRITE | CMD_FAST | CMD_KEYED, KEY1, "generic", "2.6.0",
+     "Set the expiration for a key as a UNIX timestamp specified in milliseconds", NULL, NULL},
+    {"ttl", cmd_ttl, 2, CMD_READONLY | CMD_FAST | CMD_KEYED, KEY1, "generic", "1.0.0",
+     "Get the time to live for a key in seconds", NULL, NULL},
+    {"pttl", cmd_pttl, 2, CMD_READONLY | CMD_FAST | CMD_KEYED, KEY1, "generic", "2.6.0",
+     "Get the time to live for a key in milliseconds", NULL, NULL},
+    {"expiretime", cmd_expiretime, 2, CMD_READONLY | CMD_FAST | CMD_KEYED, KEY1, "generic", "7.0.0",
+     "Get the expiration Unix timestamp for a key", NULL, NULL},
+    {"pexpiretime", cmd_pexpiretime, 2, CMD_READONLY | CMD_FAST | CMD_KEYED, KEY1, "generic",
+     "7.0.0", "Get the expiration Unix timestamp for a key in milliseconds", NULL, NULL},
+    {"persist", cmd_persist, 2, CMD_WRITE | CMD_FAST | CMD_KEYED, KEY1, "generic", "2.2.0",
+     "Remove the expiration from a key", NULL, NULL},
+    {"scan", cmd_scan, -2, CMD_READONLY, NOKEY, "generic", "2.8.0",
+     "Incrementally iterate the keys space", NULL, NULL},
+    {"keys", cmd_keys, 2, CMD_READONLY, NOKEY, "generic", "1.0.0",
+     "Find all keys matching the given pattern", NULL, NULL},
+    {"dbsize", cmd_dbsize, 1, CMD_READONLY | CMD_FAST, NOKEY, "server", "1.0.0",
+     "Return the number of keys in the selected database", NULL, NULL},
+    {"flushdb", cmd_flushall, -1, CMD_WRITE, NOKEY, "server", "1.0.0",
+     "Remove all keys from the current database", NULL, NULL},
+    {"flushall", cmd_flushall, -1, CMD_WRITE, NOKEY, "server", "1.0.0",
+     "Remove all keys from all databases", NULL, NULL},
+    {"randomkey", cmd_randomkey, 1, CMD_READONLY, NOKEY, "generic", "1.0.0",
+     "Return a random key from the keyspace", NULL, NULL},
+
+    /* server */
+    {"info", cmd_info, -1, CMD_STALE | CMD_LOADING, NOKEY, "server", "1.0.0",
+     "Get information and statistics about the server", NULL, NULL},
+    {"config", cmd_config_cmd, -2, CMD_ADMIN | CMD_STALE | CMD_LOADING, NOKEY, "server", "2.0.0",
+     "A container for server configuration commands", cmd_config_subcommands, NULL},
+    {"time", cmd_time, 1, CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "server", "2.6.0",
+     "Return the current server time", NULL, NULL},
+    {"save", cmd_save, 1, CMD_ADMIN, NOKEY, "server", "1.0.0",
+     "Checkpoint the index of every shard (the log already holds every write)", NULL, NULL},
+    {"bgsave", cmd_bgsave, -1, CMD_ADMIN, NOKEY, "server", "1.0.0",
+     "Checkpoint the index of every shard in the background", NULL, NULL},
+    {"lastsave", cmd_lastsave, 1, CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "server", "1.0.0",
+     "Get the UNIX time stamp of the last successful save", NULL, NULL},
+    {"shutdown", cmd_shutdown, -1, CMD_ADMIN | CMD_STALE | CMD_LOADING, NOKEY, "server", "1.0.0",
+     "Stop accepting clients, finish in-flight requests, sync the logs and exit", NULL, NULL},
+    {NULL, NULL, 0, 0, NOKEY, NULL, NULL, NULL, NULL, NULL},
+};
+
+/* ---- state ------------------------------------------------------------- */
+
+/* Per-proactor state of the command layer: written by its proactor only. */
+struct cmd_px {
+	_Alignas(64) atomic_ulong inflight; /* requests started here, not finished */
+	struct cmd_ctx *free_ctx;           /* contexts kept for reuse */
+	unsigned n_free;
+};
+
+/* A requirepass value CONFIG SET replaced: kept (never freed while running)
+ * because another proactor may still be comparing against it. */
+struct old_password {
+	struct old_password *next;
+	char pw[];
+};
+
+static struct {
+	struct pool *pool;
+	struct cfg *cfg;    /* proactor 0 only after cmd_init */
+	struct cmd_px *pxs; /* [threads] */
+	const struct cmd_def *lookup[LOOKUP_SLOTS];
+	_Atomic(const char *) requirepass;  /* the live password, "" = none */
+	struct old_password *old_passwords; /* proactor 0 only */
+	uint64_t start_ms;
+} cmd_state;
+
+_Atomic unsigned long cmd_shutdown_client;
+uint64_t cmd_max_string;
+_Atomic uint64_t cmd_lastsave_s;
+
+struct cfg *cmd_config(void)
+{
+	return cmd_state.cfg;
+}
+
+const char *cmd_requirepass(void)
+{
+	return atomic_load_explicit(&cmd_state.requirepass, memory_order_acquire);
+}
+
+void cmd_set_requirepass(const char *pw)
+{
+	size_t len = strlen(pw);
+	struct old_password *p = malloc(sizeof(*p) + len + 1);
+	if (p == NULL)
+		return; /* CONFIG SET checked memory before: cannot happen in practice */
+	memcpy(p->pw, pw, len + 1);
+	p->next = cmd_state.old_passwords;
+	cmd_state.old_passwords = p;
+	atomic_store_explicit(&cmd_state.requirepass, p->pw, memory_order_release);
+}
+
+uint64_t cmd_start_ms(void)
+{
+	return cmd_state.start_ms;
+}
+
+unsigned long cmd_inflight(unsigned px)
+{
+	return atomic_load_explicit(&cmd_state.pxs[px].inflight, memory_order_relaxed);
+}
+
+uint64_t cmd_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t cmd_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* FNV-1a of a lowercase name. */
+static unsigned name_hash(const char *s, size_t len)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)s[i]) * 16777619u;
+	return h % LOOKUP_SLOTS;
+}
+
+int cmd_init(struct pool *pool, struct cfg *cfg, char *err, size_t errlen)
+{
+	unsigned n = pool_size(pool);
+	cmd_state.pool = pool;
+	cmd_state.cfg = cfg;
+	cmd_state.pxs = aligned_alloc(64, sizeof(struct cmd_px) * n);
+	if (cmd_state.pxs == NULL) {
+		snprintf(err, errlen, "out of memory allocating the command state");
+		return -ENOMEM;
+	}
+	memset(cmd_state.pxs, 0, sizeof(struct cmd_px) * n);
+	for (const struct cmd_def *c = cmd_table; c->name != NULL; c++) {
+		unsigned h = name_hash(c->name, strlen(c->name));
+		while (cmd_state.lookup[h] != NULL)
+			h = (h + 1) % LOOKUP_SLOTS;
+		cmd_state.lookup[h] = c;
+	}
+	cmd_set_requirepass(cfg->server.requirepass);
+	cmd_max_string =
+	    cfg->server.max_bulk_len < FMT_VALUE_MAX ? cfg->server.max_bulk_len : FMT_VALUE_MAX;
+	cmd_state.start_ms = cmd_now_ms();
+	atomic_store(&cmd_lastsave_s, cmd_state.start_ms / 1000);
+	return 0;
+}
+
+/* The table entry for a command name in any case, or NULL. */
+static const struct cmd_def *lookup_command(const uint8_t *name, size_t len)
+{
+	char lower[NAME_MAX_LEN];
+	if (len == 0 || len >= sizeof(lower))
+		return NULL;
+	for (size_t i = 0; i < len; i++)
+		lower[i] = (char)tolower(name[i]);
+	for (unsigned h = name_hash(lower, len);; h = (h + 1) % LOOKUP_SLOTS) {
+		const struct cmd_def *c = cmd_state.lookup[h];
+		if (c == NULL)
+			return NULL;
+		if (strncmp(c->name, lower, len) == 0 && c->name[len] == '\0')
+			return c;
+	}
+}
+
+static bool arity_ok(const struct cmd_def *c, size_t argc)
+{
+	return c->arity >= 0 ? argc == (size_t)c->arity : argc >= (size_t)-c->arity;
+}
+
+/* "-ERR unknown command 'x', with args beginning with: 'a' 'b' " as Redis
+ * words it (each argument cut to what fits in 128 bytes, CR/LF as spaces). */
+static void add_unknown_command(struct resp_buf *b, const struct conn_req *req, const char *fmt)
+{
+	char args[160] = "", msg[400];
+	size_t used = 0;
+	for (size_t i = fmt[0] == 'u' ? 1 : 2; i < req->argc && used < 128; i++) {
+		int room = 128 - (int)used;
+		int w = snprintf(
+		    args + used, sizeof(args) - used, "'%.*s' ",
+		    (int)(req->argv_len[i] < (size_t)room ? req->argv_len[i] : (size_t)room),
+		    (const char *)req->argv[i]);
+		if (w < 0)
+			break;
+		used += (size_t)w < sizeof(args) - used ? (size_t)w : sizeof(args) - used - 1;
+	}
+	if (fmt[0] == 'u')
+		snprintf(msg, sizeof(msg),
+		         "ERR unknown command '%.128s', with args beginning with: %s",
+		         (const char *)req->argv[0], args);
+	else
+		snprintf(msg, sizeof(msg), "ERR unknown subcommand '%.128s'. Try %s HELP.",
+		         (const char *)req->argv[1], fmt);
+	for (char *p = msg; *p; p++)
+		if (*p == '\r' || *p == '\n')
+			*p = ' ';
+	resp_add_error(b, msg);
+}
+
+/* ---- contexts ---------------------------------------------------------- */
+
+static struct cmd_ctx *ctx_alloc(struct cmd_px *cp)
+{
+	struct cmd_ctx *x = cp->free_ctx;
+	if (x != NULL) {
+		cp->free_ctx = x->next_free;
+		cp->n_free--;
+		return x;
+	}
+	return malloc(sizeof(*x));
+}
+
+static void ctx_free(struct cmd_px *cp, struct cmd_ctx *x)
+{
+	free(x->heap);
+	if (cp->n_free >= FREE_CTX_MAX) {
+		free(x);
+		return;
+	}
+	x->next_free = cp->free_ctx;
+	cp->free_ctx = x;
+	cp->n_free++;
+}
+
+/* On the origin: hands the reply to net and recycles the context. */
+static void finish_request(struct cmd_ctx *x)
+{
+	struct cmd_px *cp = &cmd_state.pxs[x->origin];
+	conn_req_done(x->req);
+	px_stat_add(&cp->inflight, (unsigned long)-1);
+	ctx_free(cp, x);
+}
+
+static void finish_request_msg(void *arg)
+{
+	finish_request(arg);
+}
+
+void cmd_done(struct cmd_ctx *x)
+{
+	struct px *self = px_current();
+	if (self->id == x->origin)
+		finish_request(x);
+	else
+		px_send(self, x->origin, finish_request_msg, x);
+}
+
+void cmd_fail(struct cmd_ctx *x, const char *msg)
+{
+	resp_add_error(x->reply, msg);
+	cmd_done(x);
+}
+
+void cmd_add_store_error(struct resp_buf *b, int status)
+{
+	switch (status) {
+	case -ENOSPC:
+		resp_add_error(b, "ERR write failed: the data directory's file system is full;"
+		                  " free disk space (nothing was changed)");
+		break;
+	case -EIO:
+		resp_add_error(b, "ERR I/O error in the storage engine (see the server log for"
+		                  " the shard and file); nothing was changed");
+		break;
+	case -E2BIG:
+		resp_add_errorf(b,
+		                "ERR key or value too large: keys may have up to %u bytes and"
+		                " values up to %u bytes",
+		                FMT_KEY_MAX, FMT_VALUE_MAX);
+		break;
+	case -ENOMEM:
+		resp_add_error(b, cmd_err_oom);
+		break;
+	case -ESHUTDOWN:
+		resp_add_error(b, "ERR the server is shutting down; retry once it has restarted");
+		break;
+	default:
+		resp_add_errorf(b, "ERR storage error: %s (see the server log)", strerror(-status));
+		break;
+	}
+}
+
+bool cmd_arg_is(const struct cmd_ctx *x, size_t i, const char *w)
+{
+	size_t len = strlen(w);
+	return cmd_arg_len(x, i) == len && strncasecmp((const char *)cmd_arg(x, i), w, len) == 0;
+}
+
+int cmd_arg_int_or_fail(struct cmd_ctx *x, size_t i, int64_t *out)
+{
+	if (cmd_parse_int64(cmd_arg(x, i), cmd_arg_len(x, i), out))
+		return 0;
+	cmd_fail(x, cmd_err_not_int);
+	return -1;
+}
+
+void cmd_submit(struct cmd_ctx *x, void (*done)(struct store_req *sr))
+{
+	x->sr.key = cmd_arg(x, 1);
+	x->sr.key_len = cmd_arg_len(x, 1);
+	x->sr.done = done;
+	store_submit(x->st, &x->sr);
+}
+
+/* ---- dispatch ---------------------------------------------------------- */
+
+static void run_on_shard_msg(void *arg)
+{
+	struct cmd_ctx *x = arg;
+	x->st = shard_store(x->shard);
+	x->run(x);
+}
+
+static void run_on_px_msg(void *arg)
+{
+	struct cmd_ctx *x = arg;
+	x->run(x);
+}
+
+void cmd_run_on_px(struct cmd_ctx *x, unsigned px, cmd_fn fn)
+{
+	struct px *self = px_current();
+	if (px == self->id) {
+		fn(x);
+		return;
+	}
+	x->run = fn;
+	px_send(self, px, run_on_px_msg, x);
+}
+
+void cmd_continue(struct cmd_ctx *x, cmd_fn fn)
+{
+	struct px *self = px_current();
+	x->run = fn;
+	px_send(self, self->id, run_on_shard_msg, x);
+}
+
+void cmd_run_on_shard(struct cmd_ctx *x, unsigned shard, cmd_fn fn)
+{
+	struct px *self = px_current();
+	unsigned owner = shard_proactor(shard);
+	x->shard = shard;
+	if (owner == self->id) {
+		x->st = shard_store(shard);
+		fn(x);
+		return;
+	}
+	x->run = fn;
+	px_send(self, owner, run_on_shard_msg, x);
+}
+
+void cmd_handle(struct conn *c, struct conn_req *req)
+{
+	const struct cmd_def *cmd = lookup_command(req->argv[0], req->argv_len[0]);
+	if (cmd == NULL) {
+		add_unknown_command(&req->reply, req, "u");
+		conn_req_done(req);
+		return;
+	}
+	c->last_cmd = cmd->name;
+	if (!arity_ok(cmd, req->argc)) {
+		resp_add_errorf(&req->reply, "ERR wrong number of arguments for '%s' command",
+		                cmd->name);
+		conn_req_done(req);
+		return;
+	}
+	if (!c->authenticated) {
+		if (cmd_requirepass()[0] == '\0')
+			c->authenticated = true;
+		else if (!(cmd->flags & CMD_NOAUTH)) {
+			resp_add_error(&req->reply, cmd_err_noauth);
+			conn_req_done(req);
+			return;
+		}
+	}
+	struct px *self = px_current();
+	struct cmd_px *cp = &cmd_state.pxs[self->id];
+	struct cmd_ctx *x = ctx_alloc(cp);
+	if (x == NULL) {
+		resp_add_error(&req->reply, cmd_err_oom);
+		conn_req_done(req);
+		return;
+	}
+	x->req = req;
+	x->conn = c;
+	x->reply = &req->reply;
+	x->cmd = cmd;
+	x->origin = self->id;
+	x->heap = NULL;
+	x->err = NULL;
+	memset(&x->sr, 0, offsetof(struct store_req, status));
+	px_stat_add(&cp->inflight, 1);
+	if (cmd->flags & CMD_KEYED)
+		cmd_run_on_shard(x, shard_of_key(req->argv[1], req->argv_len[1]), cmd->fn);
+	else
+		cmd->fn(x);
+}
+
+void cmd_on_open(struct conn *c)
+{
+	c->authenticated = cmd_requirepass()[0] == '\0';
+}
+
+void cmd_run_subcommand(struct cmd_ctx *x, const struct cmd_def *table)
+{
+	const struct cmd_def *sub = NULL;
+	for (const struct cmd_def *s = table; s->name != NULL && sub == NULL; s++)
+		if (cmd_arg_is(x, 1, s->name))
+			sub = s;
+	if (sub == NULL) {
+		char upper[NAME_MAX_LEN];
+		size_t i = 0;
+		for (; x->cmd->name[i] != '\0' && i + 1 < sizeof(upper); i++)
+			upper[i] = (char)toupper(x->cmd->name[i]);
+		upper[i] = '\0';
+		add_unknown_command(x->reply, x->req, upper);
+		cmd_done(x);
+		return;
+	}
+	if (!arity_ok(sub, cmd_argc(x))) {
+		resp_add_errorf(x->reply, "ERR wrong number of arguments for '%s|%s' command",
+		                x->cmd->name, sub->name);
+		cmd_done(x);
+		return;
+	}
+	sub->fn(x);
+}
+
+/* ---- fan-out ----------------------------------------------------------- */
+
+static void part_back(struct cmd_part *p)
+{
+	struct cmd_fan *f = p->fan;
+	if (--f->pending == 0)
+		f->finish(f);
+}
+
+static void part_back_msg(void *arg)
+{
+	part_back(arg);
+}
+
+void cmd_part_done(struct cmd_part *p)
+{
+	struct px *self = px_current();
+	if (self->id == p->fan->x->origin)
+		part_back(p);
+	else
+		px_send(self, p->fan->x->origin, part_back_msg, p);
+}
+
+static void keyop_done(struct store_req *sr)
+{
+	struct cmd_keyop *op = sr->arg;
+	struct cmd_part *p = op->part;
+	op->status = sr->status;
+	op->existed = sr->existed;
+	if (p->fan->copy_values && sr->result != NULL) {
+		op->value = malloc(sr->result_len ? sr->result_len : 1);
+		if (op->value == NULL)
+			op->status = -ENOMEM;
+		else
+			memcpy(op->value, sr->result, sr->result_len);
+		op->value_len = sr->result_len;
+	}
+	if (--p->pending == 0)
+		cmd_part_done(p);
+}
+
+static void run_keys_part(struct cmd_part *p)
+{
+	p->pending = p->n;
+	for (size_t i = 0; i < p->n; i++)
+		store_submit(shard_store(p->ops[i]->shard), &p->ops[i]->sr);
+}
+
+static void run_keys_part_msg(void *arg)
+{
+	run_keys_part(arg);
+}
+
+static void run_all_part_msg(void *arg)
+{
+	struct cmd_part *p = arg;
+	p->fan->part_fn(p);
+}
+
+static struct cmd_fan *fan_new(struct cmd_ctx *x, void (*finish)(struct cmd_fan *f))
+{
+	unsigned n = shard_map.threads;
+	struct cmd_fan *f = calloc(1, sizeof(*f) + n * sizeof(f->parts[0]));
+	if (f == NULL)
+		return NULL;
+	f->x = x;
+	f->nparts = n;
+	f->finish = finish;
+	for (unsigned i = 0; i < n; i++) {
+		f->parts[i].fan = f;
+		f->parts[i].px = i;
+		resp_buf_init(&f->parts[i].text, x->reply->proto);
+	}
+	return f;
+}
+
+void cmd_fan_free(struct cmd_fan *f)
+{
+	for (size_t i = 0; i < f->nparts; i++) {
+		resp_buf_free(&f->parts[i].text);
+		free(f->parts[i].scratch);
+	}
+	for (size_t i = 0; i < f->nops; i++)
+		free(f->ops[i].value);
+	if (f->nops > 0)
+		free(f->parts[0].ops);
+	free(f->ops);
+	free(f);
+}
+
+void cmd_fan_keys(struct cmd_ctx *x, size_t first, size_t step, bool copy_values,
+                  void (*prepare)(struct cmd_ctx *x, struct cmd_keyop *op),
+                  void (*finish)(struct cmd_fan *f))
+{
+	size_t argc = cmd_argc(x), nkeys = (argc - first + step - 1) / step;
+	struct cmd_fan *f = fan_new(x, finish);
+	struct cmd_keyop **ptrs = NULL;
+	if (f != NULL) {
+		f->ops = calloc(nkeys, sizeof(*f->ops));
+		ptrs = malloc(nkeys * sizeof(*ptrs));
+	}
+	if (f == NULL || f->ops == NULL || ptrs == NULL) {
+		if (f != NULL)
+			cmd_fan_free(f);
+		free(ptrs);
+		cmd_fail(x, cmd_err_oom);
+		return;
+	}
+	f->nops = nkeys;
+	f->copy_values = copy_values;
+	for (size_t i = 0; i < nkeys; i++) {
+		struct cmd_keyop *op = &f->ops[i];
+		op->arg = first + i * step;
+		op->sr.key = cmd_arg(x, op->arg);
+		op->sr.key_len = cmd_arg_len(x, op->arg);
+		op->sr.arg = op;
+		op->sr.done = keyop_done;
+		op->shard = shard_of_key(op->sr.key, op->sr.key_len);
+		op->part = &f->parts[shard_proactor(op->shard)];
+		op->part->n++;
+		prepare(x, op);
+	}
+	/* ptrs is cut into one run per part, each in argv order. */
+	size_t off = 0;
+	for (size_t i = 0; i < f->nparts; i++) {
+		f->parts[i].ops = ptrs + off;
+		off += f->parts[i].n;
+		if (f->parts[i].n > 0)
+			f->pending++;
+		f->parts[i].n = 0;
+	}
+	for (size_t i = 0; i < nkeys; i++) {
+		struct cmd_part *p = f->ops[i].part;
+		p->ops[p->n++] = &f->ops[i];
+	}
+	unsigned self = px_current()->id;
+	struct cmd_part *local = NULL;
+	for (size_t i = 0; i < f->nparts; i++) {
+		struct cmd_part *p = &f->parts[i];
+		if (p->n == 0)
+			continue;
+		if (p->px == self)
+			local = p;
+		else
+			px_send(px_current(), p->px, run_keys_part_msg, p);
+	}
+	if (local != NULL)
+		run_keys_part(local);
+}
+
+void cmd_fan_all(struct cmd_ctx *x, void (*part_fn)(struct cmd_part *p),
+                 void (*finish)(struct cmd_fan *f))
+{
+	struct cmd_fan *f = fan_new(x, finish);
+	if (f == NULL) {
+		cmd_fail(x, cmd_err_oom);
+		return;
+	}
+	f->part_fn = part_fn;
+	f->pending = f->nparts;
+	struct px *self = px_current();
+	for (size_t i = 0; i < f->nparts; i++)
+		if (i != self->id)
+			px_send(self, (unsigned)i, run_all_part_msg, &f->parts[i]);
+	part_fn(&f->parts[self->id]); /* last: it may finish the whole fan-out */
+}
+
+/* ---- pure helpers ------------------------------------------------------ */
+
+bool cmd_parse_int64(const uint8_t *s, size_t len, int64_t *out)
+{
+	if (len == 0 || len > 20)
+		return false;
+	if (len == 1 && s[0] == '0') {
+		*out = 0;
+		return true;
+	}
+	size_t i = 0;
+	bool neg = s[0] == '-';
+	if (neg && ++i == len)
+		return false;
+	if (s[i] < '1' || s[i] > '9')
+		return false;
+	uint64_t v = 0;
+	for (; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		unsigned d = (unsigned)(s[i] - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
+	if (neg) {
+		if (v > (uint64_t)INT64_MAX + 1)
+			return false;
+		*out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+	} else {
+		if (v > (uint64_t)INT64_MAX)
+			return false;
+		*out = (int64_t)v;
+	}
+	return true;
+}
+
+#define LD_MAX_CHARS (5 * 1024) /* Redis's MAX_LONG_DOUBLE_CHARS */
+
+bool cmd_parse_ld(const uint8_t *s, size_t len, long double *out)
+{
+	char buf[LD_MAX_CHARS];
+	if (len == 0 || len >= sizeof(buf))
+		return false;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	char *end;
+	errno = 0;
+	long double v = strtold(buf, &end);
+	if (isspace((unsigned char)buf[0]) || *end != '\0' || errno == EINVAL || isnan(v))
+		return false;
+	if (errno == ERANGE && (v == HUGE_VALL || v == -HUGE_VALL || fpclassify(v) == FP_ZERO))
+		return false;
+	*out = v;
+	return true;
+}
+
+size_t cmd_format_ld(char *buf, size_t size, long double v)
+{
+	if (isinf(v) || isnan(v))
+		return 0;
+	int w = snprintf(buf, size, "%.17Lf", v);
+	if (w < 0 || (size_t)w + 1 > size)
+		return 0;
+	size_t l = (size_t)w;
+	if (memchr(buf, '.', l) != NULL) {
+		while (buf[l - 1] == '0')
+			l--;
+		if (buf[l - 1] == '.')
+			l--;
+	}
+	if (l == 2 && buf[0] == '-' && buf[1] == '0') {
+		buf[0] = '0';
+		l = 1;
+	}
+	buf[l] = '\0';
+	return l;
+}
+
+static int glob_lower(int c, bool nocase)
+{
+	return nocase ? tolower(c) : c;
+}
+
+/* Redis's stringmatchlen_impl: *skip stops the retries of a '*' once a
+ * shorter match has failed for good (no exponential blow-up). */
+static bool glob_impl(const uint8_t *p, size_t plen, const uint8_t *s, size_t slen, bool nocase,
+                      bool *skip, int nesting)
+{
+	if (nesting > 1000)
+		return false; /* a pathological pattern: give up, as Redis does */
+	while (plen > 0 && slen > 0) {
+		switch (p[0]) {
+		case '*':
+			while (plen > 1 && p[1] == '*') {
+				p++;
+				plen--;
+			}
+			if (plen == 1)
+				return true;
+			while (slen > 0) {
+				if (glob_impl(p + 1, plen - 1, s, slen, nocase, skip, nesting + 1))
+					return true;
+				if (*skip)
+					return false;
+				s++;
+				slen--;
+			}
+			*skip = true;
+			return false;
+		case '?':
+			s++;
+			slen--;
+			break;
+		case '[': {
+			p++;
+			plen--;
+			bool negate = plen > 0 && p[0] == '^', match = false;
+			if (negate) {
+				p++;
+				plen--;
+			}
+			for (;;) {
+				if (plen == 0) {
+					p--; /* the class is not closed: it ends the pattern */
+					plen++;
+					break;
+				}
+				if (p[0] == '\\' && plen >= 2) {
+					p++;
+					plen--;
+					if (p[0] == s[0])
+						match = true;
+				} else if (p[0] == ']') {
+					break;
+				} else if (plen >= 3 && p[1] == '-') {
+					int lo = glob_lower(p[0], nocase),
+					    hi = glob_lower(p[2], nocase);
+					int c = glob_lower(s[0], nocase);
+					if (lo > hi) {
+						int t = lo;
+						lo = hi;
+						hi = t;
+					}
+					p += 2;
+					plen -= 2;
+					if (c >= lo && c <= hi)
+						match = true;
+				} else if (glob_lower(p[0], nocase) == glob_lower(s[0], nocase)) {
+					match = true;
+				}
+				p++;
+				plen--;
+			}
+			if (negate)
+				match = !match;
+			if (!match)
+				return false;
+			s++;
+			slen--;
+			break;
+		}
+		case '\\':
+			if (plen >= 2) {
+				p++;
+				plen--;
+			}
+			/* fall through */
+		default:
+			if (glob_lower(p[0], nocase) != glob_lower(s[0], nocase))
+				return false;
+			s++;
+			slen--;
+			break;
+		}
+		p++;
+		plen--;
+		if (slen == 0) {
+			while (plen > 0 && p[0] == '*') {
+				p++;
+				plen--;
+			}
+			break;
+		}
+	}
+	return plen == 0 && slen == 0;
+}
+
+bool cmd_glob_match(const uint8_t *pat, size_t plen, const uint8_t *s, size_t slen, bool nocase)
+{
+	bool skip = false;
+	return glob_impl(pat, plen, s, slen, nocase, &skip, 0);
+}

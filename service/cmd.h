@@ -1,0 +1,380 @@
+/* cmd: the command table, dispatch and routing of ringkv-server (DESIGN.md
+ * §3, §5; the list of commands and every guarantee that differs from Redis is
+ * in docs/COMMANDS.md).
+ *
+ * A request's path: net/ parses a command and calls cmd_handle() on the
+ * connection's proactor (the *origin*).  cmd_handle looks the name up in the
+ * table, checks the arity and AUTH, and then
+ *   - CMD_KEYED commands (one key, argv[1]) run on the proactor of the key's
+ *     shard: in place when that is the origin (the fast path: no message),
+ *     else the request travels there as a message;
+ *   - every other command runs on the origin; multi-key and whole-keyspace
+ *     commands fan out per proactor with cmd_fan_keys / cmd_fan_all and
+ *     gather the answers back on the origin.
+ * A handler writes exactly one reply into x->reply (resp_add_*) and then calls
+ * cmd_done(x), on whatever proactor it is: the request is finished on the
+ * origin (conn_req_done), where net sends replies in request order.
+ *
+ * Ownership: a struct cmd_ctx is allocated on the origin for each request and
+ * freed there by cmd_done.  While a request runs on another proactor, that
+ * proactor alone touches the context and the reply (ownership travels with
+ * the message); x->conn may be used only on the origin.
+ */
+#ifndef RINGKV_CMD_H
+#define RINGKV_CMD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net/conn.h"
+#include "service/config.h"
+#include "service/pool.h"
+#include "storage/store.h"
+
+#define RINGKV_VERSION    "0.1.0"
+#define CMD_REDIS_VERSION "7.0.0" /* the Redis version whose commands and replies we follow */
+
+/* Command flags (COMMAND INFO shows the lowercase names). */
+#define CMD_WRITE    0x001 /* may change data */
+#define CMD_READONLY 0x002 /* reads data only */
+#define CMD_FAST     0x004 /* O(1) or O(log N) */
+#define CMD_NOAUTH   0x008 /* allowed before AUTH (AUTH, HELLO, QUIT, RESET) */
+#define CMD_KEYED    0x010 /* runs on the proactor that owns argv[1]'s shard */
+#define CMD_ADMIN    0x020 /* administrative (CONFIG, SHUTDOWN, SAVE, ...) */
+#define CMD_LOADING  0x040 /* allowed while loading (every command here: no loading state) */
+#define CMD_STALE    0x080 /* allowed with stale data */
+#define CMD_DENYOOM  0x100 /* may grow memory */
+
+struct cmd_ctx;
+typedef void (*cmd_fn)(struct cmd_ctx *x);
+
+/* One command of the table (or a subcommand of CLIENT, CONFIG, COMMAND). */
+struct cmd_def {
+	const char *name;                  /* lowercase */
+	cmd_fn fn;                         /* the handler */
+	int arity;                         /* argc with the name; negative: at least -arity */
+	unsigned flags;                    /* CMD_* */
+	int first_key, last_key, key_step; /* key positions (COMMAND INFO); last -1 = the last
+	                                      argument; 0 0 0 = no key */
+	const char *group;   /* COMMAND DOCS group: string, generic, connection, server */
+	const char *since;   /* Redis version that introduced it */
+	const char *summary; /* one line, COMMAND DOCS */
+	const struct cmd_def *subcommands; /* CLIENT/CONFIG/COMMAND: ends with a NULL name */
+	const char *parent;                /* subcommands: the container's name ("client") */
+};
+
+/* Per-request context.  The union holds the scratch state of the command that
+ * is running; `heap` is freed when the request finishes. */
+struct cmd_ctx {
+	struct conn_req *req;   /* the request (argv and reply), owned by net */
+	struct conn *conn;      /* the client: touch only on the origin */
+	struct resp_buf *reply; /* &req->reply */
+	const struct cmd_def *cmd;
+	unsigned origin;     /* the connection's proactor */
+	unsigned shard;      /* CMD_KEYED: argv[1]'s shard */
+	struct store *st;    /* CMD_KEYED: that shard's store (use on its proactor) */
+	struct store_req sr; /* CMD_KEYED: the request to it */
+	cmd_fn run;          /* cmd_run_on_shard: the handler to run there */
+	const char *err;     /* an error reply decided inside a store update, or NULL */
+	void *heap;          /* malloc'd scratch of the command; freed with the context */
+	union {
+		struct {
+			int64_t delta;      /* INCR family */
+			long double fdelta; /* INCRBYFLOAT */
+			char num[64];       /* the new value's decimal text */
+		} incr;
+		struct {
+			int64_t start, end; /* GETRANGE / SETRANGE offset in start */
+		} range;
+		struct {
+			unsigned flags;   /* EXPIRE NX/XX/GT/LT (CMD_EXPIRE_*) */
+			uint64_t when_ms; /* absolute expiry */
+			bool deleted;     /* the time was in the past: the key was deleted */
+			int result;       /* integer reply */
+		} expire;
+		struct {
+			unsigned flags; /* SET: CMD_SET_* */
+			uint64_t expiry_ms;
+		} set;
+		struct {
+			uint64_t cursor;      /* SCAN / RANDOMKEY: within the current shard */
+			uint64_t start;       /* RANDOMKEY: where the walk of this shard began */
+			unsigned shards_left; /* RANDOMKEY: shards not yet tried */
+			bool wrapped;         /* RANDOMKEY: the walk passed the end of the shard */
+			size_t count;         /* SCAN COUNT */
+			size_t found;         /* keys written to `keys` */
+			size_t visited;       /* SCAN: keys the walk visited (COUNT bounds them) */
+			const uint8_t *pattern; /* MATCH, or NULL */
+			size_t pattern_len;
+			struct resp_buf keys; /* bulk strings of the keys found */
+		} scan;
+	} u;
+	struct cmd_ctx *next_free; /* the origin's free list */
+};
+
+/* ---- shared error replies (Redis's exact wording) ---------------------- */
+
+extern const char cmd_err_syntax[];    /* ERR syntax error */
+extern const char cmd_err_not_int[];   /* ERR value is not an integer or out of range */
+extern const char cmd_err_not_float[]; /* ERR value is not a valid float */
+extern const char cmd_err_overflow[];  /* ERR increment or decrement would overflow */
+extern const char cmd_err_too_big[];   /* ERR string exceeds maximum allowed size ... */
+extern const char cmd_err_noauth[];    /* NOAUTH Authentication required. */
+extern const char cmd_err_wrongpass[]; /* WRONGPASS invalid username-password pair ... */
+extern const char cmd_err_bad_name[];  /* ERR Client names cannot contain spaces, ... */
+extern const char cmd_err_oom[];       /* ERR out of memory ... */
+
+/* ---- set-up ----------------------------------------------------------- */
+
+/* Builds the command table's lookup, keeps `cfg` (CONFIG GET/SET read and
+ * change it, on proactor 0 only, from now on) and the pool.  Call once from
+ * the main thread after shard_open_all and before net_start. */
+int cmd_init(struct pool *pool, struct cfg *cfg, char *err, size_t errlen);
+
+/* net_config.handler: runs one command of `c` (see the top of this file). */
+void cmd_handle(struct conn *c, struct conn_req *req);
+
+/* net_config.on_open: a new client must AUTH if requirepass is set now (it
+ * may have changed since start-up: CONFIG SET). */
+void cmd_on_open(struct conn *c);
+
+/* Requests started on proactor `px` and not finished yet (shutdown waits for
+ * 0 on every proactor).  Any thread. */
+unsigned long cmd_inflight(unsigned px);
+
+/* Set when SHUTDOWN asked the main thread to stop (it then sends SIGTERM to
+ * the process); the main thread logs who asked. */
+extern _Atomic unsigned long cmd_shutdown_client; /* client id, 0 = none */
+
+/* ---- for handlers ----------------------------------------------------- */
+
+/* Finishes the request: the reply is complete.  Any proactor; x must not be
+ * touched afterwards. */
+void cmd_done(struct cmd_ctx *x);
+
+/* Writes the error reply `msg` ("ERR ...") and finishes the request. */
+void cmd_fail(struct cmd_ctx *x, const char *msg);
+
+/* Writes the reply for a failed store request (status < 0 other than
+ * -ENOENT/-EEXIST, which are answers, not failures): the cause and what to do. */
+void cmd_add_store_error(struct resp_buf *b, int status);
+
+/* Argument i as bytes. */
+static inline const uint8_t *cmd_arg(const struct cmd_ctx *x, size_t i)
+{
+	return x->req->argv[i];
+}
+static inline size_t cmd_arg_len(const struct cmd_ctx *x, size_t i)
+{
+	return x->req->argv_len[i];
+}
+static inline size_t cmd_argc(const struct cmd_ctx *x)
+{
+	return x->req->argc;
+}
+/* Case-insensitive comparison of argument i with the lowercase word `w`. */
+bool cmd_arg_is(const struct cmd_ctx *x, size_t i, const char *w);
+
+/* Parses argument i as a signed 64-bit integer; on failure replies
+ * cmd_err_not_int, finishes the request and returns -1 (return at once). */
+int cmd_arg_int_or_fail(struct cmd_ctx *x, size_t i, int64_t *out);
+
+/* Submits x->sr to x->st with x->sr.done = done (CMD_KEYED handlers). */
+void cmd_submit(struct cmd_ctx *x, void (*done)(struct store_req *sr));
+
+/* The context of a store request submitted by cmd_submit. */
+static inline struct cmd_ctx *cmd_of_sr(struct store_req *sr)
+{
+	return (struct cmd_ctx *)((char *)sr - offsetof(struct cmd_ctx, sr));
+}
+
+/* Runs a CMD_KEYED-style handler `fn` for `x` on the proactor of `shard`
+ * (with x->shard and x->st set), in place if that is the calling proactor. */
+void cmd_run_on_shard(struct cmd_ctx *x, unsigned shard, cmd_fn fn);
+
+/* Runs fn(x) on proactor px (in place if that is the calling one); x->conn
+ * must not be used there unless px is the origin. */
+void cmd_run_on_px(struct cmd_ctx *x, unsigned px, cmd_fn fn);
+
+/* Runs fn(x) on the calling proactor on a later iteration (long walks such
+ * as RANDOMKEY give the loop back between steps). */
+void cmd_continue(struct cmd_ctx *x, cmd_fn fn);
+
+/* Runs the subcommand argv[1] of a container command from `table`, with
+ * Redis's errors for an unknown subcommand or a wrong argument count. */
+void cmd_run_subcommand(struct cmd_ctx *x, const struct cmd_def *table);
+
+/* ---- fan-out ---------------------------------------------------------- */
+
+/* One key of a multi-key command.  The command's `prepare` fills sr; the
+ * store's answer is kept in status/existed/value until `finish`. */
+struct cmd_keyop {
+	struct store_req sr;
+	struct cmd_part *part;
+	size_t arg;     /* argv index of the key */
+	unsigned shard; /* the key's shard */
+	int status;     /* sr.status when done */
+	bool existed;
+	uint8_t *value; /* copy of sr.result when the command asked for it (malloc'd) */
+	size_t value_len;
+};
+
+/* One proactor's share of a fan-out. */
+struct cmd_part {
+	struct cmd_fan *fan;
+	unsigned px;            /* the proactor it runs on */
+	size_t n;               /* cmd_fan_keys: keys in ops[] */
+	size_t pending;         /* keys not answered yet */
+	struct cmd_keyop **ops; /* cmd_fan_keys: this proactor's keys, in argv order */
+	int64_t num;            /* cmd_fan_all: a number (DBSIZE: keys) */
+	int status;             /* cmd_fan_all: 0 or the first -errno */
+	struct resp_buf text;   /* cmd_fan_all: text or raw reply elements (proto of the
+	                           request) */
+	size_t count;           /* elements in text (KEYS) */
+	uint64_t cursor;        /* KEYS: position of the walk in the current shard */
+	unsigned shard;         /* KEYS: shard being walked */
+	void *scratch;          /* the command's; freed with the fan */
+};
+
+/* A fan-out of one request to several proactors, gathered on the origin. */
+struct cmd_fan {
+	struct cmd_ctx *x;
+	size_t nparts;
+	size_t pending;                      /* parts not back yet */
+	void (*finish)(struct cmd_fan *f);   /* on the origin once every part is back */
+	void (*part_fn)(struct cmd_part *p); /* cmd_fan_all: runs on each proactor */
+	bool copy_values;                    /* cmd_fan_keys: keep sr.result in keyop.value */
+	size_t nops;
+	struct cmd_keyop *ops;   /* cmd_fan_keys: one per key, in argv order */
+	struct cmd_part parts[]; /* one per proactor */
+};
+
+/* Runs one store request per key argv[first], argv[first+step], ...: `prepare`
+ * fills op->sr (op, flags, value) on the origin, the keys go to their
+ * proactors (one message per proactor), and `finish` runs on the origin with
+ * every op answered.  finish frees the fan (cmd_fan_free), writes the reply
+ * and calls cmd_done(f->x), or starts another fan-out.  Replies cmd_err_oom
+ * itself when out of memory.  x may be finished when this returns. */
+void cmd_fan_keys(struct cmd_ctx *x, size_t first, size_t step, bool copy_values,
+                  void (*prepare)(struct cmd_ctx *x, struct cmd_keyop *op),
+                  void (*finish)(struct cmd_fan *f));
+
+/* Runs part_fn on every proactor (in place on the origin); part_fn fills its
+ * part and calls cmd_part_done(p) (then or later, on that proactor); finish
+ * runs on the origin when all are back, as for cmd_fan_keys. */
+void cmd_fan_all(struct cmd_ctx *x, void (*part_fn)(struct cmd_part *p),
+                 void (*finish)(struct cmd_fan *f));
+
+/* A part has finished on its proactor. */
+void cmd_part_done(struct cmd_part *p);
+
+/* Frees a fan-out (its parts' text, the values copied); finish calls it once
+ * it has used the answers. */
+void cmd_fan_free(struct cmd_fan *f);
+
+/* ---- pure helpers (unit-tested) --------------------------------------- */
+
+/* Parses a whole buffer as a decimal int64 exactly as Redis's string2ll:
+ * optional '-', no leading zeros or '+', no spaces.  Returns true on success. */
+bool cmd_parse_int64(const uint8_t *s, size_t len, int64_t *out);
+
+/* Parses a long double as Redis's string2ld: no spaces, not NaN, at most
+ * 5 KiB.  Returns true on success. */
+bool cmd_parse_ld(const uint8_t *s, size_t len, long double *out);
+
+/* Formats v as Redis's INCRBYFLOAT reply ("%.17Lf" with the trailing zeros and
+ * point removed).  Returns the length written into buf (size >= 5200), 0 if
+ * it does not fit. */
+size_t cmd_format_ld(char *buf, size_t size, long double v);
+
+/* Redis's glob matching (stringmatchlen): * ? [abc] [^a-z] and \ escapes. */
+bool cmd_glob_match(const uint8_t *pat, size_t plen, const uint8_t *s, size_t slen, bool nocase);
+
+/* Longest string a command may create: server.max_bulk_len (Redis's
+ * proto-max-bulk-len), at most the storage's FMT_VALUE_MAX.  Set by cmd_init. */
+extern uint64_t cmd_max_string;
+
+/* Unix time now in milliseconds / microseconds. */
+uint64_t cmd_now_ms(void);
+uint64_t cmd_now_us(void);
+
+/* ---- the handlers (cmd_conn.c, cmd_string.c, cmd_keys.c, cmd_server.c) -- */
+
+extern const struct cmd_def cmd_client_subcommands[];
+extern const struct cmd_def cmd_config_subcommands[];
+extern const struct cmd_def cmd_command_subcommands[];
+
+/* The table itself, for COMMAND (ends with a NULL name). */
+extern const struct cmd_def cmd_table[];
+
+/* Validates a client name (CLIENT SETNAME, HELLO SETNAME). */
+bool cmd_client_name_ok(const uint8_t *s, size_t len);
+
+/* The state CONFIG and AUTH share: the live configuration (proactor 0 only)
+ * and requirepass, which any proactor reads. */
+struct cfg *cmd_config(void);
+const char *cmd_requirepass(void); /* "" = none */
+void cmd_set_requirepass(const char *pw);
+uint64_t cmd_start_ms(void);            /* Unix ms of start-up */
+extern _Atomic uint64_t cmd_lastsave_s; /* LASTSAVE: Unix seconds */
+
+void cmd_ping(struct cmd_ctx *x);
+void cmd_echo(struct cmd_ctx *x);
+void cmd_quit(struct cmd_ctx *x);
+void cmd_hello(struct cmd_ctx *x);
+void cmd_auth(struct cmd_ctx *x);
+void cmd_select(struct cmd_ctx *x);
+void cmd_client(struct cmd_ctx *x);
+void cmd_command(struct cmd_ctx *x);
+void cmd_reset(struct cmd_ctx *x);
+
+void cmd_get(struct cmd_ctx *x);
+void cmd_set(struct cmd_ctx *x);
+void cmd_setnx(struct cmd_ctx *x);
+void cmd_setex(struct cmd_ctx *x);
+void cmd_psetex(struct cmd_ctx *x);
+void cmd_getset(struct cmd_ctx *x);
+void cmd_getdel(struct cmd_ctx *x);
+void cmd_getex(struct cmd_ctx *x);
+void cmd_mget(struct cmd_ctx *x);
+void cmd_mset(struct cmd_ctx *x);
+void cmd_msetnx(struct cmd_ctx *x);
+void cmd_append(struct cmd_ctx *x);
+void cmd_strlen(struct cmd_ctx *x);
+void cmd_incr(struct cmd_ctx *x);
+void cmd_decr(struct cmd_ctx *x);
+void cmd_incrby(struct cmd_ctx *x);
+void cmd_decrby(struct cmd_ctx *x);
+void cmd_incrbyfloat(struct cmd_ctx *x);
+void cmd_getrange(struct cmd_ctx *x);
+void cmd_setrange(struct cmd_ctx *x);
+
+void cmd_del(struct cmd_ctx *x);
+void cmd_exists(struct cmd_ctx *x);
+void cmd_touch(struct cmd_ctx *x);
+void cmd_type(struct cmd_ctx *x);
+void cmd_expire(struct cmd_ctx *x);
+void cmd_pexpire(struct cmd_ctx *x);
+void cmd_expireat(struct cmd_ctx *x);
+void cmd_pexpireat(struct cmd_ctx *x);
+void cmd_ttl(struct cmd_ctx *x);
+void cmd_pttl(struct cmd_ctx *x);
+void cmd_expiretime(struct cmd_ctx *x);
+void cmd_pexpiretime(struct cmd_ctx *x);
+void cmd_persist(struct cmd_ctx *x);
+void cmd_scan(struct cmd_ctx *x);
+void cmd_keys(struct cmd_ctx *x);
+void cmd_dbsize(struct cmd_ctx *x);
+void cmd_flushall(struct cmd_ctx *x);
+void cmd_randomkey(struct cmd_ctx *x);
+
+void cmd_info(struct cmd_ctx *x);
+void cmd_config_cmd(struct cmd_ctx *x);
+void cmd_time(struct cmd_ctx *x);
+void cmd_save(struct cmd_ctx *x);
+void cmd_bgsave(struct cmd_ctx *x);
+void cmd_lastsave(struct cmd_ctx *x);
+void cmd_shutdown(struct cmd_ctx *x);
+
+#endif

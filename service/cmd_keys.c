@@ -1,0 +1,633 @@
+/* cmd_keys: the keyspace commands (DEL UNLINK EXISTS TOUCH TYPE, the EXPIRE
+ * and TTL families, PERSIST, SCAN, KEYS, DBSIZE, FLUSHDB/FLUSHALL,
+ * RANDOMKEY).
+ *
+ * SCAN cursor: shard << 32 | the store's hash cursor in that shard
+ * (store_scan), so a cursor stays valid across writes and restarts of a
+ * directory with the same shard count.  KEYS walks every shard in bounded
+ * steps (KEYS_STEP keys per loop iteration) so one proactor is never stalled
+ * for long. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "shard.h"
+
+#define CMD_EXPIRE_NX 0x1
+#define CMD_EXPIRE_XX 0x2
+#define CMD_EXPIRE_GT 0x4
+#define CMD_EXPIRE_LT 0x8
+
+#define KEYS_STEP    1024 /* keys KEYS visits per loop iteration on one proactor */
+#define RANDOM_STEPS 64   /* store_scan calls RANDOMKEY makes per loop iteration */
+
+/* ---- DEL UNLINK EXISTS TOUCH ------------------------------------------- */
+
+static void prepare_delete(struct cmd_ctx *x, struct cmd_keyop *op)
+{
+	(void)x;
+	op->sr.op = STORE_DELETE;
+}
+
+static void prepare_meta(struct cmd_ctx *x, struct cmd_keyop *op)
+{
+	(void)x;
+	op->sr.op = STORE_META;
+}
+
+/* Replies the number of keys that existed (and were deleted, for DEL). */
+static void count_finish(struct cmd_fan *f)
+{
+	struct cmd_ctx *x = f->x;
+	int64_t n = 0;
+	int failure = 0;
+	for (size_t i = 0; i < f->nops; i++) {
+		int s = f->ops[i].status;
+		if (s == 0 && f->ops[i].existed)
+			n++;
+		else if (s < 0 && s != -ENOENT && failure == 0)
+			failure = s;
+	}
+	if (failure < 0)
+		cmd_add_store_error(x->reply, failure);
+	else
+		resp_add_int(x->reply, n);
+	cmd_fan_free(f);
+	cmd_done(x);
+}
+
+void cmd_del(struct cmd_ctx *x)
+{
+	cmd_fan_keys(x, 1, 1, false, prepare_delete, count_finish);
+}
+
+void cmd_exists(struct cmd_ctx *x)
+{
+	cmd_fan_keys(x, 1, 1, false, prepare_meta, count_finish);
+}
+
+void cmd_touch(struct cmd_ctx *x)
+{
+	cmd_fan_keys(x, 1, 1, false, prepare_meta, count_finish);
+}
+
+/* ---- TYPE, TTL family -------------------------------------------------- */
+
+static void type_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	if (sr->status == 0 || sr->status == -ENOENT)
+		resp_add_simple(x->reply, sr->status == 0 ? "string" : "none");
+	else
+		cmd_add_store_error(x->reply, sr->status);
+	cmd_done(x);
+}
+
+void cmd_type(struct cmd_ctx *x)
+{
+	x->sr.op = STORE_META;
+	cmd_submit(x, type_done);
+}
+
+enum ttl_kind { TTL_S, TTL_MS, EXPIRETIME_S, EXPIRETIME_MS };
+
+static void ttl_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	enum ttl_kind kind = (enum ttl_kind)x->u.expire.flags;
+	uint64_t when = sr->result_expiry_ms;
+	if (sr->status == -ENOENT) {
+		resp_add_int(x->reply, -2);
+	} else if (sr->status < 0) {
+		cmd_add_store_error(x->reply, sr->status);
+	} else if (when == 0) {
+		resp_add_int(x->reply, -1);
+	} else {
+		/* Redis's ttlGenericCommand: seconds are rounded, absolute or not. */
+		uint64_t now = cmd_now_ms();
+		int64_t ms = kind == EXPIRETIME_S || kind == EXPIRETIME_MS ? (int64_t)when
+		             : when > now                                  ? (int64_t)(when - now)
+		                                                           : 0;
+		resp_add_int(x->reply,
+		             kind == TTL_MS || kind == EXPIRETIME_MS ? ms : (ms + 500) / 1000);
+	}
+	cmd_done(x);
+}
+
+static void ttl_generic(struct cmd_ctx *x, enum ttl_kind kind)
+{
+	x->u.expire.flags = kind;
+	x->sr.op = STORE_META;
+	cmd_submit(x, ttl_done);
+}
+
+void cmd_ttl(struct cmd_ctx *x)
+{
+	ttl_generic(x, TTL_S);
+}
+
+void cmd_pttl(struct cmd_ctx *x)
+{
+	ttl_generic(x, TTL_MS);
+}
+
+void cmd_expiretime(struct cmd_ctx *x)
+{
+	ttl_generic(x, EXPIRETIME_S);
+}
+
+void cmd_pexpiretime(struct cmd_ctx *x)
+{
+	ttl_generic(x, EXPIRETIME_MS);
+}
+
+/* ---- EXPIRE family, PERSIST -------------------------------------------- */
+
+/* Redis's expireGenericCommand, from the key's current state. */
+static enum store_update_result expire_update(struct store_req *sr, const uint8_t *old,
+                                              size_t old_len, uint64_t old_expiry_ms)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	unsigned f = x->u.expire.flags;
+	int64_t when = (int64_t)x->u.expire.when_ms;
+	x->u.expire.result = 0;
+	if (old == NULL)
+		return STORE_UPDATE_KEEP;
+	if ((f & CMD_EXPIRE_NX) && old_expiry_ms != 0)
+		return STORE_UPDATE_KEEP;
+	if ((f & CMD_EXPIRE_XX) && old_expiry_ms == 0)
+		return STORE_UPDATE_KEEP;
+	/* GT: a key without expiry counts as an infinite TTL. */
+	if ((f & CMD_EXPIRE_GT) && (old_expiry_ms == 0 || when <= (int64_t)old_expiry_ms))
+		return STORE_UPDATE_KEEP;
+	if ((f & CMD_EXPIRE_LT) && old_expiry_ms != 0 && when >= (int64_t)old_expiry_ms)
+		return STORE_UPDATE_KEEP;
+	x->u.expire.result = 1;
+	if (when <= (int64_t)cmd_now_ms())
+		return STORE_UPDATE_DELETE; /* already expired: deleted, as in Redis */
+	sr->new_value = old;
+	sr->new_len = old_len;
+	sr->new_expiry_ms = (uint64_t)when;
+	return STORE_UPDATE_WRITE;
+}
+
+static void expire_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	if (sr->status < 0 && sr->status != -ENOENT)
+		cmd_add_store_error(x->reply, sr->status);
+	else
+		resp_add_int(x->reply, x->u.expire.result);
+	cmd_done(x);
+}
+
+/* EXPIRE key time [NX|XX|GT|LT ...]: `seconds` for the unit, `absolute` for
+ * the *AT forms. */
+static void expire_generic(struct cmd_ctx *x, bool seconds, bool absolute)
+{
+	unsigned f = 0;
+	for (size_t j = 3; j < cmd_argc(x); j++) {
+		if (cmd_arg_is(x, j, "nx"))
+			f |= CMD_EXPIRE_NX;
+		else if (cmd_arg_is(x, j, "xx"))
+			f |= CMD_EXPIRE_XX;
+		else if (cmd_arg_is(x, j, "gt"))
+			f |= CMD_EXPIRE_GT;
+		else if (cmd_arg_is(x, j, "lt"))
+			f |= CMD_EXPIRE_LT;
+		else {
+			resp_add_errorf(x->reply, "ERR Unsupported option %s",
+			                (const char *)cmd_arg(x, j));
+			cmd_done(x);
+			return;
+		}
+	}
+	if ((f & CMD_EXPIRE_NX) && (f & (CMD_EXPIRE_XX | CMD_EXPIRE_GT | CMD_EXPIRE_LT))) {
+		cmd_fail(x, "ERR NX and XX, GT or LT options at the same time are not compatible");
+		return;
+	}
+	if ((f & CMD_EXPIRE_GT) && (f & CMD_EXPIRE_LT)) {
+		cmd_fail(x, "ERR GT and LT options at the same time are not compatible");
+		return;
+	}
+	int64_t when;
+	if (cmd_arg_int_or_fail(x, 2, &when) < 0)
+		return;
+	int64_t base = absolute ? 0 : (int64_t)cmd_now_ms();
+	if (seconds) {
+		if (when > INT64_MAX / 1000 || when < INT64_MIN / 1000)
+			goto invalid;
+		when *= 1000;
+	}
+	if (when > INT64_MAX - base)
+		goto invalid;
+	when += base;
+	x->u.expire.flags = f;
+	x->u.expire.when_ms = when > 0 ? (uint64_t)when : 1; /* 1: the past, never "none" */
+	x->sr.op = STORE_UPDATE;
+	x->sr.update = expire_update;
+	cmd_submit(x, expire_done);
+	return;
+invalid:
+	resp_add_errorf(x->reply, "ERR invalid expire time in '%s' command", x->cmd->name);
+	cmd_done(x);
+}
+
+void cmd_expire(struct cmd_ctx *x)
+{
+	expire_generic(x, true, false);
+}
+
+void cmd_pexpire(struct cmd_ctx *x)
+{
+	expire_generic(x, false, false);
+}
+
+void cmd_expireat(struct cmd_ctx *x)
+{
+	expire_generic(x, true, true);
+}
+
+void cmd_pexpireat(struct cmd_ctx *x)
+{
+	expire_generic(x, false, true);
+}
+
+static enum store_update_result persist_update(struct store_req *sr, const uint8_t *old,
+                                               size_t old_len, uint64_t old_expiry_ms)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	x->u.expire.result = old != NULL && old_expiry_ms != 0;
+	if (!x->u.expire.result)
+		return STORE_UPDATE_KEEP;
+	sr->new_value = old;
+	sr->new_len = old_len;
+	sr->new_expiry_ms = 0;
+	return STORE_UPDATE_WRITE;
+}
+
+void cmd_persist(struct cmd_ctx *x)
+{
+	x->sr.op = STORE_UPDATE;
+	x->sr.update = persist_update;
+	cmd_submit(x, expire_done);
+}
+
+/* ---- SCAN -------------------------------------------------------------- */
+
+static void scan_visit(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms)
+{
+	struct cmd_ctx *x = arg;
+	(void)expiry_ms;
+	x->u.scan.visited++;
+	if (x->u.scan.pattern != NULL &&
+	    !cmd_glob_match(x->u.scan.pattern, x->u.scan.pattern_len, key, klen, false))
+		return;
+	resp_add_bulk(&x->u.scan.keys, key, klen);
+	x->u.scan.found++;
+}
+
+static void scan_reply(struct cmd_ctx *x, uint64_t cursor)
+{
+	resp_add_array(x->reply, 2);
+	resp_add_bulk_int(x->reply, (int64_t)cursor);
+	resp_add_array(x->reply, x->u.scan.found);
+	resp_buf_append(x->reply, x->u.scan.keys.data, x->u.scan.keys.len);
+	resp_buf_free(&x->u.scan.keys);
+	cmd_done(x);
+}
+
+/* Runs on the proactor of x->shard: walks on from x->u.scan.cursor, moving to
+ * the next shards while fewer than COUNT keys were visited. */
+static void scan_step(struct cmd_ctx *x)
+{
+	size_t want = x->u.scan.count - x->u.scan.visited;
+	uint64_t next;
+	int ret = store_scan(x->st, x->u.scan.cursor, want, scan_visit, x, &next);
+	if (ret < 0) {
+		resp_buf_free(&x->u.scan.keys);
+		cmd_add_store_error(x->reply, ret);
+		cmd_done(x);
+		return;
+	}
+	if (next != 0) {
+		scan_reply(x, (uint64_t)x->shard << 32 | next);
+		return;
+	}
+	unsigned shard = x->shard + 1;
+	if (shard >= shard_map.shards) {
+		scan_reply(x, 0);
+		return;
+	}
+	if (x->u.scan.visited >= x->u.scan.count) {
+		scan_reply(x, (uint64_t)shard << 32);
+		return;
+	}
+	x->u.scan.cursor = 0;
+	cmd_run_on_shard(x, shard, scan_step);
+}
+
+void cmd_scan(struct cmd_ctx *x)
+{
+	/* The cursor: Redis's parseScanCursorOrReply (strtoul: "-1" wraps). */
+	const char *c = (const char *)cmd_arg(x, 1);
+	char *end;
+	errno = 0;
+	unsigned long long cursor = strtoull(c, &end, 10);
+	if (isspace((unsigned char)c[0]) || *end != '\0' || errno == ERANGE) {
+		cmd_fail(x, "ERR invalid cursor");
+		return;
+	}
+	int64_t count = 10;
+	bool other_type = false;
+	x->u.scan.pattern = NULL;
+	for (size_t i = 2; i < cmd_argc(x); i += 2) {
+		bool has_value = i + 1 < cmd_argc(x);
+		if (cmd_arg_is(x, i, "count") && has_value) {
+			if (cmd_arg_int_or_fail(x, i + 1, &count) < 0)
+				return;
+			if (count < 1) {
+				cmd_fail(x, cmd_err_syntax);
+				return;
+			}
+		} else if (cmd_arg_is(x, i, "match") && has_value) {
+			bool all = cmd_arg_len(x, i + 1) == 1 && cmd_arg(x, i + 1)[0] == '*';
+			x->u.scan.pattern = all ? NULL : cmd_arg(x, i + 1);
+			x->u.scan.pattern_len = cmd_arg_len(x, i + 1);
+		} else if (cmd_arg_is(x, i, "type") && has_value) {
+			other_type = !cmd_arg_is(x, i + 1, "string");
+		} else {
+			cmd_fail(x, cmd_err_syntax);
+			return;
+		}
+	}
+	x->u.scan.count = (size_t)count;
+	x->u.scan.found = 0;
+	x->u.scan.visited = 0;
+	x->u.scan.cursor = cursor & UINT32_MAX;
+	resp_buf_init(&x->u.scan.keys, x->reply->proto);
+	unsigned shard = (unsigned)(cursor >> 32);
+	if (other_type || (cursor >> 32) >= shard_map.shards) {
+		/* Only strings exist: a walk for any other type finds nothing. */
+		scan_reply(x, 0);
+		return;
+	}
+	cmd_run_on_shard(x, shard, scan_step);
+}
+
+/* ---- KEYS -------------------------------------------------------------- */
+
+static void keys_visit(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms)
+{
+	struct cmd_part *p = arg;
+	struct cmd_ctx *x = p->fan->x;
+	(void)expiry_ms;
+	bool all = cmd_arg_len(x, 1) == 1 && cmd_arg(x, 1)[0] == '*'; /* Redis's shortcut */
+	if (!all && !cmd_glob_match(cmd_arg(x, 1), cmd_arg_len(x, 1), key, klen, false))
+		return;
+	resp_add_bulk(&p->text, key, klen);
+	p->count++;
+}
+
+static void keys_part_msg(void *arg);
+
+/* Walks this proactor's shards from (p->shard, p->cursor), KEYS_STEP keys at
+ * a time, giving the loop back between steps. */
+static void keys_part(struct cmd_part *p)
+{
+	if (p->shard >= shard_map.shards) {
+		cmd_part_done(p);
+		return;
+	}
+	uint64_t next;
+	int ret = store_scan(shard_store(p->shard), p->cursor, KEYS_STEP, keys_visit, p, &next);
+	if (ret < 0) {
+		p->status = ret;
+		cmd_part_done(p);
+		return;
+	}
+	p->cursor = next;
+	if (next == 0)
+		p->shard += shard_map.threads;
+	struct px *self = px_current();
+	px_send(self, self->id, keys_part_msg, p);
+}
+
+static void keys_part_msg(void *arg)
+{
+	keys_part(arg);
+}
+
+static void keys_start(struct cmd_part *p)
+{
+	p->shard = p->px;
+	p->cursor = 0;
+	keys_part(p);
+}
+
+static void keys_finish(struct cmd_fan *f)
+{
+	struct cmd_ctx *x = f->x;
+	size_t total = 0;
+	int failure = 0;
+	for (size_t i = 0; i < f->nparts; i++) {
+		total += f->parts[i].count;
+		if (f->parts[i].status < 0)
+			failure = f->parts[i].status;
+	}
+	if (failure < 0) {
+		cmd_add_store_error(x->reply, failure);
+	} else {
+		resp_add_array(x->reply, total);
+		for (size_t i = 0; i < f->nparts; i++)
+			resp_buf_append(x->reply, f->parts[i].text.data, f->parts[i].text.len);
+	}
+	cmd_fan_free(f);
+	cmd_done(x);
+}
+
+void cmd_keys(struct cmd_ctx *x)
+{
+	cmd_fan_all(x, keys_start, keys_finish);
+}
+
+/* ---- DBSIZE ------------------------------------------------------------ */
+
+static void dbsize_part(struct cmd_part *p)
+{
+	for (unsigned s = p->px; s < shard_map.shards; s += shard_map.threads)
+		p->num += (int64_t)store_key_count(shard_store(s));
+	cmd_part_done(p);
+}
+
+static void dbsize_finish(struct cmd_fan *f)
+{
+	struct cmd_ctx *x = f->x;
+	int64_t n = 0;
+	for (size_t i = 0; i < f->nparts; i++)
+		n += f->parts[i].num;
+	resp_add_int(x->reply, n);
+	cmd_fan_free(f);
+	cmd_done(x);
+}
+
+void cmd_dbsize(struct cmd_ctx *x)
+{
+	cmd_fan_all(x, dbsize_part, dbsize_finish);
+}
+
+/* ---- FLUSHDB / FLUSHALL ------------------------------------------------ */
+
+/* One store_drop_all per shard of the part's proactor. */
+struct flush_req {
+	struct store_req sr;
+	struct cmd_part *part;
+};
+
+static void flush_done(struct store_req *sr)
+{
+	struct flush_req *fr = (struct flush_req *)sr;
+	struct cmd_part *p = fr->part;
+	if (sr->status < 0 && p->status == 0)
+		p->status = sr->status;
+	if (--p->pending == 0)
+		cmd_part_done(p);
+}
+
+static void flush_part(struct cmd_part *p)
+{
+	size_t n = 0;
+	for (unsigned s = p->px; s < shard_map.shards; s += shard_map.threads)
+		n++;
+	if (n == 0) {
+		cmd_part_done(p);
+		return;
+	}
+	struct flush_req *reqs = calloc(n, sizeof(*reqs));
+	if (reqs == NULL) {
+		p->status = -ENOMEM;
+		cmd_part_done(p);
+		return;
+	}
+	p->scratch = reqs;
+	p->pending = n;
+	size_t i = 0;
+	for (unsigned s = p->px; s < shard_map.shards; s += shard_map.threads, i++) {
+		reqs[i].part = p;
+		reqs[i].sr.done = flush_done;
+		store_drop_all(shard_store(s), &reqs[i].sr);
+	}
+}
+
+static void flush_finish(struct cmd_fan *f)
+{
+	struct cmd_ctx *x = f->x;
+	int failure = 0;
+	for (size_t i = 0; i < f->nparts; i++)
+		if (f->parts[i].status < 0)
+			failure = f->parts[i].status;
+	if (failure < 0)
+		cmd_add_store_error(x->reply, failure);
+	else
+		resp_add_simple(x->reply, "OK");
+	cmd_fan_free(f);
+	cmd_done(x);
+}
+
+void cmd_flushall(struct cmd_ctx *x)
+{
+	/* ASYNC and SYNC are the same here: the drop is one durable log record. */
+	if (cmd_argc(x) > 2 ||
+	    (cmd_argc(x) == 2 && !cmd_arg_is(x, 1, "async") && !cmd_arg_is(x, 1, "sync"))) {
+		cmd_fail(x, cmd_err_syntax);
+		return;
+	}
+	cmd_fan_all(x, flush_part, flush_finish);
+}
+
+/* ---- RANDOMKEY --------------------------------------------------------- */
+
+static __thread uint64_t random_state; /* xorshift64 of the calling proactor */
+
+static uint64_t random_next(void)
+{
+	if (random_state == 0)
+		random_state =
+		    cmd_now_us() ^ ((uint64_t)px_current()->id << 48) ^ 0x9e3779b97f4a7c15ULL;
+	random_state ^= random_state << 13;
+	random_state ^= random_state >> 7;
+	random_state ^= random_state << 17;
+	return random_state;
+}
+
+static void random_visit(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms)
+{
+	struct cmd_ctx *x = arg;
+	(void)expiry_ms;
+	if (x->u.scan.found > 0)
+		return;
+	resp_add_bulk(x->reply, key, klen);
+	x->u.scan.found = 1;
+}
+
+static void random_step(struct cmd_ctx *x);
+
+/* Moves the walk to the next shard (or replies nil when every shard was
+ * tried). */
+static void random_next_shard(struct cmd_ctx *x)
+{
+	if (--x->u.scan.shards_left == 0) {
+		resp_add_null(x->reply);
+		cmd_done(x);
+		return;
+	}
+	x->u.scan.start = x->u.scan.cursor = random_next() & UINT32_MAX;
+	x->u.scan.wrapped = false;
+	cmd_run_on_shard(x, (x->shard + 1) % shard_map.shards, random_step);
+}
+
+/* On the proactor of x->shard: the first live key at or after a random hash,
+ * wrapping around the shard once. */
+static void random_step(struct cmd_ctx *x)
+{
+	for (unsigned i = 0; i < RANDOM_STEPS; i++) {
+		if (store_key_count(x->st) == 0) {
+			random_next_shard(x);
+			return;
+		}
+		uint64_t next;
+		int ret = store_scan(x->st, x->u.scan.cursor, 8, random_visit, x, &next);
+		if (ret < 0) {
+			cmd_add_store_error(x->reply, ret);
+			cmd_done(x);
+			return;
+		}
+		if (x->u.scan.found > 0) {
+			cmd_done(x);
+			return;
+		}
+		if (next == 0) {
+			if (x->u.scan.wrapped) {
+				random_next_shard(x);
+				return;
+			}
+			x->u.scan.wrapped = true;
+		} else if (x->u.scan.wrapped && next >= x->u.scan.start) {
+			random_next_shard(x);
+			return;
+		}
+		x->u.scan.cursor = next;
+	}
+	cmd_continue(x, random_step);
+}
+
+void cmd_randomkey(struct cmd_ctx *x)
+{
+	x->u.scan.found = 0;
+	x->u.scan.shards_left = shard_map.shards;
+	x->u.scan.start = x->u.scan.cursor = random_next() & UINT32_MAX;
+	x->u.scan.wrapped = false;
+	cmd_run_on_shard(x, (unsigned)(random_next() % shard_map.shards), random_step);
+}

@@ -1,0 +1,735 @@
+/* cmd_string: the string commands (GET, SET and its family, MGET, MSET,
+ * MSETNX, APPEND, STRLEN, INCR family, INCRBYFLOAT, GETRANGE, SETRANGE).
+ *
+ * The one-key commands are CMD_KEYED: they run on the proactor of the key's
+ * shard, and every read-modify-write (INCR, APPEND, SET ... GET, GETEX) is a
+ * single STORE_UPDATE, so it is atomic with respect to every other command on
+ * the key.  Updates keep the key's time to live, as Redis does. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+
+#define CMD_SET_NX      0x01
+#define CMD_SET_XX      0x02
+#define CMD_SET_GET     0x04
+#define CMD_SET_KEEPTTL 0x08
+#define CMD_SET_EX      0x10  /* relative seconds */
+#define CMD_SET_PX      0x20  /* relative ms */
+#define CMD_SET_EXAT    0x40  /* absolute seconds */
+#define CMD_SET_PXAT    0x80  /* absolute ms */
+#define CMD_SET_PERSIST 0x100 /* GETEX only */
+#define CMD_SET_EXPIRY  (CMD_SET_EX | CMD_SET_PX | CMD_SET_EXAT | CMD_SET_PXAT)
+
+/* Replies for a failed or refused store request that the caller did not
+ * answer itself.  Returns true if it wrote a reply. */
+static bool add_failure(struct cmd_ctx *x, int status)
+{
+	if (status >= 0 || status == -ENOENT || status == -EEXIST)
+		return false;
+	resp_buf_reset(x->reply); /* an update may have written its answer already */
+	cmd_add_store_error(x->reply, status);
+	return true;
+}
+
+/* Turns an expire argument into absolute Unix ms, as Redis's
+ * getExpireMillisecondsOrReply: > 0, no overflow.  Replies and returns -1 on
+ * error. */
+static int expiry_or_fail(struct cmd_ctx *x, size_t arg, unsigned unit_flag, const char *name,
+                          uint64_t *out)
+{
+	int64_t v;
+	if (cmd_arg_int_or_fail(x, arg, &v) < 0)
+		return -1;
+	bool seconds = unit_flag & (CMD_SET_EX | CMD_SET_EXAT);
+	if (v <= 0 || (seconds && v > INT64_MAX / 1000))
+		goto invalid;
+	if (seconds)
+		v *= 1000;
+	if (unit_flag & (CMD_SET_EX | CMD_SET_PX)) {
+		int64_t now = (int64_t)cmd_now_ms();
+		if (v > INT64_MAX - now)
+			goto invalid;
+		v += now;
+	}
+	*out = (uint64_t)v;
+	return 0;
+invalid:
+	resp_add_errorf(x->reply, "ERR invalid expire time in '%s' command", name);
+	cmd_done(x);
+	return -1;
+}
+
+/* ---- GET --------------------------------------------------------------- */
+
+static void get_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	if (sr->status == 0)
+		resp_add_bulk(x->reply, sr->result, sr->result_len);
+	else if (sr->status == -ENOENT)
+		resp_add_null(x->reply);
+	else
+		cmd_add_store_error(x->reply, sr->status);
+	cmd_done(x);
+}
+
+void cmd_get(struct cmd_ctx *x)
+{
+	x->sr.op = STORE_GET;
+	cmd_submit(x, get_done);
+}
+
+/* ---- SET family -------------------------------------------------------- */
+
+/* Without GET: +OK, or nil when NX/XX refused. */
+static void put_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	if (sr->status == 0)
+		resp_add_simple(x->reply, "OK");
+	else if (sr->status == -EEXIST)
+		resp_add_null(x->reply);
+	else
+		cmd_add_store_error(x->reply, sr->status);
+	cmd_done(x);
+}
+
+/* SET ... GET: the old value (or nil) is the reply, whether or not NX/XX let
+ * the write happen. */
+static enum store_update_result set_get_update(struct store_req *sr, const uint8_t *old,
+                                               size_t old_len, uint64_t old_expiry_ms)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	unsigned f = x->u.set.flags;
+	if (old != NULL)
+		resp_add_bulk(x->reply, old, old_len);
+	else
+		resp_add_null(x->reply);
+	if (((f & CMD_SET_NX) && old != NULL) || ((f & CMD_SET_XX) && old == NULL))
+		return STORE_UPDATE_KEEP;
+	sr->new_value = sr->value;
+	sr->new_len = sr->value_len;
+	sr->new_expiry_ms =
+	    (f & CMD_SET_KEEPTTL) && old != NULL ? old_expiry_ms : x->u.set.expiry_ms;
+	return STORE_UPDATE_WRITE;
+}
+
+static void set_get_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	add_failure(x, sr->status);
+	cmd_done(x);
+}
+
+/* Submits the SET described by x->u.set with value argv[value_arg]. */
+static void set_generic(struct cmd_ctx *x, size_t value_arg)
+{
+	unsigned f = x->u.set.flags;
+	x->sr.value = cmd_arg(x, value_arg);
+	x->sr.value_len = cmd_arg_len(x, value_arg);
+	if (x->sr.value_len > cmd_max_string) {
+		cmd_fail(x, cmd_err_too_big);
+		return;
+	}
+	if (f & CMD_SET_GET) {
+		x->sr.op = STORE_UPDATE;
+		x->sr.update = set_get_update;
+		cmd_submit(x, set_get_done);
+		return;
+	}
+	x->sr.op = STORE_PUT;
+	x->sr.expiry_ms = x->u.set.expiry_ms;
+	x->sr.flags = (f & CMD_SET_NX ? STORE_NX : 0) | (f & CMD_SET_XX ? STORE_XX : 0) |
+	              (f & CMD_SET_KEEPTTL ? STORE_KEEPTTL : 0);
+	cmd_submit(x, put_done);
+}
+
+/* Parses SET's or GETEX's options from argv[first] (Redis's
+ * parseExtendedStringArgumentsOrReply).  Returns 0, or -1 after replying. */
+static int parse_set_options(struct cmd_ctx *x, size_t first, bool getex, const char *name)
+{
+	unsigned f = 0;
+	size_t expire_arg = 0;
+	for (size_t j = first; j < cmd_argc(x); j++) {
+		bool has_next = j + 1 < cmd_argc(x);
+		unsigned unit = 0;
+		/* Repeats are accepted and conflicts refused exactly as Redis's
+		 * parseExtendedStringArgumentsOrReply does. */
+		if (!getex && cmd_arg_is(x, j, "nx") && !(f & CMD_SET_XX))
+			f |= CMD_SET_NX;
+		else if (!getex && cmd_arg_is(x, j, "xx") && !(f & CMD_SET_NX))
+			f |= CMD_SET_XX;
+		else if (!getex && cmd_arg_is(x, j, "get"))
+			f |= CMD_SET_GET;
+		else if (!getex && cmd_arg_is(x, j, "keepttl") && !(f & CMD_SET_EXPIRY))
+			f |= CMD_SET_KEEPTTL;
+		else if (getex && cmd_arg_is(x, j, "persist") && !(f & CMD_SET_EXPIRY))
+			f |= CMD_SET_PERSIST;
+		else if (cmd_arg_is(x, j, "ex"))
+			unit = CMD_SET_EX;
+		else if (cmd_arg_is(x, j, "px"))
+			unit = CMD_SET_PX;
+		else if (cmd_arg_is(x, j, "exat"))
+			unit = CMD_SET_EXAT;
+		else if (cmd_arg_is(x, j, "pxat"))
+			unit = CMD_SET_PXAT;
+		else
+			goto syntax;
+		if (unit == 0)
+			continue;
+		if ((f & ((CMD_SET_EXPIRY & ~unit) | CMD_SET_KEEPTTL | CMD_SET_PERSIST)) ||
+		    !has_next)
+			goto syntax;
+		f |= unit;
+		expire_arg = ++j;
+	}
+	x->u.set.flags = f;
+	x->u.set.expiry_ms = 0;
+	if (expire_arg != 0)
+		return expiry_or_fail(x, expire_arg, f & CMD_SET_EXPIRY, name, &x->u.set.expiry_ms);
+	return 0;
+syntax:
+	cmd_fail(x, cmd_err_syntax);
+	return -1;
+}
+
+void cmd_set(struct cmd_ctx *x)
+{
+	if (parse_set_options(x, 3, false, "set") < 0)
+		return;
+	set_generic(x, 2);
+}
+
+static void setnx_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	if (!add_failure(x, sr->status))
+		resp_add_int(x->reply, sr->status == 0);
+	cmd_done(x);
+}
+
+void cmd_setnx(struct cmd_ctx *x)
+{
+	if (cmd_arg_len(x, 2) > cmd_max_string) {
+		cmd_fail(x, cmd_err_too_big);
+		return;
+	}
+	x->sr.op = STORE_PUT;
+	x->sr.flags = STORE_NX;
+	x->sr.value = cmd_arg(x, 2);
+	x->sr.value_len = cmd_arg_len(x, 2);
+	cmd_submit(x, setnx_done);
+}
+
+void cmd_setex(struct cmd_ctx *x)
+{
+	x->u.set.flags = CMD_SET_EX;
+	if (expiry_or_fail(x, 2, CMD_SET_EX, "setex", &x->u.set.expiry_ms) < 0)
+		return;
+	set_generic(x, 3);
+}
+
+void cmd_psetex(struct cmd_ctx *x)
+{
+	x->u.set.flags = CMD_SET_PX;
+	if (expiry_or_fail(x, 2, CMD_SET_PX, "psetex", &x->u.set.expiry_ms) < 0)
+		return;
+	set_generic(x, 3);
+}
+
+/* GETSET and GETDEL: the old value, or nil. */
+static void old_value_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	if (!add_failure(x, sr->status)) {
+		if (sr->status == 0 && sr->result != NULL)
+			resp_add_bulk(x->reply, sr->result, sr->result_len);
+		else
+			resp_add_null(x->reply);
+	}
+	cmd_done(x);
+}
+
+void cmd_getset(struct cmd_ctx *x)
+{
+	if (cmd_arg_len(x, 2) > cmd_max_string) {
+		cmd_fail(x, cmd_err_too_big);
+		return;
+	}
+	x->sr.op = STORE_PUT;
+	x->sr.flags = STORE_GET_OLD;
+	x->sr.value = cmd_arg(x, 2);
+	x->sr.value_len = cmd_arg_len(x, 2);
+	cmd_submit(x, old_value_done);
+}
+
+void cmd_getdel(struct cmd_ctx *x)
+{
+	x->sr.op = STORE_DELETE;
+	x->sr.flags = STORE_GET_OLD;
+	cmd_submit(x, old_value_done);
+}
+
+static enum store_update_result getex_update(struct store_req *sr, const uint8_t *old,
+                                             size_t old_len, uint64_t old_expiry_ms)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	unsigned f = x->u.set.flags;
+	if (old == NULL) {
+		resp_add_null(x->reply);
+		return STORE_UPDATE_KEEP;
+	}
+	resp_add_bulk(x->reply, old, old_len);
+	sr->new_value = old;
+	sr->new_len = old_len;
+	if (f & CMD_SET_PERSIST) {
+		sr->new_expiry_ms = 0;
+		return old_expiry_ms != 0 ? STORE_UPDATE_WRITE : STORE_UPDATE_KEEP;
+	}
+	if (!(f & CMD_SET_EXPIRY))
+		return STORE_UPDATE_KEEP;
+	if (x->u.set.expiry_ms <= cmd_now_ms())
+		return STORE_UPDATE_DELETE; /* a time in the past deletes the key, as in Redis */
+	sr->new_expiry_ms = x->u.set.expiry_ms;
+	return STORE_UPDATE_WRITE;
+}
+
+void cmd_getex(struct cmd_ctx *x)
+{
+	if (parse_set_options(x, 2, true, "getex") < 0)
+		return;
+	if (x->u.set.flags == 0) { /* a plain GET */
+		cmd_get(x);
+		return;
+	}
+	x->sr.op = STORE_UPDATE;
+	x->sr.update = getex_update;
+	cmd_submit(x, set_get_done);
+}
+
+/* ---- MGET, MSET, MSETNX ------------------------------------------------ */
+
+static void prepare_get(struct cmd_ctx *x, struct cmd_keyop *op)
+{
+	(void)x;
+	op->sr.op = STORE_GET;
+}
+
+/* The first failure of a fan-out (not -ENOENT/-EEXIST), or 0. */
+static int fan_failure(const struct cmd_fan *f)
+{
+	for (size_t i = 0; i < f->nops; i++) {
+		int s = f->ops[i].status;
+		if (s < 0 && s != -ENOENT && s != -EEXIST)
+			return s;
+	}
+	return 0;
+}
+
+static void mget_finish(struct cmd_fan *f)
+{
+	struct cmd_ctx *x = f->x;
+	int failure = fan_failure(f);
+	if (failure < 0) {
+		cmd_add_store_error(x->reply, failure);
+	} else {
+		resp_add_array(x->reply, f->nops);
+		for (size_t i = 0; i < f->nops; i++) {
+			if (f->ops[i].status == 0)
+				resp_add_bulk(x->reply, f->ops[i].value, f->ops[i].value_len);
+			else
+				resp_add_null(x->reply);
+		}
+	}
+	cmd_fan_free(f);
+	cmd_done(x);
+}
+
+void cmd_mget(struct cmd_ctx *x)
+{
+	cmd_fan_keys(x, 1, 1, true, prepare_get, mget_finish);
+}
+
+static void prepare_put(struct cmd_ctx *x, struct cmd_keyop *op)
+{
+	op->sr.op = STORE_PUT;
+	op->sr.value = cmd_arg(x, op->arg + 1);
+	op->sr.value_len = cmd_arg_len(x, op->arg + 1);
+}
+
+/* MSETNX's writes: "only if absent" for the first occurrence of each key, so
+ * a key created meanwhile is not overwritten; a repeated key is then written
+ * plainly (its first write runs before it), and the last value wins, as in
+ * Redis. */
+static void prepare_put_nx(struct cmd_ctx *x, struct cmd_keyop *op)
+{
+	prepare_put(x, op);
+	op->sr.flags = STORE_NX;
+	for (size_t a = 1; a < op->arg; a += 2)
+		if (cmd_arg_len(x, a) == op->sr.key_len &&
+		    memcmp(cmd_arg(x, a), op->sr.key, op->sr.key_len) == 0) {
+			op->sr.flags = 0;
+			break;
+		}
+}
+
+static void mset_finish(struct cmd_fan *f)
+{
+	struct cmd_ctx *x = f->x;
+	int failure = fan_failure(f);
+	if (failure < 0)
+		cmd_add_store_error(x->reply, failure);
+	else
+		resp_add_simple(x->reply, "OK");
+	cmd_fan_free(f);
+	cmd_done(x);
+}
+
+/* Checks MSET/MSETNX's pairs and value sizes; replies and returns -1 if bad. */
+static int check_pairs(struct cmd_ctx *x)
+{
+	if (cmd_argc(x) % 2 == 0) {
+		resp_add_errorf(x->reply, "ERR wrong number of arguments for '%s' command",
+		                x->cmd->name);
+		cmd_done(x);
+		return -1;
+	}
+	for (size_t i = 2; i < cmd_argc(x); i += 2)
+		if (cmd_arg_len(x, i) > cmd_max_string) {
+			cmd_fail(x, cmd_err_too_big);
+			return -1;
+		}
+	return 0;
+}
+
+void cmd_mset(struct cmd_ctx *x)
+{
+	if (check_pairs(x) == 0)
+		cmd_fan_keys(x, 1, 2, false, prepare_put, mset_finish);
+}
+
+static void prepare_meta(struct cmd_ctx *x, struct cmd_keyop *op)
+{
+	(void)x;
+	op->sr.op = STORE_META;
+}
+
+static void msetnx_written(struct cmd_fan *f)
+{
+	struct cmd_ctx *x = f->x;
+	int failure = fan_failure(f);
+	bool all_set = true;
+	for (size_t i = 0; i < f->nops; i++)
+		all_set &= f->ops[i].status == 0;
+	if (failure < 0)
+		cmd_add_store_error(x->reply, failure);
+	else
+		resp_add_int(x->reply, all_set);
+	cmd_fan_free(f);
+	cmd_done(x);
+}
+
+static void msetnx_checked(struct cmd_fan *f)
+{
+	struct cmd_ctx *x = f->x;
+	int failure = fan_failure(f);
+	bool any = false;
+	for (size_t i = 0; i < f->nops; i++)
+		any |= f->ops[i].status == 0;
+	cmd_fan_free(f);
+	if (failure < 0 || any) {
+		if (failure < 0)
+			cmd_add_store_error(x->reply, failure);
+		else
+			resp_add_int(x->reply, 0);
+		cmd_done(x);
+		return;
+	}
+	cmd_fan_keys(x, 1, 2, false, prepare_put_nx, msetnx_written);
+}
+
+void cmd_msetnx(struct cmd_ctx *x)
+{
+	if (check_pairs(x) == 0)
+		cmd_fan_keys(x, 1, 2, false, prepare_meta, msetnx_checked);
+}
+
+/* ---- APPEND, STRLEN ---------------------------------------------------- */
+
+static enum store_update_result append_update(struct store_req *sr, const uint8_t *old,
+                                              size_t old_len, uint64_t old_expiry_ms)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	const uint8_t *add = cmd_arg(x, 2);
+	size_t add_len = cmd_arg_len(x, 2);
+	sr->new_expiry_ms = old_expiry_ms;
+	if (old == NULL) {
+		sr->new_value = add;
+		sr->new_len = add_len;
+		return STORE_UPDATE_WRITE;
+	}
+	if (old_len + add_len > cmd_max_string) {
+		x->err = cmd_err_too_big;
+		return STORE_UPDATE_KEEP;
+	}
+	uint8_t *v = malloc(old_len + add_len + 1);
+	if (v == NULL) {
+		x->err = cmd_err_oom;
+		return STORE_UPDATE_KEEP;
+	}
+	memcpy(v, old, old_len);
+	memcpy(v + old_len, add, add_len);
+	x->heap = v;
+	sr->new_value = v;
+	sr->new_len = old_len + add_len;
+	return STORE_UPDATE_WRITE;
+}
+
+/* Updates whose reply is the new length (APPEND, SETRANGE). */
+static void new_length_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	if (x->err != NULL)
+		resp_add_error(x->reply, x->err);
+	else if (!add_failure(x, sr->status))
+		resp_add_int(x->reply, (int64_t)sr->new_len);
+	cmd_done(x);
+}
+
+void cmd_append(struct cmd_ctx *x)
+{
+	x->sr.op = STORE_UPDATE;
+	x->sr.update = append_update;
+	cmd_submit(x, new_length_done);
+}
+
+static void strlen_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	if (!add_failure(x, sr->status))
+		resp_add_int(x->reply, sr->status == 0 ? (int64_t)sr->result_len : 0);
+	cmd_done(x);
+}
+
+void cmd_strlen(struct cmd_ctx *x)
+{
+	x->sr.op = STORE_META;
+	cmd_submit(x, strlen_done);
+}
+
+/* ---- INCR family ------------------------------------------------------- */
+
+static enum store_update_result incr_update(struct store_req *sr, const uint8_t *old,
+                                            size_t old_len, uint64_t old_expiry_ms)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	int64_t v = 0, d = x->u.incr.delta;
+	if (old != NULL && !cmd_parse_int64(old, old_len, &v)) {
+		x->err = cmd_err_not_int;
+		return STORE_UPDATE_KEEP;
+	}
+	if ((d < 0 && v < 0 && d < INT64_MIN - v) || (d > 0 && v > 0 && d > INT64_MAX - v)) {
+		x->err = cmd_err_overflow;
+		return STORE_UPDATE_KEEP;
+	}
+	v += d;
+	x->u.incr.delta = v; /* the reply */
+	int n = snprintf(x->u.incr.num, sizeof(x->u.incr.num), "%lld", (long long)v);
+	sr->new_value = (const uint8_t *)x->u.incr.num;
+	sr->new_len = (size_t)n;
+	sr->new_expiry_ms = old_expiry_ms;
+	return STORE_UPDATE_WRITE;
+}
+
+static void incr_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	if (x->err != NULL)
+		resp_add_error(x->reply, x->err);
+	else if (!add_failure(x, sr->status))
+		resp_add_int(x->reply, x->u.incr.delta);
+	cmd_done(x);
+}
+
+static void incr_generic(struct cmd_ctx *x, int64_t delta)
+{
+	x->u.incr.delta = delta;
+	x->sr.op = STORE_UPDATE;
+	x->sr.update = incr_update;
+	cmd_submit(x, incr_done);
+}
+
+void cmd_incr(struct cmd_ctx *x)
+{
+	incr_generic(x, 1);
+}
+
+void cmd_decr(struct cmd_ctx *x)
+{
+	incr_generic(x, -1);
+}
+
+void cmd_incrby(struct cmd_ctx *x)
+{
+	int64_t d;
+	if (cmd_arg_int_or_fail(x, 2, &d) == 0)
+		incr_generic(x, d);
+}
+
+void cmd_decrby(struct cmd_ctx *x)
+{
+	int64_t d;
+	if (cmd_arg_int_or_fail(x, 2, &d) < 0)
+		return;
+	if (d == INT64_MIN) {
+		cmd_fail(x, "ERR decrement would overflow");
+		return;
+	}
+	incr_generic(x, -d);
+}
+
+#define LD_TEXT_MAX 5200 /* "%.17Lf" of the largest long double, and more */
+
+static enum store_update_result incrbyfloat_update(struct store_req *sr, const uint8_t *old,
+                                                   size_t old_len, uint64_t old_expiry_ms)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	long double v = 0;
+	if (old != NULL && !cmd_parse_ld(old, old_len, &v)) {
+		x->err = cmd_err_not_float;
+		return STORE_UPDATE_KEEP;
+	}
+	v += x->u.incr.fdelta;
+	if (isnan(v) || isinf(v)) {
+		x->err = "ERR increment would produce NaN or Infinity";
+		return STORE_UPDATE_KEEP;
+	}
+	char *text = malloc(LD_TEXT_MAX);
+	size_t n = text != NULL ? cmd_format_ld(text, LD_TEXT_MAX, v) : 0;
+	if (n == 0) {
+		free(text);
+		x->err = cmd_err_oom;
+		return STORE_UPDATE_KEEP;
+	}
+	x->heap = text;
+	sr->new_value = (const uint8_t *)text;
+	sr->new_len = n;
+	sr->new_expiry_ms = old_expiry_ms;
+	return STORE_UPDATE_WRITE;
+}
+
+static void incrbyfloat_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	if (x->err != NULL)
+		resp_add_error(x->reply, x->err);
+	else if (!add_failure(x, sr->status))
+		resp_add_bulk(x->reply, x->heap, sr->new_len);
+	cmd_done(x);
+}
+
+void cmd_incrbyfloat(struct cmd_ctx *x)
+{
+	if (!cmd_parse_ld(cmd_arg(x, 2), cmd_arg_len(x, 2), &x->u.incr.fdelta)) {
+		cmd_fail(x, cmd_err_not_float);
+		return;
+	}
+	x->sr.op = STORE_UPDATE;
+	x->sr.update = incrbyfloat_update;
+	cmd_submit(x, incrbyfloat_done);
+}
+
+/* ---- GETRANGE, SETRANGE ------------------------------------------------ */
+
+static void getrange_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	if (add_failure(x, sr->status)) {
+		cmd_done(x);
+		return;
+	}
+	int64_t len = sr->status == 0 ? (int64_t)sr->result_len : 0;
+	int64_t start = x->u.range.start, end = x->u.range.end;
+	if (start < 0 && end < 0 && start > end) {
+		resp_add_bulk(x->reply, "", 0);
+		cmd_done(x);
+		return;
+	}
+	if (start < 0)
+		start = len + start;
+	if (end < 0)
+		end = len + end;
+	if (start < 0)
+		start = 0;
+	if (end < 0)
+		end = 0;
+	if (end >= len)
+		end = len - 1;
+	if (start > end || len == 0)
+		resp_add_bulk(x->reply, "", 0);
+	else
+		resp_add_bulk(x->reply, sr->result + start, (size_t)(end - start + 1));
+	cmd_done(x);
+}
+
+void cmd_getrange(struct cmd_ctx *x)
+{
+	if (cmd_arg_int_or_fail(x, 2, &x->u.range.start) < 0 ||
+	    cmd_arg_int_or_fail(x, 3, &x->u.range.end) < 0)
+		return;
+	x->sr.op = STORE_GET;
+	cmd_submit(x, getrange_done);
+}
+
+static enum store_update_result setrange_update(struct store_req *sr, const uint8_t *old,
+                                                size_t old_len, uint64_t old_expiry_ms)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	const uint8_t *add = cmd_arg(x, 3);
+	size_t add_len = cmd_arg_len(x, 3), off = (size_t)x->u.range.start;
+	sr->new_len = old_len; /* the reply when nothing changes */
+	if (add_len == 0)
+		return STORE_UPDATE_KEEP; /* Redis neither creates nor changes the key */
+	if (off + add_len > cmd_max_string) {
+		x->err = cmd_err_too_big;
+		return STORE_UPDATE_KEEP;
+	}
+	size_t len = off + add_len > old_len ? off + add_len : old_len;
+	uint8_t *v = malloc(len);
+	if (v == NULL) {
+		x->err = cmd_err_oom;
+		return STORE_UPDATE_KEEP;
+	}
+	if (old != NULL)
+		memcpy(v, old, old_len);
+	if (off > old_len)
+		memset(v + old_len, 0, off - old_len);
+	memcpy(v + off, add, add_len);
+	x->heap = v;
+	sr->new_value = v;
+	sr->new_len = len;
+	sr->new_expiry_ms = old_expiry_ms;
+	return STORE_UPDATE_WRITE;
+}
+
+void cmd_setrange(struct cmd_ctx *x)
+{
+	if (cmd_arg_int_or_fail(x, 2, &x->u.range.start) < 0)
+		return;
+	if (x->u.range.start < 0) {
+		cmd_fail(x, "ERR offset is out of range");
+		return;
+	}
+	if (cmd_arg_len(x, 3) > 0 &&
+	    (uint64_t)x->u.range.start + cmd_arg_len(x, 3) > cmd_max_string) {
+		cmd_fail(x, cmd_err_too_big);
+		return;
+	}
+	x->sr.op = STORE_UPDATE;
+	x->sr.update = setrange_update;
+	cmd_submit(x, new_length_done);
+}
