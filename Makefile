@@ -29,13 +29,16 @@ endif
 # daemon files stand on both.
 RUNTIME_SRC = service/logging.c service/proactor.c service/msgq.c service/pool.c
 STORAGE_SRC = storage/crc32c.c storage/format.c storage/fsutil.c storage/layout.c storage/log.c \
-              storage/index.c storage/store.c
+              storage/index.c storage/store.c storage/bulk.c
 NET_SRC     = $(wildcard net/*.c)
 # Daemon modules: config, shard (key -> slot -> shard), the command table and
 # its handlers (service/cmd*.c).
 DAEMON_SRC  = service/config.c $(wildcard service/shard.c service/cmd*.c)
 SERVER_SRC  = service/server.c
 BENCH_SRC   = tools/bench/ringkv_bench.c tools/bench/bench_msg.c tools/bench/bench_store.c
+# ringkv-import: main (import.c) and its modules, which its unit tests link too.
+IMPORT_MOD  = tools/import/input.c tools/import/online.c tools/import/progress.c
+IMPORT_SRC  = tools/import/import.c $(IMPORT_MOD)
 UNIT_SRC    = $(wildcard tests/unit/test_*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -45,10 +48,11 @@ LIB_OBJ     = $(call obj,$(RUNTIME_SRC) $(STORAGE_SRC) $(NET_SRC) $(DAEMON_SRC))
 LIB         = $(BUILD)/libringkv.a
 SERVER      = $(BUILD)/ringkv-server
 BENCH       = $(BUILD)/ringkv-bench
+IMPORT      = $(BUILD)/ringkv-import
 UNIT_BIN    = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .PHONY: all tests deps run test format clean
-all: $(SERVER) $(BENCH) tests
+all: $(SERVER) $(BENCH) $(IMPORT) tests
 tests: $(UNIT_BIN)
 
 $(BUILD)/obj/%.o: %.c
@@ -68,6 +72,15 @@ $(SERVER): $(call obj,$(SERVER_SRC)) $(LIB)
 $(BENCH): $(call obj,$(BENCH_SRC)) $(LIB)
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(IMPORT): $(call obj,$(IMPORT_SRC)) $(LIB)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/test_import_%: $(BUILD)/obj/tests/unit/test_import_%.o $(call obj,$(IMPORT_MOD)) $(LIB)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS) -lhiredis
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
 	@mkdir -p $(dir $@)

@@ -989,7 +989,7 @@ struct sst_xrow {
 	uint64_t expiry_ms;
 	const uint8_t *key; /* in the builder's arena */
 	uint32_t klen;
-	bool is_delete;     /* a tombstone for the replaced entry's row */
+	bool is_delete; /* a tombstone for the replaced entry's row */
 };
 
 struct sst_chunk {
@@ -1007,8 +1007,8 @@ struct idx_sst {
 	size_t last_len;            /* 0 before the first row */
 	struct sst_xrow *xrows;     /* expiry rows to write, unsorted */
 	size_t n_xrows, cap_xrows;
-	struct sst_chunk *chunks;   /* arena of expiry-row keys; newest first */
-	uint8_t *vbuf;              /* entry being encoded */
+	struct sst_chunk *chunks; /* arena of expiry-row keys; newest first */
+	uint8_t *vbuf;            /* entry being encoded */
 	size_t vcap;
 };
 
@@ -1043,8 +1043,8 @@ int idx_sst_open(struct idx_sst **out, struct idx *ix, const char *path, char *e
 		rerr = sst_try_open(s, ix, rocksdb_no_compression);
 	}
 	if (rerr) {
-		snprintf(err, errlen, "cannot create %s: %s (check free space and permissions)", path,
-		         rerr);
+		snprintf(err, errlen, "cannot create %s: %s (check free space and permissions)",
+		         path, rerr);
 		rocksdb_free(rerr);
 		idx_sst_free(s);
 		return -EIO;
@@ -1087,8 +1087,8 @@ static int sst_add_xrow(struct idx_sst *s, const void *key, size_t klen, uint64_
 	const uint8_t *k = sst_keep_key(s, key, klen);
 	if (k == NULL)
 		return -ENOMEM;
-	s->xrows[s->n_xrows++] =
-	    (struct sst_xrow){.expiry_ms = expiry_ms, .key = k, .klen = (uint32_t)klen, .is_delete = is_delete};
+	s->xrows[s->n_xrows++] = (struct sst_xrow){
+	    .expiry_ms = expiry_ms, .key = k, .klen = (uint32_t)klen, .is_delete = is_delete};
 	return 0;
 }
 
@@ -1162,11 +1162,17 @@ static int xrow_cmp(const void *a, const void *b)
 	return x->klen < y->klen ? -1 : x->klen > y->klen;
 }
 
-int idx_sst_finish(struct idx_sst *s, uint64_t applied_lsn, uint64_t key_count, char *err,
-                   size_t errlen)
+static int seg_live_cmp(const void *a, const void *b)
+{
+	const struct idx_seg_live *x = a, *y = b;
+	return x->segment < y->segment ? -1 : x->segment > y->segment;
+}
+
+int idx_sst_finish(struct idx_sst *s, uint64_t applied_lsn, uint64_t key_count,
+                   struct idx_seg_live *live, size_t n_live, char *err, size_t errlen)
 {
 	/* Row order: every 'k' row (added), then "m:applied_lsn" < "m:key_count",
-	 * then the 'x' rows. */
+	 * then the 's' rows, then the 'x' rows. */
 	static const char *const names[2] = {META_APPLIED_LSN, META_KEY_COUNT};
 	uint64_t values[2] = {applied_lsn, key_count};
 	char *rerr = NULL;
@@ -1174,6 +1180,15 @@ int idx_sst_finish(struct idx_sst *s, uint64_t applied_lsn, uint64_t key_count, 
 		uint8_t le[8];
 		put_le64(le, values[i]);
 		rocksdb_sstfilewriter_put(s->w, names[i], strlen(names[i]), (const char *)le,
+		                          sizeof(le), &rerr);
+	}
+	if (n_live > 1)
+		qsort(live, n_live, sizeof(*live), seg_live_cmp);
+	for (size_t i = 0; i < n_live && rerr == NULL; i++) {
+		uint8_t srow[9], le[8];
+		segment_row(srow, live[i].segment);
+		put_le64(le, live[i].live);
+		rocksdb_sstfilewriter_put(s->w, (const char *)srow, sizeof(srow), (const char *)le,
 		                          sizeof(le), &rerr);
 	}
 	if (s->n_xrows > 1)
@@ -1187,7 +1202,8 @@ int idx_sst_finish(struct idx_sst *s, uint64_t applied_lsn, uint64_t key_count, 
 		if (x->is_delete)
 			rocksdb_sstfilewriter_delete(s->w, (const char *)row, 9 + x->klen, &rerr);
 		else
-			rocksdb_sstfilewriter_put(s->w, (const char *)row, 9 + x->klen, "", 0, &rerr);
+			rocksdb_sstfilewriter_put(s->w, (const char *)row, 9 + x->klen, "", 0,
+			                          &rerr);
 	}
 	if (rerr == NULL)
 		rocksdb_sstfilewriter_finish(s->w, &rerr);

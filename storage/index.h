@@ -241,12 +241,12 @@ struct idx_stats {
  * be read). */
 void idx_get_stats(struct idx *ix, struct idx_stats *out);
 
-#endif
 
 /* ---- bulk load (the offline import, storage/bulk.h) -------------------- */
 
 /* A sorted RocksDB table file (SstFileWriter) holding key rows, expiry rows
- * and the metadata rows, built for idx_ingest.  Owned by one thread. */
+ * segment rows and the metadata rows, built for idx_ingest.  Owned by one
+ * thread. */
 struct idx_sst;
 
 /* Starts the file `path` (created or truncated) with ix's table options.
@@ -264,18 +264,28 @@ int idx_sst_open(struct idx_sst **out, struct idx *ix, const char *path, char *e
 int idx_sst_put(struct idx_sst *s, const void *key, size_t klen, const struct idx_entry *e,
                 uint64_t prev_expiry_ms, char *err, size_t errlen);
 
+/* A segment row to write: the segment's new live-byte count. */
+struct idx_seg_live {
+	uint64_t segment;
+	uint64_t live;
+};
+
 /* Writes the metadata rows (applied_lsn, key_count: the index's new absolute
- * values) and the expiry rows, and closes the file.  Returns 0 or -errno with
- * a message in `err`. */
-int idx_sst_finish(struct idx_sst *s, uint64_t applied_lsn, uint64_t key_count, char *err,
-                   size_t errlen);
+ * values), the segment rows live[0..n_live) (any order, each segment once)
+ * and the expiry rows, and closes the file.  Returns 0 or -errno with a
+ * message in `err`. */
+int idx_sst_finish(struct idx_sst *s, uint64_t applied_lsn, uint64_t key_count,
+                   struct idx_seg_live *live, size_t n_live, char *err, size_t errlen);
 
 /* Frees the builder (an unfinished file is left for the caller to delete). */
 void idx_sst_free(struct idx_sst *s);
 
 /* Ingests a file built by idx_sst_finish into ix (RocksDB moves it into the
- * index directory): its key rows, expiry rows and metadata become visible in
+ * index directory): its key, expiry and segment rows and metadata become
+ * visible in
  * one atomic step, and idx_applied_lsn / idx_key_count return its values.
  * Returns 0, or -EIO with a message in `err` (the index is then unchanged). */
 int idx_ingest(struct idx *ix, const char *path, uint64_t applied_lsn, uint64_t key_count,
                char *err, size_t errlen);
+
+#endif

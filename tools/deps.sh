@@ -21,6 +21,8 @@ need timeout coreutils
 need python3 python3
 # The integration tests talk to the server with real clients.
 need redis-cli redis-tools
+# ...and compare with the reference server (import test, benchmarks).
+need redis-server redis-server
 need /usr/lib/python3/dist-packages/redis/__init__.py python3-redis
 
 [ -z "$pkgs" ] && exit 0

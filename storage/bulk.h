@@ -1,0 +1,101 @@
+/* bulk: the offline bulk writer — loads key/value pairs straight into a data
+ * directory's shards (layout.h) while no server runs, producing exactly the
+ * log segments (format.h) and index rows (index.h) the server would have
+ * written for the same SETs in the same order.  Used by ringkv-import
+ * --offline; docs/IMPORT.md has the user-facing description and the
+ * crash-safety argument.
+ *
+ * Life of an import:
+ *
+ *   bulk_open     recovers every existing shard as the server's start-up
+ *                 would (store_open, then a clean close: the log is replayed
+ *                 into the index and a torn tail cut), then takes every
+ *                 shard's DIR/shard-NNN/LOCK (the lock store.c takes) for the
+ *                 whole import and opens the shard indexes.
+ *   bulk_put      (many times) appends a PUT record to the shard's new log
+ *                 segments, written sequentially with O_DIRECT through
+ *                 io_uring in 1 MiB commits each ending with its PAD, under
+ *                 temporary names (log/SSSSSSSSSSSSSSSS.seg.import) that
+ *                 recovery ignores; remembers the key's index entry.
+ *   bulk_finish   flushes and syncs the segments; per shard (in parallel, one
+ *                 thread per CPU) sorts the entries into index-row order
+ *                 (duplicates: the last row wins), looks up keys that already
+ *                 exist (key count, expiry rows to drop) and writes one sorted
+ *                 table (idx_sst_*) holding the key rows, expiry rows and the
+ *                 new applied_lsn and key count; then commits: renames every
+ *                 new segment of every shard to its final name, syncs the log
+ *                 directories, and ingests each shard's table (idx_ingest).
+ *   bulk_close    releases the locks; without a successful bulk_finish it
+ *                 first deletes every temporary file, leaving the shards'
+ *                 contents as they were.
+ *
+ * LSNs continue the shard's log: the first record gets applied_lsn + 1 and
+ * the ingested applied_lsn is the last one written, so recovery replays
+ * nothing.  New segments take the ids after the shard's last one; the server
+ * resumes writing in the last new segment (it cuts and preallocates it).
+ *
+ * Threads: every call from one thread; bulk_finish starts and joins its own.
+ */
+#ifndef RINGKV_BULK_H
+#define RINGKV_BULK_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct bulk_config {
+	const char *dir;             /* data directory holding LAYOUT (layout_open first) */
+	unsigned shards;             /* the directory's shard count (from layout_open) */
+	uint64_t segment_size;       /* storage.segment_size: bytes, multiple of 4096, >= 1 MiB */
+	uint32_t inline_max;         /* storage.inline_max: values up to this live in the index */
+	uint64_t index_cache;        /* RocksDB block cache bytes during the import */
+	unsigned threads;            /* bulk_finish's worker threads (>= 1) */
+	volatile sig_atomic_t *stop; /* when non-NULL and set, bulk_finish gives up with
+	                                -EINTR before the commit (a signal handler sets it) */
+	void (*phase)(void *arg, const char *what); /* optional: bulk_finish names its
+	                                               phases ("sorting", ...) */
+	void *phase_arg;
+};
+
+/* What the import did, filled by bulk_finish. */
+struct bulk_stats {
+	uint64_t rows;        /* records written to the log (every bulk_put that succeeded) */
+	uint64_t keys;        /* distinct keys written: rows minus duplicates within the input */
+	uint64_t new_keys;    /* of them, keys that did not exist before */
+	uint64_t overwritten; /* of them, keys that existed before (their value replaced) */
+	uint64_t log_bytes;   /* bytes of log written, segment headers and padding included */
+	uint64_t segments;    /* new segment files */
+};
+
+struct bulk;
+
+/* Prepares an import into cfg->dir (see above).  Returns 0, or -errno with a
+ * message naming the cause and the fix in `err`: -EBUSY when a process (a
+ * running server, another import) holds a shard — the message names its pid.
+ * On failure nothing was changed but what a server start-up would change. */
+int bulk_open(struct bulk **out, const struct bulk_config *cfg, char *err, size_t errlen);
+
+/* Appends one SET of key to the import (expiry_ms: absolute Unix time in ms,
+ * 0 = none).  Returns 0; -E2BIG when the key or value is over the limits
+ * (FMT_KEY_MAX; a record must fit one segment) — the row is skipped and the
+ * import may go on; any other -errno is fatal (a write failed: the message in
+ * `err`; call bulk_close). */
+int bulk_put(struct bulk *b, const void *key, size_t klen, const void *value, size_t vlen,
+             uint64_t expiry_ms, char *err, size_t errlen);
+
+/* Bytes of log appended so far (for progress). */
+uint64_t bulk_bytes(const struct bulk *b);
+
+/* Finishes and commits the import (see above).  Returns 0 with *stats
+ * filled; -EINTR when cfg->stop was set before the commit; or -errno with a
+ * message in `err`.  After any error before the commit point the directory
+ * is left as it was by bulk_close.  An error after it (an ingest failing) is
+ * reported but the import stands: its segments are in place and the server's
+ * recovery replays them into the index.  Call once. */
+int bulk_finish(struct bulk *b, struct bulk_stats *stats, char *err, size_t errlen);
+
+/* Deletes the import's temporary files unless bulk_finish committed it,
+ * closes the indexes, releases the locks and frees b. */
+void bulk_close(struct bulk *b);
+
+#endif

@@ -1,0 +1,345 @@
+/* test_import_input: ringkv-import's parsers (csv, tsv, jsonl, resp) — quoting, escapes, empty and
+ * binary values, TTLs, headers, and every kind of bad row with its line, column and reason; each
+ * input read whole and again one byte per read. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "tests/unit/testutil.h"
+#include "tools/import/input.h"
+
+#define MAX_ROWS 16
+
+/* What a parse produced: rows (copied) and error messages, in order. */
+struct result {
+	int n; /* entries */
+	struct {
+		int ret; /* 1 row, -EINVAL bad row, other: fatal */
+		uint64_t line;
+		char key[256], value[256];
+		size_t key_len, value_len;
+		int64_t ttl;
+		size_t argc;
+		char msg[512];
+	} e[MAX_ROWS];
+};
+
+struct feeder {
+	int fd;
+	const char *data;
+	size_t len;
+};
+
+/* Writes the input one byte per write, so the reader sees every split. */
+static void *feed_bytes(void *arg)
+{
+	struct feeder *f = arg;
+	for (size_t i = 0; i < f->len; i++)
+		if (write(f->fd, f->data + i, 1) != 1)
+			break;
+	close(f->fd);
+	return NULL;
+}
+
+static void parse_fd(int fd, const struct in_options *opt, struct result *res)
+{
+	struct in_reader *r;
+	memset(res, 0, sizeof(*res));
+	if (in_open(&r, fd, opt) < 0) {
+		fprintf(stderr, "in_open failed\n");
+		exit(1);
+	}
+	for (;;) {
+		struct in_row row;
+		char err[512] = "";
+		int ret = in_next(r, &row, err, sizeof(err));
+		if (ret == 0 || res->n == MAX_ROWS)
+			break;
+		if (ret == -EINTR)
+			continue;
+		typeof(&res->e[0]) e = &res->e[res->n++];
+		e->ret = ret;
+		snprintf(e->msg, sizeof(e->msg), "%s", err);
+		if (ret == 1) {
+			e->line = row.line;
+			e->argc = row.argc;
+			e->ttl = row.ttl_s;
+			e->key_len = row.key_len < 255 ? row.key_len : 255;
+			e->value_len = row.value_len < 255 ? row.value_len : 255;
+			if (row.key)
+				memcpy(e->key, row.key, e->key_len);
+			if (row.value)
+				memcpy(e->value, row.value, e->value_len);
+		} else if (ret != -EINVAL) {
+			break;
+		}
+	}
+	in_close(r);
+}
+
+/* Parses `len` bytes of `data` twice (whole, then one byte per read) and
+ * checks both give the same result; returns the first. */
+static void parse(enum in_format fmt, bool header, const char *data, size_t len, struct result *res)
+{
+	struct in_options opt = {.format = fmt, .header = header};
+	int fd = memfd_create("input", 0);
+	if (fd < 0 || write(fd, data, len) != (ssize_t)len || lseek(fd, 0, SEEK_SET) != 0) {
+		perror("memfd");
+		exit(1);
+	}
+	parse_fd(fd, &opt, res);
+	close(fd);
+
+	int p[2];
+	if (pipe(p) != 0) {
+		perror("pipe");
+		exit(1);
+	}
+	struct feeder f = {.fd = p[1], .data = data, .len = len};
+	pthread_t th;
+	pthread_create(&th, NULL, feed_bytes, &f);
+	struct result slow;
+	parse_fd(p[0], &opt, &slow);
+	pthread_join(th, NULL);
+	close(p[0]);
+	CHECK(memcmp(res, &slow, sizeof(slow)) == 0,
+	      "byte-by-byte reading differs from whole reading for %s input '%.40s'",
+	      in_format_name(fmt), data);
+}
+
+#define PARSE(fmt, header, lit, res) parse((fmt), (header), (lit), sizeof(lit) - 1, (res))
+
+static void check_row(const struct result *res, int i, uint64_t line, const char *key, size_t klen,
+                      const char *value, size_t vlen, int64_t ttl)
+{
+	if (i >= res->n) {
+		CHECK(i < res->n, "row %d missing (only %d entries)", i, res->n);
+		return;
+	}
+	const typeof(res->e[0]) *e = &res->e[i];
+	CHECK(e->ret == 1, "entry %d: expected a row, got %d (%s)", i, e->ret, e->msg);
+	CHECK(e->line == line, "entry %d: line %llu, expected %llu", i, (unsigned long long)e->line,
+	      (unsigned long long)line);
+	CHECK(e->key_len == klen && memcmp(e->key, key, klen) == 0, "entry %d: key '%.*s'", i,
+	      (int)e->key_len, e->key);
+	CHECK(e->value_len == vlen && memcmp(e->value, value, vlen) == 0,
+	      "entry %d: value '%.*s' (%zu bytes), expected %zu bytes", i, (int)e->value_len,
+	      e->value, e->value_len, vlen);
+	CHECK(e->ttl == ttl, "entry %d: ttl %lld, expected %lld", i, (long long)e->ttl,
+	      (long long)ttl);
+}
+
+#define ROW(res, i, line, k, v, ttl)                                                               \
+	check_row((res), (i), (line), (k), sizeof(k) - 1, (v), sizeof(v) - 1, (ttl))
+
+static void check_error(const struct result *res, int i, int ret, const char *msg)
+{
+	if (i >= res->n) {
+		CHECK(i < res->n, "error %d missing (only %d entries)", i, res->n);
+		return;
+	}
+	CHECK(res->e[i].ret == ret, "entry %d: ret %d, expected %d (%s)", i, res->e[i].ret, ret,
+	      res->e[i].msg);
+	CHECK(strstr(res->e[i].msg, msg) != NULL, "entry %d: message '%s' lacks '%s'", i,
+	      res->e[i].msg, msg);
+}
+
+static void test_csv(void)
+{
+	struct result r;
+	PARSE(IN_CSV, false,
+	      "plain,value\n"
+	      "\"quoted, comma\",\"say \"\"hi\"\"\"\r\n"
+	      "\"multi\nline key\",\"a\r\nb\",60\n"
+	      "\n"
+	      "empty,\n"
+	      "\"\",\"\"\n"
+	      "ttl-empty,v,\n"
+	      "last,no newline",
+	      &r);
+	CHECK(r.n == 7, "csv: %d entries", r.n);
+	ROW(&r, 0, 1, "plain", "value", 0);
+	ROW(&r, 1, 2, "quoted, comma", "say \"hi\"", 0);
+	ROW(&r, 2, 3, "multi\nline key", "a\r\nb", 60);
+	ROW(&r, 3, 7, "empty", "", 0);
+	ROW(&r, 4, 8, "", "", 0);
+	ROW(&r, 5, 9, "ttl-empty", "v", 0);
+	ROW(&r, 6, 10, "last", "no newline", 0);
+
+	/* Binary bytes in a quoted field. */
+	static const char bin[] = "k,\"\x00\xff\x01,\"\"\"\n";
+	parse(IN_CSV, false, bin, sizeof(bin) - 1, &r);
+	check_row(&r, 0, 1, "k", 1, "\x00\xff\x01,\"", 5, 0);
+
+	/* Header: columns named in another order, ttl included. */
+	PARSE(IN_CSV, true, "ttl,Value,key\n5,v1,k1\n,v2,k2\n", &r);
+	CHECK(r.n == 2, "csv header: %d entries", r.n);
+	ROW(&r, 0, 2, "k1", "v1", 5);
+	ROW(&r, 1, 3, "k2", "v2", 0);
+
+	/* Bad rows: each is skipped and the next one read. */
+	PARSE(IN_CSV, false,
+	      "a,b,c,d\n"
+	      "solo\n"
+	      "\"x\"y,v\n"
+	      "k,v,abc\n"
+	      "k,v,0\n"
+	      "k,v,-5\n"
+	      "good,row\n"
+	      "k,\"never closed\n",
+	      &r);
+	check_error(&r, 0, -EINVAL, "line 1: 4 columns; expected 2 (key, value) or 3");
+	check_error(&r, 1, -EINVAL, "line 2: 1 column;");
+	check_error(&r, 2, -EINVAL, "line 3, column 4: 'y' after a closing quote");
+	check_error(&r, 3, -EINVAL, "line 4, column 3 (ttl): 'abc' is not a whole number");
+	check_error(&r, 4, -EINVAL, "line 5, column 3 (ttl): ttl 0 is not allowed");
+	check_error(&r, 5, -EINVAL, "line 6, column 3 (ttl): '-5' is not a whole number");
+	ROW(&r, 6, 7, "good", "row", 0);
+	check_error(&r, 7, -EINVAL, "line 8, column 3: unterminated quoted field");
+	CHECK(r.n == 8, "csv bad rows: %d entries", r.n);
+
+	/* A header that does not name key and value is fatal. */
+	PARSE(IN_CSV, true, "key,other\nk,v\n", &r);
+	check_error(&r, 0, -EBADMSG, "line 1, column 2: header names 'other'");
+	PARSE(IN_CSV, true, "key,ttl\nk,1\n", &r);
+	check_error(&r, 0, -EBADMSG, "must name a key and a value column");
+	PARSE(IN_CSV, true, "key,value\nk,v,1\n", &r);
+	check_error(&r, 0, -EINVAL, "line 2: 3 columns; the header names 2");
+}
+
+static void test_tsv(void)
+{
+	struct result r;
+	PARSE(IN_TSV, false,
+	      "k1\tplain\n"
+	      "tab\\tkey\tline\\nbreak\\r\\\\ \\0\\x41\\xfF\r\n"
+	      "\n"
+	      "k3\t\t30\n"
+	      "k4\tv, with \"quotes\"",
+	      &r);
+	CHECK(r.n == 4, "tsv: %d entries", r.n);
+	ROW(&r, 0, 1, "k1", "plain", 0);
+	check_row(&r, 1, 2, "tab\tkey", 7, "line\nbreak\r\\ \0A\xff", 16, 0);
+	ROW(&r, 2, 4, "k3", "", 30);
+	ROW(&r, 3, 5, "k4", "v, with \"quotes\"", 0);
+
+	PARSE(IN_TSV, false, "k\\q\tv\nk\tv\\x4\nk\tv\\\nk\tv\t1\tx\nk\tv\t99999999999\nok\tv\n",
+	      &r);
+	check_error(&r, 0, -EINVAL, "line 1, column 1 (key): invalid escape '\\q");
+	check_error(&r, 1, -EINVAL, "line 2, column 2 (value): invalid escape '\\x4'");
+	check_error(&r, 2, -EINVAL, "line 3, column 2 (value): invalid escape '\\'");
+	check_error(&r, 3, -EINVAL, "line 4: 4 columns");
+	check_error(&r, 4, -EINVAL, "line 5, column 3 (ttl): ttl is over");
+	ROW(&r, 5, 6, "ok", "v", 0);
+
+	PARSE(IN_TSV, true, "value\tkey\nv\tk\n", &r);
+	ROW(&r, 0, 2, "k", "v", 0);
+}
+
+static void test_jsonl(void)
+{
+	struct result r;
+	PARSE(IN_JSONL, false,
+	      "{\"key\": \"k1\", \"value\": \"v1\"}\n"
+	      "  {\"value\":\"q\\\"\\\\\\/\\b\\f\\n\\r\\t\",\"key\":\"k2\",\"ttl\":10}\r\n"
+	      "\n"
+	      "{\"key\": \"\\u00e9\\u20ac\\ud83d\\ude00\", \"value\": \"\", \"ttl\": null}\n"
+	      "{\"key_b64\": \"AP8=\", \"value_b64\": \"AAEC/w\"}\n",
+	      &r);
+	CHECK(r.n == 4, "jsonl: %d entries", r.n);
+	ROW(&r, 0, 1, "k1", "v1", 0);
+	ROW(&r, 1, 2, "k2", "q\"\\/\b\f\n\r\t", 10);
+	ROW(&r, 2, 4, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", "", 0);
+	check_row(&r, 3, 5, "\x00\xff", 2, "\x00\x01\x02\xff", 4, 0);
+
+	PARSE(IN_JSONL, false,
+	      "[1]\n"
+	      "{\"key\": \"k\"}\n"
+	      "{\"key\": \"k\", \"value\": \"v\", \"vale\": 1}\n"
+	      "{\"key\": 5, \"value\": \"v\"}\n"
+	      "{\"key\": \"k\", \"value\": \"v\", \"ttl\": 1.5}\n"
+	      "{\"key\": \"k\", \"value\": \"v\", \"ttl\": 0}\n"
+	      "{\"key\": \"k\", \"value_b64\": \"!!!\"}\n"
+	      "{\"key\": \"k\", \"value\": \"v\"} x\n"
+	      "{\"key\": \"k\" \"value\": \"v\"}\n"
+	      "{\"key\": \"k\", \"value\": \"unterminated}\n"
+	      "{\"key\": \"k\", \"value\": \"a\\qb\"}\n"
+	      "{\"key\": \"k\", \"value\": \"v\", \"value\": \"w\"}\n"
+	      "{\"key\": \"\\ud800x\", \"value\": \"v\"}\n"
+	      "{\"key\": \"ok\", \"value\": \"v\"}\n",
+	      &r);
+	check_error(&r, 0, -EINVAL, "line 1, column 1: expected '{'");
+	check_error(&r, 1, -EINVAL, "line 2: missing field \"value\"");
+	check_error(&r, 2, -EINVAL, "line 3, column 28: unknown field \"vale\"");
+	check_error(&r, 3, -EINVAL, "line 4, column 9: field \"key\" must be a string");
+	check_error(&r, 4, -EINVAL, "line 5, column 35 (ttl): '1.5' is not a whole number");
+	check_error(&r, 5, -EINVAL, "line 6, column 35 (ttl): ttl 0 is not allowed");
+	check_error(&r, 6, -EINVAL, "line 7, column 27: field \"value_b64\" is not valid base64");
+	check_error(&r, 7, -EINVAL, "line 8, column 28: text after the object");
+	check_error(&r, 8, -EINVAL, "line 9, column 13: expected ',' or '}'");
+	check_error(&r, 9, -EINVAL, "line 10, column 37: ");
+	check_error(&r, 9, -EINVAL, "unterminated string");
+	check_error(&r, 10, -EINVAL, "invalid escape in a string");
+	check_error(&r, 11, -EINVAL, "the value is given twice");
+	check_error(&r, 12, -EINVAL, "high surrogate");
+	ROW(&r, 13, 14, "ok", "v", 0);
+	CHECK(r.n == 14, "jsonl bad rows: %d entries", r.n);
+}
+
+static void test_resp(void)
+{
+	struct result r;
+	PARSE(IN_RESP, false,
+	      "*3\r\n$3\r\nSET\r\n$2\r\nk1\r\n$5\r\na\r\nb\x00\r\n"
+	      "\r\n"
+	      "*1\r\n$4\r\nPING\r\n"
+	      "*5\r\n$3\r\nSET\r\n$2\r\nk2\r\n$0\r\n\r\n$2\r\nEX\r\n$2\r\n10\r\n",
+	      &r);
+	CHECK(r.n == 3, "resp: %d entries", r.n);
+	CHECK(r.e[0].ret == 1 && r.e[0].argc == 3 && r.e[0].line == 1, "resp row 0");
+	check_row(&r, 0, 1, "k1", 2, "", 0, 0);
+	CHECK(r.e[1].ret == 1 && r.e[1].argc == 1 && r.e[1].line == 10, "resp row 1: line %llu",
+	      (unsigned long long)r.e[1].line);
+	CHECK(r.e[2].ret == 1 && r.e[2].argc == 5 && r.e[2].line == 13, "resp row 2");
+
+	PARSE(IN_RESP, false, "*1\r\n$4\r\nPING\r\nSET k v\r\n", &r);
+	CHECK(r.e[0].ret == 1, "resp before an inline command");
+	check_error(&r, 1, -EBADMSG, "line 4 (byte 14): expected a RESP array header");
+	PARSE(IN_RESP, false, "*2\r\n$3\r\nGET\r\n:1\r\n", &r);
+	check_error(&r, 0, -EBADMSG, "argument 2 of the command: expected a bulk string header");
+	PARSE(IN_RESP, false, "*1\r\n$3\r\nGETX\r\n", &r);
+	check_error(&r, 0, -EBADMSG, "argument 1 is not followed by CRLF");
+	PARSE(IN_RESP, false, "*2\r\n$3\r\nGET\r\n$5\r\nab", &r);
+	check_error(&r, 0, -EINVAL, "line 1 (byte 0): the input ends inside a command");
+}
+
+static void test_names(void)
+{
+	enum in_format f;
+	CHECK(in_format_guess("/x/data.CSV", &f) == 0 && f == IN_CSV, "guess csv");
+	CHECK(in_format_guess("a.b/rows.tsv", &f) == 0 && f == IN_TSV, "guess tsv");
+	CHECK(in_format_guess("dump.ndjson", &f) == 0 && f == IN_JSONL, "guess ndjson");
+	CHECK(in_format_guess("appendonly.aof", &f) == 0 && f == IN_RESP, "guess aof");
+	CHECK(in_format_guess("a.csv/noext", &f) < 0, "no extension");
+	CHECK(in_format_parse("xml", &f) < 0, "unknown format");
+	uint8_t buf[16];
+	CHECK(in_base64_decode(buf, (const uint8_t *)"aGVsbG8=", 8) == 5 &&
+	          memcmp(buf, "hello", 5) == 0,
+	      "base64");
+	CHECK(in_base64_decode(buf, (const uint8_t *)"aGVsbG8", 7) == 5, "base64 without padding");
+	CHECK(in_base64_decode(buf, (const uint8_t *)"a", 1) < 0, "base64 bad length");
+}
+
+int main(void)
+{
+	test_csv();
+	test_tsv();
+	test_jsonl();
+	test_resp();
+	test_names();
+	return test_result();
+}
