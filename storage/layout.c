@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,15 +12,28 @@
 
 #include "storage/fsutil.h"
 
+/* CRC16-XMODEM by bytes: crc16_table[b] is the CRC of the byte b followed by
+ * 16 zero bits, computed once. */
+static uint16_t crc16_table[256];
+static pthread_once_t crc16_once = PTHREAD_ONCE_INIT;
+
+static void crc16_init(void)
+{
+	for (unsigned b = 0; b < 256; b++) {
+		uint16_t crc = (uint16_t)(b << 8);
+		for (int i = 0; i < 8; i++)
+			crc = (crc & 0x8000) ? (uint16_t)((crc << 1) ^ 0x1021) : (uint16_t)(crc << 1);
+		crc16_table[b] = crc;
+	}
+}
+
 uint16_t layout_crc16(const void *data, size_t len)
 {
 	const uint8_t *p = data;
 	uint16_t crc = 0;
-	for (size_t i = 0; i < len; i++) {
-		crc ^= (uint16_t)(p[i] << 8);
-		for (int b = 0; b < 8; b++)
-			crc = (crc & 0x8000) ? (uint16_t)((crc << 1) ^ 0x1021) : (uint16_t)(crc << 1);
-	}
+	pthread_once(&crc16_once, crc16_init);
+	for (size_t i = 0; i < len; i++)
+		crc = (uint16_t)((crc << 8) ^ crc16_table[(uint8_t)(crc >> 8) ^ p[i]]);
 	return crc;
 }
 
