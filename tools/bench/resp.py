@@ -14,6 +14,7 @@ from /proc/PID/stat over the run, divided by the requests).
 
     tools/bench/resp.py [--runs 3] [--requests 200000] [--pipeline-requests 2000000]
                         [--keyspace 100000] [--data-size 100] [--json] [--quick]
+                        [--server build-x/ringkv-server]
 
 Prints a Markdown table (or JSON with --json).  Needs redis-server, redis-benchmark
 (redis-tools) and a built build/ringkv-server.
@@ -35,6 +36,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAIRS = [("none", "off"), ("write", "everysec"), ("fsync", "always")]
+SERVER = os.path.join(ROOT, "build", "ringkv-server")  # --server replaces it
 
 
 def free_port():
@@ -72,7 +74,7 @@ class Server:
         self.dir = tempfile.mkdtemp(prefix=f"{kind}-", dir=work)
         self.log = open(os.path.join(self.dir, "server.log"), "w")
         if kind == "ringkv":
-            cmd = [os.path.join(ROOT, "build", "ringkv-server"), "--config",
+            cmd = [SERVER, "--config",
                    os.path.join(ROOT, "config.yaml"), "--port", str(self.port), "--dir",
                    os.path.join(self.dir, "data"), "--threads", str(threads), "--set",
                    f"storage.durability={mode}", "--set", "log.level=warn"]
@@ -144,6 +146,8 @@ def main():
     ap.add_argument("--pipeline-requests", type=int, default=2000000)
     ap.add_argument("--keyspace", type=int, default=100000)
     ap.add_argument("--data-size", type=int, default=100)
+    ap.add_argument("--server", default=None,
+                    help="the ringkv-server binary to run (default: build/ringkv-server)")
     ap.add_argument("--server-cpu", type=int, default=1)
     ap.add_argument("--client-cpu", type=int, default=0)
     ap.add_argument("--workdir", default=None,
@@ -159,8 +163,11 @@ def main():
         if shutil.which(tool) is None:
             sys.exit(f"resp.py: {tool} not found: apt-get install redis-server redis-tools"
                      f" util-linux")
-    if not os.access(os.path.join(ROOT, "build", "ringkv-server"), os.X_OK):
-        sys.exit("resp.py: build/ringkv-server is missing: run make first")
+    global SERVER
+    if args.server is not None:
+        SERVER = os.path.abspath(args.server)
+    if not os.access(SERVER, os.X_OK):
+        sys.exit(f"resp.py: {SERVER} is missing: run make first (or pass --server)")
     work = args.workdir or os.path.join(ROOT, "build", "bench-resp")
     os.makedirs(work, exist_ok=True)
 
