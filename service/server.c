@@ -30,6 +30,7 @@
 #include "config.h"
 #include "logging.h"
 #include "pool.h"
+#include "storage/bulk.h"
 #include "shard.h"
 
 #define MSG_BUDGET     1024     /* messages a proactor runs per loop iteration at most */
@@ -288,7 +289,11 @@ int main(int argc, char **argv)
 	LOG_INFO("ringkv %s started: %u proactors (pid %d)", RINGKV_VERSION, pool_size(pool),
 	         (int)getpid());
 
-	ret = shard_open_all(pool, &cfg, err, sizeof(err));
+	/* An offline import killed after its commit point finishes now, before
+	 * recovery replays its segments (storage/bulk.h). */
+	ret = bulk_roll_forward(cfg.storage.dir, err, sizeof(err));
+	if (ret == 0)
+		ret = shard_open_all(pool, &cfg, err, sizeof(err));
 	if (ret < 0) {
 		LOG_ERROR("cannot open the data directory %s: %s", cfg.storage.dir, err);
 		pool_stop(pool);

@@ -49,6 +49,8 @@
 #define BULK_STOP_CHECK  65536        /* rows between looks at cfg->stop while indexing */
 #define TMP_SUFFIX       ".import"    /* new segments until the commit: "<id>.seg.import" */
 #define SST_NAME         "import.sst" /* the shard's table, in DIR/shard-NNN */
+#define JOURNAL_NAME     "IMPORT-COMMIT" /* DIR/IMPORT-COMMIT: the commit point */
+#define JOURNAL_MAGIC    "ringkv-import-commit 1"
 
 /* One write buffer: a run of whole commits of one segment. */
 struct wbuf {
@@ -1033,20 +1035,146 @@ static bool stop_requested(const struct bulk *b)
 	return b->cfg.stop != NULL && *b->cfg.stop;
 }
 
+/* Test hook: RINGKV_IMPORT_FAULT=<point> makes the importer die (_exit 99)
+ * at that point of the commit, as a power loss or kill -9 would. */
+static void fault_point(const char *point)
+{
+	const char *f = getenv("RINGKV_IMPORT_FAULT");
+	if (f != NULL && strcmp(f, point) == 0)
+		_exit(99);
+}
+
+/* Writes DIR/IMPORT-COMMIT, the commit point: from the moment it is durable
+ * the import stands, and whatever of the renames a crash leaves undone is
+ * completed by bulk_roll_forward at the next server start.  Format (text):
+ * the magic line, then "shard N first_segment_id(hex) count" per shard with
+ * new segments. */
+static int write_journal(struct bulk *b, char *err, size_t errlen)
+{
+	char path[4200], tmp[4300];
+	snprintf(path, sizeof(path), "%s/" JOURNAL_NAME, b->dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (f == NULL)
+		goto fail;
+	fprintf(f, "%s\n", JOURNAL_MAGIC);
+	for (unsigned i = 0; i < b->cfg.shards; i++)
+		if (b->shards[i].n_segs > 0)
+			fprintf(f, "shard %u %" PRIx64 " %" PRIu64 "\n", i, b->shards[i].first_seg,
+			        b->shards[i].n_segs);
+	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+		int e = errno;
+		fclose(f);
+		errno = e;
+		goto fail;
+	}
+	if (fclose(f) != 0 || rename(tmp, path) != 0 || fsync_dir(b->dir) != 0)
+		goto fail;
+	return 0;
+fail:;
+	int e = errno ? errno : EIO;
+	snprintf(err, errlen, "cannot write %s: %s; nothing was imported", path, strerror(e));
+	unlink(tmp);
+	return -e;
+}
+
+static void remove_journal(struct bulk *b)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/" JOURNAL_NAME, b->dir);
+	if (unlink(path) == 0)
+		fsync_dir(b->dir);
+	else
+		LOG_WARN("cannot delete %s: %s; the next server start deletes it", path,
+		         strerror(errno));
+}
+
+int bulk_roll_forward(const char *dir, char *err, size_t errlen)
+{
+	char path[4200], line[256];
+	snprintf(path, sizeof(path), "%s/" JOURNAL_NAME, dir);
+	FILE *f = fopen(path, "r");
+	if (f == NULL) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	int ret = 0;
+	uint64_t renamed = 0;
+	if (fgets(line, sizeof(line), f) == NULL ||
+	    strncmp(line, JOURNAL_MAGIC, strlen(JOURNAL_MAGIC)) != 0) {
+		snprintf(err, errlen, "%s is not an import journal; move it away and restart", path);
+		ret = -EINVAL;
+	}
+	struct bulk_shard *s = calloc(1, sizeof(*s));
+	if (s == NULL && ret == 0) {
+		snprintf(err, errlen, "out of memory");
+		ret = -ENOMEM;
+	}
+	while (ret == 0 && fgets(line, sizeof(line), f) != NULL) {
+		unsigned shard;
+		uint64_t first, count;
+		if (sscanf(line, "shard %u %" SCNx64 " %" SCNu64, &shard, &first, &count) != 3) {
+			snprintf(err, errlen, "%s: malformed line '%.60s'; move it away and restart",
+			         path, line);
+			ret = -EINVAL;
+			break;
+		}
+		layout_shard_dir(dir, shard, s->dir, sizeof(s->dir));
+		snprintf(s->log_dir, sizeof(s->log_dir), "%s/log", s->dir);
+		ret = lock_shard(s, err, errlen);
+		if (ret < 0)
+			break;
+		for (uint64_t id = first; id < first + count; id++) {
+			char from[4400], to[4400];
+			tmp_segment_path(s, id, from, sizeof(from));
+			segment_path(s, id, to, sizeof(to));
+			if (rename(from, to) == 0) {
+				renamed++;
+			} else if (errno != ENOENT) {
+				snprintf(err, errlen, "cannot rename %s to %s: %s", from, to,
+				         strerror(errno));
+				ret = -errno;
+				break;
+			}
+		}
+		if (ret == 0 && (ret = fsync_dir(s->log_dir)) < 0)
+			snprintf(err, errlen, "cannot sync %s: %s", s->log_dir, strerror(-ret));
+		close(s->lock_fd);
+	}
+	free(s);
+	fclose(f);
+	if (ret < 0)
+		return ret;
+	if (unlink(path) != 0 || fsync_dir(dir) != 0) {
+		snprintf(err, errlen, "cannot delete %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	LOG_INFO("completed an interrupted offline import: %" PRIu64 " segment(s) renamed; the"
+	         " log replays them into the index",
+	         renamed);
+	return 0;
+}
+
 /* Renames every new segment to its final name and syncs the log
- * directories: the commit point (docs/IMPORT.md).  On failure the renames
- * done are undone. */
+ * directories, after the journal made the import stand (docs/IMPORT.md).
+ * A failure leaves the rest to bulk_roll_forward. */
 static int rename_segments(struct bulk *b, char *err, size_t errlen)
 {
 	char from[4400], to[4400];
 	unsigned i;
 	uint64_t k = 0;
 	int ret = 0;
+	bool first = true;
 	for (i = 0; i < b->cfg.shards && ret == 0; i++) {
 		struct bulk_shard *s = &b->shards[i];
 		for (k = 0; k < s->n_segs; k++) {
 			tmp_segment_path(s, s->first_seg + k, from, sizeof(from));
 			segment_path(s, s->first_seg + k, to, sizeof(to));
+			if (!first)
+				fault_point("mid-rename");
+			first = false;
 			if (rename(from, to) != 0) {
 				ret = -errno;
 				snprintf(err, errlen, "cannot rename %s to %s: %s", from, to,
@@ -1056,19 +1184,11 @@ static int rename_segments(struct bulk *b, char *err, size_t errlen)
 		}
 	}
 	if (ret < 0) {
-		/* Undo, newest first: shard i - 1 renamed k segments. */
-		for (unsigned j = i; j-- > 0;) {
-			struct bulk_shard *s = &b->shards[j];
-			uint64_t done = j == i - 1 ? k : s->n_segs;
-			while (done-- > 0) {
-				tmp_segment_path(s, s->first_seg + done, from, sizeof(from));
-				segment_path(s, s->first_seg + done, to, sizeof(to));
-				rename(to, from);
-			}
-		}
+		size_t n = strlen(err);
+		snprintf(err + n, errlen - n,
+		         "; the import is committed: ringkv-server completes it when it starts");
 		return ret;
 	}
-	b->committed = true;
 	for (i = 0; i < b->cfg.shards; i++) {
 		struct bulk_shard *s = &b->shards[i];
 		if (s->n_segs > 0 && (ret = fsync_dir(s->log_dir)) < 0) {
@@ -1099,9 +1219,12 @@ int bulk_finish(struct bulk *b, struct bulk_stats *stats, char *err, size_t errl
 	if (ret < 0)
 		return ret;
 	phase(b, "committing");
-	ret = rename_segments(b, err, errlen);
-	if (ret < 0 && !b->committed)
+	ret = write_journal(b, err, errlen);
+	if (ret < 0)
 		return ret;
+	b->committed = true;
+	fault_point("after-journal");
+	ret = rename_segments(b, err, errlen);
 	for (unsigned i = 0; i < b->cfg.shards; i++) {
 		struct bulk_shard *s = &b->shards[i];
 		stats->keys += s->keys;
@@ -1129,7 +1252,9 @@ int bulk_finish(struct bulk *b, struct bulk_stats *stats, char *err, size_t errl
 			return ret;
 		}
 		s->has_sst = false;
+		fault_point("mid-ingest");
 	}
+	remove_journal(b);
 	return 0;
 interrupted:
 	snprintf(err, errlen, "interrupted before the commit: nothing was imported");

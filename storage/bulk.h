@@ -98,4 +98,12 @@ int bulk_finish(struct bulk *b, struct bulk_stats *stats, char *err, size_t errl
  * closes the indexes, releases the locks and frees b. */
 void bulk_close(struct bulk *b);
 
+/* Completes an offline import that was committed (DIR/IMPORT-COMMIT
+ * written) but killed before all its segments were renamed: renames the rest,
+ * under each shard's lock, and deletes the journal; the server's recovery
+ * then replays the new segments into the index.  Call at server start-up
+ * before the stores open.  Returns 0 (also when there is nothing to do), or
+ * -errno with a message in err (-EBUSY: a shard is held by another process). */
+int bulk_roll_forward(const char *dir, char *err, size_t errlen);
+
 #endif

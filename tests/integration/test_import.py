@@ -3,7 +3,8 @@
 ringkv-server with its values and TTLs, a second import overwriting a non-empty store
 (exact key count), online imports into redis-server and ringkv-server with concurrent
 readers, error replies and bad rows counted, the offline import refused while the server
-runs, and SIGINT during an offline import leaving the directory unchanged."""
+runs, SIGINT during an offline import leaving the directory unchanged, and an
+importer killed inside its commit leaving all or nothing."""
 
 import base64
 import hashlib
@@ -21,7 +22,7 @@ import time
 
 import redis
 
-BUILD = os.environ.get("RINGKV_BUILD", "build")
+BUILD = os.path.abspath(os.environ.get("RINGKV_BUILD", "build"))
 IMPORT = os.path.join(BUILD, "ringkv-import")
 SERVER = os.path.join(BUILD, "ringkv-server")
 START_TIMEOUT_S = 60
@@ -238,6 +239,39 @@ def test_offline_formats_then_serve(tmp):
         srv.stop()
 
 
+def test_crash_during_commit(tmp):
+    """An importer killed at each point of its commit (RINGKV_IMPORT_FAULT, as a
+    power loss would) leaves either nothing or everything: after the journal is
+    written, the server's start completes the import on every shard."""
+    for point in ("after-journal", "mid-rename", "mid-ingest"):
+        data = os.path.join(tmp, "crash-" + point)
+        base = [(b"base:%d" % i, b"b" * 100, 0) for i in range(200)]
+        path = os.path.join(tmp, "base.csv")
+        write_format(path, "csv", base)
+        rc, out, err = run_import("--offline", "--dir", data, "--quiet", path)
+        check(rc == 0, f"{point}: base import: exit {rc}: {err}")
+        rows = [(b"crash:%d" % i, b"%d:" % i + b"c" * 300, 0) for i in range(20000)]
+        rows += [(b"base:%d" % i, b"overwritten", 0) for i in range(0, 200, 2)]
+        path = os.path.join(tmp, "crash.csv")
+        write_format(path, "csv", rows)
+        p = subprocess.run([IMPORT, "--offline", "--dir", data, "--quiet", path],
+                           env=dict(os.environ, RINGKV_IMPORT_FAULT=point),
+                           capture_output=True, timeout=300)
+        check(p.returncode == 99, f"{point}: the importer did not die there: {p.returncode}"
+              f" {p.stderr.decode(errors='replace')}")
+        expect = {k: (v, t) for k, v, t in base + rows}
+        srv = Server(tmp, dir=data)
+        try:
+            verify(srv.r, expect, f"killed {point}, then served")
+            check(srv.r.dbsize() == len(expect), f"{point}: DBSIZE {srv.r.dbsize()} !="
+                  f" {len(expect)}")
+        finally:
+            srv.stop()
+        check(not os.path.exists(os.path.join(data, "IMPORT-COMMIT")),
+              f"{point}: the commit journal was left behind")
+        check(count_tmp_segments(data) == 0, f"{point}: temporary segments left behind")
+
+
 def count_tmp_segments(data):
     return sum(1 for d in os.listdir(data) if d.startswith("shard-")
                for f in os.listdir(os.path.join(data, d, "log")) if f.endswith(".seg.import"))
@@ -339,6 +373,7 @@ def main():
         os.chdir(tmp)
         test_bad_rows(tmp)
         test_offline_formats_then_serve(tmp)
+        test_crash_during_commit(tmp)
         if shutil.which("redis-server"):
             srv = Server(tmp, redis_server=True)
             try:
