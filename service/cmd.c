@@ -180,6 +180,7 @@ static struct {
 	struct cfg *cfg;    /* proactor 0 only after cmd_init */
 	struct cmd_px *pxs; /* [threads] */
 	const struct cmd_def *lookup[LOOKUP_SLOTS];
+	uint8_t lookup_len[LOOKUP_SLOTS];   /* strlen of lookup[i]->name */
 	_Atomic(const char *) requirepass;  /* the live password, "" = none */
 	struct old_password *old_passwords; /* proactor 0 only */
 	uint64_t start_ms;
@@ -235,12 +236,18 @@ uint64_t cmd_now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-/* FNV-1a of a lowercase name. */
-static unsigned name_hash(const char *s, size_t len)
+/* ASCII lowercase (names are ASCII; no locale lookup on the request path). */
+static inline uint8_t name_lower(uint8_t c)
+{
+	return c >= 'A' && c <= 'Z' ? (uint8_t)(c | 0x20) : c;
+}
+
+/* FNV-1a of a name, lowercased as it is hashed. */
+static unsigned name_hash(const uint8_t *s, size_t len)
 {
 	uint32_t h = 2166136261u;
 	for (size_t i = 0; i < len; i++)
-		h = (h ^ (uint8_t)s[i]) * 16777619u;
+		h = (h ^ name_lower(s[i])) * 16777619u;
 	return h % LOOKUP_SLOTS;
 }
 
@@ -256,10 +263,12 @@ int cmd_init(struct pool *pool, struct cfg *cfg, char *err, size_t errlen)
 	}
 	memset(cmd_state.pxs, 0, sizeof(struct cmd_px) * n);
 	for (const struct cmd_def *c = cmd_table; c->name != NULL; c++) {
-		unsigned h = name_hash(c->name, strlen(c->name));
+		size_t len = strlen(c->name);
+		unsigned h = name_hash((const uint8_t *)c->name, len);
 		while (cmd_state.lookup[h] != NULL)
 			h = (h + 1) % LOOKUP_SLOTS;
 		cmd_state.lookup[h] = c;
+		cmd_state.lookup_len[h] = (uint8_t)len;
 	}
 	cmd_set_requirepass(cfg->server.requirepass);
 	cmd_max_string =
@@ -272,16 +281,18 @@ int cmd_init(struct pool *pool, struct cfg *cfg, char *err, size_t errlen)
 /* The table entry for a command name in any case, or NULL. */
 static const struct cmd_def *lookup_command(const uint8_t *name, size_t len)
 {
-	char lower[NAME_MAX_LEN];
-	if (len == 0 || len >= sizeof(lower))
+	if (len == 0 || len >= NAME_MAX_LEN)
 		return NULL;
-	for (size_t i = 0; i < len; i++)
-		lower[i] = (char)tolower(name[i]);
-	for (unsigned h = name_hash(lower, len);; h = (h + 1) % LOOKUP_SLOTS) {
+	for (unsigned h = name_hash(name, len);; h = (h + 1) % LOOKUP_SLOTS) {
 		const struct cmd_def *c = cmd_state.lookup[h];
 		if (c == NULL)
 			return NULL;
-		if (strncmp(c->name, lower, len) == 0 && c->name[len] == '\0')
+		if (cmd_state.lookup_len[h] != len)
+			continue;
+		size_t i = 0;
+		while (i < len && (uint8_t)c->name[i] == name_lower(name[i]))
+			i++;
+		if (i == len)
 			return c;
 	}
 }
