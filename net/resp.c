@@ -347,8 +347,7 @@ static enum resp_parse_status resp_fail(struct resp_parser *p, const char *error
 	return RESP_PARSE_ERROR;
 }
 
-/* Redis's string2ll: a strict signed decimal. */
-static bool resp_strict_ll(const uint8_t *s, size_t n, int64_t *out)
+bool resp_parse_int64(const uint8_t *s, size_t n, int64_t *out)
 {
 	if (n == 0 || n > 20)
 		return false;
@@ -426,7 +425,7 @@ static enum resp_parse_status resp_parse_multibulk(struct resp_parser *p, const 
 			return resp_fail(p, err_mbulk_count);
 		if (r == 0)
 			return RESP_PARSE_MORE;
-		if (!resp_strict_ll(buf + 1, line - 1, &v) || v > INT32_MAX ||
+		if (!resp_parse_int64(buf + 1, line - 1, &v) || v > INT32_MAX ||
 		    (v > 0 && (uint64_t)v > p->limits.max_multibulk_len))
 			return resp_fail(p, err_mbulk_len);
 		p->pos = line + 2;
@@ -452,7 +451,7 @@ static enum resp_parse_status resp_parse_multibulk(struct resp_parser *p, const 
 				         "Protocol error: expected '$', got '%c'", got);
 				return resp_fail(p, p->error_buf);
 			}
-			if (!resp_strict_ll(buf + p->pos + 1, line - 1, &v) || v < 0 ||
+			if (!resp_parse_int64(buf + p->pos + 1, line - 1, &v) || v < 0 ||
 			    (uint64_t)v > p->limits.max_bulk_len)
 				return resp_fail(p, err_bulk_len);
 			p->pos += line + 2;

@@ -117,4 +117,9 @@ enum resp_parse_status resp_parse(struct resp_parser *p, const uint8_t *buf, siz
  * connection can size its buffer for a large bulk); 0 when unknown. */
 size_t resp_parse_wanted(const struct resp_parser *p);
 
+/* Parses a whole buffer as a decimal int64 exactly as Redis's string2ll
+ * (bulk lengths here, integer arguments in the command handlers): optional
+ * '-', no leading zeros or '+', no spaces.  Returns true on success. */
+bool resp_parse_int64(const uint8_t *s, size_t n, int64_t *out);
+
 #endif

@@ -422,7 +422,7 @@ bool cmd_arg_is(const struct cmd_ctx *x, size_t i, const char *w)
 
 int cmd_arg_int_or_fail(struct cmd_ctx *x, size_t i, int64_t *out)
 {
-	if (cmd_parse_int64(cmd_arg(x, i), cmd_arg_len(x, i), out))
+	if (resp_parse_int64(cmd_arg(x, i), cmd_arg_len(x, i), out))
 		return 0;
 	cmd_fail(x, cmd_err_not_int);
 	return -1;
@@ -728,41 +728,6 @@ void cmd_fan_all(struct cmd_ctx *x, void (*part_fn)(struct cmd_part *p),
 }
 
 /* ---- pure helpers ------------------------------------------------------ */
-
-bool cmd_parse_int64(const uint8_t *s, size_t len, int64_t *out)
-{
-	if (len == 0 || len > 20)
-		return false;
-	if (len == 1 && s[0] == '0') {
-		*out = 0;
-		return true;
-	}
-	size_t i = 0;
-	bool neg = s[0] == '-';
-	if (neg && ++i == len)
-		return false;
-	if (s[i] < '1' || s[i] > '9')
-		return false;
-	uint64_t v = 0;
-	for (; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return false;
-		unsigned d = (unsigned)(s[i] - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return false;
-		v = v * 10 + d;
-	}
-	if (neg) {
-		if (v > (uint64_t)INT64_MAX + 1)
-			return false;
-		*out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
-	} else {
-		if (v > (uint64_t)INT64_MAX)
-			return false;
-		*out = (int64_t)v;
-	}
-	return true;
-}
 
 #define LD_MAX_CHARS (5 * 1024) /* Redis's MAX_LONG_DOUBLE_CHARS */
 

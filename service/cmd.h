@@ -275,10 +275,6 @@ void cmd_fan_free(struct cmd_fan *f);
 
 /* ---- pure helpers (unit-tested) --------------------------------------- */
 
-/* Parses a whole buffer as a decimal int64 exactly as Redis's string2ll:
- * optional '-', no leading zeros or '+', no spaces.  Returns true on success. */
-bool cmd_parse_int64(const uint8_t *s, size_t len, int64_t *out);
-
 /* Parses a long double as Redis's string2ld: no spaces, not NaN, at most
  * 5 KiB.  Returns true on success. */
 bool cmd_parse_ld(const uint8_t *s, size_t len, long double *out);

@@ -114,7 +114,7 @@ void cmd_hello(struct cmd_ctx *x)
 	int64_t ver = 0;
 	size_t j = 1;
 	if (cmd_argc(x) >= 2) {
-		if (!cmd_parse_int64(cmd_arg(x, 1), cmd_arg_len(x, 1), &ver)) {
+		if (!resp_parse_int64(cmd_arg(x, 1), cmd_arg_len(x, 1), &ver)) {
 			cmd_fail(x, "ERR Protocol version is not an integer or out of range");
 			return;
 		}
@@ -338,7 +338,7 @@ static void client_list(struct cmd_ctx *x)
 		}
 	} else if (argc >= 4 && cmd_arg_is(x, 2, "id")) {
 		for (size_t i = 3; i < argc; i++)
-			if (!cmd_parse_int64(cmd_arg(x, i), cmd_arg_len(x, i),
+			if (!resp_parse_int64(cmd_arg(x, i), cmd_arg_len(x, i),
 			                     &flt->ids[flt->n_ids++]) ||
 			    flt->ids[flt->n_ids - 1] < 1) {
 				cmd_fail(x, "ERR Invalid client ID");

@@ -528,7 +528,7 @@ static enum store_update_result incr_update(struct store_req *sr, const uint8_t 
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
 	int64_t v = 0, d = x->u.incr.delta;
-	if (old != NULL && !cmd_parse_int64(old, old_len, &v)) {
+	if (old != NULL && !resp_parse_int64(old, old_len, &v)) {
 		x->err = cmd_err_not_int;
 		return STORE_UPDATE_KEEP;
 	}

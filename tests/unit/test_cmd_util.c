@@ -8,7 +8,7 @@
 
 static bool parse_int(const char *s, int64_t *v)
 {
-	return cmd_parse_int64((const uint8_t *)s, strlen(s), v);
+	return resp_parse_int64((const uint8_t *)s, strlen(s), v);
 }
 
 static bool glob(const char *pat, const char *s)
