@@ -29,7 +29,10 @@ wait_for_line() {
 
 for sig in TERM INT; do
 	log="$tmp/server-$sig.log"
-	"$server" --config config.yaml --threads 2 --dir "$tmp/data" --set log.level=info 2>"$log" &
+	# A free port, so the test does not depend on 6379 being unused.
+	port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	"$server" --config config.yaml --port "$port" --threads 2 --dir "$tmp/data" \
+		--set log.level=info 2>"$log" &
 	pid=$!
 	check "server started (SIG$sig run)" wait_for_line "$log" "started: 2 proactors" 10
 	check "one ready line per proactor" test "$(grep -c 'proactor [01] ready' "$log")" -eq 2
