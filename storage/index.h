@@ -159,9 +159,11 @@ void idx_batch_clear(struct idx_batch *b);
 void idx_batch_free(struct idx_batch *b);
 
 /* Applies the batch, with applied_lsn and key_count (the new absolute values),
- * atomically; RocksDB's WAL disabled, not synced.  The batch is empty on
- * return either way.  Returns 0 or -EIO (logged; the index then holds none of
- * the batch). */
+ * atomically; RocksDB's WAL disabled, not synced.  Changes to one row take
+ * effect in the order they were added (the last one wins); rows are handed to
+ * RocksDB sorted, each once.  The batch is empty on return either way.
+ * Returns 0 or -EIO (logged, also when the batch ran out of memory; the index
+ * then holds none of the batch). */
 int idx_write(struct idx *ix, struct idx_batch *b, uint64_t applied_lsn, uint64_t key_count);
 
 /* Deletes every key, expiry and segment row (FLUSHALL) and sets applied_lsn, with key

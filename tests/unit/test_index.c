@@ -395,6 +395,52 @@ static void check_expired(struct idx *ix, uint64_t now, size_t max, const char *
 	      now, max, got, want);
 }
 
+/* Regression: a batch is sorted and collapsed to one change per row before
+ * it reaches RocksDB (with memtable insert hints).  Several changes to one key
+ * in one batch — its expiry rows included — must end as the last one says,
+ * also in a memtable that already holds idx_drop_all's range deletions. */
+static void test_batch_collapse(struct idx_shared *sh)
+{
+	char path[512];
+	dir_path(path, sizeof(path), "collapse/shard-000/index");
+	struct idx *ix = open_or_exit(sh, path);
+	struct idx_batch *b = idx_batch_new();
+	for (int round = 0; round < 2; round++) {
+		/* put (expiry 1000), put (expiry 2000), delete, put (expiry 3000) */
+		struct idx_entry a1 = inline_entry("v1", 2, 1, 1000);
+		struct idx_entry a2 = pointer_entry(1, 4096, 64, 30, 2, 2000);
+		struct idx_entry a4 = inline_entry("v4", 2, 4, 3000);
+		idx_batch_put(b, "a", 1, &a1, 0);
+		idx_batch_put(b, "a", 1, &a2, 1000);
+		idx_batch_delete(b, "a", 1, 2000);
+		idx_batch_put(b, "a", 1, &a4, 0);
+		/* put then delete: gone, with its expiry row */
+		struct idx_entry c1 = inline_entry("c", 1, 5, 1500);
+		idx_batch_put(b, "c", 1, &c1, 0);
+		idx_batch_delete(b, "c", 1, 1500);
+		/* many keys in reverse order, one overwritten without expiry */
+		for (int i = 99; i >= 0; i--) {
+			char k[16];
+			struct idx_entry e = inline_entry("x", 1, (uint64_t)(10 + i), 0);
+			idx_batch_put(b, k, (size_t)snprintf(k, sizeof(k), "m%02d", i), &e, 0);
+		}
+		struct idx_entry m7 = inline_entry("y", 1, 200, 0);
+		idx_batch_put(b, "m07", 3, &m7, 0);
+		CHECK(idx_write(ix, b, 200, 101) == 0, "round %d: write", round);
+		check_entry(ix, "a", 1, &a4, "the last of four changes to one key");
+		check_absent(ix, "c", 1, "a key put then deleted in one batch");
+		check_entry(ix, "m07", 3, &m7, "a key written twice in one batch");
+		check_expired(ix, 5000, 10, "a"); /* exactly one expiry row: a's 3000 */
+		/* The second round runs after idx_drop_all's range deletions, in
+		 * the same memtable. */
+		CHECK(idx_drop_all(ix, 300) == 0, "round %d: drop all", round);
+		check_absent(ix, "a", 1, "after drop all");
+		check_expired(ix, UINT64_MAX, 10, "");
+	}
+	idx_batch_free(b);
+	idx_close(ix);
+}
+
 static void test_expiry(struct idx_shared *sh)
 {
 	char path[512];
@@ -674,6 +720,7 @@ int main(int argc, char **argv)
 	test_crash(sh, "exit");
 	test_cached_only();
 	test_expiry(sh);
+	test_batch_collapse(sh);
 	test_scan(sh);
 	test_version(sh);
 	test_persisted(sh);
