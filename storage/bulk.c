@@ -256,36 +256,20 @@ static int recover_shards(struct bulk *b, char *err, size_t errlen)
 /* Takes DIR/shard-NNN/LOCK as store.c does, writing our pid into it. */
 static int lock_shard(struct bulk_shard *s, char *err, size_t errlen)
 {
-	char path[4200], pid[32] = "";
+	char path[4200], holder[32];
 	snprintf(path, sizeof(path), "%s/LOCK", s->dir);
-	s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (s->lock_fd < 0) {
-		int e = errno;
-		snprintf(err, errlen, "cannot create %s: %s (check the directory's permissions)",
-		         path, strerror(e));
-		return -e;
-	}
-	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-		int e = errno;
-		ssize_t n = pread(s->lock_fd, pid, sizeof(pid) - 1, 0);
-		pid[n > 0 ? n : 0] = '\0';
-		pid[strcspn(pid, "\n")] = '\0';
-		close(s->lock_fd);
+	int ret = fs_lock_file(path, &s->lock_fd, holder, sizeof(holder));
+	if (ret == -EBUSY)
+		snprintf(err, errlen,
+		         "%s is in use by another process (pid %s): an offline import needs"
+		         " the server stopped; stop it, or import online (--host/--port)",
+		         s->dir, holder[0] ? holder : "unknown");
+	else if (ret < 0)
+		snprintf(err, errlen, "cannot lock %s: %s (check the directory's permissions)",
+		         path, strerror(-ret));
+	if (ret < 0)
 		s->lock_fd = -1;
-		if (e == EWOULDBLOCK) {
-			snprintf(err, errlen,
-			         "%s is in use by another process (pid %s): an offline import needs"
-			         " the server stopped; stop it, or import online (--host/--port)",
-			         s->dir, pid[0] ? pid : "unknown");
-			return -EBUSY;
-		}
-		snprintf(err, errlen, "cannot lock %s: %s", path, strerror(e));
-		return -e;
-	}
-	int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
-	if (ftruncate(s->lock_fd, 0) != 0 || pwrite(s->lock_fd, pid, (size_t)n, 0) != n)
-		LOG_WARN("cannot write the pid into %s: %s", path, strerror(errno));
-	return 0;
+	return ret;
 }
 
 /* True if `name` is "<16 hex digits>.seg" followed by `suffix`; sets *id. */

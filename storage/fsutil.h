@@ -2,8 +2,16 @@
 #ifndef RINGKV_FSUTIL_H
 #define RINGKV_FSUTIL_H
 
+#include <stddef.h>
+
 /* Creates `path` and its missing parents (mode 0755), like mkdir -p.
  * Returns 0 (also when it exists) or -errno (-ENAMETOOLONG past 4095 bytes). */
 int fs_make_dirs(const char *path);
+
+/* Takes an exclusive flock on `path` (created if missing) without waiting,
+ * and writes our pid into it; the lock lasts until *fd is closed.  Returns 0
+ * with *fd set; -EBUSY when another process holds it (its pid, as the file
+ * says, in holder: "" if unknown); or -errno (nothing left open). */
+int fs_lock_file(const char *path, int *fd, char *holder, size_t holder_len);
 
 #endif

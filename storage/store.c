@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "service/logging.h"
+#include "storage/fsutil.h"
 
 #define STORE_READ_RETRIES 3         /* re-reads of the index when GC moved a value */
 #define EXPIRE_PERIOD_NS 100000000ULL /* active expiry runs this often ... */
@@ -1356,31 +1357,17 @@ static void gc_tick(struct px *px, struct px_timer *t)
  * it, so a second process is refused with the holder's pid. */
 static int lock_shard(struct store *st, char *err, size_t errlen)
 {
-	char path[4200], pid[32] = "";
+	char path[4200], holder[32];
 	snprintf(path, sizeof(path), "%s/LOCK", st->dir);
-	st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (st->lock_fd < 0) {
-		snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
-		return -errno;
-	}
-	if (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-		int e = errno;
-		ssize_t n = pread(st->lock_fd, pid, sizeof(pid) - 1, 0);
-		pid[n > 0 ? n : 0] = '\0';
-		pid[strcspn(pid, "\n")] = '\0';
-		if (e == EWOULDBLOCK)
-			snprintf(err, errlen,
-				 "%s is in use by another process (pid %s): stop it first, or point"
-				 " storage.dir elsewhere",
-				 st->dir, pid[0] ? pid : "unknown");
-		else
-			snprintf(err, errlen, "cannot lock %s: %s", path, strerror(e));
-		return e == EWOULDBLOCK ? -EBUSY : -e;
-	}
-	int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
-	if (ftruncate(st->lock_fd, 0) != 0 || pwrite(st->lock_fd, pid, (size_t)n, 0) != n)
-		LOG_WARN("cannot write the pid into %s: %s", path, strerror(errno));
-	return 0;
+	int ret = fs_lock_file(path, &st->lock_fd, holder, sizeof(holder));
+	if (ret == -EBUSY)
+		snprintf(err, errlen,
+			 "%s is in use by another process (pid %s): stop it first, or point"
+			 " storage.dir elsewhere",
+			 st->dir, holder[0] ? holder : "unknown");
+	else if (ret < 0)
+		snprintf(err, errlen, "cannot lock %s: %s", path, strerror(-ret));
+	return ret;
 }
 
 /* Recovery: applies one replayed record to the index at once (a later
