@@ -669,6 +669,7 @@ static size_t conn_parse(struct conn *c, const uint8_t *buf, size_t len)
 	while (pv->state == CONN_OPEN && off < len) {
 		struct resp_command cmd;
 		size_t used;
+		pv->parser.unauthenticated = !c->authenticated; /* AUTH may have just run */
 		enum resp_parse_status st =
 		    resp_parse(&pv->parser, buf + off, len - off, &used, &cmd);
 		if (st == RESP_PARSE_MORE)

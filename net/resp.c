@@ -267,6 +267,8 @@ void resp_add_verbatim(struct resp_buf *b, const char *s, size_t n)
 
 static const char err_mbulk_len[] = "Protocol error: invalid multibulk length";
 static const char err_bulk_len[] = "Protocol error: invalid bulk length";
+static const char err_unauth_mbulk[] = "Protocol error: unauthenticated multibulk length";
+static const char err_unauth_bulk[] = "Protocol error: unauthenticated bulk length";
 static const char err_mbulk_count[] = "Protocol error: too big mbulk count string";
 static const char err_bulk_count[] = "Protocol error: too big bulk count string";
 static const char err_inline_big[] = "Protocol error: too big inline request";
@@ -428,6 +430,8 @@ static enum resp_parse_status resp_parse_multibulk(struct resp_parser *p, const 
 		if (!resp_parse_int64(buf + 1, line - 1, &v) || v > INT32_MAX ||
 		    (v > 0 && (uint64_t)v > p->limits.max_multibulk_len))
 			return resp_fail(p, err_mbulk_len);
+		if (p->unauthenticated && v > RESP_UNAUTH_MAX_ARGS)
+			return resp_fail(p, err_unauth_mbulk);
 		p->pos = line + 2;
 		if (v <= 0) {
 			*consumed = p->pos;
@@ -454,6 +458,8 @@ static enum resp_parse_status resp_parse_multibulk(struct resp_parser *p, const 
 			if (!resp_parse_int64(buf + p->pos + 1, line - 1, &v) || v < 0 ||
 			    (uint64_t)v > p->limits.max_bulk_len)
 				return resp_fail(p, err_bulk_len);
+			if (p->unauthenticated && v > RESP_UNAUTH_MAX_BULK)
+				return resp_fail(p, err_unauth_bulk);
 			p->pos += line + 2;
 			p->bulk_len = v;
 			p->need = p->pos + (size_t)v + 2;

@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define RESP_UNAUTH_MAX_ARGS 10    /* Redis's limits before AUTH */
+#define RESP_UNAUTH_MAX_BULK 16384
 #define RESP_INLINE_BYTES 64 /* a resp_buf's built-in storage before it mallocs */
 
 struct resp_buf {
@@ -86,6 +88,10 @@ enum resp_parse_status {
  * connection can embed it. */
 struct resp_parser {
 	struct resp_limits limits;
+	bool unauthenticated; /* set by the connection before each parse: a client that
+	                         must still AUTH gets Redis's tighter limits (at most
+	                         RESP_UNAUTH_MAX_ARGS arguments of RESP_UNAUTH_MAX_BULK
+	                         bytes), so it cannot make the server buffer much */
 	const char *error; /* RESP_PARSE_ERROR: "Protocol error: ..." (a static string or
 	                      error_buf; valid until the next resp_parse) */
 	/* private */

@@ -96,5 +96,27 @@ def test_raw_noauth(srv, c):
     s.close()
 
 
+def test_unauthenticated_limits(srv, c):
+    """Before AUTH a client may send at most 10 arguments of at most 16 KiB (Redis's
+    limits: a client without the password cannot make the server buffer much)."""
+    for data, err in ((b"*11\r\n", "unauthenticated multibulk length"),
+                      (b"*2\r\n$3\r\nGET\r\n$16385\r\n", "unauthenticated bulk length")):
+        s = tl.raw_connect(srv.port)
+        s.sendall(data)
+        got = tl.raw_read_reply(s)
+        tl.check(got == b"-ERR Protocol error: " + err.encode() + b"\r\n",
+                 f"{data[:20]!r} before AUTH: got {got!r}")
+        tl.check(s.closed_by_server(), f"{err}: the connection stays open")
+        s.close()
+    # After AUTH the normal limits apply, in the same pipeline.
+    s = tl.raw_connect(srv.port)
+    big = b"x" * 20000
+    s.sendall(tl.resp_cmd("AUTH", PASSWORD) + tl.resp_cmd("SET", "big", big) +
+              tl.resp_cmd("STRLEN", "big"))
+    got = tl.raw_read_reply(s) + tl.raw_read_reply(s) + tl.raw_read_reply(s)
+    tl.check(got == b"+OK\r\n+OK\r\n:20000\r\n", f"20 KB SET after AUTH: got {got!r}")
+    s.close()
+
+
 if __name__ == "__main__":
     tl.main(globals(), requirepass=PASSWORD)
