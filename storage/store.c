@@ -3,8 +3,9 @@
  * State per key lives in a `struct kentry` of the key table while the key is
  * cached, has writes not yet applied to the index, or has requests waiting.
  * A kentry that is `known` mirrors the truth: the index plus every pending
- * write.  Evictable kentries (nothing pending or waiting) sit on an LRU list
- * and are dropped when the cache is over budget.
+ * write.  Known kentries sit on a CLOCK list (a use only sets a bit) and idle
+ * ones are dropped, least recently passed first, when the cache is over
+ * budget.
  *
  * A write: log_append() the record; update the kentry at once (later
  * requests on the key see the new value: "reads see the pending batch");
@@ -39,6 +40,7 @@
 #define EXPIRE_PERIOD_NS 100000000ULL /* active expiry runs this often ... */
 #define EXPIRE_BATCH 128              /* ... taking at most this many keys a pass */
 #define EXPIRE_INFLIGHT_MAX 1024      /* expiry deletes in flight at most */
+#define CACHE_EVICT_SKIPS 64          /* entries eviction passes over per call at most */
 #define GC_PERIOD_NS 100000000ULL     /* garbage collection looks for work this often */
 #define GC_CHUNK (1u << 20)           /* bytes of a segment read at a time */
 #define GC_SUBMIT_PER_STEP 64         /* relocations started per loop iteration at most */
@@ -59,11 +61,12 @@ struct blob {
 
 struct kentry {
 	struct kentry *hnext;               /* hash chain */
-	struct kentry *lru_prev, *lru_next; /* on the LRU list while evictable */
+	struct kentry *lru_prev, *lru_next; /* on the CLOCK list once known (cache_evict) */
 	uint64_t hash;
 	bool known;                 /* the fields below mirror the truth */
 	bool exists;                /* the key exists (maybe expired, not yet reclaimed) */
 	bool in_lru;
+	bool referenced;            /* used since eviction last passed it (CLOCK) */
 	bool is_inline;             /* the current value lives in the index */
 	uint64_t expiry_ms;         /* 0 = none */
 	uint32_t value_len;
@@ -358,23 +361,8 @@ static void kentry_charge(struct store *st, struct kentry *ke)
 }
 
 /* Drops least recently used idle kentries until the cache fits its budget. */
-static void cache_evict(struct store *st)
+static void lru_append(struct store *st, struct kentry *ke)
 {
-	while (st->cache_used > st->cfg.cache_bytes && st->lru_head != NULL)
-		kentry_free(st, st->lru_head);
-}
-
-/* Called when `ke` may have become idle: it joins the LRU list (most recent
- * end) or, if it knows nothing useful, is freed. */
-static void kentry_release(struct store *st, struct kentry *ke)
-{
-	if (ke->head != NULL || ke->pending > 0)
-		return;
-	if (!ke->known) {
-		kentry_free(st, ke);
-		return;
-	}
-	lru_remove(st, ke);
 	ke->lru_prev = st->lru_tail;
 	ke->lru_next = NULL;
 	if (st->lru_tail)
@@ -383,6 +371,42 @@ static void kentry_release(struct store *st, struct kentry *ke)
 		st->lru_head = ke;
 	st->lru_tail = ke;
 	ke->in_lru = true;
+}
+
+/* Second chance (CLOCK): an entry used since eviction last passed it, or busy
+ * (requests queued, writes pending), goes to the back instead of being freed;
+ * so a request touches no list, only its entry's `referenced` bit.  A call
+ * moves at most CACHE_EVICT_SKIPS entries to the back (the budget is soft:
+ * when everything is busy, later calls continue). */
+static void cache_evict(struct store *st)
+{
+	unsigned skips = 0;
+	while (st->cache_used > st->cfg.cache_bytes && st->lru_head != NULL) {
+		struct kentry *ke = st->lru_head;
+		if (ke->referenced || ke->head != NULL || ke->pending > 0) {
+			if (++skips > CACHE_EVICT_SKIPS)
+				return;
+			ke->referenced = false;
+			lru_remove(st, ke);
+			lru_append(st, ke);
+			continue;
+		}
+		kentry_free(st, ke);
+	}
+}
+
+/* Called when `ke` may have become idle: it joins the CLOCK list if it is not
+ * on it yet or, if it knows nothing useful, is freed. */
+static void kentry_release(struct store *st, struct kentry *ke)
+{
+	if (ke->head != NULL || ke->pending > 0)
+		return;
+	if (!ke->known) {
+		kentry_free(st, ke);
+		return;
+	}
+	if (!ke->in_lru)
+		lru_append(st, ke);
 	cache_evict(st);
 }
 
@@ -414,14 +438,14 @@ static struct kentry *kentry_find(struct store *st, const uint8_t *key, size_t l
 	return NULL;
 }
 
-/* Finds or creates the kentry of a key and takes it off the LRU list.
+/* Finds or creates the kentry of a key and marks it used.
  * NULL only when out of memory. */
 static struct kentry *kentry_get(struct store *st, const uint8_t *key, size_t len)
 {
 	uint64_t h = hash_key(key, len);
 	for (struct kentry *ke = st->buckets[h & (st->n_buckets - 1)]; ke != NULL; ke = ke->hnext)
 		if (ke->hash == h && ke->key_len == len && memcmp(ke->key, key, len) == 0) {
-			lru_remove(st, ke);
+			ke->referenced = true;
 			return ke;
 		}
 	if (st->n_keys_cached >= st->n_buckets && table_grow(st) < 0)
