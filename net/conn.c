@@ -335,34 +335,33 @@ static void conn_recv_arm(struct conn *c)
 	pv->recv_cancel_sent = false;
 }
 
-/* Cancels the recv in flight (its last CQE arrives later). */
-static void conn_recv_cancel(struct conn *c)
+/* Cancels `op` if it is in flight and not yet cancelled (its last CQE arrives
+ * later); with no SQE free, the end-of-iteration flush tries again. */
+static void conn_cancel(struct conn *c, struct px_op *op, bool armed, bool *cancel_sent)
 {
-	struct conn_private *pv = c->priv;
-	if (!pv->recv_armed || pv->recv_cancel_sent)
+	if (!armed || *cancel_sent)
 		return;
-	struct io_uring_sqe *sqe = px_get_sqe(pv->np->px, NULL);
+	struct io_uring_sqe *sqe = px_get_sqe(c->priv->np->px, NULL);
 	if (sqe == NULL) {
 		conn_mark_dirty(c);
 		return;
 	}
-	io_uring_prep_cancel(sqe, &pv->recv_op, 0);
-	pv->recv_cancel_sent = true;
+	io_uring_prep_cancel(sqe, op, 0);
+	*cancel_sent = true;
+}
+
+/* Cancels the recv in flight. */
+static void conn_recv_cancel(struct conn *c)
+{
+	struct conn_private *pv = c->priv;
+	conn_cancel(c, &pv->recv_op, pv->recv_armed, &pv->recv_cancel_sent);
 }
 
 /* Cancels the send in flight (a hard close drops the output). */
 static void conn_send_cancel(struct conn *c)
 {
 	struct conn_private *pv = c->priv;
-	if (!pv->send_armed || pv->send_cancel_sent)
-		return;
-	struct io_uring_sqe *sqe = px_get_sqe(pv->np->px, NULL);
-	if (sqe == NULL) {
-		conn_mark_dirty(c);
-		return;
-	}
-	io_uring_prep_cancel(sqe, &pv->send_op, 0);
-	pv->send_cancel_sent = true;
+	conn_cancel(c, &pv->send_op, pv->send_armed, &pv->send_cancel_sent);
 }
 
 /* Sends what is left of out[fill ^ 1], or else everything collected in

@@ -227,7 +227,8 @@ static bool key_live(const struct kentry *ke)
 /* The usage entry of segment `id`, created (zero) if missing; NULL only when
  * out of memory (the count is then lost, which only makes GC visit the
  * segment early). */
-static struct seg_usage *usage_get(struct store *st, uint64_t id)
+/* Where segment `id`'s entry is, or would be inserted, in st->usage. */
+static size_t usage_index(const struct store *st, uint64_t id)
 {
 	size_t lo = 0, hi = st->n_usage;
 	while (lo < hi) {
@@ -237,6 +238,12 @@ static struct seg_usage *usage_get(struct store *st, uint64_t id)
 		else
 			hi = mid;
 	}
+	return lo;
+}
+
+static struct seg_usage *usage_get(struct store *st, uint64_t id)
+{
+	size_t lo = usage_index(st, id);
 	if (lo < st->n_usage && st->usage[lo].id == id)
 		return &st->usage[lo];
 	if (st->n_usage == st->cap_usage) {
@@ -303,10 +310,8 @@ static void usage_flush(struct store *st, struct idx_batch *b)
 
 static uint64_t usage_live(const struct store *st, uint64_t segment)
 {
-	for (size_t i = 0; i < st->n_usage; i++)
-		if (st->usage[i].id == segment)
-			return st->usage[i].live;
-	return 0;
+	size_t i = usage_index(st, segment);
+	return i < st->n_usage && st->usage[i].id == segment ? st->usage[i].live : 0;
 }
 
 static void usage_load(void *arg, uint64_t segment, uint64_t live)
@@ -1322,8 +1327,11 @@ static void gc_reap(struct store *st)
 static void gc_pick(struct store *st)
 {
 	struct gc *g = &st->gc;
-	uint64_t ids[256];
-	size_t n = log_segments(st->log, ids, sizeof(ids) / sizeof(ids[0]));
+	size_t cap = log_get_stats(st->log)->segments;
+	uint64_t *ids = malloc((cap ? cap : 1) * sizeof(*ids));
+	if (ids == NULL)
+		return; /* the next tick tries again */
+	size_t n = log_segments(st->log, ids, cap);
 	double best_ratio = st->cfg.gc_live_ratio;
 	struct log_segment_info best = {0};
 	bool found = false;
@@ -1344,6 +1352,7 @@ static void gc_pick(struct store *st)
 			found = true;
 		}
 	}
+	free(ids);
 	if (!found)
 		return;
 	g->active = true;
