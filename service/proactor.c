@@ -12,6 +12,7 @@
 
 #define PX_SPINS_PER_CHECK 64          /* busy-poll spins between kernel checks */
 #define PX_BACKLOG_SLEEP_NS 100000ULL /* sleep bound while a target's queue is full */
+#define PX_SUBMIT_BATCH 16              /* SQEs held back at most before a submit */
 
 __thread struct px *px_self;
 
@@ -224,6 +225,13 @@ static void px_submit(struct px *px)
 
 struct io_uring_sqe *px_get_sqe(struct px *px, struct px_op *op)
 {
+	/* An iteration that prepares many SQEs submits them in batches rather
+	 * than all at its end: a device then starts on the first ones while the
+	 * loop still works on the rest.  Storage benchmark, 2 x 32 cold 4 KiB
+	 * gets: 54.5 k -> 56-57 k/s (batches of 4, 8, 16 alike); the queue
+	 * otherwise drained and refilled in bursts of 32. */
+	if (io_uring_sq_ready(&px->ring) >= PX_SUBMIT_BATCH)
+		px_submit(px);
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&px->ring);
 	if (sqe == NULL) {
 		px_stat_add(&px->stats.sq_full, 1);

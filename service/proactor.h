@@ -165,7 +165,9 @@ void px_destroy(struct px *px);
  * ring accepts only from its own thread; elsewhere the ops are left out. */
 void px_describe(struct px *px, char *buf, size_t len);
 
-/* Returns an SQE whose user_data is `op`, submitting first if the SQ is full.
+/* Returns an SQE whose user_data is `op`, submitting the SQEs prepared before
+ * it first if the SQ is full or holds PX_SUBMIT_BATCH of them (so no caller
+ * may link SQEs across calls: IOSQE_IO_LINK chains would be cut).
  * Returns NULL only if the kernel refuses new submissions right now (memory
  * pressure); the caller retries on a later iteration. */
 struct io_uring_sqe *px_get_sqe(struct px *px, struct px_op *op);

@@ -2,10 +2,12 @@
  * for the bytes on disk.
  *
  * Blocking calls on the loop, and why they are acceptable: creating a segment
- * (open, fallocate, fsync of the directory: once per segment_size bytes
- * written) and deleting one (close, unlink: once per GC'd segment).  All
- * segment data, headers included, is written through io_uring: a segment's
- * header block is the first block of its first commit.
+ * (open, fallocate, fsync of the directory; or a rename of the spare and the
+ * fsync: once per segment_size bytes written), creating the spare (open,
+ * fallocate) and renaming it when it is ready (each once per segment), and
+ * deleting a segment (close, unlink or a rename: once per GC'd segment).  All
+ * segment data, headers included, and the spare's zeros are written through
+ * io_uring: a segment's header block is the first block of its first commit.
  */
 #include "log.h"
 
@@ -29,6 +31,10 @@
 #define LOG_SCAN_CHUNK (1u << 20)          /* recovery reads at least this much at a time */
 #define LOG_SYNC_PERIOD_NS 1000000000ULL   /* durability write: fdatasync this often */
 #define LOG_READ_BUCKETS 4096              /* hash of in-flight reads, by first block */
+#define LOG_SPARE_CHUNK    (1u << 20)        /* bytes per zeroing write of the spare */
+#define LOG_SPARE_WRITES   2                 /* zeroing writes in flight at most */
+#define LOG_SPARE_TMP      "spare.tmp"       /* the spare while it is prepared */
+#define LOG_SPARE_READY    "spare.ready"     /* the spare once every block is written */
 
 struct segment {
 	uint64_t id;
@@ -57,6 +63,33 @@ struct commit {
 	int result;               /* 0, or -errno once written */
 	bool submitted, finished;
 	struct commit *next;      /* in-flight FIFO or free list */
+};
+
+/* One zeroing write of the spare: a slot that is reused chunk after chunk. */
+struct spare_write {
+	struct px_op op; /* the write */
+	struct log *log;
+	uint64_t offset; /* file offset still to write */
+	uint32_t len;    /* bytes still to write there; 0 = slot free */
+	bool inflight;   /* the write is on the ring */
+};
+
+/* The spare segment (see log.h): at most one ready file, and at most one
+ * being zeroed while none is ready. */
+struct log_spare {
+	int ready_fd;         /* spare.ready (O_RDWR | O_DIRECT): the next rotation takes
+	                         it; or -1 */
+	int fd;               /* spare.tmp being zeroed, or -1 */
+	uint64_t next;        /* zeroing: offset of the next chunk to hand to a slot */
+	unsigned inflight;    /* zeroing writes and fdatasync on the ring; each holds the px */
+	bool sync_submitted;  /* every write done and the fdatasync on the ring */
+	bool cancelled;       /* a recycled segment became the spare: drop this one */
+	int err;              /* first error while zeroing (the file is then dropped) */
+	const char *err_step; /* what failed, for the warning */
+	bool blocked;         /* preparing failed: no new try before the next rotation */
+	bool warned;          /* a failure was logged and no spare has been used since */
+	struct spare_write writes[LOG_SPARE_WRITES];
+	struct px_op sync_op; /* the fdatasync after the last write */
 };
 
 struct read_group {
@@ -97,6 +130,7 @@ struct log {
 	uint64_t written_since_sync;
 	uint32_t read_align;       /* O_DIRECT read granularity: 512 where the file system
 				      takes it, else FMT_BLOCK (probed at open) */
+	struct log_spare spare;    /* the next segment's file, prepared in the background */
 	struct log_stats stats;
 };
 
@@ -141,10 +175,247 @@ static void recount_bytes(struct log *log)
 		log->stats.log_bytes += log->segs[i]->fill;
 }
 
+/* ---- the spare segment ------------------------------------------------- */
+
+/* The source of every zeroing write: never written, shared read-only by the
+ * logs of every thread (not const, so it takes no room in the binary). */
+static _Alignas(FMT_BLOCK) uint8_t spare_zeros[LOG_SPARE_CHUNK];
+
+/* Logs why no spare could be prepared or used: once, until a spare is used. */
+static void spare_warn(struct log *log, const char *step, int err)
+{
+	if (log->spare.warned)
+		return;
+	log->spare.warned = true;
+	LOG_WARN("shard %u: cannot prepare or use the spare log segment in %s (%s: %s);"
+	         " new segments are preallocated instead (their first writes are slower) until a"
+	         " later rotation prepares one",
+	         log->cfg.shard, log->dir, step, strerror(-err));
+}
+
+/* Closes and deletes the spare file `name` whose fd is *fd (then -1). */
+static void spare_delete(struct log *log, int *fd, const char *name)
+{
+	close(*fd);
+	*fd = -1;
+	if (unlinkat(log->dir_fd, name, 0) != 0 && errno != ENOENT)
+		LOG_WARN("shard %u: cannot delete %s/%s: %s; it is not part of the log: delete it"
+		         " by hand",
+		         log->cfg.shard, log->dir, name, strerror(errno));
+}
+
+/* Submits what zeroing spare.tmp needs next: writes (at most LOG_SPARE_WRITES
+ * on the ring), then one fdatasync.  After an error, log_stop or a
+ * cancellation it deletes the file once none of its I/O is in flight.
+ * Returns true if it submitted anything; without an SQE it stops, and the
+ * end-of-iteration hook calls it again. */
+static bool spare_pump(struct log *log)
+{
+	struct log_spare *sp = &log->spare;
+	if (sp->fd < 0)
+		return false;
+	if (sp->err != 0 || sp->cancelled || log->stopped) {
+		if (sp->inflight == 0) {
+			if (sp->err != 0 && !sp->cancelled) {
+				spare_warn(log, sp->err_step, sp->err);
+				sp->blocked = true;
+			}
+			spare_delete(log, &sp->fd, LOG_SPARE_TMP);
+		}
+		return false;
+	}
+	bool submitted = false, writing = false;
+	for (unsigned i = 0; i < LOG_SPARE_WRITES; i++) {
+		struct spare_write *w = &sp->writes[i];
+		if (w->inflight) {
+			writing = true;
+			continue;
+		}
+		if (w->len == 0 && sp->next < log->cfg.segment_size) {
+			uint64_t left = log->cfg.segment_size - sp->next;
+			w->offset = sp->next;
+			w->len = left < LOG_SPARE_CHUNK ? (uint32_t)left : LOG_SPARE_CHUNK;
+			sp->next += w->len;
+		}
+		if (w->len == 0)
+			continue;
+		writing = true;
+		struct io_uring_sqe *sqe = px_get_sqe(log->px, &w->op);
+		if (sqe == NULL)
+			return submitted;
+		io_uring_prep_write(sqe, sp->fd, spare_zeros, w->len, w->offset);
+		w->inflight = true;
+		sp->inflight++;
+		px_hold(log->px);
+		submitted = true;
+	}
+	if (!writing && !sp->sync_submitted) {
+		struct io_uring_sqe *sqe = px_get_sqe(log->px, &sp->sync_op);
+		if (sqe == NULL)
+			return submitted;
+		io_uring_prep_fsync(sqe, sp->fd, IORING_FSYNC_DATASYNC);
+		sp->sync_submitted = true;
+		sp->inflight++;
+		px_hold(log->px);
+		submitted = true;
+	}
+	return submitted;
+}
+
+static void spare_write_complete(struct px *px, struct px_op *op, int res, unsigned flags)
+{
+	struct spare_write *w = container_of(op, struct spare_write, op);
+	struct log *log = w->log;
+	struct log_spare *sp = &log->spare;
+	(void)flags;
+	w->inflight = false;
+	sp->inflight--;
+	px_release(px);
+	if (res <= 0) {
+		if (sp->err == 0) {
+			sp->err = res < 0 ? res : -EIO; /* a write that makes no progress */
+			sp->err_step = "zeroing write";
+		}
+		w->len = 0;
+	} else {
+		/* a short write is resubmitted for the rest by spare_pump */
+		w->offset += (uint64_t)res;
+		w->len -= (uint32_t)res;
+		log->stats.spare_bytes_zeroed += (uint64_t)res;
+	}
+	spare_pump(log);
+}
+
+static void spare_sync_complete(struct px *px, struct px_op *op, int res, unsigned flags)
+{
+	struct log *log = container_of(op, struct log, spare.sync_op);
+	struct log_spare *sp = &log->spare;
+	(void)flags;
+	sp->inflight--;
+	px_release(px);
+	if (sp->cancelled) {
+		/* spare_pump deletes it */
+	} else if (res < 0) {
+		sp->err = res;
+		sp->err_step = "fdatasync";
+	} else if (renameat(log->dir_fd, LOG_SPARE_TMP, log->dir_fd, LOG_SPARE_READY) != 0) {
+		sp->err = -errno;
+		sp->err_step = "rename to " LOG_SPARE_READY;
+	} else {
+		/* No fsync of the directory: if the rename is lost, the next
+		 * open deletes spare.tmp and prepares another. */
+		sp->ready_fd = sp->fd;
+		sp->fd = -1;
+		return;
+	}
+	spare_pump(log);
+}
+
+/* Starts preparing a spare if none is ready or being prepared (and none
+ * failed since the last rotation): creates and preallocates spare.tmp
+ * (blocking, as creating a segment is), then zeroes it through the ring. */
+static void spare_start(struct log *log)
+{
+	struct log_spare *sp = &log->spare;
+	if (sp->ready_fd >= 0 || sp->fd >= 0 || sp->blocked || log->stopped)
+		return;
+	int fd = openat(log->dir_fd, LOG_SPARE_TMP,
+	                O_RDWR | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		spare_warn(log, "create", -errno);
+		sp->blocked = true;
+		return;
+	}
+	int ret = posix_fallocate(fd, 0, (off_t)log->cfg.segment_size);
+	if (ret != 0) {
+		spare_delete(log, &fd, LOG_SPARE_TMP);
+		spare_warn(log, "preallocate", -ret);
+		sp->blocked = true;
+		return;
+	}
+	sp->fd = fd;
+	sp->next = 0;
+	sp->sync_submitted = false;
+	sp->cancelled = false;
+	sp->err = 0;
+	for (unsigned i = 0; i < LOG_SPARE_WRITES; i++)
+		sp->writes[i].len = 0;
+	spare_pump(log);
+}
+
+/* Renames the ready spare to segment `id`'s file and hands over its fd.
+ * Returns the fd, or -errno (-ENOENT: no spare is ready). */
+static int spare_take(struct log *log, uint64_t id)
+{
+	struct log_spare *sp = &log->spare;
+	if (sp->ready_fd < 0)
+		return -ENOENT;
+	char name[32];
+	snprintf(name, sizeof(name), "%016" PRIx64 ".seg", id);
+	if (renameat2(log->dir_fd, LOG_SPARE_READY, log->dir_fd, name, RENAME_NOREPLACE) != 0) {
+		int err = -errno;
+		spare_warn(log, "rename to the segment's name", err);
+		spare_delete(log, &sp->ready_fd, LOG_SPARE_READY);
+		return err;
+	}
+	int fd = sp->ready_fd;
+	sp->ready_fd = -1;
+	sp->warned = false;
+	log->stats.segments_from_spare++;
+	return fd;
+}
+
+/* Keeps deleted segment `seg` as the ready spare when none is ready and the
+ * file has the full segment size; a spare being zeroed is then dropped (the
+ * recycled file costs no writes).  Returns true if it did: the spare now
+ * owns seg's fd. */
+static bool spare_recycle(struct log *log, struct segment *seg)
+{
+	struct log_spare *sp = &log->spare;
+	struct stat st;
+	if (sp->ready_fd >= 0 || fstat(seg->fd, &st) != 0 ||
+	    (uint64_t)st.st_size != log->cfg.segment_size)
+		return false;
+	char name[32];
+	snprintf(name, sizeof(name), "%016" PRIx64 ".seg", seg->id);
+	/* Not fsynced, as an unlink is not: a segment that reappears after a
+	 * crash is one GC had already emptied. */
+	if (renameat(log->dir_fd, name, log->dir_fd, LOG_SPARE_READY) != 0)
+		return false;
+	sp->ready_fd = seg->fd;
+	log->stats.segments_recycled++;
+	if (sp->fd >= 0) {
+		sp->cancelled = true;
+		spare_pump(log);
+	}
+	return true;
+}
+
+/* At open: deletes a spare.tmp left by a run that stopped while preparing it,
+ * and takes a spare.ready of the configured segment size as the ready spare
+ * (its rename followed its fdatasync, or it is a recycled segment). */
+static void spare_load(struct log *log)
+{
+	struct log_spare *sp = &log->spare;
+	if (unlinkat(log->dir_fd, LOG_SPARE_TMP, 0) != 0 && errno != ENOENT)
+		LOG_WARN("shard %u: cannot delete %s/" LOG_SPARE_TMP ": %s; it is not part of the"
+		         " log: delete it by hand",
+		         log->cfg.shard, log->dir, strerror(errno));
+	int fd = openat(log->dir_fd, LOG_SPARE_READY, O_RDWR | O_DIRECT | O_CLOEXEC);
+	if (fd < 0)
+		return; /* none (or unusable: the next rotation prepares another) */
+	struct stat st;
+	if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != log->cfg.segment_size)
+		spare_delete(log, &fd, LOG_SPARE_READY); /* made for another segment_size */
+	else
+		sp->ready_fd = fd;
+}
+
 /* ---- segments ---------------------------------------------------------- */
 
-/* Creates the next segment, starting at LSN log->next_lsn.  Its header is
- * written by its first commit.  Returns 0 or -errno. */
+/* Creates the next segment, starting at LSN log->next_lsn: the ready spare
+ * renamed, or else a new preallocated file.  Its header is written by its
+ * first commit.  Returns 0 or -errno. */
 static int segment_create(struct log *log)
 {
 	struct segment *prev = last_segment(log);
@@ -162,17 +433,20 @@ static int segment_create(struct log *log)
 	struct segment *seg = malloc(sizeof(*seg));
 	if (seg == NULL)
 		return -ENOMEM;
-	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0644);
+	int ret, fd = spare_take(log, id);
 	if (fd < 0) {
-		free(seg);
-		return -errno;
-	}
-	int ret = posix_fallocate(fd, 0, (off_t)log->cfg.segment_size);
-	if (ret != 0) {
-		close(fd);
-		unlink(path);
-		free(seg);
-		return -ret;
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0644);
+		if (fd < 0) {
+			free(seg);
+			return -errno;
+		}
+		ret = posix_fallocate(fd, 0, (off_t)log->cfg.segment_size);
+		if (ret != 0) {
+			close(fd);
+			unlink(path);
+			free(seg);
+			return -ret;
+		}
 	}
 	if (fsync(log->dir_fd) != 0) {
 		ret = -errno;
@@ -193,6 +467,7 @@ static int segment_create(struct log *log)
 						    .fill = 0,
 						    .header_ok = true};
 	log->write_offset = 0;
+	log->spare.blocked = false; /* a failed spare is tried again for the next rotation */
 	recount_bytes(log);
 	return 0;
 }
@@ -295,6 +570,8 @@ static void commit_seal(struct log *log)
 	px_hold(log->px);
 	recount_bytes(log);
 	commit_submit(log, c);
+	if (log->write_offset >= log->cfg.segment_size / 2)
+		spare_start(log); /* later, a segment deleted by GC may become the spare */
 }
 
 /* Fails every record of the open commit (after a write error). */
@@ -427,6 +704,8 @@ static bool log_hook(struct px *px, struct px_hook *hook)
 			commit_submit(log, c);
 			work = true;
 		}
+	if (spare_pump(log))
+		work = true;
 	return work;
 }
 
@@ -777,6 +1056,14 @@ out:
 	return ret;
 }
 
+/* Drops segment i from the log's array and frees it (not its fd). */
+static void segment_forget(struct log *log, size_t i)
+{
+	free(log->segs[i]);
+	memmove(&log->segs[i], &log->segs[i + 1], (log->n_segs - i - 1) * sizeof(log->segs[0]));
+	log->n_segs--;
+}
+
 /* Removes segment i (and its file) from the log. */
 static int segment_remove(struct log *log, size_t i)
 {
@@ -786,9 +1073,7 @@ static int segment_remove(struct log *log, size_t i)
 	if (unlink(path) != 0 && errno != ENOENT)
 		return -errno;
 	close(seg->fd);
-	free(seg);
-	memmove(&log->segs[i], &log->segs[i + 1], (log->n_segs - i - 1) * sizeof(log->segs[0]));
-	log->n_segs--;
+	segment_forget(log, i);
 	return 0;
 }
 
@@ -932,6 +1217,15 @@ static int recover(struct log *log, uint64_t from_lsn, log_replay_fn replay, voi
 		if (ret < 0)
 			goto out;
 		seg->fill = end;
+		if (torn && i + 1 < log->n_segs && log->segs[i + 1]->header_ok &&
+		    log->segs[i + 1]->first_lsn == rc.next_lsn) {
+			/* The next segment goes on exactly where this one's valid
+			 * commits end: what stopped the scan is stale bytes of a
+			 * recycled file or a failed commit whose LSNs were reused,
+			 * never acknowledged data. */
+			torn = false;
+			continue;
+		}
 		if (torn) {
 			keep = i + 1; /* cut below; everything later is unacknowledged */
 			break;
@@ -1037,6 +1331,11 @@ int log_open(struct log **out, struct px *px, const struct log_config *cfg, uint
 	if (log->cfg.commit_max > log->cfg.segment_size)
 		log->cfg.commit_max = (uint32_t)log->cfg.segment_size;
 	log->dir_fd = -1;
+	log->spare.ready_fd = log->spare.fd = -1;
+	log->spare.sync_op.complete = spare_sync_complete;
+	for (unsigned i = 0; i < LOG_SPARE_WRITES; i++)
+		log->spare.writes[i] =
+		    (struct spare_write){.op.complete = spare_write_complete, .log = log};
 	snprintf(log->dir, sizeof(log->dir), "%s", cfg->dir);
 	log->cfg.dir = log->dir;
 
@@ -1061,6 +1360,7 @@ int log_open(struct log **out, struct px *px, const struct log_config *cfg, uint
 	if (ret < 0)
 		goto fail;
 	recount_bytes(log);
+	spare_load(log);
 
 	log->hook.fn = log_hook;
 	px_hook_add(px, &log->hook);
@@ -1101,7 +1401,11 @@ int log_delete_segment(struct log *log, uint64_t id)
 	size_t i = 0;
 	while (log->segs[i] != seg)
 		i++;
-	int ret = segment_remove(log, i);
+	int ret = 0;
+	if (spare_recycle(log, seg))
+		segment_forget(log, i);
+	else
+		ret = segment_remove(log, i);
 	recount_bytes(log);
 	return ret;
 }
@@ -1174,17 +1478,19 @@ const struct log_stats *log_get_stats(const struct log *log)
 
 void log_stop(struct log *log)
 {
+	log->stopped = true;
 	if (log->open != NULL && log->open->n_records > 0)
 		commit_seal(log);
 	if (px_timer_armed(&log->sync_timer))
 		px_timer_stop(log->px, &log->sync_timer);
-	log->stopped = true;
+	spare_pump(log); /* a spare being zeroed is dropped once its writes are back */
 }
 
 bool log_busy(const struct log *log)
 {
 	return log->inflight != NULL || log->n_reads > 0 || log->syncs_inflight > 0 ||
-	       px_timer_armed(&log->sync_timer) || (log->open != NULL && log->open->n_records > 0);
+	       log->spare.inflight > 0 || px_timer_armed(&log->sync_timer) ||
+	       (log->open != NULL && log->open->n_records > 0);
 }
 
 void log_close(struct log *log)
@@ -1210,6 +1516,10 @@ void log_close(struct log *log)
 		close(seg->fd);
 		free(seg);
 	}
+	if (log->spare.ready_fd >= 0)
+		close(log->spare.ready_fd); /* spare.ready stays for the next open */
+	if (log->spare.fd >= 0)
+		spare_delete(log, &log->spare.fd, LOG_SPARE_TMP);
 	if (log->dir_fd >= 0)
 		close(log->dir_fd);
 	free(log->segs);

@@ -21,7 +21,43 @@
  * >= from_lsn go to the replay callback.  The first invalid record, torn
  * commit or LSN gap ends the log: that segment is truncated at the start of
  * the torn commit (so no stale record can follow new ones) and later segments
- * are deleted.  Writing resumes there.
+ * are deleted.  Writing resumes there.  Exception: when the next segment's
+ * header says it starts at exactly the LSN where the valid commits end, the
+ * scan goes on in it — what stopped it was the stale tail of a recycled file
+ * or a failed commit whose LSNs that segment reuses, never acknowledged data.
+ *
+ * Written blocks: the spare segment.  A preallocated (fallocate) file has
+ * unwritten extents: every O_DIRECT commit into them converts extents at
+ * completion (on ext4 a journal handle, and with RWF_DSYNC a journal commit
+ * per write — about 1.7x the cost of a write to written blocks).  So each log
+ * keeps one spare file whose blocks are all written.  Once the segment being
+ * written is half full and no spare is ready, `log/spare.tmp` is created,
+ * preallocated (a full disk shows early), overwritten with zeros through the
+ * ring (1 MiB O_DIRECT writes, at most two in flight, so commits are not
+ * starved), fdatasynced and renamed `log/spare.ready`.  Waiting for half a
+ * segment gives GC the time to provide a recycled spare (below), which costs
+ * no write, and still leaves the zeroing half a segment's time.  The next
+ * rotation renames the ready spare to the new segment's name and fsyncs the
+ * directory, as for a created segment; if none is ready, the segment is
+ * created preallocated as before and the zeroing goes on for the rotation
+ * after.  A failure preparing the spare (ENOSPC, EIO) is logged once and only
+ * means the old way until the next rotation; it never fails a commit.
+ * log_stop drops a spare still being zeroed once its writes are back; a ready
+ * one stays for the next open, which deletes any spare.tmp.  Recovery reads
+ * only `*.seg` files, so neither name is mistaken for a segment.  Disk cost:
+ * up to one more segment file per shard.
+ *
+ * Recycling.  A segment deleted by GC (log_delete_segment) becomes the ready
+ * spare instead of being unlinked when none is ready and the file has the
+ * full segment size (a spare being zeroed is then dropped).  Its old records
+ * stay behind the new ones, and recovery never takes them: a record's CRC is
+ * seeded with its segment's epoch, drawn anew for every segment (format.h),
+ * and recovery accepts only the LSN that follows the previous record, while
+ * every stale one is older than the segment's first LSN.  Blocks past where
+ * its last writer stopped may still be unwritten extents: that costs speed,
+ * not correctness.  A reopened log cuts and preallocates its last segment
+ * again (see Recovery), so that segment loses its written tail once per
+ * restart.
  *
  * Ownership: a log belongs to one proactor; every call is made on it.
  */
@@ -91,6 +127,9 @@ struct log_stats {
 	uint64_t read_errors;     /* reads that failed (I/O error, CRC, LSN or key mismatch) */
 	uint64_t segments;        /* segment files now */
 	uint64_t log_bytes;       /* bytes of log data now (sum of segment fill levels) */
+	uint64_t spare_bytes_zeroed;  /* zeroes written to prepare spare segments */
+	uint64_t segments_from_spare; /* segments that started as the ready spare */
+	uint64_t segments_recycled;   /* deleted segments kept as the spare instead */
 };
 
 struct log;
@@ -121,8 +160,9 @@ uint64_t log_next_lsn(const struct log *log);
 /* Ids of the segments, oldest first, in ids[0..*n) (at most `cap`). */
 size_t log_segments(const struct log *log, uint64_t *ids, size_t cap);
 
-/* Deletes a sealed segment (GC).  Returns 0, -EBUSY for the segment being
- * written, -ENOENT for an unknown id. */
+/* Deletes a sealed segment (GC), or keeps its file as the spare (see
+ * Recycling).  Returns 0, -EBUSY for the segment being written, -ENOENT for
+ * an unknown id. */
 int log_delete_segment(struct log *log, uint64_t id);
 
 /* A segment as garbage collection sees it. */
@@ -166,12 +206,12 @@ void log_read_raw(struct log *log, struct log_raw_read *r);
 
 const struct log_stats *log_get_stats(const struct log *log);
 
-/* Begins closing: seals the open commit and stops the periodic fdatasync.
- * Appends are refused (-ESHUTDOWN) from now on. */
+/* Begins closing: seals the open commit, stops the periodic fdatasync and
+ * stops zeroing the spare.  Appends are refused (-ESHUTDOWN) from now on. */
 void log_stop(struct log *log);
 
-/* True while commits, reads, an fdatasync or the sync timer are in flight;
- * the owner keeps its proactor looping until this turns false. */
+/* True while commits, reads, an fdatasync, the spare's I/O or the sync timer
+ * are in flight; the owner keeps its proactor looping until this turns false. */
 bool log_busy(const struct log *log);
 
 /* Closes the files and frees the log.  Call after log_stop once log_busy()

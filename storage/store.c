@@ -37,6 +37,8 @@
 #include "storage/fsutil.h"
 
 #define STORE_READ_RETRIES 3         /* re-reads of the index when GC moved a value */
+#define APPLY_RECORDS 131072          /* written records that make the index batch go out ... */
+#define APPLY_DELAY_NS 100000000ULL   /* ... or its age: the index is written behind */
 #define EXPIRE_PERIOD_NS 100000000ULL /* active expiry runs this often ... */
 #define EXPIRE_BATCH 128              /* ... taking at most this many keys a pass */
 #define EXPIRE_INFLIGHT_MAX 1024      /* expiry deletes in flight at most */
@@ -60,9 +62,7 @@ struct blob {
 };
 
 struct kentry {
-	struct kentry *hnext;               /* hash chain */
 	struct kentry *lru_prev, *lru_next; /* on the CLOCK list once known (cache_evict) */
-	uint64_t hash;
 	bool known;                 /* the fields below mirror the truth */
 	bool exists;                /* the key exists (maybe expired, not yet reclaimed) */
 	bool in_lru;
@@ -78,6 +78,9 @@ struct kentry {
 	unsigned pending;           /* writes appended but not yet settled */
 	struct store_req *head, *tail; /* requests on this key; head runs */
 	size_t charge;              /* bytes counted against the cache */
+	/* last, next to the key, so a lookup touches one or two cache lines */
+	struct kentry *hnext;       /* hash chain */
+	uint64_t hash;
 	uint32_t key_len;
 	uint8_t key[];
 };
@@ -149,6 +152,8 @@ struct store {
 	struct idx_batch *batch;   /* records written, waiting for the hook */
 	uint64_t batch_lsn;        /* highest LSN in the batch */
 	bool batch_dirty;
+	unsigned batch_records;    /* pending writes in the batch */
+	struct px_timer apply_timer; /* applies a batch APPLY_DELAY_NS after its first record */
 	struct px_hook hook;
 	struct px_timer expire_timer;
 	unsigned expiring;         /* active-expiry deletes in flight */
@@ -601,12 +606,27 @@ static void apply_batch(struct store *st)
 		pending_write_free(st, pw);
 	}
 	st->applying = NULL;
+	st->batch_records = 0;
 	if (ret < 0 && st->failed == 0) {
 		st->failed = -EIO;
 		LOG_ERROR("shard %u: the index cannot be written: writes are refused from now on;"
 			  " the log holds every acknowledged write, restart to replay it",
 			  st->cfg.shard);
 	}
+}
+
+static void apply_tick(struct px *px, struct px_timer *t)
+{
+	(void)px;
+	apply_batch(container_of(t, struct store, apply_timer));
+}
+
+/* Marks the batch as holding something: it goes out within APPLY_DELAY_NS. */
+static void batch_touch(struct store *st)
+{
+	st->batch_dirty = true;
+	if (!px_timer_armed(&st->apply_timer) && !st->stopped)
+		px_timer_start(st->px, &st->apply_timer, APPLY_DELAY_NS, 0, apply_tick);
 }
 
 /* Marks every cached key unknown: they are read from the index again. */
@@ -626,6 +646,7 @@ static void write_done(struct log_write *w, int err)
 	struct store *st = pw->st;
 	struct kentry *ke = pw->ke;
 	if (err != 0) {
+		apply_batch(st); /* so the re-read below finds the writes that succeeded */
 		st->keys -= (uint64_t)pw->count_delta;
 		if (ke != NULL)
 			ke->known = false; /* the index never saw it: re-read on next use */
@@ -657,7 +678,8 @@ static void write_done(struct log_write *w, int err)
 		usage_move(st, ke, pw->is_delete || pw->entry.is_inline ? NULL : &w->pos);
 		st->applied_keys += (uint64_t)pw->count_delta;
 		st->batch_lsn = w->pos.lsn;
-		st->batch_dirty = true;
+		st->batch_records++;
+		batch_touch(st);
 	}
 	if (pw->req != NULL)
 		req_complete(st, pw->req, err, NULL);
@@ -964,8 +986,8 @@ static bool store_hook(struct px *px, struct px_hook *hook)
 	struct store *st = container_of(hook, struct store, hook);
 	(void)px;
 	bool work = gc_step(st);
-	if (!st->batch_dirty)
-		return work;
+	if (!st->batch_dirty || (st->batch_records < APPLY_RECORDS && !st->stopped))
+		return work; /* written behind: apply_tick or a full batch applies it */
 	apply_batch(st);
 	return true;
 }
@@ -1038,6 +1060,7 @@ int store_scan(struct store *st, uint64_t cursor, size_t count,
 	*next = 0;
 	if (cursor > UINT32_MAX)
 		return 0; /* not a cursor this store made: nothing after it */
+	apply_batch(st); /* the index then holds every written record */
 	int ret = idx_scan(st->idx, (uint32_t)cursor, count ? count : 10, scan_visit, &c,
 			   &next_hash);
 	if (ret < 0)
@@ -1286,6 +1309,10 @@ static void gc_reap(struct store *st)
 		return;
 	uint64_t persisted = idx_persisted_lsn(st->idx);
 	uint64_t synced = log_synced_lsn(st->log);
+	bool urgent = g->n_waiting >= GC_WAITING_MAX / 2 ||
+		      px_now_ns() - g->waiting[0].since_ns > GC_PERSIST_WAIT_NS;
+	if (g->waiting[g->n_waiting - 1].lsn > idx_applied_lsn(st->idx))
+		apply_batch(st); /* written behind: a flush must find the relocations */
 	unsigned kept = 0;
 	bool want_flush = false, want_sync = false;
 	for (unsigned i = 0; i < g->n_waiting; i++) {
@@ -1309,15 +1336,15 @@ static void gc_reap(struct store *st)
 		struct seg_usage *u = usage_get(st, w.segment);
 		if (u != NULL) {
 			u->forget = u->dirty = true;
-			st->usage_dirty = st->batch_dirty = true;
+			st->usage_dirty = true;
+			batch_touch(st);
 		}
 		st->stats.gc_segments_deleted++;
 		LOG_DEBUG("shard %u: garbage collection deleted log segment %016" PRIx64,
 			  st->cfg.shard, w.segment);
 	}
 	g->n_waiting = kept;
-	if (want_flush && (g->n_waiting >= GC_WAITING_MAX / 2 ||
-			   px_now_ns() - g->waiting[0].since_ns > GC_PERSIST_WAIT_NS))
+	if (want_flush && urgent)
 		idx_request_flush(st->idx); /* -EBUSY/-EALREADY: the next tick asks again */
 	if (want_sync)
 		log_sync_now(st->log);
@@ -1537,6 +1564,7 @@ fail:
 
 int store_checkpoint(struct store *st)
 {
+	apply_batch(st);
 	return idx_request_flush(st->idx);
 }
 
@@ -1556,6 +1584,8 @@ void store_get_stats(struct store *st, struct store_stats *out)
 		out->records = ls->records;
 		out->fsyncs = ls->fsyncs;
 		out->write_errors = ls->write_errors;
+		out->segments_recycled = ls->segments_recycled;
+		out->spare_bytes_zeroed = ls->spare_bytes_zeroed;
 	}
 	if (st->idx != NULL) {
 		struct idx_stats is;
@@ -1575,6 +1605,8 @@ void store_stop(struct store *st)
 		px_timer_stop(st->px, &st->expire_timer);
 	if (px_timer_armed(&st->gc_timer))
 		px_timer_stop(st->px, &st->gc_timer);
+	if (px_timer_armed(&st->apply_timer))
+		px_timer_stop(st->px, &st->apply_timer);
 	if (st->log != NULL)
 		log_stop(st->log);
 }
@@ -1582,7 +1614,8 @@ void store_stop(struct store *st)
 bool store_busy(const struct store *st)
 {
 	return st->inflight_reqs > 0 || st->batch_dirty || px_timer_armed(&st->expire_timer) ||
-	       px_timer_armed(&st->gc_timer) || st->gc.reading ||
+	       px_timer_armed(&st->gc_timer) || px_timer_armed(&st->apply_timer) ||
+	       st->gc.reading ||
 	       (st->log != NULL && log_busy(st->log));
 }
 

@@ -13,9 +13,15 @@
  * GET always sees its own increment.
  *
  * Durability: a write's `done` runs after its log record is written as
- * storage.durability says (fsync / write), or at once for `none`.  Writes are
- * applied to the index at the end of the iteration in which the log write
- * completed, with applied_lsn and the key count in the same RocksDB batch.
+ * storage.durability says (fsync / write), or at once for `none`.  Written
+ * records reach the index behind the requests: they gather in one batch that
+ * goes to RocksDB, with applied_lsn and the key count, once it holds
+ * APPLY_RECORDS records or is APPLY_DELAY_NS old (store.c), and before a SCAN,
+ * a checkpoint, a FLUSHALL or a stop.  Until then their keys stay pinned in
+ * the key table, which answers for them.  Large sorted batches make each
+ * memtable insert cheap (its skip-list search starts at the previous row): at
+ * redis-benchmark SET -P 16 this took the server from 3.9 to 2.4 µs of CPU per
+ * request.  A crash loses nothing: the log is replayed from applied_lsn.
  *
  * Key count: exact.  Like Redis's DBSIZE it includes keys that have expired
  * but have not been reclaimed yet.
@@ -152,6 +158,8 @@ struct store_stats {
 	uint64_t gc_records_moved; /* live records it rewrote */
 	uint64_t gc_bytes_moved;   /* their value bytes */
 	uint64_t gc_segments_deleted; /* segments it deleted */
+	uint64_t segments_recycled;   /* ... of which kept as the log's spare (log.h) */
+	uint64_t spare_bytes_zeroed;  /* zeroes written to prepare spare segments */
 };
 
 struct store;
@@ -171,8 +179,8 @@ void store_submit(struct store *st, struct store_req *req);
  * they stay valid across writes and restarts, and every key that exists for
  * the whole walk is visited at least once (a key may be visited twice).  Keys
  * deleted, expired or dropped are skipped.  One caveat: with durability
- * `none` a key written in the last milliseconds (acknowledged, not yet in the
- * index) is missed by a call whose range has passed it.  Reads the index
+ * `none` a key written in the last milliseconds (acknowledged, its log write
+ * still in flight) is missed by a call whose range has passed it.  Reads the index
  * blocking, bounded by `count`.  Returns 0 or -EIO. */
 int store_scan(struct store *st, uint64_t cursor, size_t count,
 	       void (*fn)(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms),
