@@ -81,7 +81,10 @@ struct log_spare {
 	                         it; or -1 */
 	int fd;               /* spare.tmp being zeroed, or -1 */
 	uint64_t next;        /* zeroing: offset of the next chunk to hand to a slot */
-	unsigned inflight;    /* zeroing writes and fdatasync on the ring; each holds the px */
+	unsigned inflight;    /* its fallocate, zeroing writes and fdatasync on the ring; each
+	                         holds the px */
+	bool alloc_submitted; /* the fallocate is on the ring (or done) */
+	bool allocated;       /* ... and succeeded: zeroing may start */
 	bool sync_submitted;  /* every write done and the fdatasync on the ring */
 	bool cancelled;       /* a recycled segment became the spare: drop this one */
 	int err;              /* first error while zeroing (the file is then dropped) */
@@ -89,6 +92,7 @@ struct log_spare {
 	bool blocked;         /* preparing failed: no new try before the next rotation */
 	bool warned;          /* a failure was logged and no spare has been used since */
 	struct spare_write writes[LOG_SPARE_WRITES];
+	struct px_op alloc_op; /* the fallocate before the first write */
 	struct px_op sync_op; /* the fdatasync after the last write */
 };
 
@@ -204,8 +208,8 @@ static void spare_delete(struct log *log, int *fd, const char *name)
 		         log->cfg.shard, log->dir, name, strerror(errno));
 }
 
-/* Submits what zeroing spare.tmp needs next: writes (at most LOG_SPARE_WRITES
- * on the ring), then one fdatasync.  After an error, log_stop or a
+/* Submits what zeroing spare.tmp needs next: its fallocate, then writes (at
+ * most LOG_SPARE_WRITES on the ring), then one fdatasync.  After an error, log_stop or a
  * cancellation it deletes the file once none of its I/O is in flight.
  * Returns true if it submitted anything; without an SQE it stops, and the
  * end-of-iteration hook calls it again. */
@@ -224,6 +228,20 @@ static bool spare_pump(struct log *log)
 		}
 		return false;
 	}
+	if (!sp->alloc_submitted) {
+		/* Through the ring, not posix_fallocate on the loop: allocating a
+		 * segment's extents took up to 50 ms with the journal busy. */
+		struct io_uring_sqe *sqe = px_get_sqe(log->px, &sp->alloc_op);
+		if (sqe == NULL)
+			return false;
+		io_uring_prep_fallocate(sqe, sp->fd, 0, 0, (off_t)log->cfg.segment_size);
+		sp->alloc_submitted = true;
+		sp->inflight++;
+		px_hold(log->px);
+		return true;
+	}
+	if (!sp->allocated)
+		return false;
 	bool submitted = false, writing = false;
 	for (unsigned i = 0; i < LOG_SPARE_WRITES; i++) {
 		struct spare_write *w = &sp->writes[i];
@@ -286,6 +304,21 @@ static void spare_write_complete(struct px *px, struct px_op *op, int res, unsig
 	spare_pump(log);
 }
 
+static void spare_alloc_complete(struct px *px, struct px_op *op, int res, unsigned flags)
+{
+	struct log *log = container_of(op, struct log, spare.alloc_op);
+	struct log_spare *sp = &log->spare;
+	(void)flags;
+	sp->inflight--;
+	px_release(px);
+	if (res < 0 && sp->err == 0) {
+		sp->err = res; /* ENOSPC: a full disk shows here, before any zeroing */
+		sp->err_step = "preallocate";
+	}
+	sp->allocated = res >= 0;
+	spare_pump(log);
+}
+
 static void spare_sync_complete(struct px *px, struct px_op *op, int res, unsigned flags)
 {
 	struct log *log = container_of(op, struct log, spare.sync_op);
@@ -312,8 +345,8 @@ static void spare_sync_complete(struct px *px, struct px_op *op, int res, unsign
 }
 
 /* Starts preparing a spare if none is ready or being prepared (and none
- * failed since the last rotation): creates and preallocates spare.tmp
- * (blocking, as creating a segment is), then zeroes it through the ring. */
+ * failed since the last rotation): creates spare.tmp (blocking, but only a
+ * file creation), then preallocates and zeroes it through the ring. */
 static void spare_start(struct log *log)
 {
 	struct log_spare *sp = &log->spare;
@@ -326,15 +359,10 @@ static void spare_start(struct log *log)
 		sp->blocked = true;
 		return;
 	}
-	int ret = posix_fallocate(fd, 0, (off_t)log->cfg.segment_size);
-	if (ret != 0) {
-		spare_delete(log, &fd, LOG_SPARE_TMP);
-		spare_warn(log, "preallocate", -ret);
-		sp->blocked = true;
-		return;
-	}
 	sp->fd = fd;
 	sp->next = 0;
+	sp->alloc_submitted = false;
+	sp->allocated = false;
 	sp->sync_submitted = false;
 	sp->cancelled = false;
 	sp->err = 0;
@@ -1332,6 +1360,7 @@ int log_open(struct log **out, struct px *px, const struct log_config *cfg, uint
 		log->cfg.commit_max = (uint32_t)log->cfg.segment_size;
 	log->dir_fd = -1;
 	log->spare.ready_fd = log->spare.fd = -1;
+	log->spare.alloc_op.complete = spare_alloc_complete;
 	log->spare.sync_op.complete = spare_sync_complete;
 	for (unsigned i = 0; i < LOG_SPARE_WRITES; i++)
 		log->spare.writes[i] =

@@ -37,8 +37,8 @@
 #include "storage/fsutil.h"
 
 #define STORE_READ_RETRIES 3         /* re-reads of the index when GC moved a value */
-#define APPLY_RECORDS 131072          /* written records that make the index batch go out ... */
-#define APPLY_DELAY_NS 100000000ULL   /* ... or its age: the index is written behind */
+#define APPLY_RECORDS 4096            /* written records that make the index batch go out ... */
+#define APPLY_DELAY_NS 10000000ULL    /* ... or its age: the index is written behind */
 #define EXPIRE_PERIOD_NS 100000000ULL /* active expiry runs this often ... */
 #define EXPIRE_BATCH 128              /* ... taking at most this many keys a pass */
 #define EXPIRE_INFLIGHT_MAX 1024      /* expiry deletes in flight at most */

@@ -19,9 +19,10 @@
  * APPLY_RECORDS records or is APPLY_DELAY_NS old (store.c), and before a SCAN,
  * a checkpoint, a FLUSHALL or a stop.  Until then their keys stay pinned in
  * the key table, which answers for them.  Large sorted batches make each
- * memtable insert cheap (its skip-list search starts at the previous row): at
- * redis-benchmark SET -P 16 this took the server from 3.9 to 2.4 µs of CPU per
- * request.  A crash loses nothing: the log is replayed from applied_lsn.
+ * memtable insert cheap (its skip-list search starts at the previous row).
+ * The batch is written on the loop, so its size is also the longest stall it
+ * causes: see docs/DECISIONS.md for the trade-off measured.  A crash loses
+ * nothing: the log is replayed from applied_lsn.
  *
  * Key count: exact.  Like Redis's DBSIZE it includes keys that have expired
  * but have not been reclaimed yet.
