@@ -166,9 +166,11 @@ static struct segment *find_segment(struct log *log, uint64_t id)
 	return lo < log->n_segs && log->segs[lo]->id == id ? log->segs[lo] : NULL;
 }
 
+#define SEGMENT_NAME "%016" PRIx64 ".seg" /* a segment's file name, from its id */
+
 static void segment_path(const struct log *log, uint64_t id, char *buf, size_t len)
 {
-	snprintf(buf, len, "%s/%016" PRIx64 ".seg", log->dir, id);
+	snprintf(buf, len, "%s/" SEGMENT_NAME, log->dir, id);
 }
 
 static void recount_bytes(struct log *log)
@@ -379,7 +381,7 @@ static int spare_take(struct log *log, uint64_t id)
 	if (sp->ready_fd < 0)
 		return -ENOENT;
 	char name[32];
-	snprintf(name, sizeof(name), "%016" PRIx64 ".seg", id);
+	snprintf(name, sizeof(name), SEGMENT_NAME, id);
 	if (renameat2(log->dir_fd, LOG_SPARE_READY, log->dir_fd, name, RENAME_NOREPLACE) != 0) {
 		int err = -errno;
 		spare_warn(log, "rename to the segment's name", err);
@@ -405,7 +407,7 @@ static bool spare_recycle(struct log *log, struct segment *seg)
 	    (uint64_t)st.st_size != log->cfg.segment_size)
 		return false;
 	char name[32];
-	snprintf(name, sizeof(name), "%016" PRIx64 ".seg", seg->id);
+	snprintf(name, sizeof(name), SEGMENT_NAME, seg->id);
 	/* Not fsynced, as an unlink is not: a segment that reappears after a
 	 * crash is one GC had already emptied. */
 	if (renameat(log->dir_fd, name, log->dir_fd, LOG_SPARE_READY) != 0)
