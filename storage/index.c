@@ -79,6 +79,7 @@
 #define MAX_OPEN_FILES        256
 #define L0_COMPACTION_TRIGGER 4
 #define BLOOM_BITS_PER_KEY    10
+#define MEMTABLE_BLOOM_RATIO  0.1
 #define METADATA_BLOCK_BYTES  4096 /* index and filter partition size */
 #define INFO_LOG_FILES        3
 #define INFO_LOG_BYTES        (8u << 20)
@@ -96,6 +97,7 @@ struct idx_shared {
 
 struct idx {
 	rocksdb_t *db;
+	rocksdb_column_family_handle_t *cf;  /* the default column family (batched MultiGet) */
 	struct idx_shared *sh;
 	char *path;                          /* for messages; owned */
 	rocksdb_readoptions_t *ro_cached;    /* kBlockCacheTier */
@@ -446,6 +448,8 @@ static rocksdb_options_t *make_options(const struct idx_shared *sh, int compress
 	rocksdb_options_set_env(o, sh->env);
 	rocksdb_options_set_compression(o, compression);
 	rocksdb_options_set_write_buffer_size(o, WRITE_BUFFER_BYTES);
+	rocksdb_options_set_memtable_prefix_bloom_size_ratio(o, MEMTABLE_BLOOM_RATIO);
+	rocksdb_options_set_memtable_whole_key_filtering(o, 1);
 	rocksdb_options_set_max_write_buffer_number(o, MAX_WRITE_BUFFERS);
 	rocksdb_options_set_max_open_files(o, MAX_OPEN_FILES);
 	rocksdb_options_set_level0_file_num_compaction_trigger(o, L0_COMPACTION_TRIGGER);
@@ -457,13 +461,24 @@ static rocksdb_options_t *make_options(const struct idx_shared *sh, int compress
 	return with_insert_hints(o);
 }
 
+/* rocksdb_open, also returning the default column family's handle in *cf:
+ * RocksDB 7.8's C API has no other way to get it, and the batched MultiGet
+ * (idx_get_many) takes one. */
+static rocksdb_t *open_default_cf(rocksdb_options_t *o, const char *path,
+                                  rocksdb_column_family_handle_t **cf, char **rerr)
+{
+	const char *names[1] = {"default"};
+	const rocksdb_options_t *cf_opts[1] = {o};
+	return rocksdb_open_column_families(o, path, 1, names, cf_opts, cf, rerr);
+}
+
 /* Opens the RocksDB, LZ4-compressed if the library has LZ4.  Returns 0 or
  * -EIO with a message in err. */
 static int open_db(struct idx *ix, char *err, size_t errlen)
 {
 	char *rerr = NULL;
 	rocksdb_options_t *o = make_options(ix->sh, rocksdb_lz4_compression);
-	ix->db = rocksdb_open(o, ix->path, &rerr);
+	ix->db = open_default_cf(o, ix->path, &ix->cf, &rerr);
 	rocksdb_options_destroy(o);
 	if (rerr && strstr(rerr, "not linked with the binary")) {
 		LOG_WARN("index %s: this RocksDB lacks LZ4 (%s); the index is stored uncompressed",
@@ -471,7 +486,7 @@ static int open_db(struct idx *ix, char *err, size_t errlen)
 		rocksdb_free(rerr);
 		rerr = NULL;
 		o = make_options(ix->sh, rocksdb_no_compression);
-		ix->db = rocksdb_open(o, ix->path, &rerr);
+		ix->db = open_default_cf(o, ix->path, &ix->cf, &rerr);
 		rocksdb_options_destroy(o);
 	}
 	if (rerr == NULL)
@@ -579,6 +594,8 @@ rocks_err:
 
 static void free_handle(struct idx *ix)
 {
+	if (ix->cf)
+		rocksdb_column_family_handle_destroy(ix->cf);
 	if (ix->db)
 		rocksdb_close(ix->db);
 	rocksdb_readoptions_t *ros[] = {ix->ro_cached, ix->ro_blocking, ix->ro_persisted,
@@ -720,6 +737,122 @@ int idx_get(struct idx *ix, const void *key, size_t klen, enum idx_read_mode mod
 		e->value = NULL;
 	}
 	rocksdb_pinnableslice_destroy(ps);
+	return ret;
+}
+
+/* A probe's row key in get_many's arena, sortable. */
+struct many_row {
+	uint64_t order; /* the row key's first 8 bytes, big-endian (as batch_op) */
+	size_t off;
+	size_t len;
+	struct idx_probe *probe;
+};
+
+static int many_row_cmp(const void *a, const void *b, void *arena)
+{
+	const struct many_row *x = a, *y = b;
+	if (x->order != y->order)
+		return x->order < y->order ? -1 : 1;
+	const uint8_t *base = arena;
+	size_t n = x->len < y->len ? x->len : y->len;
+	int c = memcmp(base + x->off, base + y->off, n);
+	if (c != 0)
+		return c;
+	return x->len < y->len ? -1 : x->len > y->len;
+}
+
+static uint64_t row_order(const uint8_t *row, size_t len)
+{
+	uint8_t first[8] = {0};
+	memcpy(first, row, len < 8 ? len : 8);
+	uint64_t be;
+	memcpy(&be, first, 8);
+	return be64toh(be);
+}
+
+int idx_get_many(struct idx *ix, struct idx_probe *probes, size_t n)
+{
+	if (n == 0)
+		return 0;
+	size_t arena_len = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (probes[i].klen > FMT_KEY_MAX)
+			return -EINVAL;
+		arena_len += KEY_ROW_PREFIX + probes[i].klen;
+	}
+	uint8_t *arena = malloc(arena_len);
+	struct many_row *rows = malloc(n * sizeof(*rows));
+	const char **keys = malloc(n * sizeof(*keys));
+	size_t *key_lens = malloc(n * sizeof(*key_lens));
+	rocksdb_pinnableslice_t **values = calloc(n, sizeof(*values));
+	char **errs = calloc(n, sizeof(*errs));
+	int ret = -ENOMEM;
+	if (!arena || !rows || !keys || !key_lens || !values || !errs)
+		goto out;
+
+	size_t off = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t *row = arena + off;
+		key_row_prefix(row, idx_key_hash(probes[i].key, probes[i].klen));
+		memcpy(row + KEY_ROW_PREFIX, probes[i].key, probes[i].klen);
+		rows[i] = (struct many_row){.order = row_order(row, KEY_ROW_PREFIX + probes[i].klen),
+		                            .off = off,
+		                            .len = KEY_ROW_PREFIX + probes[i].klen,
+		                            .probe = &probes[i]};
+		off += rows[i].len;
+	}
+	/* Sorted input lets RocksDB take the keys file by file and block by
+	 * block without copying and sorting them itself. */
+	qsort_r(rows, n, sizeof(*rows), many_row_cmp, arena);
+	for (size_t i = 0; i < n; i++) {
+		keys[i] = (const char *)arena + rows[i].off;
+		key_lens[i] = rows[i].len;
+	}
+	struct block_read_probe probe;
+	probe_begin(&probe);
+	rocksdb_batched_multi_get_cf(ix->db, ix->ro_blocking, ix->cf, n, keys, key_lens, values,
+	                             errs, true);
+	probe_end(ix, &probe);
+	ix->stats.gets += n;
+	ix->stats.get_blocking += n;
+	ix->stats.multi_gets++;
+
+	ret = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct idx_probe *p = rows[i].probe;
+		p->status = -ENOENT;
+		if (errs[i] != NULL) {
+			LOG_ERROR("index %s: read failed: %s", ix->path, errs[i]);
+			ix->stats.errors++;
+			p->status = ret = -EIO;
+			continue;
+		}
+		if (values[i] == NULL)
+			continue;
+		size_t vlen;
+		const char *v = rocksdb_pinnableslice_value(values[i], &vlen);
+		if (!entry_decode((const uint8_t *)v, vlen, &p->e)) {
+			LOG_ERROR("index %s: the entry of a %zu-byte key is corrupt (%zu bytes)",
+			          ix->path, p->klen, vlen);
+			ix->stats.errors++;
+			p->status = ret = -EIO;
+			continue;
+		}
+		p->e.value = NULL;
+		p->status = 0;
+	}
+out:
+	for (size_t i = 0; values != NULL && i < n; i++)
+		if (values[i] != NULL)
+			rocksdb_pinnableslice_destroy(values[i]);
+	for (size_t i = 0; errs != NULL && i < n; i++)
+		rocksdb_free(errs[i]);
+	free(errs);
+	free(values);
+	free(key_lens);
+	free(keys);
+	free(rows);
+	free(arena);
 	return ret;
 }
 
@@ -927,6 +1060,12 @@ static void batch_delete_expiry(struct idx_batch *b, const void *key, size_t kle
 	uint8_t prefix[9];
 	expiry_prefix(prefix, expiry_ms);
 	batch_add(b, true, prefix, sizeof(prefix), key, klen, NULL, 0, NULL, 0);
+}
+
+void idx_batch_delete_expiry(struct idx_batch *b, const void *key, size_t klen,
+                             uint64_t expiry_ms)
+{
+	batch_delete_expiry(b, key, klen, expiry_ms);
 }
 
 void idx_batch_put(struct idx_batch *b, const void *key, size_t klen, const struct idx_entry *e,

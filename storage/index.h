@@ -137,6 +137,22 @@ enum idx_read_mode {
 int idx_get(struct idx *ix, const void *key, size_t klen, enum idx_read_mode mode,
             struct idx_entry *e, uint8_t **value);
 
+/* One key of idx_get_many: key and klen in, status and e out. */
+struct idx_probe {
+	const void *key;
+	size_t klen;
+	int status;         /* 0 (e filled), -ENOENT or -EIO (logged) */
+	struct idx_entry e; /* e.value is NULL: inline values are not copied */
+};
+
+/* Looks n keys up at once, like idx_get with IDX_BLOCKING (it may read SST
+ * files), in one RocksDB batched MultiGet: the keys go in row order, so
+ * neighbours share the filter partition, index block and cache lookups that
+ * n idx_get calls would each repeat.  Returns 0 when every probe has its
+ * answer, -EIO when some probe's status is -EIO, -EINVAL (a key above
+ * FMT_KEY_MAX; nothing looked up) or -ENOMEM (nothing looked up). */
+int idx_get_many(struct idx *ix, struct idx_probe *probes, size_t n);
+
 /* A batch of changes, built on the index's thread and applied by idx_write.
  * It copies keys and values, so they may be freed right after each call. */
 struct idx_batch;
@@ -153,6 +169,11 @@ void idx_batch_put(struct idx_batch *b, const void *key, size_t klen, const stru
 
 /* Deletes key's entry; prev_expiry_ms as for idx_batch_put. */
 void idx_batch_delete(struct idx_batch *b, const void *key, size_t klen, uint64_t prev_expiry_ms);
+
+/* Removes only key's expiry row at expiry_ms (an entry the batch replaced
+ * without knowing its expiry: store.c's blind puts). */
+void idx_batch_delete_expiry(struct idx_batch *b, const void *key, size_t klen,
+                             uint64_t expiry_ms);
 
 /* Empties the batch for reuse. */
 void idx_batch_clear(struct idx_batch *b);
@@ -225,6 +246,7 @@ struct idx_stats {
 	uint64_t gets;               /* idx_get calls */
 	uint64_t get_blocking;       /* of them with IDX_BLOCKING */
 	uint64_t get_would_block;    /* IDX_CACHED_ONLY calls that returned -EWOULDBLOCK */
+	uint64_t multi_gets;         /* idx_get_many calls (their keys count in gets) */
 	uint64_t block_cache_misses; /* blocks read from files by blocking gets, scans and
 	                                expiry walks (RocksDB perf context) */
 	uint64_t writes;             /* idx_write and idx_drop_all calls applied */

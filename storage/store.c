@@ -95,6 +95,9 @@ struct pending_write {
 	struct idx_entry entry;   /* PUT: what the index will hold */
 	bool is_delete;
 	bool is_drop;             /* FLUSHALL of the shard (ke is NULL) */
+	bool blind;               /* a PUT that assumed its key absent from the index,
+				     waiting in st->blind for resolve_blind */
+	bool in_batch;            /* written and added to st->batch */
 	int64_t count_delta;      /* change made to the key count */
 	struct pending_write *next_free; /* free list, or st->applying */
 };
@@ -166,6 +169,9 @@ struct store {
 
 	struct pending_write *free_writes;
 	struct pending_write *applying; /* written, in the batch, keys still pinned */
+	struct pending_write **blind;   /* blind PUTs whose key's index state is unread */
+	struct idx_probe *probes;       /* resolve_blind's lookups, cap_blind of them */
+	size_t n_blind, cap_blind;
 	uint64_t keys;             /* exact key count, pending writes included (DBSIZE) */
 	uint64_t applied_keys;     /* key count of what the index holds (persisted with it) */
 	uint64_t drop_lsn;         /* LSN of the newest DROP: older entries are gone */
@@ -581,6 +587,7 @@ static void pending_write_free(struct store *st, struct pending_write *pw)
 	struct kentry *ke = pw->ke;
 	blob_unref(pw->value);
 	pw->value = NULL;
+	pw->in_batch = false;
 	pw->next_free = st->free_writes;
 	st->free_writes = pw;
 	if (ke != NULL) {
@@ -589,10 +596,125 @@ static void pending_write_free(struct store *st, struct pending_write *pw)
 	}
 }
 
+/* ---- blind puts ---------------------------------------------------------
+ *
+ * A plain PUT (no NX, XX, GET or KEEPTTL) of a key the key table does not
+ * know replies the same whether the key existed or not; only the key count
+ * and the live bytes of the record it replaces depend on it.  Reading the
+ * index for that (a RocksDB point lookup per key) cost a bulk load of new
+ * keys about a third of the server's CPU.  So such a PUT is "blind": it
+ * assumes the key absent (count +1, no old record) and joins st->blind.
+ * resolve_blind looks all of them up in one sorted MultiGet and corrects
+ * what the assumption got wrong.  It runs before every index write (so the
+ * index never takes a batch built on an unresolved assumption), before the
+ * key count is read (DBSIZE, INFO) and before a FLUSHALL.
+ *
+ * The blind PUT is the first pending write of its key (only an unknown key
+ * can be blind, and a key with pending writes is pinned and known), and
+ * writes reach the batch in LSN order, so until it is in the batch the index
+ * holds the key's state from before it, which is what the lookup reads. */
+
+/* True if req may run blind; makes room for it in st->blind. */
+static bool blind_put(struct store *st, const struct store_req *req)
+{
+	if (req->op != STORE_PUT || req->flags != 0)
+		return false;
+	if (st->n_blind == st->cap_blind) {
+		size_t cap = st->cap_blind ? 2 * st->cap_blind : 1024;
+		struct pending_write **b = realloc(st->blind, cap * sizeof(*b));
+		if (b == NULL)
+			return false;
+		st->blind = b;
+		struct idx_probe *p = realloc(st->probes, cap * sizeof(*p));
+		if (p == NULL)
+			return false;
+		st->probes = p;
+		st->cap_blind = cap;
+	}
+	return true;
+}
+
+/* The key state a blind PUT assumes: not in the index. */
+static void kentry_assume_absent(struct kentry *ke)
+{
+	ke->exists = false;
+	ke->idx_expiry_ms = 0;
+	ke->idx_ptr = false;
+	ke->known = true;
+}
+
+/* Files the blind PUT's pending write (NULL: nothing was appended, so the
+ * assumption is withdrawn and the key is read from the index on next use). */
+static void blind_register(struct store *st, struct kentry *ke, struct pending_write *pw)
+{
+	if (pw == NULL) {
+		ke->known = false;
+		return;
+	}
+	pw->blind = true;
+	st->blind[st->n_blind++] = pw;
+	st->stats.blind_puts++;
+}
+
+/* Corrects one blind PUT whose key the index held as `e`. */
+static void blind_found(struct store *st, struct pending_write *pw, const struct idx_entry *e)
+{
+	struct kentry *ke = pw->ke;
+	st->stats.blind_puts_existing++;
+	st->keys--;
+	if (!pw->in_batch) {
+		/* Not written yet: give the key the index state it has, and
+		 * write_done treats the record as any overwrite. */
+		pw->count_delta--;
+		ke->idx_expiry_ms = e->expiry_ms;
+		ke->idx_ptr = !e->is_inline;
+		ke->idx_pos = (struct log_pos){
+		    .segment = e->segment, .offset = e->offset, .length = e->length, .lsn = e->lsn};
+		return;
+	}
+	/* In the batch already, which replaces the entry but not what the
+	 * assumption left out: the old record's live bytes, the old expiry row
+	 * (unless the batch ends with the key at that expiry) and the count. */
+	st->applied_keys--;
+	if (!e->is_inline)
+		usage_add(st, e->segment, -(int64_t)e->length);
+	if (e->expiry_ms != 0 && e->expiry_ms != ke->idx_expiry_ms)
+		idx_batch_delete_expiry(st->batch, ke->key, ke->key_len, e->expiry_ms);
+}
+
+/* Looks up the keys of every blind PUT and settles what they assumed. */
+static void resolve_blind(struct store *st)
+{
+	if (st->n_blind == 0)
+		return;
+	for (size_t i = 0; i < st->n_blind; i++)
+		st->probes[i] = (struct idx_probe){.key = st->blind[i]->ke->key,
+						   .klen = st->blind[i]->ke->key_len};
+	int ret = idx_get_many(st->idx, st->probes, st->n_blind);
+	for (size_t i = 0; i < st->n_blind; i++) {
+		struct pending_write *pw = st->blind[i];
+		const struct idx_probe *p = &st->probes[i];
+		pw->blind = false;
+		/* An entry older than a FLUSHALL the index has not applied yet is
+		 * gone (as in kentry_load). */
+		if (ret == 0 && p->status == 0 && p->e.lsn >= st->drop_lsn)
+			blind_found(st, pw, &p->e);
+	}
+	st->n_blind = 0;
+	if (ret < 0 && st->failed == 0) {
+		st->failed = -EIO;
+		LOG_ERROR("shard %u: the index cannot be read (%s): the key count may be off and"
+			  " writes are refused from now on; the log holds every acknowledged write,"
+			  " restart to replay it",
+			  st->cfg.shard, strerror(-ret));
+	}
+}
+
 /* Writes the index batch with applied_lsn and the applied key count, then
  * unpins the keys it held. */
 static void apply_batch(struct store *st)
 {
+	resolve_blind(st);
 	if (!st->batch_dirty)
 		return;
 	usage_flush(st, st->batch);
@@ -677,6 +799,7 @@ static void write_done(struct log_write *w, int err)
 		ke->idx_expiry_ms = pw->is_delete ? 0 : pw->entry.expiry_ms;
 		usage_move(st, ke, pw->is_delete || pw->entry.is_inline ? NULL : &w->pos);
 		st->applied_keys += (uint64_t)pw->count_delta;
+		pw->in_batch = true;
 		st->batch_lsn = w->pos.lsn;
 		st->batch_records++;
 		batch_touch(st);
@@ -732,9 +855,10 @@ static void pending_write_ack(struct store *st, struct pending_write *pw, struct
 
 /* Appends a PUT (value != NULL) or DELETE of req's key and updates the key's
  * state.  The reply goes out now for an error or `none` durability, else once
- * the record is written. */
-static void write_record(struct store *st, struct store_req *req, struct blob *value,
-			 uint64_t expiry_ms)
+ * the record is written.  Returns the pending write, or NULL if nothing was
+ * appended (req is completed with the error). */
+static struct pending_write *write_record(struct store *st, struct store_req *req,
+					  struct blob *value, uint64_t expiry_ms)
 {
 	struct kentry *ke = req->key_entry;
 	struct fmt_record rec = {.type = value ? FMT_PUT : FMT_DELETE,
@@ -745,7 +869,7 @@ static void write_record(struct store *st, struct store_req *req, struct blob *v
 				 .expiry_ms = value ? expiry_ms : 0};
 	struct pending_write *pw = append_record(st, req, &rec);
 	if (pw == NULL)
-		return;
+		return NULL;
 	pw->ke = ke;
 	pw->is_delete = value == NULL;
 	pw->is_drop = false;
@@ -774,6 +898,7 @@ static void write_record(struct store *st, struct store_req *req, struct blob *v
 					       .length = pw->w.pos.length};
 	}
 	pending_write_ack(st, pw, req);
+	return pw;
 }
 
 /* ---- reads and the request machine ------------------------------------- */
@@ -828,8 +953,14 @@ static bool value_loaded(struct store *st, struct store_req *req)
 static bool req_run(struct store *st, struct store_req *req)
 {
 	struct kentry *ke = req->key_entry;
+	bool blind = false;
 	if (!ke->known) {
-		int ret = kentry_load(st, ke);
+		blind = blind_put(st, req);
+		int ret = 0;
+		if (blind)
+			kentry_assume_absent(ke);
+		else
+			ret = kentry_load(st, ke);
 		if (ret < 0) {
 			req_complete(st, req, ret, NULL);
 			return true;
@@ -865,11 +996,14 @@ static bool req_run(struct store *st, struct store_req *req)
 		}
 		struct blob *v = blob_new(req->value, req->value_len);
 		uint64_t expiry = (req->flags & STORE_KEEPTTL) && live ? ke->expiry_ms : req->expiry_ms;
+		struct pending_write *pw = NULL;
 		if (v == NULL)
 			req_complete(st, req, -ENOMEM, NULL);
 		else
-			write_record(st, req, v, expiry);
+			pw = write_record(st, req, v, expiry);
 		blob_unref(v);
+		if (blind)
+			blind_register(st, ke, pw);
 		return true;
 	}
 	case STORE_DELETE: {
@@ -1002,6 +1136,7 @@ void store_drop_all(struct store *st, struct store_req *req)
 		req_complete(st, req, -ESHUTDOWN, NULL);
 		return;
 	}
+	resolve_blind(st); /* the counts it corrects are the ones the drop zeroes */
 	struct fmt_record rec = {.type = FMT_DROP};
 	struct pending_write *pw = append_record(st, req, &rec);
 	if (pw == NULL)
@@ -1568,13 +1703,15 @@ int store_checkpoint(struct store *st)
 	return idx_request_flush(st->idx);
 }
 
-uint64_t store_key_count(const struct store *st)
+uint64_t store_key_count(struct store *st)
 {
+	resolve_blind(st);
 	return st->keys;
 }
 
 void store_get_stats(struct store *st, struct store_stats *out)
 {
+	resolve_blind(st);
 	*out = st->stats;
 	out->keys = st->keys;
 	if (st->log != NULL) {
@@ -1642,6 +1779,8 @@ void store_close(struct store *st)
 		free(pw);
 	}
 	free(st->buckets);
+	free(st->blind);
+	free(st->probes);
 	free(st->usage);
 	free(st->gc.buf);
 	if (st->lock_fd >= 0)

@@ -122,7 +122,8 @@ struct store_req {
 	/* set by the store before done */
 	int status;                /* 0; -ENOENT (no such key); -EEXIST (NX/XX refused);
 				      -EIO, -ENOSPC, -E2BIG (write failed, nothing changed) */
-	bool existed;              /* the key existed before the request */
+	bool existed;              /* the key existed before the request (false for a
+				      plain PUT of a key not cached: it does not ask) */
 	const uint8_t *result;     /* GET, GET_OLD: the value; valid only inside done */
 	size_t result_len;         /* META: the value's length */
 	uint64_t result_expiry_ms; /* GET, META: the key's expiry, 0 = none */
@@ -161,6 +162,8 @@ struct store_stats {
 	uint64_t gc_segments_deleted; /* segments it deleted */
 	uint64_t segments_recycled;   /* ... of which kept as the log's spare (log.h) */
 	uint64_t spare_bytes_zeroed;  /* zeroes written to prepare spare segments */
+	uint64_t blind_puts;          /* PUTs that did not read the index first (store.c) */
+	uint64_t blind_puts_existing; /* ... of which the key turned out to exist */
 };
 
 struct store;
@@ -197,7 +200,7 @@ void store_drop_all(struct store *st, struct store_req *req);
  * -EALREADY (nothing to flush), -EBUSY (a flush is still running), -EIO. */
 int store_checkpoint(struct store *st);
 
-uint64_t store_key_count(const struct store *st);
+uint64_t store_key_count(struct store *st);
 void store_get_stats(struct store *st, struct store_stats *out);
 
 /* Stops accepting requests and finishes what is in flight; store_busy()

@@ -421,6 +421,99 @@ static void test_active_expiry(void)
 	EXPECT_VALUE(one(STORE_GET, "keep:8", NULL, 0, 0), "kept", "a key without expiry");
 }
 
+/* Blind puts (store.c): plain PUTs of keys the key table does not hold
+ * (after a reopen) skip the index lookup and are settled later, either
+ * before their write is in the index batch (the count is read at once) or
+ * after.  The count, the live bytes of the records they replace and the
+ * expiry rows must come out as if each PUT had read the index first. */
+static void test_blind_puts(void)
+{
+	enum { N = 96 };
+	static char keys[N][32];
+	static const char long_value[] =
+	    "a value longer than inline_max, so that it lives in the log ..................";
+	close_store();
+	open_store();
+	uint64_t base = key_count();
+	uint64_t live_before = store_stats().live_bytes;
+	uint64_t soon = now_ms() + 2500, later = now_ms() + 3600000;
+	/* Group by i % 4: 0 expires soon and is rewritten with the same expiry
+	 * (its expiry row must stay: active expiry reclaims it); 1 expires soon
+	 * and is rewritten without expiry (the row must go: it stays); 2 has a
+	 * later expiry, rewritten with none; 3 has none. */
+	for (int i = 0; i < N; i += 16) {
+		struct batch b = {.n = 0};
+		for (int k = i; k < i + 16; k++, b.n++) {
+			snprintf(keys[k], sizeof(keys[k]), "blind:%d", k);
+			b.r[b.n].op = STORE_PUT;
+			b.r[b.n].key = keys[k];
+			b.r[b.n].value = long_value;
+			b.r[b.n].expiry_ms = k % 4 < 2 ? soon : k % 4 == 2 ? later : 0;
+		}
+		run_batch(&b);
+	}
+	close_store();
+	open_store(); /* the key table forgets them: the next PUTs are blind */
+	CHECK(key_count() == base + N, "count %lu after %d new keys", (unsigned long)key_count(), N);
+	uint64_t live_full = store_stats().live_bytes;
+	CHECK(live_full > live_before, "live bytes %lu -> %lu after %d log values",
+	      (unsigned long)live_before, (unsigned long)live_full, N);
+	uint64_t blind_before = store_stats().blind_puts;
+	uint64_t existing_before = store_stats().blind_puts_existing;
+
+	/* Inline values: once settled, nothing these keys hold is in the log. */
+	for (int half = 0; half < 2; half++) {
+		for (int i = half * N / 2; i < (half + 1) * N / 2; i += 16) {
+			struct batch b = {.n = 0};
+			for (int k = i; k < i + 16; k++, b.n++) {
+				b.r[b.n].op = STORE_PUT;
+				b.r[b.n].key = keys[k];
+				b.r[b.n].value = "short";
+				b.r[b.n].expiry_ms = k % 4 == 0 ? soon : 0;
+			}
+			run_batch(&b);
+			if (half == 0) /* settled while the writes may be in flight */
+				CHECK(key_count() == base + N, "count %lu after overwrites",
+				      (unsigned long)key_count());
+		}
+	}
+	CHECK(key_count() == base + N, "count %lu after blind overwrites, expected %lu",
+	      (unsigned long)key_count(), (unsigned long)(base + N));
+	struct store_stats s = store_stats();
+	CHECK(s.blind_puts - blind_before == N && s.blind_puts_existing - existing_before == N,
+	      "%lu blind puts, %lu of existing keys; expected %d of each",
+	      (unsigned long)(s.blind_puts - blind_before),
+	      (unsigned long)(s.blind_puts_existing - existing_before), N);
+	close_store();
+	open_store();
+	CHECK(key_count() == base + N, "count %lu after reopen", (unsigned long)key_count());
+	CHECK(store_stats().live_bytes == live_before,
+	      "live bytes %lu, expected %lu: the replaced records still count as live",
+	      (unsigned long)store_stats().live_bytes, (unsigned long)live_before);
+	/* A blind put of a new key counts it, then a delete uncounts it. */
+	one(STORE_PUT, "blind:new", "v", 0, 0);
+	CHECK(key_count() == base + N + 1, "count %lu after a new key", (unsigned long)key_count());
+	one(STORE_DELETE, "blind:new", NULL, 0, 0);
+
+	double deadline = test_now() + 10;
+	while (key_count() != base + N - N / 4 && test_now() < deadline)
+		usleep(20000);
+	CHECK(key_count() == base + N - N / 4,
+	      "count %lu, expected %lu once the rewritten soon-expiring keys expired",
+	      (unsigned long)key_count(), (unsigned long)(base + N - N / 4));
+	int wrong = 0;
+	for (int k = 0; k < N; k++) {
+		struct result r = one(STORE_GET, keys[k], NULL, 0, 0);
+		if (k % 4 == 0 ? r.status != -ENOENT
+			       : r.status != 0 || r.len != 5 || memcmp(r.value, "short", 5) != 0 ||
+				     r.expiry_ms != 0)
+			wrong++;
+	}
+	CHECK(wrong == 0, "%d blind-overwritten keys read back wrong", wrong);
+	for (int k = 0; k < N; k++) /* leave the count as it was */
+		one(STORE_DELETE, keys[k], NULL, 0, 0);
+}
+
 static struct result drop_result;
 static void drop_done(struct store_req *req)
 {
@@ -534,6 +627,7 @@ int main(void)
 		test_operations();
 		test_ordering();
 		test_count_and_cold_reads(&seed);
+		test_blind_puts();
 		test_active_expiry();
 		test_scan(); /* after: its expiring keys would move the expiry test's count */
 		test_drop_all();
