@@ -7,7 +7,7 @@
  * fresh data directory:
  *
  *   fill   every key of the key space is PUT exactly once, in random order,
- *          with --qd requests in flight per shard; puts/s and value MB/s
+ *          with --qd (or --put-qd) requests in flight per shard; puts/s and value MB/s
  *          (value bytes only, MB = 10^6 bytes), plus the log's own write rate
  *          and records per commit (group commit).
  *   gets   uniformly random GETs over the filled keys for --seconds, --qd in
@@ -142,6 +142,7 @@ struct store_opts {
 	unsigned runs;
 	unsigned seconds; /* gets phase, fio jobs, db_bench readrandom */
 	unsigned qd;      /* requests in flight per shard */
+	unsigned put_qd;  /* ... during the fill (default: qd) */
 	enum log_durability durability;
 };
 
@@ -331,7 +332,7 @@ struct store_case {
 	uint32_t value_len;
 	uint64_t n_keys;
 	uint64_t seed; /* of the values */
-	unsigned qd, seconds;
+	unsigned qd, put_qd, seconds;
 	enum log_durability durability;
 	char dir[STORE_DIR_MAX + 128]; /* DIR/ringkv-bench-store-PID/<tag>-run<r> */
 	struct pool *pool;
@@ -356,6 +357,12 @@ static void phase_over(struct shard_load *ld)
 static void issue_put(struct shard_load *ld, struct load_slot *s, uint64_t id);
 static void issue_get(struct shard_load *ld, struct load_slot *s);
 
+/* Requests in flight per shard in the current phase. */
+static unsigned phase_qd(const struct shard_load *ld)
+{
+	return ld->phase == PHASE_FILL ? ld->sc->put_qd : ld->sc->qd;
+}
+
 /* Gives slot `s` its next request, or parks it; the last slot parked ends the
  * phase.  After a failure nothing more is issued. */
 static void slot_next(struct shard_load *ld, struct load_slot *s)
@@ -370,7 +377,7 @@ static void slot_next(struct shard_load *ld, struct load_slot *s)
 			return;
 		}
 	}
-	if (++ld->idle_slots == ld->sc->qd)
+	if (++ld->idle_slots == phase_qd(ld))
 		phase_over(ld);
 }
 
@@ -460,7 +467,7 @@ static void load_start(struct shard_load *ld)
 	atomic_store_explicit(&ld->ops, 0, memory_order_relaxed);
 	ld->t_start = px_now_ns();
 	ld->deadline_ns = ld->t_start + (uint64_t)ld->sc->seconds * 1000000000ULL;
-	for (unsigned i = 0; i < ld->sc->qd; i++)
+	for (unsigned i = 0, n = phase_qd(ld); i < n; i++)
 		slot_next(ld, &ld->slots[i]);
 }
 
@@ -829,7 +836,9 @@ static void case_init(struct store_case *sc, const struct store_opts *o, unsigne
 	sc->n_keys = keys_of(o, size);
 	sc->seed = splitmix64(rng);
 	sc->qd = o->qd;
+	sc->put_qd = o->put_qd ? o->put_qd : o->qd;
 	sc->seconds = o->seconds;
+	unsigned slots = sc->qd > sc->put_qd ? sc->qd : sc->put_qd;
 	sc->durability = o->durability;
 	snprintf(sc->dir, sizeof(sc->dir), "%s/%s-run%u", work_dir, value_sizes[size].tag, run);
 	case_keys(sc, rng);
@@ -838,11 +847,11 @@ static void case_init(struct store_case *sc, const struct store_opts *o, unsigne
 		ld->id = i;
 		ld->sc = sc;
 		ld->rng = splitmix64(rng);
-		ld->slots = calloc(sc->qd, sizeof(*ld->slots));
-		ld->values = malloc((size_t)sc->qd * sc->value_len);
+		ld->slots = calloc(slots, sizeof(*ld->slots));
+		ld->values = malloc((size_t)slots * sc->value_len);
 		if (ld->slots == NULL || ld->values == NULL)
-			store_fatal("out of memory for %u request slots", sc->qd);
-		for (unsigned k = 0; k < sc->qd; k++) {
+			store_fatal("out of memory for %u request slots", slots);
+		for (unsigned k = 0; k < slots; k++) {
 			ld->slots[k].load = ld;
 			ld->slots[k].value = ld->values + (size_t)k * sc->value_len;
 		}
@@ -891,9 +900,9 @@ static void run_case(const struct store_opts *o, unsigned size, unsigned run, ui
 
 	fprintf(stderr,
 	        "run %u/%u: %s values, %" PRIu64 " keys (%" PRIu64 " + %" PRIu64 "), qd %u"
-	        " per shard, durability %s\n",
+	        " per shard (puts %u), durability %s\n",
 	        run, o->runs, vs->tag, sc->n_keys, sc->shards[0].n_keys, sc->shards[1].n_keys,
-	        sc->qd, durability_names[sc->durability]);
+	        sc->qd, sc->put_qd, durability_names[sc->durability]);
 	snprintf(label, sizeof(label), "%s fill", vs->tag);
 	double put_ops = run_phase(sc, task_fill, label, sc->n_keys, "puts");
 	shards_run(sc, task_stats, "store_get_stats");
@@ -1176,10 +1185,11 @@ static void run_dbbench(const struct store_opts *o, double *fill_ops, double *re
 static void print_json(const struct store_opts *o, const struct store_figures *f)
 {
 	printf(
-	    "{\n  \"runs\": %u,\n  \"qd_per_shard\": %u,\n  \"shards\": %u,\n  \"seconds\": %u,\n"
+	    "{\n  \"runs\": %u,\n  \"qd_per_shard\": %u,\n  \"put_qd_per_shard\": %u,\n"
+	    "  \"shards\": %u,\n  \"seconds\": %u,\n"
 	    "  \"durability\": \"%s\",\n  \"store_cache_bytes\": %llu,\n"
 	    "  \"index_cache_bytes\": %llu",
-	    o->runs, o->qd, STORE_SHARDS, o->seconds, durability_names[o->durability],
+	    o->runs, o->qd, o->put_qd ? o->put_qd : o->qd, STORE_SHARDS, o->seconds, durability_names[o->durability],
 	    STORE_CACHE_BYTES, INDEX_CACHE_BYTES);
 	for (unsigned s = 0; s < N_SIZES; s++)
 		printf(",\n  \"keys_%s\": %" PRIu64, value_sizes[s].tag, keys_of(o, s));
@@ -1198,9 +1208,10 @@ static void print_json(const struct store_opts *o, const struct store_figures *f
 
 static void print_table(const struct store_opts *o, const struct store_figures *f)
 {
-	printf("ringkv-bench store: median of %u runs, %u shards, qd %u per shard, durability %s,"
-	       " caches %llu + %llu MiB; keys: ",
-	       o->runs, STORE_SHARDS, o->qd, durability_names[o->durability],
+	printf("ringkv-bench store: median of %u runs, %u shards, qd %u per shard (puts %u),"
+	       " durability %s, caches %llu + %llu MiB; keys: ",
+	       o->runs, STORE_SHARDS, o->qd, o->put_qd ? o->put_qd : o->qd,
+	       durability_names[o->durability],
 	       STORE_CACHE_BYTES >> 20, INDEX_CACHE_BYTES >> 20);
 	for (unsigned s = 0; s < N_SIZES; s++)
 		printf("%s%s %" PRIu64, s ? ", " : "", value_sizes[s].tag, keys_of(o, s));
@@ -1225,7 +1236,8 @@ static void store_usage(FILE *out)
 	fprintf(
 	    out,
 	    "usage: ringkv-bench store [--json] [--dir DIR] [--keys N] [--runs R] [--seconds S]\n"
-	    "                          [--qd Q] [--durability fsync|write|none] [--parts LIST]\n"
+	    "                          [--qd Q] [--put-qd Q] [--durability fsync|write|none]\n"
+	    "                          [--parts LIST]\n"
 	    "\n"
 	    "  --json        print one JSON object on stdout (progress goes to stderr)\n"
 	    "  --dir DIR     where to make the data directory, on a disk file system\n"
@@ -1237,6 +1249,7 @@ static void store_usage(FILE *out)
 	    "  --seconds S   length of each gets phase, fio job and db_bench readrandom\n"
 	    "                (default %d)\n"
 	    "  --qd Q        requests in flight per shard (default %d); fio reads with 2 x Q\n"
+	    "  --put-qd Q    requests in flight per shard during the fills (default: --qd)\n"
 	    "  --durability  when a put is acknowledged (default write)\n"
 	    "  --parts LIST  what to run, comma-separated from 100,1k,4k,fio,dbbench\n"
 	    "                (default all; figures of the others are null)\n",
@@ -1277,6 +1290,7 @@ static int parse_args(int argc, char **argv, struct store_opts *o)
 	    {"runs", required_argument, NULL, 'r'},
 	    {"seconds", required_argument, NULL, 's'},
 	    {"qd", required_argument, NULL, 'q'},
+	    {"put-qd", required_argument, NULL, 'Q'},
 	    {"durability", required_argument, NULL, 'D'},
 	    {"parts", required_argument, NULL, 'p'},
 	    {"help", no_argument, NULL, 'h'},
@@ -1320,6 +1334,11 @@ static int parse_args(int argc, char **argv, struct store_opts *o)
 			if (!bench_parse_u64(optarg, 1, STORE_MAX_QD, &v))
 				goto bad;
 			o->qd = (unsigned)v;
+			break;
+		case 'Q':
+			if (!bench_parse_u64(optarg, 1, STORE_MAX_QD, &v))
+				goto bad;
+			o->put_qd = (unsigned)v;
 			break;
 		case 'D':
 			for (v = 0; v < 3 && strcmp(optarg, durability_names[v]) != 0; v++)
