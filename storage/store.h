@@ -25,7 +25,12 @@
  * nothing: the log is replayed from applied_lsn.
  *
  * Key count: exact.  Like Redis's DBSIZE it includes keys that have expired
- * but have not been reclaimed yet.
+ * but have not been reclaimed yet.  A plain PUT (no NX/XX/GET/KEEPTTL) of a
+ * key the key table does not hold is "blind": it does not read the index to
+ * learn whether the key existed, but assumes it new; one sorted MultiGet per
+ * index batch then settles the assumption (count, live bytes of the replaced
+ * record, its expiry row) before the batch is written, and before the count
+ * or the stats are read and before a FLUSHALL (store.c, "blind puts").
  *
  * Expiry: an expired key is never returned (checked on every read).  Active
  * expiry reclaims expired keys without any read: every 100 ms the index's
