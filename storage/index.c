@@ -740,27 +740,7 @@ int idx_get(struct idx *ix, const void *key, size_t klen, enum idx_read_mode mod
 	return ret;
 }
 
-/* A probe's row key in get_many's arena, sortable. */
-struct many_row {
-	uint64_t order; /* the row key's first 8 bytes, big-endian (as batch_op) */
-	size_t off;
-	size_t len;
-	struct idx_probe *probe;
-};
-
-static int many_row_cmp(const void *a, const void *b, void *arena)
-{
-	const struct many_row *x = a, *y = b;
-	if (x->order != y->order)
-		return x->order < y->order ? -1 : 1;
-	const uint8_t *base = arena;
-	size_t n = x->len < y->len ? x->len : y->len;
-	int c = memcmp(base + x->off, base + y->off, n);
-	if (c != 0)
-		return c;
-	return x->len < y->len ? -1 : x->len > y->len;
-}
-
+/* A row key's first 8 bytes, big-endian, zero-padded (batch_op.order). */
 static uint64_t row_order(const uint8_t *row, size_t len)
 {
 	uint8_t first[8] = {0};
@@ -769,6 +749,8 @@ static uint64_t row_order(const uint8_t *row, size_t len)
 	memcpy(&be, first, 8);
 	return be64toh(be);
 }
+
+static int batch_op_cmp(const void *a, const void *b);
 
 int idx_get_many(struct idx *ix, struct idx_probe *probes, size_t n)
 {
@@ -781,7 +763,7 @@ int idx_get_many(struct idx *ix, struct idx_probe *probes, size_t n)
 		arena_len += KEY_ROW_PREFIX + probes[i].klen;
 	}
 	uint8_t *arena = malloc(arena_len);
-	struct many_row *rows = malloc(n * sizeof(*rows));
+	struct batch_op *rows = malloc(n * sizeof(*rows)); /* seq: the probe's index */
 	const char **keys = malloc(n * sizeof(*keys));
 	size_t *key_lens = malloc(n * sizeof(*key_lens));
 	rocksdb_pinnableslice_t **values = calloc(n, sizeof(*values));
@@ -795,18 +777,17 @@ int idx_get_many(struct idx *ix, struct idx_probe *probes, size_t n)
 		uint8_t *row = arena + off;
 		key_row_prefix(row, idx_key_hash(probes[i].key, probes[i].klen));
 		memcpy(row + KEY_ROW_PREFIX, probes[i].key, probes[i].klen);
-		rows[i] = (struct many_row){.order = row_order(row, KEY_ROW_PREFIX + probes[i].klen),
-		                            .off = off,
-		                            .len = KEY_ROW_PREFIX + probes[i].klen,
-		                            .probe = &probes[i]};
-		off += rows[i].len;
+		uint32_t len = (uint32_t)(KEY_ROW_PREFIX + probes[i].klen);
+		rows[i] = (struct batch_op){
+		    .order = row_order(row, len), .key = row, .key_len = len, .seq = (uint32_t)i};
+		off += len;
 	}
 	/* Sorted input lets RocksDB take the keys file by file and block by
 	 * block without copying and sorting them itself. */
-	qsort_r(rows, n, sizeof(*rows), many_row_cmp, arena);
+	qsort(rows, n, sizeof(*rows), batch_op_cmp);
 	for (size_t i = 0; i < n; i++) {
-		keys[i] = (const char *)arena + rows[i].off;
-		key_lens[i] = rows[i].len;
+		keys[i] = (const char *)rows[i].key;
+		key_lens[i] = rows[i].key_len;
 	}
 	struct block_read_probe probe;
 	probe_begin(&probe);
@@ -819,7 +800,7 @@ int idx_get_many(struct idx *ix, struct idx_probe *probes, size_t n)
 
 	ret = 0;
 	for (size_t i = 0; i < n; i++) {
-		struct idx_probe *p = rows[i].probe;
+		struct idx_probe *p = &probes[rows[i].seq];
 		p->status = -ENOENT;
 		if (errs[i] != NULL) {
 			LOG_ERROR("index %s: read failed: %s", ix->path, errs[i]);
@@ -1044,11 +1025,7 @@ static void batch_add(struct idx_batch *b, bool is_delete, const void *k1, size_
 		memcpy(p + klen, v1, v1len);
 	if (v2len)
 		memcpy(p + klen + v1len, v2, v2len);
-	uint8_t first[8] = {0};
-	memcpy(first, p, klen < 8 ? klen : 8);
-	uint64_t be;
-	memcpy(&be, first, 8);
-	op->order = be64toh(be);
+	op->order = row_order(p, klen);
 	b->arena_len += klen + vlen;
 	b->n_ops++;
 }

@@ -479,6 +479,16 @@ static struct kentry *kentry_get(struct store *st, const uint8_t *key, size_t le
 	return ke;
 }
 
+/* Marks `ke` known and absent from the index (as read, or as a blind PUT
+ * assumes it). */
+static void kentry_set_absent(struct kentry *ke)
+{
+	ke->exists = false;
+	ke->idx_expiry_ms = 0;
+	ke->idx_ptr = false;
+	ke->known = true;
+}
+
 /* Fills `ke` from the index.  Returns 0 or -EIO. */
 static int kentry_load(struct store *st, struct kentry *ke)
 {
@@ -501,10 +511,7 @@ static int kentry_load(struct store *st, struct kentry *ke)
 		return 0;
 	}
 	if (ret == -ENOENT) {
-		ke->exists = false;
-		ke->idx_expiry_ms = 0;
-		ke->idx_ptr = false;
-		ke->known = true;
+		kentry_set_absent(ke);
 		return 0;
 	}
 	if (ret < 0)
@@ -632,15 +639,6 @@ static bool blind_put(struct store *st, const struct store_req *req)
 		st->cap_blind = cap;
 	}
 	return true;
-}
-
-/* The key state a blind PUT assumes: not in the index. */
-static void kentry_assume_absent(struct kentry *ke)
-{
-	ke->exists = false;
-	ke->idx_expiry_ms = 0;
-	ke->idx_ptr = false;
-	ke->known = true;
 }
 
 /* Files the blind PUT's pending write (NULL: nothing was appended, so the
@@ -958,7 +956,7 @@ static bool req_run(struct store *st, struct store_req *req)
 		blind = blind_put(st, req);
 		int ret = 0;
 		if (blind)
-			kentry_assume_absent(ke);
+			kentry_set_absent(ke);
 		else
 			ret = kentry_load(st, ke);
 		if (ret < 0) {
