@@ -444,6 +444,7 @@ static void stats_add(struct store_stats *a, const struct store_stats *b)
 	a->spare_bytes_zeroed += b->spare_bytes_zeroed;
 	a->blind_puts += b->blind_puts;
 	a->blind_puts_existing += b->blind_puts_existing;
+	a->index_writes_merged += b->index_writes_merged;
 }
 
 /* On each proactor: its loop counters and its shards' storage lines. */
@@ -470,7 +471,7 @@ static void info_part_fn(struct cmd_part *p)
 		    "fsyncs=%llu,write_errors=%llu,expired=%llu,gc_runs=%llu,"
 		    "gc_records_moved=%llu,gc_bytes_moved=%llu,gc_segments_deleted=%llu,"
 		    "segments_recycled=%llu,spare_bytes_zeroed=%llu,blind_puts=%llu,"
-		    "blind_puts_existing=%llu\r\n",
+		    "blind_puts_existing=%llu,index_writes_merged=%llu\r\n",
 		    s, px->id, (unsigned long long)st.keys, (unsigned long long)st.log_bytes,
 		    (unsigned long long)st.live_bytes, (unsigned long long)st.cache_hits,
 		    (unsigned long long)st.cache_misses, (unsigned long long)st.disk_reads,
@@ -484,7 +485,8 @@ static void info_part_fn(struct cmd_part *p)
 		    (unsigned long long)st.segments_recycled,
 		    (unsigned long long)st.spare_bytes_zeroed,
 		    (unsigned long long)st.blind_puts,
-		    (unsigned long long)st.blind_puts_existing);
+		    (unsigned long long)st.blind_puts_existing,
+		    (unsigned long long)st.index_writes_merged);
 		if (n > 0)
 			resp_buf_append(&p->text, line, (size_t)n < sizeof(line) ? (size_t)n : 0);
 	}
@@ -690,6 +692,7 @@ static void info_finish(struct cmd_fan *f)
 	info_line(&b, "spare_bytes_zeroed:%llu", (unsigned long long)sum.spare_bytes_zeroed);
 	info_line(&b, "blind_puts:%llu", (unsigned long long)sum.blind_puts);
 	info_line(&b, "blind_puts_existing:%llu", (unsigned long long)sum.blind_puts_existing);
+	info_line(&b, "index_writes_merged:%llu", (unsigned long long)sum.index_writes_merged);
 	for (size_t i = 0; i < f->nparts; i++)
 		resp_buf_append(&b, f->parts[i].text.data, f->parts[i].text.len);
 	END_SECTION

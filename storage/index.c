@@ -1039,12 +1039,6 @@ static void batch_delete_expiry(struct idx_batch *b, const void *key, size_t kle
 	batch_add(b, true, prefix, sizeof(prefix), key, klen, NULL, 0, NULL, 0);
 }
 
-void idx_batch_delete_expiry(struct idx_batch *b, const void *key, size_t klen,
-                             uint64_t expiry_ms)
-{
-	batch_delete_expiry(b, key, klen, expiry_ms);
-}
-
 void idx_batch_put(struct idx_batch *b, const void *key, size_t klen, const struct idx_entry *e,
                    uint64_t prev_expiry_ms)
 {

@@ -170,11 +170,6 @@ void idx_batch_put(struct idx_batch *b, const void *key, size_t klen, const stru
 /* Deletes key's entry; prev_expiry_ms as for idx_batch_put. */
 void idx_batch_delete(struct idx_batch *b, const void *key, size_t klen, uint64_t prev_expiry_ms);
 
-/* Removes only key's expiry row at expiry_ms (an entry the batch replaced
- * without knowing its expiry: store.c's blind puts). */
-void idx_batch_delete_expiry(struct idx_batch *b, const void *key, size_t klen,
-                             uint64_t expiry_ms);
-
 /* Empties the batch for reuse. */
 void idx_batch_clear(struct idx_batch *b);
 void idx_batch_free(struct idx_batch *b);

@@ -9,11 +9,21 @@
  *
  * A write: log_append() the record; update the kentry at once (later
  * requests on the key see the new value: "reads see the pending batch");
- * release the key's queue; when the log reports the record written, add it to
- * the index batch, which the end-of-iteration hook writes with applied_lsn and
- * the key count.  If the log write fails the kentry is marked unknown (the
- * index never saw the write, so the next request re-reads it) and the count is
- * restored.
+ * release the key's queue; when the log reports the record written, the key
+ * joins the index batch (st->applying, oldest first record first), or, if it
+ * is there already, its entry there takes the newer record: a key written N
+ * times while it waits reaches RocksDB once (index_writes_merged).  The key
+ * stays pinned and known until its row is written, so the index is never
+ * read for it meanwhile.  The batch drains APPLY_SLICE keys per loop
+ * iteration once it holds st->apply_keys keys, its oldest has waited
+ * APPLY_DELAY_NS, GC waits for it, or the store stops; each slice is one
+ * RocksDB write with applied_lsn just below the oldest record still waiting
+ * (apply_keys explains why replay after a crash is still exact).  Live bytes
+ * per segment move when a row is written; what the batch will move is kept
+ * beside them (seg_usage.pending) so GC and INFO see every written record.
+ * If a log write fails the batch is written first, then the kentry is marked
+ * unknown (the index never saw the write, so the next request re-reads it)
+ * and the count is restored.
  *
  * When the index entry is not in RocksDB's block cache the lookup is retried
  * as a blocking read on the loop (counted in index_blocking_reads): the index
@@ -37,8 +47,16 @@
 #include "storage/fsutil.h"
 
 #define STORE_READ_RETRIES 3         /* re-reads of the index when GC moved a value */
-#define APPLY_RECORDS 4096            /* written records that make the index batch go out ... */
-#define APPLY_DELAY_NS 10000000ULL    /* ... or its age: the index is written behind */
+#define APPLY_KEY_BYTES 512          /* memory of a key waiting for the index (kentry and
+					 pending write): the shard's cache budget in them ... */
+#define APPLY_KEYS_MAX 131072         /* ... but at most this many make the index drain ... */
+#define APPLY_DELAY_NS 1000000000ULL  /* ... or the age of the oldest: it is written behind */
+#define APPLY_SLICE 4096              /* keys written to the index per iteration draining
+					 at most, and blind PUTs resolved at a time */
+#define APPLY_SLICE_MIN 256           /* ... at least; in between, 4x the keys that joined
+					 the batch in the iteration (a slice stalls the
+					 loop: a light load gets short ones) */
+#define APPLY_TICK_NS 1000000ULL      /* an idle store drains a slice this often */
 #define EXPIRE_PERIOD_NS 100000000ULL /* active expiry runs this often ... */
 #define EXPIRE_BATCH 128              /* ... taking at most this many keys a pass */
 #define EXPIRE_INFLIGHT_MAX 1024      /* expiry deletes in flight at most */
@@ -75,7 +93,8 @@ struct kentry {
 	uint64_t idx_expiry_ms;     /* the expiry the index holds (its expiry rows) */
 	bool idx_ptr;               /* the index (with the applied batch) points into the log */
 	struct log_pos idx_pos;     /* ... at this record: its bytes are counted live */
-	unsigned pending;           /* writes appended but not yet settled */
+	unsigned pending;           /* writes appended but not yet applied to the index */
+	struct pending_write *batch_pw; /* the key's entry in the index batch being gathered */
 	struct store_req *head, *tail; /* requests on this key; head runs */
 	size_t charge;              /* bytes counted against the cache */
 	/* last, next to the key, so a lookup touches one or two cache lines */
@@ -91,13 +110,14 @@ struct pending_write {
 	struct store *st;
 	struct kentry *ke;
 	struct store_req *req;    /* to complete when written; NULL once acknowledged */
-	struct blob *value;       /* PUT: the value (inline entries need the bytes) */
+	struct blob *value;       /* inline PUT: the value (entry.value points into it) */
 	struct idx_entry entry;   /* PUT: what the index will hold */
 	bool is_delete;
 	bool is_drop;             /* FLUSHALL of the shard (ke is NULL) */
 	bool blind;               /* a PUT that assumed its key absent from the index,
 				     waiting in st->blind for resolve_blind */
-	bool in_batch;            /* written and added to st->batch */
+	bool in_batch;            /* written: the key's batch_pw, on st->applying */
+	uint64_t batched_ns;      /* when it joined st->applying */
 	int64_t count_delta;      /* change made to the key count */
 	struct pending_write *next_free; /* free list, or st->applying */
 };
@@ -106,6 +126,8 @@ struct pending_write {
 struct seg_usage {
 	uint64_t id;
 	uint64_t live;  /* bytes of records the index points at */
+	int64_t pending; /* change to `live` that the index batch will make: written
+			    records count as live at once for GC and INFO */
 	bool dirty;     /* changed since the index last got it */
 	bool forget;    /* the segment is deleted: remove its row */
 };
@@ -135,6 +157,7 @@ struct gc {
 	uint64_t inflight_bytes;
 	uint64_t retry_at_ns;      /* no new walk before this (after a failure) */
 	uint64_t write_errors;     /* stats.write_errors when the walk began */
+	size_t segments_seen;      /* the log's segment count when GC last looked */
 	struct gc_waiting waiting[GC_WAITING_MAX];
 	unsigned n_waiting;
 };
@@ -155,7 +178,9 @@ struct store {
 	struct idx_batch *batch;   /* records written, waiting for the hook */
 	uint64_t batch_lsn;        /* highest LSN in the batch */
 	bool batch_dirty;
-	unsigned batch_records;    /* pending writes in the batch */
+	size_t batch_records;      /* keys in the batch (st->applying) */
+	size_t apply_keys;         /* ... that make it drain */
+	size_t batch_joined;       /* keys that joined it this loop iteration */
 	struct px_timer apply_timer; /* applies a batch APPLY_DELAY_NS after its first record */
 	struct px_hook hook;
 	struct px_timer expire_timer;
@@ -168,7 +193,8 @@ struct store {
 	size_t cache_used;         /* bytes charged by cached values */
 
 	struct pending_write *free_writes;
-	struct pending_write *applying; /* written, in the batch, keys still pinned */
+	struct pending_write *applying; /* the keys of the batch, oldest first record first */
+	struct pending_write *applying_tail;
 	struct pending_write **blind;   /* blind PUTs whose key's index state is unread */
 	struct idx_probe *probes;       /* resolve_blind's lookups, cap_blind of them */
 	size_t n_blind, cap_blind;
@@ -319,10 +345,38 @@ static void usage_flush(struct store *st, struct idx_batch *b)
 	st->usage_dirty = false;
 }
 
+/* Live bytes of a segment counting the written records the index batch has
+ * not applied yet. */
+static uint64_t seg_live(const struct seg_usage *u)
+{
+	return u->pending < 0 && u->live < (uint64_t)-u->pending ? 0 : u->live + (uint64_t)u->pending;
+}
+
 static uint64_t usage_live(const struct store *st, uint64_t segment)
 {
 	size_t i = usage_index(st, segment);
-	return i < st->n_usage && st->usage[i].id == segment ? st->usage[i].live : 0;
+	return i < st->n_usage && st->usage[i].id == segment ? seg_live(&st->usage[i]) : 0;
+}
+
+/* Records that the batch will move `delta` live bytes into (or out of) a
+ * segment. */
+static void usage_pending(struct store *st, uint64_t segment, int64_t delta)
+{
+	struct seg_usage *u = usage_get(st, segment);
+	if (u != NULL)
+		u->pending += delta;
+}
+
+/* The record of `pw` (NULL for a delete or an inline value), as a position. */
+static bool entry_pos(const struct pending_write *pw, struct log_pos *pos)
+{
+	if (pw->is_delete || pw->entry.is_inline)
+		return false;
+	*pos = (struct log_pos){.segment = pw->entry.segment,
+				.offset = pw->entry.offset,
+				.length = pw->entry.length,
+				.lsn = pw->entry.lsn};
+	return true;
 }
 
 static void usage_load(void *arg, uint64_t segment, uint64_t live)
@@ -368,10 +422,12 @@ static void kentry_free(struct store *st, struct kentry *ke)
 	free(ke);
 }
 
-/* Recomputes what `ke` costs the cache. */
+/* Recomputes what `ke` costs the cache (its batch entry included: keys
+ * waiting for the index take the place of cached values). */
 static void kentry_charge(struct store *st, struct kentry *ke)
 {
-	size_t c = sizeof(*ke) + ke->key_len + (ke->value ? ke->value->len : 0);
+	size_t c = sizeof(*ke) + ke->key_len + (ke->value ? ke->value->len : 0) +
+		   (ke->batch_pw ? sizeof(struct pending_write) : 0);
 	st->cache_used = st->cache_used - ke->charge + c;
 	ke->charge = c;
 }
@@ -598,6 +654,10 @@ static void pending_write_free(struct store *st, struct pending_write *pw)
 	pw->next_free = st->free_writes;
 	st->free_writes = pw;
 	if (ke != NULL) {
+		if (ke->batch_pw == pw) {
+			ke->batch_pw = NULL;
+			kentry_charge(st, ke);
+		}
 		ke->pending--;
 		kentry_release(st, ke);
 	}
@@ -614,7 +674,8 @@ static void pending_write_free(struct store *st, struct pending_write *pw)
  * resolve_blind looks all of them up in one sorted MultiGet and corrects
  * what the assumption got wrong.  It runs before every index write (so the
  * index never takes a batch built on an unresolved assumption), before the
- * key count is read (DBSIZE, INFO) and before a FLUSHALL.
+ * key count is read (DBSIZE, INFO), before a FLUSHALL, and whenever
+ * APPLY_SLICE blind PUTs wait (one MultiGet stays a few milliseconds).
  *
  * The blind PUT is the first pending write of its key (only an unknown key
  * can be blind, and a key with pending writes is pinned and known), and
@@ -641,6 +702,8 @@ static bool blind_put(struct store *st, const struct store_req *req)
 	return true;
 }
 
+static void resolve_blind(struct store *st);
+
 /* Files the blind PUT's pending write (NULL: nothing was appended, so the
  * assumption is withdrawn and the key is read from the index on next use). */
 static void blind_register(struct store *st, struct kentry *ke, struct pending_write *pw)
@@ -652,32 +715,25 @@ static void blind_register(struct store *st, struct kentry *ke, struct pending_w
 	pw->blind = true;
 	st->blind[st->n_blind++] = pw;
 	st->stats.blind_puts++;
+	if (st->n_blind >= APPLY_SLICE)
+		resolve_blind(st); /* one MultiGet stays short */
 }
 
-/* Corrects one blind PUT whose key the index held as `e`. */
+/* Corrects one blind PUT whose key the index held as `e`: the key gets the
+ * index state it has (the batch's rows are built from it when it is applied,
+ * so the old record's live bytes and expiry row are handled there). */
 static void blind_found(struct store *st, struct pending_write *pw, const struct idx_entry *e)
 {
 	struct kentry *ke = pw->ke;
 	st->stats.blind_puts_existing++;
 	st->keys--;
-	if (!pw->in_batch) {
-		/* Not written yet: give the key the index state it has, and
-		 * write_done treats the record as any overwrite. */
-		pw->count_delta--;
-		ke->idx_expiry_ms = e->expiry_ms;
-		ke->idx_ptr = !e->is_inline;
-		ke->idx_pos = (struct log_pos){
-		    .segment = e->segment, .offset = e->offset, .length = e->length, .lsn = e->lsn};
-		return;
-	}
-	/* In the batch already, which replaces the entry but not what the
-	 * assumption left out: the old record's live bytes, the old expiry row
-	 * (unless the batch ends with the key at that expiry) and the count. */
-	st->applied_keys--;
-	if (!e->is_inline)
-		usage_add(st, e->segment, -(int64_t)e->length);
-	if (e->expiry_ms != 0 && e->expiry_ms != ke->idx_expiry_ms)
-		idx_batch_delete_expiry(st->batch, ke->key, ke->key_len, e->expiry_ms);
+	pw->count_delta--;
+	if (pw->in_batch && !e->is_inline) /* write_done took it for absent */
+		usage_pending(st, e->segment, -(int64_t)e->length);
+	ke->idx_expiry_ms = e->expiry_ms;
+	ke->idx_ptr = !e->is_inline;
+	ke->idx_pos = (struct log_pos){
+	    .segment = e->segment, .offset = e->offset, .length = e->length, .lsn = e->lsn};
 }
 
 /* Looks up the keys of every blind PUT and settles what they assumed. */
@@ -708,25 +764,67 @@ static void resolve_blind(struct store *st)
 	}
 }
 
-/* Writes the index batch with applied_lsn and the applied key count, then
- * unpins the keys it held. */
-static void apply_batch(struct store *st)
+/* Adds the rows of one key's batch entry: its index row, its expiry rows
+ * (from the expiry the index holds to the new one) and the live bytes moving
+ * from the record the index pointed at to the new one.  Records the key
+ * wrote and overwrote within the batch never reach the index. */
+static void batch_add_key(struct store *st, struct pending_write *pw)
+{
+	struct kentry *ke = pw->ke;
+	struct log_pos pos;
+	bool ptr = entry_pos(pw, &pos);
+	/* The live bytes move for real now: what write_done counted pending
+	 * is taken back. */
+	if (ke->idx_ptr)
+		usage_pending(st, ke->idx_pos.segment, (int64_t)ke->idx_pos.length);
+	if (ptr)
+		usage_pending(st, pos.segment, -(int64_t)pos.length);
+	usage_move(st, ke, ptr ? &pos : NULL);
+	if (pw->is_delete) {
+		idx_batch_delete(st->batch, ke->key, ke->key_len, ke->idx_expiry_ms);
+		ke->idx_expiry_ms = 0;
+	} else {
+		idx_batch_put(st->batch, ke->key, ke->key_len, &pw->entry, ke->idx_expiry_ms);
+		ke->idx_expiry_ms = pw->entry.expiry_ms;
+	}
+}
+
+/* Writes the oldest `max` keys of the batch to the index, with applied_lsn
+ * and the key count of what the index then holds, and unpins them.
+ *
+ * The LSN is the one just below the first record of the oldest key left
+ * waiting: every record up to it is in the index, or was overwritten there by
+ * a newer record of its key.  Such a newer row is ahead of applied_lsn; replay
+ * after a crash re-applies every record from there on, each against the row
+ * the index holds (its count, expiry row and live bytes follow that row), so
+ * it ends where the log does. */
+static void apply_keys(struct store *st, size_t max)
 {
 	resolve_blind(st);
 	if (!st->batch_dirty)
 		return;
+	struct pending_write *rest = st->applying;
+	size_t n = 0;
+	for (; rest != NULL && n < max; rest = rest->next_free, n++) {
+		batch_add_key(st, rest);
+		st->applied_keys += (uint64_t)rest->count_delta;
+	}
 	usage_flush(st, st->batch);
-	uint64_t lsn = st->batch_lsn > idx_applied_lsn(st->idx) ? st->batch_lsn
-								 : idx_applied_lsn(st->idx);
+	uint64_t lsn = rest != NULL ? rest->w.pos.lsn - 1 : st->batch_lsn;
+	if (lsn < idx_applied_lsn(st->idx))
+		lsn = idx_applied_lsn(st->idx);
 	int ret = idx_write(st->idx, st->batch, lsn, st->applied_keys);
 	idx_batch_clear(st->batch);
-	st->batch_dirty = false;
-	for (struct pending_write *pw = st->applying, *next; pw != NULL; pw = next) {
+	for (struct pending_write *pw = st->applying, *next; pw != rest; pw = next) {
 		next = pw->next_free;
 		pending_write_free(st, pw);
 	}
-	st->applying = NULL;
-	st->batch_records = 0;
+	st->applying = rest;
+	st->batch_records -= n;
+	if (rest == NULL) {
+		st->applying_tail = NULL;
+		st->batch_dirty = false;
+	}
 	if (ret < 0 && st->failed == 0) {
 		st->failed = -EIO;
 		LOG_ERROR("shard %u: the index cannot be written: writes are refused from now on;"
@@ -735,10 +833,41 @@ static void apply_batch(struct store *st)
 	}
 }
 
+/* Writes the whole batch to the index. */
+static void apply_batch(struct store *st)
+{
+	apply_keys(st, SIZE_MAX);
+}
+
+/* True when the batch should drain: too many keys wait, the oldest has
+ * waited APPLY_DELAY_NS, the store is stopping, or garbage collection waits
+ * for the index to hold its relocations before it deletes a segment. */
+static bool apply_due(const struct store *st)
+{
+	if (!st->batch_dirty)
+		return false;
+	if (st->stopped || st->batch_records >= st->apply_keys || st->applying == NULL)
+		return true; /* (no key: only live-byte rows, which cost nothing to wait for) */
+	const struct gc *g = &st->gc;
+	if (g->n_waiting > 0 && g->waiting[g->n_waiting - 1].lsn > idx_applied_lsn(st->idx))
+		return true;
+	return st->applying != NULL && px_now_ns() - st->applying->batched_ns >= APPLY_DELAY_NS;
+}
+
+/* An idle loop runs no hook: the timer drains the batch then, and comes
+ * back when the oldest key left is due. */
 static void apply_tick(struct px *px, struct px_timer *t)
 {
 	(void)px;
-	apply_batch(container_of(t, struct store, apply_timer));
+	struct store *st = container_of(t, struct store, apply_timer);
+	if (apply_due(st))
+		apply_keys(st, APPLY_SLICE);
+	if (!st->batch_dirty || st->stopped)
+		return;
+	uint64_t now = px_now_ns(), due = now;
+	if (st->applying != NULL && st->applying->batched_ns + APPLY_DELAY_NS > now)
+		due = st->applying->batched_ns + APPLY_DELAY_NS;
+	px_timer_start(st->px, &st->apply_timer, due - now + APPLY_TICK_NS, 0, apply_tick);
 }
 
 /* Marks the batch as holding something: it goes out within APPLY_DELAY_NS. */
@@ -787,19 +916,12 @@ static void write_done(struct log_write *w, int err)
 				k->idx_expiry_ms = 0;
 				k->idx_ptr = false;
 			}
-		for (size_t i = 0; i < st->n_usage; i++)
+		for (size_t i = 0; i < st->n_usage; i++) {
 			st->usage[i].live = 0; /* idx_drop_all removed their rows */
+			st->usage[i].pending = 0;
+		}
 	} else {
-		if (pw->is_delete)
-			idx_batch_delete(st->batch, ke->key, ke->key_len, ke->idx_expiry_ms);
-		else
-			idx_batch_put(st->batch, ke->key, ke->key_len, &pw->entry, ke->idx_expiry_ms);
-		ke->idx_expiry_ms = pw->is_delete ? 0 : pw->entry.expiry_ms;
-		usage_move(st, ke, pw->is_delete || pw->entry.is_inline ? NULL : &w->pos);
-		st->applied_keys += (uint64_t)pw->count_delta;
-		pw->in_batch = true;
 		st->batch_lsn = w->pos.lsn;
-		st->batch_records++;
 		batch_touch(st);
 	}
 	if (pw->req != NULL)
@@ -808,8 +930,42 @@ static void write_done(struct log_write *w, int err)
 		pending_write_free(st, pw);
 		return;
 	}
-	pw->next_free = st->applying;
-	st->applying = pw;
+	/* The record the key's live bytes were counted in: the batch's, else the
+	 * index's.  GC and INFO see the write at once (seg_live). */
+	struct pending_write *first = ke->batch_pw;
+	struct log_pos pos;
+	if (first != NULL ? entry_pos(first, &pos) : ke->idx_ptr) {
+		const struct log_pos *old = first != NULL ? &pos : &ke->idx_pos;
+		usage_pending(st, old->segment, -(int64_t)old->length);
+	}
+	if (entry_pos(pw, &pos))
+		usage_pending(st, pos.segment, (int64_t)pos.length);
+	if (first != NULL) {
+		/* The key is in the batch already: its entry takes this record's
+		 * state (records are written in LSN order, so this is the newer
+		 * one) and the batch still holds one row per key. */
+		struct blob *v = first->value;
+		first->value = pw->value;
+		pw->value = v;
+		first->is_delete = pw->is_delete;
+		first->entry = pw->entry;
+		first->count_delta += pw->count_delta;
+		st->stats.index_writes_merged++;
+		pending_write_free(st, pw);
+		return;
+	}
+	pw->in_batch = true;
+	pw->batched_ns = px_now_ns();
+	ke->batch_pw = pw;
+	kentry_charge(st, ke);
+	st->batch_records++;
+	st->batch_joined++;
+	pw->next_free = NULL;
+	if (st->applying_tail != NULL)
+		st->applying_tail->next_free = pw;
+	else
+		st->applying = pw;
+	st->applying_tail = pw;
 }
 
 /* Appends `rec` on behalf of `req`.  Returns the pending write (its st and w
@@ -885,12 +1041,12 @@ static struct pending_write *write_record(struct store *st, struct store_req *re
 	ke->pos = pw->w.pos;
 	kentry_charge(st, ke);
 	if (value) {
-		pw->value = blob_ref(value);
+		pw->value = ke->is_inline ? blob_ref(value) : NULL;
 		pw->entry = (struct idx_entry){.expiry_ms = expiry_ms,
 					       .lsn = pw->w.pos.lsn,
 					       .value_len = value->len,
 					       .is_inline = ke->is_inline,
-					       .value = value->data,
+					       .value = ke->is_inline ? value->data : NULL,
 					       .segment = pw->w.pos.segment,
 					       .offset = pw->w.pos.offset,
 					       .length = pw->w.pos.length};
@@ -914,7 +1070,10 @@ static void read_done(struct log_read *r, int err, const struct fmt_record *rec)
 			err = -ENOMEM;
 		kentry_charge(st, ke);
 	} else if ((err == -ENOENT || err == -EAGAIN) && req->retries++ < STORE_READ_RETRIES) {
-		ke->known = false; /* moved by GC, or no SQE: look it up again */
+		/* Moved by GC, or no SQE: look it up again.  A key with writes
+		 * the index has not applied is known better than the index. */
+		if (ke->pending == 0)
+			ke->known = false;
 		err = 0;
 	}
 	if (err != 0) {
@@ -1112,16 +1271,26 @@ void store_submit(struct store *st, struct store_req *req)
 /* ---- applying to the index --------------------------------------------- */
 
 static bool gc_step(struct store *st);
+static void gc_next(void *arg);
 
 static bool store_hook(struct px *px, struct px_hook *hook)
 {
 	struct store *st = container_of(hook, struct store, hook);
 	(void)px;
 	bool work = gc_step(st);
-	if (!st->batch_dirty || (st->batch_records < APPLY_RECORDS && !st->stopped))
-		return work; /* written behind: apply_tick or a full batch applies it */
-	apply_batch(st);
-	return true;
+	size_t segments = log_get_stats(st->log)->segments;
+	if (segments != st->gc.segments_seen && !st->gc.active) {
+		/* A segment was sealed: a fast writer need not wait for the tick. */
+		st->gc.segments_seen = segments;
+		gc_next(st);
+	}
+	size_t slice = 4 * st->batch_joined;
+	st->batch_joined = 0;
+	if (!apply_due(st))
+		return work; /* written behind */
+	apply_keys(st, slice < APPLY_SLICE_MIN ? APPLY_SLICE_MIN
+					       : slice > APPLY_SLICE ? APPLY_SLICE : slice);
+	return true; /* the next iteration drains on */
 }
 
 void store_drop_all(struct store *st, struct store_req *req)
@@ -1444,7 +1613,7 @@ static void gc_reap(struct store *st)
 	uint64_t synced = log_synced_lsn(st->log);
 	bool urgent = g->n_waiting >= GC_WAITING_MAX / 2 ||
 		      px_now_ns() - g->waiting[0].since_ns > GC_PERSIST_WAIT_NS;
-	if (g->waiting[g->n_waiting - 1].lsn > idx_applied_lsn(st->idx))
+	if (urgent && g->waiting[g->n_waiting - 1].lsn > idx_applied_lsn(st->idx))
 		apply_batch(st); /* written behind: a flush must find the relocations */
 	unsigned kept = 0;
 	bool want_flush = false, want_sync = false;
@@ -1678,6 +1847,11 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 		goto fail;
 	st->applied_keys = st->keys;
 	st->batch_lsn = idx_applied_lsn(st->idx);
+	st->apply_keys = st->cfg.cache_bytes / APPLY_KEY_BYTES;
+	if (st->apply_keys > APPLY_KEYS_MAX)
+		st->apply_keys = APPLY_KEYS_MAX;
+	if (st->apply_keys < APPLY_SLICE)
+		st->apply_keys = APPLY_SLICE;
 	if (usage_prune(st) < 0) {
 		snprintf(err, errlen, "cannot write the index of %s (see the log above)", st->dir);
 		ret = -EIO;
@@ -1730,7 +1904,7 @@ void store_get_stats(struct store *st, struct store_stats *out)
 	}
 	out->live_bytes = 0;
 	for (size_t i = 0; i < st->n_usage; i++)
-		out->live_bytes += st->usage[i].live;
+		out->live_bytes += seg_live(&st->usage[i]);
 }
 
 void store_stop(struct store *st)

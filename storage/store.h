@@ -14,23 +14,27 @@
  *
  * Durability: a write's `done` runs after its log record is written as
  * storage.durability says (fsync / write), or at once for `none`.  Written
- * records reach the index behind the requests: they gather in one batch that
- * goes to RocksDB, with applied_lsn and the key count, once it holds
- * APPLY_RECORDS records or is APPLY_DELAY_NS old (store.c), and before a SCAN,
- * a checkpoint, a FLUSHALL or a stop.  Until then their keys stay pinned in
- * the key table, which answers for them.  Large sorted batches make each
- * memtable insert cheap (its skip-list search starts at the previous row).
- * The batch is written on the loop, so its size is also the longest stall it
- * causes: see docs/DECISIONS.md for the trade-off measured.  A crash loses
- * nothing: the log is replayed from applied_lsn.
+ * records reach the index behind the requests: a written key joins one
+ * batch, or, if it is there already, its entry takes the newer record (a key
+ * written N times while it waits costs RocksDB one row).  The batch drains,
+ * APPLY_SLICE keys per loop iteration, once it holds as many keys as the
+ * shard's cache budget has room for at APPLY_KEY_BYTES each (at most
+ * APPLY_KEYS_MAX), once its oldest key has waited APPLY_DELAY_NS, when GC
+ * waits for it or the store stops; it is written whole before a SCAN, a
+ * checkpoint or a FLUSHALL (store.c).  Until then its keys stay pinned in the
+ * key table, which answers for them.  Each slice goes to RocksDB sorted (each
+ * memtable insert starts next to the previous row) with applied_lsn and the
+ * key count of what it then holds.  A crash loses nothing: the log is replayed
+ * from applied_lsn.  See docs/DECISIONS.md for the trade-offs measured.
  *
  * Key count: exact.  Like Redis's DBSIZE it includes keys that have expired
  * but have not been reclaimed yet.  A plain PUT (no NX/XX/GET/KEEPTTL) of a
  * key the key table does not hold is "blind": it does not read the index to
- * learn whether the key existed, but assumes it new; one sorted MultiGet per
- * index batch then settles the assumption (count, live bytes of the replaced
- * record, its expiry row) before the batch is written, and before the count
- * or the stats are read and before a FLUSHALL (store.c, "blind puts").
+ * learn whether the key existed, but assumes it new.  One sorted MultiGet
+ * settles the assumption (count, live bytes of the replaced record, its
+ * expiry row) for every APPLY_SLICE such PUTs, before the index batch is
+ * written, before the count or the stats are read and before a FLUSHALL
+ * (store.c, "blind puts").
  *
  * Expiry: an expired key is never returned (checked on every read).  Active
  * expiry reclaims expired keys without any read: every 100 ms the index's
@@ -169,6 +173,8 @@ struct store_stats {
 	uint64_t spare_bytes_zeroed;  /* zeroes written to prepare spare segments */
 	uint64_t blind_puts;          /* PUTs that did not read the index first (store.c) */
 	uint64_t blind_puts_existing; /* ... of which the key turned out to exist */
+	uint64_t index_writes_merged; /* writes folded into a newer one of their key before
+	                                 the index got them (store.c) */
 };
 
 struct store;

@@ -514,6 +514,84 @@ static void test_blind_puts(void)
 		one(STORE_DELETE, keys[k], NULL, 0, 0);
 }
 
+/* Writes merged in the index batch (store.c): a key written several times
+ * before the index gets it reaches the index once, in its last state.  The
+ * count, the live bytes, the expiry rows and every value must come out as if
+ * each write had gone to the index on its own, before and after a reopen. */
+static void test_index_merge(void)
+{
+	enum { N = 64 };
+	static char keys[N][32], finals[N][96];
+	static const char long1[] = "first value, longer than inline_max so that it lives in the log ..";
+	static const char long2[] = "second value, longer than inline_max so that it lives in the log .";
+	uint64_t base = key_count();
+	uint64_t live_before = store_stats().live_bytes;
+	uint64_t merged_before = store_stats().index_writes_merged;
+	uint64_t soon = now_ms() + 2500;
+	/* By k % 4 the key ends: 0 in the log without expiry (its first write
+	 * expired soon); 1 deleted; 2 in the log, expiring soon (its first
+	 * write had no expiry: the row must be there for active expiry);
+	 * 3 inline, after two log values. */
+	for (int k = 0; k < N; k++) {
+		snprintf(keys[k], sizeof(keys[k]), "merge:%d", k);
+		snprintf(finals[k], sizeof(finals[k]), "%s #%d", k % 4 == 3 ? "s" : long2, k);
+	}
+	for (int step = 0; step < 3; step++)
+		for (int i = 0; i < N; i += 16) {
+			struct batch b = {.n = 0};
+			for (int k = i; k < i + 16; k++) {
+				int g = k % 4;
+				if (step == 2 && g != 3)
+					continue;
+				b.r[b.n].key = keys[k];
+				b.r[b.n].op = step == 1 && g == 1 ? STORE_DELETE : STORE_PUT;
+				b.r[b.n].value = step == 0 ? long1 : finals[k];
+				if (step == 1 && g == 3)
+					b.r[b.n].value = long2;
+				b.r[b.n].expiry_ms = (step == 0 && g == 0) || (step == 1 && g == 2) ? soon : 0;
+				b.n++;
+			}
+			run_batch(&b);
+		}
+	uint64_t merged = store_stats().index_writes_merged - merged_before;
+	CHECK(merged > 0, "no write was merged in the index batch");
+	CHECK(key_count() == base + N - N / 4, "count %lu, expected %lu",
+	      (unsigned long)key_count(), (unsigned long)(base + N - N / 4));
+	uint64_t live_written = store_stats().live_bytes;
+	close_store();
+	open_store();
+	CHECK(key_count() == base + N - N / 4, "count %lu after reopen, expected %lu",
+	      (unsigned long)key_count(), (unsigned long)(base + N - N / 4));
+	CHECK(store_stats().live_bytes == live_written,
+	      "live bytes %lu after reopen, %lu before: the index holds other records",
+	      (unsigned long)store_stats().live_bytes, (unsigned long)live_written);
+	double deadline = test_now() + 10;
+	while (key_count() != base + N / 2 && test_now() < deadline)
+		usleep(20000);
+	CHECK(key_count() == base + N / 2, "count %lu, expected %lu once group 2 expired",
+	      (unsigned long)key_count(), (unsigned long)(base + N / 2));
+	int wrong = 0;
+	for (int k = 0; k < N; k++) {
+		struct result r = one(STORE_GET, keys[k], NULL, 0, 0);
+		bool absent = k % 4 == 1 || k % 4 == 2;
+		if (absent ? r.status != -ENOENT
+			   : r.status != 0 || r.len != strlen(finals[k]) ||
+				 memcmp(r.value, finals[k], r.len) != 0 || r.expiry_ms != 0)
+			wrong++;
+	}
+	CHECK(wrong == 0, "%d merged keys read back wrong", wrong);
+	for (int k = 0; k < N; k++)
+		one(STORE_DELETE, keys[k], NULL, 0, 0);
+	CHECK(key_count() == base, "count %lu after the deletes", (unsigned long)key_count());
+	/* (under `none` a delete is acknowledged before its record is written,
+	 * and live bytes follow written records) */
+	deadline = test_now() + 10;
+	while (store_stats().live_bytes != live_before && test_now() < deadline)
+		usleep(20000);
+	CHECK(store_stats().live_bytes == live_before, "live bytes %lu, expected %lu as before",
+	      (unsigned long)store_stats().live_bytes, (unsigned long)live_before);
+}
+
 static struct result drop_result;
 static void drop_done(struct store_req *req)
 {
@@ -628,6 +706,7 @@ int main(void)
 		test_ordering();
 		test_count_and_cold_reads(&seed);
 		test_blind_puts();
+		test_index_merge();
 		test_active_expiry();
 		test_scan(); /* after: its expiring keys would move the expiry test's count */
 		test_drop_all();
