@@ -14,8 +14,8 @@
  * is there already, its entry there takes the newer record: a key written N
  * times while it waits reaches RocksDB once (index_writes_merged).  The key
  * stays pinned and known until its row is written, so the index is never
- * read for it meanwhile.  The batch drains APPLY_SLICE keys per loop
- * iteration once it holds st->apply_keys keys, its oldest has waited
+ * read for it meanwhile.  The batch drains a slice per loop iteration
+ * (APPLY_SLICE_MIN..APPLY_SLICE keys, by the load) once it holds st->apply_keys keys, its oldest has waited
  * APPLY_DELAY_NS, GC waits for it, or the store stops; each slice is one
  * RocksDB write with applied_lsn just below the oldest record still waiting
  * (apply_keys explains why replay after a crash is still exact).  Live bytes

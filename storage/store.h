@@ -17,7 +17,7 @@
  * records reach the index behind the requests: a written key joins one
  * batch, or, if it is there already, its entry takes the newer record (a key
  * written N times while it waits costs RocksDB one row).  The batch drains,
- * APPLY_SLICE keys per loop iteration, once it holds as many keys as the
+ * one slice sized to the load per loop iteration, once it holds as many keys as the
  * shard's cache budget has room for at APPLY_KEY_BYTES each (at most
  * APPLY_KEYS_MAX), once its oldest key has waited APPLY_DELAY_NS, when GC
  * waits for it or the store stops; it is written whole before a SCAN, a
