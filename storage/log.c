@@ -30,6 +30,8 @@
 #define LOG_COMMIT_DEFAULT (1u << 20)
 #define LOG_SCAN_CHUNK (1u << 20)          /* recovery reads at least this much at a time */
 #define LOG_SYNC_PERIOD_NS 1000000000ULL   /* durability write: fdatasync this often */
+#define LOG_GROUP_MIN (64u << 10)          /* while a commit is in flight, the next one waits
+					      for it or for this many bytes */
 #define LOG_READ_BUCKETS 4096              /* hash of in-flight reads, by first block */
 #define LOG_SPARE_CHUNK    (1u << 20)        /* bytes per zeroing write of the spare */
 #define LOG_SPARE_WRITES   2                 /* zeroing writes in flight at most */
@@ -727,7 +729,8 @@ static bool log_hook(struct px *px, struct px_hook *hook)
 	struct log *log = container_of(hook, struct log, hook);
 	(void)px;
 	bool work = false;
-	if (log->open != NULL && log->open->n_records > 0) {
+	if (log->open != NULL && log->open->n_records > 0 &&
+	    (log->inflight == NULL || log->open->used >= LOG_GROUP_MIN)) {
 		commit_seal(log);
 		work = true;
 	}

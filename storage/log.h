@@ -5,10 +5,13 @@
  * assigns its LSN and position at once.  At the end of the loop iteration (a
  * px hook) the buffer is sealed with a PAD record and written with one
  * O_DIRECT write (group commit); in `fsync` durability that write carries
- * RWF_DSYNC, so one op both writes and makes it durable.  A buffer that fills
- * up mid-iteration is written at once.  Several commits may be in flight; their
- * `done` callbacks run strictly in LSN order, each once its commit and every
- * earlier one are written.
+ * RWF_DSYNC, so one op both writes and makes it durable.  While a commit is
+ * in flight the next one keeps gathering records until it completes or the
+ * buffer holds LOG_GROUP_MIN bytes (log.c), so a light load does not pay a
+ * device write per iteration.  A buffer that fills up mid-iteration is written
+ * at once.  Several commits may be in flight; their `done` callbacks run
+ * strictly in LSN order, each once its commit and every earlier one are
+ * written.
  *
  * Errors.  If a commit fails (EIO, ENOSPC), it and every later commit in
  * flight fail (done gets the error; nothing of theirs is acknowledged).  When

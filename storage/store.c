@@ -848,8 +848,11 @@ static bool apply_due(const struct store *st)
 		return false;
 	if (st->stopped || st->batch_records >= st->apply_keys || st->applying == NULL)
 		return true; /* (no key: only live-byte rows, which cost nothing to wait for) */
+	/* GC's oldest walked segment, once the log is synced past it, waits
+	 * only for the index (a segment walked later waits for its turn). */
 	const struct gc *g = &st->gc;
-	if (g->n_waiting > 0 && g->waiting[g->n_waiting - 1].lsn > idx_applied_lsn(st->idx))
+	if (g->n_waiting > 0 && g->waiting[0].lsn > idx_applied_lsn(st->idx) &&
+	    g->waiting[0].lsn <= log_synced_lsn(st->log))
 		return true;
 	return st->applying != NULL && px_now_ns() - st->applying->batched_ns >= APPLY_DELAY_NS;
 }
