@@ -175,13 +175,13 @@ struct store {
 	char dir[4096];
 	struct idx *idx;
 	struct log *log;
-	struct idx_batch *batch;   /* records written, waiting for the hook */
+	struct idx_batch *batch;   /* the rows of the slice being written (apply_keys) */
 	uint64_t batch_lsn;        /* highest LSN in the batch */
 	bool batch_dirty;
 	size_t batch_records;      /* keys in the batch (st->applying) */
 	size_t apply_keys;         /* ... that make it drain */
 	size_t batch_joined;       /* keys that joined it this loop iteration */
-	struct px_timer apply_timer; /* applies a batch APPLY_DELAY_NS after its first record */
+	struct px_timer apply_timer; /* drains the batch when no hook runs (apply_tick) */
 	struct px_hook hook;
 	struct px_timer expire_timer;
 	unsigned expiring;         /* active-expiry deletes in flight */

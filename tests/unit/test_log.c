@@ -94,36 +94,10 @@ static int open_log(uint64_t from_lsn, char *err_out, size_t errlen)
 	return a.ret;
 }
 
-static void stop_step(void *arg)
-{
-	(void)arg;
-	log_stop(lg);
-}
-
-static atomic_bool busy;
-static void busy_step(void *arg)
-{
-	(void)arg;
-	atomic_store(&busy, log_busy(lg));
-}
-
-static void close_step(void *arg)
-{
-	(void)arg;
-	log_close(lg);
-	lg = NULL;
-}
-
 static void close_log(void)
 {
-	test_on_px(pool, stop_step, NULL);
-	for (;;) {
-		test_on_px(pool, busy_step, NULL);
-		if (!atomic_load(&busy))
-			break;
-		usleep(100);
-	}
-	test_on_px(pool, close_step, NULL);
+	test_log_close(pool, lg);
+	lg = NULL;
 }
 
 /* ---- appends ----------------------------------------------------------- */

@@ -102,35 +102,10 @@ static bool open_log(const char *d)
 	return a.ret == 0;
 }
 
-static void stop_step(void *arg)
-{
-	(void)arg;
-	log_stop(lg);
-}
-
-static void busy_step(void *arg)
-{
-	*(bool *)arg = log_busy(lg);
-}
-
-static void close_step(void *arg)
-{
-	(void)arg;
-	log_close(lg);
-	lg = NULL;
-}
-
 static void close_log(void)
 {
-	test_on_px(pool, stop_step, NULL);
-	for (;;) {
-		bool busy;
-		test_on_px(pool, busy_step, &busy);
-		if (!busy)
-			break;
-		usleep(100);
-	}
-	test_on_px(pool, close_step, NULL);
+	test_log_close(pool, lg);
+	lg = NULL;
 }
 
 static void stats_step(void *arg)

@@ -95,38 +95,69 @@ static inline void test_on_px(struct pool *pool, void (*fn)(void *), void *arg)
 	}
 }
 
-struct test_store_state {
-	struct store *st;
+/* One store or log being shut down on a proactor. */
+struct test_close_state {
+	void *obj;
 	bool busy; /* written on the proactor, read after test_on_px returned */
 };
 
+/* Runs `stop` on proactor 0 of `pool`, then `busy` (which sets s->busy) until
+ * nothing of the object is in flight, then `close`. */
+static inline void test_close_with(struct pool *pool, void *obj, void (*stop)(void *),
+				   void (*busy)(void *), void (*close)(void *))
+{
+	struct test_close_state s = {.obj = obj, .busy = true};
+	test_on_px(pool, stop, &s);
+	do {
+		usleep(200);
+		test_on_px(pool, busy, &s);
+	} while (s.busy);
+	test_on_px(pool, close, &s);
+}
+
 static inline void test_store_stop_step(void *arg)
 {
-	store_stop(((struct test_store_state *)arg)->st);
+	store_stop(((struct test_close_state *)arg)->obj);
 }
 
 static inline void test_store_busy_step(void *arg)
 {
-	struct test_store_state *s = arg;
-	s->busy = store_busy(s->st);
+	struct test_close_state *s = arg;
+	s->busy = store_busy(s->obj);
 }
 
 static inline void test_store_close_step(void *arg)
 {
-	store_close(((struct test_store_state *)arg)->st);
+	store_close(((struct test_close_state *)arg)->obj);
 }
 
-/* Stops `st` on proactor 0 of `pool`, waits until nothing of it is in flight,
- * then closes it. */
+/* Stops `st`, waits until nothing of it is in flight, then closes it. */
 static inline void test_store_close(struct pool *pool, struct store *st)
 {
-	struct test_store_state s = {.st = st, .busy = true};
-	test_on_px(pool, test_store_stop_step, &s);
-	do {
-		usleep(200);
-		test_on_px(pool, test_store_busy_step, &s);
-	} while (s.busy);
-	test_on_px(pool, test_store_close_step, &s);
+	test_close_with(pool, st, test_store_stop_step, test_store_busy_step,
+			test_store_close_step);
+}
+
+static inline void test_log_stop_step(void *arg)
+{
+	log_stop(((struct test_close_state *)arg)->obj);
+}
+
+static inline void test_log_busy_step(void *arg)
+{
+	struct test_close_state *s = arg;
+	s->busy = log_busy(s->obj);
+}
+
+static inline void test_log_close_step(void *arg)
+{
+	log_close(((struct test_close_state *)arg)->obj);
+}
+
+/* Stops `lg`, waits until nothing of it is in flight, then closes it. */
+static inline void test_log_close(struct pool *pool, struct log *lg)
+{
+	test_close_with(pool, lg, test_log_stop_step, test_log_busy_step, test_log_close_step);
 }
 
 /* Starts a quiet pool or exits 1 with the reason. */
