@@ -661,13 +661,78 @@ static void conn_protocol_error(struct conn *c, const char *msg)
 }
 
 /* Runs every complete command in buf[0..len); returns the bytes consumed. */
+/* Reads the decimal after buf[*off] up to "\r\n" (at most 10 digits).
+ * Returns false if it is not there. */
+static bool peek_number(const uint8_t *buf, size_t len, size_t *off, size_t *out)
+{
+	size_t i = *off, v = 0;
+	while (i < len && buf[i] >= '0' && buf[i] <= '9' && i - *off < 10)
+		v = v * 10 + (size_t)(buf[i++] - '0');
+	if (i == *off || i + 2 > len || buf[i] != '\r' || buf[i + 1] != '\n')
+		return false;
+	*off = i + 2;
+	*out = v;
+	return true;
+}
+
+/* Looks ahead for the prefetch hint: the first argument of up to NET_PREFETCH
+ * complete multibulk commands of two or more arguments at the start of buf.
+ * Anything else (an inline command, a partial or malformed one) ends the
+ * look-ahead; the parser proper reports it.  Returns the count and sets *span
+ * to the bytes those commands take. */
+static size_t peek_keys(const uint8_t *buf, size_t len, const uint8_t **keys, size_t *lens,
+                        size_t *span)
+{
+	size_t n = 0, off = 0;
+	*span = 0;
+	while (n < NET_PREFETCH && off < len && buf[off] == '*') {
+		size_t argc, blen;
+		off++;
+		if (!peek_number(buf, len, &off, &argc) || argc < 2)
+			break;
+		size_t i = 0;
+		for (; i < argc; i++) {
+			if (off >= len || buf[off] != '$')
+				break;
+			off++;
+			if (!peek_number(buf, len, &off, &blen) || len - off < blen + 2)
+				break;
+			if (i == 1) {
+				keys[n] = buf + off;
+				lens[n] = blen;
+			}
+			off += blen + 2;
+		}
+		if (i < argc)
+			break;
+		n++;
+		*span = off;
+	}
+	return n;
+}
+
+/* Runs the hint for the commands ahead of buf[off] once the parser has passed
+ * the ones it was last given; returns the offset the next look-ahead is due
+ * at. */
+static size_t conn_prefetch(struct net_px *np, const uint8_t *buf, size_t len, size_t off)
+{
+	const uint8_t *keys[NET_PREFETCH];
+	size_t lens[NET_PREFETCH], span;
+	size_t n = peek_keys(buf + off, len - off, keys, lens, &span);
+	if (n > 1) /* a lone command runs at once: nothing to overlap */
+		np->cfg.prefetch(keys, lens, n);
+	return n > 0 ? off + span : len;
+}
+
 static size_t conn_parse(struct conn *c, const uint8_t *buf, size_t len)
 {
 	struct conn_private *pv = c->priv;
-	size_t off = 0;
+	size_t off = 0, hinted = pv->np->cfg.prefetch != NULL ? 0 : len;
 	while (pv->state == CONN_OPEN && off < len) {
 		struct resp_command cmd;
 		size_t used;
+		if (off >= hinted)
+			hinted = conn_prefetch(pv->np, buf, len, off);
 		pv->parser.unauthenticated = !c->authenticated; /* AUTH may have just run */
 		enum resp_parse_status st =
 		    resp_parse(&pv->parser, buf + off, len - off, &used, &cmd);

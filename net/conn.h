@@ -58,6 +58,8 @@ struct conn_req;
  * The handler owns req until it calls conn_req_done(req) (at once or later). */
 typedef void (*conn_handler_fn)(struct conn *c, struct conn_req *req);
 
+#define NET_PREFETCH 16 /* commands of a pipeline net_config.prefetch sees at a time */
+
 struct net_config {
 	const char *bind;                 /* addresses separated by spaces: "127.0.0.1 ::1" */
 	uint16_t port;                    /* 0 = kernel-chosen (tests read it back) */
@@ -73,6 +75,10 @@ struct net_config {
 	bool auth_required;               /* requirepass is set: new clients start with
 	                                     authenticated = false */
 	conn_handler_fn handler;          /* runs every command */
+	void (*prefetch)(const uint8_t *const *keys, const size_t *lens,
+	                 size_t n);       /* optional: the first arguments of the next
+	                                     commands of a pipeline, before the handler
+	                                     runs them (a hint; at most NET_PREFETCH) */
 	void (*on_open)(struct conn *c);  /* optional: a client was accepted (before its first
 	                                     command) */
 	void (*on_close)(struct conn *c); /* optional: the daemon frees its per-client state;

@@ -530,6 +530,24 @@ void cmd_handle(struct conn *c, struct conn_req *req)
 		cmd->fn(x);
 }
 
+void cmd_prefetch(const uint8_t *const *keys, const size_t *lens, size_t n)
+{
+	unsigned self = px_current()->id;
+	const uint8_t *local[NET_PREFETCH];
+	size_t local_len[NET_PREFETCH], m = 0;
+	unsigned shard = 0;
+	for (size_t i = 0; i < n && i < NET_PREFETCH; i++) {
+		unsigned s = shard_of_key(keys[i], lens[i]);
+		if (shard_proactor(s) != self || (m > 0 && s != shard))
+			continue; /* another proactor's, or (rare) a second local shard's */
+		shard = s;
+		local[m] = keys[i];
+		local_len[m++] = lens[i];
+	}
+	if (m > 0)
+		store_prefetch(shard_store(shard), local, local_len, m);
+}
+
 void cmd_on_open(struct conn *c)
 {
 	c->authenticated = cmd_requirepass()[0] == '\0';

@@ -135,6 +135,10 @@ int cmd_init(struct pool *pool, struct cfg *cfg, char *err, size_t errlen);
 /* net_config.handler: runs one command of `c` (see the top of this file). */
 void cmd_handle(struct conn *c, struct conn_req *req);
 
+/* net_config.prefetch: hands the keys of the coming commands that this
+ * proactor's shards own to their stores' store_prefetch. */
+void cmd_prefetch(const uint8_t *const *keys, const size_t *lens, size_t n);
+
 /* net_config.on_open: a new client must AUTH if requirepass is set now (it
  * may have changed since start-up: CONFIG SET). */
 void cmd_on_open(struct conn *c);

@@ -324,6 +324,7 @@ int main(int argc, char **argv)
 	    .buf_size = (unsigned)cfg.uring.buf_size,
 	    .auth_required = cfg.server.requirepass[0] != '\0',
 	    .handler = cmd_handle,
+	    .prefetch = cmd_prefetch,
 	    .on_open = cmd_on_open,
 	};
 	struct net_job *jobs = calloc(pool_size(pool), sizeof(*jobs));

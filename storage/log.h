@@ -108,7 +108,9 @@ struct log_pos {
  * request); must stay alive until done has run. */
 struct log_write {
 	void (*done)(struct log_write *w, int err); /* err: 0 or -errno */
-	struct log_write *next;                     /* log's list; do not touch */
+	struct log_write *next;                     /* log's list; do not write.  While
+	                                               done runs it is the record completed
+	                                               next (a look-ahead), or NULL */
 	struct log_pos pos;                         /* filled by log_append */
 };
 

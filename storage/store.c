@@ -889,6 +889,33 @@ static void forget_all_keys(struct store *st)
 			ke->known = false;
 }
 
+/* Starts loading what write_done will touch for the records completed after
+ * w (the log completes a commit's records in list order): the batch entry of
+ * the next one's key, the key entry of the one after, and the record after
+ * that.  Each was requested one call earlier, so these loads hit and the
+ * misses of a commit's records overlap instead of following each other. */
+static void write_prefetch(const struct log_write *w)
+{
+	const struct log_write *n1 = w->next;
+	if (n1 == NULL)
+		return;
+	const struct kentry *k1 = container_of(n1, struct pending_write, w)->ke;
+	if (k1 != NULL && k1->batch_pw != NULL) {
+		const char *first = (const char *)k1->batch_pw;
+		for (size_t off = 0; off < sizeof(struct pending_write); off += 64)
+			__builtin_prefetch(first + off, 1);
+	}
+	const struct log_write *n2 = n1->next;
+	if (n2 == NULL)
+		return;
+	const struct kentry *k2 = container_of(n2, struct pending_write, w)->ke;
+	if (k2 != NULL)
+		for (size_t off = 0; off < offsetof(struct kentry, hnext); off += 64)
+			__builtin_prefetch((const char *)k2 + off, 1);
+	if (n2->next != NULL)
+		__builtin_prefetch(container_of(n2->next, struct pending_write, w));
+}
+
 /* The log settled a record.  A written one joins the index batch; its key
  * stays pinned in the cache until the hook has written that batch, so no
  * lookup can read the index before it holds the write. */
@@ -897,6 +924,7 @@ static void write_done(struct log_write *w, int err)
 	struct pending_write *pw = container_of(w, struct pending_write, w);
 	struct store *st = pw->st;
 	struct kentry *ke = pw->ke;
+	write_prefetch(w);
 	if (err != 0) {
 		apply_batch(st); /* so the re-read below finds the writes that succeeded */
 		st->keys -= (uint64_t)pw->count_delta;
@@ -1010,23 +1038,28 @@ static void pending_write_ack(struct store *st, struct pending_write *pw, struct
 	}
 }
 
-/* Appends a PUT (value != NULL) or DELETE of req's key and updates the key's
- * state.  The reply goes out now for an error or `none` durability, else once
- * the record is written.  Returns the pending write, or NULL if nothing was
- * appended (req is completed with the error). */
-static struct pending_write *write_record(struct store *st, struct store_req *req,
-					  struct blob *value, uint64_t expiry_ms)
+/* Appends a PUT (data != NULL) or DELETE of req's key.  Returns the pending
+ * write, or NULL after completing req with the error (nothing appended). */
+static struct pending_write *record_append(struct store *st, struct store_req *req,
+					   const void *data, size_t len, uint64_t expiry_ms)
 {
 	struct kentry *ke = req->key_entry;
-	struct fmt_record rec = {.type = value ? FMT_PUT : FMT_DELETE,
+	struct fmt_record rec = {.type = data ? FMT_PUT : FMT_DELETE,
 				 .key = ke->key,
 				 .key_len = ke->key_len,
-				 .value = value ? value->data : NULL,
-				 .value_len = value ? value->len : 0,
-				 .expiry_ms = value ? expiry_ms : 0};
-	struct pending_write *pw = append_record(st, req, &rec);
-	if (pw == NULL)
-		return NULL;
+				 .value = data,
+				 .value_len = data ? (uint32_t)len : 0,
+				 .expiry_ms = data ? expiry_ms : 0};
+	return append_record(st, req, &rec);
+}
+
+/* Updates the key's state for the appended record pw (value: the PUT's value,
+ * NULL for a DELETE).  The reply goes out now under `none` durability, else
+ * once the record is written. */
+static void record_settle(struct store *st, struct store_req *req, struct pending_write *pw,
+			  struct blob *value, uint64_t expiry_ms)
+{
+	struct kentry *ke = req->key_entry;
 	pw->ke = ke;
 	pw->is_delete = value == NULL;
 	pw->is_drop = false;
@@ -1055,6 +1088,46 @@ static struct pending_write *write_record(struct store *st, struct store_req *re
 					       .length = pw->w.pos.length};
 	}
 	pending_write_ack(st, pw, req);
+}
+
+/* Appends a PUT of `value` (NULL: a DELETE) of req's key and updates the
+ * key's state.  Returns the pending write, or NULL if nothing was appended
+ * (req is completed with the error). */
+static struct pending_write *write_record(struct store *st, struct store_req *req,
+					  struct blob *value, uint64_t expiry_ms)
+{
+	struct pending_write *pw = record_append(st, req, value ? value->data : NULL,
+						 value ? value->len : 0, expiry_ms);
+	if (pw != NULL)
+		record_settle(st, req, pw, value, expiry_ms);
+	return pw;
+}
+
+/* Writes `len` bytes at `data` as req's key's new value.  When the cached
+ * value has that size and nothing else holds it (no reply, no batch entry),
+ * it is rewritten in place once the append succeeded: an overwrite of a key
+ * then costs no malloc and no free of a cold block.  Returns as write_record. */
+static struct pending_write *write_value(struct store *st, struct store_req *req,
+					 const void *data, size_t len, uint64_t expiry_ms)
+{
+	struct blob *old = ((struct kentry *)req->key_entry)->value;
+	const uint8_t *d = data;
+	bool reuse = old != NULL && old->refs == 1 && old->len == len &&
+		     (d + len <= old->data || d >= old->data + len); /* (an update's own bytes) */
+	struct blob *v = NULL;
+	if (!reuse && (v = blob_new(data, len)) == NULL) {
+		req_complete(st, req, -ENOMEM, NULL);
+		return NULL;
+	}
+	struct pending_write *pw = record_append(st, req, data, len, expiry_ms);
+	if (pw != NULL) {
+		if (reuse) {
+			memcpy(old->data, data, len);
+			v = blob_ref(old);
+		}
+		record_settle(st, req, pw, v, expiry_ms);
+	}
+	blob_unref(v);
 	return pw;
 }
 
@@ -1154,14 +1227,8 @@ static bool req_run(struct store *st, struct store_req *req)
 				return false;
 			req_set_result(req, ke->value); /* the reply carries the old value */
 		}
-		struct blob *v = blob_new(req->value, req->value_len);
 		uint64_t expiry = (req->flags & STORE_KEEPTTL) && live ? ke->expiry_ms : req->expiry_ms;
-		struct pending_write *pw = NULL;
-		if (v == NULL)
-			req_complete(st, req, -ENOMEM, NULL);
-		else
-			pw = write_record(st, req, v, expiry);
-		blob_unref(v);
+		struct pending_write *pw = write_value(st, req, req->value, req->value_len, expiry);
 		if (blind)
 			blind_register(st, ke, pw);
 		return true;
@@ -1202,12 +1269,7 @@ static bool req_run(struct store *st, struct store_req *req)
 			else
 				req_complete(st, req, -ENOENT, NULL);
 		} else {
-			struct blob *v = blob_new(req->new_value, req->new_len);
-			if (v == NULL)
-				req_complete(st, req, -ENOMEM, NULL);
-			else
-				write_record(st, req, v, req->new_expiry_ms);
-			blob_unref(v);
+			write_value(st, req, req->new_value, req->new_len, req->new_expiry_ms);
 		}
 		return true;
 	}
@@ -1235,6 +1297,37 @@ static bool req_run(struct store *st, struct store_req *req)
 	}
 	req_complete(st, req, -EINVAL, NULL);
 	return true;
+}
+
+/* Three passes, so each waits at most for the slowest load of the one
+ * before: the buckets, then the entries at their heads, then (found entries)
+ * the cached value and the batch entry that a write replaces. */
+void store_prefetch(struct store *st, const uint8_t *const *keys, const size_t *lens, size_t n)
+{
+	struct kentry **slot[STORE_PREFETCH_MAX];
+	uint64_t hash[STORE_PREFETCH_MAX];
+	if (n > STORE_PREFETCH_MAX)
+		n = STORE_PREFETCH_MAX;
+	for (size_t i = 0; i < n; i++) {
+		hash[i] = hash_key(keys[i], lens[i]);
+		slot[i] = &st->buckets[hash[i] & (st->n_buckets - 1)];
+		__builtin_prefetch(slot[i]);
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *ke = (const char *)*slot[i];
+		if (ke != NULL) /* the whole entry: a request touches all its lines */
+			for (size_t off = 0; off < sizeof(struct kentry) + 16; off += 64)
+				__builtin_prefetch(ke + off);
+	}
+	for (size_t i = 0; i < n; i++)
+		for (struct kentry *ke = *slot[i]; ke != NULL; ke = ke->hnext)
+			if (ke->hash == hash[i]) {
+				if (ke->value != NULL)
+					__builtin_prefetch(ke->value);
+				if (ke->batch_pw != NULL)
+					__builtin_prefetch(ke->batch_pw);
+				break;
+			}
 }
 
 void store_submit(struct store *st, struct store_req *req)

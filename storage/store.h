@@ -188,6 +188,16 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 /* Submits a request; its done runs on a later iteration. */
 void store_submit(struct store *st, struct store_req *req);
 
+#define STORE_PREFETCH_MAX 32 /* keys store_prefetch looks at per call */
+
+/* A hint: requests on these keys are about to be submitted (the next
+ * commands of a pipeline).  Starts loading what store_submit will touch for
+ * them (the key table's bucket, the key's entry and its cached value) so the
+ * cache misses of a batch overlap instead of following each other.  Changes
+ * nothing; keys the table does not hold cost only their bucket.  At most
+ * STORE_PREFETCH_MAX keys are looked at. */
+void store_prefetch(struct store *st, const uint8_t *const *keys, const size_t *lens, size_t n);
+
 /* SCAN: visits about `count` keys from `cursor` (0 = start) in hash order,
  * calling fn for each live key with its expiry, and sets *next to the cursor
  * to pass next time, 0 when the walk is complete.  Cursors are hashes, so

@@ -88,6 +88,24 @@ static void test_handler(struct conn *c, struct conn_req *req)
 	}
 }
 
+/* The prefetch hint: every key it is given must be readable (ASan checks the
+ * bytes) and come in a window of 2..NET_PREFETCH; test_pipeline's keys
+ * ("v<n>") are counted. */
+static atomic_ulong hinted_v, hint_bad;
+
+static void test_prefetch(const uint8_t *const *keys, const size_t *lens, size_t n)
+{
+	if (n < 2 || n > NET_PREFETCH)
+		atomic_fetch_add(&hint_bad, 1);
+	for (size_t i = 0; i < n; i++) {
+		size_t digits = 0;
+		for (size_t k = 1; k < lens[i]; k++)
+			digits += keys[i][k] >= '0' && keys[i][k] <= '9';
+		if (lens[i] >= 2 && keys[i][0] == 'v' && digits == lens[i] - 1)
+			atomic_fetch_add(&hinted_v, 1);
+	}
+}
+
 static atomic_uint opened, closed_count; /* on_open / on_close calls */
 
 static void test_on_open(struct conn *c)
@@ -153,6 +171,7 @@ static struct net_config base_config(void)
 	    .buf_size = 4096,
 	    .max_pipeline = 0,
 	    .handler = test_handler,
+	    .prefetch = test_prefetch,
 	    .on_open = test_on_open,
 	    .on_close = test_on_close,
 	};
@@ -286,6 +305,7 @@ static bool wait_clients(unsigned n)
 static void test_pipeline(uint16_t port, unsigned n)
 {
 	redisContext *rc = client(port);
+	unsigned long hinted = atomic_load(&hinted_v);
 	static const char *const kinds[] = {"ECHO", "LATER", "DELAY", "ECHO"};
 	for (unsigned i = 0; i < n; i++)
 		redisAppendCommand(rc, "%s v%u", kinds[(i * 7 + i / 3) % 4], i);
@@ -302,6 +322,12 @@ static void test_pipeline(uint16_t port, unsigned n)
 		freeReplyObject(r);
 	}
 	redisFree(rc);
+	/* Sent in one write, the pipeline arrives in buffers of many commands:
+	 * most of its keys are hinted before they run. */
+	hinted = atomic_load(&hinted_v) - hinted;
+	CHECK(hinted >= n / 2 && hinted <= n, "prefetch hint saw %lu of %u pipelined keys", hinted,
+	      n);
+	CHECK(atomic_load(&hint_bad) == 0, "prefetch hint called with a bad count");
 }
 
 /* Many clients, each with a pipeline, interleaved. */

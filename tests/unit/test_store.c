@@ -275,6 +275,59 @@ static void test_ordering(void)
 	EXPECT_VALUE(res[3], "vxx", "pipelined PUT UPDATE UPDATE GET");
 }
 
+struct prefetch_args {
+	const uint8_t *keys[STORE_PREFETCH_MAX + 8];
+	size_t lens[STORE_PREFETCH_MAX + 8];
+	size_t n;
+};
+
+static void prefetch_step(void *arg)
+{
+	struct prefetch_args *a = arg;
+	store_prefetch(st, a->keys, a->lens, a->n);
+}
+
+/* A value rewritten in place (a cached value of the same size that nothing
+ * else holds) must not change what a reply already holding it returns, nor
+ * what later reads see; store_prefetch (present, absent and too many keys)
+ * changes nothing. */
+static void test_values_in_place(void)
+{
+	CHECK(one(STORE_PUT, "inplace", "aaaa", 0, 0).status == 0, "PUT inplace");
+	EXPECT_VALUE(one(STORE_GET, "inplace", NULL, 0, 0), "aaaa", "GET inplace");
+	struct result res[6];
+	memset(res, 0, sizeof(res));
+	struct batch b = {.n = 6};
+	static const char *vals[] = {"bbbb", "cccc"};
+	for (size_t i = 0; i < 6; i += 3) {
+		b.r[i].op = STORE_GET, b.r[i].key = "inplace", b.r[i].out = &res[i];
+		b.r[i + 1].op = STORE_PUT, b.r[i + 1].key = "inplace";
+		b.r[i + 1].value = vals[i / 3], b.r[i + 1].out = &res[i + 1];
+		b.r[i + 2].op = STORE_UPDATE, b.r[i + 2].key = "inplace", b.r[i + 2].out = &res[i + 2];
+	}
+	run_batch(&b);
+	EXPECT_VALUE(res[0], "aaaa", "a reply held across an overwrite of the same size");
+	EXPECT_VALUE(res[3], "bbbbx", "a reply held across a second overwrite");
+	for (int round = 0; round < 3; round++) {
+		char v[8];
+		snprintf(v, sizeof(v), "ddd%d", round);
+		CHECK(one(STORE_PUT, "inplace", v, 0, 0).status == 0, "PUT inplace %s", v);
+		EXPECT_VALUE(one(STORE_GET, "inplace", NULL, 0, 0), v, "GET after an overwrite");
+	}
+
+	static char names[STORE_PREFETCH_MAX + 8][16];
+	struct prefetch_args a = {.n = STORE_PREFETCH_MAX + 8};
+	for (size_t i = 0; i < a.n; i++) {
+		snprintf(names[i], sizeof(names[i]), i % 2 ? "inplace" : "absent:%zu", i);
+		a.keys[i] = (const uint8_t *)names[i];
+		a.lens[i] = strlen(names[i]);
+	}
+	test_on_px(pool, prefetch_step, &a);
+	EXPECT_VALUE(one(STORE_GET, "inplace", NULL, 0, 0), "ddd2", "GET after store_prefetch");
+	CHECK(one(STORE_GET, "absent:0", NULL, 0, 0).status == -ENOENT, "absent key prefetched");
+	CHECK(one(STORE_DELETE, "inplace", NULL, 0, 0).status == 0, "DELETE inplace");
+}
+
 static void test_count_and_cold_reads(unsigned *seed)
 {
 	enum { N = 3000 };
@@ -732,6 +785,7 @@ int main(void)
 		open_store();
 		test_operations();
 		test_ordering();
+		test_values_in_place();
 		test_count_and_cold_reads(&seed);
 		test_blind_puts();
 		test_index_merge();
