@@ -442,6 +442,7 @@ static void stats_add(struct store_stats *a, const struct store_stats *b)
 	a->gc_segments_deleted += b->gc_segments_deleted;
 	a->segments_recycled += b->segments_recycled;
 	a->spare_bytes_zeroed += b->spare_bytes_zeroed;
+	a->tail_bytes_zeroed += b->tail_bytes_zeroed;
 	a->blind_puts += b->blind_puts;
 	a->blind_puts_existing += b->blind_puts_existing;
 	a->index_writes_merged += b->index_writes_merged;
@@ -690,6 +691,7 @@ static void info_finish(struct cmd_fan *f)
 	info_line(&b, "gc_segments_deleted:%llu", (unsigned long long)sum.gc_segments_deleted);
 	info_line(&b, "segments_recycled:%llu", (unsigned long long)sum.segments_recycled);
 	info_line(&b, "spare_bytes_zeroed:%llu", (unsigned long long)sum.spare_bytes_zeroed);
+	info_line(&b, "tail_bytes_zeroed:%llu", (unsigned long long)sum.tail_bytes_zeroed);
 	info_line(&b, "blind_puts:%llu", (unsigned long long)sum.blind_puts);
 	info_line(&b, "blind_puts_existing:%llu", (unsigned long long)sum.blind_puts_existing);
 	info_line(&b, "index_writes_merged:%llu", (unsigned long long)sum.index_writes_merged);

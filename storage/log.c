@@ -35,6 +35,8 @@
 #define LOG_READ_BUCKETS 4096              /* hash of in-flight reads, by first block */
 #define LOG_SPARE_CHUNK    (1u << 20)        /* bytes per zeroing write of the spare */
 #define LOG_SPARE_WRITES   2                 /* zeroing writes in flight at most */
+#define LOG_AHEAD_GAP      (1u << 20)        /* zeroing ahead starts this far past the
+						 last commit */
 #define LOG_SPARE_TMP      "spare.tmp"       /* the spare while it is prepared */
 #define LOG_SPARE_READY    "spare.ready"     /* the spare once every block is written */
 
@@ -74,6 +76,16 @@ struct spare_write {
 	uint64_t offset; /* file offset still to write */
 	uint32_t len;    /* bytes still to write there; 0 = slot free */
 	bool inflight;   /* the write is on the ring */
+};
+
+/* Zeroing ahead (see log.h): the written segment's unwritten tail, zeroed
+ * past the commits.  The slots are spare_writes with their own completion. */
+struct log_ahead {
+	struct segment *seg;  /* being zeroed, or NULL */
+	struct segment *queued; /* to zero once the writes for the last one are back */
+	uint64_t next;        /* offset of the next chunk to hand to a slot */
+	unsigned inflight;    /* zeroing writes on the ring; each holds the px */
+	struct spare_write writes[LOG_SPARE_WRITES];
 };
 
 /* The spare segment (see log.h): at most one ready file, and at most one
@@ -137,6 +149,7 @@ struct log {
 	uint32_t read_align;       /* O_DIRECT read granularity: 512 where the file system
 				      takes it, else FMT_BLOCK (probed at open) */
 	struct log_spare spare;    /* the next segment's file, prepared in the background */
+	struct log_ahead ahead;    /* the written segment's tail, zeroed ahead of commits */
 	struct log_stats stats;
 };
 
@@ -348,6 +361,129 @@ static void spare_sync_complete(struct px *px, struct px_op *op, int res, unsign
 	spare_pump(log);
 }
 
+/* ---- zeroing ahead of the commits --------------------------------------- */
+
+/* True if a zeroing write in flight overlaps [start, start + len) of `seg`:
+ * a commit there waits for it (two writes in flight to one block have no
+ * order). */
+static bool ahead_overlaps(const struct log *log, const struct segment *seg, uint64_t start,
+			   uint64_t len)
+{
+	const struct log_ahead *ah = &log->ahead;
+	if (ah->seg != seg || ah->inflight == 0)
+		return false;
+	for (unsigned i = 0; i < LOG_SPARE_WRITES; i++) {
+		const struct spare_write *w = &ah->writes[i];
+		if (w->inflight && w->offset < start + len && start < w->offset + w->len)
+			return true;
+	}
+	return false;
+}
+
+/* Submits zeroing writes (at most LOG_SPARE_WRITES on the ring) for the
+ * written segment's tail, never below where the next commit goes plus
+ * LOG_AHEAD_GAP.  Stops for good at the segment's end, after a rotation, an
+ * error or log_stop.  Returns true if it submitted anything. */
+static bool ahead_pump(struct log *log)
+{
+	struct log_ahead *ah = &log->ahead;
+	if (ah->seg == NULL)
+		return false;
+	if (log->stopped || ah->seg != last_segment(log) || log->fail_err != 0) {
+		if (ah->inflight > 0)
+			return false;
+		ah->seg = NULL;
+		if (ah->queued == NULL || ah->queued != last_segment(log) || log->stopped)
+			return false;
+		ah->seg = ah->queued; /* a rotation came while the last one drained */
+		ah->queued = NULL;
+		ah->next = 0;
+		for (unsigned i = 0; i < LOG_SPARE_WRITES; i++)
+			ah->writes[i].len = 0;
+	}
+	uint64_t floor = (log->write_offset + LOG_AHEAD_GAP + LOG_SPARE_CHUNK - 1) &
+			 ~(uint64_t)(LOG_SPARE_CHUNK - 1);
+	if (ah->next < floor)
+		ah->next = floor; /* the commits caught up: skip what they will write anyway */
+	bool submitted = false, writing = false;
+	for (unsigned i = 0; i < LOG_SPARE_WRITES; i++) {
+		struct spare_write *w = &ah->writes[i];
+		if (w->inflight) {
+			writing = true;
+			continue;
+		}
+		if (w->len == 0 && ah->next < ah->seg->size) {
+			uint64_t left = ah->seg->size - ah->next;
+			w->offset = ah->next;
+			w->len = left < LOG_SPARE_CHUNK ? (uint32_t)left : LOG_SPARE_CHUNK;
+			ah->next += w->len;
+		}
+		if (w->len == 0)
+			continue;
+		writing = true;
+		struct io_uring_sqe *sqe = px_get_sqe(log->px, &w->op);
+		if (sqe == NULL)
+			return submitted;
+		io_uring_prep_write(sqe, ah->seg->fd, spare_zeros, w->len, w->offset);
+		w->inflight = true;
+		ah->inflight++;
+		px_hold(log->px);
+		submitted = true;
+	}
+	if (!writing)
+		ah->seg = NULL; /* the whole tail is written */
+	return submitted;
+}
+
+static void ahead_write_complete(struct px *px, struct px_op *op, int res, unsigned flags)
+{
+	struct spare_write *w = container_of(op, struct spare_write, op);
+	struct log *log = w->log;
+	struct log_ahead *ah = &log->ahead;
+	(void)flags;
+	w->inflight = false;
+	ah->inflight--;
+	px_release(px);
+	if (res <= 0) {
+		/* Only speed is lost: commits still write the unwritten blocks
+		 * (the next ones, for ENOSPC, fail on their own). */
+		for (unsigned i = 0; i < LOG_SPARE_WRITES; i++)
+			ah->writes[i].len = ah->writes[i].inflight ? ah->writes[i].len : 0;
+		ah->next = ah->seg != NULL ? ah->seg->size : 0;
+		if (!log->spare.warned) {
+			log->spare.warned = true;
+			LOG_WARN("shard %u: cannot write zeros ahead of the log's commits in %s (%s);"
+			         " commits go on, at the speed of a preallocated file",
+			         log->cfg.shard, log->dir, strerror(res < 0 ? -res : EIO));
+		}
+	} else {
+		/* a short write is resubmitted for the rest by ahead_pump */
+		w->offset += (uint64_t)res;
+		w->len -= (uint32_t)res;
+		log->stats.tail_bytes_zeroed += (uint64_t)res;
+	}
+	ahead_pump(log);
+}
+
+/* Starts zeroing the tail of `seg`, the segment now written, whose blocks past
+ * its commits are unwritten extents (created preallocated, or cut and
+ * preallocated again at open).  Only under `fsync` durability (see log.h). */
+static void ahead_start(struct log *log, struct segment *seg)
+{
+	struct log_ahead *ah = &log->ahead;
+	if (log->cfg.durability != LOG_DURABILITY_FSYNC)
+		return;
+	if (ah->seg != NULL) {
+		ah->queued = seg; /* once the last segment's writes are back */
+		return;
+	}
+	ah->seg = seg;
+	ah->next = 0;
+	for (unsigned i = 0; i < LOG_SPARE_WRITES; i++)
+		ah->writes[i].len = 0;
+	ahead_pump(log);
+}
+
 /* Starts preparing a spare if none is ready or being prepared (and none
  * failed since the last rotation): creates spare.tmp (blocking, but only a
  * file creation), then preallocates and zeroes it through the ring. */
@@ -468,6 +604,8 @@ static int segment_create(struct log *log)
 	if (seg == NULL)
 		return -ENOMEM;
 	int ret, fd = spare_take(log, id);
+	bool preallocated = fd < 0;
+	log->ahead.queued = NULL;
 	if (fd < 0) {
 		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0644);
 		if (fd < 0) {
@@ -503,6 +641,8 @@ static int segment_create(struct log *log)
 	log->write_offset = 0;
 	log->spare.blocked = false; /* a failed spare is tried again for the next rotation */
 	recount_bytes(log);
+	if (preallocated)
+		ahead_start(log, seg);
 	return 0;
 }
 
@@ -578,6 +718,8 @@ static int commit_open(struct log *log, uint64_t rsz)
 
 static void commit_submit(struct log *log, struct commit *c)
 {
+	if (ahead_overlaps(log, c->seg, c->base, c->size))
+		return; /* after that zeroing write: retried by the end-of-iteration hook */
 	struct io_uring_sqe *sqe = px_get_sqe(log->px, &c->op);
 	if (sqe == NULL)
 		return; /* retried by the end-of-iteration hook */
@@ -737,9 +879,11 @@ static bool log_hook(struct px *px, struct px_hook *hook)
 	for (struct commit *c = log->inflight; c != NULL; c = c->next)
 		if (!c->submitted) {
 			commit_submit(log, c);
-			work = true;
+			work |= c->submitted; /* (one waiting for a zeroing write is no work) */
 		}
 	if (spare_pump(log))
+		work = true;
+	if (ahead_pump(log))
 		work = true;
 	return work;
 }
@@ -1369,9 +1513,12 @@ int log_open(struct log **out, struct px *px, const struct log_config *cfg, uint
 	log->spare.ready_fd = log->spare.fd = -1;
 	log->spare.alloc_op.complete = spare_alloc_complete;
 	log->spare.sync_op.complete = spare_sync_complete;
-	for (unsigned i = 0; i < LOG_SPARE_WRITES; i++)
+	for (unsigned i = 0; i < LOG_SPARE_WRITES; i++) {
 		log->spare.writes[i] =
 		    (struct spare_write){.op.complete = spare_write_complete, .log = log};
+		log->ahead.writes[i] =
+		    (struct spare_write){.op.complete = ahead_write_complete, .log = log};
+	}
 	snprintf(log->dir, sizeof(log->dir), "%s", cfg->dir);
 	log->cfg.dir = log->dir;
 
@@ -1400,6 +1547,8 @@ int log_open(struct log **out, struct px *px, const struct log_config *cfg, uint
 
 	log->hook.fn = log_hook;
 	px_hook_add(px, &log->hook);
+	if (last_segment(log) != NULL)
+		ahead_start(log, last_segment(log)); /* cut and preallocated again by recovery */
 	if (cfg->durability != LOG_DURABILITY_FSYNC)
 		px_timer_start(px, &log->sync_timer, LOG_SYNC_PERIOD_NS, LOG_SYNC_PERIOD_NS,
 			       sync_tick);
@@ -1520,12 +1669,14 @@ void log_stop(struct log *log)
 	if (px_timer_armed(&log->sync_timer))
 		px_timer_stop(log->px, &log->sync_timer);
 	spare_pump(log); /* a spare being zeroed is dropped once its writes are back */
+	ahead_pump(log);  /* ... and zeroing ahead stops */
 }
 
 bool log_busy(const struct log *log)
 {
 	return log->inflight != NULL || log->n_reads > 0 || log->syncs_inflight > 0 ||
-	       log->spare.inflight > 0 || px_timer_armed(&log->sync_timer) ||
+	       log->spare.inflight > 0 || log->ahead.inflight > 0 ||
+	       px_timer_armed(&log->sync_timer) ||
 	       (log->open != NULL && log->open->n_records > 0);
 }
 

@@ -50,6 +50,20 @@
  * only `*.seg` files, so neither name is mistaken for a segment.  Disk cost:
  * up to one more segment file per shard.
  *
+ * Zeroing ahead.  The first segment of a new log, a segment created while no
+ * spare was ready, and the last segment of a reopened log (cut and
+ * preallocated again by recovery) have unwritten extents where the next
+ * commits go.  Under `fsync` their tail is overwritten with zeros through the
+ * ring right away (1 MiB writes, at most two in flight), from LOG_AHEAD_GAP
+ * (1 MiB) past the last commit to the end, skipping ahead when the commits
+ * catch up: a fresh data directory pays the extent conversions only for its
+ * first megabyte, not for its whole first segment (redis-benchmark SET -P 1
+ * -c 50 on a fresh server: 68–71 k -> 77–96 k req/s).  A commit whose blocks
+ * a zeroing write is still writing waits for it: two writes in flight to one
+ * block have no order.  The zeros lie past the end of the log, where
+ * recovery already expects zeroed or unwritten blocks; a failed zeroing write
+ * is logged once and only costs speed.  Counted as tail_bytes_zeroed.
+ *
  * Only under `fsync` durability is the spare zeroed.  Under `write` and
  * `none` a commit is a plain O_DIRECT write whose extent conversion is
  * journalled with the next periodic fdatasync, not per write; there the
@@ -141,6 +155,8 @@ struct log_stats {
 	uint64_t segments;        /* segment files now */
 	uint64_t log_bytes;       /* bytes of log data now (sum of segment fill levels) */
 	uint64_t spare_bytes_zeroed;  /* zeroes written to prepare spare segments */
+	uint64_t tail_bytes_zeroed;   /* zeroes written ahead of the commits into the
+	                                 written segment's preallocated tail */
 	uint64_t segments_from_spare; /* segments that started as the ready spare */
 	uint64_t segments_recycled;   /* deleted segments kept as the spare instead */
 };

@@ -1991,6 +1991,7 @@ void store_get_stats(struct store *st, struct store_stats *out)
 		out->write_errors = ls->write_errors;
 		out->segments_recycled = ls->segments_recycled;
 		out->spare_bytes_zeroed = ls->spare_bytes_zeroed;
+		out->tail_bytes_zeroed = ls->tail_bytes_zeroed;
 	}
 	if (st->idx != NULL) {
 		struct idx_stats is;

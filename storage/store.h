@@ -171,6 +171,7 @@ struct store_stats {
 	uint64_t gc_segments_deleted; /* segments it deleted */
 	uint64_t segments_recycled;   /* ... of which kept as the log's spare (log.h) */
 	uint64_t spare_bytes_zeroed;  /* zeroes written to prepare spare segments */
+	uint64_t tail_bytes_zeroed;   /* ... and ahead of the commits (log.h) */
 	uint64_t blind_puts;          /* PUTs that did not read the index first (store.c) */
 	uint64_t blind_puts_existing; /* ... of which the key turned out to exist */
 	uint64_t index_writes_merged; /* writes folded into a newer one of their key before

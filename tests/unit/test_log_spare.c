@@ -3,8 +3,9 @@
  * intact; a ready spare survives a reopen; a segment deleted by GC becomes
  * the spare and, reused, never lets its stale records back (crash image and
  * clean reopen); stale bytes behind a sealed segment's last commit do not end
- * the log; a spare that cannot be made costs no write; closing while the
- * spare is zeroed waits for its writes and leaves no file behind. */
+ * the log; a spare that cannot be made costs no write; the preallocated tail
+ * of the segment being written is zeroed ahead of the commits; closing while
+ * the spare is zeroed waits for its writes and leaves no file behind. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fiemap.h>
@@ -342,6 +343,55 @@ static int has_unwritten_extent(const char *path)
 	return result;
 }
 
+/* True if `path` has an unwritten extent ending past `from`; false if not or
+ * if the file system cannot tell. */
+static bool unwritten_past(const char *path, uint64_t from)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return false;
+	enum { N = 256 };
+	struct fiemap *fm = calloc(1, sizeof(*fm) + N * sizeof(struct fiemap_extent));
+	bool found = false;
+	uint64_t start = 0;
+	for (;;) {
+		memset(fm, 0, sizeof(*fm));
+		fm->fm_start = start;
+		fm->fm_length = FIEMAP_MAX_OFFSET;
+		fm->fm_flags = FIEMAP_FLAG_SYNC;
+		fm->fm_extent_count = N;
+		if (ioctl(fd, FS_IOC_FIEMAP, fm) != 0 || fm->fm_mapped_extents == 0)
+			break;
+		struct fiemap_extent *last = &fm->fm_extents[fm->fm_mapped_extents - 1];
+		for (unsigned i = 0; i < fm->fm_mapped_extents; i++) {
+			struct fiemap_extent *e = &fm->fm_extents[i];
+			if ((e->fe_flags & FIEMAP_EXTENT_UNWRITTEN) &&
+			    e->fe_logical + e->fe_length > from)
+				found = true;
+		}
+		if (found || (last->fe_flags & FIEMAP_EXTENT_LAST))
+			break;
+		start = last->fe_logical + last->fe_length;
+	}
+	free(fm);
+	close(fd);
+	return found;
+}
+
+/* Waits until the log's tail zeroing has stopped moving. */
+static uint64_t wait_tail_zeroed(void)
+{
+	uint64_t last = stats().tail_bytes_zeroed;
+	double deadline = test_now() + 60;
+	for (;;) {
+		usleep(200000);
+		uint64_t now = stats().tail_bytes_zeroed;
+		if (now == last || test_now() > deadline)
+			return now;
+		last = now;
+	}
+}
+
 static void reset(const char *d)
 {
 	char cmd[700];
@@ -632,6 +682,49 @@ static void test_spare_impossible(void)
 	rmdir(p);
 }
 
+/* Under `fsync`, the preallocated tail of the segment being written is
+ * zeroed ahead of the commits (log.h): commits made while the zeroing runs
+ * (some waiting for a zeroing write of their blocks) all recover, and once
+ * it is done no unwritten extent is left past the gap ahead of the last
+ * commit; a reopened log zeroes the tail it preallocated again. */
+static void test_tail_zeroed_ahead(void)
+{
+	reset(dir);
+	forget_written();
+	segment_size = 16u << 20;
+	value_min = 20000;
+	value_span = 20001;
+	char p[700];
+	for (int round = 0; round < 2; round++) {
+		if (!open_log(dir))
+			break;
+		if (round == 1)
+			check_replay(0, "after zeroing ahead");
+		/* One step past the gap first: its commits there wait for the
+		 * zeroing writes submitted when the segment was made. */
+		append_records(round == 0 ? 100 : 25);
+		for (int step = 0; step < 12; step++)
+			append_records(25); /* ~0.75 MB a step, racing the zeroing */
+		uint64_t zeroed = wait_tail_zeroed();
+		uint64_t end = written[n_written - 1].pos.offset + written[n_written - 1].pos.length;
+		seg_path(p, sizeof(p), dir, written[n_written - 1].pos.segment);
+		printf("zeroing ahead, round %d: %lu bytes zeroed, last commit ends at %lu\n", round,
+		       (unsigned long)zeroed, (unsigned long)end);
+		CHECK(zeroed > 0, "round %d: no zeros written ahead of the commits", round);
+		CHECK(!unwritten_past(p, end + (2u << 20) + COMMIT_MAX),
+		      "round %d: unwritten extents left past the gap ahead of the commits", round);
+		CHECK(atomic_load(&ack_errors) == 0, "%lu appends failed", atomic_load(&ack_errors));
+		close_log();
+	}
+	if (open_log(dir)) {
+		check_replay(0, "after zeroing ahead of a reopened log");
+		close_log();
+	}
+	segment_size = SEGMENT_SIZE;
+	value_min = 1000;
+	value_span = 2001;
+}
+
 /* Closing while a large spare is being zeroed waits for its writes (log_busy)
  * and deletes the unfinished file. */
 static void test_close_while_zeroing(void)
@@ -675,6 +768,7 @@ int main(void)
 	test_recycled_segment();
 	test_stale_tail_of_sealed_segment();
 	test_spare_impossible();
+	test_tail_zeroed_ahead();
 	test_close_while_zeroing();
 
 	pool_stop(pool);

@@ -7,6 +7,11 @@
 #   online-redis  ringkv-import (CSV) into a fresh redis-server
 #   redis-pipe    redis-cli --pipe (the RESP file) into a fresh redis-server:
 #                 the reference
+#   rocksdb-fill  RocksDB's db_bench fillrandom of ROWS rows shaped like the
+#                 index rows an import writes (21-byte hash-ordered keys,
+#                 12-byte entries, no WAL, 8 MiB memtables, LZ4): what the
+#                 index alone costs on this machine, with no network, parsing,
+#                 log or key table — a ceiling for online-ringkv
 # and prints each run's rows/s, the medians and the ratios to the reference.
 # TARGETS (default all four) picks some: ringkv-server's own write path makes
 # online-ringkv take minutes at 10 M rows.
@@ -20,7 +25,7 @@ cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 ROWS=${ROWS:-10000000}
 RUNS=${RUNS:-3}
-TARGETS=${TARGETS:-offline online-ringkv online-redis redis-pipe}
+TARGETS=${TARGETS:-offline online-ringkv online-redis redis-pipe rocksdb-fill}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ringkv-import-bench.XXXXXX")
 SERVER_PID=""
 cleanup() {
@@ -33,6 +38,10 @@ make --no-print-directory -s BUILD="$BUILD" "$BUILD/ringkv-import" "$BUILD/ringk
 for c in redis-server redis-cli perl; do
 	command -v "$c" >/dev/null || { echo "import.sh: $c is missing (apt-get install redis-server redis-tools perl)" >&2; exit 1; }
 done
+if [[ " $TARGETS " == *" rocksdb-fill "* ]] && ! command -v db_bench >/dev/null; then
+	echo "import.sh: db_bench is missing (apt-get install rocksdb-tools), or leave rocksdb-fill out of TARGETS" >&2
+	exit 1
+fi
 
 echo "generating $ROWS rows..." >&2
 perl -e '$v = "v" x 88; for $i (0..'"$((ROWS - 1))"') { printf "key:%012d,%s%012d\n", $i, $v, $i }' >"$TMP/rows.csv"
@@ -116,6 +125,17 @@ for run in $(seq "$RUNS"); do
 	check_count "$port"
 	stop_server
 	results[redis-pipe]+="$(rate "$a" "$b") "
+	fi
+
+	if want rocksdb-fill; then
+	rm -rf "$TMP/dbb"
+	out=$(db_bench --benchmarks=fillrandom --num="$ROWS" --key_size=21 --value_size=12 \
+		--disable_wal=1 --write_buffer_size=8388608 --compression_type=lz4 --threads=1 \
+		--db="$TMP/dbb" 2>&1) || { echo "import.sh: db_bench failed: $out" >&2; exit 1; }
+	ops=$(echo "$out" | awk '/^fillrandom/ { for (i = 1; i <= NF; i++) if ($(i + 1) == "ops/sec") { print $i; exit } }')
+	[ -n "$ops" ] || { echo "import.sh: no result from db_bench: $out" >&2; exit 1; }
+	rm -rf "$TMP/dbb"
+	results[rocksdb-fill]+="$ops "
 	fi
 done
 
