@@ -64,6 +64,7 @@
 #define GC_PERIOD_NS 100000000ULL     /* garbage collection looks for work this often */
 #define GC_CHUNK (1u << 20)           /* bytes of a segment read at a time */
 #define GC_SUBMIT_PER_STEP 64         /* relocations started per loop iteration at most */
+#define GC_EXAMINE_PER_STEP 1024      /* records looked at per loop iteration at most */
 #define GC_INFLIGHT_MAX 256           /* relocations in flight at most ... */
 #define GC_INFLIGHT_BYTES (8u << 20)  /* ... and their value bytes */
 #define GC_WAITING_MAX 16             /* walked segments waiting to be deleted */
@@ -1614,6 +1615,24 @@ static bool gc_relocate(struct store *st, const struct fmt_record *rec, uint64_t
 	return true;
 }
 
+/* True when the PUT record `rec` at `offset` of the victim is certainly
+ * dead: its key's entry is in the key table, known, and points elsewhere.
+ * Requests queued on the key run before any relocation and can only move it
+ * further away, so the record stays dead.  Otherwise (the key is not cached,
+ * or it points here) the relocation request decides, as it must read the
+ * index or move the value.  Most records of a victim are overwritten ones:
+ * this keeps them off the request path (an allocation, a copy of the value,
+ * a message) — a walk of an overwritten 256 MiB segment cost the writers
+ * about 0.9 µs per SET while it ran. */
+static bool gc_record_dead(struct store *st, const struct fmt_record *rec, uint64_t offset)
+{
+	const struct kentry *ke = kentry_find(st, rec->key, rec->key_len);
+	if (ke == NULL || !ke->known)
+		return false;
+	return !ke->exists || ke->is_inline || ke->pos.segment != st->gc.victim.id ||
+	       ke->pos.offset != offset || ke->pos.lsn != rec->lsn;
+}
+
 static void gc_next(void *arg);
 
 /* The walk of the victim is over: queue it for deletion, or give up on it. */
@@ -1637,6 +1656,44 @@ static void gc_finish(struct store *st)
 	px_send(st->px, st->px->id, gc_next, st); /* the next victim, without waiting a tick */
 }
 
+/* The PUT records of the victim decoded but not yet decided (gc_step): their
+ * keys are prefetched together, so the key table's cache misses overlap. */
+struct gc_batch {
+	struct fmt_record rec[STORE_PREFETCH_MAX]; /* pointing into gc.buf */
+	uint64_t pos[STORE_PREFETCH_MAX];
+	size_t n;
+};
+
+/* Decides the batched records: dead ones are skipped, the others get a
+ * relocation request.  Returns false when out of memory: the walk then goes
+ * back to the first record not handled. */
+static bool gc_batch_run(struct store *st, struct gc_batch *b, unsigned *submitted)
+{
+	if (b->n == 0 || st->stopped) {
+		b->n = 0; /* (stopped: the walk is cut short and the segment kept) */
+		return true;
+	}
+	const uint8_t *keys[STORE_PREFETCH_MAX];
+	size_t lens[STORE_PREFETCH_MAX];
+	for (size_t i = 0; i < b->n; i++) {
+		keys[i] = b->rec[i].key;
+		lens[i] = b->rec[i].key_len;
+	}
+	store_prefetch(st, keys, lens, b->n);
+	for (size_t i = 0; i < b->n; i++) {
+		if (gc_record_dead(st, &b->rec[i], b->pos[i]))
+			continue;
+		if (!gc_relocate(st, &b->rec[i], b->pos[i])) {
+			st->gc.pos = b->pos[i];
+			b->n = 0;
+			return false;
+		}
+		(*submitted)++;
+	}
+	b->n = 0;
+	return true;
+}
+
 /* Walks the victim as far as the in-flight limits allow.  Returns true if it
  * made progress. */
 static bool gc_step(struct store *st)
@@ -1644,15 +1701,20 @@ static bool gc_step(struct store *st)
 	struct gc *g = &st->gc;
 	if (!g->active || g->reading)
 		return false;
-	unsigned submitted = 0;
+	struct gc_batch b;
+	b.n = 0;
+	unsigned submitted = 0, examined = 0;
 	bool progress = false;
 	while (g->pos < g->victim.fill && !st->stopped) {
-		if (submitted >= GC_SUBMIT_PER_STEP || g->inflight >= GC_INFLIGHT_MAX ||
-		    g->inflight_bytes >= GC_INFLIGHT_BYTES)
+		if (submitted >= GC_SUBMIT_PER_STEP || examined >= GC_EXAMINE_PER_STEP ||
+		    g->inflight >= GC_INFLIGHT_MAX || g->inflight_bytes >= GC_INFLIGHT_BYTES) {
+			gc_batch_run(st, &b, &submitted);
 			return true; /* the hook or a completion continues */
+		}
 		uint64_t avail = g->buf_off + g->buf_len > g->pos ? g->buf_off + g->buf_len - g->pos : 0;
 		if (g->pos < g->buf_off || avail < FMT_RECORD_HEADER) {
-			gc_read(st, g->pos, FMT_RECORD_HEADER);
+			if (gc_batch_run(st, &b, &submitted)) /* (before the read reuses the buffer) */
+				gc_read(st, g->pos, FMT_RECORD_HEADER);
 			return true;
 		}
 		const uint8_t *h = g->buf + (g->pos - g->buf_off);
@@ -1664,7 +1726,8 @@ static bool gc_step(struct store *st)
 			memcpy(&vlen, h + 28, 4);
 			uint64_t need = fmt_record_size(le32toh(klen), le32toh(vlen));
 			if (g->pos + need <= g->victim.fill && need > avail) {
-				gc_read(st, g->pos, need);
+				if (gc_batch_run(st, &b, &submitted))
+					gc_read(st, g->pos, need);
 				return true;
 			}
 		}
@@ -1681,13 +1744,17 @@ static bool gc_step(struct store *st)
 			g->pos += FMT_RECORD_HEADER + rec.value_len;
 			continue;
 		}
+		examined++;
 		if (rec.type == FMT_PUT) {
-			if (!gc_relocate(st, &rec, g->pos))
-				return true; /* out of memory: try again next iteration */
-			submitted++;
+			b.rec[b.n] = rec;
+			b.pos[b.n++] = g->pos;
 		}
 		g->pos += fmt_record_size(rec.key_len, rec.value_len);
+		if (b.n == STORE_PREFETCH_MAX && !gc_batch_run(st, &b, &submitted))
+			return true; /* out of memory: try again next iteration */
 	}
+	if (!gc_batch_run(st, &b, &submitted))
+		return true;
 	if (st->stopped)
 		g->failed = true; /* the walk is cut short: keep the segment */
 	if (g->inflight == 0 && !g->reading) {
