@@ -37,6 +37,10 @@
 #define LOG_SPARE_WRITES   2                 /* zeroing writes in flight at most */
 #define LOG_AHEAD_GAP      (1u << 20)        /* zeroing ahead starts this far past the
 						 last commit */
+#define LOG_AHEAD_BUSY     (128u << 10)      /* durability write: commits in flight that
+						 pause zeroing ahead (a bandwidth-bound writer
+						 would pay for the zeros twice; reads in flight
+						 pause it too) */
 #define LOG_SPARE_TMP      "spare.tmp"       /* the spare while it is prepared */
 #define LOG_SPARE_READY    "spare.ready"     /* the spare once every block is written */
 
@@ -401,6 +405,13 @@ static bool ahead_pump(struct log *log)
 		for (unsigned i = 0; i < LOG_SPARE_WRITES; i++)
 			ah->writes[i].len = 0;
 	}
+	if (log->cfg.durability != LOG_DURABILITY_FSYNC) {
+		uint64_t busy = 0;
+		for (const struct commit *c = log->inflight; c != NULL; c = c->next)
+			busy += c->size;
+		if (busy >= LOG_AHEAD_BUSY || log->n_reads > 0)
+			return false; /* the end-of-iteration hook comes back */
+	}
 	uint64_t floor = (log->write_offset + LOG_AHEAD_GAP + LOG_SPARE_CHUNK - 1) &
 			 ~(uint64_t)(LOG_SPARE_CHUNK - 1);
 	if (ah->next < floor)
@@ -467,11 +478,11 @@ static void ahead_write_complete(struct px *px, struct px_op *op, int res, unsig
 
 /* Starts zeroing the tail of `seg`, the segment now written, whose blocks past
  * its commits are unwritten extents (created preallocated, or cut and
- * preallocated again at open).  Only under `fsync` durability (see log.h). */
+ * preallocated again at open).  Not under `none` (see log.h). */
 static void ahead_start(struct log *log, struct segment *seg)
 {
 	struct log_ahead *ah = &log->ahead;
-	if (log->cfg.durability != LOG_DURABILITY_FSYNC)
+	if (log->cfg.durability == LOG_DURABILITY_NONE)
 		return;
 	if (ah->seg != NULL) {
 		ah->queued = seg; /* once the last segment's writes are back */
@@ -604,7 +615,8 @@ static int segment_create(struct log *log)
 	if (seg == NULL)
 		return -ENOMEM;
 	int ret, fd = spare_take(log, id);
-	bool preallocated = fd < 0;
+	/* (under `write` the spare is preallocated, not zeroed: see log.h) */
+	bool preallocated = fd < 0 || log->cfg.durability != LOG_DURABILITY_FSYNC;
 	log->ahead.queued = NULL;
 	if (fd < 0) {
 		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0644);

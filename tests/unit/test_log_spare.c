@@ -682,13 +682,14 @@ static void test_spare_impossible(void)
 	rmdir(p);
 }
 
-/* Under `fsync`, the preallocated tail of the segment being written is
+/* Under `fsync` and `write`, the preallocated tail of the segment written is
  * zeroed ahead of the commits (log.h): commits made while the zeroing runs
  * (some waiting for a zeroing write of their blocks) all recover, and once
  * it is done no unwritten extent is left past the gap ahead of the last
  * commit; a reopened log zeroes the tail it preallocated again. */
-static void test_tail_zeroed_ahead(void)
+static void test_tail_zeroed_ahead(enum log_durability d)
 {
+	durability = d;
 	reset(dir);
 	forget_written();
 	segment_size = 16u << 20;
@@ -708,8 +709,9 @@ static void test_tail_zeroed_ahead(void)
 		uint64_t zeroed = wait_tail_zeroed();
 		uint64_t end = written[n_written - 1].pos.offset + written[n_written - 1].pos.length;
 		seg_path(p, sizeof(p), dir, written[n_written - 1].pos.segment);
-		printf("zeroing ahead, round %d: %lu bytes zeroed, last commit ends at %lu\n", round,
-		       (unsigned long)zeroed, (unsigned long)end);
+		printf("zeroing ahead (%s), round %d: %lu bytes zeroed, last commit ends at %lu\n",
+		       d == LOG_DURABILITY_FSYNC ? "fsync" : "write", round, (unsigned long)zeroed,
+		       (unsigned long)end);
 		CHECK(zeroed > 0, "round %d: no zeros written ahead of the commits", round);
 		CHECK(!unwritten_past(p, end + (2u << 20) + COMMIT_MAX),
 		      "round %d: unwritten extents left past the gap ahead of the commits", round);
@@ -723,6 +725,7 @@ static void test_tail_zeroed_ahead(void)
 	segment_size = SEGMENT_SIZE;
 	value_min = 1000;
 	value_span = 2001;
+	durability = LOG_DURABILITY_FSYNC;
 }
 
 /* Closing while a large spare is being zeroed waits for its writes (log_busy)
@@ -768,7 +771,8 @@ int main(void)
 	test_recycled_segment();
 	test_stale_tail_of_sealed_segment();
 	test_spare_impossible();
-	test_tail_zeroed_ahead();
+	test_tail_zeroed_ahead(LOG_DURABILITY_FSYNC);
+	test_tail_zeroed_ahead(LOG_DURABILITY_WRITE);
 	test_close_while_zeroing();
 
 	pool_stop(pool);
