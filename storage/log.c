@@ -460,7 +460,7 @@ static void ahead_write_complete(struct px *px, struct px_op *op, int res, unsig
 		 * (the next ones, for ENOSPC, fail on their own). */
 		for (unsigned i = 0; i < LOG_SPARE_WRITES; i++)
 			ah->writes[i].len = ah->writes[i].inflight ? ah->writes[i].len : 0;
-		ah->next = ah->seg != NULL ? ah->seg->size : 0;
+		ah->next = UINT64_MAX; /* no more chunks for this segment */
 		if (!log->spare.warned) {
 			log->spare.warned = true;
 			LOG_WARN("shard %u: cannot write zeros ahead of the log's commits in %s (%s);"
