@@ -229,6 +229,44 @@ static void spare_delete(struct log *log, int *fd, const char *name)
 		         log->cfg.shard, log->dir, name, strerror(errno));
 }
 
+/* Submits zeroing writes of fd for [*next, end) through the slots `writes`
+ * (LOG_SPARE_WRITES of them): a free slot takes the next chunk, a slot with
+ * bytes left (a short write) is resubmitted.  Each write counts in *inflight
+ * and holds the px.  Sets *writing if any slot has a write in flight or to
+ * submit.  Returns true if it submitted anything; without an SQE it stops,
+ * and the end-of-iteration hook calls again. */
+static bool zero_pump(struct log *log, int fd, struct spare_write *writes, uint64_t *next,
+		      uint64_t end, unsigned *inflight, bool *writing)
+{
+	bool submitted = false;
+	*writing = false;
+	for (unsigned i = 0; i < LOG_SPARE_WRITES; i++) {
+		struct spare_write *w = &writes[i];
+		if (w->inflight) {
+			*writing = true;
+			continue;
+		}
+		if (w->len == 0 && *next < end) {
+			uint64_t left = end - *next;
+			w->offset = *next;
+			w->len = left < LOG_SPARE_CHUNK ? (uint32_t)left : LOG_SPARE_CHUNK;
+			*next += w->len;
+		}
+		if (w->len == 0)
+			continue;
+		*writing = true;
+		struct io_uring_sqe *sqe = px_get_sqe(log->px, &w->op);
+		if (sqe == NULL)
+			return submitted;
+		io_uring_prep_write(sqe, fd, spare_zeros, w->len, w->offset);
+		w->inflight = true;
+		(*inflight)++;
+		px_hold(log->px);
+		submitted = true;
+	}
+	return submitted;
+}
+
 /* Submits what zeroing spare.tmp needs next: its fallocate, then writes (at
  * most LOG_SPARE_WRITES on the ring), then one fdatasync.  After an error, log_stop or a
  * cancellation it deletes the file once none of its I/O is in flight.
@@ -263,31 +301,9 @@ static bool spare_pump(struct log *log)
 	}
 	if (!sp->allocated)
 		return false;
-	bool submitted = false, writing = false;
-	for (unsigned i = 0; i < LOG_SPARE_WRITES; i++) {
-		struct spare_write *w = &sp->writes[i];
-		if (w->inflight) {
-			writing = true;
-			continue;
-		}
-		if (w->len == 0 && sp->next < log->cfg.segment_size) {
-			uint64_t left = log->cfg.segment_size - sp->next;
-			w->offset = sp->next;
-			w->len = left < LOG_SPARE_CHUNK ? (uint32_t)left : LOG_SPARE_CHUNK;
-			sp->next += w->len;
-		}
-		if (w->len == 0)
-			continue;
-		writing = true;
-		struct io_uring_sqe *sqe = px_get_sqe(log->px, &w->op);
-		if (sqe == NULL)
-			return submitted;
-		io_uring_prep_write(sqe, sp->fd, spare_zeros, w->len, w->offset);
-		w->inflight = true;
-		sp->inflight++;
-		px_hold(log->px);
-		submitted = true;
-	}
+	bool writing;
+	bool submitted = zero_pump(log, sp->fd, sp->writes, &sp->next, log->cfg.segment_size,
+				   &sp->inflight, &writing);
 	if (!writing && !sp->sync_submitted) {
 		struct io_uring_sqe *sqe = px_get_sqe(log->px, &sp->sync_op);
 		if (sqe == NULL)
@@ -416,31 +432,9 @@ static bool ahead_pump(struct log *log)
 			 ~(uint64_t)(LOG_SPARE_CHUNK - 1);
 	if (ah->next < floor)
 		ah->next = floor; /* the commits caught up: skip what they will write anyway */
-	bool submitted = false, writing = false;
-	for (unsigned i = 0; i < LOG_SPARE_WRITES; i++) {
-		struct spare_write *w = &ah->writes[i];
-		if (w->inflight) {
-			writing = true;
-			continue;
-		}
-		if (w->len == 0 && ah->next < ah->seg->size) {
-			uint64_t left = ah->seg->size - ah->next;
-			w->offset = ah->next;
-			w->len = left < LOG_SPARE_CHUNK ? (uint32_t)left : LOG_SPARE_CHUNK;
-			ah->next += w->len;
-		}
-		if (w->len == 0)
-			continue;
-		writing = true;
-		struct io_uring_sqe *sqe = px_get_sqe(log->px, &w->op);
-		if (sqe == NULL)
-			return submitted;
-		io_uring_prep_write(sqe, ah->seg->fd, spare_zeros, w->len, w->offset);
-		w->inflight = true;
-		ah->inflight++;
-		px_hold(log->px);
-		submitted = true;
-	}
+	bool writing;
+	bool submitted = zero_pump(log, ah->seg->fd, ah->writes, &ah->next, ah->seg->size,
+				   &ah->inflight, &writing);
 	if (!writing)
 		ah->seg = NULL; /* the whole tail is written */
 	return submitted;
