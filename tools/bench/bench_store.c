@@ -41,7 +41,12 @@
  *            gets' total queue depth), 1 job, on a file of max(1 GiB, the
  *            4 KiB case's value bytes) that fio lays out (writes) first; then
  *            1 MiB sequential O_DIRECT writes over it, iodepth 4.  --seconds
- *            each.
+ *            each.  Then two references that show what the device does for
+ *            the I/O our store must issue: FIO_RECORD_READ-byte random reads
+ *            at 512-byte offsets (the read a cold 4 KiB get makes: its record
+ *            is 4144 bytes), and 1 MiB sequential writes of the same bytes
+ *            into a fresh file fio preallocates, as a fresh store's segments
+ *            are (ext4 converts unwritten extents at each write's completion).
  *   db_bench RocksDB's own benchmark, 1 KiB values, 16-byte keys, the same N
  *            and total cache (STORE_CACHE_BYTES + INDEX_CACHE_BYTES), 2
  *            threads.  fillrandom writes N keys in all (--writes N/2 per
@@ -638,6 +643,8 @@ enum size_figure {
 enum ref_figure {
 	RF_FIO_RANDREAD_IOPS,
 	RF_FIO_SEQWRITE_MB_S,
+	RF_FIO_RECORD_READ_IOPS,  /* FIO_RECORD_READ-byte reads: a cold 4 KiB get's shape */
+	RF_FIO_FRESH_WRITE_MB_S,  /* sequential writes into a fresh, preallocated file */
 	RF_DBBENCH_FILL_1K_OPS,
 	RF_DBBENCH_READ_1K_OPS,
 	RF_DBBENCH_READ_1K_FOUND,
@@ -645,6 +652,10 @@ enum ref_figure {
 	RF_RATIO_PUT_4K_BW_FIO,   /* put_4k_mb_s / fio_seqwrite_mb_s */
 	RF_RATIO_FILL_1K_DBBENCH, /* put_1k_ops / dbbench_fill_1k_ops */
 	RF_RATIO_READ_1K_DBBENCH, /* get_1k_ops / dbbench_read_1k_ops */
+	RF_RATIO_GET_4K_FIO_RECORD, /* get_4k_ops / fio_record_read_iops (no target) */
+	RF_RATIO_PUT_4K_BW_FRESH,   /* put_4k_mb_s / fio_fresh_write_mb_s (no target) */
+	RF_RATIO_FRESH_SEQWRITE,    /* fio_fresh_write_mb_s / fio_seqwrite_mb_s */
+	RF_RATIO_RECORD_4K_READ,    /* fio_record_read_iops / fio_randread_iops */
 	RF_COUNT
 };
 
@@ -686,6 +697,8 @@ static const struct figure_desc size_descs[SF_COUNT] = {
 static const struct figure_desc ref_descs[RF_COUNT] = {
     [RF_FIO_RANDREAD_IOPS] = {"fio_randread_iops", "fio 4k randread", "k IOPS", 1e-3, 0},
     [RF_FIO_SEQWRITE_MB_S] = {"fio_seqwrite_mb_s", "fio 1m seq write", "MB/s", 1, 1},
+    [RF_FIO_RECORD_READ_IOPS] = {"fio_record_read_iops", "fio 4608 B randread", "k IOPS", 1e-3, 0},
+    [RF_FIO_FRESH_WRITE_MB_S] = {"fio_fresh_write_mb_s", "fio 1m write, fresh file", "MB/s", 1, 1},
     [RF_DBBENCH_FILL_1K_OPS] = {"dbbench_fill_1k_ops", "db_bench fillrandom 1k", "k ops/s", 1e-3,
                                 0},
     [RF_DBBENCH_READ_1K_OPS] = {"dbbench_read_1k_ops", "db_bench readrandom 1k", "k ops/s", 1e-3,
@@ -699,6 +712,14 @@ static const struct figure_desc ref_descs[RF_COUNT] = {
                                   2},
     [RF_RATIO_READ_1K_DBBENCH] = {"ratio_read_1k_dbbench", "1k gets / db_bench read (>=2)", "x", 1,
                                   2},
+    [RF_RATIO_GET_4K_FIO_RECORD] = {"ratio_get_4k_fio_record_read", "4k gets / fio 4608 B randread",
+                                    "x", 1, 3},
+    [RF_RATIO_PUT_4K_BW_FRESH] = {"ratio_put_4k_bw_fio_fresh_write",
+                                  "4k put MB/s / fio write, fresh file", "x", 1, 3},
+    [RF_RATIO_FRESH_SEQWRITE] = {"ratio_fio_fresh_write_seqwrite",
+                                 "fio: fresh-file write / seq write", "x", 1, 3},
+    [RF_RATIO_RECORD_4K_READ] = {"ratio_fio_record_read_randread",
+                                 "fio: 4608 B randread / 4k randread", "x", 1, 3},
 };
 
 static const struct figure_desc *figure_desc(size_t k, const char **tag)
@@ -729,6 +750,14 @@ static void figures_ratios(struct store_figures *f)
 	    ratio(v[FIG_INDEX(SIZE_1K, SF_PUT_OPS)], v[FIG_REF(RF_DBBENCH_FILL_1K_OPS)]);
 	v[FIG_REF(RF_RATIO_READ_1K_DBBENCH)] =
 	    ratio(v[FIG_INDEX(SIZE_1K, SF_GET_OPS)], v[FIG_REF(RF_DBBENCH_READ_1K_OPS)]);
+	v[FIG_REF(RF_RATIO_GET_4K_FIO_RECORD)] =
+	    ratio(v[FIG_INDEX(SIZE_4K, SF_GET_OPS)], v[FIG_REF(RF_FIO_RECORD_READ_IOPS)]);
+	v[FIG_REF(RF_RATIO_PUT_4K_BW_FRESH)] =
+	    ratio(v[FIG_INDEX(SIZE_4K, SF_PUT_MB_S)], v[FIG_REF(RF_FIO_FRESH_WRITE_MB_S)]);
+	v[FIG_REF(RF_RATIO_FRESH_SEQWRITE)] =
+	    ratio(v[FIG_REF(RF_FIO_FRESH_WRITE_MB_S)], v[FIG_REF(RF_FIO_SEQWRITE_MB_S)]);
+	v[FIG_REF(RF_RATIO_RECORD_4K_READ)] =
+	    ratio(v[FIG_REF(RF_FIO_RECORD_READ_IOPS)], v[FIG_REF(RF_FIO_RANDREAD_IOPS)]);
 }
 
 /* Medians of every measured figure over `runs`, then the ratios. */
@@ -1046,64 +1075,80 @@ static double fio_json_number(const char *json, const char *section, const char 
 	return p ? strtod(p + strlen(pat), NULL) : NAN;
 }
 
-/* fio on a file in the work directory: random 4 KiB reads (fio lays the
- * file out first, outside the timed part), then 1 MiB sequential writes
- * over it.  NaN for what could not run. */
-static void run_fio(const struct store_opts *o, uint64_t bytes, double *randread_iops,
-                    double *seqwrite_mb_s)
+/* The read a cold 4 KiB get makes: its record (header, 16-byte key, value)
+ * is 4144 bytes at an 8-byte offset, read in whole 512-byte sectors where the
+ * file system takes them (log.h, read_align): 4608 bytes for 59 offsets in 64,
+ * 5120 for the rest.  fio reads FIO_RECORD_READ bytes at 512-byte alignment. */
+#define FIO_RECORD_READ 4608u
+_Static_assert((FMT_RECORD_HEADER + STORE_KEY_LEN + 4096 + 511) / 512 * 512 == FIO_RECORD_READ,
+               "FIO_RECORD_READ is the sectors of a 4 KiB value's record");
+
+/* Runs one fio job over `file` (argv's --filename), prints `what` and returns
+ * `field` of its JSON `section` (NaN if fio failed). */
+static double fio_job(const char *what, char **argv, const char *section, const char *field)
 {
-	char file[STORE_DIR_MAX + 128], size[32], depth[32], runtime[32];
-	*randread_iops = *seqwrite_mb_s = NAN;
+	fprintf(stderr, "  fio: %s\n", what);
+	char *out = run_capture(argv);
+	double x = out != NULL ? fio_json_number(out, section, field) : NAN;
+	free(out);
+	return x;
+}
+
+/* The fio references (see the top of this file), on files in the work
+ * directory: v[] gets the RF_FIO_* figures, NaN for what could not run.
+ * Random reads: 4 KiB, then the record-shaped reads, over a file fio lays out
+ * (writes) first, outside the timed part; then 1 MiB sequential writes over
+ * that file (written blocks); then, the file deleted, 1 MiB sequential writes
+ * of `bytes` into a fresh file fio preallocates (unwritten extents, as a
+ * fresh store's segments). */
+static void run_fio(const struct store_opts *o, uint64_t bytes, double *v)
+{
+	char file[STORE_DIR_MAX + 128], fresh[STORE_DIR_MAX + 128], size[32], depth[32],
+	    runtime[32], record[32], what[160];
+	v[FIG_REF(RF_FIO_RANDREAD_IOPS)] = v[FIG_REF(RF_FIO_RECORD_READ_IOPS)] = NAN;
+	v[FIG_REF(RF_FIO_SEQWRITE_MB_S)] = v[FIG_REF(RF_FIO_FRESH_WRITE_MB_S)] = NAN;
 	if (!in_path("fio")) {
 		fprintf(stderr, "warning: fio is not installed (apt-get install -y fio): its"
 		                " references are missing\n");
 		return;
 	}
 	snprintf(file, sizeof(file), "--filename=%s/fio.dat", work_dir);
+	snprintf(fresh, sizeof(fresh), "--filename=%s/fio-fresh.dat", work_dir);
 	snprintf(size, sizeof(size), "--size=%" PRIu64, bytes);
 	snprintf(depth, sizeof(depth), "--iodepth=%u", o->qd * STORE_SHARDS);
 	snprintf(runtime, sizeof(runtime), "--runtime=%u", o->seconds);
-	char *randread[] = {"fio",
-	                    "--name=randread",
-	                    file,
-	                    size,
-	                    "--rw=randread",
-	                    "--bs=4k",
-	                    "--direct=1",
-	                    "--ioengine=io_uring",
-	                    depth,
-	                    "--numjobs=1",
-	                    "--time_based",
-	                    runtime,
-	                    "--output-format=json",
-	                    NULL};
-	char *seqwrite[] = {"fio",
-	                    "--name=seqwrite",
-	                    file,
-	                    size,
-	                    "--rw=write",
-	                    "--bs=1m",
-	                    "--direct=1",
-	                    "--ioengine=io_uring",
-	                    "--iodepth=4",
-	                    "--numjobs=1",
-	                    "--time_based",
-	                    runtime,
-	                    "--output-format=json",
-	                    NULL};
-	fprintf(stderr, "  fio: 4k random reads, iodepth %u, %u s (after laying out %.2f GiB)\n",
-	        o->qd * STORE_SHARDS, o->seconds, (double)bytes / (1 << 30));
-	char *out = run_capture(randread);
-	if (out != NULL)
-		*randread_iops = fio_json_number(out, "read", "iops");
-	free(out);
-	fprintf(stderr, "  fio: 1m sequential writes, iodepth 4, %u s\n", o->seconds);
-	out = run_capture(seqwrite);
-	if (out != NULL)
-		*seqwrite_mb_s = fio_json_number(out, "write", "bw_bytes") / 1e6;
-	free(out);
+	snprintf(record, sizeof(record), "--bs=%u", FIO_RECORD_READ);
+	char *randread[] = {"fio",       "--name=randread", file,          size,
+	                    "--rw=randread", "--bs=4k",     "--direct=1",  "--ioengine=io_uring",
+	                    depth,       "--numjobs=1",     "--time_based", runtime,
+	                    "--output-format=json", NULL};
+	char *recread[] = {"fio",        "--name=recordread", file,          size, "--norandommap",
+	                   "--rw=randread", record,          "--blockalign=512", "--direct=1",
+	                   "--ioengine=io_uring", depth,     "--numjobs=1", "--time_based",
+	                   runtime,      "--output-format=json", NULL};
+	char *seqwrite[] = {"fio",       "--name=seqwrite", file,          size,
+	                    "--rw=write", "--bs=1m",        "--direct=1",  "--ioengine=io_uring",
+	                    "--iodepth=4", "--numjobs=1",   "--time_based", runtime,
+	                    "--output-format=json", NULL};
+	char *freshwrite[] = {"fio",      "--name=freshwrite", fresh,        size,
+	                      "--rw=write", "--bs=1m",         "--direct=1", "--ioengine=io_uring",
+	                      "--iodepth=4", "--numjobs=1",    "--output-format=json", NULL};
+	snprintf(what, sizeof(what), "4k random reads, iodepth %u, %u s (after laying out %.2f GiB)",
+	         o->qd * STORE_SHARDS, o->seconds, (double)bytes / (1 << 30));
+	v[FIG_REF(RF_FIO_RANDREAD_IOPS)] = fio_job(what, randread, "read", "iops");
+	snprintf(what, sizeof(what), "%u-byte random reads at 512-byte offsets, iodepth %u, %u s",
+	         FIO_RECORD_READ, o->qd * STORE_SHARDS, o->seconds);
+	v[FIG_REF(RF_FIO_RECORD_READ_IOPS)] = fio_job(what, recread, "read", "iops");
+	snprintf(what, sizeof(what), "1m sequential writes over written blocks, iodepth 4, %u s",
+	         o->seconds);
+	v[FIG_REF(RF_FIO_SEQWRITE_MB_S)] = fio_job(what, seqwrite, "write", "bw_bytes") / 1e6;
 	snprintf(file, sizeof(file), "%s/fio.dat", work_dir);
 	unlink(file);
+	snprintf(what, sizeof(what), "1m sequential writes of %.2f GiB into a fresh file, iodepth 4",
+	         (double)bytes / (1 << 30));
+	v[FIG_REF(RF_FIO_FRESH_WRITE_MB_S)] = fio_job(what, freshwrite, "write", "bw_bytes") / 1e6;
+	snprintf(fresh, sizeof(fresh), "%s/fio-fresh.dat", work_dir);
+	unlink(fresh);
 }
 
 /* ops/s from db_bench's line for `bench` ("readrandom : 12.3 micros/op
@@ -1397,12 +1442,13 @@ int bench_store_main(int argc, char **argv)
 			if (o.parts & (1u << s))
 				run_case(&o, s, r + 1, &rng, f);
 		if (o.parts & PART_FIO) {
-			run_fio(&o, fio_bytes, &v[FIG_REF(RF_FIO_RANDREAD_IOPS)],
-			        &v[FIG_REF(RF_FIO_SEQWRITE_MB_S)]);
+			run_fio(&o, fio_bytes, v);
 			fprintf(stderr,
-			        "run %u/%u: fio: %.0f k randread IOPS, %.1f MB/s seq write\n",
+			        "run %u/%u: fio: %.0f k 4k randread IOPS, %.0f k record-read IOPS,"
+			        " %.1f MB/s seq write, %.1f MB/s into a fresh file\n",
 			        r + 1, o.runs, v[FIG_REF(RF_FIO_RANDREAD_IOPS)] / 1e3,
-			        v[FIG_REF(RF_FIO_SEQWRITE_MB_S)]);
+			        v[FIG_REF(RF_FIO_RECORD_READ_IOPS)] / 1e3, v[FIG_REF(RF_FIO_SEQWRITE_MB_S)],
+			        v[FIG_REF(RF_FIO_FRESH_WRITE_MB_S)]);
 			check_failure();
 		}
 		if (o.parts & PART_DBBENCH) {
