@@ -858,17 +858,14 @@ static bool apply_due(const struct store *st)
 	return st->applying != NULL && px_now_ns() - st->applying->batched_ns >= APPLY_DELAY_NS;
 }
 
-/* An idle loop runs no hook: the timer wakes it when the batch is due, and
- * comes back when the oldest key left is due.  It drains the smallest slice:
- * the hook then drains on, a slice per iteration sized to the load.  (The
- * tick also fires on a busy loop, where a full slice, 4096 rows of memtable
- * inserts, held every connection for 4-8 ms.) */
+/* An idle loop runs no hook: the timer drains the batch then, and comes
+ * back when the oldest key left is due. */
 static void apply_tick(struct px *px, struct px_timer *t)
 {
 	(void)px;
 	struct store *st = container_of(t, struct store, apply_timer);
 	if (apply_due(st))
-		apply_keys(st, APPLY_SLICE_MIN);
+		apply_keys(st, APPLY_SLICE);
 	if (!st->batch_dirty || st->stopped)
 		return;
 	uint64_t now = px_now_ns(), due = now;
