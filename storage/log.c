@@ -142,6 +142,7 @@ struct log {
 	unsigned long n_reads;     /* read groups in flight */
 	int fail_err;              /* a commit failed: later ones fail until rotation */
 	bool stopped;              /* log_stop() called: appends refused */
+	bool recycle_expected;     /* GC will delete a segment: the spare waits (spare_due) */
 	uint64_t last_good_lsn;    /* last LSN of the newest commit that succeeded */
 	struct px_hook hook;
 	struct px_timer sync_timer;
@@ -492,6 +493,21 @@ static void ahead_start(struct log *log, struct segment *seg)
 /* Starts preparing a spare if none is ready or being prepared (and none
  * failed since the last rotation): creates spare.tmp (blocking, but only a
  * file creation), then preallocates and zeroes it through the ring. */
+/* True once the segment being written is far enough along that its spare
+ * should be prepared: half full, or 7/8 while GC is about to delete a
+ * segment that can become the spare instead (log.h, log_expect_recycled). */
+static bool spare_due(const struct log *log)
+{
+	uint64_t at = log->recycle_expected ? log->cfg.segment_size / 8 * 7
+					    : log->cfg.segment_size / 2;
+	return log->write_offset >= at;
+}
+
+void log_expect_recycled(struct log *log, bool expected)
+{
+	log->recycle_expected = expected;
+}
+
 static void spare_start(struct log *log)
 {
 	struct log_spare *sp = &log->spare;
@@ -752,8 +768,8 @@ static void commit_seal(struct log *log)
 	px_hold(log->px);
 	recount_bytes(log);
 	commit_submit(log, c);
-	if (log->write_offset >= log->cfg.segment_size / 2)
-		spare_start(log); /* later, a segment deleted by GC may become the spare */
+	if (spare_due(log))
+		spare_start(log);
 }
 
 /* Fails every record of the open commit (after a write error). */

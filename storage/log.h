@@ -34,7 +34,8 @@
  * completion (on ext4 a journal handle, and with RWF_DSYNC a journal commit
  * per write — about 1.7x the cost of a write to written blocks).  So each log
  * keeps one spare file whose blocks are all written.  Once the segment being
- * written is half full and no spare is ready, `log/spare.tmp` is created,
+ * written is half full (7/8 while GC is about to delete a segment:
+ * log_expect_recycled) and no spare is ready, `log/spare.tmp` is created,
  * preallocated (a full disk shows early), overwritten with zeros through the
  * ring (1 MiB O_DIRECT writes, at most two in flight, so commits are not
  * starved), fdatasynced and renamed `log/spare.ready`.  Waiting for half a
@@ -201,6 +202,13 @@ size_t log_segments(const struct log *log, uint64_t *ids, size_t cap);
  * Recycling).  Returns 0, -EBUSY for the segment being written, -ENOENT for
  * an unknown id. */
 int log_delete_segment(struct log *log, uint64_t id);
+
+/* GC says whether it is walking or holds a segment it will delete.  While it
+ * does, no spare is zeroed before the segment being written is 7/8 full
+ * (instead of half): the deleted segment becomes the spare at no cost (see
+ * Recycling), where zeroing one writes a whole segment, and under `fsync`
+ * every commit's flush then carries the zeros with it. */
+void log_expect_recycled(struct log *log, bool expected);
 
 /* A segment as garbage collection sees it. */
 struct log_segment_info {

@@ -1375,6 +1375,7 @@ static bool store_hook(struct px *px, struct px_hook *hook)
 	struct store *st = container_of(hook, struct store, hook);
 	(void)px;
 	bool work = gc_step(st);
+	log_expect_recycled(st->log, st->gc.active || st->gc.n_waiting > 0);
 	size_t segments = log_get_stats(st->log)->segments;
 	if (segments != st->gc.segments_seen && !st->gc.active) {
 		/* A segment was sealed: a fast writer need not wait for the tick. */

@@ -195,7 +195,7 @@ static int append_one(void)
 struct fill_args {
 	size_t count;          /* append this many records, or */
 	bool until_rotation;   /* until a record lands in a new segment, or */
-	bool until_half;       /* until a commit past half the segment was sealed */
+	uint64_t until_offset; /* until a commit past this offset was sealed (0: no) */
 	bool stop_after;       /* then log_stop in the same step */
 	bool zeroing_at_stop;  /* spare.tmp existed when log_stop was called */
 	uint64_t delete_after; /* then delete this segment (0: none) in the same step */
@@ -210,10 +210,10 @@ static void fill_step(void *arg)
 	a->ret = 0;
 	a->appended = 0;
 	for (;;) {
-		if (!a->until_rotation && !a->until_half && a->appended == a->count)
+		if (!a->until_rotation && a->until_offset == 0 && a->appended == a->count)
 			break;
-		if (a->until_half && n_written > 0 &&
-		    written[n_written - 1].pos.offset >= segment_size / 2 + COMMIT_MAX)
+		if (a->until_offset != 0 && n_written > 0 &&
+		    written[n_written - 1].pos.offset >= a->until_offset)
 			break;
 		a->ret = append_one();
 		if (a->ret < 0)
@@ -252,7 +252,7 @@ static void append_records(size_t count)
  * log has then started preparing a spare (if none was ready). */
 static void fill_to_half(void)
 {
-	struct fill_args a = {.until_half = true};
+	struct fill_args a = {.until_offset = segment_size / 2 + COMMIT_MAX};
 	fill(&a);
 }
 
@@ -436,6 +436,75 @@ static void test_rotation_takes_spare(void)
 	close_log();
 	if (open_log(dir)) {
 		check_replay(0, "after a rotation into the kept spare");
+		close_log();
+	}
+}
+
+static void expect_recycled_step(void *arg)
+{
+	log_expect_recycled(lg, *(bool *)arg);
+}
+
+static void expect_recycled(bool expected)
+{
+	test_on_px(pool, expect_recycled_step, &expected);
+}
+
+/* While GC is about to delete a segment, the spare waits for 7/8 of the
+ * segment instead of half (log_expect_recycled); the deleted segment then
+ * becomes the spare and nothing is zeroed. */
+static void test_spare_waits_for_recycling(void)
+{
+	reset(dir);
+	forget_written();
+	if (!open_log(dir))
+		return;
+	fill_to_half();
+	CHECK(wait_for_file(dir, "spare.ready"), "the first spare never got ready");
+	uint64_t first = written[n_written - 1].pos.segment;
+	rotate(0, NULL);
+	struct log_stats before = stats();
+
+	/* Segment 2: GC walks segment 1 from half way on. */
+	struct fill_args a = {.until_offset = segment_size / 4};
+	fill(&a);
+	expect_recycled(true);
+	fill_to_half();
+	CHECK(!exists(dir, "spare.tmp") && !exists(dir, "spare.ready"),
+	      "a spare is made at half a segment while GC is about to delete one");
+	a = (struct fill_args){.until_offset = segment_size / 4 * 3};
+	fill(&a);
+	CHECK(!exists(dir, "spare.tmp") && !exists(dir, "spare.ready"),
+	      "a spare is made at 3/4 of a segment while GC is about to delete one");
+	a = (struct fill_args){.count = 1, .delete_after = first};
+	fill(&a);
+	int ret = a.delete_ret;
+	CHECK(ret == 0, "deleting segment %lu: %s", (unsigned long)first, strerror(-ret));
+	expect_recycled(false);
+	CHECK(exists(dir, "spare.ready"), "the deleted segment did not become the spare");
+	struct log_stats s = stats();
+	CHECK(s.segments_recycled == before.segments_recycled + 1 &&
+	          s.spare_bytes_zeroed == before.spare_bytes_zeroed,
+	      "%lu segments recycled, %lu bytes zeroed (expected %lu, %lu)",
+	      (unsigned long)s.segments_recycled, (unsigned long)s.spare_bytes_zeroed,
+	      (unsigned long)before.segments_recycled + 1,
+	      (unsigned long)before.spare_bytes_zeroed);
+	rotate(0, NULL);
+
+	/* Segment 3: GC has nothing to delete after all; past 7/8 the spare is
+	 * zeroed anyway. */
+	expect_recycled(true);
+	a = (struct fill_args){.until_offset = segment_size / 8 * 7 + COMMIT_MAX};
+	fill(&a);
+	CHECK(wait_for_file(dir, "spare.ready"),
+	      "no spare made past 7/8 of a segment while GC was expected to delete one");
+	expect_recycled(false);
+	s = stats();
+	printf("recycling expected: %lu segments recycled, %lu bytes zeroed\n",
+	       (unsigned long)s.segments_recycled, (unsigned long)s.spare_bytes_zeroed);
+	close_log();
+	if (open_log(dir)) {
+		check_replay(first, "after waiting for a recycled spare");
 		close_log();
 	}
 }
@@ -707,7 +776,8 @@ static void test_close_while_zeroing(void)
 	if (open_log(dir)) {
 		/* Stopped in the step that started the zeroing: its first writes
 		 * are in flight. */
-		struct fill_args a = {.until_half = true, .stop_after = true};
+		struct fill_args a = {.until_offset = segment_size / 2 + COMMIT_MAX,
+		                      .stop_after = true};
 		fill(&a);
 		CHECK(a.zeroing_at_stop, "no spare being zeroed past half a segment");
 		close_log();
@@ -737,6 +807,7 @@ int main(void)
 	test_rotation_takes_spare();
 	test_write_durability_spare_not_zeroed();
 	test_recycled_segment();
+	test_spare_waits_for_recycling();
 	test_stale_tail_of_sealed_segment();
 	test_spare_impossible();
 	test_tail_zeroed_ahead(LOG_DURABILITY_FSYNC);
