@@ -490,9 +490,6 @@ static void ahead_start(struct log *log, struct segment *seg)
 	ahead_pump(log);
 }
 
-/* Starts preparing a spare if none is ready or being prepared (and none
- * failed since the last rotation): creates spare.tmp (blocking, but only a
- * file creation), then preallocates and zeroes it through the ring. */
 /* True once the segment being written is far enough along that its spare
  * should be prepared: half full, or 7/8 while GC is about to delete a
  * segment that can become the spare instead (log.h, log_expect_recycled). */
@@ -508,6 +505,9 @@ void log_expect_recycled(struct log *log, bool expected)
 	log->recycle_expected = expected;
 }
 
+/* Starts preparing a spare if none is ready or being prepared (and none
+ * failed since the last rotation): creates spare.tmp (blocking, but only a
+ * file creation), then preallocates and zeroes it through the ring. */
 static void spare_start(struct log *log)
 {
 	struct log_spare *sp = &log->spare;

@@ -465,7 +465,7 @@ static void test_spare_waits_for_recycling(void)
 	rotate(0, NULL);
 	struct log_stats before = stats();
 
-	/* Segment 2: GC walks segment 1 from half way on. */
+	/* Segment 2: from a quarter on, GC is about to delete segment 1. */
 	struct fill_args a = {.until_offset = segment_size / 4};
 	fill(&a);
 	expect_recycled(true);
@@ -509,8 +509,6 @@ static void test_spare_waits_for_recycling(void)
 	}
 }
 
-/* A segment deleted while no spare is ready becomes the spare; reused, its
- * stale records never come back. */
 /* Under `write` durability the spare is preallocated but not zeroed (log.h);
  * rotations still take it and everything recovers. */
 static void test_write_durability_spare_not_zeroed(void)
@@ -541,6 +539,8 @@ static void test_write_durability_spare_not_zeroed(void)
 	durability = LOG_DURABILITY_FSYNC;
 }
 
+/* A segment deleted while no spare is ready becomes the spare; reused, its
+ * stale records never come back. */
 static void test_recycled_segment(void)
 {
 	reset(dir);
