@@ -97,6 +97,9 @@ struct log_ahead {
 struct log_spare {
 	int ready_fd;         /* spare.ready (O_RDWR | O_DIRECT): the next rotation takes
 	                         it; or -1 */
+	bool ready_written;   /* its blocks are written (zeroed, or a recycled segment), so
+	                         the segment made from it needs no zeroing ahead; under
+	                         `write` a prepared spare is only preallocated */
 	int fd;               /* spare.tmp being zeroed, or -1 */
 	uint64_t next;        /* zeroing: offset of the next chunk to hand to a slot */
 	unsigned inflight;    /* its fallocate, zeroing writes and fdatasync on the ring; each
@@ -376,6 +379,7 @@ static void spare_sync_complete(struct px *px, struct px_op *op, int res, unsign
 		/* No fsync of the directory: if the rename is lost, the next
 		 * open deletes spare.tmp and prepares another. */
 		sp->ready_fd = sp->fd;
+		sp->ready_written = log->cfg.durability == LOG_DURABILITY_FSYNC; /* (zeroed) */
 		sp->fd = -1;
 		return;
 	}
@@ -534,9 +538,10 @@ static void spare_start(struct log *log)
 	spare_pump(log);
 }
 
-/* Renames the ready spare to segment `id`'s file and hands over its fd.
- * Returns the fd, or -errno (-ENOENT: no spare is ready). */
-static int spare_take(struct log *log, uint64_t id)
+/* Renames the ready spare to segment `id`'s file and hands over its fd; sets
+ * *written if its blocks are all written.  Returns the fd, or -errno
+ * (-ENOENT: no spare is ready). */
+static int spare_take(struct log *log, uint64_t id, bool *written)
 {
 	struct log_spare *sp = &log->spare;
 	if (sp->ready_fd < 0)
@@ -550,6 +555,7 @@ static int spare_take(struct log *log, uint64_t id)
 		return err;
 	}
 	int fd = sp->ready_fd;
+	*written = sp->ready_written;
 	sp->ready_fd = -1;
 	sp->warned = false;
 	log->stats.segments_from_spare++;
@@ -574,6 +580,7 @@ static bool spare_recycle(struct log *log, struct segment *seg)
 	if (renameat(log->dir_fd, name, log->dir_fd, LOG_SPARE_READY) != 0)
 		return false;
 	sp->ready_fd = seg->fd;
+	sp->ready_written = true; /* up to where its last writer stopped: see log.h */
 	log->stats.segments_recycled++;
 	if (sp->fd >= 0) {
 		sp->cancelled = true;
@@ -598,8 +605,12 @@ static void spare_load(struct log *log)
 	struct stat st;
 	if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != log->cfg.segment_size)
 		spare_delete(log, &fd, LOG_SPARE_READY); /* made for another segment_size */
-	else
+	else {
 		sp->ready_fd = fd;
+		/* Zeroed or recycled under `fsync`; under `write` it may be one
+		 * only preallocated, so its segment is zeroed ahead to be sure. */
+		sp->ready_written = log->cfg.durability == LOG_DURABILITY_FSYNC;
+	}
 }
 
 /* ---- segments ---------------------------------------------------------- */
@@ -624,9 +635,9 @@ static int segment_create(struct log *log)
 	struct segment *seg = malloc(sizeof(*seg));
 	if (seg == NULL)
 		return -ENOMEM;
-	int ret, fd = spare_take(log, id);
-	/* (under `write` the spare is preallocated, not zeroed: see log.h) */
-	bool preallocated = fd < 0 || log->cfg.durability != LOG_DURABILITY_FSYNC;
+	bool written = false;
+	int ret, fd = spare_take(log, id, &written);
+	bool preallocated = fd < 0 || !written;
 	log->ahead.queued = NULL;
 	if (fd < 0) {
 		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0644);

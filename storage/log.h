@@ -52,26 +52,26 @@
  * up to one more segment file per shard.
  *
  * Zeroing ahead.  The first segment of a new log, a segment created while no
- * spare was ready (under `write`: every segment, as its spare is only
- * preallocated), and the last segment of a reopened log (cut and
- * preallocated again by recovery) have unwritten extents where the next
- * commits go.  Their tail is overwritten with zeros through the ring right
- * away (1 MiB writes, at most two in flight), from LOG_AHEAD_GAP (1 MiB) past
- * the last commit to the end, skipping ahead when the commits catch up: a
- * fresh data directory pays the extent conversions only for its first
- * megabyte, not for its whole first segment.  Under `fsync` that saves a
- * journal commit per commit (redis-benchmark SET -P 1 -c 50 on a fresh
- * server: 68–71 k -> 77–96 k req/s); under `write` the completion of a write
- * into unwritten extents waits for the conversion in a kernel worker (SET -P 1
- * p50 0.43–0.56 -> 0.33–0.40 ms).  Under `write` the zeroing pauses while
- * LOG_AHEAD_BUSY (128 KiB) of commits or any read are in flight: a writer
- * bound by the device's bandwidth would pay for the zeros with its own bytes,
- * and reads would wait behind them; under `none`
- * nothing waits for a commit, so nothing is zeroed.  A commit whose blocks
- * a zeroing write is still writing waits for it: two writes in flight to one
- * block have no order.  The zeros lie past the end of the log, where
- * recovery already expects zeroed or unwritten blocks; a failed zeroing write
- * is logged once and only costs speed.  Counted as tail_bytes_zeroed.
+ * spare was ready (under `write`: every segment but one made from a recycled
+ * file, as its spare is only preallocated), and the last segment of a
+ * reopened log (cut and preallocated again by recovery) have unwritten
+ * extents where the next commits go.  Their tail is overwritten with zeros
+ * through the ring right away (1 MiB writes, at most two in flight), from
+ * LOG_AHEAD_GAP (1 MiB) past the last commit to the end, skipping ahead when
+ * the commits catch up: a fresh data directory pays the extent conversions
+ * only for its first megabyte, not for its whole first segment.  Under
+ * `fsync` that saves a journal commit per commit (redis-benchmark SET -P 1 -c
+ * 50 on a fresh server: 68–71 k -> 77–96 k req/s); under `write` the
+ * completion of a write into unwritten extents waits for the conversion in a
+ * kernel worker (SET -P 1 p50 0.43–0.56 -> 0.33–0.40 ms).  Under `write` the
+ * zeroing pauses while LOG_AHEAD_BUSY (128 KiB) of commits or any read are in
+ * flight: a writer bound by the device's bandwidth would pay for the zeros
+ * with its own bytes, and reads would wait behind them; under `none` nothing
+ * waits for a commit, so nothing is zeroed.  A commit whose blocks a zeroing
+ * write is still writing waits for it: two writes in flight to one block have
+ * no order.  The zeros lie past the end of the log, where recovery already
+ * expects zeroed or unwritten blocks; a failed zeroing write is logged once
+ * and only costs speed.  Counted as tail_bytes_zeroed.
  *
  * Only under `fsync` durability is the spare zeroed.  Under `write` and
  * `none` a commit is a plain O_DIRECT write whose extent conversion is
@@ -89,9 +89,12 @@
  * and recovery accepts only the LSN that follows the previous record, while
  * every stale one is older than the segment's first LSN.  Blocks past where
  * its last writer stopped may still be unwritten extents: that costs speed,
- * not correctness.  A reopened log cuts and preallocates its last segment
- * again (see Recovery), so that segment loses its written tail once per
- * restart.
+ * not correctness.  A segment made from a recycled file is not zeroed
+ * ahead, under `write` either: that wrote a whole segment of zeros per
+ * rotation once GC recycled (a 256 MiB burst that slowed redis-benchmark
+ * SET -P 1 to 60-75 k from 95-100 k req/s while it ran).  A reopened log
+ * cuts and preallocates its last segment again (see Recovery), so that
+ * segment loses its written tail once per restart.
  *
  * Ownership: a log belongs to one proactor; every call is made on it.
  */

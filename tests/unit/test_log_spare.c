@@ -549,6 +549,61 @@ static void test_write_durability_spare_not_zeroed(void)
 	durability = LOG_DURABILITY_FSYNC;
 }
 
+/* Under `write` durability a segment made from a preallocated spare has its
+ * tail zeroed ahead of the commits, and one made from a recycled segment
+ * (written blocks) does not: that would write a whole segment of zeros for
+ * nothing. */
+static void test_write_durability_recycled_not_zeroed(void)
+{
+	durability = LOG_DURABILITY_WRITE;
+	segment_size = 16u << 20; /* room for zeroing past the gap */
+	value_min = 20000;
+	value_span = 20001;
+	reset(dir);
+	forget_written();
+	if (!open_log(dir))
+		goto out;
+	fill_to_half();
+	CHECK(wait_for_file(dir, "spare.ready"), "the spare never got ready");
+	uint64_t first = wait_tail_zeroed();
+	CHECK(first > 0, "the first segment's tail was not zeroed ahead");
+
+	/* Segment 2, from the preallocated spare: GC deletes segment 1 before a
+	 * spare is made, so segment 1 becomes the spare. */
+	rotate(0, NULL);
+	struct fill_args a = {.until_offset = segment_size / 4};
+	fill(&a);
+	uint64_t second = wait_tail_zeroed();
+	CHECK(second > first, "a segment made from a preallocated spare was not zeroed ahead");
+	expect_recycled(true);
+	a = (struct fill_args){.count = 1, .delete_after = 1};
+	fill(&a);
+	CHECK(a.delete_ret == 0, "deleting segment 1: %s", strerror(-a.delete_ret));
+	expect_recycled(false);
+	CHECK(stats().segments_recycled == 1, "segment 1 did not become the spare");
+
+	uint64_t seg = rotate(0, NULL);
+	append_records(5);
+	uint64_t third = wait_tail_zeroed();
+	printf("write durability: %lu, %lu, %lu bytes zeroed ahead after segments 1, 2, %lu"
+	       " (recycled)\n",
+	       (unsigned long)first, (unsigned long)second, (unsigned long)third,
+	       (unsigned long)seg);
+	CHECK(seg == 3 && third == second,
+	      "segment %lu, made from the recycled segment, was zeroed ahead (%lu bytes)",
+	      (unsigned long)seg, (unsigned long)(third - second));
+	close_log();
+	if (open_log(dir)) {
+		check_replay(1, "after a rotation into a recycled segment under write");
+		close_log();
+	}
+out:
+	segment_size = SEGMENT_SIZE;
+	value_min = 1000;
+	value_span = 2001;
+	durability = LOG_DURABILITY_FSYNC;
+}
+
 /* A segment deleted while no spare is ready becomes the spare; reused, its
  * stale records never come back. */
 static void test_recycled_segment(void)
@@ -811,6 +866,7 @@ int main(void)
 
 	test_rotation_takes_spare();
 	test_write_durability_spare_not_zeroed();
+	test_write_durability_recycled_not_zeroed();
 	test_recycled_segment();
 	test_spare_waits_for_recycling();
 	test_stale_tail_of_sealed_segment();
