@@ -7,12 +7,20 @@ everysec / always) and each test (SET and GET, without and with -P 16), both
 servers are started fresh on a data directory on the same file system, pinned
 to one CPU (default cpu 1) with the client on another (default cpu 0); ringkv
 runs 1 proactor.  Then ringkv runs again with 2 proactors (unpinned: on this
-2-CPU machine they share the CPUs with the client).  Each measurement is the
-median of --runs runs.  Reported per run: requests/s, p50 and p99 latency (from
+2-CPU machine they share the CPUs with the client).
+
+The two servers of a pairing run side by side and their runs are interleaved
+in pairs, alternating which goes first (ringkv then redis, redis then ringkv,
+...), each run starting once both servers have gone quiet (no CPU time used
+for 0.3 s, at most 10 s): on a shared machine whose speed drifts by tens of
+per cent over minutes, a ratio between runs seconds apart is steadier than one
+between runs minutes apart.  The ratio reported is the median of the --runs
+pair ratios (their range is printed too); the other figures are medians of
+each server's runs.  Reported per run: requests/s, p50 and p99 latency (from
 redis-benchmark --csv) and the server's CPU time per request (utime + stime
 from /proc/PID/stat over the run, divided by the requests).
 
-    tools/bench/resp.py [--runs 3] [--requests 200000] [--pipeline-requests 2000000]
+    tools/bench/resp.py [--runs 5] [--requests 200000] [--pipeline-requests 2000000]
                         [--keyspace 100000] [--data-size 100] [--json] [--quick]
                         [--server build-x/ringkv-server]
 
@@ -59,16 +67,20 @@ def wait_port(port, proc, what, seconds=30):
     sys.exit(f"resp.py: {what} does not accept connections on port {port} after {seconds} s")
 
 
-def cpu_seconds(pid):
+def cpu_ticks(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return int(fields[11]) + int(fields[12])  # utime + stime, every thread's
+
+
+def cpu_seconds(pid):
+    return cpu_ticks(pid) / CLK_TCK
 
 
 class Server:
     """A server process on a fresh data directory."""
 
-    def __init__(self, kind, mode, work, cpu, threads):
+    def __init__(self, kind, mode, cpu, threads, work):
         self.kind, self.mode = kind, mode
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix=f"{kind}-", dir=work)
@@ -124,24 +136,56 @@ def median_of(results):
     return {k: statistics.median(r[k] for r in results) for k in results[0]}
 
 
-def measure(kind, mode, threads, cpu, tests, args, work):
-    """Medians of args.runs runs of each (test, pipeline), one server for all."""
-    server = Server(kind, mode, work, cpu, threads)
+def settle(servers, quiet=0.3, limit=10.0):
+    """Waits until no server used CPU time for `quiet` seconds (at most `limit`):
+    a server's background work (RocksDB flushes, log zeroing, GC) must not run
+    on the shared CPU during the other's measurement."""
+    deadline = time.time() + limit
+    last = [cpu_ticks(s.proc.pid) for s in servers]
+    while time.time() < deadline:
+        time.sleep(quiet)
+        now = [cpu_ticks(s.proc.pid) for s in servers]
+        if now == last:
+            return
+        last = now
+
+
+def measure_pair(spec_a, spec_b, tests, args, work):
+    """Both servers side by side; for each (test, pipeline), args.runs pairs of
+    runs in alternating order.  Returns {name: (a_runs, b_runs, ratios)}."""
+    a = Server(*spec_a, work)
+    try:
+        b = Server(*spec_b, work)
+    except BaseException:
+        a.stop()
+        raise
     try:
         # GETs read what the SETs wrote: fill the keyspace first.
-        run_benchmark(server, "set", 16, args)
+        for server in (a, b):
+            run_benchmark(server, "set", 16, args)
         out = {}
         for test, pipeline in tests:
-            runs = [run_benchmark(server, test, pipeline, args) for _ in range(args.runs)]
-            out[f"{test.upper()} P{pipeline}"] = median_of(runs)
+            a_runs, b_runs, ratios = [], [], []
+            for i in range(args.runs):
+                for server in ((a, b) if i % 2 == 0 else (b, a)):
+                    settle((a, b))
+                    (a_runs if server is a else b_runs).append(
+                        run_benchmark(server, test, pipeline, args))
+                ratios.append(a_runs[-1]["rps"] / b_runs[-1]["rps"])
+                print(f"resp.py: {test.upper()} P{pipeline}, {a.kind} {a.mode} / {b.kind}"
+                      f" {b.mode}: pair {i + 1}/{args.runs}: {a_runs[-1]['rps']:.0f} /"
+                      f" {b_runs[-1]['rps']:.0f} req/s = {ratios[-1]:.2f}", file=sys.stderr,
+                      flush=True)
+            out[f"{test.upper()} P{pipeline}"] = (a_runs, b_runs, ratios)
         return out
     finally:
-        server.stop()
+        a.stop()
+        b.stop()
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--requests", type=int, default=200000)
     ap.add_argument("--pipeline-requests", type=int, default=2000000)
     ap.add_argument("--keyspace", type=int, default=100000)
@@ -172,32 +216,33 @@ def main():
     os.makedirs(work, exist_ok=True)
 
     tests = [("set", 1), ("set", 16), ("get", 1), ("get", 16)]
-    results = []
+    cpu = args.server_cpu
+    pairings = []
     for ringkv_mode, redis_mode in PAIRS:
         # SET depends on durability; GET only once, with the first pair.
         t = tests if ringkv_mode == "none" else [x for x in tests if x[0] == "set"]
-        r = measure("ringkv", ringkv_mode, 1, args.server_cpu, t, args, work)
-        d = measure("redis", redis_mode, 1, args.server_cpu, t, args, work)
-        for name in r:
-            results.append({"test": name, "ringkv": f"1 proactor, durability {ringkv_mode}",
-                            "redis": f"AOF {redis_mode}", "ringkv_r": r[name],
-                            "redis_r": d[name]})
-    r2 = measure("ringkv", "none", 2, None, tests, args, work)
-    d2 = measure("redis", "off", 1, args.server_cpu, tests, args, work)
-    for name in r2:
-        results.append({"test": name, "ringkv": "2 proactors, durability none",
-                        "redis": "AOF off", "ringkv_r": r2[name], "redis_r": d2[name]})
+        pairings.append((("ringkv", ringkv_mode, cpu, 1), ("redis", redis_mode, cpu, 1), t,
+                         f"1 proactor, durability {ringkv_mode}", f"AOF {redis_mode}"))
+    pairings.append((("ringkv", "none", None, 2), ("redis", "off", cpu, 1), tests,
+                     "2 proactors, durability none", "AOF off"))
+    results = []
+    for spec_r, spec_d, t, label_r, label_d in pairings:
+        for name, (r, d, ratios) in measure_pair(spec_r, spec_d, t, args, work).items():
+            results.append({"test": name, "ringkv": label_r, "redis": label_d,
+                            "ringkv_r": median_of(r), "redis_r": median_of(d),
+                            "ratio": statistics.median(ratios), "ratios": ratios})
 
     if args.json:
         print(json.dumps(results, indent=1))
         return
-    print("| test | ringkv | redis | ringkv req/s | redis req/s | ratio | p50 ms ringkv/redis"
-          " | p99 ms ringkv/redis | CPU µs/req ringkv/redis |")
+    print("| test | ringkv | redis | ringkv req/s | redis req/s | ratio (pair ratios) |"
+          " p50 ms ringkv/redis | p99 ms ringkv/redis | CPU µs/req ringkv/redis |")
     print("|---|---|---|---|---|---|---|---|---|")
     for x in results:
         a, b = x["ringkv_r"], x["redis_r"]
+        lo, hi = min(x["ratios"]), max(x["ratios"])
         print(f"| {x['test']} | {x['ringkv']} | {x['redis']} | {a['rps']:.0f} | {b['rps']:.0f}"
-              f" | **{a['rps'] / b['rps']:.2f}×** | {a['p50_ms']:.3f} / {b['p50_ms']:.3f}"
+              f" | **{x['ratio']:.2f}×** ({lo:.2f}–{hi:.2f}) | {a['p50_ms']:.3f} / {b['p50_ms']:.3f}"
               f" | {a['p99_ms']:.3f} / {b['p99_ms']:.3f}"
               f" | {a['cpu_us_per_req']:.2f} / {b['cpu_us_per_req']:.2f} |")
 
