@@ -37,6 +37,11 @@
 #define LOG_SPARE_WRITES   2                 /* zeroing writes in flight at most */
 #define LOG_AHEAD_GAP      (1u << 20)        /* zeroing ahead starts this far past the
 						 last commit */
+#define LOG_AHEAD_PACE_NS  2000000ULL        /* zeroing ahead far from the commits: one
+						 chunk at a time, at most one per 2 ms
+						 (512 MiB/s) */
+#define LOG_AHEAD_NEAR     (4u << 20)        /* ... at full speed while the commits are
+						 closer than this to the zeroed bytes */
 #define LOG_AHEAD_BUSY     (128u << 10)      /* durability write: commits in flight that
 						 pause zeroing ahead (a bandwidth-bound writer
 						 would pay for the zeros twice; reads in flight
@@ -89,6 +94,8 @@ struct log_ahead {
 	struct segment *queued; /* to zero once the writes for the last one are back */
 	uint64_t next;        /* offset of the next chunk to hand to a slot */
 	unsigned inflight;    /* zeroing writes on the ring; each holds the px */
+	uint64_t paced_at_ns; /* paced: no new write before this */
+	struct px_timer timer; /* resumes a paced pump on an idle loop */
 	struct spare_write writes[LOG_SPARE_WRITES];
 };
 
@@ -234,13 +241,14 @@ static void spare_delete(struct log *log, int *fd, const char *name)
 }
 
 /* Submits zeroing writes of fd for [*next, end) through the slots `writes`
- * (LOG_SPARE_WRITES of them): a free slot takes the next chunk, a slot with
- * bytes left (a short write) is resubmitted.  Each write counts in *inflight
- * and holds the px.  Sets *writing if any slot has a write in flight or to
- * submit.  Returns true if it submitted anything; without an SQE it stops,
- * and the end-of-iteration hook calls again. */
+ * (LOG_SPARE_WRITES of them), while fewer than `max` are in flight: a free
+ * slot takes the next chunk, a slot with bytes left (a short write) is
+ * resubmitted.  Each write counts in *inflight and holds the px.  Sets
+ * *writing if any slot has a write in flight or to submit.  Returns true if
+ * it submitted anything; without an SQE it stops, and the end-of-iteration
+ * hook calls again. */
 static bool zero_pump(struct log *log, int fd, struct spare_write *writes, uint64_t *next,
-		      uint64_t end, unsigned *inflight, bool *writing)
+		      uint64_t end, unsigned max, unsigned *inflight, bool *writing)
 {
 	bool submitted = false;
 	*writing = false;
@@ -250,7 +258,7 @@ static bool zero_pump(struct log *log, int fd, struct spare_write *writes, uint6
 			*writing = true;
 			continue;
 		}
-		if (w->len == 0 && *next < end) {
+		if (w->len == 0 && *next < end && *inflight < max) {
 			uint64_t left = end - *next;
 			w->offset = *next;
 			w->len = left < LOG_SPARE_CHUNK ? (uint32_t)left : LOG_SPARE_CHUNK;
@@ -259,6 +267,8 @@ static bool zero_pump(struct log *log, int fd, struct spare_write *writes, uint6
 		if (w->len == 0)
 			continue;
 		*writing = true;
+		if (*inflight >= max)
+			continue;
 		struct io_uring_sqe *sqe = px_get_sqe(log->px, &w->op);
 		if (sqe == NULL)
 			return submitted;
@@ -307,7 +317,7 @@ static bool spare_pump(struct log *log)
 		return false;
 	bool writing;
 	bool submitted = zero_pump(log, sp->fd, sp->writes, &sp->next, log->cfg.segment_size,
-				   &sp->inflight, &writing);
+				   LOG_SPARE_WRITES, &sp->inflight, &writing);
 	if (!writing && !sp->sync_submitted) {
 		struct io_uring_sqe *sqe = px_get_sqe(log->px, &sp->sync_op);
 		if (sqe == NULL)
@@ -405,10 +415,13 @@ static bool ahead_overlaps(const struct log *log, const struct segment *seg, uin
 	return false;
 }
 
-/* Submits zeroing writes (at most LOG_SPARE_WRITES on the ring) for the
- * written segment's tail, never below where the next commit goes plus
- * LOG_AHEAD_GAP.  Stops for good at the segment's end, after a rotation, an
- * error or log_stop.  Returns true if it submitted anything. */
+static void ahead_tick(struct px *px, struct px_timer *t);
+
+/* Submits zeroing writes for the written segment's tail, never below where
+ * the next commit goes plus LOG_AHEAD_GAP: LOG_SPARE_WRITES on the ring
+ * while the commits are within LOG_AHEAD_NEAR of the zeroed bytes, else one
+ * at a time, paced (see log.h).  Stops for good at the segment's end, after
+ * a rotation, an error or log_stop.  Returns true if it submitted anything. */
 static bool ahead_pump(struct log *log)
 {
 	struct log_ahead *ah = &log->ahead;
@@ -437,12 +450,30 @@ static bool ahead_pump(struct log *log)
 			 ~(uint64_t)(LOG_SPARE_CHUNK - 1);
 	if (ah->next < floor)
 		ah->next = floor; /* the commits caught up: skip what they will write anyway */
+	unsigned max = LOG_SPARE_WRITES;
+	if (ah->next >= floor + LOG_AHEAD_NEAR) {
+		uint64_t now = px_now_ns();
+		if (ah->inflight > 0 || now < ah->paced_at_ns) {
+			if (ah->inflight == 0 && !px_timer_armed(&ah->timer))
+				px_timer_start(log->px, &ah->timer, ah->paced_at_ns - now, 0,
+					       ahead_tick);
+			return false;
+		}
+		ah->paced_at_ns = now + LOG_AHEAD_PACE_NS;
+		max = 1;
+	}
 	bool writing;
-	bool submitted = zero_pump(log, ah->seg->fd, ah->writes, &ah->next, ah->seg->size,
+	bool submitted = zero_pump(log, ah->seg->fd, ah->writes, &ah->next, ah->seg->size, max,
 				   &ah->inflight, &writing);
 	if (!writing)
 		ah->seg = NULL; /* the whole tail is written */
 	return submitted;
+}
+
+static void ahead_tick(struct px *px, struct px_timer *t)
+{
+	(void)px;
+	ahead_pump(container_of(t, struct log, ahead.timer));
 }
 
 static void ahead_write_complete(struct px *px, struct px_op *op, int res, unsigned flags)
@@ -1702,6 +1733,8 @@ void log_stop(struct log *log)
 	if (px_timer_armed(&log->sync_timer))
 		px_timer_stop(log->px, &log->sync_timer);
 	spare_pump(log); /* a spare being zeroed is dropped once its writes are back */
+	if (px_timer_armed(&log->ahead.timer))
+		px_timer_stop(log->px, &log->ahead.timer);
 	ahead_pump(log);  /* ... and zeroing ahead stops */
 }
 
@@ -1709,7 +1742,7 @@ bool log_busy(const struct log *log)
 {
 	return log->inflight != NULL || log->n_reads > 0 || log->syncs_inflight > 0 ||
 	       log->spare.inflight > 0 || log->ahead.inflight > 0 ||
-	       px_timer_armed(&log->sync_timer) ||
+	       px_timer_armed(&log->sync_timer) || px_timer_armed(&log->ahead.timer) ||
 	       (log->open != NULL && log->open->n_records > 0);
 }
 

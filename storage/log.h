@@ -56,22 +56,27 @@
  * file, as its spare is only preallocated), and the last segment of a
  * reopened log (cut and preallocated again by recovery) have unwritten
  * extents where the next commits go.  Their tail is overwritten with zeros
- * through the ring right away (1 MiB writes, at most two in flight), from
- * LOG_AHEAD_GAP (1 MiB) past the last commit to the end, skipping ahead when
- * the commits catch up: a fresh data directory pays the extent conversions
- * only for its first megabyte, not for its whole first segment.  Under
- * `fsync` that saves a journal commit per commit (redis-benchmark SET -P 1 -c
- * 50 on a fresh server: 68–71 k -> 77–96 k req/s); under `write` the
- * completion of a write into unwritten extents waits for the conversion in a
- * kernel worker (SET -P 1 p50 0.43–0.56 -> 0.33–0.40 ms).  Under `write` the
- * zeroing pauses while LOG_AHEAD_BUSY (128 KiB) of commits or any read are in
- * flight: a writer bound by the device's bandwidth would pay for the zeros
- * with its own bytes, and reads would wait behind them; under `none` nothing
- * waits for a commit, so nothing is zeroed.  A commit whose blocks a zeroing
- * write is still writing waits for it: two writes in flight to one block have
- * no order.  The zeros lie past the end of the log, where recovery already
- * expects zeroed or unwritten blocks; a failed zeroing write is logged once
- * and only costs speed.  Counted as tail_bytes_zeroed.
+ * through the ring right away (1 MiB writes), from LOG_AHEAD_GAP (1 MiB) past
+ * the last commit to the end, skipping ahead when the commits catch up.
+ * Within LOG_AHEAD_NEAR (4 MiB) of the commits two writes are in flight;
+ * further ahead one at a time, at most one per 2 ms (512 MiB/s), resumed by a
+ * timer on an idle loop: the whole tail at full speed stalled the commits
+ * made meanwhile (the first SET on a fresh server took 150-190 ms instead of
+ * 2-5 ms), and the commits never need it faster.  A fresh data directory pays
+ * the extent conversions only for its first megabyte, not for its whole first
+ * segment.  Under `fsync` that saves a journal commit per commit
+ * (redis-benchmark SET -P 1 -c 50 on a fresh server: 68–71 k -> 77–96 k
+ * req/s); under `write` the completion of a write into unwritten extents
+ * waits for the conversion in a kernel worker (SET -P 1 p50 0.43–0.56 ->
+ * 0.33–0.40 ms).  Under `write` the zeroing pauses while LOG_AHEAD_BUSY (128
+ * KiB) of commits or any read are in flight: a writer bound by the device's
+ * bandwidth would pay for the zeros with its own bytes, and reads would wait
+ * behind them; under `none` nothing waits for a commit, so nothing is zeroed.
+ * A commit whose blocks a zeroing write is still writing waits for it: two
+ * writes in flight to one block have no order.  The zeros lie past the end of
+ * the log, where recovery already expects zeroed or unwritten blocks; a
+ * failed zeroing write is logged once and only costs speed.  Counted as
+ * tail_bytes_zeroed.
  *
  * Only under `fsync` durability is the spare zeroed.  Under `write` and
  * `none` a commit is a plain O_DIRECT write whose extent conversion is

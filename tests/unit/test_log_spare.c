@@ -825,6 +825,46 @@ static void test_tail_zeroed_ahead(enum log_durability d)
 	durability = LOG_DURABILITY_FSYNC;
 }
 
+/* Far ahead of the commits the zeroing is paced (log.h): on a loop that has
+ * gone idle after a few appends, its timer carries it on to the segment's
+ * end.  The wait looks at the file's extents only: anything run on the loop
+ * would drive the zeroing itself. */
+static void test_tail_zeroed_ahead_paced(enum log_durability d)
+{
+	const char *name = d == LOG_DURABILITY_FSYNC ? "fsync" : "write";
+	durability = d;
+	reset(dir);
+	forget_written();
+	segment_size = 32u << 20; /* most of it more than LOG_AHEAD_NEAR ahead */
+	char p[700];
+	if (open_log(dir)) {
+		append_records(3);
+		uint64_t end = written[n_written - 1].pos.offset + written[n_written - 1].pos.length;
+		seg_path(p, sizeof(p), dir, written[n_written - 1].pos.segment);
+		/* 10 s: paced, 30 MiB take about 0.1 s here; without the timer
+		 * only the once-a-second sync (under write) would move it on. */
+		double deadline = test_now() + 10;
+		int unwritten;
+		while ((unwritten = unwritten_past(p, end + (2u << 20))) == 1 &&
+		       test_now() < deadline)
+			usleep(100000);
+		uint64_t zeroed = stats().tail_bytes_zeroed;
+		printf("paced zeroing ahead (%s): %lu bytes zeroed, last commit ends at %lu\n", name,
+		       (unsigned long)zeroed, (unsigned long)end);
+		CHECK(unwritten != 1,
+		      "%s: unwritten extents left past the gap ahead of the commits after 10 s"
+		      " (%lu bytes zeroed): the paced zeroing stopped on an idle loop",
+		      name, (unsigned long)zeroed);
+		close_log();
+		if (open_log(dir)) {
+			check_replay(0, "after paced zeroing ahead");
+			close_log();
+		}
+	}
+	segment_size = SEGMENT_SIZE;
+	durability = LOG_DURABILITY_FSYNC;
+}
+
 /* Closing while a large spare is being zeroed waits for its writes (log_busy)
  * and deletes the unfinished file. */
 static void test_close_while_zeroing(void)
@@ -873,6 +913,8 @@ int main(void)
 	test_spare_impossible();
 	test_tail_zeroed_ahead(LOG_DURABILITY_FSYNC);
 	test_tail_zeroed_ahead(LOG_DURABILITY_WRITE);
+	test_tail_zeroed_ahead_paced(LOG_DURABILITY_FSYNC);
+	test_tail_zeroed_ahead_paced(LOG_DURABILITY_WRITE);
 	test_close_while_zeroing();
 
 	pool_stop(pool);
