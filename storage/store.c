@@ -1712,10 +1712,16 @@ static bool gc_step(struct store *st)
 	unsigned submitted = 0, examined = 0;
 	bool progress = false;
 	while (g->pos < g->victim.fill && !st->stopped) {
-		if (submitted >= GC_SUBMIT_PER_STEP || examined >= GC_EXAMINE_PER_STEP ||
-		    g->inflight >= GC_INFLIGHT_MAX || g->inflight_bytes >= GC_INFLIGHT_BYTES) {
+		if (g->inflight >= GC_INFLIGHT_MAX || g->inflight_bytes >= GC_INFLIGHT_BYTES) {
 			gc_batch_run(st, &b, &submitted);
-			return true; /* the hook or a completion continues */
+			/* A relocation's completion continues: the loop may sleep (it
+			 * spun here for seconds while `fsync` commits carried the
+			 * relocations). */
+			return progress || submitted > 0;
+		}
+		if (submitted >= GC_SUBMIT_PER_STEP || examined >= GC_EXAMINE_PER_STEP) {
+			gc_batch_run(st, &b, &submitted);
+			return true; /* the next iteration continues */
 		}
 		uint64_t avail = g->buf_off + g->buf_len > g->pos ? g->buf_off + g->buf_len - g->pos : 0;
 		if (g->pos < g->buf_off || avail < FMT_RECORD_HEADER) {
