@@ -360,6 +360,18 @@ static uint64_t wait_tail_zeroed(void)
 	}
 }
 
+/* Waits (up to `seconds`) until `path` has no unwritten extent past `from`,
+ * looking at the file only: anything run on the loop would drive the zeroing
+ * itself.  Returns unwritten_past's last answer. */
+static int wait_written_past(const char *path, uint64_t from, double seconds)
+{
+	double deadline = test_now() + seconds;
+	int unwritten;
+	while ((unwritten = unwritten_past(path, from)) == 1 && test_now() < deadline)
+		usleep(100000);
+	return unwritten;
+}
+
 static void reset(const char *d)
 {
 	char cmd[700];
@@ -573,7 +585,12 @@ static void test_write_durability_recycled_not_zeroed(void)
 	rotate(0, NULL);
 	struct fill_args a = {.until_offset = segment_size / 4};
 	fill(&a);
-	uint64_t second = wait_tail_zeroed();
+	char p2[700];
+	seg_path(p2, sizeof(p2), dir, 2);
+	uint64_t end = written[n_written - 1].pos.offset + written[n_written - 1].pos.length;
+	CHECK(wait_written_past(p2, end + (2u << 20), 30) != 1,
+	      "segment 2's tail was not zeroed ahead within 30 s");
+	uint64_t second = stats().tail_bytes_zeroed;
 	CHECK(second > first, "a segment made from a preallocated spare was not zeroed ahead");
 	expect_recycled(true);
 	a = (struct fill_args){.count = 1, .delete_after = 1};
@@ -827,8 +844,7 @@ static void test_tail_zeroed_ahead(enum log_durability d)
 
 /* Far ahead of the commits the zeroing is paced (log.h): on a loop that has
  * gone idle after a few appends, its timer carries it on to the segment's
- * end.  The wait looks at the file's extents only: anything run on the loop
- * would drive the zeroing itself. */
+ * end. */
 static void test_tail_zeroed_ahead_paced(enum log_durability d)
 {
 	const char *name = d == LOG_DURABILITY_FSYNC ? "fsync" : "write";
@@ -843,11 +859,7 @@ static void test_tail_zeroed_ahead_paced(enum log_durability d)
 		seg_path(p, sizeof(p), dir, written[n_written - 1].pos.segment);
 		/* 10 s: paced, 30 MiB take about 0.1 s here; without the timer
 		 * only the once-a-second sync (under write) would move it on. */
-		double deadline = test_now() + 10;
-		int unwritten;
-		while ((unwritten = unwritten_past(p, end + (2u << 20))) == 1 &&
-		       test_now() < deadline)
-			usleep(100000);
+		int unwritten = wait_written_past(p, end + (2u << 20), 10);
 		uint64_t zeroed = stats().tail_bytes_zeroed;
 		printf("paced zeroing ahead (%s): %lu bytes zeroed, last commit ends at %lu\n", name,
 		       (unsigned long)zeroed, (unsigned long)end);
