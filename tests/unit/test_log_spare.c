@@ -452,9 +452,9 @@ static void test_rotation_takes_spare(void)
 	}
 }
 
-/* A fresh log written until its second segment, made from a ready spare,
- * holds a record: segment 1 is sealed.  False if the log does not open. */
-static bool open_into_spare(void)
+/* A fresh log written past half its first segment, with the spare ready.
+ * False if the log does not open. */
+static bool open_to_spare(void)
 {
 	reset(dir);
 	forget_written();
@@ -462,6 +462,15 @@ static bool open_into_spare(void)
 		return false;
 	fill_to_half();
 	CHECK(wait_for_file(dir, "spare.ready"), "the spare never got ready");
+	return true;
+}
+
+/* A fresh log written until its second segment, made from a ready spare,
+ * holds a record: segment 1 is sealed.  False if the log does not open. */
+static bool open_into_spare(void)
+{
+	if (!open_to_spare())
+		return false;
 	uint64_t seg = rotate(0, NULL);
 	CHECK(seg == 2, "rotated into segment %lu, not 2", (unsigned long)seg);
 	return true;
@@ -571,12 +580,8 @@ static void test_write_durability_recycled_not_zeroed(void)
 	segment_size = 16u << 20; /* room for zeroing past the gap */
 	value_min = 20000;
 	value_span = 20001;
-	reset(dir);
-	forget_written();
-	if (!open_log(dir))
+	if (!open_to_spare())
 		goto out;
-	fill_to_half();
-	CHECK(wait_for_file(dir, "spare.ready"), "the spare never got ready");
 	uint64_t first = wait_tail_zeroed();
 	CHECK(first > 0, "the first segment's tail was not zeroed ahead");
 
