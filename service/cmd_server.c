@@ -668,12 +668,12 @@ static void info_finish(struct cmd_fan *f)
 		info_line(&b,
 		          "proactor_%u:iterations=%llu,submits=%llu,sqes=%llu,cqes=%llu,"
 		          "msgs_in=%llu,msgs_out=%llu,wakeups_sent=%llu,wakeups_skipped=%llu,"
-		          "wakeups_received=%llu,sleeps=%llu,busy_poll_us=%llu,cq_overflows=%llu,"
-		          "sq_full=%llu,requests_inflight=%lu",
+		          "wakeups_received=%llu,sleeps=%llu,busy_poll_us=%llu,busy_polls=%llu,"
+		          "busy_poll_hits=%llu,cq_overflows=%llu,sq_full=%llu,requests_inflight=%lu",
 		          i, PXS(iterations), PXS(submits), PXS(sqes), PXS(cqes), PXS(msgs_in),
 		          PXS(msgs_out), PXS(wakeups_sent), PXS(wakeups_skipped),
 		          PXS(wakeups_received), PXS(sleeps), PXS(busy_poll_ns) / 1000,
-		          PXS(cq_overflows), PXS(sq_full), cmd_inflight(i));
+		          PXS(busy_polls), PXS(busy_poll_hits), PXS(cq_overflows), PXS(sq_full), cmd_inflight(i));
 #undef PXS
 	}
 	END_SECTION

@@ -53,7 +53,7 @@ struct cfg_storage {
 
 struct cfg_uring {
 	int entries;                 /* SQ entries per proactor ring, power of two, 64..32768 */
-	int busy_poll_us;            /* spin this long before sleeping, 0..10000; default 50 */
+	int busy_poll_us;            /* spin this long before sleeping (adaptively), 0..10000; default 10 */
 	int buf_ring_entries;        /* provided receive buffers per proactor, power of two, 0 = plain recv */
 	uint64_t buf_size;           /* bytes per provided receive buffer, 512..1mb; default 16kb */
 };

@@ -11,9 +11,11 @@
  *   3. reap completions in batches of PX_CQE_BATCH and dispatch them;
  *   4. run the end-of-iteration hooks (group commit, output flush), then
  *      publish the messages this iteration sent;
- *   5. if nothing happened: spin up to `busy_poll_us`, then announce the
- *      intent to sleep (msgq.h) and block in io_uring_enter until a CQE —
- *      an I/O, a timer, or the eventfd read that a producer's wake-up ends.
+ *   5. if nothing happened: spin up to `busy_poll_us` (adaptively: after a
+ *      spin that found nothing, the next 1, 3, 7 … 63 sleeps skip it, and a
+ *      spin that finds work resets that), then announce the intent to sleep
+ *      (msgq.h) and block in io_uring_enter until a CQE — an I/O, a timer,
+ *      or the eventfd read that a producer's wake-up ends.
  *
  * Completion dispatch — the user_data encoding, documented only here:
  *
@@ -93,6 +95,8 @@ struct px_stats {
 	atomic_ulong wakeups_received; /* completions of this proactor's eventfd read */
 	atomic_ulong sleeps;          /* times the loop blocked in the kernel */
 	atomic_ulong busy_poll_ns;    /* time spent spinning before sleeping */
+	atomic_ulong busy_polls;      /* spins started */
+	atomic_ulong busy_poll_hits;  /* spins that found work before busy_poll_us */
 	atomic_ulong cq_overflows;    /* times the kernel reported CQ overflow */
 	atomic_ulong sq_full;         /* times px_get_sqe found the SQ full */
 };
@@ -105,7 +109,7 @@ struct px_stats {
 
 struct px_config {
 	unsigned entries;      /* SQ entries, power of two; the CQ gets 4x */
-	unsigned busy_poll_us; /* spin before sleeping; 0 = sleep at once */
+	unsigned busy_poll_us; /* spin before sleeping, adaptively; 0 = sleep at once */
 	unsigned msg_budget;   /* messages run per iteration at most */
 	unsigned setup_start;  /* first rung of the set-up ladder to try; 0 = best.
 				  Tests use it to run the fallbacks on new kernels. */
@@ -130,6 +134,9 @@ struct px {
 
 	struct px_hook *hooks;         /* end-of-iteration hooks, in insertion order */
 	struct px_timer *timer_retry;  /* timers waiting for a free SQE */
+
+	unsigned spin_backoff;         /* spins in a row that found nothing, capped */
+	unsigned spin_skip;            /* sleeps left that go without a spin */
 
 	unsigned holds;                /* px_hold() count: work that must finish before exit */
 	bool stopping;                 /* pool_stop() began: drain, then report drained */
