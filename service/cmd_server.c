@@ -446,6 +446,8 @@ static void stats_add(struct store_stats *a, const struct store_stats *b)
 	a->blind_puts += b->blind_puts;
 	a->blind_puts_existing += b->blind_puts_existing;
 	a->index_writes_merged += b->index_writes_merged;
+	a->index_batch_keys += b->index_batch_keys;
+	a->records_replayed += b->records_replayed;
 }
 
 /* On each proactor: its loop counters and its shards' storage lines. */
@@ -472,7 +474,8 @@ static void info_part_fn(struct cmd_part *p)
 		    "fsyncs=%llu,write_errors=%llu,expired=%llu,gc_runs=%llu,"
 		    "gc_records_moved=%llu,gc_bytes_moved=%llu,gc_segments_deleted=%llu,"
 		    "segments_recycled=%llu,spare_bytes_zeroed=%llu,blind_puts=%llu,"
-		    "blind_puts_existing=%llu,index_writes_merged=%llu\r\n",
+		    "blind_puts_existing=%llu,index_writes_merged=%llu,index_batch_keys=%llu,"
+		    "records_replayed=%llu\r\n",
 		    s, px->id, (unsigned long long)st.keys, (unsigned long long)st.log_bytes,
 		    (unsigned long long)st.live_bytes, (unsigned long long)st.cache_hits,
 		    (unsigned long long)st.cache_misses, (unsigned long long)st.disk_reads,
@@ -487,7 +490,9 @@ static void info_part_fn(struct cmd_part *p)
 		    (unsigned long long)st.spare_bytes_zeroed,
 		    (unsigned long long)st.blind_puts,
 		    (unsigned long long)st.blind_puts_existing,
-		    (unsigned long long)st.index_writes_merged);
+		    (unsigned long long)st.index_writes_merged,
+		    (unsigned long long)st.index_batch_keys,
+		    (unsigned long long)st.records_replayed);
 		if (n > 0)
 			resp_buf_append(&p->text, line, (size_t)n < sizeof(line) ? (size_t)n : 0);
 	}
@@ -695,6 +700,8 @@ static void info_finish(struct cmd_fan *f)
 	info_line(&b, "blind_puts:%llu", (unsigned long long)sum.blind_puts);
 	info_line(&b, "blind_puts_existing:%llu", (unsigned long long)sum.blind_puts_existing);
 	info_line(&b, "index_writes_merged:%llu", (unsigned long long)sum.index_writes_merged);
+	info_line(&b, "index_batch_keys:%llu", (unsigned long long)sum.index_batch_keys);
+	info_line(&b, "records_replayed:%llu", (unsigned long long)sum.records_replayed);
 	for (size_t i = 0; i < f->nparts; i++)
 		resp_buf_append(&b, f->parts[i].text.data, f->parts[i].text.len);
 	END_SECTION

@@ -25,7 +25,9 @@
  * key table, which answers for them.  Each slice goes to RocksDB sorted (each
  * memtable insert starts next to the previous row) with applied_lsn and the
  * key count of what it then holds.  A crash loses nothing: the log is replayed
- * from applied_lsn.  See docs/DECISIONS.md for the trade-offs measured.
+ * from applied_lsn, in batches of REPLAY_BATCH records written to the index
+ * at once, each new key's previous entry read once per replay (store.c,
+ * "recovery").  See docs/DECISIONS.md for the trade-offs measured.
  *
  * Key count: exact.  Like Redis's DBSIZE it includes keys that have expired
  * but have not been reclaimed yet.  A plain PUT (no NX/XX/GET/KEEPTTL) of a
@@ -176,6 +178,8 @@ struct store_stats {
 	uint64_t blind_puts_existing; /* ... of which the key turned out to exist */
 	uint64_t index_writes_merged; /* writes folded into a newer one of their key before
 	                                 the index got them (store.c) */
+	uint64_t index_batch_keys;    /* keys whose writes wait for the index now */
+	uint64_t records_replayed;    /* log records recovery replayed when the store opened */
 };
 
 struct store;

@@ -22,7 +22,7 @@ from /proc/PID/stat over the run, divided by the requests).
 
     tools/bench/resp.py [--runs 5] [--requests 200000] [--pipeline-requests 2000000]
                         [--keyspace 100000] [--data-size 100] [--json] [--quick]
-                        [--server build-x/ringkv-server]
+                        [--server build-x/ringkv-server] [--only fsync,2px]
 
 Prints a Markdown table (or JSON with --json).  Needs redis-server, redis-benchmark
 (redis-tools) and a built build/ringkv-server.
@@ -198,6 +198,9 @@ def main():
                     help="where the data directories go (default: build/bench-resp); must not"
                          " be tmpfs for the fsync comparisons to mean anything")
     ap.add_argument("--quick", action="store_true", help="1 run, 10x fewer requests")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated pairings to run, of none, write, fsync and 2px"
+                         " (default: all)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.quick:
@@ -215,16 +218,24 @@ def main():
     work = args.workdir or os.path.join(ROOT, "build", "bench-resp")
     os.makedirs(work, exist_ok=True)
 
+    only = set(args.only.split(",")) if args.only else {m for m, _ in PAIRS} | {"2px"}
+    unknown = only - ({m for m, _ in PAIRS} | {"2px"})
+    if unknown:
+        sys.exit(f"resp.py: --only: unknown pairing {', '.join(sorted(unknown))}: use none,"
+                 f" write, fsync or 2px")
     tests = [("set", 1), ("set", 16), ("get", 1), ("get", 16)]
     cpu = args.server_cpu
     pairings = []
     for ringkv_mode, redis_mode in PAIRS:
+        if ringkv_mode not in only:
+            continue
         # SET depends on durability; GET only once, with the first pair.
         t = tests if ringkv_mode == "none" else [x for x in tests if x[0] == "set"]
         pairings.append((("ringkv", ringkv_mode, cpu, 1), ("redis", redis_mode, cpu, 1), t,
                          f"1 proactor, durability {ringkv_mode}", f"AOF {redis_mode}"))
-    pairings.append((("ringkv", "none", None, 2), ("redis", "off", cpu, 1), tests,
-                     "2 proactors, durability none", "AOF off"))
+    if "2px" in only:
+        pairings.append((("ringkv", "none", None, 2), ("redis", "off", cpu, 1), tests,
+                         "2 proactors, durability none", "AOF off"))
     results = []
     for spec_r, spec_d, t, label_r, label_d in pairings:
         for name, (r, d, ratios) in measure_pair(spec_r, spec_d, t, args, work).items():
