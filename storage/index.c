@@ -917,9 +917,12 @@ out:
 	return ret;
 }
 
-int idx_expired(struct idx *ix, uint64_t now_ms, size_t max, idx_expired_fn fn, void *arg)
+int idx_expired(struct idx *ix, uint64_t now_ms, const struct idx_expiry_pos *after, size_t max,
+                idx_expired_fn fn, void *arg)
 {
 	static const char lower[1] = {PREFIX_EXPIRY};
+	if (after != NULL && after->klen > FMT_KEY_MAX)
+		return -EINVAL;
 	if (max > INT_MAX)
 		max = INT_MAX;
 	if (now_ms == UINT64_MAX)
@@ -931,7 +934,26 @@ int idx_expired(struct idx *ix, uint64_t now_ms, size_t max, idx_expired_fn fn, 
 	struct block_read_probe probe;
 	probe_begin(&probe);
 	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro_expiry);
-	rocksdb_iter_seek(it, lower, sizeof(lower));
+	uint8_t *from = NULL;
+	size_t from_len = 0;
+	if (after != NULL) {
+		from_len = 9 + after->klen;
+		from = malloc(from_len);
+		if (from == NULL) {
+			rocksdb_iter_destroy(it);
+			return -ENOMEM;
+		}
+		expiry_prefix(from, after->expiry_ms);
+		memcpy(from + 9, after->key, after->klen);
+		rocksdb_iter_seek(it, (const char *)from, from_len);
+		size_t klen;
+		const char *k = rocksdb_iter_valid(it) ? rocksdb_iter_key(it, &klen) : NULL;
+		if (k != NULL && klen == from_len && memcmp(k, from, from_len) == 0)
+			rocksdb_iter_next(it); /* the row visited last time */
+		free(from);
+	} else {
+		rocksdb_iter_seek(it, lower, sizeof(lower));
+	}
 	int ret = 0;
 	size_t visited = 0;
 	bool stopped = false;

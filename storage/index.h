@@ -231,11 +231,22 @@ int idx_scan(struct idx *ix, uint32_t from_hash, size_t max, idx_visit_fn fn, vo
  * non-zero return stops the walk. */
 typedef int (*idx_expired_fn)(void *arg, const void *key, size_t klen, uint64_t expiry_ms);
 
+/* Where an expiry walk resumes: after the row of (expiry_ms, key). */
+struct idx_expiry_pos {
+	uint64_t expiry_ms;
+	const void *key;
+	size_t klen;
+};
+
 /* Visits up to `max` keys whose expiry is <= now_ms, earliest expiry first
- * (ties in key order), by the expiry index.  Blocking reads, bounded by max.
- * Keys deleted in batches not yet written are visited again.  Returns the
- * number visited, or -EIO (logged). */
-int idx_expired(struct idx *ix, uint64_t now_ms, size_t max, idx_expired_fn fn, void *arg);
+ * (ties in key order), by the expiry index: from the first, or when `after`
+ * is not NULL from the first row after that one.  Blocking reads, bounded by
+ * max.  Keys deleted in batches not yet written are visited again (a caller
+ * walking past them resumes after the last row it visited).  Returns the
+ * number visited, -EINVAL (after->klen above FMT_KEY_MAX), -ENOMEM or -EIO
+ * (logged). */
+int idx_expired(struct idx *ix, uint64_t now_ms, const struct idx_expiry_pos *after, size_t max,
+                idx_expired_fn fn, void *arg);
 
 struct idx_stats {
 	uint64_t gets;               /* idx_get calls */

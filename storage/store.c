@@ -15,12 +15,14 @@
  * times while it waits reaches RocksDB once (index_writes_merged).  The key
  * stays pinned and known until its row is written, so the index is never
  * read for it meanwhile.  The batch drains a slice per loop iteration
- * (APPLY_SLICE_MIN..APPLY_SLICE keys, by the load) once it holds st->apply_keys keys, its oldest has waited
- * APPLY_DELAY_NS, GC waits for it, or the store stops; each slice is one
- * RocksDB write with applied_lsn just below the oldest record still waiting
- * (apply_keys explains why replay after a crash is still exact).  Live bytes
- * per segment move when a row is written; what the batch will move is kept
- * beside them (seg_usage.pending) so GC and INFO see every written record.
+ * (APPLY_SLICE_MIN..APPLY_SLICE keys, by the load) once it holds
+ * st->apply_keys keys, its oldest has waited APPLY_DELAY_NS or
+ * APPLY_LAG_RECORDS records, GC waits for it, or the store stops; each
+ * slice is one RocksDB write with applied_lsn just below the oldest record
+ * still waiting (apply_keys explains why replay after a crash is still
+ * exact).  Live bytes per segment move when a row is written; what the
+ * batch will move is kept beside them (seg_usage.pending) so GC and INFO see
+ * every written record.
  * If a log write fails the batch is written first, then the kentry is marked
  * unknown (the index never saw the write, so the next request re-reads it)
  * and the count is restored.
@@ -50,7 +52,9 @@
 #define APPLY_KEY_BYTES 512          /* memory of a key waiting for the index (kentry and
 					 pending write): the shard's cache budget in them ... */
 #define APPLY_KEYS_MAX 131072         /* ... but at most this many make the index drain ... */
-#define APPLY_DELAY_NS 1000000000ULL  /* ... or the age of the oldest: it is written behind */
+#define APPLY_DELAY_NS 4000000000ULL  /* ... or the age of the oldest: it is written behind */
+#define APPLY_LAG_RECORDS 1000000ULL  /* ... or the log records written since the oldest
+					 (what a crash would leave to replay) */
 #define APPLY_SLICE 4096              /* keys written to the index per iteration draining
 					 at most, and blind PUTs resolved at a time */
 #define APPLY_SLICE_MIN 256           /* ... at least; in between, 4x the keys that joined
@@ -64,6 +68,9 @@
 #define EXPIRE_PERIOD_NS 100000000ULL /* active expiry runs this often ... */
 #define EXPIRE_BATCH 128              /* ... taking at most this many keys a pass */
 #define EXPIRE_INFLIGHT_MAX 1024      /* expiry deletes in flight at most */
+#define EXPIRE_RESTART_NS 5000000000ULL /* a walk that reached the end starts over from the
+					 first expiry row at most this often (else it goes
+					 on from where it stopped) */
 #define CACHE_EVICT_SKIPS 64          /* entries eviction passes over per call at most */
 #define GC_PERIOD_NS 100000000ULL     /* garbage collection looks for work this often */
 #define GC_CHUNK (1u << 20)           /* bytes of a segment read at a time */
@@ -191,6 +198,11 @@ struct store {
 	struct px_hook hook;
 	struct px_timer expire_timer;
 	unsigned expiring;         /* active-expiry deletes in flight */
+	bool expire_resume;        /* the next pass goes on after expire_at, not from the start */
+	uint64_t expire_at_ms;     /* the expiry row the last pass visited last ... */
+	uint8_t *expire_at_key;    /* ... (its key, malloc()ed) */
+	size_t expire_at_klen, expire_at_cap;
+	uint64_t expire_started_ns; /* when a walk last started from the first row */
 	int lock_fd;               /* DIR/shard-NNN/LOCK, flock()ed while open */
 
 	struct kentry **buckets;   /* key table */
@@ -861,8 +873,9 @@ static void apply_batch(struct store *st)
 }
 
 /* True when the batch should drain: too many keys wait, the oldest has
- * waited APPLY_DELAY_NS, the store is stopping, or garbage collection waits
- * for the index to hold its relocations before it deletes a segment. */
+ * waited APPLY_DELAY_NS or APPLY_LAG_RECORDS records, the store is stopping,
+ * or garbage collection waits for the index to hold its relocations before
+ * it deletes a segment. */
 static bool apply_due(const struct store *st)
 {
 	if (!st->batch_dirty)
@@ -875,7 +888,9 @@ static bool apply_due(const struct store *st)
 	if (g->n_waiting > 0 && g->waiting[0].lsn > idx_applied_lsn(st->idx) &&
 	    g->waiting[0].lsn <= log_synced_lsn(st->log))
 		return true;
-	return st->applying != NULL && px_now_ns() - st->applying->batched_ns >= APPLY_DELAY_NS;
+	if (log_next_lsn(st->log) - st->applying->w.pos.lsn >= APPLY_LAG_RECORDS)
+		return true;
+	return px_now_ns() - st->applying->batched_ns >= APPLY_DELAY_NS;
 }
 
 /* An idle loop runs no hook: the timer drains the batch then, and comes
@@ -1509,34 +1524,73 @@ static void expire_done(struct store_req *req)
 	free(container_of(req, struct expire_req, req));
 }
 
+/* Deletes an expired key, unless the key table knows better: a key whose
+ * delete or rewrite waits in the index batch keeps its old expiry row until
+ * the batch goes out, and the walk must not stop there (it resumes after the
+ * last row visited: without that, a pass kept finding the same EXPIRE_BATCH
+ * rows whose deletes were pending, and reclaimed EXPIRE_BATCH keys per batch
+ * delay). */
 static int expire_visit(void *arg, const void *key, size_t klen, uint64_t expiry_ms)
 {
 	struct store *st = arg;
-	(void)expiry_ms;
 	if (st->expiring >= EXPIRE_INFLIGHT_MAX)
 		return 1;
-	struct expire_req *x = calloc(1, sizeof(*x) + klen);
-	if (x == NULL)
-		return 1;
-	memcpy(x->key, key, klen);
-	x->req.op = STORE_DELETE;
-	x->req.flags = STORE_IF_EXPIRED;
-	x->req.key = x->key;
-	x->req.key_len = klen;
-	x->req.done = expire_done;
-	st->expiring++;
-	store_submit(st, &x->req);
+	if (klen > st->expire_at_cap) {
+		uint8_t *b = realloc(st->expire_at_key, klen);
+		if (b == NULL)
+			return 1;
+		st->expire_at_key = b;
+		st->expire_at_cap = klen;
+	}
+	const struct kentry *ke = kentry_find(st, key, klen);
+	bool settled = ke != NULL && ke->known &&
+		       (!ke->exists || ke->expiry_ms == 0 || ke->expiry_ms > now_ms());
+	if (!settled) {
+		struct expire_req *x = calloc(1, sizeof(*x) + klen);
+		if (x == NULL)
+			return 1;
+		memcpy(x->key, key, klen);
+		x->req.op = STORE_DELETE;
+		x->req.flags = STORE_IF_EXPIRED;
+		x->req.key = x->key;
+		x->req.key_len = klen;
+		x->req.done = expire_done;
+		st->expiring++;
+		store_submit(st, &x->req);
+	}
+	memcpy(st->expire_at_key, key, klen);
+	st->expire_at_klen = klen;
+	st->expire_at_ms = expiry_ms;
+	st->expire_resume = true;
 	return 0;
 }
 
+/* One pass: up to EXPIRE_BATCH expired rows after the last one visited; the
+ * next iteration goes on while rows remain.  Rows that expire later sort
+ * after the walk's position, so once at the end it waits there for them;
+ * every EXPIRE_RESTART_NS it starts over from the first row, for what it
+ * passed (a delete that failed, an expiry set in the past).  Starting over
+ * every tick would walk again, ten times a second, every row whose delete
+ * waits in the index batch. */
 static void expire_pass(void *arg)
 {
 	struct store *st = arg;
 	if (st->stopped || st->failed)
 		return;
-	int n = idx_expired(st->idx, now_ms(), EXPIRE_BATCH, expire_visit, st);
-	if (n >= EXPIRE_BATCH && st->expiring < EXPIRE_INFLIGHT_MAX)
+	uint64_t now = px_now_ns();
+	if (!st->expire_resume)
+		st->expire_started_ns = now;
+	struct idx_expiry_pos at = {st->expire_at_ms, st->expire_at_key, st->expire_at_klen};
+	int n = idx_expired(st->idx, now_ms(), st->expire_resume ? &at : NULL, EXPIRE_BATCH,
+			    expire_visit, st);
+	if (n < 0 || st->expiring >= EXPIRE_INFLIGHT_MAX)
+		return; /* the next tick goes on */
+	if (n >= EXPIRE_BATCH) {
 		px_send(st->px, st->px->id, expire_pass, st); /* more: next iteration */
+		return;
+	}
+	if (now - st->expire_started_ns >= EXPIRE_RESTART_NS)
+		st->expire_resume = false;
 }
 
 static void expire_tick(struct px *px, struct px_timer *t)
@@ -2311,6 +2365,7 @@ void store_close(struct store *st)
 	free(st->probes);
 	free(st->usage);
 	free(st->gc.buf);
+	free(st->expire_at_key);
 	if (st->lock_fd >= 0)
 		close(st->lock_fd); /* releases the flock */
 	free(st);

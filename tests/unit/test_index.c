@@ -380,11 +380,12 @@ static int expired_visit(void *arg, const void *key, size_t klen, uint64_t expir
 	return s->stop_after && s->n >= s->stop_after;
 }
 
-/* Checks idx_expired(now, max) visits exactly `want` (a space-separated list). */
-static void check_expired(struct idx *ix, uint64_t now, size_t max, const char *want)
+/* Checks idx_expired(now, after, max) visits exactly `want` (a space-separated list). */
+static void check_expired_after(struct idx *ix, uint64_t now, const struct idx_expiry_pos *after,
+				size_t max, const char *want)
 {
 	struct expired_seen s = {.n = 0};
-	int ret = idx_expired(ix, now, max, expired_visit, &s);
+	int ret = idx_expired(ix, now, after, max, expired_visit, &s);
 	char got[256] = "";
 	for (size_t i = 0; i < s.n && i < 16; i++) {
 		strcat(got, i ? " " : "");
@@ -393,6 +394,11 @@ static void check_expired(struct idx *ix, uint64_t now, size_t max, const char *
 	CHECK(ret == (int)s.n, "expired returned %d for %zu visits", ret, s.n);
 	CHECK(strcmp(got, want) == 0, "expired(now %" PRIu64 ", max %zu): got \"%s\", want \"%s\"",
 	      now, max, got, want);
+}
+
+static void check_expired(struct idx *ix, uint64_t now, size_t max, const char *want)
+{
+	check_expired_after(ix, now, NULL, max, want);
 }
 
 /* Regression: a batch is sorted and collapsed to one change per row before
@@ -456,11 +462,22 @@ static void test_expiry(struct idx_shared *sh)
 	CHECK(idx_write(ix, b, 5, 5) == 0, "write");
 	check_expired(ix, 3000, 10, "e1 e5 e3");
 	check_expired(ix, 3000, 2, "e1 e5");
+	/* Resuming after a row: the rows after it, that row excluded, whether it
+	 * still exists or not. */
+	struct idx_expiry_pos at = {2000, "e5", 2};
+	check_expired_after(ix, 3000, &at, 10, "e3");
+	at = (struct idx_expiry_pos){1000, "e1", 2};
+	check_expired_after(ix, 3000, &at, 1, "e5");
+	at = (struct idx_expiry_pos){1500, "zz", 2}; /* no such row: the next one */
+	check_expired_after(ix, 3000, &at, 10, "e5 e3");
+	at = (struct idx_expiry_pos){3000, "e3", 2};
+	check_expired_after(ix, 3000, &at, 10, "");
+	check_expired_after(ix, UINT64_MAX, &at, 10, "e2");
 	check_expired(ix, 999, 10, "");
 	check_expired(ix, UINT64_MAX, 10, "e1 e5 e3 e2");
 
 	struct expired_seen s = {.stop_after = 1};
-	CHECK(idx_expired(ix, 3000, 10, expired_visit, &s) == 1 && s.expiry[0] == 1000,
+	CHECK(idx_expired(ix, 3000, NULL, 10, expired_visit, &s) == 1 && s.expiry[0] == 1000,
 	      "the visitor stops the walk");
 
 	/* New expiry for e1: its old row goes. */
@@ -489,7 +506,7 @@ static void test_expiry(struct idx_shared *sh)
 	idx_batch_put(b, bin, sizeof(bin), &e, 0);
 	CHECK(idx_write(ix, b, 10, 5) == 0, "write");
 	s = (struct expired_seen){.n = 0};
-	CHECK(idx_expired(ix, 4000, 10, expired_visit, &s) == 2 && s.expiry[0] == 4000 &&
+	CHECK(idx_expired(ix, 4000, NULL, 10, expired_visit, &s) == 2 && s.expiry[0] == 4000 &&
 	          s.keys[0][0] == 'e' && s.keys[0][1] == '\0' && strcmp(s.keys[1], "e4") == 0,
 	      "equal expiries in key order");
 
@@ -596,7 +613,7 @@ static void test_scan(struct idx_shared *sh)
 	CHECK(idx_key_count(ix) == 0 && idx_applied_lsn(ix) == SCAN_KEYS + 1, "drop_all metadata");
 	CHECK(count_keys(ix) == 0, "no keys after drop_all");
 	struct expired_seen xs = {.n = 0};
-	CHECK(idx_expired(ix, UINT64_MAX, 100, expired_visit, &xs) == 0, "no expiry rows");
+	CHECK(idx_expired(ix, UINT64_MAX, NULL, 100, expired_visit, &xs) == 0, "no expiry rows");
 	check_absent(ix, s.keys[0], s.lens[0], "a key after drop_all");
 	idx_close(ix);
 	ix = open_or_exit(sh, path);
