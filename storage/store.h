@@ -17,12 +17,13 @@
  * records reach the index behind the requests: a written key joins one
  * batch, or, if it is there already, its entry takes the newer record (a key
  * written N times while it waits costs RocksDB one row).  The batch drains,
- * one slice sized to the load per loop iteration, once it holds as many keys as the
- * shard's cache budget has room for at APPLY_KEY_BYTES each (at most
+ * one slice sized to the load per loop iteration, once it holds as many keys
+ * as the shard's cache budget has room for at APPLY_KEY_BYTES each (at most
  * APPLY_KEYS_MAX), once its oldest key has waited APPLY_DELAY_NS (4 s) or
- * APPLY_LAG_RECORDS (1 M) log records, when GC waits for it or the store
- * stops; it is written whole before a SCAN, a
- * checkpoint or a FLUSHALL (store.c).  Until then its keys stay pinned in the
+ * APPLY_LAG_RECORDS (1 M) log records, once the store has taken no request
+ * for APPLY_IDLE_NS, when GC waits for it or the store stops; it is written
+ * whole before a SCAN, a checkpoint or a FLUSHALL (store.c).  Until then its
+ * keys stay pinned in the
  * key table, which answers for them.  Each slice goes to RocksDB sorted (each
  * memtable insert starts next to the previous row) with applied_lsn and the
  * key count of what it then holds.  A crash loses nothing: the log is replayed

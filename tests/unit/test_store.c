@@ -681,6 +681,38 @@ static void test_index_merge(void)
 	      (unsigned long)store_stats().live_bytes, (unsigned long)live_before);
 }
 
+/* The index batch waits up to 4 s for later writes to merge into it, but a
+ * store that takes no request drains it at once (store.c, APPLY_IDLE_NS):
+ * the keys are in the index long before they are due. */
+static void test_idle_drain(void)
+{
+	char key[32];
+	for (int i = 0; i < 300; i += 16) {
+		struct batch b = {.n = 16};
+		static char keys[16][32];
+		for (int k = 0; k < 16; k++) {
+			snprintf(keys[k], sizeof(keys[k]), "idle:%d", i + k);
+			b.r[k].op = STORE_PUT;
+			b.r[k].key = keys[k];
+			b.r[k].value = "a value for the idle drain, longer than inline_max .......";
+		}
+		run_batch(&b);
+	}
+	double start = test_now();
+	CHECK(store_stats().index_batch_keys > 0, "nothing waits in the index batch after 304 writes");
+	while (store_stats().index_batch_keys > 0 && test_now() - start < 10)
+		usleep(10000);
+	double took = test_now() - start;
+	CHECK(store_stats().index_batch_keys == 0, "%lu keys still wait after 10 s",
+	      (unsigned long)store_stats().index_batch_keys);
+	/* Due after 4 s; idle after 20-40 ms (a loaded machine may take longer). */
+	CHECK(took < 3.0, "the idle store took %.2f s to drain its batch", took);
+	for (int i = 0; i < 304; i++) {
+		snprintf(key, sizeof(key), "idle:%d", i);
+		one(STORE_DELETE, key, NULL, 0, 0);
+	}
+}
+
 static struct result drop_result;
 static void drop_done(struct store_req *req)
 {
@@ -797,6 +829,7 @@ int main(void)
 		test_count_and_cold_reads(&seed);
 		test_blind_puts();
 		test_index_merge();
+		test_idle_drain();
 		test_active_expiry();
 		test_scan(); /* after: its expiring keys would move the expiry test's count */
 		test_drop_all();
