@@ -931,20 +931,20 @@ int idx_expired(struct idx *ix, uint64_t now_ms, const struct idx_expiry_pos *af
 		expiry_prefix(ix->expiry_upper, now_ms + 1);
 	rocksdb_readoptions_set_iterate_upper_bound(ix->ro_expiry, (const char *)ix->expiry_upper,
 	                                            now_ms == UINT64_MAX ? 1 : 9);
-	struct block_read_probe probe;
-	probe_begin(&probe);
-	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro_expiry);
-	uint8_t *from = NULL;
+	uint8_t *from = NULL; /* the row to resume after */
 	size_t from_len = 0;
 	if (after != NULL) {
 		from_len = 9 + after->klen;
 		from = malloc(from_len);
-		if (from == NULL) {
-			rocksdb_iter_destroy(it);
+		if (from == NULL)
 			return -ENOMEM;
-		}
 		expiry_prefix(from, after->expiry_ms);
 		memcpy(from + 9, after->key, after->klen);
+	}
+	struct block_read_probe probe;
+	probe_begin(&probe);
+	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro_expiry);
+	if (after != NULL) {
 		rocksdb_iter_seek(it, (const char *)from, from_len);
 		size_t klen;
 		const char *k = rocksdb_iter_valid(it) ? rocksdb_iter_key(it, &klen) : NULL;
