@@ -2041,8 +2041,7 @@ struct replay {
 	struct replay_key *buckets[REPLAY_BUCKETS];
 	size_t n_keys;
 	struct replay_rec recs[REPLAY_BATCH];
-	struct idx_probe probes[REPLAY_BATCH];
-	struct replay_key *probed[REPLAY_BATCH];
+	struct idx_probe probes[REPLAY_BATCH]; /* each key points into its replay_key */
 	size_t n;             /* records in the batch */
 };
 
@@ -2127,14 +2126,13 @@ static int replay_write(struct store *st)
 		struct replay_key *k = rp->recs[i].k;
 		if (k->unread) {
 			k->unread = false;
-			rp->probed[n_probes] = k;
 			rp->probes[n_probes++] = (struct idx_probe){.key = k->key, .klen = k->key_len};
 		}
 	}
 	int ret = idx_get_many(st->idx, rp->probes, n_probes);
 	for (size_t i = 0; i < n_probes && ret == 0; i++) {
 		const struct idx_probe *p = &rp->probes[i];
-		struct replay_key *k = rp->probed[i];
+		struct replay_key *k = container_of((const uint8_t *)p->key, struct replay_key, key);
 		if (p->status == 0)
 			*k = (struct replay_key){.next = k->next,
 						 .exists = true,

@@ -9,7 +9,6 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "storage/log.h"
@@ -17,7 +16,6 @@
 
 #define SEGMENT_SIZE (4u << 20)
 #define COMMIT_MAX (64u << 10)
-#define TMPFS_MAGIC_NUMBER 0x01021994
 
 static struct pool *pool;
 static struct log *lg;
@@ -381,7 +379,6 @@ static void test_torn_tail(unsigned *seed, unsigned long step)
 static void test_refusals(void)
 {
 	char err[512];
-	struct statfs sf;
 	char probe[64];
 	snprintf(probe, sizeof(probe), "/dev/shm/ringkv-probe-%d", (int)getpid());
 	int pfd = open(probe, O_RDWR | O_CREAT | O_DIRECT, 0600);
@@ -390,7 +387,7 @@ static void test_refusals(void)
 		close(pfd);
 		unlink(probe);
 	}
-	if (statfs("/dev/shm", &sf) == 0 && sf.f_type == TMPFS_MAGIC_NUMBER && shm_refuses) {
+	if (test_on_tmpfs("/dev/shm") && shm_refuses) {
 		char saved[512];
 		snprintf(saved, sizeof(saved), "%s", dir);
 		snprintf(dir, sizeof(dir), "/dev/shm/ringkv-test-log-%d", (int)getpid());
@@ -430,13 +427,10 @@ static void test_refusals(void)
 int main(void)
 {
 	unsigned seed = 12345;
-	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-	snprintf(dir, sizeof(dir), "%s/ringkv-test-log-%d", tmp, (int)getpid());
-	struct statfs sf;
-	if (statfs(tmp, &sf) == 0 && sf.f_type == TMPFS_MAGIC_NUMBER) {
-		printf("%s is tmpfs (no O_DIRECT): set TMPDIR to a disk file system\n", tmp);
+	const char *tmp = test_disk_tmpdir();
+	if (tmp == NULL)
 		return 77;
-	}
+	snprintf(dir, sizeof(dir), "%s/ringkv-test-log-%d", tmp, (int)getpid());
 	pool = test_pool(1, 64, 50, 256);
 	replayed = calloc(20000, sizeof(*replayed));
 

@@ -14,7 +14,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "storage/log.h"
@@ -22,7 +21,6 @@
 
 #define SEGMENT_SIZE       (1u << 20)
 #define COMMIT_MAX         (64u << 10)
-#define TMPFS_MAGIC_NUMBER 0x01021994
 
 static struct pool *pool;
 static struct log *lg;
@@ -912,13 +910,10 @@ static void test_close_while_zeroing(void)
 
 int main(void)
 {
-	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-	snprintf(dir, sizeof(dir), "%s/ringkv-test-log-spare-%d", tmp, (int)getpid());
-	struct statfs sf;
-	if (statfs(tmp, &sf) == 0 && sf.f_type == TMPFS_MAGIC_NUMBER) {
-		printf("%s is tmpfs (no O_DIRECT): set TMPDIR to a disk file system\n", tmp);
+	const char *tmp = test_disk_tmpdir();
+	if (tmp == NULL)
 		return 77;
-	}
+	snprintf(dir, sizeof(dir), "%s/ringkv-test-log-spare-%d", tmp, (int)getpid());
 	pool = test_pool(1, 64, 50, 256);
 
 	test_rotation_takes_spare();

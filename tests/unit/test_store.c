@@ -7,14 +7,12 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "storage/store.h"
 #include "testutil.h"
 
-#define TMPFS_MAGIC_NUMBER 0x01021994
 
 static struct pool *pool;
 static struct idx_shared *shared;
@@ -713,22 +711,6 @@ static void test_idle_drain(void)
 	}
 }
 
-static struct result drop_result;
-static void drop_done(struct store_req *req)
-{
-	drop_result.status = req->status;
-	free(req);
-	atomic_fetch_add(&calls_done, 1);
-}
-
-static void drop_step(void *arg)
-{
-	(void)arg;
-	struct store_req *req = calloc(1, sizeof(*req));
-	req->done = drop_done;
-	store_drop_all(st, req);
-}
-
 /* FLUSHALL: cached, evicted and pending keys all go; writes after it stay;
  * both hold across a reopen. */
 static void test_drop_all(void)
@@ -743,10 +725,8 @@ static void test_drop_all(void)
 	struct result before = {0}, after = {0};
 	b.r[0].op = STORE_PUT, b.r[0].key = "drop:pending", b.r[0].value = "p", b.r[0].out = &before;
 	run_batch(&b); /* (queued before the drop, in its own iteration) */
-	unsigned long target = atomic_load(&calls_done) + 1;
-	test_on_px(pool, drop_step, NULL);
-	CHECK(test_wait_count(&calls_done, target, 30), "FLUSHALL did not complete");
-	CHECK(drop_result.status == 0, "FLUSHALL: %d", drop_result.status);
+	int dropped = test_store_drop_all(pool, st, 30);
+	CHECK(dropped == 0, "FLUSHALL: %d", dropped);
 	CHECK(key_count() == 0, "count after FLUSHALL: %lu", (unsigned long)key_count());
 	int left = 0;
 	for (int i = 0; i < 200; i += 7) {
@@ -800,12 +780,9 @@ static void reset_dir(void)
 int main(void)
 {
 	unsigned seed = 4242;
-	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-	struct statfs sf;
-	if (statfs(tmp, &sf) == 0 && sf.f_type == TMPFS_MAGIC_NUMBER) {
-		printf("%s is tmpfs: set TMPDIR to a disk file system\n", tmp);
+	const char *tmp = test_disk_tmpdir();
+	if (tmp == NULL)
 		return 77;
-	}
 	snprintf(dir, sizeof(dir), "%s/ringkv-test-store-%d", tmp, (int)getpid());
 	char err[256];
 	if (idx_shared_create(&shared, 8u << 20, 2, err, sizeof(err)) < 0) {

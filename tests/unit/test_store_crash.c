@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,7 +17,6 @@
 #include "storage/store.h"
 #include "testutil.h"
 
-#define TMPFS_MAGIC_NUMBER 0x01021994
 #define WINDOW 64             /* writes in flight in the writer */
 #define MAX_SEQ (1u << 20)    /* bound on writes per run */
 
@@ -353,12 +351,9 @@ static int one_cycle(unsigned cycle, unsigned *seed, uint32_t *next_seq)
 int main(void)
 {
 	unsigned seed = (unsigned)time(NULL);
-	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-	struct statfs sf;
-	if (statfs(tmp, &sf) == 0 && sf.f_type == TMPFS_MAGIC_NUMBER) {
-		printf("%s is tmpfs: set TMPDIR to a disk file system\n", tmp);
+	const char *tmp = test_disk_tmpdir();
+	if (tmp == NULL)
 		return 77;
-	}
 	acked = mmap(NULL, MAX_SEQ, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	present = mmap(NULL, MAX_SEQ, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (acked == MAP_FAILED || present == MAP_FAILED)

@@ -208,21 +208,6 @@ static void verify_step(void *arg)
 	}
 }
 
-static atomic_int dropped;
-static void drop_done(struct store_req *req)
-{
-	atomic_store(&dropped, req->status == 0 ? 1 : -1);
-	free(req);
-}
-
-static void drop_step(void *arg)
-{
-	(void)arg;
-	struct store_req *req = calloc(1, sizeof(*req));
-	req->done = drop_done;
-	store_drop_all(st, req);
-}
-
 /* ---- the test ----------------------------------------------------------- */
 
 static bool verify_all(struct pool *pool, const char *when)
@@ -331,10 +316,7 @@ int main(void)
 	verify_all(pool, "after reopen");
 
 	/* FLUSHALL: nothing is live, and GC reclaims every sealed segment. */
-	test_on_px(pool, drop_step, NULL);
-	while (atomic_load(&dropped) == 0)
-		usleep(1000);
-	CHECK(atomic_load(&dropped) == 1, "FLUSHALL failed");
+	CHECK(test_store_drop_all(pool, st, 60) == 0, "FLUSHALL failed");
 	bool emptied = settle(pool, 2 * SEGMENT, 60);
 	CHECK(emptied && stats.live_bytes == 0, "after FLUSHALL: log %lu bytes, live %lu",
 	      (unsigned long)stats.log_bytes, (unsigned long)stats.live_bytes);

@@ -12,7 +12,6 @@
  * flush, so recovery replays only the records since. */
 #include <errno.h>
 #include <string.h>
-#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,7 +20,6 @@
 #include "storage/store.h"
 #include "testutil.h"
 
-#define TMPFS_MAGIC_NUMBER 0x01021994
 #define KEYS 3000
 #define OPS 160000     /* phase B records: more than two replay batches */
 #define HOT_OPS 1200000 /* phase C records: past store.c's CHECKPOINT_RECORDS (1 M) */
@@ -197,30 +195,6 @@ static void run_ops(uint32_t from, uint32_t to)
 	}
 }
 
-static void drop_done(struct store_req *req)
-{
-	if (req->status != 0)
-		atomic_fetch_add(&failed, 1);
-	free(req);
-	atomic_fetch_add(&acked, 1);
-}
-
-static void drop_step(void *arg)
-{
-	(void)arg;
-	struct store_req *req = calloc(1, sizeof(*req));
-	req->done = drop_done;
-	store_drop_all(st, req);
-}
-
-static void run_drop(void)
-{
-	unsigned long target = atomic_load(&acked) + 1;
-	test_on_px(pool, drop_step, NULL);
-	if (!test_wait_count(&acked, target, 60))
-		_exit(1);
-}
-
 /* ---- opening, reading back --------------------------------------------- */
 
 struct open_args {
@@ -391,7 +365,8 @@ static void run_phase(char phase)
 	case 'B': {
 		uint32_t mid = KEYS + OPS / 2;
 		run_ops(KEYS, mid);
-		run_drop();
+		if (test_store_drop_all(pool, st, 60) != 0)
+			atomic_fetch_add(&failed, 1);
 		run_ops(mid, KEYS + OPS);
 		/* Every op is acknowledged under fsync: durable in the log.  Exit
 		 * without closing: the index has none of it on disk. */
@@ -438,12 +413,9 @@ static int in_child(char phase, void (*fn)(void))
 
 int main(void)
 {
-	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-	struct statfs sf;
-	if (statfs(tmp, &sf) == 0 && sf.f_type == TMPFS_MAGIC_NUMBER) {
-		printf("%s is tmpfs: set TMPDIR to a disk file system\n", tmp);
+	const char *tmp = test_disk_tmpdir();
+	if (tmp == NULL)
 		return 77;
-	}
 	snprintf(dir, sizeof(dir), "%s/ringkv-test-replay-%d", tmp, (int)getpid());
 	far_ms = (uint64_t)time(NULL) * 1000 + 3600 * 1000;
 

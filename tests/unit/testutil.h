@@ -5,8 +5,10 @@
 
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,6 +44,27 @@ static inline unsigned long test_scaled(unsigned long n)
 	double f = s ? atof(s) : 1.0;
 	unsigned long v = (unsigned long)((double)n * (f > 0 ? f : 1.0));
 	return v ? v : 1;
+}
+
+#define TEST_TMPFS_MAGIC 0x01021994 /* statfs f_type of tmpfs */
+
+/* True when `path` is on tmpfs, which has no O_DIRECT. */
+static inline bool test_on_tmpfs(const char *path)
+{
+	struct statfs sf;
+	return statfs(path, &sf) == 0 && sf.f_type == TEST_TMPFS_MAGIC;
+}
+
+/* $TMPDIR (else /tmp) for a test's data directory, or NULL, after saying
+ * so, when it is tmpfs: the test then skips (exit 77). */
+static inline const char *test_disk_tmpdir(void)
+{
+	const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	if (test_on_tmpfs(tmp)) {
+		printf("%s is tmpfs (no O_DIRECT): set TMPDIR to a disk file system\n", tmp);
+		return NULL;
+	}
+	return tmp;
 }
 
 static inline double test_now(void)
@@ -136,6 +159,42 @@ static inline void test_store_close(struct pool *pool, struct store *st)
 {
 	test_close_with(pool, st, test_store_stop_step, test_store_busy_step,
 			test_store_close_step);
+}
+
+/* A FLUSHALL run by test_store_drop_all. */
+struct test_drop {
+	struct store_req req;
+	struct store *st;
+	atomic_int done;
+};
+
+static inline void test_drop_done(struct store_req *req)
+{
+	atomic_store(&container_of(req, struct test_drop, req)->done, 1);
+}
+
+static inline void test_drop_step(void *arg)
+{
+	struct test_drop *d = arg;
+	d->req.done = test_drop_done;
+	store_drop_all(d->st, &d->req);
+}
+
+/* Runs a FLUSHALL of `st` on its proactor and returns its status; exits 1
+ * when it has not completed within `seconds` (the store is stuck). */
+static inline int test_store_drop_all(struct pool *pool, struct store *st, double seconds)
+{
+	struct test_drop d = {.st = st};
+	test_on_px(pool, test_drop_step, &d);
+	double deadline = test_now() + seconds;
+	while (!atomic_load(&d.done)) {
+		if (test_now() > deadline) {
+			fprintf(stderr, "FAIL: FLUSHALL did not complete within %.0f s\n", seconds);
+			_exit(1);
+		}
+		usleep(1000);
+	}
+	return d.req.status;
 }
 
 static inline void test_log_stop_step(void *arg)
