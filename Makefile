@@ -7,6 +7,8 @@
 #   make SANITIZE=address,undefined   or   SANITIZE=thread   sanitizer builds (use BUILD=...)
 #   make WERROR=1        warnings are errors (CI)
 #   make format          clang-format every source file
+#   make check-layers    the layer rule between service/runtime, storage, net, the daemon and
+#                        tools, checked on every #include (docs/ARCHITECTURE.md, "Layers")
 
 BUILD    ?= build
 OPT      ?= -O2
@@ -25,9 +27,9 @@ CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover
 LDFLAGS  += -fsanitize=$(SANITIZE)
 endif
 
-# The runtime is the ground floor (DESIGN.md §1); storage stands on it; the
-# daemon files stand on both.
-RUNTIME_SRC = service/logging.c service/proactor.c service/msgq.c service/pool.c
+# The runtime is the ground floor; storage and net stand on it; the daemon
+# files stand on all three (docs/ARCHITECTURE.md, "Layers").
+RUNTIME_SRC = $(wildcard service/runtime/*.c)
 STORAGE_SRC = storage/crc32c.c storage/format.c storage/fsutil.c storage/layout.c storage/log.c \
               storage/index.c storage/store.c storage/bulk.c
 NET_SRC     = $(wildcard net/*.c)
@@ -51,7 +53,7 @@ BENCH       = $(BUILD)/ringkv-bench
 IMPORT      = $(BUILD)/ringkv-import
 UNIT_BIN    = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all tests deps run test format clean
+.PHONY: all tests deps run test format clean check-layers
 all: $(SERVER) $(BENCH) $(IMPORT) tests
 tests: $(UNIT_BIN)
 
@@ -96,6 +98,9 @@ run: deps
 
 test: deps
 	@tests/run.sh
+
+check-layers:
+	@tools/check-layers.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

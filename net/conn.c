@@ -50,8 +50,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "service/logging.h"
-#include "service/pool.h"
+#include "service/runtime/clock.h"
+#include "service/runtime/logging.h"
+#include "service/runtime/pool.h"
 
 #define NET_BGID             0    /* buffer group of the provided buffer ring (one per ring) */
 #define NET_MAX_LISTENERS    16   /* addresses in server.bind */
@@ -184,14 +185,6 @@ static atomic_uint net_nclients;                             /* open connections
 static atomic_ullong net_next_id = 1;                        /* CLIENT ID */
 
 #define NET_STAT(np, field, n) px_stat_add(&(np)->stats.field, (n))
-
-/* Wall-clock ms (coarse: a few ms of resolution, no syscall). */
-static uint64_t net_unix_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* CLOCK_MONOTONIC ms (coarse). */
 static uint64_t net_mono_ms(void)
@@ -753,7 +746,7 @@ static void conn_input(struct conn *c, const uint8_t *data, size_t n, bool own)
 {
 	struct conn_private *pv = c->priv;
 	pv->busy++;
-	c->last_active_ms = net_unix_ms();
+	c->last_active_ms = clock_unix_ms_coarse();
 	if (!own && pv->in_len == 0) {
 		size_t used = conn_parse(c, data, n);
 		if (used < n && pv->state == CONN_OPEN) {
@@ -947,7 +940,7 @@ static void np_accept_fd(struct net_px *np, int fd)
 	getsockname(fd, (struct sockaddr *)&c->local, &len);
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c->created_ms = c->last_active_ms = net_unix_ms();
+	c->created_ms = c->last_active_ms = clock_unix_ms_coarse();
 	c->proto = 2;
 	c->authenticated = !np->cfg.auth_required;
 	pv->state = CONN_OPEN;

@@ -47,7 +47,7 @@
 #include <sys/socket.h>
 
 #include "net/resp.h"
-#include "service/proactor.h"
+#include "service/runtime/proactor.h"
 
 #define NET_SHUTDOWN_FLUSH_MS 2000 /* shutdown waits this long for replies to leave */
 

@@ -9,9 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "logging.h"
+#include "service/runtime/logging.h"
 #include "shard.h"
 #include "storage/format.h"
 
@@ -222,20 +221,6 @@ unsigned long cmd_inflight(unsigned px)
 	return atomic_load_explicit(&cmd_state.pxs[px].inflight, memory_order_relaxed);
 }
 
-uint64_t cmd_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-uint64_t cmd_now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 /* ASCII lowercase (names are ASCII; no locale lookup on the request path). */
 static inline uint8_t name_lower(uint8_t c)
 {
@@ -273,7 +258,7 @@ int cmd_init(struct pool *pool, struct cfg *cfg, char *err, size_t errlen)
 	cmd_set_requirepass(cfg->server.requirepass);
 	cmd_max_string =
 	    cfg->server.max_bulk_len < FMT_VALUE_MAX ? cfg->server.max_bulk_len : FMT_VALUE_MAX;
-	cmd_state.start_ms = cmd_now_ms();
+	cmd_state.start_ms = clock_unix_ms();
 	atomic_store(&cmd_lastsave_s, cmd_state.start_ms / 1000);
 	return 0;
 }

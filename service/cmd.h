@@ -29,7 +29,8 @@
 
 #include "net/conn.h"
 #include "service/config.h"
-#include "service/pool.h"
+#include "service/runtime/clock.h"
+#include "service/runtime/pool.h"
 #include "storage/store.h"
 
 #define RINGKV_VERSION    "0.1.0"
@@ -294,10 +295,6 @@ bool cmd_glob_match(const uint8_t *pat, size_t plen, const uint8_t *s, size_t sl
 /* Longest string a command may create: server.max_bulk_len (Redis's
  * proto-max-bulk-len), at most the storage's FMT_VALUE_MAX.  Set by cmd_init. */
 extern uint64_t cmd_max_string;
-
-/* Unix time now in milliseconds / microseconds. */
-uint64_t cmd_now_ms(void);
-uint64_t cmd_now_us(void);
 
 /* ---- the handlers (cmd_conn.c, cmd_string.c, cmd_keys.c, cmd_server.c) -- */
 

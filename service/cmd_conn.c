@@ -209,7 +209,7 @@ void cmd_reset(struct cmd_ctx *x)
 static void client_line(struct resp_buf *out, struct conn *c)
 {
 	char addr[128], laddr[128], line[1024];
-	uint64_t now = cmd_now_ms();
+	uint64_t now = clock_unix_ms();
 	conn_peer_string(c, addr, sizeof(addr));
 	conn_local_string(c, laddr, sizeof(laddr));
 	int n = snprintf(

@@ -106,7 +106,7 @@ static void ttl_done(struct store_req *sr)
 		resp_add_int(x->reply, -1);
 	} else {
 		/* Redis's ttlGenericCommand: seconds are rounded, absolute or not. */
-		uint64_t now = cmd_now_ms();
+		uint64_t now = clock_unix_ms();
 		int64_t ms = kind == EXPIRETIME_S || kind == EXPIRETIME_MS ? (int64_t)when
 		             : when > now                                  ? (int64_t)(when - now)
 		                                                           : 0;
@@ -165,7 +165,7 @@ static enum store_update_result expire_update(struct store_req *sr, const uint8_
 	if ((f & CMD_EXPIRE_LT) && old_expiry_ms != 0 && when >= (int64_t)old_expiry_ms)
 		return STORE_UPDATE_KEEP;
 	x->u.expire.result = 1;
-	if (when <= (int64_t)cmd_now_ms())
+	if (when <= (int64_t)clock_unix_ms())
 		return STORE_UPDATE_DELETE; /* already expired: deleted, as in Redis */
 	sr->new_value = old;
 	sr->new_len = old_len;
@@ -215,7 +215,7 @@ static void expire_generic(struct cmd_ctx *x, bool seconds, bool absolute)
 	int64_t when;
 	if (cmd_arg_int_or_fail(x, 2, &when) < 0)
 		return;
-	int64_t base = absolute ? 0 : (int64_t)cmd_now_ms();
+	int64_t base = absolute ? 0 : (int64_t)clock_unix_ms();
 	if (seconds) {
 		if (when > INT64_MAX / 1000 || when < INT64_MIN / 1000)
 			goto invalid;
@@ -555,7 +555,7 @@ static uint64_t random_next(void)
 {
 	if (random_state == 0)
 		random_state =
-		    cmd_now_us() ^ ((uint64_t)px_current()->id << 48) ^ 0x9e3779b97f4a7c15ULL;
+		    clock_unix_us() ^ ((uint64_t)px_current()->id << 48) ^ 0x9e3779b97f4a7c15ULL;
 	random_state ^= random_state << 13;
 	random_state ^= random_state >> 7;
 	random_state ^= random_state << 17;

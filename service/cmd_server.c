@@ -19,14 +19,14 @@
 #include <unistd.h>
 
 #include "cmd.h"
-#include "logging.h"
+#include "service/runtime/logging.h"
 #include "shard.h"
 
 /* ---- TIME, LASTSAVE ---------------------------------------------------- */
 
 void cmd_time(struct cmd_ctx *x)
 {
-	uint64_t us = cmd_now_us();
+	uint64_t us = clock_unix_us();
 	resp_add_array(x->reply, 2);
 	resp_add_bulk_int(x->reply, (int64_t)(us / 1000000));
 	resp_add_bulk_int(x->reply, (int64_t)(us % 1000000));
@@ -68,7 +68,7 @@ static void checkpoint_finish(struct cmd_fan *f)
 		cmd_done(x);
 		return;
 	}
-	atomic_store(&cmd_lastsave_s, cmd_now_ms() / 1000);
+	atomic_store(&cmd_lastsave_s, clock_unix_ms() / 1000);
 	if (strcmp(x->cmd->name, "save") == 0)
 		resp_add_simple(x->reply, "OK");
 	else
@@ -550,7 +550,7 @@ static void run_id_make(void)
 {
 	uint8_t raw[20];
 	if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
-		uint64_t seed = cmd_now_us() ^ (uint64_t)getpid() << 32;
+		uint64_t seed = clock_unix_us() ^ (uint64_t)getpid() << 32;
 		for (size_t i = 0; i < sizeof(raw); i++, seed = seed * 6364136223846793005ULL + 1)
 			raw[i] = (uint8_t)(seed >> 56);
 	}
@@ -571,7 +571,7 @@ static void info_finish(struct cmd_fan *f)
 	const struct cfg *cfg = cmd_config(); /* read-only fields only (see the top) */
 	struct store_stats sum = {0};
 	struct resp_buf b;
-	uint64_t now_us = cmd_now_us(), uptime_s = (now_us / 1000 - cmd_start_ms()) / 1000;
+	uint64_t now_us = clock_unix_us(), uptime_s = (now_us / 1000 - cmd_start_ms()) / 1000;
 	bool first = true;
 	for (size_t i = 0; i < f->nparts; i++)
 		if (f->parts[i].scratch != NULL)

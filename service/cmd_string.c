@@ -50,7 +50,7 @@ static int expiry_or_fail(struct cmd_ctx *x, size_t arg, unsigned unit_flag, con
 	if (seconds)
 		v *= 1000;
 	if (unit_flag & (CMD_SET_EX | CMD_SET_PX)) {
-		int64_t now = (int64_t)cmd_now_ms();
+		int64_t now = (int64_t)clock_unix_ms();
 		if (v > INT64_MAX - now)
 			goto invalid;
 		v += now;
@@ -292,7 +292,7 @@ static enum store_update_result getex_update(struct store_req *sr, const uint8_t
 	}
 	if (!(f & CMD_SET_EXPIRY))
 		return STORE_UPDATE_KEEP;
-	if (x->u.set.expiry_ms <= cmd_now_ms())
+	if (x->u.set.expiry_ms <= clock_unix_ms())
 		return STORE_UPDATE_DELETE; /* a time in the past deletes the key, as in Redis */
 	sr->new_expiry_ms = x->u.set.expiry_ms;
 	return STORE_UPDATE_WRITE;

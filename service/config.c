@@ -10,7 +10,7 @@
  */
 #include "config.h"
 
-#include "logging.h"
+#include "service/runtime/logging.h"
 
 #include <ctype.h>
 #include <errno.h>

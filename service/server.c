@@ -28,8 +28,8 @@
 
 #include "cmd.h"
 #include "config.h"
-#include "logging.h"
-#include "pool.h"
+#include "service/runtime/logging.h"
+#include "service/runtime/pool.h"
 #include "storage/bulk.h"
 #include "shard.h"
 

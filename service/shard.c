@@ -9,9 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "logging.h"
+#include "service/runtime/logging.h"
 
 struct shard_map shard_map;
 
@@ -203,9 +202,6 @@ int shard_open_all(struct pool *pool, const struct cfg *cfg, char *err, size_t e
 		close_stores_now();
 		return ret;
 	}
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	shard_map.opened_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 	return 0;
 }
 

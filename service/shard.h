@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #include "service/config.h"
-#include "service/pool.h"
+#include "service/runtime/pool.h"
 #include "storage/layout.h"
 #include "storage/store.h"
 
@@ -32,7 +32,6 @@ struct shard_map {
 	struct pool *pool;
 	struct store **stores; /* [shards]; stores[s] is used only on proactor s % threads */
 	struct idx_shared *idx_shared; /* block cache and background threads of every index */
-	uint64_t opened_ms;            /* Unix ms when every store was open (LASTSAVE's start) */
 };
 
 extern struct shard_map shard_map; /* read-only once shard_open_all has returned */

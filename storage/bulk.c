@@ -34,8 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "service/logging.h"
-#include "service/pool.h"
+#include "service/runtime/logging.h"
+#include "service/runtime/pool.h"
 #include "storage/format.h"
 #include "storage/fsutil.h"
 #include "storage/index.h"

@@ -41,7 +41,7 @@
 
 #include <rocksdb/c.h>
 
-#include "service/logging.h"
+#include "service/runtime/logging.h"
 #include "storage/crc32c.h"
 #include "storage/fsutil.h"
 #include "storage/format.h"

@@ -24,7 +24,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
-#include "service/logging.h"
+#include "service/runtime/logging.h"
 #include "storage/fsutil.h"
 
 #define LOG_COMMIT_DEFAULT (1u << 20)

@@ -110,7 +110,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "service/proactor.h"
+#include "service/runtime/proactor.h"
 #include "storage/format.h"
 
 enum log_durability {

@@ -42,10 +42,10 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "service/logging.h"
+#include "service/runtime/clock.h"
+#include "service/runtime/logging.h"
 #include "storage/fsutil.h"
 
 #define STORE_READ_RETRIES 3         /* re-reads of the index when GC moved a value */
@@ -239,13 +239,6 @@ struct store {
 
 /* ---- small helpers ----------------------------------------------------- */
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static uint64_t hash_key(const uint8_t *key, size_t len)
 {
 	uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
@@ -281,7 +274,7 @@ static void blob_unref(struct blob *b)
 
 static bool key_live(const struct kentry *ke)
 {
-	return ke->exists && (ke->expiry_ms == 0 || ke->expiry_ms > now_ms());
+	return ke->exists && (ke->expiry_ms == 0 || ke->expiry_ms > clock_unix_ms());
 }
 
 /* ---- live bytes per segment --------------------------------------------- */
@@ -1516,7 +1509,7 @@ int store_scan(struct store *st, uint64_t cursor, size_t count,
 	       void (*fn)(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms),
 	       void *arg, uint64_t *next)
 {
-	struct scan_ctx c = {.st = st, .now_ms = now_ms(), .fn = fn, .arg = arg};
+	struct scan_ctx c = {.st = st, .now_ms = clock_unix_ms(), .fn = fn, .arg = arg};
 	uint32_t next_hash;
 	*next = 0;
 	if (cursor > UINT32_MAX)
@@ -1566,7 +1559,7 @@ static int expire_visit(void *arg, const void *key, size_t klen, uint64_t expiry
 	}
 	const struct kentry *ke = kentry_find(st, key, klen);
 	bool settled = ke != NULL && ke->known &&
-		       (!ke->exists || ke->expiry_ms == 0 || ke->expiry_ms > now_ms());
+		       (!ke->exists || ke->expiry_ms == 0 || ke->expiry_ms > clock_unix_ms());
 	if (!settled) {
 		struct expire_req *x = calloc(1, sizeof(*x) + klen);
 		if (x == NULL)
@@ -1603,7 +1596,7 @@ static void expire_pass(void *arg)
 	if (!st->expire_resume)
 		st->expire_started_ns = now;
 	struct idx_expiry_pos at = {st->expire_at_ms, st->expire_at_key, st->expire_at_klen};
-	int n = idx_expired(st->idx, now_ms(), st->expire_resume ? &at : NULL, EXPIRE_BATCH,
+	int n = idx_expired(st->idx, clock_unix_ms(), st->expire_resume ? &at : NULL, EXPIRE_BATCH,
 			    expire_visit, st);
 	if (n < 0 || st->expiring >= EXPIRE_INFLIGHT_MAX)
 		return; /* the next tick goes on */

@@ -68,7 +68,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "service/proactor.h"
+#include "service/runtime/proactor.h"
 #include "storage/index.h"
 #include "storage/log.h"
 

@@ -2,7 +2,8 @@
 # run.sh: builds and runs every ringkv test, then prints one closing line
 # "N passed, N failed, N skipped".  `make test` calls it.
 #
-# Passes (RINGKV_TEST_PASSES, default "normal asan tsan"):
+# First the layer rule (tools/check-layers.sh), then the passes
+# (RINGKV_TEST_PASSES, default "normal asan tsan"):
 #   normal  -O2 build in build/: every unit test and integration test
 #   asan    AddressSanitizer + UndefinedBehaviorSanitizer build in build/asan: the same
 #   tsan    ThreadSanitizer build in build/tsan: the queue and pool tests
@@ -55,6 +56,21 @@ run_one() { # run_one PASS BUILD-DIR SCALE PROGRAM
 	esac
 }
 
+# A check that is a command rather than a test program (the layer rule).
+run_check() { # run_check NAME COMMAND...
+	local name=$1 log="$logdir/check-$1.log"
+	shift
+	if "$@" >"$log" 2>&1; then
+		passed=$((passed + 1))
+		printf 'PASS  %-7s %-32s\n' check "$name"
+	else
+		failed=$((failed + 1))
+		failures+=("check/$name")
+		printf 'FAIL  %-7s %-32s last lines of its output:\n' check "$name"
+		tail -n 30 "$log" | sed 's/^/      /'
+	fi
+}
+
 run_pass() { # run_pass PASS DIR SCALE FILTER
 	local pass=$1 dir=$2 scale=$3 filter=$4 t
 	for t in "$dir"/tests/test_* tests/integration/test_*; do
@@ -66,6 +82,8 @@ run_pass() { # run_pass PASS DIR SCALE FILTER
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+
+run_check check-layers tools/check-layers.sh
 
 for pass in $passes; do
 	case $pass in

@@ -12,8 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "service/logging.h"
-#include "service/pool.h"
+#include "service/runtime/logging.h"
+#include "service/runtime/pool.h"
 #include "storage/store.h"
 
 static int test_failures; /* CHECKs that failed so far */

@@ -67,9 +67,9 @@
 #include <time.h>
 
 #include "bench.h"
-#include "service/logging.h"
-#include "service/pool.h"
-#include "service/proactor.h"
+#include "service/runtime/logging.h"
+#include "service/runtime/pool.h"
+#include "service/runtime/proactor.h"
 
 #define MSG_FROM_BITS         8  /* low bits of a data arg: producer id */
 #define MSG_MAX_THREADS       64 /* --threads limit (fits MSG_FROM_BITS) */

@@ -106,9 +106,9 @@
 #include <unistd.h>
 
 #include "bench.h"
-#include "service/logging.h"
-#include "service/pool.h"
-#include "service/proactor.h"
+#include "service/runtime/logging.h"
+#include "service/runtime/pool.h"
+#include "service/runtime/proactor.h"
 #include "storage/index.h"
 #include "storage/log.h"
 #include "storage/store.h"

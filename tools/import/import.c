@@ -24,11 +24,11 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "service/config.h"
-#include "service/logging.h"
+#include "service/runtime/clock.h"
+#include "service/runtime/logging.h"
 #include "storage/bulk.h"
 #include "storage/layout.h"
 #include "tools/import/input.h"
@@ -257,13 +257,6 @@ static uint64_t failures(const struct import *im)
 
 /* ---- offline ----------------------------------------------------------- */
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static unsigned cpus_available(void)
 {
 	cpu_set_t set;
@@ -371,8 +364,8 @@ static int offline_command(struct import *im, const struct in_row *row)
 				bad = "invalid expire time in 'set' command";
 			} else {
 				i++;
-				expiry = ex     ? now_ms() + (uint64_t)n * 1000
-				         : px   ? now_ms() + (uint64_t)n
+				expiry = ex     ? clock_unix_ms() + (uint64_t)n * 1000
+				         : px   ? clock_unix_ms() + (uint64_t)n
 				         : exat ? (uint64_t)n * 1000
 				                : (uint64_t)n;
 			}
@@ -386,7 +379,7 @@ static int offline_command(struct import *im, const struct in_row *row)
 			         sec ? "setex" : "psetex");
 			bad = why;
 		} else {
-			uint64_t expiry = now_ms() + (uint64_t)n * (sec ? 1000 : 1);
+			uint64_t expiry = clock_unix_ms() + (uint64_t)n * (sec ? 1000 : 1);
 			return offline_set(im, row, av[1], al[1], av[3], al[3], expiry);
 		}
 	} else if (arg_is(av[0], al[0], "MSET") && argc >= 3 && argc % 2 == 1) {
@@ -434,7 +427,7 @@ static int import_row(struct import *im, const struct in_row *row)
 		else
 			ret =
 			    offline_set(im, row, row->key, row->key_len, row->value, row->value_len,
-			                row->ttl_s ? now_ms() + (uint64_t)row->ttl_s * 1000 : 0);
+			                row->ttl_s ? clock_unix_ms() + (uint64_t)row->ttl_s * 1000 : 0);
 		if (ret == 0)
 			im->written++;
 		return ret;

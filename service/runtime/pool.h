@@ -55,7 +55,6 @@ struct px *pool_px(struct pool *pool, unsigned i);
 
 /* Messages and wake-ups that foreign threads sent (proactors count theirs in
  * px->stats). */
-unsigned long pool_foreign_sent(const struct pool *pool);
 unsigned long pool_foreign_wakeups(const struct pool *pool);
 
 /* Runs fn(arg) on proactor `target`.  From a proactor of this pool it never

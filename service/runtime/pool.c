@@ -54,11 +54,6 @@ struct px *pool_px(struct pool *pool, unsigned i)
 	return &pool->pxs[i];
 }
 
-unsigned long pool_foreign_sent(const struct pool *pool)
-{
-	return atomic_load(&pool->foreign_sent);
-}
-
 unsigned long pool_foreign_wakeups(const struct pool *pool)
 {
 	return atomic_load(&pool->foreign_wakeups);
