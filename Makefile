@@ -30,8 +30,7 @@ endif
 # The runtime is the ground floor; storage and net stand on it; the daemon
 # files stand on all three (docs/ARCHITECTURE.md, "Layers").
 RUNTIME_SRC = $(wildcard service/runtime/*.c)
-STORAGE_SRC = storage/crc32c.c storage/format.c storage/fsutil.c storage/layout.c storage/log.c \
-              storage/index.c storage/store.c storage/bulk.c
+STORAGE_SRC = $(wildcard storage/*.c)
 NET_SRC     = $(wildcard net/*.c)
 # Daemon modules: config, shard (key -> slot -> shard), the command table and
 # its handlers (service/cmd*.c).

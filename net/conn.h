@@ -1,4 +1,4 @@
-/* conn: TCP listeners and client connections on the proactors (DESIGN.md §3).
+/* conn: TCP listeners and client connections on the proactors.
  *
  * Every proactor listens on every server.bind address with its own
  * SO_REUSEPORT socket and multishot accept, so the kernel spreads connections

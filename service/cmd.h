@@ -1,6 +1,6 @@
-/* cmd: the command table, dispatch and routing of ringkv-server (DESIGN.md
- * §3, §5; the list of commands and every guarantee that differs from Redis is
- * in docs/COMMANDS.md).
+/* cmd: the command table, dispatch and routing of ringkv-server (the path of
+ * a request, hop by hop, is in docs/ARCHITECTURE.md; the commands and every
+ * guarantee that differs from Redis are in docs/COMMANDS.md).
  *
  * A request's path: net/ parses a command and calls cmd_handle() on the
  * connection's proactor (the *origin*).  cmd_handle looks the name up in the

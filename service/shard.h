@@ -1,5 +1,5 @@
 /* shard: which proactor runs which shard of the data directory, and the
- * stores of every shard (DESIGN.md §3).
+ * stores of every shard.
  *
  * The data directory's shard count is fixed by storage/layout.h (DIR/LAYOUT,
  * created with server.threads shards the first time).  Shard s runs on

@@ -1,7 +1,7 @@
 /* store: one shard's key-value store — the log (log.h) holds every record,
  * the index (index.h) says where each key's current value is, a bounded
  * cache keeps hot values, and writes not yet in the index are served from
- * the cache's pinned entries (DESIGN.md §4).
+ * the cache's pinned entries.
  *
  * Every call is made on the shard's proactor; every request completes through
  * its `done` callback on a later iteration (never inside the call that

@@ -1,4 +1,4 @@
-/* proactor: one io_uring event loop per thread (DESIGN.md §2).
+/* proactor: one io_uring event loop per thread.
  *
  * A proactor owns one ring, drives every socket and file of its shard through
  * it, and runs the tasks other proactors send it.  Each loop iteration:
@@ -116,7 +116,7 @@ struct px_config {
 };
 
 struct px {
-	unsigned id;                   /* 0..n-1, also the shard number */
+	unsigned id;                   /* 0..n-1 in its pool (shard.h maps shards to it) */
 	struct pool *pool;             /* the pool this proactor belongs to */
 	struct io_uring ring;          /* the only ring this thread uses */
 	unsigned setup_flags;          /* IORING_SETUP_* the ring was created with */

@@ -466,7 +466,7 @@ def slot_of(key):
 
 
 def shard_of(key, nshards=NSHARDS):
-    """ringkv's shard of key: slots are split into nshards contiguous ranges (DESIGN.md §3)."""
+    """ringkv's shard of key: slots are split into nshards contiguous ranges (storage/layout.h)."""
     return slot_of(key) * nshards // 16384
 
 
