@@ -64,11 +64,11 @@ static uint64_t get_le64(const uint8_t *p)
 }
 
 /* Fills bytes 4..31 of a record header; the CRC at 0..3 is written last. */
-static void put_record_header(uint8_t *dst, enum fmt_type type, uint64_t lsn, uint64_t expiry_ms,
-                              uint32_t key_len, uint32_t value_len)
+static void put_record_header(uint8_t *dst, enum fmt_type type, uint8_t flags, uint64_t lsn,
+                              uint64_t expiry_ms, uint32_t key_len, uint32_t value_len)
 {
 	dst[REC_OFF_TYPE] = (uint8_t)type;
-	dst[REC_OFF_FLAGS] = 0;
+	dst[REC_OFF_FLAGS] = flags;
 	put_le16(dst + REC_OFF_MAGIC, FMT_RECORD_MAGIC);
 	put_le64(dst + REC_OFF_LSN, lsn);
 	put_le64(dst + REC_OFF_EXPIRY, expiry_ms);
@@ -90,7 +90,8 @@ uint64_t fmt_encode_record(uint8_t *dst, uint32_t epoch32, const struct fmt_reco
 	uint64_t body = (uint64_t)rec->key_len + rec->value_len;
 	uint64_t size = fmt_record_size(rec->key_len, rec->value_len);
 
-	put_record_header(dst, rec->type, rec->lsn, rec->expiry_ms, rec->key_len, rec->value_len);
+	put_record_header(dst, rec->type, rec->flags, rec->lsn, rec->expiry_ms, rec->key_len,
+	                  rec->value_len);
 	if (rec->key_len > 0)
 		memcpy(dst + FMT_RECORD_HEADER, rec->key, rec->key_len);
 	if (rec->value_len > 0)
@@ -109,29 +110,31 @@ uint64_t fmt_encode_pad(uint8_t *commit_start, uint64_t used, uint32_t epoch32, 
 	uint32_t pad_len = (uint32_t)(end - used - FMT_RECORD_HEADER); /* < FMT_BLOCK */
 	uint8_t *pad = commit_start + used;
 
-	put_record_header(pad, FMT_PAD, lsn, 0, 0, pad_len);
+	put_record_header(pad, FMT_PAD, 0, lsn, 0, 0, pad_len);
 	memset(pad + FMT_RECORD_HEADER, 0, pad_len);
 	put_le32(pad + REC_OFF_CRC, record_crc(pad, 0, epoch32));
 	return end;
 }
 
-/* Field checks that need no CRC: the type is known, flags are zero, lengths
- * are within the limits of their type.  A PAD's padding is shorter than one
- * block and a multiple of 8, as fmt_encode_pad makes it (it fills from an
- * 8-aligned offset to the next boundary but one at most). */
+/* Field checks that need no CRC: the type is known, flags are a value type
+ * (PUT) or zero, lengths are within the limits of their type.  A PAD's
+ * padding is shorter than one block and a multiple of 8, as fmt_encode_pad
+ * makes it (it fills from an 8-aligned offset to the next boundary but one
+ * at most).  The ident itself is checked by its reader (fmt_ident_parse). */
 static bool record_fields_valid(uint8_t type, uint8_t flags, uint32_t key_len, uint32_t value_len)
 {
-	if (flags != 0)
+	if (flags != 0 && (type != FMT_PUT || flags > FMT_TYPE_MAX))
 		return false;
 	switch (type) {
 	case FMT_PUT:
-		return key_len <= FMT_KEY_MAX && value_len <= FMT_VALUE_MAX;
+		return key_len > 0 && key_len <= FMT_IDENT_MAX && value_len <= FMT_VALUE_MAX;
 	case FMT_DELETE:
-		return key_len <= FMT_KEY_MAX && value_len == 0;
+		return key_len > 0 && key_len <= FMT_IDENT_MAX && value_len == 0;
 	case FMT_PAD:
 		return key_len == 0 && value_len < FMT_BLOCK && value_len % 8 == 0;
-	case FMT_DROP:
-		return key_len == 0 && value_len == 0;
+	case FMT_DBMAP:
+		return key_len == 0 && value_len >= 8 && value_len <= fmt_dbmap_size(FMT_DB_MAX) &&
+		       value_len % 4 == 0;
 	default:
 		return false;
 	}
@@ -160,6 +163,7 @@ enum fmt_status fmt_decode_record(const uint8_t *src, uint64_t avail, uint32_t e
 		return FMT_BAD_CRC;
 
 	rec->type = (enum fmt_type)type;
+	rec->flags = src[REC_OFF_FLAGS];
 	rec->lsn = get_le64(src + REC_OFF_LSN);
 	rec->expiry_ms = get_le64(src + REC_OFF_EXPIRY);
 	rec->key_len = key_len;
@@ -225,4 +229,104 @@ const char *fmt_status_str(enum fmt_status s)
 		return "invalid field";
 	}
 	return "unknown status";
+}
+
+/* ---- idents ------------------------------------------------------------ */
+
+size_t fmt_key_ident(uint8_t *dst, uint32_t db, const void *key, size_t key_len)
+{
+	dst[0] = FMT_IDENT_KEY;
+	fmt_put_be32(dst + 1, db);
+	if (key_len)
+		memcpy(dst + FMT_KEY_IDENT_HEAD, key, key_len);
+	return FMT_KEY_IDENT_HEAD + key_len;
+}
+
+size_t fmt_elem_ident(uint8_t *dst, uint32_t db, const void *key, size_t key_len,
+                      uint64_t version, const void *elem, size_t elem_len)
+{
+	uint8_t *p = dst;
+	*p++ = FMT_IDENT_ELEM;
+	fmt_put_be32(p, db);
+	fmt_put_be32(p + 4, (uint32_t)key_len);
+	p += 8;
+	if (key_len)
+		memcpy(p, key, key_len);
+	p += key_len;
+	fmt_put_be64(p, version);
+	fmt_put_be32(p + 8, crc32c(0, elem, elem_len));
+	p += 12;
+	if (elem_len)
+		memcpy(p, elem, elem_len);
+	return (size_t)(p - dst) + elem_len;
+}
+
+bool fmt_ident_parse(const uint8_t *ident, size_t len, struct fmt_ident *out)
+{
+	if (len < FMT_KEY_IDENT_HEAD)
+		return false;
+	*out = (struct fmt_ident){.kind = ident[0], .db = fmt_get_be32(ident + 1)};
+	if (ident[0] == FMT_IDENT_KEY) {
+		if (len - FMT_KEY_IDENT_HEAD > FMT_KEY_MAX)
+			return false;
+		out->key = ident + FMT_KEY_IDENT_HEAD;
+		out->key_len = (uint32_t)(len - FMT_KEY_IDENT_HEAD);
+		return true;
+	}
+	if (ident[0] != FMT_IDENT_ELEM || len < FMT_ELEM_IDENT_HEAD)
+		return false;
+	uint32_t klen = fmt_get_be32(ident + 5);
+	if (klen > FMT_KEY_MAX || len - FMT_ELEM_IDENT_HEAD < klen ||
+	    len - FMT_ELEM_IDENT_HEAD - klen > FMT_ELEM_MAX)
+		return false;
+	out->key = ident + 9;
+	out->key_len = klen;
+	out->version = fmt_get_be64(ident + 9 + klen);
+	out->elem_hash = fmt_get_be32(ident + 17 + klen);
+	out->elem = ident + FMT_ELEM_IDENT_HEAD + klen;
+	out->elem_len = (uint32_t)(len - FMT_ELEM_IDENT_HEAD - klen);
+	return true;
+}
+
+void fmt_encode_coll_meta(uint8_t dst[FMT_COLL_META_SIZE], const struct fmt_coll_meta *m)
+{
+	put_le64(dst, m->version);
+	put_le64(dst + 8, m->count);
+	dst[16] = m->enc;
+}
+
+bool fmt_decode_coll_meta(const uint8_t *src, size_t len, struct fmt_coll_meta *m)
+{
+	if (len != FMT_COLL_META_SIZE)
+		return false;
+	m->version = get_le64(src);
+	m->count = get_le64(src + 8);
+	m->enc = src[16];
+	return true;
+}
+
+void fmt_encode_dbmap(uint8_t *dst, const uint32_t *ids, uint32_t n, uint32_t next_id)
+{
+	put_le32(dst, n);
+	put_le32(dst + 4, next_id);
+	for (uint32_t i = 0; i < n; i++)
+		put_le32(dst + 8 + 4 * (size_t)i, ids[i]);
+}
+
+bool fmt_decode_dbmap(const uint8_t *src, size_t len, uint32_t *ids, uint32_t cap, uint32_t *n,
+                      uint32_t *next_id)
+{
+	if (len < 8)
+		return false;
+	uint32_t count = get_le32(src), next = get_le32(src + 4);
+	if (count > FMT_DB_MAX || count > cap || len != fmt_dbmap_size(count))
+		return false;
+	for (uint32_t i = 0; i < count; i++) {
+		ids[i] = get_le32(src + 8 + 4 * (size_t)i);
+		if (ids[i] >= next)
+			return false;
+	}
+	*n = count;
+	*next_id = next;
+	return true;
 }

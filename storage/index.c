@@ -40,6 +40,7 @@
 #include <sys/stat.h>
 
 #include <rocksdb/c.h>
+#include <stdatomic.h>
 
 #include "service/runtime/logging.h"
 #include "storage/crc32c.h"
@@ -47,23 +48,24 @@
 #include "storage/format.h"
 
 /* RocksDB key prefixes and metadata keys (index.h). */
-#define PREFIX_KEY        'k'
-#define PREFIX_KEY_END    "l" /* just above every 'k' row */
+#define PREFIX_ELEM       FMT_IDENT_ELEM /* 'e': the element ident is the row */
+#define PREFIX_KEY        FMT_IDENT_KEY  /* 'k' */
+#define PREFIX_COUNT      'n'
 #define PREFIX_EXPIRY     'x'
 #define PREFIX_EXPIRY_END "y"
 #define PREFIX_SEGMENT    's'
-#define PREFIX_SEGMENT_END "t"
 #define META_VERSION      "m:version"
 #define META_APPLIED_LSN  "m:applied_lsn"
-#define META_KEY_COUNT    "m:key_count"
+#define META_DBMAP        "m:dbmap"
 
 /* Entry flags byte. */
-#define ENTRY_VERSION      1u
+#define ENTRY_VERSION      2u
 #define ENTRY_VERSION_MASK 0x0Fu
 #define ENTRY_INLINE       0x10u
 #define ENTRY_EXPIRY       0x20u
 #define ENTRY_RESERVED     0xC0u
-#define ENTRY_HEADER_MAX   (1 + 6 * 10) /* flags and at most six 10-byte varints */
+#define ENTRY_HEADER_MAX   (2 + 6 * 10 + 1) /* flags, type, at most six 10-byte varints,
+                                               encoding flags */
 
 /* ReadTier values (rocksdb/options.h). */
 #define READ_TIER_ALL         0
@@ -85,8 +87,12 @@
 #define INFO_LOG_BYTES        (8u << 20)
 #define INSERT_HINT_OPTION    "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.2"
 
-#define KEY_BUF_SIZE (1 + 8 + FMT_KEY_MAX) /* the longest RocksDB key */
-#define KEY_ROW_PREFIX 5                   /* 'k' + be32 hash of the user key */
+#define KEY_BUF_SIZE FMT_IDENT_MAX /* the longest RocksDB key: an element row */
+#define KEY_ROW_HEAD 9              /* 'k' + be32 db id + be32 hash of the user key */
+#define EXPIRY_ROW_HEAD 13          /* 'x' + be64 expiry + be32 db id */
+#define SEGMENT_ROW_LEN 13          /* 's' + be64 segment + be32 db id */
+#define COUNT_ROW_LEN 5             /* 'n' + be32 db id */
+#define COUNT_VALUE_LEN 24
 
 struct idx_shared {
 	rocksdb_cache_t *cache; /* LRU block cache of every shard */
@@ -103,14 +109,20 @@ struct idx {
 	rocksdb_readoptions_t *ro_cached;    /* kBlockCacheTier */
 	rocksdb_readoptions_t *ro_blocking;  /* kReadAllTier */
 	rocksdb_readoptions_t *ro_persisted; /* kPersistedTier */
-	rocksdb_readoptions_t *ro_scan;      /* 'k' rows, no cache fill */
+	rocksdb_readoptions_t *ro_scan;      /* key rows of a database, below scan_upper,
+	                                        no cache fill */
+	rocksdb_readoptions_t *ro_elems;     /* element rows of a collection, below
+	                                        elem_upper */
 	rocksdb_readoptions_t *ro_expiry;    /* 'x' rows, below expiry_upper */
 	rocksdb_writeoptions_t *wo;          /* WAL disabled */
+	rocksdb_compactionfilterfactory_t *filter; /* drops garbage rows (compaction filter) */
 	uint64_t applied_lsn;                /* as of the last write */
-	uint64_t key_count;                  /* as of the last write */
 	struct idx_stats stats;              /* counters; sizes filled on demand */
+	_Atomic uint64_t garbage_dropped;    /* by the compaction filter's threads */
 	uint8_t expiry_upper[9];             /* ro_expiry's bound (the C API keeps a
-	                                        pointer to it, not a copy) */
+	                                        pointer to the bounds, not a copy) */
+	uint8_t scan_upper[5];               /* ro_scan's: the next database's key rows */
+	uint8_t *elem_upper;                 /* ro_elems's: KEY_BUF_SIZE bytes */
 	uint8_t kbuf[KEY_BUF_SIZE];          /* a RocksDB key being built */
 };
 
@@ -174,12 +186,20 @@ static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
  * has ENTRY_HEADER_MAX bytes.  Returns its length. */
 static size_t entry_encode_header(uint8_t *dst, const struct idx_entry *e)
 {
-	uint8_t *p = dst + 1;
-	dst[0] = (uint8_t)(ENTRY_VERSION | (e->is_inline ? ENTRY_INLINE : 0) |
+	bool coll = e->type != FMT_TYPE_STRING;
+	uint8_t *p = dst + 2;
+	dst[0] = (uint8_t)(ENTRY_VERSION | (e->is_inline && !coll ? ENTRY_INLINE : 0) |
 	                   (e->expiry_ms ? ENTRY_EXPIRY : 0));
+	dst[1] = e->type;
 	if (e->expiry_ms)
 		p = put_varint(p, e->expiry_ms);
 	p = put_varint(p, e->lsn);
+	if (coll) {
+		p = put_varint(p, e->version);
+		p = put_varint(p, e->count);
+		*p++ = e->enc;
+		return (size_t)(p - dst);
+	}
 	p = put_varint(p, e->value_len);
 	if (!e->is_inline) {
 		p = put_varint(p, e->segment);
@@ -193,16 +213,24 @@ static size_t entry_encode_header(uint8_t *dst, const struct idx_entry *e)
  * it is malformed. */
 static bool entry_decode(const uint8_t *src, size_t len, struct idx_entry *e)
 {
-	const uint8_t *p = src + 1, *end = src + len;
+	const uint8_t *p = src + 2, *end = src + len;
 	uint64_t value_len, v[3];
-	if (len < 1 || (src[0] & ENTRY_VERSION_MASK) != ENTRY_VERSION ||
-	    (src[0] & ENTRY_RESERVED) != 0)
+	if (len < 2 || (src[0] & ENTRY_VERSION_MASK) != ENTRY_VERSION ||
+	    (src[0] & ENTRY_RESERVED) != 0 || src[1] > FMT_TYPE_MAX)
 		return false;
-	*e = (struct idx_entry){.is_inline = (src[0] & ENTRY_INLINE) != 0};
+	*e = (struct idx_entry){.type = src[1], .is_inline = (src[0] & ENTRY_INLINE) != 0};
 	if ((src[0] & ENTRY_EXPIRY) && (!get_varint(&p, end, &e->expiry_ms) || e->expiry_ms == 0))
 		return false;
-	if (!get_varint(&p, end, &e->lsn) || !get_varint(&p, end, &value_len) ||
-	    value_len > UINT32_MAX)
+	if (!get_varint(&p, end, &e->lsn))
+		return false;
+	if (e->type != FMT_TYPE_STRING) {
+		if (e->is_inline || !get_varint(&p, end, &e->version) ||
+		    !get_varint(&p, end, &e->count) || end - p != 1)
+			return false;
+		e->enc = *p;
+		return true;
+	}
+	if (!get_varint(&p, end, &value_len) || value_len > UINT32_MAX)
 		return false;
 	e->value_len = (uint32_t)value_len;
 	if (e->is_inline) {
@@ -225,9 +253,26 @@ static bool entry_decode(const uint8_t *src, size_t len, struct idx_entry *e)
 /* 'x' + be64 expiry, the expiry row's prefix, at `dst` (9 bytes). */
 static void expiry_prefix(uint8_t *dst, uint64_t expiry_ms)
 {
-	uint64_t be = htobe64(expiry_ms);
 	dst[0] = PREFIX_EXPIRY;
-	memcpy(dst + 1, &be, 8);
+	fmt_put_be64(dst + 1, expiry_ms);
+}
+
+/* An element row's entry: the value only. */
+static void elem_entry(struct idx_entry *e, const void *value, size_t vlen)
+{
+	*e = (struct idx_entry){.is_inline = true, .value = value, .value_len = (uint32_t)vlen};
+}
+
+/* Decodes the value of a row of kind `kind` ('k' entry or 'e' value). */
+static bool row_decode(uint8_t kind, const uint8_t *v, size_t vlen, struct idx_entry *e)
+{
+	if (kind == PREFIX_ELEM) {
+		if (vlen > UINT32_MAX)
+			return false;
+		elem_entry(e, v, vlen);
+		return true;
+	}
+	return entry_decode(v, vlen, e);
 }
 
 static void put_le64(uint8_t *dst, uint64_t v)
@@ -276,22 +321,29 @@ uint32_t idx_key_hash(const void *key, size_t klen)
 	return crc32c(0, key, klen);
 }
 
-/* Writes a key row's prefix, 'k' + be32 of the hash. */
-static void key_row_prefix(uint8_t out[KEY_ROW_PREFIX], uint32_t hash)
+/* Writes a key row's head, 'k' + be32 db + be32 hash. */
+static void key_row_head(uint8_t out[KEY_ROW_HEAD], uint32_t db, uint32_t hash)
 {
 	out[0] = PREFIX_KEY;
-	out[1] = (uint8_t)(hash >> 24);
-	out[2] = (uint8_t)(hash >> 16);
-	out[3] = (uint8_t)(hash >> 8);
-	out[4] = (uint8_t)hash;
+	fmt_put_be32(out + 1, db);
+	fmt_put_be32(out + 5, hash);
 }
 
-/* The key row of `key` in ix->kbuf; returns its length.  klen <= FMT_KEY_MAX. */
-static size_t user_row_key(struct idx *ix, const void *key, size_t klen)
+/* Writes the row of ident `id` at `dst` (KEY_BUF_SIZE bytes).  Returns its
+ * length, or 0 if `id` is not an ident. */
+static size_t ident_row(uint8_t *dst, const uint8_t *ident, size_t len)
 {
-	key_row_prefix(ix->kbuf, idx_key_hash(key, klen));
-	memcpy(ix->kbuf + KEY_ROW_PREFIX, key, klen);
-	return klen + KEY_ROW_PREFIX;
+	struct fmt_ident id;
+	if (!fmt_ident_parse(ident, len, &id))
+		return 0;
+	if (id.kind == FMT_IDENT_ELEM) {
+		memcpy(dst, ident, len);
+		return len;
+	}
+	key_row_head(dst, id.db, idx_key_hash(id.key, id.key_len));
+	if (id.key_len)
+		memcpy(dst + KEY_ROW_HEAD, id.key, id.key_len);
+	return KEY_ROW_HEAD + id.key_len;
 }
 
 /* Reads a metadata row with `ro`.  Returns 0 (*out set), -ENOENT, or -EIO
@@ -323,12 +375,10 @@ static void batch_put_meta(rocksdb_writebatch_t *wb, const char *name, uint64_t 
 
 /* Writes wb (WAL disabled), then updates the in-memory metadata.  Returns 0
  * or -EIO (logged). */
-static int write_batch(struct idx *ix, rocksdb_writebatch_t *wb, uint64_t applied_lsn,
-                       uint64_t key_count)
+static int write_batch(struct idx *ix, rocksdb_writebatch_t *wb, uint64_t applied_lsn)
 {
 	char *rerr = NULL;
 	batch_put_meta(wb, META_APPLIED_LSN, applied_lsn);
-	batch_put_meta(wb, META_KEY_COUNT, key_count);
 	rocksdb_write(ix->db, ix->wo, wb, &rerr);
 	rocksdb_writebatch_clear(wb);
 	if (rerr) {
@@ -339,11 +389,12 @@ static int write_batch(struct idx *ix, rocksdb_writebatch_t *wb, uint64_t applie
 		return -EIO;
 	}
 	ix->applied_lsn = applied_lsn;
-	ix->key_count = key_count;
 	ix->stats.writes++;
 	return 0;
 }
 
+
+static int iter_error(struct idx *ix, rocksdb_iterator_t *it, const char *what);
 
 /* ---- shared state ------------------------------------------------------ */
 
@@ -418,7 +469,12 @@ static rocksdb_options_t *with_insert_hints(rocksdb_options_t *o)
 	return hinted;
 }
 
-static rocksdb_options_t *make_options(const struct idx_shared *sh, int compression)
+static rocksdb_compactionfilterfactory_t *garbage_filter_factory(struct idx *ix);
+
+/* The options of an index (ix: with its compaction filter) or of a table
+ * file built for one (ix NULL). */
+static rocksdb_options_t *make_options(const struct idx_shared *sh, int compression,
+                                       struct idx *ix)
 {
 	rocksdb_options_t *o = rocksdb_options_create();
 	rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
@@ -458,6 +514,8 @@ static rocksdb_options_t *make_options(const struct idx_shared *sh, int compress
 	    o, sh->compaction_threads > 2 ? sh->compaction_threads : 2);
 	rocksdb_options_set_keep_log_file_num(o, INFO_LOG_FILES);
 	rocksdb_options_set_max_log_file_size(o, INFO_LOG_BYTES);
+	if (ix != NULL) /* the options own the factory from now on (a shared_ptr) */
+		rocksdb_options_set_compaction_filter_factory(o, garbage_filter_factory(ix));
 	return with_insert_hints(o);
 }
 
@@ -477,7 +535,7 @@ static rocksdb_t *open_default_cf(rocksdb_options_t *o, const char *path,
 static int open_db(struct idx *ix, char *err, size_t errlen)
 {
 	char *rerr = NULL;
-	rocksdb_options_t *o = make_options(ix->sh, rocksdb_lz4_compression);
+	rocksdb_options_t *o = make_options(ix->sh, rocksdb_lz4_compression, ix);
 	ix->db = open_default_cf(o, ix->path, &ix->cf, &rerr);
 	rocksdb_options_destroy(o);
 	if (rerr && strstr(rerr, "not linked with the binary")) {
@@ -485,7 +543,7 @@ static int open_db(struct idx *ix, char *err, size_t errlen)
 		         ix->path, rerr);
 		rocksdb_free(rerr);
 		rerr = NULL;
-		o = make_options(ix->sh, rocksdb_no_compression);
+		o = make_options(ix->sh, rocksdb_no_compression, ix);
 		ix->db = open_default_cf(o, ix->path, &ix->cf, &rerr);
 		rocksdb_options_destroy(o);
 	}
@@ -528,7 +586,6 @@ static int init_metadata(struct idx *ix, char **rerr)
 	rocksdb_writebatch_put(wb, META_VERSION, strlen(META_VERSION), (const char *)&version,
 	                       sizeof(version));
 	batch_put_meta(wb, META_APPLIED_LSN, 0);
-	batch_put_meta(wb, META_KEY_COUNT, 0);
 	*rerr = NULL;
 	rocksdb_write(ix->db, ix->wo, wb, rerr);
 	rocksdb_writebatch_destroy(wb);
@@ -566,6 +623,15 @@ static int load_metadata(struct idx *ix, char *err, size_t errlen)
 	}
 	if (ret < 0)
 		goto rocks_err;
+	if (le32toh(version) == 1) {
+		snprintf(err, errlen,
+		         "index %s is in on-disk format version 1 (ringkv 0.1: strings in one"
+		         " database); this ringkv reads version %d (databases, hashes, sets): keep"
+		         " serving it with ringkv 0.1, or move the data directory aside and load"
+		         " its data again with ringkv-import",
+		         ix->path, IDX_FORMAT_VERSION);
+		return -EPROTO;
+	}
 	if (le32toh(version) != IDX_FORMAT_VERSION) {
 		snprintf(err, errlen,
 		         "index %s is in on-disk format version %" PRIu32 "; this ringkv reads"
@@ -578,10 +644,6 @@ static int load_metadata(struct idx *ix, char *err, size_t errlen)
 	if (ret < 0)
 		goto rocks_err;
 	ix->applied_lsn = le64toh(le);
-	ret = meta_get(ix, ix->ro_blocking, META_KEY_COUNT, &le, sizeof(le), &rerr);
-	if (ret < 0)
-		goto rocks_err;
-	ix->key_count = le64toh(le);
 	return 0;
 rocks_err:
 	snprintf(err, errlen,
@@ -599,12 +661,13 @@ static void free_handle(struct idx *ix)
 	if (ix->db)
 		rocksdb_close(ix->db);
 	rocksdb_readoptions_t *ros[] = {ix->ro_cached, ix->ro_blocking, ix->ro_persisted,
-	                                ix->ro_scan, ix->ro_expiry};
+	                                ix->ro_scan, ix->ro_elems, ix->ro_expiry};
 	for (size_t i = 0; i < sizeof(ros) / sizeof(ros[0]); i++)
 		if (ros[i])
 			rocksdb_readoptions_destroy(ros[i]);
 	if (ix->wo)
 		rocksdb_writeoptions_destroy(ix->wo);
+	free(ix->elem_upper);
 	free(ix->path);
 	free(ix);
 }
@@ -613,7 +676,10 @@ int idx_open(struct idx **out, struct idx_shared *sh, const char *path, char *er
 {
 	*out = NULL;
 	struct idx *ix = calloc(1, sizeof(*ix));
-	if (ix == NULL || (ix->path = strdup(path)) == NULL) {
+	if (ix == NULL || (ix->path = strdup(path)) == NULL ||
+	    (ix->elem_upper = malloc(KEY_BUF_SIZE)) == NULL) {
+		if (ix != NULL)
+			free(ix->path);
 		free(ix);
 		snprintf(err, errlen, "index %s: out of memory", path);
 		return -ENOMEM;
@@ -633,20 +699,19 @@ int idx_open(struct idx **out, struct idx_shared *sh, const char *path, char *er
 	ix->ro_blocking = rocksdb_readoptions_create();
 	ix->ro_persisted = rocksdb_readoptions_create();
 	ix->ro_scan = rocksdb_readoptions_create();
+	ix->ro_elems = rocksdb_readoptions_create();
 	ix->ro_expiry = rocksdb_readoptions_create();
 	ix->wo = rocksdb_writeoptions_create();
 	rocksdb_readoptions_set_read_tier(ix->ro_cached, READ_TIER_BLOCK_CACHE);
 	rocksdb_readoptions_set_read_tier(ix->ro_blocking, READ_TIER_ALL);
 	rocksdb_readoptions_set_read_tier(ix->ro_persisted, READ_TIER_PERSISTED);
 	rocksdb_readoptions_set_fill_cache(ix->ro_scan, 0);
-	rocksdb_readoptions_set_iterate_upper_bound(ix->ro_scan, PREFIX_KEY_END, 1);
 	rocksdb_writeoptions_disable_WAL(ix->wo, 1);
 
 	ret = load_metadata(ix, err, errlen);
 	if (ret < 0)
 		goto fail;
-	LOG_INFO("index %s: applied_lsn %" PRIu64 ", %" PRIu64 " keys", path, ix->applied_lsn,
-	         ix->key_count);
+	LOG_INFO("index %s: applied_lsn %" PRIu64, path, ix->applied_lsn);
 	*out = ix;
 	return 0;
 fail:
@@ -677,22 +742,71 @@ uint64_t idx_applied_lsn(const struct idx *ix)
 	return ix->applied_lsn;
 }
 
-uint64_t idx_key_count(const struct idx *ix)
+int idx_dbmap(struct idx *ix, uint32_t *ids, uint32_t cap, uint32_t *n, uint32_t *next_id)
 {
-	return ix->key_count;
+	char *rerr = NULL;
+	size_t vlen;
+	char *v = rocksdb_get(ix->db, ix->ro_blocking, META_DBMAP, strlen(META_DBMAP), &vlen, &rerr);
+	if (rerr) {
+		LOG_ERROR("index %s: cannot read the database map: %s", ix->path, rerr);
+		rocksdb_free(rerr);
+		ix->stats.errors++;
+		return -EIO;
+	}
+	if (v == NULL)
+		return -ENOENT;
+	bool ok = fmt_decode_dbmap((const uint8_t *)v, vlen, ids, cap, n, next_id);
+	rocksdb_free(v);
+	if (!ok) {
+		LOG_ERROR("index %s: the database map row is malformed (%zu bytes)", ix->path, vlen);
+		ix->stats.errors++;
+		return -EIO;
+	}
+	return 0;
+}
+
+static uint64_t get_le64_at(const uint8_t *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return le64toh(v);
+}
+
+int idx_counts(struct idx *ix, void (*fn)(void *arg, uint32_t db, const struct idx_count *c),
+               void *arg)
+{
+	static const char begin[1] = {PREFIX_COUNT};
+	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro_blocking);
+	rocksdb_iter_seek(it, begin, 1);
+	for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		size_t klen, vlen;
+		const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
+		const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
+		if (klen == 0 || k[0] != PREFIX_COUNT)
+			break;
+		if (klen != COUNT_ROW_LEN || vlen != COUNT_VALUE_LEN) {
+			LOG_WARN("index %s: ignoring a malformed count row", ix->path);
+			continue;
+		}
+		struct idx_count c = {get_le64_at(v), get_le64_at(v + 8), get_le64_at(v + 16)};
+		fn(arg, fmt_get_be32(k + 1), &c);
+	}
+	int ret = iter_error(ix, it, "reading the count rows");
+	rocksdb_iter_destroy(it);
+	return ret;
 }
 
 /* ---- reads ------------------------------------------------------------- */
 
-int idx_get(struct idx *ix, const void *key, size_t klen, enum idx_read_mode mode,
+int idx_get(struct idx *ix, const void *ident, size_t len, enum idx_read_mode mode,
             struct idx_entry *e, uint8_t **value)
 {
 	if (value)
 		*value = NULL;
 	ix->stats.gets++;
-	if (klen > FMT_KEY_MAX)
+	size_t n = ident_row(ix->kbuf, ident, len);
+	if (n == 0)
 		return -EINVAL;
-	size_t n = user_row_key(ix, key, klen);
 	char *rerr = NULL;
 	rocksdb_pinnableslice_t *ps;
 	if (mode == IDX_BLOCKING) {
@@ -721,9 +835,9 @@ int idx_get(struct idx *ix, const void *key, size_t klen, enum idx_read_mode mod
 	size_t vlen;
 	const char *v = rocksdb_pinnableslice_value(ps, &vlen);
 	int ret = 0;
-	if (!entry_decode((const uint8_t *)v, vlen, e)) {
-		LOG_ERROR("index %s: the entry of a %zu-byte key is corrupt (%zu bytes)", ix->path,
-		          klen, vlen);
+	if (!row_decode(ix->kbuf[0], (const uint8_t *)v, vlen, e)) {
+		LOG_ERROR("index %s: the entry of a %zu-byte ident is corrupt (%zu bytes)", ix->path,
+		          len, vlen);
 		ix->stats.errors++;
 		ret = -EIO;
 	} else if (e->is_inline && value) {
@@ -758,9 +872,9 @@ int idx_get_many(struct idx *ix, struct idx_probe *probes, size_t n)
 		return 0;
 	size_t arena_len = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (probes[i].klen > FMT_KEY_MAX)
+		if (probes[i].klen > FMT_IDENT_MAX || probes[i].klen < FMT_KEY_IDENT_HEAD)
 			return -EINVAL;
-		arena_len += KEY_ROW_PREFIX + probes[i].klen;
+		arena_len += KEY_ROW_HEAD + probes[i].klen; /* a key row is 4 bytes longer */
 	}
 	uint8_t *arena = malloc(arena_len);
 	struct batch_op *rows = malloc(n * sizeof(*rows)); /* seq: the probe's index */
@@ -775,9 +889,11 @@ int idx_get_many(struct idx *ix, struct idx_probe *probes, size_t n)
 	size_t off = 0;
 	for (size_t i = 0; i < n; i++) {
 		uint8_t *row = arena + off;
-		key_row_prefix(row, idx_key_hash(probes[i].key, probes[i].klen));
-		memcpy(row + KEY_ROW_PREFIX, probes[i].key, probes[i].klen);
-		uint32_t len = (uint32_t)(KEY_ROW_PREFIX + probes[i].klen);
+		uint32_t len = (uint32_t)ident_row(row, probes[i].key, probes[i].klen);
+		if (len == 0) {
+			ret = -EINVAL;
+			goto out;
+		}
 		rows[i] = (struct batch_op){
 		    .order = row_order(row, len), .key = row, .key_len = len, .seq = (uint32_t)i};
 		off += len;
@@ -812,8 +928,8 @@ int idx_get_many(struct idx *ix, struct idx_probe *probes, size_t n)
 			continue;
 		size_t vlen;
 		const char *v = rocksdb_pinnableslice_value(values[i], &vlen);
-		if (!entry_decode((const uint8_t *)v, vlen, &p->e)) {
-			LOG_ERROR("index %s: the entry of a %zu-byte key is corrupt (%zu bytes)",
+		if (!row_decode(rows[i].key[0], (const uint8_t *)v, vlen, &p->e)) {
+			LOG_ERROR("index %s: the entry of a %zu-byte ident is corrupt (%zu bytes)",
 			          ix->path, p->klen, vlen);
 			ix->stats.errors++;
 			p->status = ret = -EIO;
@@ -867,14 +983,19 @@ static int iter_error(struct idx *ix, rocksdb_iterator_t *it, const char *what)
 	return -EIO;
 }
 
-int idx_scan(struct idx *ix, uint32_t from_hash, size_t max, idx_visit_fn fn, void *arg,
-             uint32_t *next_hash)
+int idx_scan(struct idx *ix, uint32_t db, uint32_t from_hash, size_t max, idx_visit_fn fn,
+             void *arg, uint32_t *next_hash)
 {
 	*next_hash = 0;
 	if (max == 0)
 		return -EINVAL;
-	uint8_t start[KEY_ROW_PREFIX];
-	key_row_prefix(start, from_hash);
+	uint8_t start[KEY_ROW_HEAD];
+	key_row_head(start, db, from_hash);
+	/* The bound: the first row of the next database ('l' after the last). */
+	ix->scan_upper[0] = db == UINT32_MAX ? PREFIX_KEY + 1 : PREFIX_KEY;
+	fmt_put_be32(ix->scan_upper + 1, db == UINT32_MAX ? 0 : db + 1);
+	rocksdb_readoptions_set_iterate_upper_bound(ix->ro_scan, (const char *)ix->scan_upper,
+	                                            db == UINT32_MAX ? 1 : 5);
 	struct block_read_probe probe;
 	probe_begin(&probe);
 	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro_scan);
@@ -887,14 +1008,14 @@ int idx_scan(struct idx *ix, uint32_t from_hash, size_t max, idx_visit_fn fn, vo
 		const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
 		const char *v = rocksdb_iter_value(it, &vlen);
 		struct idx_entry e;
-		if (klen < KEY_ROW_PREFIX || !entry_decode((const uint8_t *)v, vlen, &e)) {
+		if (klen < KEY_ROW_HEAD || !entry_decode((const uint8_t *)v, vlen, &e)) {
 			LOG_ERROR("index %s: scan met a corrupt entry (%zu-byte key)", ix->path,
 			          klen);
 			ix->stats.errors++;
 			ret = -EIO;
 			goto out;
 		}
-		uint32_t h = (uint32_t)k[1] << 24 | (uint32_t)k[2] << 16 | (uint32_t)k[3] << 8 | k[4];
+		uint32_t h = fmt_get_be32(k + 5);
 		if (visited >= max && h != hash) {
 			*next_hash = h; /* a hash boundary: resume here */
 			ret = 1;
@@ -902,7 +1023,7 @@ int idx_scan(struct idx *ix, uint32_t from_hash, size_t max, idx_visit_fn fn, vo
 		}
 		hash = h;
 		visited++;
-		if (fn(arg, k + KEY_ROW_PREFIX, klen - KEY_ROW_PREFIX, &e) != 0) {
+		if (fn(arg, k + KEY_ROW_HEAD, klen - KEY_ROW_HEAD, &e) != 0) {
 			*next_hash = h; /* the group is visited again: at least once holds */
 			ret = 1;
 			break;
@@ -912,6 +1033,58 @@ int idx_scan(struct idx *ix, uint32_t from_hash, size_t max, idx_visit_fn fn, vo
 	if (ret == 0)
 		ret = iter_error(ix, it, "scan");
 out:
+	rocksdb_iter_destroy(it);
+	probe_end(ix, &probe);
+	return ret;
+}
+
+int idx_elem_scan(struct idx *ix, const void *prefix, size_t plen, uint32_t from_hash,
+                  size_t max, idx_elem_fn fn, void *arg, uint32_t *next_hash)
+{
+	*next_hash = 0;
+	if (max == 0 || plen < FMT_ELEM_IDENT_HEAD - 4 || plen + 4 > KEY_BUF_SIZE)
+		return -EINVAL;
+	/* Start: prefix + be32 from_hash; bound: the prefix of the next version
+	 * (prefix's last 8 bytes are the version: +1 carries within them). */
+	memcpy(ix->kbuf, prefix, plen);
+	fmt_put_be32(ix->kbuf + plen, from_hash);
+	memcpy(ix->elem_upper, prefix, plen);
+	uint64_t version = fmt_get_be64(ix->elem_upper + plen - 8);
+	if (version == UINT64_MAX)
+		return -EINVAL;
+	fmt_put_be64(ix->elem_upper + plen - 8, version + 1);
+	rocksdb_readoptions_set_iterate_upper_bound(ix->ro_elems, (const char *)ix->elem_upper,
+	                                            plen);
+	struct block_read_probe probe;
+	probe_begin(&probe);
+	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro_elems);
+	rocksdb_iter_seek(it, (const char *)ix->kbuf, plen + 4);
+	int ret = 0;
+	size_t visited = 0;
+	uint32_t hash = 0;
+	for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		size_t klen, vlen;
+		const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
+		const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
+		if (klen < plen + 4 || memcmp(k, prefix, plen) != 0)
+			break; /* (the bound stops first; a shorter row cannot be ours) */
+		uint32_t h = fmt_get_be32(k + plen);
+		if (visited >= max && h != hash) {
+			*next_hash = h;
+			ret = 1;
+			break;
+		}
+		hash = h;
+		visited++;
+		if (fn(arg, k + plen + 4, klen - plen - 4, v, vlen, h) != 0) {
+			*next_hash = h;
+			ret = 1;
+			break;
+		}
+	}
+	ix->stats.elems_scanned += visited;
+	if (ret == 0)
+		ret = iter_error(ix, it, "element scan");
 	rocksdb_iter_destroy(it);
 	probe_end(ix, &probe);
 	return ret;
@@ -934,12 +1107,14 @@ int idx_expired(struct idx *ix, uint64_t now_ms, const struct idx_expiry_pos *af
 	uint8_t *from = NULL; /* the row to resume after */
 	size_t from_len = 0;
 	if (after != NULL) {
-		from_len = 9 + after->klen;
+		from_len = EXPIRY_ROW_HEAD + after->klen;
 		from = malloc(from_len);
 		if (from == NULL)
 			return -ENOMEM;
 		expiry_prefix(from, after->expiry_ms);
-		memcpy(from + 9, after->key, after->klen);
+		fmt_put_be32(from + 9, after->db);
+		if (after->klen)
+			memcpy(from + EXPIRY_ROW_HEAD, after->key, after->klen);
 	}
 	struct block_read_probe probe;
 	probe_begin(&probe);
@@ -960,16 +1135,15 @@ int idx_expired(struct idx *ix, uint64_t now_ms, const struct idx_expiry_pos *af
 	for (; rocksdb_iter_valid(it) && visited < max && !stopped; rocksdb_iter_next(it)) {
 		size_t klen;
 		const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
-		uint64_t be;
-		if (klen < 9) {
+		if (klen < EXPIRY_ROW_HEAD) {
 			LOG_ERROR("index %s: a corrupt expiry row (%zu bytes)", ix->path, klen);
 			ix->stats.errors++;
 			ret = -EIO;
 			goto out;
 		}
-		memcpy(&be, k + 1, 8);
 		visited++;
-		stopped = fn(arg, k + 9, klen - 9, be64toh(be)) != 0;
+		stopped = fn(arg, fmt_get_be32(k + 9), k + EXPIRY_ROW_HEAD, klen - EXPIRY_ROW_HEAD,
+		             fmt_get_be64(k + 1)) != 0;
 	}
 	ix->stats.expired_visited += visited;
 	ret = iter_error(ix, it, "expiry walk");
@@ -1052,43 +1226,103 @@ static void batch_add(struct idx_batch *b, bool is_delete, const void *k1, size_
 	b->n_ops++;
 }
 
-/* Adds the removal of key's expiry row for `expiry_ms` (!= 0). */
-static void batch_delete_expiry(struct idx_batch *b, const void *key, size_t klen,
-                                uint64_t expiry_ms)
+/* Adds a put (is_delete false) or delete of the expiry row of key ident
+ * `id` for `expiry_ms` (!= 0): 'x' + expiry, then the ident's db and key. */
+static void batch_expiry_row(struct idx_batch *b, bool is_delete, const uint8_t *ident,
+                             size_t len, uint64_t expiry_ms)
 {
 	uint8_t prefix[9];
 	expiry_prefix(prefix, expiry_ms);
-	batch_add(b, true, prefix, sizeof(prefix), key, klen, NULL, 0, NULL, 0);
+	batch_add(b, is_delete, prefix, sizeof(prefix), ident + 1, len - 1, NULL, 0, NULL, 0);
 }
 
-void idx_batch_put(struct idx_batch *b, const void *key, size_t klen, const struct idx_entry *e,
+void idx_batch_put(struct idx_batch *b, const void *ident, size_t len, const struct idx_entry *e,
                    uint64_t prev_expiry_ms)
 {
-	uint8_t key_prefix[KEY_ROW_PREFIX];
-	key_row_prefix(key_prefix, idx_key_hash(key, klen));
+	const uint8_t *id = ident;
+	if (len < FMT_KEY_IDENT_HEAD || len > FMT_IDENT_MAX) {
+		b->oom = true; /* a caller's bug: the write fails whole, logged */
+		return;
+	}
+	if (id[0] == PREFIX_ELEM) {
+		batch_add(b, false, id, len, NULL, 0, e->value, e->value_len, NULL, 0);
+		return;
+	}
+	uint8_t head[KEY_ROW_HEAD];
+	key_row_head(head, fmt_get_be32(id + 1),
+	             idx_key_hash(id + FMT_KEY_IDENT_HEAD, len - FMT_KEY_IDENT_HEAD));
 	uint8_t header[ENTRY_HEADER_MAX];
 	size_t header_len = entry_encode_header(header, e);
-	batch_add(b, false, key_prefix, KEY_ROW_PREFIX, key, klen, header, header_len, e->value,
-	          e->is_inline ? e->value_len : 0);
+	bool inline_value = e->is_inline && e->type == FMT_TYPE_STRING;
+	batch_add(b, false, head, KEY_ROW_HEAD, id + FMT_KEY_IDENT_HEAD, len - FMT_KEY_IDENT_HEAD,
+	          header, header_len, e->value, inline_value ? e->value_len : 0);
 
 	if (prev_expiry_ms == e->expiry_ms)
 		return;
 	if (prev_expiry_ms != 0)
-		batch_delete_expiry(b, key, klen, prev_expiry_ms);
-	if (e->expiry_ms != 0) {
-		uint8_t prefix[9];
-		expiry_prefix(prefix, e->expiry_ms);
-		batch_add(b, false, prefix, sizeof(prefix), key, klen, NULL, 0, NULL, 0);
-	}
+		batch_expiry_row(b, true, id, len, prev_expiry_ms);
+	if (e->expiry_ms != 0)
+		batch_expiry_row(b, false, id, len, e->expiry_ms);
 }
 
-void idx_batch_delete(struct idx_batch *b, const void *key, size_t klen, uint64_t prev_expiry_ms)
+void idx_batch_delete(struct idx_batch *b, const void *ident, size_t len,
+                      uint64_t prev_expiry_ms)
 {
-	uint8_t key_prefix[KEY_ROW_PREFIX];
-	key_row_prefix(key_prefix, idx_key_hash(key, klen));
-	batch_add(b, true, key_prefix, KEY_ROW_PREFIX, key, klen, NULL, 0, NULL, 0);
+	const uint8_t *id = ident;
+	if (len < FMT_KEY_IDENT_HEAD || len > FMT_IDENT_MAX) {
+		b->oom = true;
+		return;
+	}
+	if (id[0] == PREFIX_ELEM) {
+		batch_add(b, true, id, len, NULL, 0, NULL, 0, NULL, 0);
+		return;
+	}
+	uint8_t head[KEY_ROW_HEAD];
+	key_row_head(head, fmt_get_be32(id + 1),
+	             idx_key_hash(id + FMT_KEY_IDENT_HEAD, len - FMT_KEY_IDENT_HEAD));
+	batch_add(b, true, head, KEY_ROW_HEAD, id + FMT_KEY_IDENT_HEAD, len - FMT_KEY_IDENT_HEAD,
+	          NULL, 0, NULL, 0);
 	if (prev_expiry_ms != 0)
-		batch_delete_expiry(b, key, klen, prev_expiry_ms);
+		batch_expiry_row(b, true, id, len, prev_expiry_ms);
+}
+
+/* 'n' + be32 db at dst; the value, 3 x le64, at val. */
+static void count_row(uint8_t dst[COUNT_ROW_LEN], uint32_t db)
+{
+	dst[0] = PREFIX_COUNT;
+	fmt_put_be32(dst + 1, db);
+}
+
+static void count_value(uint8_t dst[COUNT_VALUE_LEN], const struct idx_count *c)
+{
+	put_le64(dst, c->keys);
+	put_le64(dst + 8, c->expires);
+	put_le64(dst + 16, c->expiry_sum_s);
+}
+
+void idx_batch_set_count(struct idx_batch *b, uint32_t db, const struct idx_count *c)
+{
+	uint8_t row[COUNT_ROW_LEN], v[COUNT_VALUE_LEN];
+	count_row(row, db);
+	if (c->keys == 0 && c->expires == 0 && c->expiry_sum_s == 0) {
+		batch_add(b, true, row, sizeof(row), NULL, 0, NULL, 0, NULL, 0);
+		return;
+	}
+	count_value(v, c);
+	batch_add(b, false, row, sizeof(row), NULL, 0, v, sizeof(v), NULL, 0);
+}
+
+void idx_batch_set_dbmap(struct idx_batch *b, const uint32_t *ids, uint32_t n, uint32_t next_id)
+{
+	size_t size = fmt_dbmap_size(n);
+	uint8_t *v = malloc(size);
+	if (v == NULL) {
+		b->oom = true;
+		return;
+	}
+	fmt_encode_dbmap(v, ids, n, next_id);
+	batch_add(b, false, META_DBMAP, strlen(META_DBMAP), NULL, 0, v, size, NULL, 0);
+	free(v);
 }
 
 void idx_batch_clear(struct idx_batch *b)
@@ -1153,7 +1387,7 @@ static void batch_build(struct idx_batch *b)
 	}
 }
 
-int idx_write(struct idx *ix, struct idx_batch *b, uint64_t applied_lsn, uint64_t key_count)
+int idx_write(struct idx *ix, struct idx_batch *b, uint64_t applied_lsn)
 {
 	if (b->oom) {
 		LOG_ERROR("index %s: out of memory building the write up to LSN %" PRIu64
@@ -1164,49 +1398,36 @@ int idx_write(struct idx *ix, struct idx_batch *b, uint64_t applied_lsn, uint64_
 		return -EIO;
 	}
 	batch_build(b);
-	int ret = write_batch(ix, b->wb, applied_lsn, key_count);
+	int ret = write_batch(ix, b->wb, applied_lsn);
 	idx_batch_clear(b);
 	return ret;
 }
 
-int idx_drop_all(struct idx *ix, uint64_t applied_lsn)
-{
-	/* 1-byte start keys: no memtable insert hint (with_insert_hints). */
-	static const char key_begin[1] = {PREFIX_KEY}, expiry_begin[1] = {PREFIX_EXPIRY},
-			  segment_begin[1] = {PREFIX_SEGMENT};
-	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-	rocksdb_writebatch_delete_range(wb, key_begin, 1, PREFIX_KEY_END, 1);
-	rocksdb_writebatch_delete_range(wb, expiry_begin, 1, PREFIX_EXPIRY_END, 1);
-	rocksdb_writebatch_delete_range(wb, segment_begin, 1, PREFIX_SEGMENT_END, 1);
-	int ret = write_batch(ix, wb, applied_lsn, 0);
-	rocksdb_writebatch_destroy(wb);
-	return ret;
-}
-
-/* 's' + be64 segment id at `dst` (9 bytes). */
-static void segment_row(uint8_t dst[9], uint64_t segment)
+/* 's' + be64 segment id + be32 db at `dst`. */
+static void segment_row(uint8_t dst[SEGMENT_ROW_LEN], uint64_t segment, uint32_t db)
 {
 	dst[0] = PREFIX_SEGMENT;
-	for (int i = 0; i < 8; i++)
-		dst[1 + i] = (uint8_t)(segment >> (56 - 8 * i));
+	fmt_put_be64(dst + 1, segment);
+	fmt_put_be32(dst + 9, db);
 }
 
-void idx_batch_set_live(struct idx_batch *b, uint64_t segment, uint64_t live_bytes)
+void idx_batch_set_live(struct idx_batch *b, uint64_t segment, uint32_t db, uint64_t live_bytes)
 {
-	uint8_t row[9], le[8];
-	segment_row(row, segment);
+	uint8_t row[SEGMENT_ROW_LEN], le[8];
+	segment_row(row, segment, db);
 	put_le64(le, live_bytes);
 	batch_add(b, false, row, sizeof(row), NULL, 0, le, sizeof(le), NULL, 0);
 }
 
-void idx_batch_forget_segment(struct idx_batch *b, uint64_t segment)
+void idx_batch_forget_live(struct idx_batch *b, uint64_t segment, uint32_t db)
 {
-	uint8_t row[9];
-	segment_row(row, segment);
+	uint8_t row[SEGMENT_ROW_LEN];
+	segment_row(row, segment, db);
 	batch_add(b, true, row, sizeof(row), NULL, 0, NULL, 0, NULL, 0);
 }
 
-int idx_segments_live(struct idx *ix, void (*fn)(void *arg, uint64_t segment, uint64_t live),
+int idx_segments_live(struct idx *ix,
+                      void (*fn)(void *arg, uint64_t segment, uint32_t db, uint64_t live),
                       void *arg)
 {
 	static const char begin[1] = {PREFIX_SEGMENT};
@@ -1218,15 +1439,11 @@ int idx_segments_live(struct idx *ix, void (*fn)(void *arg, uint64_t segment, ui
 		const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
 		if (klen == 0 || k[0] != PREFIX_SEGMENT)
 			break;
-		if (klen != 9 || vlen != 8) {
+		if (klen != SEGMENT_ROW_LEN || vlen != 8) {
 			LOG_WARN("index %s: ignoring a malformed segment row", ix->path);
 			continue;
 		}
-		uint64_t seg = 0, live;
-		for (int i = 0; i < 8; i++)
-			seg = seg << 8 | k[1 + i];
-		memcpy(&live, v, 8);
-		fn(arg, seg, le64toh(live));
+		fn(arg, fmt_get_be64(k + 1), fmt_get_be32(k + 9), get_le64_at(v));
 	}
 	int ret = iter_error(ix, it, "reading the segment rows");
 	rocksdb_iter_destroy(it);
@@ -1278,6 +1495,198 @@ int idx_request_flush(struct idx *ix)
 	return 0;
 }
 
+/* ---- garbage ----------------------------------------------------------- */
+
+/* One compaction's filter (index.h, "Garbage").  It judges by what the SST
+ * files hold (kPersistedTier): the database map read when the compaction
+ * starts, and each collection's key row, read once for the run of its
+ * element rows (they are contiguous). */
+struct garbage_filter {
+	struct idx *ix;
+	rocksdb_readoptions_t *ro; /* kPersistedTier, its own: not shared across threads */
+	uint32_t *ids;             /* the persisted map; NULL: none persisted, nothing retired */
+	uint32_t n_ids;
+	uint8_t *row;              /* KEY_BUF_SIZE: the key row last looked up ... */
+	size_t row_len;            /* ... (0: none) */
+	bool row_is_coll;          /* ... it exists and holds a collection ... */
+	uint64_t row_version;      /* ... of this version */
+	bool row_error;            /* ... or it could not be read: keep its elements */
+};
+
+static bool filter_db_live(const struct garbage_filter *f, uint32_t db)
+{
+	if (f->ids == NULL)
+		return true;
+	for (uint32_t i = 0; i < f->n_ids; i++)
+		if (f->ids[i] == db)
+			return true;
+	return false;
+}
+
+/* True if the element row `key` belongs to no live collection: its database
+ * is retired, its key row is gone, holds a string, or another version. */
+static bool filter_elem_dead(struct garbage_filter *f, const uint8_t *key, size_t klen)
+{
+	struct fmt_ident id;
+	if (!fmt_ident_parse(key, klen, &id))
+		return false; /* not ours to judge */
+	if (!filter_db_live(f, id.db))
+		return true;
+	/* The key row, built in place of the one looked up last when it differs. */
+	uint8_t head[KEY_ROW_HEAD];
+	key_row_head(head, id.db, idx_key_hash(id.key, id.key_len));
+	size_t row_len = KEY_ROW_HEAD + id.key_len;
+	if (row_len != f->row_len || memcmp(head, f->row, KEY_ROW_HEAD) != 0 ||
+	    memcmp(id.key, f->row + KEY_ROW_HEAD, id.key_len) != 0) {
+		memcpy(f->row, head, KEY_ROW_HEAD);
+		memcpy(f->row + KEY_ROW_HEAD, id.key, id.key_len);
+		f->row_len = row_len;
+		char *rerr = NULL;
+		size_t vlen;
+		char *v = rocksdb_get(f->ix->db, f->ro, (const char *)f->row, row_len, &vlen, &rerr);
+		struct idx_entry e;
+		bool decoded = v != NULL && entry_decode((const uint8_t *)v, vlen, &e);
+		/* A read error or a corrupt entry: judge none of its elements. */
+		f->row_error = rerr != NULL || (v != NULL && !decoded);
+		f->row_is_coll = decoded && e.type != FMT_TYPE_STRING;
+		f->row_version = f->row_is_coll ? e.version : 0;
+		rocksdb_free(rerr);
+		rocksdb_free(v);
+	}
+	if (f->row_error)
+		return false;
+	return !f->row_is_coll || f->row_version != id.version;
+}
+
+static unsigned char garbage_filter_fn(void *state, int level, const char *key, size_t klen,
+                                       const char *value, size_t vlen, char **new_value,
+                                       size_t *new_vlen, unsigned char *value_changed)
+{
+	struct garbage_filter *f = state;
+	const uint8_t *k = (const uint8_t *)key;
+	bool dead = false;
+	(void)level, (void)value, (void)vlen, (void)new_value, (void)new_vlen;
+	*value_changed = 0;
+	if (klen == 0)
+		return 0;
+	switch (k[0]) {
+	case PREFIX_KEY:
+		dead = klen >= KEY_ROW_HEAD && !filter_db_live(f, fmt_get_be32(k + 1));
+		break;
+	case PREFIX_EXPIRY:
+		dead = klen >= EXPIRY_ROW_HEAD && !filter_db_live(f, fmt_get_be32(k + 9));
+		break;
+	case PREFIX_ELEM:
+		dead = filter_elem_dead(f, k, klen);
+		break;
+	}
+	if (dead)
+		atomic_fetch_add_explicit(&f->ix->garbage_dropped, 1, memory_order_relaxed);
+	return dead;
+}
+
+static void garbage_filter_free(void *state)
+{
+	struct garbage_filter *f = state;
+	rocksdb_readoptions_destroy(f->ro);
+	free(f->ids);
+	free(f->row);
+	free(f);
+}
+
+static const char *garbage_filter_name(void *state)
+{
+	(void)state;
+	return "ringkv.garbage";
+}
+
+/* A filter for one compaction; NULL (no filtering) when out of memory. */
+static rocksdb_compactionfilter_t *garbage_filter_create(void *state,
+                                                          rocksdb_compactionfiltercontext_t *ctx)
+{
+	struct idx *ix = state;
+	(void)ctx;
+	struct garbage_filter *f = calloc(1, sizeof(*f));
+	if (f == NULL || (f->row = malloc(KEY_BUF_SIZE)) == NULL ||
+	    (f->ro = rocksdb_readoptions_create()) == NULL) {
+		if (f != NULL)
+			free(f->row);
+		free(f);
+		return NULL;
+	}
+	f->ix = ix;
+	rocksdb_readoptions_set_read_tier(f->ro, READ_TIER_PERSISTED);
+	char *rerr = NULL;
+	size_t vlen;
+	char *v = rocksdb_get(ix->db, f->ro, META_DBMAP, strlen(META_DBMAP), &vlen, &rerr);
+	if (v != NULL && vlen >= 8) {
+		uint32_t next, cap = (uint32_t)((vlen - 8) / 4);
+		f->ids = malloc((cap ? cap : 1) * sizeof(*f->ids));
+		if (f->ids != NULL &&
+		    !fmt_decode_dbmap((const uint8_t *)v, vlen, f->ids, cap, &f->n_ids, &next)) {
+			free(f->ids); /* unreadable: treat every database as live */
+			f->ids = NULL;
+		}
+	}
+	rocksdb_free(v);
+	rocksdb_free(rerr);
+	rocksdb_compactionfilter_t *cf = rocksdb_compactionfilter_create(
+	    f, garbage_filter_free, garbage_filter_fn, garbage_filter_name);
+	rocksdb_compactionfilter_set_ignore_snapshots(cf, 1);
+	return cf;
+}
+
+static void garbage_factory_free(void *state)
+{
+	(void)state; /* the idx, freed by its owner after the DB is closed */
+}
+
+static rocksdb_compactionfilterfactory_t *garbage_filter_factory(struct idx *ix)
+{
+	return rocksdb_compactionfilterfactory_create(ix, garbage_factory_free,
+	                                              garbage_filter_create, garbage_filter_name);
+}
+
+void idx_compact_hint(struct idx *ix, const void *prefix, size_t len)
+{
+	if (len == 0 || len > KEY_BUF_SIZE)
+		return;
+	/* The end: the prefix + 1, as a big-endian number (carrying leftwards). */
+	memcpy(ix->kbuf, prefix, len);
+	size_t end_len = len;
+	while (end_len > 0 && ix->kbuf[end_len - 1] == 0xFF)
+		end_len--;
+	if (end_len == 0)
+		return;
+	ix->kbuf[end_len - 1]++;
+	char *rerr = NULL;
+	rocksdb_suggest_compact_range(ix->db, prefix, len, (const char *)ix->kbuf, end_len, &rerr);
+	ix->stats.compact_hints++;
+	if (rerr) {
+		LOG_WARN("index %s: cannot ask for a compaction of garbage rows (%s): their space"
+		         " comes back later",
+		         ix->path, rerr);
+		rocksdb_free(rerr);
+	}
+}
+
+void idx_compact_hint_db(struct idx *ix, uint32_t db)
+{
+	uint8_t prefix[5];
+	prefix[0] = PREFIX_ELEM;
+	fmt_put_be32(prefix + 1, db);
+	idx_compact_hint(ix, prefix, sizeof(prefix));
+	prefix[0] = PREFIX_KEY;
+	idx_compact_hint(ix, prefix, sizeof(prefix));
+	static const uint8_t expiry[1] = {PREFIX_EXPIRY};
+	idx_compact_hint(ix, expiry, 1);
+}
+
+void idx_compact_all(struct idx *ix)
+{
+	rocksdb_compact_range(ix->db, NULL, 0, NULL, 0);
+}
+
 /* ---- statistics -------------------------------------------------------- */
 
 static uint64_t property(struct idx *ix, const char *name)
@@ -1289,6 +1698,7 @@ static uint64_t property(struct idx *ix, const char *name)
 void idx_get_stats(struct idx *ix, struct idx_stats *out)
 {
 	*out = ix->stats;
+	out->garbage_dropped = atomic_load_explicit(&ix->garbage_dropped, memory_order_relaxed);
 	out->memtable_bytes = property(ix, "rocksdb.cur-size-all-mem-tables");
 	out->sst_bytes = property(ix, "rocksdb.total-sst-files-size");
 	out->table_reader_bytes = property(ix, "rocksdb.estimate-table-readers-mem");
@@ -1302,7 +1712,7 @@ void idx_get_stats(struct idx *ix, struct idx_stats *out)
 /* One expiry row to write at idx_sst_finish. */
 struct sst_xrow {
 	uint64_t expiry_ms;
-	const uint8_t *key; /* in the builder's arena */
+	const uint8_t *key; /* db id and user key, in the builder's arena */
 	uint32_t klen;
 	bool is_delete; /* a tombstone for the replaced entry's row */
 };
@@ -1318,7 +1728,8 @@ struct idx_sst {
 	rocksdb_envoptions_t *env_opts;
 	rocksdb_options_t *opts;
 	char *path;                 /* owned */
-	uint8_t last[KEY_BUF_SIZE]; /* the previous key row, to check the order */
+	uint8_t last[KEY_BUF_SIZE]; /* the previous row, to check the order */
+	uint8_t row[KEY_BUF_SIZE];  /* a row being built */
 	size_t last_len;            /* 0 before the first row */
 	struct sst_xrow *xrows;     /* expiry rows to write, unsorted */
 	size_t n_xrows, cap_xrows;
@@ -1336,7 +1747,7 @@ static char *sst_try_open(struct idx_sst *s, struct idx *ix, int compression)
 		rocksdb_sstfilewriter_destroy(s->w);
 	if (s->opts)
 		rocksdb_options_destroy(s->opts);
-	s->opts = make_options(ix->sh, compression);
+	s->opts = make_options(ix->sh, compression, NULL);
 	s->w = rocksdb_sstfilewriter_create(s->env_opts, s->opts);
 	rocksdb_sstfilewriter_open(s->w, s->path, &rerr);
 	return rerr;
@@ -1407,31 +1818,53 @@ static int sst_add_xrow(struct idx_sst *s, const void *key, size_t klen, uint64_
 	return 0;
 }
 
-int idx_sst_put(struct idx_sst *s, const void *key, size_t klen, const struct idx_entry *e,
-                uint64_t prev_expiry_ms, char *err, size_t errlen)
+/* Checks that `row` follows the previous row of the file.  Returns 0 or
+ * -EINVAL with a message. */
+static int sst_check_order(struct idx_sst *s, const uint8_t *row, size_t row_len, char *err,
+                           size_t errlen)
 {
-	if (klen > FMT_KEY_MAX) {
-		snprintf(err, errlen, "%s: a key of %zu bytes is over the limit", s->path, klen);
-		return -EINVAL;
-	}
-	uint8_t row[KEY_BUF_SIZE];
-	key_row_prefix(row, idx_key_hash(key, klen));
-	if (klen)
-		memcpy(row + KEY_ROW_PREFIX, key, klen);
-	size_t row_len = KEY_ROW_PREFIX + klen;
 	if (s->last_len) {
 		size_t n = row_len < s->last_len ? row_len : s->last_len;
 		int c = memcmp(s->last, row, n);
 		if (c > 0 || (c == 0 && s->last_len >= row_len)) {
-			snprintf(err, errlen, "%s: key rows out of order (a bug in the caller)",
-			         s->path);
+			snprintf(err, errlen, "%s: rows out of order (a bug in the caller)", s->path);
 			return -EINVAL;
 		}
 	}
 	memcpy(s->last, row, row_len);
 	s->last_len = row_len;
+	return 0;
+}
 
-	size_t need = ENTRY_HEADER_MAX + (e->is_inline ? e->value_len : 0);
+static int sst_put_row(struct idx_sst *s, const uint8_t *row, size_t row_len, const void *v,
+                       size_t vlen, char *err, size_t errlen)
+{
+	char *rerr = NULL;
+	rocksdb_sstfilewriter_put(s->w, (const char *)row, row_len, v, vlen, &rerr);
+	if (rerr) {
+		snprintf(err, errlen, "writing %s: %s", s->path, rerr);
+		rocksdb_free(rerr);
+		return -EIO;
+	}
+	return 0;
+}
+
+int idx_sst_put(struct idx_sst *s, const void *ident, size_t len, const struct idx_entry *e,
+                uint64_t prev_expiry_ms, char *err, size_t errlen)
+{
+	const uint8_t *id = ident;
+	uint8_t *row = s->row;
+	size_t row_len = len >= 1 && id[0] == FMT_IDENT_KEY ? ident_row(row, id, len) : 0;
+	if (row_len == 0) {
+		snprintf(err, errlen, "%s: a key of %zu bytes is over the limit", s->path,
+		         len > FMT_KEY_IDENT_HEAD ? len - FMT_KEY_IDENT_HEAD : 0);
+		return -EINVAL;
+	}
+	int ret = sst_check_order(s, row, row_len, err, errlen);
+	if (ret < 0)
+		return ret;
+	bool inline_value = e->is_inline && e->type == FMT_TYPE_STRING;
+	size_t need = ENTRY_HEADER_MAX + (inline_value ? e->value_len : 0);
 	if (need > s->vcap) {
 		uint8_t *v = realloc(s->vbuf, need);
 		if (v == NULL)
@@ -1440,28 +1873,47 @@ int idx_sst_put(struct idx_sst *s, const void *key, size_t klen, const struct id
 		s->vcap = need;
 	}
 	size_t vlen = entry_encode_header(s->vbuf, e);
-	if (e->is_inline && e->value_len) {
+	if (inline_value && e->value_len) {
 		memcpy(s->vbuf + vlen, e->value, e->value_len);
 		vlen += e->value_len;
 	}
-	char *rerr = NULL;
-	rocksdb_sstfilewriter_put(s->w, (const char *)row, row_len, (const char *)s->vbuf, vlen,
-	                          &rerr);
-	if (rerr) {
-		snprintf(err, errlen, "writing %s: %s", s->path, rerr);
-		rocksdb_free(rerr);
-		return -EIO;
-	}
+	ret = sst_put_row(s, row, row_len, s->vbuf, vlen, err, errlen);
+	if (ret < 0)
+		return ret;
 	if (prev_expiry_ms != e->expiry_ms) {
-		if (prev_expiry_ms != 0 && sst_add_xrow(s, key, klen, prev_expiry_ms, true) < 0)
+		if (prev_expiry_ms != 0 && sst_add_xrow(s, id + 1, len - 1, prev_expiry_ms, true) < 0)
 			goto nomem;
-		if (e->expiry_ms != 0 && sst_add_xrow(s, key, klen, e->expiry_ms, false) < 0)
+		if (e->expiry_ms != 0 && sst_add_xrow(s, id + 1, len - 1, e->expiry_ms, false) < 0)
 			goto nomem;
 	}
 	return 0;
 nomem:
 	snprintf(err, errlen, "out of memory writing %s", s->path);
 	return -ENOMEM;
+}
+
+int idx_sst_put_elem(struct idx_sst *s, const void *ident, size_t len, const void *value,
+                     size_t vlen, char *err, size_t errlen)
+{
+	struct fmt_ident id;
+	if (!fmt_ident_parse(ident, len, &id) || id.kind != FMT_IDENT_ELEM) {
+		snprintf(err, errlen, "%s: not an element ident (a bug in the caller)", s->path);
+		return -EINVAL;
+	}
+	int ret = sst_check_order(s, ident, len, err, errlen);
+	return ret < 0 ? ret : sst_put_row(s, ident, len, value, vlen, err, errlen);
+}
+
+int idx_sst_finish_elems(struct idx_sst *s, char *err, size_t errlen)
+{
+	char *rerr = NULL;
+	rocksdb_sstfilewriter_finish(s->w, &rerr);
+	if (rerr) {
+		snprintf(err, errlen, "writing %s: %s (check free space)", s->path, rerr);
+		rocksdb_free(rerr);
+		return -EIO;
+	}
+	return 0;
 }
 
 /* Expiry-row order: expiry, then the key as RocksDB compares it. */
@@ -1483,37 +1935,52 @@ static int seg_live_cmp(const void *a, const void *b)
 	return x->segment < y->segment ? -1 : x->segment > y->segment;
 }
 
-int idx_sst_finish(struct idx_sst *s, uint64_t applied_lsn, uint64_t key_count,
+int idx_sst_finish(struct idx_sst *s, uint64_t applied_lsn, const uint32_t *map_ids,
+                   uint32_t map_n, uint32_t map_next, uint32_t db, const struct idx_count *count,
                    struct idx_seg_live *live, size_t n_live, char *err, size_t errlen)
 {
-	/* Row order: every 'k' row (added), then "m:applied_lsn" < "m:key_count",
-	 * then the 's' rows, then the 'x' rows. */
-	static const char *const names[2] = {META_APPLIED_LSN, META_KEY_COUNT};
-	uint64_t values[2] = {applied_lsn, key_count};
+	/* Row order: every 'k' row (added), then "m:applied_lsn" < "m:dbmap",
+	 * the 'n' row, the 's' rows, then the 'x' rows. */
 	char *rerr = NULL;
-	for (int i = 0; i < 2 && rerr == NULL; i++) {
-		uint8_t le[8];
-		put_le64(le, values[i]);
-		rocksdb_sstfilewriter_put(s->w, names[i], strlen(names[i]), (const char *)le,
-		                          sizeof(le), &rerr);
+	uint8_t le[8];
+	put_le64(le, applied_lsn);
+	rocksdb_sstfilewriter_put(s->w, META_APPLIED_LSN, strlen(META_APPLIED_LSN),
+	                          (const char *)le, sizeof(le), &rerr);
+	if (rerr == NULL && map_ids != NULL) {
+		uint8_t *v = malloc(fmt_dbmap_size(map_n));
+		if (v == NULL) {
+			snprintf(err, errlen, "out of memory writing %s", s->path);
+			return -ENOMEM;
+		}
+		fmt_encode_dbmap(v, map_ids, map_n, map_next);
+		rocksdb_sstfilewriter_put(s->w, META_DBMAP, strlen(META_DBMAP), (const char *)v,
+		                          fmt_dbmap_size(map_n), &rerr);
+		free(v);
+	}
+	if (rerr == NULL) {
+		uint8_t row[COUNT_ROW_LEN], v[COUNT_VALUE_LEN];
+		count_row(row, db);
+		count_value(v, count);
+		rocksdb_sstfilewriter_put(s->w, (const char *)row, sizeof(row), (const char *)v,
+		                          sizeof(v), &rerr);
 	}
 	if (n_live > 1)
 		qsort(live, n_live, sizeof(*live), seg_live_cmp);
 	for (size_t i = 0; i < n_live && rerr == NULL; i++) {
-		uint8_t srow[9], le[8];
-		segment_row(srow, live[i].segment);
+		uint8_t srow[SEGMENT_ROW_LEN];
+		segment_row(srow, live[i].segment, db);
 		put_le64(le, live[i].live);
 		rocksdb_sstfilewriter_put(s->w, (const char *)srow, sizeof(srow), (const char *)le,
 		                          sizeof(le), &rerr);
 	}
 	if (s->n_xrows > 1)
 		qsort(s->xrows, s->n_xrows, sizeof(*s->xrows), xrow_cmp);
-	uint8_t row[KEY_BUF_SIZE];
+	uint8_t *row = s->row;
 	for (size_t i = 0; i < s->n_xrows && rerr == NULL; i++) {
 		const struct sst_xrow *x = &s->xrows[i];
 		expiry_prefix(row, x->expiry_ms);
 		if (x->klen)
-			memcpy(row + 9, x->key, x->klen);
+			memcpy(row + 9, x->key, x->klen); /* db id and user key */
 		if (x->is_delete)
 			rocksdb_sstfilewriter_delete(s->w, (const char *)row, 9 + x->klen, &rerr);
 		else
@@ -1551,22 +2018,22 @@ void idx_sst_free(struct idx_sst *s)
 	free(s);
 }
 
-int idx_ingest(struct idx *ix, const char *path, uint64_t applied_lsn, uint64_t key_count,
+int idx_ingest(struct idx *ix, const char *const *paths, size_t n, uint64_t applied_lsn,
                char *err, size_t errlen)
 {
 	char *rerr = NULL;
 	rocksdb_ingestexternalfileoptions_t *o = rocksdb_ingestexternalfileoptions_create();
 	rocksdb_ingestexternalfileoptions_set_move_files(o, 1);
-	rocksdb_ingest_external_file(ix->db, &path, 1, o, &rerr);
+	rocksdb_ingest_external_file(ix->db, paths, n, o, &rerr);
 	rocksdb_ingestexternalfileoptions_destroy(o);
 	if (rerr) {
-		snprintf(err, errlen, "index %s: ingesting %s failed: %s", ix->path, path, rerr);
+		snprintf(err, errlen, "index %s: ingesting %s%s failed: %s", ix->path, paths[0],
+		         n > 1 ? " and more" : "", rerr);
 		rocksdb_free(rerr);
 		ix->stats.errors++;
 		return -EIO;
 	}
 	ix->applied_lsn = applied_lsn;
-	ix->key_count = key_count;
 	ix->stats.writes++;
 	return 0;
 }

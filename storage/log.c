@@ -891,14 +891,14 @@ static void commit_complete(struct px *px, struct px_op *op, int res, unsigned f
 
 int log_append(struct log *log, const struct fmt_record *rec, struct log_write *w)
 {
-	if (rec->type != FMT_PUT && rec->type != FMT_DELETE && rec->type != FMT_DROP)
+	if (rec->type != FMT_PUT && rec->type != FMT_DELETE && rec->type != FMT_DBMAP)
 		return -EINVAL;
 	if (log->stopped)
 		return -ESHUTDOWN;
 	if (log->fail_err != 0)
 		return log->fail_err;
 	uint64_t rsz = fmt_record_size(rec->key_len, rec->value_len);
-	if (rec->key_len > FMT_KEY_MAX || rec->value_len > FMT_VALUE_MAX ||
+	if (rec->key_len > FMT_IDENT_MAX || rec->value_len > FMT_VALUE_MAX ||
 	    FMT_SEG_HEADER_SIZE + rsz + FMT_RECORD_HEADER > log->cfg.segment_size)
 		return -E2BIG;
 	struct commit *c = log->open;
@@ -927,6 +927,22 @@ int log_append(struct log *log, const struct fmt_record *rec, struct log_write *
 	c->last_lsn = r.lsn;
 	c->n_records++;
 	return 0;
+}
+
+int log_reserve(struct log *log, uint64_t bytes)
+{
+	if (log->stopped)
+		return -ESHUTDOWN;
+	if (log->fail_err != 0)
+		return log->fail_err;
+	if (FMT_SEG_HEADER_SIZE + bytes + FMT_RECORD_HEADER > log->cfg.segment_size)
+		return -E2BIG;
+	struct commit *c = log->open;
+	if (c != NULL && c->used + bytes + FMT_RECORD_HEADER <= c->limit)
+		return 0;
+	if (c != NULL)
+		commit_seal(log);
+	return commit_open(log, bytes);
 }
 
 /* End of iteration: seal the open commit, retry unsubmitted ones. */

@@ -188,10 +188,17 @@ struct log;
 int log_open(struct log **out, struct px *px, const struct log_config *cfg, uint64_t from_lsn,
 	     log_replay_fn replay, void *arg, char *err, size_t errlen);
 
-/* Appends a PUT, DELETE or DROP; on return w->pos is set and the record will be in
+/* Appends a PUT, DELETE or DBMAP; on return w->pos is set and the record will be in
  * the next commit.  Returns 0, -E2BIG if the record cannot fit a commit, or
  * -ENOSPC/-EIO while the log cannot write (no segment could be created). */
 int log_append(struct log *log, const struct fmt_record *rec, struct log_write *w);
+
+/* Makes the next appends, `bytes` in all (the sum of their fmt_record_size),
+ * go into one commit: the open one if it has the room, else a new one.  Those
+ * appends then cannot fail, and recovery applies all of them or none (a
+ * command's records: format.h).  Returns 0, -E2BIG if they cannot fit one
+ * segment, -ESHUTDOWN, or -ENOSPC/-EIO/-ENOMEM while the log cannot write. */
+int log_reserve(struct log *log, uint64_t bytes);
 
 /* Reads and verifies (CRC, LSN, key) the PUT record at r->pos.  done gets 0
  * and the record, or -ENOENT (segment gone: re-read the index), -EAGAIN (no
