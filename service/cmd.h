@@ -66,7 +66,8 @@ struct cmd_def {
 };
 
 /* Per-request context.  The union holds the scratch state of the command that
- * is running; `heap` is freed when the request finishes. */
+ * is running, one member per command (or family of commands sharing a
+ * generic helper); `heap` is freed when the request finishes. */
 struct cmd_ctx {
 	struct conn_req *req;   /* the request (argv and reply), owned by net */
 	struct conn *conn;      /* the client: touch only on the origin */
@@ -81,35 +82,50 @@ struct cmd_ctx {
 	void *heap;          /* malloc'd scratch of the command; freed with the context */
 	union {
 		struct {
-			int64_t delta;      /* INCR family */
-			long double fdelta; /* INCRBYFLOAT */
-			char num[64];       /* the new value's decimal text */
-		} incr;
+			int64_t delta; /* the increment */
+			int64_t value; /* the new value: the reply */
+			char num[64];  /* the new value's decimal text: what is written */
+		} incr;                /* INCR DECR INCRBY DECRBY */
 		struct {
-			int64_t start, end; /* GETRANGE / SETRANGE offset in start */
-		} range;
+			long double delta;
+		} incrbyfloat;
 		struct {
-			unsigned flags;   /* EXPIRE NX/XX/GT/LT (CMD_EXPIRE_*) */
+			int64_t start, end;
+		} getrange;
+		struct {
+			int64_t offset; /* >= 0 */
+		} setrange;
+		struct {
+			unsigned flags;     /* CMD_SET_* (cmd_string.c) */
+			uint64_t expiry_ms; /* absolute, 0 = none */
+		} set;                      /* SET SETEX PSETEX, and GETEX */
+		struct {
+			unsigned flags;   /* NX/XX/GT/LT (CMD_EXPIRE_*, cmd_keys.c) */
 			uint64_t when_ms; /* absolute expiry */
-			bool deleted;     /* the time was in the past: the key was deleted */
-			int result;       /* integer reply */
-		} expire;
+			int result;       /* the integer reply */
+		} expire;                 /* EXPIRE PEXPIRE EXPIREAT PEXPIREAT, and PERSIST's result */
 		struct {
-			unsigned flags; /* SET: CMD_SET_* */
-			uint64_t expiry_ms;
-		} set;
+			unsigned kind; /* enum ttl_kind (cmd_keys.c) */
+		} ttl;                 /* TTL PTTL EXPIRETIME PEXPIRETIME */
 		struct {
-			uint64_t cursor;      /* SCAN / RANDOMKEY: within the current shard */
-			uint64_t start;       /* RANDOMKEY: where the walk of this shard began */
-			unsigned shards_left; /* RANDOMKEY: shards not yet tried */
-			bool wrapped;         /* RANDOMKEY: the walk passed the end of the shard */
-			size_t count;         /* SCAN COUNT */
-			size_t found;         /* keys written to `keys` */
-			size_t visited;       /* SCAN: keys the walk visited (COUNT bounds them) */
+			uint64_t cursor;        /* within the current shard */
+			size_t count;           /* COUNT */
+			size_t found;           /* keys written to `keys` */
+			size_t visited;         /* keys the walk visited (COUNT bounds them) */
 			const uint8_t *pattern; /* MATCH, or NULL */
 			size_t pattern_len;
 			struct resp_buf keys; /* bulk strings of the keys found */
 		} scan;
+		struct {
+			uint64_t cursor;      /* within the current shard */
+			uint64_t start;       /* where the walk of this shard began */
+			unsigned shards_left; /* shards not yet tried */
+			bool wrapped;         /* the walk passed the end of the shard */
+			bool found;           /* the reply holds the key found */
+		} randomkey;
+		struct {
+			unsigned sections; /* INFO_* bits (cmd_server.c) */
+		} info;
 	} u;
 	struct cmd_ctx *next_free; /* the origin's free list */
 };

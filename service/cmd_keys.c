@@ -96,7 +96,7 @@ enum ttl_kind { TTL_S, TTL_MS, EXPIRETIME_S, EXPIRETIME_MS };
 static void ttl_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	enum ttl_kind kind = (enum ttl_kind)x->u.expire.flags;
+	enum ttl_kind kind = (enum ttl_kind)x->u.ttl.kind;
 	uint64_t when = sr->result_expiry_ms;
 	if (sr->status == -ENOENT) {
 		resp_add_int(x->reply, -2);
@@ -118,7 +118,7 @@ static void ttl_done(struct store_req *sr)
 
 static void ttl_generic(struct cmd_ctx *x, enum ttl_kind kind)
 {
-	x->u.expire.flags = kind;
+	x->u.ttl.kind = kind;
 	x->sr.op = STORE_META;
 	cmd_submit(x, ttl_done);
 }
@@ -566,10 +566,10 @@ static void random_visit(void *arg, const uint8_t *key, size_t klen, uint64_t ex
 {
 	struct cmd_ctx *x = arg;
 	(void)expiry_ms;
-	if (x->u.scan.found > 0)
+	if (x->u.randomkey.found)
 		return;
 	resp_add_bulk(x->reply, key, klen);
-	x->u.scan.found = 1;
+	x->u.randomkey.found = true;
 }
 
 static void random_step(struct cmd_ctx *x);
@@ -578,13 +578,13 @@ static void random_step(struct cmd_ctx *x);
  * tried). */
 static void random_next_shard(struct cmd_ctx *x)
 {
-	if (--x->u.scan.shards_left == 0) {
+	if (--x->u.randomkey.shards_left == 0) {
 		resp_add_null(x->reply);
 		cmd_done(x);
 		return;
 	}
-	x->u.scan.start = x->u.scan.cursor = random_next() & UINT32_MAX;
-	x->u.scan.wrapped = false;
+	x->u.randomkey.start = x->u.randomkey.cursor = random_next() & UINT32_MAX;
+	x->u.randomkey.wrapped = false;
 	cmd_run_on_shard(x, (x->shard + 1) % shard_map.shards, random_step);
 }
 
@@ -598,36 +598,36 @@ static void random_step(struct cmd_ctx *x)
 			return;
 		}
 		uint64_t next;
-		int ret = store_scan(x->st, x->u.scan.cursor, 8, random_visit, x, &next);
+		int ret = store_scan(x->st, x->u.randomkey.cursor, 8, random_visit, x, &next);
 		if (ret < 0) {
 			cmd_add_store_error(x->reply, ret);
 			cmd_done(x);
 			return;
 		}
-		if (x->u.scan.found > 0) {
+		if (x->u.randomkey.found) {
 			cmd_done(x);
 			return;
 		}
 		if (next == 0) {
-			if (x->u.scan.wrapped) {
+			if (x->u.randomkey.wrapped) {
 				random_next_shard(x);
 				return;
 			}
-			x->u.scan.wrapped = true;
-		} else if (x->u.scan.wrapped && next >= x->u.scan.start) {
+			x->u.randomkey.wrapped = true;
+		} else if (x->u.randomkey.wrapped && next >= x->u.randomkey.start) {
 			random_next_shard(x);
 			return;
 		}
-		x->u.scan.cursor = next;
+		x->u.randomkey.cursor = next;
 	}
 	cmd_continue(x, random_step);
 }
 
 void cmd_randomkey(struct cmd_ctx *x)
 {
-	x->u.scan.found = 0;
-	x->u.scan.shards_left = shard_map.shards;
-	x->u.scan.start = x->u.scan.cursor = random_next() & UINT32_MAX;
-	x->u.scan.wrapped = false;
+	x->u.randomkey.found = false;
+	x->u.randomkey.shards_left = shard_map.shards;
+	x->u.randomkey.start = x->u.randomkey.cursor = random_next() & UINT32_MAX;
+	x->u.randomkey.wrapped = false;
 	cmd_run_on_shard(x, (unsigned)(random_next() % shard_map.shards), random_step);
 }

@@ -181,9 +181,12 @@ static const char *alias_value(const struct config_alias *a, char *buf, size_t l
 	return a->fixed;
 }
 
-/* CONFIG GET's answer being built: name/value pairs, each name once. */
+/* CONFIG GET's answer being built: name/value pairs, each name once.  It
+ * lives on the stack of config_get_on_px0, which answers at once, so the
+ * request context holds no CONFIG state. */
 struct config_get {
 	struct cmd_ctx *x;
+	size_t pattern_arg;    /* the argument being matched */
 	struct resp_buf pairs; /* name, value, name, value ... */
 	size_t n;              /* pairs */
 	char **names;          /* names already added */
@@ -212,11 +215,12 @@ static void config_add(struct config_get *g, const char *name, const char *value
 	g->n++;
 }
 
-/* The pattern being matched (the argument index is in g->x->u.range.start). */
+/* cfg_foreach's callback: adds the option if it matches the pattern
+ * argv[g->pattern_arg]. */
 static void config_match_option(const char *name, const char *value, void *arg)
 {
 	struct config_get *g = arg;
-	size_t i = (size_t)g->x->u.range.start;
+	size_t i = g->pattern_arg;
 	if (cmd_glob_match(cmd_arg(g->x, i), cmd_arg_len(g->x, i), (const uint8_t *)name,
 	                   strlen(name), true))
 		config_add(g, name, value);
@@ -227,7 +231,7 @@ static void config_get_on_px0(struct cmd_ctx *x)
 	struct config_get g = {.x = x};
 	resp_buf_init(&g.pairs, x->reply->proto);
 	for (size_t i = 2; i < cmd_argc(x); i++) {
-		x->u.range.start = (int64_t)i;
+		g.pattern_arg = i;
 		cfg_foreach(cmd_config(), config_match_option, &g);
 		for (size_t k = 0; k < sizeof(aliases) / sizeof(aliases[0]); k++) {
 			const char *name = aliases[k].redis;
@@ -567,7 +571,7 @@ static const char *run_id(void)
 static void info_finish(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
-	unsigned sections = (unsigned)x->u.expire.flags;
+	unsigned sections = x->u.info.sections;
 	const struct cfg *cfg = cmd_config(); /* read-only fields only (see the top) */
 	struct store_stats sum = {0};
 	struct resp_buf b;
@@ -727,6 +731,6 @@ void cmd_info(struct cmd_ctx *x)
 			if (cmd_arg_is(x, i, section_names[k]))
 				sections |= 1u << k;
 	}
-	x->u.expire.flags = sections;
+	x->u.info.sections = sections;
 	cmd_fan_all(x, info_part_fn, info_finish);
 }

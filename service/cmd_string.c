@@ -536,9 +536,8 @@ static enum store_update_result incr_update(struct store_req *sr, const uint8_t 
 		x->err = cmd_err_overflow;
 		return STORE_UPDATE_KEEP;
 	}
-	v += d;
-	x->u.incr.delta = v; /* the reply */
-	int n = snprintf(x->u.incr.num, sizeof(x->u.incr.num), "%lld", (long long)v);
+	x->u.incr.value = v + d;
+	int n = snprintf(x->u.incr.num, sizeof(x->u.incr.num), "%lld", (long long)(v + d));
 	sr->new_value = (const uint8_t *)x->u.incr.num;
 	sr->new_len = (size_t)n;
 	sr->new_expiry_ms = old_expiry_ms;
@@ -551,7 +550,7 @@ static void incr_done(struct store_req *sr)
 	if (x->err != NULL)
 		resp_add_error(x->reply, x->err);
 	else if (!add_failure(x, sr->status))
-		resp_add_int(x->reply, x->u.incr.delta);
+		resp_add_int(x->reply, x->u.incr.value);
 	cmd_done(x);
 }
 
@@ -603,7 +602,7 @@ static enum store_update_result incrbyfloat_update(struct store_req *sr, const u
 		x->err = cmd_err_not_float;
 		return STORE_UPDATE_KEEP;
 	}
-	v += x->u.incr.fdelta;
+	v += x->u.incrbyfloat.delta;
 	if (isnan(v) || isinf(v)) {
 		x->err = "ERR increment would produce NaN or Infinity";
 		return STORE_UPDATE_KEEP;
@@ -634,7 +633,7 @@ static void incrbyfloat_done(struct store_req *sr)
 
 void cmd_incrbyfloat(struct cmd_ctx *x)
 {
-	if (!cmd_parse_ld(cmd_arg(x, 2), cmd_arg_len(x, 2), &x->u.incr.fdelta)) {
+	if (!cmd_parse_ld(cmd_arg(x, 2), cmd_arg_len(x, 2), &x->u.incrbyfloat.delta)) {
 		cmd_fail(x, cmd_err_not_float);
 		return;
 	}
@@ -653,7 +652,7 @@ static void getrange_done(struct store_req *sr)
 		return;
 	}
 	int64_t len = sr->status == 0 ? (int64_t)sr->result_len : 0;
-	int64_t start = x->u.range.start, end = x->u.range.end;
+	int64_t start = x->u.getrange.start, end = x->u.getrange.end;
 	if (start < 0 && end < 0 && start > end) {
 		resp_add_bulk(x->reply, "", 0);
 		cmd_done(x);
@@ -678,8 +677,8 @@ static void getrange_done(struct store_req *sr)
 
 void cmd_getrange(struct cmd_ctx *x)
 {
-	if (cmd_arg_int_or_fail(x, 2, &x->u.range.start) < 0 ||
-	    cmd_arg_int_or_fail(x, 3, &x->u.range.end) < 0)
+	if (cmd_arg_int_or_fail(x, 2, &x->u.getrange.start) < 0 ||
+	    cmd_arg_int_or_fail(x, 3, &x->u.getrange.end) < 0)
 		return;
 	x->sr.op = STORE_GET;
 	cmd_submit(x, getrange_done);
@@ -690,7 +689,7 @@ static enum store_update_result setrange_update(struct store_req *sr, const uint
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
 	const uint8_t *add = cmd_arg(x, 3);
-	size_t add_len = cmd_arg_len(x, 3), off = (size_t)x->u.range.start;
+	size_t add_len = cmd_arg_len(x, 3), off = (size_t)x->u.setrange.offset;
 	sr->new_len = old_len; /* the reply when nothing changes */
 	if (add_len == 0)
 		return STORE_UPDATE_KEEP; /* Redis neither creates nor changes the key */
@@ -718,14 +717,14 @@ static enum store_update_result setrange_update(struct store_req *sr, const uint
 
 void cmd_setrange(struct cmd_ctx *x)
 {
-	if (cmd_arg_int_or_fail(x, 2, &x->u.range.start) < 0)
+	if (cmd_arg_int_or_fail(x, 2, &x->u.setrange.offset) < 0)
 		return;
-	if (x->u.range.start < 0) {
+	if (x->u.setrange.offset < 0) {
 		cmd_fail(x, "ERR offset is out of range");
 		return;
 	}
 	if (cmd_arg_len(x, 3) > 0 &&
-	    (uint64_t)x->u.range.start + cmd_arg_len(x, 3) > cmd_max_string) {
+	    (uint64_t)x->u.setrange.offset + cmd_arg_len(x, 3) > cmd_max_string) {
 		cmd_fail(x, cmd_err_too_big);
 		return;
 	}
