@@ -41,20 +41,13 @@ static void prepare_meta(struct cmd_ctx *x, struct cmd_keyop *op)
 static void count_finish(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
+	if (cmd_fan_keys_ok_or_fail(f) < 0)
+		return;
 	int64_t n = 0;
-	int failure = 0;
-	for (size_t i = 0; i < f->nops; i++) {
-		int s = f->ops[i].status;
-		if (s == 0 && f->ops[i].existed)
-			n++;
-		else if (s < 0 && s != -ENOENT && failure == 0)
-			failure = s;
-	}
-	if (failure < 0)
-		cmd_add_store_error(x->reply, failure);
-	else
-		resp_add_int(x->reply, n);
+	for (size_t i = 0; i < f->nops; i++)
+		n += f->ops[i].status == 0 && f->ops[i].existed;
 	cmd_fan_free(f);
+	resp_add_int(x->reply, n);
 	cmd_done(x);
 }
 
@@ -78,10 +71,9 @@ void cmd_touch(struct cmd_ctx *x)
 static void type_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	if (sr->status == 0 || sr->status == -ENOENT)
-		resp_add_simple(x->reply, sr->status == 0 ? "string" : "none");
-	else
-		cmd_add_store_error(x->reply, sr->status);
+	if (cmd_store_ok_or_fail(x) < 0)
+		return;
+	resp_add_simple(x->reply, sr->status == 0 ? "string" : "none"); /* strings only */
 	cmd_done(x);
 }
 
@@ -98,10 +90,10 @@ static void ttl_done(struct store_req *sr)
 	struct cmd_ctx *x = cmd_of_sr(sr);
 	enum ttl_kind kind = (enum ttl_kind)x->u.ttl.kind;
 	uint64_t when = sr->result_expiry_ms;
+	if (cmd_store_ok_or_fail(x) < 0)
+		return;
 	if (sr->status == -ENOENT) {
 		resp_add_int(x->reply, -2);
-	} else if (sr->status < 0) {
-		cmd_add_store_error(x->reply, sr->status);
 	} else if (when == 0) {
 		resp_add_int(x->reply, -1);
 	} else {
@@ -173,13 +165,13 @@ static enum store_update_result expire_update(struct store_req *sr, const uint8_
 	return STORE_UPDATE_WRITE;
 }
 
+/* EXPIRE family and PERSIST: 1 if the key's expiry changed, else 0. */
 static void expire_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	if (sr->status < 0 && sr->status != -ENOENT)
-		cmd_add_store_error(x->reply, sr->status);
-	else
-		resp_add_int(x->reply, x->u.expire.result);
+	if (cmd_store_ok_or_fail(x) < 0)
+		return;
+	resp_add_int(x->reply, x->u.expire.result);
 	cmd_done(x);
 }
 
@@ -198,9 +190,7 @@ static void expire_generic(struct cmd_ctx *x, bool seconds, bool absolute)
 		else if (cmd_arg_is(x, j, "lt"))
 			f |= CMD_EXPIRE_LT;
 		else {
-			resp_add_errorf(x->reply, "ERR Unsupported option %s",
-			                (const char *)cmd_arg(x, j));
-			cmd_done(x);
+			cmd_failf(x, "ERR Unsupported option %s", (const char *)cmd_arg(x, j));
 			return;
 		}
 	}
@@ -231,8 +221,7 @@ static void expire_generic(struct cmd_ctx *x, bool seconds, bool absolute)
 	cmd_submit(x, expire_done);
 	return;
 invalid:
-	resp_add_errorf(x->reply, "ERR invalid expire time in '%s' command", x->cmd->name);
-	cmd_done(x);
+	cmd_fail_invalid_expire(x);
 }
 
 void cmd_expire(struct cmd_ctx *x)
@@ -308,8 +297,7 @@ static void scan_step(struct cmd_ctx *x)
 	int ret = store_scan(x->st, x->u.scan.cursor, want, scan_visit, x, &next);
 	if (ret < 0) {
 		resp_buf_free(&x->u.scan.keys);
-		cmd_add_store_error(x->reply, ret);
-		cmd_done(x);
+		cmd_fail_store(x, ret);
 		return;
 	}
 	if (next != 0) {
@@ -438,12 +426,13 @@ static void keys_finish(struct cmd_fan *f)
 			failure = f->parts[i].status;
 	}
 	if (failure < 0) {
-		cmd_add_store_error(x->reply, failure);
-	} else {
-		resp_add_array(x->reply, total);
-		for (size_t i = 0; i < f->nparts; i++)
-			resp_buf_append(x->reply, f->parts[i].text.data, f->parts[i].text.len);
+		cmd_fan_free(f);
+		cmd_fail_store(x, failure);
+		return;
 	}
+	resp_add_array(x->reply, total);
+	for (size_t i = 0; i < f->nparts; i++)
+		resp_buf_append(x->reply, f->parts[i].text.data, f->parts[i].text.len);
 	cmd_fan_free(f);
 	cmd_done(x);
 }
@@ -528,11 +517,12 @@ static void flush_finish(struct cmd_fan *f)
 	for (size_t i = 0; i < f->nparts; i++)
 		if (f->parts[i].status < 0)
 			failure = f->parts[i].status;
-	if (failure < 0)
-		cmd_add_store_error(x->reply, failure);
-	else
-		resp_add_simple(x->reply, "OK");
 	cmd_fan_free(f);
+	if (failure < 0) {
+		cmd_fail_store(x, failure);
+		return;
+	}
+	resp_add_simple(x->reply, "OK");
 	cmd_done(x);
 }
 
@@ -600,8 +590,7 @@ static void random_step(struct cmd_ctx *x)
 		uint64_t next;
 		int ret = store_scan(x->st, x->u.randomkey.cursor, 8, random_visit, x, &next);
 		if (ret < 0) {
-			cmd_add_store_error(x->reply, ret);
-			cmd_done(x);
+			cmd_fail_store(x, ret);
 			return;
 		}
 		if (x->u.randomkey.found) {

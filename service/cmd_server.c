@@ -64,8 +64,7 @@ static void checkpoint_finish(struct cmd_fan *f)
 		return;
 	}
 	if (failure < 0) {
-		cmd_add_store_error(x->reply, failure);
-		cmd_done(x);
+		cmd_fail_store(x, failure);
 		return;
 	}
 	atomic_store(&cmd_lastsave_s, clock_unix_ms() / 1000);
@@ -241,9 +240,7 @@ static void config_get_on_px0(struct cmd_ctx *x)
 				config_add(&g, name, alias_value(&aliases[k], buf, sizeof(buf)));
 		}
 	}
-	if (g.oom) {
-		resp_add_error(x->reply, cmd_err_oom);
-	} else {
+	if (!g.oom) {
 		resp_add_map(x->reply, g.n);
 		resp_buf_append(x->reply, g.pairs.data, g.pairs.len);
 	}
@@ -251,12 +248,23 @@ static void config_get_on_px0(struct cmd_ctx *x)
 		free(g.names[i]);
 	free(g.names);
 	resp_buf_free(&g.pairs);
-	cmd_done(x);
+	if (g.oom)
+		cmd_fail(x, cmd_err_oom);
+	else
+		cmd_done(x);
 }
 
 static void config_get(struct cmd_ctx *x)
 {
 	cmd_run_on_px(x, 0, config_get_on_px0);
+}
+
+/* Redis's CONFIG SET error for argument argv[arg]: "ERR CONFIG SET failed
+ * (possibly related to argument 'x') - reason".  Finishes the request. */
+static void config_set_fail(struct cmd_ctx *x, size_t arg, const char *reason)
+{
+	cmd_failf(x, "ERR CONFIG SET failed (possibly related to argument '%s') - %s",
+	          (const char *)cmd_arg(x, arg), reason);
 }
 
 /* The options CONFIG SET may change while the server runs. */
@@ -305,40 +313,29 @@ static void config_set_on_px0(struct cmd_ctx *x)
 		for (size_t k = 0; opt != NULL && k < sizeof(settable) / sizeof(settable[0]); k++)
 			mutable |= strcmp(opt, settable[k]) == 0;
 		if (!known) {
-			resp_add_errorf(
-			    x->reply,
-			    "ERR Unknown option or number of arguments for CONFIG SET - '%s'",
-			    (const char *)cmd_arg(x, a));
-			cmd_done(x);
+			cmd_failf(x, "ERR Unknown option or number of arguments for CONFIG SET - '%s'",
+			          (const char *)cmd_arg(x, a));
 			return;
 		}
 		if (!mutable) {
-			resp_add_errorf(
-			    x->reply,
-			    "ERR CONFIG SET failed (possibly related to argument '%s') -"
-			    " can't set immutable config (only server.requirepass and"
-			    " log.level change at runtime; set the others in the"
-			    " configuration file and restart)",
-			    (const char *)cmd_arg(x, a));
-			cmd_done(x);
+			config_set_fail(x, a,
+			                "can't set immutable config (only server.requirepass and"
+			                " log.level change at runtime; set the others in the"
+			                " configuration file and restart)");
+			return;
+		}
+		if (cmd_arg_len(x, a + 1) >= 1024) {
+			config_set_fail(x, a, "value too long");
 			return;
 		}
 		struct cfg trial = *cfg;
 		char assignment[1200], err[1400];
-		snprintf(assignment, sizeof(assignment), "%s=%.*s", opt,
-		         (int)(cmd_arg_len(x, a + 1) < 1024 ? cmd_arg_len(x, a + 1) : 1024),
+		snprintf(assignment, sizeof(assignment), "%s=%.*s", opt, (int)cmd_arg_len(x, a + 1),
 		         (const char *)cmd_arg(x, a + 1));
-		if (cmd_arg_len(x, a + 1) >= 1024 ||
-		    cfg_set(&trial, assignment, err, sizeof(err)) < 0) {
+		if (cfg_set(&trial, assignment, err, sizeof(err)) < 0) {
+			/* cfg_set says "--set OPTION=VALUE: reason": the reason is enough */
 			const char *reason = strstr(err, ": ");
-			resp_add_errorf(
-			    x->reply,
-			    "ERR CONFIG SET failed (possibly related to argument '%s') - %s",
-			    (const char *)cmd_arg(x, a),
-			    cmd_arg_len(x, a + 1) >= 1024 ? "value too long"
-			    : reason != NULL              ? reason + 2
-			                                  : err);
-			cmd_done(x);
+			config_set_fail(x, a, reason != NULL ? reason + 2 : err);
 			return;
 		}
 		options[i] = opt;
@@ -360,8 +357,8 @@ static void config_set_on_px0(struct cmd_ctx *x)
 
 static void config_set(struct cmd_ctx *x)
 {
-	if (cmd_argc(x) % 2 != 0) {
-		cmd_fail(x, "ERR wrong number of arguments for 'config|set' command");
+	if (cmd_argc(x) % 2 != 0) { /* a name without its value: Redis's arity error */
+		cmd_fail_arity(x);
 		return;
 	}
 	cmd_run_on_px(x, 0, config_set_on_px0);
