@@ -102,7 +102,8 @@ struct cmd_ctx {
 		struct {
 			unsigned flags;     /* CMD_SET_* (cmd_string.c) */
 			uint64_t expiry_ms; /* absolute, 0 = none */
-		} set;                      /* SET SETEX PSETEX, and GETEX */
+			bool int_reply;     /* SETNX: :1 / :0 instead of +OK / nil */
+		} set;                      /* SET SETNX SETEX PSETEX GETSET, and GETEX */
 		struct {
 			unsigned flags;   /* NX/XX/GT/LT (CMD_EXPIRE_*, cmd_keys.c) */
 			uint64_t when_ms; /* absolute expiry */

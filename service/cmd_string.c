@@ -76,20 +76,24 @@ void cmd_get(struct cmd_ctx *x)
 
 /* ---- SET family -------------------------------------------------------- */
 
-/* Without GET: +OK, or nil when NX/XX refused the write (-EEXIST). */
+/* Without GET: +OK, or nil when NX/XX refused the write (-EEXIST); SETNX
+ * says the same as :1 / :0 (Redis's ok_reply and abort_reply). */
 static void set_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
 	if (cmd_store_ok_or_fail(x) < 0)
 		return;
-	if (sr->status == 0)
+	bool written = sr->status == 0;
+	if (x->u.set.int_reply)
+		resp_add_int(x->reply, written);
+	else if (written)
 		resp_add_simple(x->reply, "OK");
 	else
 		resp_add_null(x->reply);
 	cmd_done(x);
 }
 
-/* SET ... GET: the old value (or nil) is the reply, whether or not
+/* SET ... GET and GETSET: the old value (or nil) is the reply, whether or not
  * NX/XX let the write happen. */
 static enum store_update_result set_get_update(struct store_req *sr, const uint8_t *old,
                                                size_t old_len, uint64_t old_expiry_ms)
@@ -118,13 +122,15 @@ static void update_answered_done(struct store_req *sr)
 	cmd_done(x);
 }
 
-/* Redis's setGenericCommand, for SET, SETEX and PSETEX: sets argv[value_arg]
- * as the CMD_SET_* `flags` say, expiring at the time argv[expire_arg] gives
- * in the unit the flags name (0: no expire time).  Replies and finishes the
- * request. */
-static void set_generic(struct cmd_ctx *x, unsigned flags, size_t expire_arg, size_t value_arg)
+/* Redis's setGenericCommand, for SET, SETNX, SETEX, PSETEX and GETSET: sets
+ * argv[value_arg] as the CMD_SET_* `flags` say, expiring at the time
+ * argv[expire_arg] gives in the unit the flags name (0: no expire time).
+ * int_reply: SETNX's :1 / :0.  Replies and finishes the request. */
+static void set_generic(struct cmd_ctx *x, unsigned flags, size_t expire_arg, size_t value_arg,
+                        bool int_reply)
 {
 	x->u.set.flags = flags;
+	x->u.set.int_reply = int_reply;
 	/* The expire time first, as Redis's setGenericCommand.  The length check
 	 * is ringkv's own (Redis's protocol limit is enough there, but here a
 	 * proto-max-bulk-len above the storage's FMT_VALUE_MAX lets longer
@@ -202,41 +208,32 @@ void cmd_set(struct cmd_ctx *x)
 	unsigned flags;
 	size_t expire_arg;
 	if (parse_set_options(x, 3, false, &flags, &expire_arg) == 0)
-		set_generic(x, flags, expire_arg, 2);
-}
-
-static void setnx_done(struct store_req *sr)
-{
-	struct cmd_ctx *x = cmd_of_sr(sr);
-	if (cmd_store_ok_or_fail(x) < 0)
-		return;
-	resp_add_int(x->reply, sr->status == 0);
-	cmd_done(x);
+		set_generic(x, flags, expire_arg, 2, false);
 }
 
 void cmd_setnx(struct cmd_ctx *x)
 {
-	if (cmd_string_length_or_fail(x, cmd_arg_len(x, 2)) < 0)
-		return;
-	x->sr.op = STORE_PUT;
-	x->sr.flags = STORE_NX;
-	x->sr.value = cmd_arg(x, 2);
-	x->sr.value_len = cmd_arg_len(x, 2);
-	cmd_submit(x, setnx_done);
+	set_generic(x, CMD_SET_NX, 0, 2, true);
 }
 
 void cmd_setex(struct cmd_ctx *x)
 {
-	set_generic(x, CMD_SET_EX, 2, 3);
+	set_generic(x, CMD_SET_EX, 2, 3, false);
 }
 
 void cmd_psetex(struct cmd_ctx *x)
 {
-	set_generic(x, CMD_SET_PX, 2, 3);
+	set_generic(x, CMD_SET_PX, 2, 3, false);
 }
 
-/* GETSET and GETDEL: the old value, or nil. */
-static void old_value_done(struct store_req *sr)
+/* SET key value GET: the same reply and effect (the TTL is cleared). */
+void cmd_getset(struct cmd_ctx *x)
+{
+	set_generic(x, CMD_SET_GET, 0, 2, false);
+}
+
+/* GETDEL: the old value, or nil. */
+static void getdel_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
 	if (cmd_store_ok_or_fail(x) < 0)
@@ -248,22 +245,11 @@ static void old_value_done(struct store_req *sr)
 	cmd_done(x);
 }
 
-void cmd_getset(struct cmd_ctx *x)
-{
-	if (cmd_string_length_or_fail(x, cmd_arg_len(x, 2)) < 0)
-		return;
-	x->sr.op = STORE_PUT;
-	x->sr.flags = STORE_GET_OLD;
-	x->sr.value = cmd_arg(x, 2);
-	x->sr.value_len = cmd_arg_len(x, 2);
-	cmd_submit(x, old_value_done);
-}
-
 void cmd_getdel(struct cmd_ctx *x)
 {
 	x->sr.op = STORE_DELETE;
 	x->sr.flags = STORE_GET_OLD;
-	cmd_submit(x, old_value_done);
+	cmd_submit(x, getdel_done);
 }
 
 static enum store_update_result getex_update(struct store_req *sr, const uint8_t *old,
