@@ -76,14 +76,14 @@ struct cmd_ctx {
 	struct resp_buf *reply; /* &req->reply */
 	const struct cmd_def *cmd;
 	const struct cmd_def *sub; /* the subcommand running (CONFIG SET), or NULL */
-	unsigned origin;     /* the connection's proactor */
-	unsigned shard;      /* CMD_KEYED: argv[1]'s shard */
-	struct store *st;    /* CMD_KEYED: that shard's store (use on its proactor) */
-	struct store_req sr; /* CMD_KEYED: the request to it */
-	cmd_fn run;          /* cmd_run_on_shard: the handler to run there */
-	const char *err;     /* an error reply decided inside a store update
-	                        (cmd_update_refuse), or NULL */
-	void *heap;          /* malloc'd scratch of the command; freed with the context */
+	unsigned origin;           /* the connection's proactor */
+	unsigned shard;            /* CMD_KEYED: argv[1]'s shard */
+	struct store *st;          /* CMD_KEYED: that shard's store (use on its proactor) */
+	struct store_req sr;       /* CMD_KEYED: the request to it */
+	cmd_fn run;                /* cmd_run_on_shard: the handler to run there */
+	const char *err;           /* an error reply decided inside a store update
+	                              (cmd_update_refuse), or NULL */
+	void *heap;                /* malloc'd scratch of the command; freed with the context */
 	union {
 		struct {
 			int64_t delta; /* the increment */
@@ -108,7 +108,7 @@ struct cmd_ctx {
 			unsigned flags;   /* NX/XX/GT/LT (CMD_EXPIRE_*, cmd_keys.c) */
 			uint64_t when_ms; /* absolute expiry */
 			int result;       /* the integer reply */
-		} expire;                 /* EXPIRE PEXPIRE EXPIREAT PEXPIREAT, and PERSIST's result */
+		} expire; /* EXPIRE PEXPIRE EXPIREAT PEXPIREAT, and PERSIST's result */
 		struct {
 			unsigned kind; /* enum ttl_kind (cmd_keys.c) */
 		} ttl;                 /* TTL PTTL EXPIRETIME PEXPIRETIME */

@@ -145,7 +145,8 @@ void cmd_hello(struct cmd_ctx *x)
 			}
 			j++;
 		} else {
-			cmd_failf(x, "ERR Syntax error in HELLO option '%s'", (const char *)cmd_arg(x, j));
+			cmd_failf(x, "ERR Syntax error in HELLO option '%s'",
+			          (const char *)cmd_arg(x, j));
 			return;
 		}
 	}
@@ -336,7 +337,7 @@ static void client_list(struct cmd_ctx *x)
 	} else if (argc >= 4 && cmd_arg_is(x, 2, "id")) {
 		for (size_t i = 3; i < argc; i++)
 			if (!resp_parse_int64(cmd_arg(x, i), cmd_arg_len(x, i),
-			                     &flt->ids[flt->n_ids++]) ||
+			                      &flt->ids[flt->n_ids++]) ||
 			    flt->ids[flt->n_ids - 1] < 1) {
 				cmd_fail(x, "ERR Invalid client ID");
 				return;

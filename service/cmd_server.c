@@ -313,7 +313,8 @@ static void config_set_on_px0(struct cmd_ctx *x)
 		for (size_t k = 0; opt != NULL && k < sizeof(settable) / sizeof(settable[0]); k++)
 			mutable |= strcmp(opt, settable[k]) == 0;
 		if (!known) {
-			cmd_failf(x, "ERR Unknown option or number of arguments for CONFIG SET - '%s'",
+			cmd_failf(x,
+			          "ERR Unknown option or number of arguments for CONFIG SET - '%s'",
 			          (const char *)cmd_arg(x, a));
 			return;
 		}
@@ -488,8 +489,7 @@ static void info_part_fn(struct cmd_part *p)
 		    (unsigned long long)st.gc_records_moved, (unsigned long long)st.gc_bytes_moved,
 		    (unsigned long long)st.gc_segments_deleted,
 		    (unsigned long long)st.segments_recycled,
-		    (unsigned long long)st.spare_bytes_zeroed,
-		    (unsigned long long)st.blind_puts,
+		    (unsigned long long)st.spare_bytes_zeroed, (unsigned long long)st.blind_puts,
 		    (unsigned long long)st.blind_puts_existing,
 		    (unsigned long long)st.index_writes_merged,
 		    (unsigned long long)st.index_batch_keys,
@@ -671,15 +671,16 @@ static void info_finish(struct cmd_fan *f)
 	for (unsigned i = 0; i < shard_map.threads; i++) {
 		struct px_stats *s = &pool_px(shard_map.pool, i)->stats;
 #define PXS(field) (unsigned long long)atomic_load_explicit(&s->field, memory_order_relaxed)
-		info_line(&b,
-		          "proactor_%u:iterations=%llu,submits=%llu,sqes=%llu,cqes=%llu,"
-		          "msgs_in=%llu,msgs_out=%llu,wakeups_sent=%llu,wakeups_skipped=%llu,"
-		          "wakeups_received=%llu,sleeps=%llu,busy_poll_us=%llu,busy_polls=%llu,"
-		          "busy_poll_hits=%llu,cq_overflows=%llu,sq_full=%llu,requests_inflight=%lu",
-		          i, PXS(iterations), PXS(submits), PXS(sqes), PXS(cqes), PXS(msgs_in),
-		          PXS(msgs_out), PXS(wakeups_sent), PXS(wakeups_skipped),
-		          PXS(wakeups_received), PXS(sleeps), PXS(busy_poll_ns) / 1000,
-		          PXS(busy_polls), PXS(busy_poll_hits), PXS(cq_overflows), PXS(sq_full), cmd_inflight(i));
+		info_line(
+		    &b,
+		    "proactor_%u:iterations=%llu,submits=%llu,sqes=%llu,cqes=%llu,"
+		    "msgs_in=%llu,msgs_out=%llu,wakeups_sent=%llu,wakeups_skipped=%llu,"
+		    "wakeups_received=%llu,sleeps=%llu,busy_poll_us=%llu,busy_polls=%llu,"
+		    "busy_poll_hits=%llu,cq_overflows=%llu,sq_full=%llu,requests_inflight=%lu",
+		    i, PXS(iterations), PXS(submits), PXS(sqes), PXS(cqes), PXS(msgs_in),
+		    PXS(msgs_out), PXS(wakeups_sent), PXS(wakeups_skipped), PXS(wakeups_received),
+		    PXS(sleeps), PXS(busy_poll_ns) / 1000, PXS(busy_polls), PXS(busy_poll_hits),
+		    PXS(cq_overflows), PXS(sq_full), cmd_inflight(i));
 #undef PXS
 	}
 	END_SECTION

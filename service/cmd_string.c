@@ -278,12 +278,13 @@ static enum store_update_result getex_update(struct store_req *sr, const uint8_t
 
 void cmd_getex(struct cmd_ctx *x)
 {
+	unsigned flags;
 	size_t expire_arg;
-	if (parse_set_options(x, 2, true, &x->u.set.flags, &expire_arg) < 0 ||
-	    expire_ms_or_fail(x, expire_arg, x->u.set.flags & CMD_SET_EXPIRY,
-	                      &x->u.set.expiry_ms) < 0)
+	if (parse_set_options(x, 2, true, &flags, &expire_arg) < 0 ||
+	    expire_ms_or_fail(x, expire_arg, flags & CMD_SET_EXPIRY, &x->u.set.expiry_ms) < 0)
 		return;
-	if (x->u.set.flags == 0) { /* a plain GET */
+	x->u.set.flags = flags;
+	if (flags == 0) { /* a plain GET */
 		cmd_get(x);
 		return;
 	}

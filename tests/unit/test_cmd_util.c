@@ -121,11 +121,11 @@ static void test_glob(void)
 
 /* ---- the string-length check, through the command layer --------------- */
 
-#define N_PX      2
-#define MAX_STR   16 /* cmd_max_string while the in-process server runs */
-#define TOO_BIG   "-ERR string exceeds maximum allowed size (proto-max-bulk-len)"
-#define AT_LIMIT  "0123456789abcdef"  /* MAX_STR bytes */
-#define OVER      "0123456789abcdefg" /* MAX_STR + 1 bytes */
+#define N_PX     2
+#define MAX_STR  16 /* cmd_max_string while the in-process server runs */
+#define TOO_BIG  "-ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+#define AT_LIMIT "0123456789abcdef"  /* MAX_STR bytes */
+#define OVER     "0123456789abcdefg" /* MAX_STR + 1 bytes */
 
 /* A step run on one proactor while the main thread waits. */
 struct px_job {
@@ -315,7 +315,8 @@ static void test_string_length(void)
 	}
 	redisSetTimeout(rc, tv);
 	char k[32], absent[32];
-	for (unsigned s = 0; s < shard_map.shards; s++) { /* the connection's proactor and the other */
+	/* One key per shard: one is on the connection's proactor, one on the other. */
+	for (unsigned s = 0; s < shard_map.shards; s++) {
 		key_on_shard(s, k, sizeof(k));
 		snprintf(absent, sizeof(absent), "{%s}:absent", k); /* the same shard */
 		check_string_length(rc, k, absent);
