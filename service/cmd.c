@@ -714,18 +714,20 @@ static struct cmd_fan *fan_new(struct cmd_ctx *x, void (*finish)(struct cmd_fan 
 	return f;
 }
 
-int cmd_fan_keys_ok_or_fail(struct cmd_fan *f)
+int cmd_fan_ok_or_fail(struct cmd_fan *f)
 {
-	for (size_t i = 0; i < f->nops; i++) {
-		int status = f->ops[i].status;
-		if (store_failed(status)) {
-			struct cmd_ctx *x = f->x;
-			cmd_fan_free(f);
-			cmd_fail_store(x, status);
-			return -1;
-		}
-	}
-	return 0;
+	int failure = 0;
+	for (size_t i = 0; i < f->nops && failure == 0; i++)
+		if (store_failed(f->ops[i].status))
+			failure = f->ops[i].status;
+	for (size_t i = f->nparts; i-- > 0 && failure == 0;)
+		failure = f->parts[i].status < 0 ? f->parts[i].status : 0;
+	if (failure == 0)
+		return 0;
+	struct cmd_ctx *x = f->x;
+	cmd_fan_free(f);
+	cmd_fail_store(x, failure);
+	return -1;
 }
 
 void cmd_fan_free(struct cmd_fan *f)

@@ -342,10 +342,11 @@ void cmd_part_done(struct cmd_part *p);
  * it has used the answers. */
 void cmd_fan_free(struct cmd_fan *f);
 
-/* In cmd_fan_keys' finish: 0 if every key's request succeeded or answered
- * -ENOENT/-EEXIST; else frees the fan, replies the first failure in argv
- * order (cmd_fail_store) and returns -1: return at once. */
-int cmd_fan_keys_ok_or_fail(struct cmd_fan *f);
+/* In a fan-out's finish: 0 if every key's request succeeded or answered
+ * -ENOENT/-EEXIST and no part's status is < 0; else frees the fan, replies
+ * the failure (cmd_fail_store: the first key's in argv order, else the
+ * highest-numbered proactor's part) and returns -1: return at once. */
+int cmd_fan_ok_or_fail(struct cmd_fan *f);
 
 /* ---- pure helpers (unit-tested) --------------------------------------- */
 

@@ -41,7 +41,7 @@ static void prepare_meta(struct cmd_ctx *x, struct cmd_keyop *op)
 static void count_finish(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
-	if (cmd_fan_keys_ok_or_fail(f) < 0)
+	if (cmd_fan_ok_or_fail(f) < 0)
 		return;
 	int64_t n = 0;
 	for (size_t i = 0; i < f->nops; i++)
@@ -418,18 +418,11 @@ static void keys_start(struct cmd_part *p)
 static void keys_finish(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
-	size_t total = 0;
-	int failure = 0;
-	for (size_t i = 0; i < f->nparts; i++) {
-		total += f->parts[i].count;
-		if (f->parts[i].status < 0)
-			failure = f->parts[i].status;
-	}
-	if (failure < 0) {
-		cmd_fan_free(f);
-		cmd_fail_store(x, failure);
+	if (cmd_fan_ok_or_fail(f) < 0)
 		return;
-	}
+	size_t total = 0;
+	for (size_t i = 0; i < f->nparts; i++)
+		total += f->parts[i].count;
 	resp_add_array(x->reply, total);
 	for (size_t i = 0; i < f->nparts; i++)
 		resp_buf_append(x->reply, f->parts[i].text.data, f->parts[i].text.len);
@@ -513,15 +506,9 @@ static void flush_part(struct cmd_part *p)
 static void flush_finish(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
-	int failure = 0;
-	for (size_t i = 0; i < f->nparts; i++)
-		if (f->parts[i].status < 0)
-			failure = f->parts[i].status;
-	cmd_fan_free(f);
-	if (failure < 0) {
-		cmd_fail_store(x, failure);
+	if (cmd_fan_ok_or_fail(f) < 0)
 		return;
-	}
+	cmd_fan_free(f);
 	resp_add_simple(x->reply, "OK");
 	cmd_done(x);
 }

@@ -304,7 +304,7 @@ static void prepare_get(struct cmd_ctx *x, struct cmd_keyop *op)
 static void mget_finish(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
-	if (cmd_fan_keys_ok_or_fail(f) < 0)
+	if (cmd_fan_ok_or_fail(f) < 0)
 		return;
 	resp_add_array(x->reply, f->nops);
 	for (size_t i = 0; i < f->nops; i++) {
@@ -348,7 +348,7 @@ static void prepare_put_nx(struct cmd_ctx *x, struct cmd_keyop *op)
 static void mset_finish(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
-	if (cmd_fan_keys_ok_or_fail(f) < 0)
+	if (cmd_fan_ok_or_fail(f) < 0)
 		return;
 	cmd_fan_free(f);
 	resp_add_simple(x->reply, "OK");
@@ -385,7 +385,7 @@ static void prepare_meta(struct cmd_ctx *x, struct cmd_keyop *op)
 static void msetnx_written(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
-	if (cmd_fan_keys_ok_or_fail(f) < 0)
+	if (cmd_fan_ok_or_fail(f) < 0)
 		return;
 	bool all_set = true;
 	for (size_t i = 0; i < f->nops; i++)
@@ -399,7 +399,7 @@ static void msetnx_written(struct cmd_fan *f)
 static void msetnx_checked(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
-	if (cmd_fan_keys_ok_or_fail(f) < 0)
+	if (cmd_fan_ok_or_fail(f) < 0)
 		return;
 	bool any = false;
 	for (size_t i = 0; i < f->nops; i++)
