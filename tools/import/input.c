@@ -17,6 +17,7 @@
 #define IN_BUF_MIN (1u << 20) /* bytes asked of each read, at least */
 #define NEED_MORE  2          /* parser: the row is not complete in the buffer */
 #define COL_NONE   -1
+#define SHOW_MAX   20 /* bytes show_bytes quotes, at most */
 
 /* A field of a csv or tsv row, as offsets into the buffer. */
 struct field {
@@ -109,17 +110,17 @@ static int add_field(struct in_reader *r, size_t off, size_t len, bool quoted, u
 	return 0;
 }
 
-/* Prints a printable rendering of up to 20 bytes of s into out. */
+/* Prints a printable rendering of up to SHOW_MAX bytes of s into out. */
 static void show_bytes(char *out, size_t outlen, const uint8_t *s, size_t n)
 {
 	size_t o = 0;
-	for (size_t i = 0; i < n && i < 20 && o + 5 < outlen; i++) {
+	for (size_t i = 0; i < n && i < SHOW_MAX && o + 5 < outlen; i++) {
 		if (s[i] >= 0x20 && s[i] < 0x7F && s[i] != '\'')
 			out[o++] = (char)s[i];
 		else
 			o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", s[i]);
 	}
-	if (n > 20 && o + 4 < outlen) {
+	if (n > SHOW_MAX && o + 4 < outlen) {
 		memcpy(out + o, "...", 3);
 		o += 3;
 	}
@@ -843,8 +844,12 @@ static int resp_parse(struct in_reader *r, struct in_row *row, char *err, size_t
 	if (ret == NEED_MORE)
 		goto need_more;
 	if (ret < 0 || argc < 1 || argc > IN_RESP_MAX_ARGS) {
+		/* Quote the line once the buffer holds its end or more of it than is
+		 * quoted, so the message does not depend on how the reads cut it. */
 		char shown[100];
 		const uint8_t *nl = memchr(b + r->start, '\n', e - r->start);
+		if (nl == NULL && !r->eof && e - r->start <= SHOW_MAX)
+			return NEED_MORE;
 		show_bytes(shown, sizeof(shown), b + r->start,
 		           nl ? (size_t)(nl - (b + r->start)) : e - r->start);
 		snprintf(err, errlen,
