@@ -379,6 +379,39 @@ static void test_resp_error_whole_line_after_split_read(void)
 	close(p[0]);
 }
 
+/* A bulk over several reads and buffer growths: the parser's state carries
+ * over each refill and the argument arrives whole. */
+static void test_resp_bulk_over_reads(void)
+{
+	size_t vlen = 3u << 20;
+	char head[64];
+	int hn = snprintf(head, sizeof(head), "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%zu\r\n", vlen);
+	size_t total = (size_t)hn + vlen + 2 + 14;
+	char *in = malloc(total);
+	CHECK(in != NULL, "malloc");
+	memcpy(in, head, (size_t)hn);
+	for (size_t i = 0; i < vlen; i++)
+		in[hn + i] = (char)('a' + i % 26);
+	memcpy(in + hn + vlen, "\r\n*1\r\n$4\r\nPING\r\n", 16);
+	int fd = memfd_create("big", 0);
+	CHECK(fd >= 0 && write(fd, in, total) == (ssize_t)total && lseek(fd, 0, SEEK_SET) == 0,
+	      "memfd");
+	struct in_options opt = {.format = IN_RESP};
+	struct in_reader *r;
+	struct in_row row;
+	char err[512] = "";
+	CHECK(in_open(&r, fd, &opt) == 0, "in_open");
+	CHECK(in_next(r, &row, err, sizeof(err)) == 1 && row.argc == 3 && row.argl[2] == vlen &&
+	          memcmp(row.argv[2], in + hn, vlen) == 0 && row.raw_len == (size_t)hn + vlen + 2,
+	      "the big SET whole: %s", err);
+	CHECK(in_next(r, &row, err, sizeof(err)) == 1 && row.argc == 1 && row.line == 8,
+	      "the PING after it: %s", err);
+	CHECK(in_next(r, &row, err, sizeof(err)) == 0, "then the end");
+	in_close(r);
+	close(fd);
+	free(in);
+}
+
 static void test_names(void)
 {
 	enum in_format f;
@@ -403,6 +436,7 @@ int main(void)
 	test_jsonl();
 	test_resp();
 	test_resp_error_whole_line_after_split_read();
+	test_resp_bulk_over_reads();
 	test_names();
 	return test_result();
 }
