@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -287,13 +288,16 @@ static bool arity_ok(const struct cmd_def *c, size_t argc)
 	return c->arity >= 0 ? argc == (size_t)c->arity : argc >= (size_t)-c->arity;
 }
 
-/* "-ERR unknown command 'x', with args beginning with: 'a' 'b' " as Redis
- * words it (each argument cut to what fits in 128 bytes, CR/LF as spaces). */
-static void add_unknown_command(struct resp_buf *b, const struct conn_req *req, const char *fmt)
+/* Redis's "ERR unknown command 'x', with args beginning with: 'a' 'b' " or,
+ * for a container (`subcommand`), "ERR unknown subcommand 'x'. Try CONFIG
+ * HELP.": each argument cut to what fits in 128 bytes, as Redis does.
+ * Finishes the request. */
+static void fail_unknown(struct cmd_ctx *x, bool subcommand)
 {
-	char args[160] = "", msg[400];
+	const struct conn_req *req = x->req;
+	char args[160] = "", upper[NAME_MAX_LEN];
 	size_t used = 0;
-	for (size_t i = fmt[0] == 'u' ? 1 : 2; i < req->argc && used < 128; i++) {
+	for (size_t i = subcommand ? 2 : 1; i < req->argc && used < 128; i++) {
 		int room = 128 - (int)used;
 		int w = snprintf(
 		    args + used, sizeof(args) - used, "'%.*s' ",
@@ -303,17 +307,17 @@ static void add_unknown_command(struct resp_buf *b, const struct conn_req *req, 
 			break;
 		used += (size_t)w < sizeof(args) - used ? (size_t)w : sizeof(args) - used - 1;
 	}
-	if (fmt[0] == 'u')
-		snprintf(msg, sizeof(msg),
-		         "ERR unknown command '%.128s', with args beginning with: %s",
-		         (const char *)req->argv[0], args);
-	else
-		snprintf(msg, sizeof(msg), "ERR unknown subcommand '%.128s'. Try %s HELP.",
-		         (const char *)req->argv[1], fmt);
-	for (char *p = msg; *p; p++)
-		if (*p == '\r' || *p == '\n')
-			*p = ' ';
-	resp_add_error(b, msg);
+	if (!subcommand) {
+		cmd_failf(x, "ERR unknown command '%.128s', with args beginning with: %s",
+		          (const char *)req->argv[0], args);
+		return;
+	}
+	size_t i = 0;
+	for (; x->cmd->name[i] != '\0' && i + 1 < sizeof(upper); i++)
+		upper[i] = (char)toupper(x->cmd->name[i]);
+	upper[i] = '\0';
+	cmd_failf(x, "ERR unknown subcommand '%.128s'. Try %s HELP.", (const char *)req->argv[1],
+	          upper);
 }
 
 /* ---- contexts ---------------------------------------------------------- */
@@ -366,37 +370,108 @@ void cmd_done(struct cmd_ctx *x)
 
 void cmd_fail(struct cmd_ctx *x, const char *msg)
 {
+	/* An error is the whole reply: a store update (SET ... GET) may have
+	 * written an answer before the write failed, a walk part of one. */
+	resp_buf_reset(x->reply);
 	resp_add_error(x->reply, msg);
 	cmd_done(x);
 }
 
-void cmd_add_store_error(struct resp_buf *b, int status)
+void cmd_failf(struct cmd_ctx *x, const char *fmt, ...)
+{
+	char *msg;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vasprintf(&msg, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		cmd_fail(x, cmd_err_oom);
+		return;
+	}
+	cmd_fail(x, msg);
+	free(msg);
+}
+
+void cmd_fail_arity(struct cmd_ctx *x)
+{
+	char name[2 * NAME_MAX_LEN];
+	cmd_full_name(x->sub != NULL ? x->sub : x->cmd, name, sizeof(name));
+	cmd_failf(x, "ERR wrong number of arguments for '%s' command", name);
+}
+
+void cmd_fail_invalid_expire(struct cmd_ctx *x)
+{
+	cmd_failf(x, "ERR invalid expire time in '%s' command", x->cmd->name);
+}
+
+void cmd_fail_store(struct cmd_ctx *x, int status)
 {
 	switch (status) {
 	case -ENOSPC:
-		resp_add_error(b, "ERR write failed: the data directory's file system is full;"
-		                  " free disk space (nothing was changed)");
+		cmd_fail(x, "ERR write failed: the data directory's file system is full;"
+		            " free disk space (nothing was changed)");
 		break;
 	case -EIO:
-		resp_add_error(b, "ERR I/O error in the storage engine (see the server log for"
-		                  " the shard and file); nothing was changed");
+		cmd_fail(x, "ERR I/O error in the storage engine (see the server log for"
+		            " the shard and file); nothing was changed");
 		break;
 	case -E2BIG:
-		resp_add_errorf(b,
-		                "ERR key or value too large: keys may have up to %u bytes and"
-		                " values up to %u bytes",
-		                FMT_KEY_MAX, FMT_VALUE_MAX);
+		cmd_failf(x,
+		          "ERR key or value too large: keys may have up to %u bytes and"
+		          " values up to %u bytes",
+		          FMT_KEY_MAX, FMT_VALUE_MAX);
 		break;
 	case -ENOMEM:
-		resp_add_error(b, cmd_err_oom);
+		cmd_fail(x, cmd_err_oom);
 		break;
 	case -ESHUTDOWN:
-		resp_add_error(b, "ERR the server is shutting down; retry once it has restarted");
+		cmd_fail(x, "ERR the server is shutting down; retry once it has restarted");
 		break;
 	default:
-		resp_add_errorf(b, "ERR storage error: %s (see the server log)", strerror(-status));
+		cmd_failf(x, "ERR storage error: %s (see the server log)", strerror(-status));
 		break;
 	}
+}
+
+/* -ENOENT (no such key) and -EEXIST (NX/XX refused) are answers. */
+static bool store_failed(int status)
+{
+	return status < 0 && status != -ENOENT && status != -EEXIST;
+}
+
+int cmd_store_ok_or_fail(struct cmd_ctx *x)
+{
+	if (x->err != NULL) {
+		cmd_fail(x, x->err);
+		return -1;
+	}
+	if (store_failed(x->sr.status)) {
+		cmd_fail_store(x, x->sr.status);
+		return -1;
+	}
+	return 0;
+}
+
+enum store_update_result cmd_update_refuse(struct cmd_ctx *x, const char *msg)
+{
+	x->err = msg;
+	return STORE_UPDATE_KEEP;
+}
+
+int cmd_string_length_or_fail(struct cmd_ctx *x, uint64_t len)
+{
+	if (cmd_string_fits(len))
+		return 0;
+	cmd_fail(x, cmd_err_too_big);
+	return -1;
+}
+
+void cmd_full_name(const struct cmd_def *d, char *buf, size_t len)
+{
+	if (d->parent != NULL)
+		snprintf(buf, len, "%s|%s", d->parent, d->name);
+	else
+		snprintf(buf, len, "%s", d->name);
 }
 
 bool cmd_arg_is(const struct cmd_ctx *x, size_t i, const char *w)
@@ -468,51 +543,60 @@ void cmd_run_on_shard(struct cmd_ctx *x, unsigned shard, cmd_fn fn)
 	px_send(self, owner, run_on_shard_msg, x);
 }
 
-void cmd_handle(struct conn *c, struct conn_req *req)
+/* A context for `req` of `c`, counted in flight on the calling proactor, or
+ * NULL when out of memory. */
+static struct cmd_ctx *ctx_start(struct conn *c, struct conn_req *req)
 {
-	const struct cmd_def *cmd = lookup_command(req->argv[0], req->argv_len[0]);
-	if (cmd == NULL) {
-		add_unknown_command(&req->reply, req, "u");
-		conn_req_done(req);
-		return;
-	}
-	c->last_cmd = cmd->name;
-	if (!arity_ok(cmd, req->argc)) {
-		resp_add_errorf(&req->reply, "ERR wrong number of arguments for '%s' command",
-		                cmd->name);
-		conn_req_done(req);
-		return;
-	}
-	if (!c->authenticated) {
-		if (cmd_requirepass()[0] == '\0')
-			c->authenticated = true;
-		else if (!(cmd->flags & CMD_NOAUTH)) {
-			resp_add_error(&req->reply, cmd_err_noauth);
-			conn_req_done(req);
-			return;
-		}
-	}
 	struct px *self = px_current();
 	struct cmd_px *cp = &cmd_state.pxs[self->id];
 	struct cmd_ctx *x = ctx_alloc(cp);
-	if (x == NULL) {
-		resp_add_error(&req->reply, cmd_err_oom);
-		conn_req_done(req);
-		return;
-	}
+	if (x == NULL)
+		return NULL;
 	x->req = req;
 	x->conn = c;
 	x->reply = &req->reply;
-	x->cmd = cmd;
+	x->cmd = NULL;
+	x->sub = NULL;
 	x->origin = self->id;
 	x->heap = NULL;
 	x->err = NULL;
 	memset(&x->sr, 0, offsetof(struct store_req, status));
 	px_stat_add(&cp->inflight, 1);
-	if (cmd->flags & CMD_KEYED)
-		cmd_run_on_shard(x, shard_of_key(req->argv[1], req->argv_len[1]), cmd->fn);
+	return x;
+}
+
+void cmd_handle(struct conn *c, struct conn_req *req)
+{
+	struct cmd_ctx *x = ctx_start(c, req);
+	if (x == NULL) { /* no context to finish through: the one reply written here */
+		resp_add_error(&req->reply, cmd_err_oom);
+		conn_req_done(req);
+		return;
+	}
+	x->cmd = lookup_command(req->argv[0], req->argv_len[0]);
+	if (x->cmd == NULL) {
+		fail_unknown(x, false);
+		return;
+	}
+	c->last_cmd = x->cmd->name;
+	/* Redis's processCommand order: an unknown command, then the arity, then
+	 * authentication (a wrong arity is reported even before AUTH). */
+	if (!arity_ok(x->cmd, req->argc)) {
+		cmd_fail_arity(x);
+		return;
+	}
+	if (!c->authenticated) {
+		if (cmd_requirepass()[0] == '\0')
+			c->authenticated = true; /* requirepass was cleared by CONFIG SET */
+		else if (!(x->cmd->flags & CMD_NOAUTH)) {
+			cmd_fail(x, cmd_err_noauth);
+			return;
+		}
+	}
+	if (x->cmd->flags & CMD_KEYED)
+		cmd_run_on_shard(x, shard_of_key(req->argv[1], req->argv_len[1]), x->cmd->fn);
 	else
-		cmd->fn(x);
+		x->cmd->fn(x);
 }
 
 void cmd_prefetch(const uint8_t *const *keys, const size_t *lens, size_t n)
@@ -540,27 +624,18 @@ void cmd_on_open(struct conn *c)
 
 void cmd_run_subcommand(struct cmd_ctx *x, const struct cmd_def *table)
 {
-	const struct cmd_def *sub = NULL;
-	for (const struct cmd_def *s = table; s->name != NULL && sub == NULL; s++)
+	for (const struct cmd_def *s = table; s->name != NULL && x->sub == NULL; s++)
 		if (cmd_arg_is(x, 1, s->name))
-			sub = s;
-	if (sub == NULL) {
-		char upper[NAME_MAX_LEN];
-		size_t i = 0;
-		for (; x->cmd->name[i] != '\0' && i + 1 < sizeof(upper); i++)
-			upper[i] = (char)toupper(x->cmd->name[i]);
-		upper[i] = '\0';
-		add_unknown_command(x->reply, x->req, upper);
-		cmd_done(x);
+			x->sub = s;
+	if (x->sub == NULL) {
+		fail_unknown(x, true);
 		return;
 	}
-	if (!arity_ok(sub, cmd_argc(x))) {
-		resp_add_errorf(x->reply, "ERR wrong number of arguments for '%s|%s' command",
-		                x->cmd->name, sub->name);
-		cmd_done(x);
+	if (!arity_ok(x->sub, cmd_argc(x))) {
+		cmd_fail_arity(x);
 		return;
 	}
-	sub->fn(x);
+	x->sub->fn(x);
 }
 
 /* ---- fan-out ----------------------------------------------------------- */
@@ -637,6 +712,22 @@ static struct cmd_fan *fan_new(struct cmd_ctx *x, void (*finish)(struct cmd_fan 
 		resp_buf_init(&f->parts[i].text, x->reply->proto);
 	}
 	return f;
+}
+
+int cmd_fan_ok_or_fail(struct cmd_fan *f)
+{
+	int failure = 0;
+	for (size_t i = 0; i < f->nops && failure == 0; i++)
+		if (store_failed(f->ops[i].status))
+			failure = f->ops[i].status;
+	for (size_t i = f->nparts; i-- > 0 && failure == 0;)
+		failure = f->parts[i].status < 0 ? f->parts[i].status : 0;
+	if (failure == 0)
+		return 0;
+	struct cmd_ctx *x = f->x;
+	cmd_fan_free(f);
+	cmd_fail_store(x, failure);
+	return -1;
 }
 
 void cmd_fan_free(struct cmd_fan *f)

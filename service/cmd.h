@@ -13,7 +13,9 @@
  *     gather the answers back on the origin.
  * A handler writes exactly one reply into x->reply (resp_add_*) and then calls
  * cmd_done(x), on whatever proactor it is: the request is finished on the
- * origin (conn_req_done), where net sends replies in request order.
+ * origin (conn_req_done), where net sends replies in request order.  Every
+ * error reply goes through cmd_fail (or a cmd_fail_* / *_or_fail helper that
+ * calls it), which finishes the request too.
  *
  * Ownership: a struct cmd_ctx is allocated on the origin for each request and
  * freed there by cmd_done.  While a request runs on another proactor, that
@@ -66,50 +68,69 @@ struct cmd_def {
 };
 
 /* Per-request context.  The union holds the scratch state of the command that
- * is running; `heap` is freed when the request finishes. */
+ * is running, one member per command (or family of commands sharing a
+ * generic helper); `heap` is freed when the request finishes. */
 struct cmd_ctx {
 	struct conn_req *req;   /* the request (argv and reply), owned by net */
 	struct conn *conn;      /* the client: touch only on the origin */
 	struct resp_buf *reply; /* &req->reply */
 	const struct cmd_def *cmd;
-	unsigned origin;     /* the connection's proactor */
-	unsigned shard;      /* CMD_KEYED: argv[1]'s shard */
-	struct store *st;    /* CMD_KEYED: that shard's store (use on its proactor) */
-	struct store_req sr; /* CMD_KEYED: the request to it */
-	cmd_fn run;          /* cmd_run_on_shard: the handler to run there */
-	const char *err;     /* an error reply decided inside a store update, or NULL */
-	void *heap;          /* malloc'd scratch of the command; freed with the context */
+	const struct cmd_def *sub; /* the subcommand running (CONFIG SET), or NULL */
+	unsigned origin;           /* the connection's proactor */
+	unsigned shard;            /* CMD_KEYED: argv[1]'s shard */
+	struct store *st;          /* CMD_KEYED: that shard's store (use on its proactor) */
+	struct store_req sr;       /* CMD_KEYED: the request to it */
+	cmd_fn run;                /* cmd_run_on_shard: the handler to run there */
+	const char *err;           /* an error reply decided inside a store update
+	                              (cmd_update_refuse), or NULL */
+	void *heap;                /* malloc'd scratch of the command; freed with the context */
 	union {
 		struct {
-			int64_t delta;      /* INCR family */
-			long double fdelta; /* INCRBYFLOAT */
-			char num[64];       /* the new value's decimal text */
-		} incr;
+			int64_t delta; /* the increment */
+			int64_t value; /* the new value: the reply */
+			char num[64];  /* the new value's decimal text: what is written */
+		} incr;                /* INCR DECR INCRBY DECRBY */
 		struct {
-			int64_t start, end; /* GETRANGE / SETRANGE offset in start */
-		} range;
+			long double delta;
+		} incrbyfloat;
 		struct {
-			unsigned flags;   /* EXPIRE NX/XX/GT/LT (CMD_EXPIRE_*) */
+			int64_t start, end;
+		} getrange;
+		struct {
+			int64_t offset; /* >= 0 */
+		} setrange;
+		struct {
+			unsigned flags;     /* CMD_SET_* (cmd_string.c) */
+			uint64_t expiry_ms; /* absolute, 0 = none */
+			bool int_reply;     /* SETNX: :1 / :0 instead of +OK / nil */
+		} set;                      /* SET SETNX SETEX PSETEX GETSET, and GETEX */
+		struct {
+			unsigned flags;   /* NX/XX/GT/LT (CMD_EXPIRE_*, cmd_keys.c) */
 			uint64_t when_ms; /* absolute expiry */
-			bool deleted;     /* the time was in the past: the key was deleted */
-			int result;       /* integer reply */
-		} expire;
+			int result;       /* the integer reply */
+		} expire; /* EXPIRE PEXPIRE EXPIREAT PEXPIREAT, and PERSIST's result */
 		struct {
-			unsigned flags; /* SET: CMD_SET_* */
-			uint64_t expiry_ms;
-		} set;
+			unsigned kind; /* enum ttl_kind (cmd_keys.c) */
+		} ttl;                 /* TTL PTTL EXPIRETIME PEXPIRETIME */
 		struct {
-			uint64_t cursor;      /* SCAN / RANDOMKEY: within the current shard */
-			uint64_t start;       /* RANDOMKEY: where the walk of this shard began */
-			unsigned shards_left; /* RANDOMKEY: shards not yet tried */
-			bool wrapped;         /* RANDOMKEY: the walk passed the end of the shard */
-			size_t count;         /* SCAN COUNT */
-			size_t found;         /* keys written to `keys` */
-			size_t visited;       /* SCAN: keys the walk visited (COUNT bounds them) */
+			uint64_t cursor;        /* within the current shard */
+			size_t count;           /* COUNT */
+			size_t found;           /* keys written to `keys` */
+			size_t visited;         /* keys the walk visited (COUNT bounds them) */
 			const uint8_t *pattern; /* MATCH, or NULL */
 			size_t pattern_len;
 			struct resp_buf keys; /* bulk strings of the keys found */
 		} scan;
+		struct {
+			uint64_t cursor;      /* within the current shard */
+			uint64_t start;       /* where the walk of this shard began */
+			unsigned shards_left; /* shards not yet tried */
+			bool wrapped;         /* the walk passed the end of the shard */
+			bool found;           /* the reply holds the key found */
+		} randomkey;
+		struct {
+			unsigned sections; /* INFO_* bits (cmd_server.c) */
+		} info;
 	} u;
 	struct cmd_ctx *next_free; /* the origin's free list */
 };
@@ -152,18 +173,57 @@ unsigned long cmd_inflight(unsigned px);
  * the process); the main thread logs who asked. */
 extern _Atomic unsigned long cmd_shutdown_client; /* client id, 0 = none */
 
-/* ---- for handlers ----------------------------------------------------- */
+/* ---- for handlers: finishing a request -------------------------------- */
 
 /* Finishes the request: the reply is complete.  Any proactor; x must not be
  * touched afterwards. */
 void cmd_done(struct cmd_ctx *x);
 
-/* Writes the error reply `msg` ("ERR ...") and finishes the request. */
+/* The one error path: replaces whatever the reply holds with the error reply
+ * `msg` ("ERR ...", Redis's wording) and finishes the request (cmd_done). */
 void cmd_fail(struct cmd_ctx *x, const char *msg);
 
-/* Writes the reply for a failed store request (status < 0 other than
- * -ENOENT/-EEXIST, which are answers, not failures): the cause and what to do. */
-void cmd_add_store_error(struct resp_buf *b, int status);
+/* cmd_fail with a printf-formatted message. */
+void cmd_failf(struct cmd_ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Redis's addReplyErrorArity: "ERR wrong number of arguments for 'set'
+ * command" naming the command, or its subcommand as 'config|set'; finishes. */
+void cmd_fail_arity(struct cmd_ctx *x);
+
+/* "ERR invalid expire time in 'set' command" naming the command; finishes. */
+void cmd_fail_invalid_expire(struct cmd_ctx *x);
+
+/* Replies the error for a failed store request (status < 0 other than
+ * -ENOENT/-EEXIST, which are answers, not failures): the cause and what to
+ * do.  Finishes the request. */
+void cmd_fail_store(struct cmd_ctx *x, int status);
+
+/* In the done callback of x->sr: 0 if the request succeeded or answered
+ * -ENOENT/-EEXIST; else -1 after replying the error (an update's refusal in
+ * x->err first, else the store's failure), replacing any answer the update
+ * wrote, and finishing the request: return at once. */
+int cmd_store_ok_or_fail(struct cmd_ctx *x);
+
+/* In a store update callback, which cannot finish the request: keeps the key
+ * as it is and makes `msg` the reply (cmd_store_ok_or_fail writes it).
+ * Returns STORE_UPDATE_KEEP for the callback to return. */
+enum store_update_result cmd_update_refuse(struct cmd_ctx *x, const char *msg);
+
+/* Longest string a command may create: server.max_bulk_len (Redis's
+ * proto-max-bulk-len), at most the storage's FMT_VALUE_MAX.  Set by cmd_init. */
+extern uint64_t cmd_max_string;
+
+/* Whether a command may create a string of `len` bytes. */
+static inline bool cmd_string_fits(uint64_t len)
+{
+	return len <= cmd_max_string;
+}
+
+/* Redis's checkStringLength: 0 if a command may create a string of `len`
+ * bytes, else -1 after replying cmd_err_too_big and finishing the request:
+ * return at once.  (A store update tests cmd_string_fits and refuses with
+ * cmd_update_refuse instead.) */
+int cmd_string_length_or_fail(struct cmd_ctx *x, uint64_t len);
 
 /* Argument i as bytes. */
 static inline const uint8_t *cmd_arg(const struct cmd_ctx *x, size_t i)
@@ -184,6 +244,9 @@ bool cmd_arg_is(const struct cmd_ctx *x, size_t i, const char *w);
 /* Parses argument i as a signed 64-bit integer; on failure replies
  * cmd_err_not_int, finishes the request and returns -1 (return at once). */
 int cmd_arg_int_or_fail(struct cmd_ctx *x, size_t i, int64_t *out);
+
+/* The full name of a table entry: "get", or "client|list" for a subcommand. */
+void cmd_full_name(const struct cmd_def *d, char *buf, size_t len);
 
 /* Submits x->sr to x->st with x->sr.done = done (CMD_KEYED handlers). */
 void cmd_submit(struct cmd_ctx *x, void (*done)(struct store_req *sr));
@@ -206,8 +269,9 @@ void cmd_run_on_px(struct cmd_ctx *x, unsigned px, cmd_fn fn);
  * as RANDOMKEY give the loop back between steps). */
 void cmd_continue(struct cmd_ctx *x, cmd_fn fn);
 
-/* Runs the subcommand argv[1] of a container command from `table`, with
- * Redis's errors for an unknown subcommand or a wrong argument count. */
+/* Runs the subcommand argv[1] of a container command from `table` (x->sub
+ * is set while it runs), with Redis's errors for an unknown subcommand or a
+ * wrong argument count. */
 void cmd_run_subcommand(struct cmd_ctx *x, const struct cmd_def *table);
 
 /* ---- fan-out ---------------------------------------------------------- */
@@ -278,6 +342,12 @@ void cmd_part_done(struct cmd_part *p);
  * it has used the answers. */
 void cmd_fan_free(struct cmd_fan *f);
 
+/* In a fan-out's finish: 0 if every key's request succeeded or answered
+ * -ENOENT/-EEXIST and no part's status is < 0; else frees the fan, replies
+ * the failure (cmd_fail_store: the first key's in argv order, else the
+ * highest-numbered proactor's part) and returns -1: return at once. */
+int cmd_fan_ok_or_fail(struct cmd_fan *f);
+
 /* ---- pure helpers (unit-tested) --------------------------------------- */
 
 /* Parses a long double as Redis's string2ld: no spaces, not NaN, at most
@@ -291,10 +361,6 @@ size_t cmd_format_ld(char *buf, size_t size, long double v);
 
 /* Redis's glob matching (stringmatchlen): * ? [abc] [^a-z] and \ escapes. */
 bool cmd_glob_match(const uint8_t *pat, size_t plen, const uint8_t *s, size_t slen, bool nocase);
-
-/* Longest string a command may create: server.max_bulk_len (Redis's
- * proto-max-bulk-len), at most the storage's FMT_VALUE_MAX.  Set by cmd_init. */
-extern uint64_t cmd_max_string;
 
 /* ---- the handlers (cmd_conn.c, cmd_string.c, cmd_keys.c, cmd_server.c) -- */
 

@@ -15,8 +15,8 @@ static const char hello_noauth[] =
 
 void cmd_ping(struct cmd_ctx *x)
 {
-	if (cmd_argc(x) > 2) {
-		cmd_fail(x, "ERR wrong number of arguments for 'ping' command");
+	if (cmd_argc(x) > 2) { /* arity -1 in the table, as Redis's: it checks here */
+		cmd_fail_arity(x);
 		return;
 	}
 	if (cmd_argc(x) == 2)
@@ -145,9 +145,8 @@ void cmd_hello(struct cmd_ctx *x)
 			}
 			j++;
 		} else {
-			resp_add_errorf(x->reply, "ERR Syntax error in HELLO option '%s'",
-			                (const char *)cmd_arg(x, j));
-			cmd_done(x);
+			cmd_failf(x, "ERR Syntax error in HELLO option '%s'",
+			          (const char *)cmd_arg(x, j));
 			return;
 		}
 	}
@@ -303,16 +302,17 @@ static void list_finish(struct cmd_fan *f)
 		len += f->parts[i].text.len;
 	char *all = malloc(len + 1);
 	if (all == NULL) {
-		resp_add_error(x->reply, cmd_err_oom);
-	} else {
-		size_t off = 0;
-		for (size_t i = 0; i < f->nparts; i++) {
-			memcpy(all + off, f->parts[i].text.data, f->parts[i].text.len);
-			off += f->parts[i].text.len;
-		}
-		resp_add_verbatim(x->reply, all, len);
-		free(all);
+		cmd_fan_free(f);
+		cmd_fail(x, cmd_err_oom);
+		return;
 	}
+	size_t off = 0;
+	for (size_t i = 0; i < f->nparts; i++) {
+		memcpy(all + off, f->parts[i].text.data, f->parts[i].text.len);
+		off += f->parts[i].text.len;
+	}
+	resp_add_verbatim(x->reply, all, len);
+	free(all);
 	cmd_fan_free(f);
 	cmd_done(x);
 }
@@ -331,15 +331,13 @@ static void client_list(struct cmd_ctx *x)
 		    cmd_arg_is(x, 3, "slave") || cmd_arg_is(x, 3, "pubsub")) {
 			flt->none = true;
 		} else if (!cmd_arg_is(x, 3, "normal")) {
-			resp_add_errorf(x->reply, "ERR Unknown client type '%s'",
-			                (const char *)cmd_arg(x, 3));
-			cmd_done(x);
+			cmd_failf(x, "ERR Unknown client type '%s'", (const char *)cmd_arg(x, 3));
 			return;
 		}
 	} else if (argc >= 4 && cmd_arg_is(x, 2, "id")) {
 		for (size_t i = 3; i < argc; i++)
 			if (!resp_parse_int64(cmd_arg(x, i), cmd_arg_len(x, i),
-			                     &flt->ids[flt->n_ids++]) ||
+			                      &flt->ids[flt->n_ids++]) ||
 			    flt->ids[flt->n_ids - 1] < 1) {
 				cmd_fail(x, "ERR Invalid client ID");
 				return;
@@ -415,15 +413,6 @@ static size_t count_defs(const struct cmd_def *t)
 	return n;
 }
 
-/* The full name of a command ("get", "client|list"). */
-static void full_name(const struct cmd_def *d, char *buf, size_t len)
-{
-	if (d->parent != NULL)
-		snprintf(buf, len, "%s|%s", d->parent, d->name);
-	else
-		snprintf(buf, len, "%s", d->name);
-}
-
 static void add_command_info(struct resp_buf *b, const struct cmd_def *d)
 {
 	static const struct {
@@ -437,7 +426,7 @@ static void add_command_info(struct resp_buf *b, const struct cmd_def *d)
 	const char *cats[6];
 	size_t ncats = 0, nflags = 0;
 	char name[64];
-	full_name(d, name, sizeof(name));
+	cmd_full_name(d, name, sizeof(name));
 	for (size_t i = 0; i < sizeof(flag_names) / sizeof(flag_names[0]); i++)
 		nflags += (d->flags & flag_names[i].flag) != 0;
 	if (d->flags & CMD_WRITE)
@@ -493,7 +482,7 @@ static void add_command_docs(struct resp_buf *b, const struct cmd_def *d)
 	resp_add_map(b, nsub);
 	for (size_t i = 0; i < nsub; i++) {
 		char name[64];
-		full_name(&d->subcommands[i], name, sizeof(name));
+		cmd_full_name(&d->subcommands[i], name, sizeof(name));
 		resp_add_bulk_str(b, name);
 		add_command_docs(b, &d->subcommands[i]);
 	}
@@ -573,7 +562,7 @@ static void command_docs(struct cmd_ctx *x)
 		if (d == NULL)
 			continue;
 		char name[64];
-		full_name(d, name, sizeof(name));
+		cmd_full_name(d, name, sizeof(name));
 		resp_add_bulk_str(x->reply, name);
 		add_command_docs(x->reply, d);
 	}

@@ -41,20 +41,13 @@ static void prepare_meta(struct cmd_ctx *x, struct cmd_keyop *op)
 static void count_finish(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
+	if (cmd_fan_ok_or_fail(f) < 0)
+		return;
 	int64_t n = 0;
-	int failure = 0;
-	for (size_t i = 0; i < f->nops; i++) {
-		int s = f->ops[i].status;
-		if (s == 0 && f->ops[i].existed)
-			n++;
-		else if (s < 0 && s != -ENOENT && failure == 0)
-			failure = s;
-	}
-	if (failure < 0)
-		cmd_add_store_error(x->reply, failure);
-	else
-		resp_add_int(x->reply, n);
+	for (size_t i = 0; i < f->nops; i++)
+		n += f->ops[i].status == 0 && f->ops[i].existed;
 	cmd_fan_free(f);
+	resp_add_int(x->reply, n);
 	cmd_done(x);
 }
 
@@ -78,10 +71,9 @@ void cmd_touch(struct cmd_ctx *x)
 static void type_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	if (sr->status == 0 || sr->status == -ENOENT)
-		resp_add_simple(x->reply, sr->status == 0 ? "string" : "none");
-	else
-		cmd_add_store_error(x->reply, sr->status);
+	if (cmd_store_ok_or_fail(x) < 0)
+		return;
+	resp_add_simple(x->reply, sr->status == 0 ? "string" : "none"); /* strings only */
 	cmd_done(x);
 }
 
@@ -96,12 +88,12 @@ enum ttl_kind { TTL_S, TTL_MS, EXPIRETIME_S, EXPIRETIME_MS };
 static void ttl_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	enum ttl_kind kind = (enum ttl_kind)x->u.expire.flags;
+	enum ttl_kind kind = (enum ttl_kind)x->u.ttl.kind;
 	uint64_t when = sr->result_expiry_ms;
+	if (cmd_store_ok_or_fail(x) < 0)
+		return;
 	if (sr->status == -ENOENT) {
 		resp_add_int(x->reply, -2);
-	} else if (sr->status < 0) {
-		cmd_add_store_error(x->reply, sr->status);
 	} else if (when == 0) {
 		resp_add_int(x->reply, -1);
 	} else {
@@ -118,7 +110,7 @@ static void ttl_done(struct store_req *sr)
 
 static void ttl_generic(struct cmd_ctx *x, enum ttl_kind kind)
 {
-	x->u.expire.flags = kind;
+	x->u.ttl.kind = kind;
 	x->sr.op = STORE_META;
 	cmd_submit(x, ttl_done);
 }
@@ -173,13 +165,13 @@ static enum store_update_result expire_update(struct store_req *sr, const uint8_
 	return STORE_UPDATE_WRITE;
 }
 
+/* EXPIRE family and PERSIST: 1 if the key's expiry changed, else 0. */
 static void expire_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	if (sr->status < 0 && sr->status != -ENOENT)
-		cmd_add_store_error(x->reply, sr->status);
-	else
-		resp_add_int(x->reply, x->u.expire.result);
+	if (cmd_store_ok_or_fail(x) < 0)
+		return;
+	resp_add_int(x->reply, x->u.expire.result);
 	cmd_done(x);
 }
 
@@ -198,9 +190,7 @@ static void expire_generic(struct cmd_ctx *x, bool seconds, bool absolute)
 		else if (cmd_arg_is(x, j, "lt"))
 			f |= CMD_EXPIRE_LT;
 		else {
-			resp_add_errorf(x->reply, "ERR Unsupported option %s",
-			                (const char *)cmd_arg(x, j));
-			cmd_done(x);
+			cmd_failf(x, "ERR Unsupported option %s", (const char *)cmd_arg(x, j));
 			return;
 		}
 	}
@@ -231,8 +221,7 @@ static void expire_generic(struct cmd_ctx *x, bool seconds, bool absolute)
 	cmd_submit(x, expire_done);
 	return;
 invalid:
-	resp_add_errorf(x->reply, "ERR invalid expire time in '%s' command", x->cmd->name);
-	cmd_done(x);
+	cmd_fail_invalid_expire(x);
 }
 
 void cmd_expire(struct cmd_ctx *x)
@@ -308,8 +297,7 @@ static void scan_step(struct cmd_ctx *x)
 	int ret = store_scan(x->st, x->u.scan.cursor, want, scan_visit, x, &next);
 	if (ret < 0) {
 		resp_buf_free(&x->u.scan.keys);
-		cmd_add_store_error(x->reply, ret);
-		cmd_done(x);
+		cmd_fail_store(x, ret);
 		return;
 	}
 	if (next != 0) {
@@ -430,20 +418,14 @@ static void keys_start(struct cmd_part *p)
 static void keys_finish(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
+	if (cmd_fan_ok_or_fail(f) < 0)
+		return;
 	size_t total = 0;
-	int failure = 0;
-	for (size_t i = 0; i < f->nparts; i++) {
+	for (size_t i = 0; i < f->nparts; i++)
 		total += f->parts[i].count;
-		if (f->parts[i].status < 0)
-			failure = f->parts[i].status;
-	}
-	if (failure < 0) {
-		cmd_add_store_error(x->reply, failure);
-	} else {
-		resp_add_array(x->reply, total);
-		for (size_t i = 0; i < f->nparts; i++)
-			resp_buf_append(x->reply, f->parts[i].text.data, f->parts[i].text.len);
-	}
+	resp_add_array(x->reply, total);
+	for (size_t i = 0; i < f->nparts; i++)
+		resp_buf_append(x->reply, f->parts[i].text.data, f->parts[i].text.len);
 	cmd_fan_free(f);
 	cmd_done(x);
 }
@@ -524,15 +506,10 @@ static void flush_part(struct cmd_part *p)
 static void flush_finish(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
-	int failure = 0;
-	for (size_t i = 0; i < f->nparts; i++)
-		if (f->parts[i].status < 0)
-			failure = f->parts[i].status;
-	if (failure < 0)
-		cmd_add_store_error(x->reply, failure);
-	else
-		resp_add_simple(x->reply, "OK");
+	if (cmd_fan_ok_or_fail(f) < 0)
+		return;
 	cmd_fan_free(f);
+	resp_add_simple(x->reply, "OK");
 	cmd_done(x);
 }
 
@@ -566,10 +543,10 @@ static void random_visit(void *arg, const uint8_t *key, size_t klen, uint64_t ex
 {
 	struct cmd_ctx *x = arg;
 	(void)expiry_ms;
-	if (x->u.scan.found > 0)
+	if (x->u.randomkey.found)
 		return;
 	resp_add_bulk(x->reply, key, klen);
-	x->u.scan.found = 1;
+	x->u.randomkey.found = true;
 }
 
 static void random_step(struct cmd_ctx *x);
@@ -578,13 +555,13 @@ static void random_step(struct cmd_ctx *x);
  * tried). */
 static void random_next_shard(struct cmd_ctx *x)
 {
-	if (--x->u.scan.shards_left == 0) {
+	if (--x->u.randomkey.shards_left == 0) {
 		resp_add_null(x->reply);
 		cmd_done(x);
 		return;
 	}
-	x->u.scan.start = x->u.scan.cursor = random_next() & UINT32_MAX;
-	x->u.scan.wrapped = false;
+	x->u.randomkey.start = x->u.randomkey.cursor = random_next() & UINT32_MAX;
+	x->u.randomkey.wrapped = false;
 	cmd_run_on_shard(x, (x->shard + 1) % shard_map.shards, random_step);
 }
 
@@ -598,36 +575,35 @@ static void random_step(struct cmd_ctx *x)
 			return;
 		}
 		uint64_t next;
-		int ret = store_scan(x->st, x->u.scan.cursor, 8, random_visit, x, &next);
+		int ret = store_scan(x->st, x->u.randomkey.cursor, 8, random_visit, x, &next);
 		if (ret < 0) {
-			cmd_add_store_error(x->reply, ret);
-			cmd_done(x);
+			cmd_fail_store(x, ret);
 			return;
 		}
-		if (x->u.scan.found > 0) {
+		if (x->u.randomkey.found) {
 			cmd_done(x);
 			return;
 		}
 		if (next == 0) {
-			if (x->u.scan.wrapped) {
+			if (x->u.randomkey.wrapped) {
 				random_next_shard(x);
 				return;
 			}
-			x->u.scan.wrapped = true;
-		} else if (x->u.scan.wrapped && next >= x->u.scan.start) {
+			x->u.randomkey.wrapped = true;
+		} else if (x->u.randomkey.wrapped && next >= x->u.randomkey.start) {
 			random_next_shard(x);
 			return;
 		}
-		x->u.scan.cursor = next;
+		x->u.randomkey.cursor = next;
 	}
 	cmd_continue(x, random_step);
 }
 
 void cmd_randomkey(struct cmd_ctx *x)
 {
-	x->u.scan.found = 0;
-	x->u.scan.shards_left = shard_map.shards;
-	x->u.scan.start = x->u.scan.cursor = random_next() & UINT32_MAX;
-	x->u.scan.wrapped = false;
+	x->u.randomkey.found = false;
+	x->u.randomkey.shards_left = shard_map.shards;
+	x->u.randomkey.start = x->u.randomkey.cursor = random_next() & UINT32_MAX;
+	x->u.randomkey.wrapped = false;
 	cmd_run_on_shard(x, (unsigned)(random_next() % shard_map.shards), random_step);
 }

@@ -64,8 +64,7 @@ static void checkpoint_finish(struct cmd_fan *f)
 		return;
 	}
 	if (failure < 0) {
-		cmd_add_store_error(x->reply, failure);
-		cmd_done(x);
+		cmd_fail_store(x, failure);
 		return;
 	}
 	atomic_store(&cmd_lastsave_s, clock_unix_ms() / 1000);
@@ -181,9 +180,12 @@ static const char *alias_value(const struct config_alias *a, char *buf, size_t l
 	return a->fixed;
 }
 
-/* CONFIG GET's answer being built: name/value pairs, each name once. */
+/* CONFIG GET's answer being built: name/value pairs, each name once.  It
+ * lives on the stack of config_get_on_px0, which answers at once, so the
+ * request context holds no CONFIG state. */
 struct config_get {
 	struct cmd_ctx *x;
+	size_t pattern_arg;    /* the argument being matched */
 	struct resp_buf pairs; /* name, value, name, value ... */
 	size_t n;              /* pairs */
 	char **names;          /* names already added */
@@ -212,11 +214,12 @@ static void config_add(struct config_get *g, const char *name, const char *value
 	g->n++;
 }
 
-/* The pattern being matched (the argument index is in g->x->u.range.start). */
+/* cfg_foreach's callback: adds the option if it matches the pattern
+ * argv[g->pattern_arg]. */
 static void config_match_option(const char *name, const char *value, void *arg)
 {
 	struct config_get *g = arg;
-	size_t i = (size_t)g->x->u.range.start;
+	size_t i = g->pattern_arg;
 	if (cmd_glob_match(cmd_arg(g->x, i), cmd_arg_len(g->x, i), (const uint8_t *)name,
 	                   strlen(name), true))
 		config_add(g, name, value);
@@ -227,7 +230,7 @@ static void config_get_on_px0(struct cmd_ctx *x)
 	struct config_get g = {.x = x};
 	resp_buf_init(&g.pairs, x->reply->proto);
 	for (size_t i = 2; i < cmd_argc(x); i++) {
-		x->u.range.start = (int64_t)i;
+		g.pattern_arg = i;
 		cfg_foreach(cmd_config(), config_match_option, &g);
 		for (size_t k = 0; k < sizeof(aliases) / sizeof(aliases[0]); k++) {
 			const char *name = aliases[k].redis;
@@ -237,9 +240,7 @@ static void config_get_on_px0(struct cmd_ctx *x)
 				config_add(&g, name, alias_value(&aliases[k], buf, sizeof(buf)));
 		}
 	}
-	if (g.oom) {
-		resp_add_error(x->reply, cmd_err_oom);
-	} else {
+	if (!g.oom) {
 		resp_add_map(x->reply, g.n);
 		resp_buf_append(x->reply, g.pairs.data, g.pairs.len);
 	}
@@ -247,12 +248,23 @@ static void config_get_on_px0(struct cmd_ctx *x)
 		free(g.names[i]);
 	free(g.names);
 	resp_buf_free(&g.pairs);
-	cmd_done(x);
+	if (g.oom)
+		cmd_fail(x, cmd_err_oom);
+	else
+		cmd_done(x);
 }
 
 static void config_get(struct cmd_ctx *x)
 {
 	cmd_run_on_px(x, 0, config_get_on_px0);
+}
+
+/* Redis's CONFIG SET error for argument argv[arg]: "ERR CONFIG SET failed
+ * (possibly related to argument 'x') - reason".  Finishes the request. */
+static void config_set_fail(struct cmd_ctx *x, size_t arg, const char *reason)
+{
+	cmd_failf(x, "ERR CONFIG SET failed (possibly related to argument '%s') - %s",
+	          (const char *)cmd_arg(x, arg), reason);
 }
 
 /* The options CONFIG SET may change while the server runs. */
@@ -301,40 +313,30 @@ static void config_set_on_px0(struct cmd_ctx *x)
 		for (size_t k = 0; opt != NULL && k < sizeof(settable) / sizeof(settable[0]); k++)
 			mutable |= strcmp(opt, settable[k]) == 0;
 		if (!known) {
-			resp_add_errorf(
-			    x->reply,
-			    "ERR Unknown option or number of arguments for CONFIG SET - '%s'",
-			    (const char *)cmd_arg(x, a));
-			cmd_done(x);
+			cmd_failf(x,
+			          "ERR Unknown option or number of arguments for CONFIG SET - '%s'",
+			          (const char *)cmd_arg(x, a));
 			return;
 		}
 		if (!mutable) {
-			resp_add_errorf(
-			    x->reply,
-			    "ERR CONFIG SET failed (possibly related to argument '%s') -"
-			    " can't set immutable config (only server.requirepass and"
-			    " log.level change at runtime; set the others in the"
-			    " configuration file and restart)",
-			    (const char *)cmd_arg(x, a));
-			cmd_done(x);
+			config_set_fail(x, a,
+			                "can't set immutable config (only server.requirepass and"
+			                " log.level change at runtime; set the others in the"
+			                " configuration file and restart)");
+			return;
+		}
+		if (cmd_arg_len(x, a + 1) >= 1024) {
+			config_set_fail(x, a, "value too long");
 			return;
 		}
 		struct cfg trial = *cfg;
 		char assignment[1200], err[1400];
-		snprintf(assignment, sizeof(assignment), "%s=%.*s", opt,
-		         (int)(cmd_arg_len(x, a + 1) < 1024 ? cmd_arg_len(x, a + 1) : 1024),
+		snprintf(assignment, sizeof(assignment), "%s=%.*s", opt, (int)cmd_arg_len(x, a + 1),
 		         (const char *)cmd_arg(x, a + 1));
-		if (cmd_arg_len(x, a + 1) >= 1024 ||
-		    cfg_set(&trial, assignment, err, sizeof(err)) < 0) {
+		if (cfg_set(&trial, assignment, err, sizeof(err)) < 0) {
+			/* cfg_set says "--set OPTION=VALUE: reason": the reason is enough */
 			const char *reason = strstr(err, ": ");
-			resp_add_errorf(
-			    x->reply,
-			    "ERR CONFIG SET failed (possibly related to argument '%s') - %s",
-			    (const char *)cmd_arg(x, a),
-			    cmd_arg_len(x, a + 1) >= 1024 ? "value too long"
-			    : reason != NULL              ? reason + 2
-			                                  : err);
-			cmd_done(x);
+			config_set_fail(x, a, reason != NULL ? reason + 2 : err);
 			return;
 		}
 		options[i] = opt;
@@ -356,8 +358,8 @@ static void config_set_on_px0(struct cmd_ctx *x)
 
 static void config_set(struct cmd_ctx *x)
 {
-	if (cmd_argc(x) % 2 != 0) {
-		cmd_fail(x, "ERR wrong number of arguments for 'config|set' command");
+	if (cmd_argc(x) % 2 != 0) { /* a name without its value: Redis's arity error */
+		cmd_fail_arity(x);
 		return;
 	}
 	cmd_run_on_px(x, 0, config_set_on_px0);
@@ -487,8 +489,7 @@ static void info_part_fn(struct cmd_part *p)
 		    (unsigned long long)st.gc_records_moved, (unsigned long long)st.gc_bytes_moved,
 		    (unsigned long long)st.gc_segments_deleted,
 		    (unsigned long long)st.segments_recycled,
-		    (unsigned long long)st.spare_bytes_zeroed,
-		    (unsigned long long)st.blind_puts,
+		    (unsigned long long)st.spare_bytes_zeroed, (unsigned long long)st.blind_puts,
 		    (unsigned long long)st.blind_puts_existing,
 		    (unsigned long long)st.index_writes_merged,
 		    (unsigned long long)st.index_batch_keys,
@@ -567,7 +568,7 @@ static const char *run_id(void)
 static void info_finish(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
-	unsigned sections = (unsigned)x->u.expire.flags;
+	unsigned sections = x->u.info.sections;
 	const struct cfg *cfg = cmd_config(); /* read-only fields only (see the top) */
 	struct store_stats sum = {0};
 	struct resp_buf b;
@@ -670,15 +671,16 @@ static void info_finish(struct cmd_fan *f)
 	for (unsigned i = 0; i < shard_map.threads; i++) {
 		struct px_stats *s = &pool_px(shard_map.pool, i)->stats;
 #define PXS(field) (unsigned long long)atomic_load_explicit(&s->field, memory_order_relaxed)
-		info_line(&b,
-		          "proactor_%u:iterations=%llu,submits=%llu,sqes=%llu,cqes=%llu,"
-		          "msgs_in=%llu,msgs_out=%llu,wakeups_sent=%llu,wakeups_skipped=%llu,"
-		          "wakeups_received=%llu,sleeps=%llu,busy_poll_us=%llu,busy_polls=%llu,"
-		          "busy_poll_hits=%llu,cq_overflows=%llu,sq_full=%llu,requests_inflight=%lu",
-		          i, PXS(iterations), PXS(submits), PXS(sqes), PXS(cqes), PXS(msgs_in),
-		          PXS(msgs_out), PXS(wakeups_sent), PXS(wakeups_skipped),
-		          PXS(wakeups_received), PXS(sleeps), PXS(busy_poll_ns) / 1000,
-		          PXS(busy_polls), PXS(busy_poll_hits), PXS(cq_overflows), PXS(sq_full), cmd_inflight(i));
+		info_line(
+		    &b,
+		    "proactor_%u:iterations=%llu,submits=%llu,sqes=%llu,cqes=%llu,"
+		    "msgs_in=%llu,msgs_out=%llu,wakeups_sent=%llu,wakeups_skipped=%llu,"
+		    "wakeups_received=%llu,sleeps=%llu,busy_poll_us=%llu,busy_polls=%llu,"
+		    "busy_poll_hits=%llu,cq_overflows=%llu,sq_full=%llu,requests_inflight=%lu",
+		    i, PXS(iterations), PXS(submits), PXS(sqes), PXS(cqes), PXS(msgs_in),
+		    PXS(msgs_out), PXS(wakeups_sent), PXS(wakeups_skipped), PXS(wakeups_received),
+		    PXS(sleeps), PXS(busy_poll_ns) / 1000, PXS(busy_polls), PXS(busy_poll_hits),
+		    PXS(cq_overflows), PXS(sq_full), cmd_inflight(i));
 #undef PXS
 	}
 	END_SECTION
@@ -727,6 +729,6 @@ void cmd_info(struct cmd_ctx *x)
 			if (cmd_arg_is(x, i, section_names[k]))
 				sections |= 1u << k;
 	}
-	x->u.expire.flags = sections;
+	x->u.info.sections = sections;
 	cmd_fan_all(x, info_part_fn, info_finish);
 }

@@ -24,32 +24,24 @@
 #define CMD_SET_PERSIST 0x100 /* GETEX only */
 #define CMD_SET_EXPIRY  (CMD_SET_EX | CMD_SET_PX | CMD_SET_EXAT | CMD_SET_PXAT)
 
-/* Replies for a failed or refused store request that the caller did not
- * answer itself.  Returns true if it wrote a reply. */
-static bool add_failure(struct cmd_ctx *x, int status)
+/* Redis's getExpireMillisecondsOrReply: the expire time argv[arg] in the
+ * unit CMD_SET_EX/PX/EXAT/PXAT `unit` names, as absolute Unix ms in *out:
+ * > 0, no overflow.  arg 0: no expire time (*out = 0).  Returns 0, or -1
+ * after replying. */
+static int expire_ms_or_fail(struct cmd_ctx *x, size_t arg, unsigned unit, uint64_t *out)
 {
-	if (status >= 0 || status == -ENOENT || status == -EEXIST)
-		return false;
-	resp_buf_reset(x->reply); /* an update may have written its answer already */
-	cmd_add_store_error(x->reply, status);
-	return true;
-}
-
-/* Turns an expire argument into absolute Unix ms, as Redis's
- * getExpireMillisecondsOrReply: > 0, no overflow.  Replies and returns -1 on
- * error. */
-static int expiry_or_fail(struct cmd_ctx *x, size_t arg, unsigned unit_flag, const char *name,
-                          uint64_t *out)
-{
+	*out = 0;
+	if (arg == 0)
+		return 0;
 	int64_t v;
 	if (cmd_arg_int_or_fail(x, arg, &v) < 0)
 		return -1;
-	bool seconds = unit_flag & (CMD_SET_EX | CMD_SET_EXAT);
+	bool seconds = unit & (CMD_SET_EX | CMD_SET_EXAT);
 	if (v <= 0 || (seconds && v > INT64_MAX / 1000))
 		goto invalid;
 	if (seconds)
 		v *= 1000;
-	if (unit_flag & (CMD_SET_EX | CMD_SET_PX)) {
+	if (unit & (CMD_SET_EX | CMD_SET_PX)) {
 		int64_t now = (int64_t)clock_unix_ms();
 		if (v > INT64_MAX - now)
 			goto invalid;
@@ -58,8 +50,7 @@ static int expiry_or_fail(struct cmd_ctx *x, size_t arg, unsigned unit_flag, con
 	*out = (uint64_t)v;
 	return 0;
 invalid:
-	resp_add_errorf(x->reply, "ERR invalid expire time in '%s' command", name);
-	cmd_done(x);
+	cmd_fail_invalid_expire(x);
 	return -1;
 }
 
@@ -68,12 +59,12 @@ invalid:
 static void get_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
+	if (cmd_store_ok_or_fail(x) < 0)
+		return;
 	if (sr->status == 0)
 		resp_add_bulk(x->reply, sr->result, sr->result_len);
-	else if (sr->status == -ENOENT)
-		resp_add_null(x->reply);
 	else
-		cmd_add_store_error(x->reply, sr->status);
+		resp_add_null(x->reply); /* -ENOENT */
 	cmd_done(x);
 }
 
@@ -85,21 +76,25 @@ void cmd_get(struct cmd_ctx *x)
 
 /* ---- SET family -------------------------------------------------------- */
 
-/* Without GET: +OK, or nil when NX/XX refused. */
-static void put_done(struct store_req *sr)
+/* Without GET: +OK, or nil when NX/XX refused the write (-EEXIST); SETNX
+ * says the same as :1 / :0 (Redis's ok_reply and abort_reply). */
+static void set_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	if (sr->status == 0)
+	if (cmd_store_ok_or_fail(x) < 0)
+		return;
+	bool written = sr->status == 0;
+	if (x->u.set.int_reply)
+		resp_add_int(x->reply, written);
+	else if (written)
 		resp_add_simple(x->reply, "OK");
-	else if (sr->status == -EEXIST)
-		resp_add_null(x->reply);
 	else
-		cmd_add_store_error(x->reply, sr->status);
+		resp_add_null(x->reply);
 	cmd_done(x);
 }
 
-/* SET ... GET: the old value (or nil) is the reply, whether or not NX/XX let
- * the write happen. */
+/* SET ... GET and GETSET: the old value (or nil) is the reply, whether or not
+ * NX/XX let the write happen. */
 static enum store_update_result set_get_update(struct store_req *sr, const uint8_t *old,
                                                size_t old_len, uint64_t old_expiry_ms)
 {
@@ -118,42 +113,56 @@ static enum store_update_result set_get_update(struct store_req *sr, const uint8
 	return STORE_UPDATE_WRITE;
 }
 
-static void set_get_done(struct store_req *sr)
+/* Updates whose answer the update callback wrote (SET ... GET, GETEX). */
+static void update_answered_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	add_failure(x, sr->status);
+	if (cmd_store_ok_or_fail(x) < 0)
+		return;
 	cmd_done(x);
 }
 
-/* Submits the SET described by x->u.set with value argv[value_arg]. */
-static void set_generic(struct cmd_ctx *x, size_t value_arg)
+/* Redis's setGenericCommand, for SET, SETNX, SETEX, PSETEX and GETSET: sets
+ * argv[value_arg] as the CMD_SET_* `flags` say, expiring at the time
+ * argv[expire_arg] gives in the unit the flags name (0: no expire time).
+ * int_reply: SETNX's :1 / :0.  Replies and finishes the request. */
+static void set_generic(struct cmd_ctx *x, unsigned flags, size_t expire_arg, size_t value_arg,
+                        bool int_reply)
 {
-	unsigned f = x->u.set.flags;
+	x->u.set.flags = flags;
+	x->u.set.int_reply = int_reply;
+	/* The expire time first, as Redis's setGenericCommand.  The length check
+	 * is ringkv's own (Redis's protocol limit is enough there, but here a
+	 * proto-max-bulk-len above the storage's FMT_VALUE_MAX lets longer
+	 * values in); it comes last, before anything is submitted. */
+	if (expire_ms_or_fail(x, expire_arg, flags & CMD_SET_EXPIRY, &x->u.set.expiry_ms) < 0 ||
+	    cmd_string_length_or_fail(x, cmd_arg_len(x, value_arg)) < 0)
+		return;
 	x->sr.value = cmd_arg(x, value_arg);
 	x->sr.value_len = cmd_arg_len(x, value_arg);
-	if (x->sr.value_len > cmd_max_string) {
-		cmd_fail(x, cmd_err_too_big);
-		return;
-	}
-	if (f & CMD_SET_GET) {
+	if (flags & CMD_SET_GET) {
+		/* A read-modify-write: the old value is the reply even when NX/XX
+		 * refuse the write. */
 		x->sr.op = STORE_UPDATE;
 		x->sr.update = set_get_update;
-		cmd_submit(x, set_get_done);
+		cmd_submit(x, update_answered_done);
 		return;
 	}
 	x->sr.op = STORE_PUT;
 	x->sr.expiry_ms = x->u.set.expiry_ms;
-	x->sr.flags = (f & CMD_SET_NX ? STORE_NX : 0) | (f & CMD_SET_XX ? STORE_XX : 0) |
-	              (f & CMD_SET_KEEPTTL ? STORE_KEEPTTL : 0);
-	cmd_submit(x, put_done);
+	x->sr.flags = (flags & CMD_SET_NX ? STORE_NX : 0) | (flags & CMD_SET_XX ? STORE_XX : 0) |
+	              (flags & CMD_SET_KEEPTTL ? STORE_KEEPTTL : 0);
+	cmd_submit(x, set_done);
 }
 
-/* Parses SET's or GETEX's options from argv[first] (Redis's
- * parseExtendedStringArgumentsOrReply).  Returns 0, or -1 after replying. */
-static int parse_set_options(struct cmd_ctx *x, size_t first, bool getex, const char *name)
+/* Parses SET's or GETEX's options from argv[first] into *flags and the argv
+ * index of the expire time (0: none), as Redis's
+ * parseExtendedStringArgumentsOrReply.  Returns 0, or -1 after replying. */
+static int parse_set_options(struct cmd_ctx *x, size_t first, bool getex, unsigned *flags,
+                             size_t *expire_arg)
 {
 	unsigned f = 0;
-	size_t expire_arg = 0;
+	*expire_arg = 0;
 	for (size_t j = first; j < cmd_argc(x); j++) {
 		bool has_next = j + 1 < cmd_argc(x);
 		unsigned unit = 0;
@@ -185,12 +194,9 @@ static int parse_set_options(struct cmd_ctx *x, size_t first, bool getex, const 
 		    !has_next)
 			goto syntax;
 		f |= unit;
-		expire_arg = ++j;
+		*expire_arg = ++j;
 	}
-	x->u.set.flags = f;
-	x->u.set.expiry_ms = 0;
-	if (expire_arg != 0)
-		return expiry_or_fail(x, expire_arg, f & CMD_SET_EXPIRY, name, &x->u.set.expiry_ms);
+	*flags = f;
 	return 0;
 syntax:
 	cmd_fail(x, cmd_err_syntax);
@@ -199,79 +205,51 @@ syntax:
 
 void cmd_set(struct cmd_ctx *x)
 {
-	if (parse_set_options(x, 3, false, "set") < 0)
-		return;
-	set_generic(x, 2);
-}
-
-static void setnx_done(struct store_req *sr)
-{
-	struct cmd_ctx *x = cmd_of_sr(sr);
-	if (!add_failure(x, sr->status))
-		resp_add_int(x->reply, sr->status == 0);
-	cmd_done(x);
+	unsigned flags;
+	size_t expire_arg;
+	if (parse_set_options(x, 3, false, &flags, &expire_arg) == 0)
+		set_generic(x, flags, expire_arg, 2, false);
 }
 
 void cmd_setnx(struct cmd_ctx *x)
 {
-	if (cmd_arg_len(x, 2) > cmd_max_string) {
-		cmd_fail(x, cmd_err_too_big);
-		return;
-	}
-	x->sr.op = STORE_PUT;
-	x->sr.flags = STORE_NX;
-	x->sr.value = cmd_arg(x, 2);
-	x->sr.value_len = cmd_arg_len(x, 2);
-	cmd_submit(x, setnx_done);
+	set_generic(x, CMD_SET_NX, 0, 2, true);
 }
 
 void cmd_setex(struct cmd_ctx *x)
 {
-	x->u.set.flags = CMD_SET_EX;
-	if (expiry_or_fail(x, 2, CMD_SET_EX, "setex", &x->u.set.expiry_ms) < 0)
-		return;
-	set_generic(x, 3);
+	set_generic(x, CMD_SET_EX, 2, 3, false);
 }
 
 void cmd_psetex(struct cmd_ctx *x)
 {
-	x->u.set.flags = CMD_SET_PX;
-	if (expiry_or_fail(x, 2, CMD_SET_PX, "psetex", &x->u.set.expiry_ms) < 0)
-		return;
-	set_generic(x, 3);
+	set_generic(x, CMD_SET_PX, 2, 3, false);
 }
 
-/* GETSET and GETDEL: the old value, or nil. */
-static void old_value_done(struct store_req *sr)
-{
-	struct cmd_ctx *x = cmd_of_sr(sr);
-	if (!add_failure(x, sr->status)) {
-		if (sr->status == 0 && sr->result != NULL)
-			resp_add_bulk(x->reply, sr->result, sr->result_len);
-		else
-			resp_add_null(x->reply);
-	}
-	cmd_done(x);
-}
-
+/* SET key value GET: the same reply and effect (the TTL is cleared). */
 void cmd_getset(struct cmd_ctx *x)
 {
-	if (cmd_arg_len(x, 2) > cmd_max_string) {
-		cmd_fail(x, cmd_err_too_big);
+	set_generic(x, CMD_SET_GET, 0, 2, false);
+}
+
+/* GETDEL: the old value, or nil. */
+static void getdel_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	if (cmd_store_ok_or_fail(x) < 0)
 		return;
-	}
-	x->sr.op = STORE_PUT;
-	x->sr.flags = STORE_GET_OLD;
-	x->sr.value = cmd_arg(x, 2);
-	x->sr.value_len = cmd_arg_len(x, 2);
-	cmd_submit(x, old_value_done);
+	if (sr->status == 0 && sr->result != NULL)
+		resp_add_bulk(x->reply, sr->result, sr->result_len);
+	else
+		resp_add_null(x->reply);
+	cmd_done(x);
 }
 
 void cmd_getdel(struct cmd_ctx *x)
 {
 	x->sr.op = STORE_DELETE;
 	x->sr.flags = STORE_GET_OLD;
-	cmd_submit(x, old_value_done);
+	cmd_submit(x, getdel_done);
 }
 
 static enum store_update_result getex_update(struct store_req *sr, const uint8_t *old,
@@ -300,15 +278,19 @@ static enum store_update_result getex_update(struct store_req *sr, const uint8_t
 
 void cmd_getex(struct cmd_ctx *x)
 {
-	if (parse_set_options(x, 2, true, "getex") < 0)
+	unsigned flags;
+	size_t expire_arg;
+	if (parse_set_options(x, 2, true, &flags, &expire_arg) < 0 ||
+	    expire_ms_or_fail(x, expire_arg, flags & CMD_SET_EXPIRY, &x->u.set.expiry_ms) < 0)
 		return;
-	if (x->u.set.flags == 0) { /* a plain GET */
+	x->u.set.flags = flags;
+	if (flags == 0) { /* a plain GET */
 		cmd_get(x);
 		return;
 	}
 	x->sr.op = STORE_UPDATE;
 	x->sr.update = getex_update;
-	cmd_submit(x, set_get_done);
+	cmd_submit(x, update_answered_done);
 }
 
 /* ---- MGET, MSET, MSETNX ------------------------------------------------ */
@@ -319,31 +301,17 @@ static void prepare_get(struct cmd_ctx *x, struct cmd_keyop *op)
 	op->sr.op = STORE_GET;
 }
 
-/* The first failure of a fan-out (not -ENOENT/-EEXIST), or 0. */
-static int fan_failure(const struct cmd_fan *f)
-{
-	for (size_t i = 0; i < f->nops; i++) {
-		int s = f->ops[i].status;
-		if (s < 0 && s != -ENOENT && s != -EEXIST)
-			return s;
-	}
-	return 0;
-}
-
 static void mget_finish(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
-	int failure = fan_failure(f);
-	if (failure < 0) {
-		cmd_add_store_error(x->reply, failure);
-	} else {
-		resp_add_array(x->reply, f->nops);
-		for (size_t i = 0; i < f->nops; i++) {
-			if (f->ops[i].status == 0)
-				resp_add_bulk(x->reply, f->ops[i].value, f->ops[i].value_len);
-			else
-				resp_add_null(x->reply);
-		}
+	if (cmd_fan_ok_or_fail(f) < 0)
+		return;
+	resp_add_array(x->reply, f->nops);
+	for (size_t i = 0; i < f->nops; i++) {
+		if (f->ops[i].status == 0)
+			resp_add_bulk(x->reply, f->ops[i].value, f->ops[i].value_len);
+		else
+			resp_add_null(x->reply);
 	}
 	cmd_fan_free(f);
 	cmd_done(x);
@@ -380,35 +348,31 @@ static void prepare_put_nx(struct cmd_ctx *x, struct cmd_keyop *op)
 static void mset_finish(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
-	int failure = fan_failure(f);
-	if (failure < 0)
-		cmd_add_store_error(x->reply, failure);
-	else
-		resp_add_simple(x->reply, "OK");
+	if (cmd_fan_ok_or_fail(f) < 0)
+		return;
 	cmd_fan_free(f);
+	resp_add_simple(x->reply, "OK");
 	cmd_done(x);
 }
 
-/* Checks MSET/MSETNX's pairs and value sizes; replies and returns -1 if bad. */
-static int check_pairs(struct cmd_ctx *x)
+/* Checks MSET/MSETNX's pairs (the arity error, as Redis's
+ * msetGenericCommand, when a value is missing) and value sizes.  Returns 0,
+ * or -1 after replying. */
+static int pairs_or_fail(struct cmd_ctx *x)
 {
 	if (cmd_argc(x) % 2 == 0) {
-		resp_add_errorf(x->reply, "ERR wrong number of arguments for '%s' command",
-		                x->cmd->name);
-		cmd_done(x);
+		cmd_fail_arity(x);
 		return -1;
 	}
 	for (size_t i = 2; i < cmd_argc(x); i += 2)
-		if (cmd_arg_len(x, i) > cmd_max_string) {
-			cmd_fail(x, cmd_err_too_big);
+		if (cmd_string_length_or_fail(x, cmd_arg_len(x, i)) < 0)
 			return -1;
-		}
 	return 0;
 }
 
 void cmd_mset(struct cmd_ctx *x)
 {
-	if (check_pairs(x) == 0)
+	if (pairs_or_fail(x) == 0)
 		cmd_fan_keys(x, 1, 2, false, prepare_put, mset_finish);
 }
 
@@ -421,31 +385,28 @@ static void prepare_meta(struct cmd_ctx *x, struct cmd_keyop *op)
 static void msetnx_written(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
-	int failure = fan_failure(f);
+	if (cmd_fan_ok_or_fail(f) < 0)
+		return;
 	bool all_set = true;
 	for (size_t i = 0; i < f->nops; i++)
 		all_set &= f->ops[i].status == 0;
-	if (failure < 0)
-		cmd_add_store_error(x->reply, failure);
-	else
-		resp_add_int(x->reply, all_set);
 	cmd_fan_free(f);
+	resp_add_int(x->reply, all_set);
 	cmd_done(x);
 }
 
+/* MSETNX's first round: writes only if none of the keys exists. */
 static void msetnx_checked(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
-	int failure = fan_failure(f);
+	if (cmd_fan_ok_or_fail(f) < 0)
+		return;
 	bool any = false;
 	for (size_t i = 0; i < f->nops; i++)
 		any |= f->ops[i].status == 0;
 	cmd_fan_free(f);
-	if (failure < 0 || any) {
-		if (failure < 0)
-			cmd_add_store_error(x->reply, failure);
-		else
-			resp_add_int(x->reply, 0);
+	if (any) {
+		resp_add_int(x->reply, 0);
 		cmd_done(x);
 		return;
 	}
@@ -454,7 +415,7 @@ static void msetnx_checked(struct cmd_fan *f)
 
 void cmd_msetnx(struct cmd_ctx *x)
 {
-	if (check_pairs(x) == 0)
+	if (pairs_or_fail(x) == 0)
 		cmd_fan_keys(x, 1, 2, false, prepare_meta, msetnx_checked);
 }
 
@@ -467,20 +428,17 @@ static enum store_update_result append_update(struct store_req *sr, const uint8_
 	const uint8_t *add = cmd_arg(x, 2);
 	size_t add_len = cmd_arg_len(x, 2);
 	sr->new_expiry_ms = old_expiry_ms;
-	if (old == NULL) {
+	if (old == NULL) { /* a new key: the argument alone is within the limit already */
 		sr->new_value = add;
 		sr->new_len = add_len;
 		return STORE_UPDATE_WRITE;
 	}
-	if (old_len + add_len > cmd_max_string) {
-		x->err = cmd_err_too_big;
-		return STORE_UPDATE_KEEP;
-	}
+	/* Redis's checkStringLength(old, add), here where the old length is known. */
+	if (!cmd_string_fits((uint64_t)old_len + add_len))
+		return cmd_update_refuse(x, cmd_err_too_big);
 	uint8_t *v = malloc(old_len + add_len + 1);
-	if (v == NULL) {
-		x->err = cmd_err_oom;
-		return STORE_UPDATE_KEEP;
-	}
+	if (v == NULL)
+		return cmd_update_refuse(x, cmd_err_oom);
 	memcpy(v, old, old_len);
 	memcpy(v + old_len, add, add_len);
 	x->heap = v;
@@ -493,10 +451,9 @@ static enum store_update_result append_update(struct store_req *sr, const uint8_
 static void new_length_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	if (x->err != NULL)
-		resp_add_error(x->reply, x->err);
-	else if (!add_failure(x, sr->status))
-		resp_add_int(x->reply, (int64_t)sr->new_len);
+	if (cmd_store_ok_or_fail(x) < 0)
+		return;
+	resp_add_int(x->reply, (int64_t)sr->new_len);
 	cmd_done(x);
 }
 
@@ -510,8 +467,9 @@ void cmd_append(struct cmd_ctx *x)
 static void strlen_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	if (!add_failure(x, sr->status))
-		resp_add_int(x->reply, sr->status == 0 ? (int64_t)sr->result_len : 0);
+	if (cmd_store_ok_or_fail(x) < 0)
+		return;
+	resp_add_int(x->reply, sr->status == 0 ? (int64_t)sr->result_len : 0);
 	cmd_done(x);
 }
 
@@ -528,17 +486,12 @@ static enum store_update_result incr_update(struct store_req *sr, const uint8_t 
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
 	int64_t v = 0, d = x->u.incr.delta;
-	if (old != NULL && !resp_parse_int64(old, old_len, &v)) {
-		x->err = cmd_err_not_int;
-		return STORE_UPDATE_KEEP;
-	}
-	if ((d < 0 && v < 0 && d < INT64_MIN - v) || (d > 0 && v > 0 && d > INT64_MAX - v)) {
-		x->err = cmd_err_overflow;
-		return STORE_UPDATE_KEEP;
-	}
-	v += d;
-	x->u.incr.delta = v; /* the reply */
-	int n = snprintf(x->u.incr.num, sizeof(x->u.incr.num), "%lld", (long long)v);
+	if (old != NULL && !resp_parse_int64(old, old_len, &v))
+		return cmd_update_refuse(x, cmd_err_not_int);
+	if ((d < 0 && v < 0 && d < INT64_MIN - v) || (d > 0 && v > 0 && d > INT64_MAX - v))
+		return cmd_update_refuse(x, cmd_err_overflow);
+	x->u.incr.value = v + d;
+	int n = snprintf(x->u.incr.num, sizeof(x->u.incr.num), "%lld", (long long)(v + d));
 	sr->new_value = (const uint8_t *)x->u.incr.num;
 	sr->new_len = (size_t)n;
 	sr->new_expiry_ms = old_expiry_ms;
@@ -548,13 +501,13 @@ static enum store_update_result incr_update(struct store_req *sr, const uint8_t 
 static void incr_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	if (x->err != NULL)
-		resp_add_error(x->reply, x->err);
-	else if (!add_failure(x, sr->status))
-		resp_add_int(x->reply, x->u.incr.delta);
+	if (cmd_store_ok_or_fail(x) < 0)
+		return;
+	resp_add_int(x->reply, x->u.incr.value);
 	cmd_done(x);
 }
 
+/* Redis's incrDecrCommand. */
 static void incr_generic(struct cmd_ctx *x, int64_t delta)
 {
 	x->u.incr.delta = delta;
@@ -585,7 +538,7 @@ void cmd_decrby(struct cmd_ctx *x)
 	int64_t d;
 	if (cmd_arg_int_or_fail(x, 2, &d) < 0)
 		return;
-	if (d == INT64_MIN) {
+	if (d == INT64_MIN) { /* -d does not exist; Redis words this one apart */
 		cmd_fail(x, "ERR decrement would overflow");
 		return;
 	}
@@ -599,21 +552,16 @@ static enum store_update_result incrbyfloat_update(struct store_req *sr, const u
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
 	long double v = 0;
-	if (old != NULL && !cmd_parse_ld(old, old_len, &v)) {
-		x->err = cmd_err_not_float;
-		return STORE_UPDATE_KEEP;
-	}
-	v += x->u.incr.fdelta;
-	if (isnan(v) || isinf(v)) {
-		x->err = "ERR increment would produce NaN or Infinity";
-		return STORE_UPDATE_KEEP;
-	}
+	if (old != NULL && !cmd_parse_ld(old, old_len, &v))
+		return cmd_update_refuse(x, cmd_err_not_float);
+	v += x->u.incrbyfloat.delta;
+	if (isnan(v) || isinf(v))
+		return cmd_update_refuse(x, "ERR increment would produce NaN or Infinity");
 	char *text = malloc(LD_TEXT_MAX);
 	size_t n = text != NULL ? cmd_format_ld(text, LD_TEXT_MAX, v) : 0;
 	if (n == 0) {
 		free(text);
-		x->err = cmd_err_oom;
-		return STORE_UPDATE_KEEP;
+		return cmd_update_refuse(x, cmd_err_oom);
 	}
 	x->heap = text;
 	sr->new_value = (const uint8_t *)text;
@@ -625,16 +573,15 @@ static enum store_update_result incrbyfloat_update(struct store_req *sr, const u
 static void incrbyfloat_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	if (x->err != NULL)
-		resp_add_error(x->reply, x->err);
-	else if (!add_failure(x, sr->status))
-		resp_add_bulk(x->reply, x->heap, sr->new_len);
+	if (cmd_store_ok_or_fail(x) < 0)
+		return;
+	resp_add_bulk(x->reply, x->heap, sr->new_len);
 	cmd_done(x);
 }
 
 void cmd_incrbyfloat(struct cmd_ctx *x)
 {
-	if (!cmd_parse_ld(cmd_arg(x, 2), cmd_arg_len(x, 2), &x->u.incr.fdelta)) {
+	if (!cmd_parse_ld(cmd_arg(x, 2), cmd_arg_len(x, 2), &x->u.incrbyfloat.delta)) {
 		cmd_fail(x, cmd_err_not_float);
 		return;
 	}
@@ -645,15 +592,14 @@ void cmd_incrbyfloat(struct cmd_ctx *x)
 
 /* ---- GETRANGE, SETRANGE ------------------------------------------------ */
 
+/* Redis's getrangeCommand on the value read (a missing key is ""). */
 static void getrange_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	if (add_failure(x, sr->status)) {
-		cmd_done(x);
+	if (cmd_store_ok_or_fail(x) < 0)
 		return;
-	}
 	int64_t len = sr->status == 0 ? (int64_t)sr->result_len : 0;
-	int64_t start = x->u.range.start, end = x->u.range.end;
+	int64_t start = x->u.getrange.start, end = x->u.getrange.end;
 	if (start < 0 && end < 0 && start > end) {
 		resp_add_bulk(x->reply, "", 0);
 		cmd_done(x);
@@ -678,32 +624,28 @@ static void getrange_done(struct store_req *sr)
 
 void cmd_getrange(struct cmd_ctx *x)
 {
-	if (cmd_arg_int_or_fail(x, 2, &x->u.range.start) < 0 ||
-	    cmd_arg_int_or_fail(x, 3, &x->u.range.end) < 0)
+	if (cmd_arg_int_or_fail(x, 2, &x->u.getrange.start) < 0 ||
+	    cmd_arg_int_or_fail(x, 3, &x->u.getrange.end) < 0)
 		return;
 	x->sr.op = STORE_GET;
 	cmd_submit(x, getrange_done);
 }
 
+/* The length was checked before the request was submitted (cmd_setrange):
+ * offset + length is the same whatever the old value is. */
 static enum store_update_result setrange_update(struct store_req *sr, const uint8_t *old,
                                                 size_t old_len, uint64_t old_expiry_ms)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
 	const uint8_t *add = cmd_arg(x, 3);
-	size_t add_len = cmd_arg_len(x, 3), off = (size_t)x->u.range.start;
+	size_t add_len = cmd_arg_len(x, 3), off = (size_t)x->u.setrange.offset;
 	sr->new_len = old_len; /* the reply when nothing changes */
 	if (add_len == 0)
 		return STORE_UPDATE_KEEP; /* Redis neither creates nor changes the key */
-	if (off + add_len > cmd_max_string) {
-		x->err = cmd_err_too_big;
-		return STORE_UPDATE_KEEP;
-	}
 	size_t len = off + add_len > old_len ? off + add_len : old_len;
 	uint8_t *v = malloc(len);
-	if (v == NULL) {
-		x->err = cmd_err_oom;
-		return STORE_UPDATE_KEEP;
-	}
+	if (v == NULL)
+		return cmd_update_refuse(x, cmd_err_oom);
 	if (old != NULL)
 		memcpy(v, old, old_len);
 	if (off > old_len)
@@ -718,17 +660,18 @@ static enum store_update_result setrange_update(struct store_req *sr, const uint
 
 void cmd_setrange(struct cmd_ctx *x)
 {
-	if (cmd_arg_int_or_fail(x, 2, &x->u.range.start) < 0)
+	if (cmd_arg_int_or_fail(x, 2, &x->u.setrange.offset) < 0)
 		return;
-	if (x->u.range.start < 0) {
+	if (x->u.setrange.offset < 0) {
 		cmd_fail(x, "ERR offset is out of range");
 		return;
 	}
+	/* Redis's order: an empty value answers the length and is never too
+	 * long, whatever the offset; else checkStringLength(offset, length).
+	 * offset < 2^63 and the length < 2^63: the sum does not wrap. */
 	if (cmd_arg_len(x, 3) > 0 &&
-	    (uint64_t)x->u.range.start + cmd_arg_len(x, 3) > cmd_max_string) {
-		cmd_fail(x, cmd_err_too_big);
+	    cmd_string_length_or_fail(x, (uint64_t)x->u.setrange.offset + cmd_arg_len(x, 3)) < 0)
 		return;
-	}
 	x->sr.op = STORE_UPDATE;
 	x->sr.update = setrange_update;
 	cmd_submit(x, new_length_done);

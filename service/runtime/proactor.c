@@ -11,7 +11,6 @@
 #include "logging.h"
 
 #define PX_SPINS_PER_CHECK 64          /* busy-poll spins between kernel checks */
-#define PX_SPIN_BACKOFF_MAX 6          /* a fruitless spin skips up to 2^6 - 1 sleeps */
 #define PX_BACKLOG_SLEEP_NS 100000ULL /* sleep bound while a target's queue is full */
 #define PX_SUBMIT_BATCH 16              /* SQEs held back at most before a submit */
 
@@ -494,8 +493,8 @@ static bool px_busy_poll(struct px *px)
 {
 	if (px->cfg.busy_poll_us == 0)
 		return false;
-	if (px->spin_skip > 0) {
-		px->spin_skip--;
+	if (!px_spin_due(&px->spin)) {
+		px_stat_add(&px->stats.busy_poll_skips, 1);
 		return false;
 	}
 	uint64_t start = px_now_ns(), limit = (uint64_t)px->cfg.busy_poll_us * 1000;
@@ -523,14 +522,9 @@ static bool px_busy_poll(struct px *px)
 	}
 	px_stat_add(&px->stats.busy_poll_ns, px_now_ns() - start);
 	px_stat_add(&px->stats.busy_polls, 1);
-	if (found) {
+	if (found)
 		px_stat_add(&px->stats.busy_poll_hits, 1);
-		px->spin_backoff = 0;
-	} else {
-		if (px->spin_backoff < PX_SPIN_BACKOFF_MAX)
-			px->spin_backoff++;
-		px->spin_skip = (1u << px->spin_backoff) - 1;
-	}
+	px_spin_done(&px->spin, found);
 	return found;
 }
 

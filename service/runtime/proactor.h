@@ -97,6 +97,7 @@ struct px_stats {
 	atomic_ulong busy_poll_ns;    /* time spent spinning before sleeping */
 	atomic_ulong busy_polls;      /* spins started */
 	atomic_ulong busy_poll_hits;  /* spins that found work before busy_poll_us */
+	atomic_ulong busy_poll_skips; /* sleeps that went without a spin (back-off) */
 	atomic_ulong cq_overflows;    /* times the kernel reported CQ overflow */
 	atomic_ulong sq_full;         /* times px_get_sqe found the SQ full */
 };
@@ -114,6 +115,39 @@ struct px_config {
 	unsigned setup_start;  /* first rung of the set-up ladder to try; 0 = best.
 				  Tests use it to run the fallbacks on new kernels. */
 };
+
+/* The busy poll's adaptive back-off (step 5): after a spin that found
+ * nothing the next 2^k - 1 sleeps go without one, k being the fruitless spins
+ * in a row (at most PX_SPIN_BACKOFF_MAX); a spin that finds work resets k.
+ * Only the proactor's thread touches it. */
+#define PX_SPIN_BACKOFF_MAX 6
+struct px_spin_backoff {
+	unsigned fruitless; /* spins in a row that found nothing, capped */
+	unsigned skip;      /* sleeps left that go without a spin */
+};
+
+/* True if the loop, about to sleep, spins first; false counts this sleep off
+ * the ones to skip. */
+static inline bool px_spin_due(struct px_spin_backoff *b)
+{
+	if (b->skip > 0) {
+		b->skip--;
+		return false;
+	}
+	return true;
+}
+
+/* Records whether a spin found work. */
+static inline void px_spin_done(struct px_spin_backoff *b, bool found)
+{
+	if (found) {
+		b->fruitless = 0;
+		return;
+	}
+	if (b->fruitless < PX_SPIN_BACKOFF_MAX)
+		b->fruitless++;
+	b->skip = (1u << b->fruitless) - 1;
+}
 
 struct px {
 	unsigned id;                   /* 0..n-1 in its pool (shard.h maps shards to it) */
@@ -135,8 +169,7 @@ struct px {
 	struct px_hook *hooks;         /* end-of-iteration hooks, in insertion order */
 	struct px_timer *timer_retry;  /* timers waiting for a free SQE */
 
-	unsigned spin_backoff;         /* spins in a row that found nothing, capped */
-	unsigned spin_skip;            /* sleeps left that go without a spin */
+	struct px_spin_backoff spin;   /* whether the next sleep spins first */
 
 	unsigned holds;                /* px_hold() count: work that must finish before exit */
 	bool stopping;                 /* pool_stop() began: drain, then report drained */

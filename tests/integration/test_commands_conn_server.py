@@ -346,6 +346,10 @@ def test_config(srv, c):
     expect(c, ["CONFIG", "GET", "maxclients"], ["maxclients", "10000"])
     expect(c, ["CONFIG", "GET"], wrong_args("config|get"))
     expect(c, ["CONFIG", "SET", "maxclients"], wrong_args("config|set"))
+    # a name without its value, past the table's arity (-4): Redis 7.0 says "syntax error",
+    # ringkv its arity error (a known difference; replies are kept as they are for now)
+    expect(c, ["CONFIG", "SET", "loglevel", "notice", "maxclients"],
+           SYNTAX if tl.IS_REDIS else wrong_args("config|set"))
     expect(c, ["CONFIG", "FOO"], E("ERR unknown subcommand 'FOO'. Try CONFIG HELP."))
     expect(c, ["CONFIG"], wrong_args("config"))
 

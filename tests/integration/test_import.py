@@ -117,19 +117,20 @@ def resp(*args):
 
 def rows_for(prefix, n=300):
     """(key, value, ttl) rows with quoting hazards, binary and empty values, large
-    values (above inline_max) and TTLs."""
+    values (above inline_max) and TTLs (days, so none expires while a loaded
+    machine runs the test)."""
     rnd = random.Random(prefix)
     rows = [
         (prefix + b":comma,key", b'value "quoted", with comma', 0),
         (prefix + b":nl\nkey", b"line1\r\nline2\n", 0),
         (prefix + b":empty", b"", 0),
         (prefix + b":binary", bytes(range(256)), 0),
-        (prefix + b":ttl", b"expires", 500),
-        (prefix + b":unicode", "h\u00e9llo \u20ac \U0001F600".encode(), 1000),
+        (prefix + b":ttl", b"expires", 86400),
+        (prefix + b":unicode", "h\u00e9llo \u20ac \U0001F600".encode(), 172800),
     ]
     for i in range(n):
         size = rnd.choice([0, 10, 64, 65, 100, 1000, 5000])
-        rows.append((prefix + b":%d" % i, rnd.randbytes(size), rnd.choice([0, 0, 3600])))
+        rows.append((prefix + b":%d" % i, rnd.randbytes(size), rnd.choice([0, 0, 259200])))
     return rows
 
 
@@ -189,9 +190,9 @@ def test_offline_formats_then_serve(tmp):
     # A second import into the non-empty store: overwrites (a TTL dropped, a TTL
     # added, a value changed, duplicates within the input: the last row wins) and
     # new keys; the summary counts them exactly.
-    over = [(b"csv:ttl", b"now without ttl", 0), (b"csv:empty", b"now with ttl", 200),
+    over = [(b"csv:ttl", b"now without ttl", 0), (b"csv:empty", b"now with ttl", 86400),
             (b"tsv:0", b"first", 0), (b"tsv:0", b"second", 0), (b"new:1", b"n1", 0),
-            (b"new:2", b"x" * 3000, 0), (b"new:1", b"n1 again", 50)]
+            (b"new:2", b"x" * 3000, 0), (b"new:1", b"n1 again", 172800)]
     path = os.path.join(tmp, "over.jsonl")
     write_format(path, "jsonl", over)
     rc, out, err = run_import("--offline", "--dir", data, path)

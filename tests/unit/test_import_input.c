@@ -81,6 +81,22 @@ static void parse_fd(int fd, const struct in_options *opt, struct result *res)
 	in_close(r);
 }
 
+/* Index of the first entry that differs between a and b (field by field, so
+ * padding does not count), or -1. */
+static int first_difference(const struct result *a, const struct result *b)
+{
+	int n = a->n > b->n ? a->n : b->n;
+	for (int i = 0; i < n; i++) {
+		const typeof(a->e[0]) *x = &a->e[i], *y = &b->e[i];
+		if (i >= a->n || i >= b->n || x->ret != y->ret || x->line != y->line ||
+		    x->key_len != y->key_len || memcmp(x->key, y->key, x->key_len) != 0 ||
+		    x->value_len != y->value_len || memcmp(x->value, y->value, x->value_len) != 0 ||
+		    x->ttl != y->ttl || x->argc != y->argc || strcmp(x->msg, y->msg) != 0)
+			return i;
+	}
+	return -1;
+}
+
 /* Parses `len` bytes of `data` twice (whole, then one byte per read) and
  * checks both give the same result; returns the first. */
 static void parse(enum in_format fmt, bool header, const char *data, size_t len, struct result *res)
@@ -106,9 +122,12 @@ static void parse(enum in_format fmt, bool header, const char *data, size_t len,
 	parse_fd(p[0], &opt, &slow);
 	pthread_join(th, NULL);
 	close(p[0]);
-	CHECK(memcmp(res, &slow, sizeof(slow)) == 0,
-	      "byte-by-byte reading differs from whole reading for %s input '%.40s'",
-	      in_format_name(fmt), data);
+	int i = first_difference(res, &slow);
+	CHECK(i < 0,
+	      "byte-by-byte reading differs from whole reading for %s input '%.40s': entry %d"
+	      " is %d '%s' whole, %d '%s' byte by byte",
+	      in_format_name(fmt), data, i, i < 0 ? 0 : res->e[i].ret, i < 0 ? "" : res->e[i].msg,
+	      i < 0 ? 0 : slow.e[i].ret, i < 0 ? "" : slow.e[i].msg);
 }
 
 #define PARSE(fmt, header, lit, res) parse((fmt), (header), (lit), sizeof(lit) - 1, (res))
@@ -315,6 +334,82 @@ static void test_resp(void)
 	check_error(&r, 0, -EBADMSG, "argument 1 is not followed by CRLF");
 	PARSE(IN_RESP, false, "*2\r\n$3\r\nGET\r\n$5\r\nab", &r);
 	check_error(&r, 0, -EINVAL, "line 1 (byte 0): the input ends inside a command");
+
+	/* The failing header's line, byte and argument, past data holding a LF. */
+	PARSE(IN_RESP, false, "*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$3\r\na\nb\r\n$-1\r\n", &r);
+	check_error(&r, 1, -EBADMSG,
+	            "line 10 (byte 36): argument 3 of the command: expected a bulk string header");
+	/* Every line ends in CRLF, not only in CR. */
+	PARSE(IN_RESP, false, "*1\r\n$4\rXPING\r\n", &r);
+	check_error(&r, 0, -EBADMSG, "line 2 (byte 4): argument 1 of the command: expected a bulk");
+	PARSE(IN_RESP, false, "*1\rX$4\r\nPING\r\n", &r);
+	check_error(&r, 0, -EBADMSG, "line 1 (byte 0): expected a RESP array header");
+	/* Counts and lengths out of range. */
+	PARSE(IN_RESP, false, "*0\r\n", &r);
+	check_error(&r, 0, -EBADMSG, "line 1 (byte 0): expected a RESP array header");
+	PARSE(IN_RESP, false, "*1048577\r\n", &r);
+	check_error(&r, 0, -EBADMSG, "found '*1048577\\x0d'");
+	PARSE(IN_RESP, false, "\r\n*1\r\n$536870913\r\n", &r);
+	check_error(&r, 0, -EBADMSG, "line 3 (byte 6): argument 1 of the command: expected a bulk");
+}
+
+/* A bad row's message must not depend on where the reads cut the input: the
+ * reader is given "...PING\r\nS" and only then "ET k v\r\n" (it once
+ * quoted the one byte it had, 'S', as the bad line). */
+static void test_resp_error_whole_line_after_split_read(void)
+{
+	static const char part1[] = "*1\r\n$4\r\nPING\r\nS", part2[] = "ET k v\r\n";
+	struct in_options opt = {.format = IN_RESP};
+	struct in_reader *r;
+	struct in_row row;
+	char err[512] = "";
+	int p[2];
+	if (pipe(p) != 0 || in_open(&r, p[0], &opt) < 0) {
+		perror("pipe");
+		exit(1);
+	}
+	CHECK(write(p[1], part1, sizeof(part1) - 1) == sizeof(part1) - 1, "write part 1");
+	CHECK(in_next(r, &row, err, sizeof(err)) == 1 && row.argc == 1, "PING row: %s", err);
+	CHECK(write(p[1], part2, sizeof(part2) - 1) == sizeof(part2) - 1, "write part 2");
+	close(p[1]);
+	CHECK(in_next(r, &row, err, sizeof(err)) == -EBADMSG, "inline command refused");
+	CHECK(strstr(err, "line 4 (byte 14): ") != NULL && strstr(err, "found 'SET k v") != NULL,
+	      "the message quotes the whole line: %s", err);
+	in_close(r);
+	close(p[0]);
+}
+
+/* A bulk over several reads and buffer growths: the parser's state carries
+ * over each refill and the argument arrives whole. */
+static void test_resp_bulk_over_reads(void)
+{
+	size_t vlen = 3u << 20;
+	char head[64];
+	int hn = snprintf(head, sizeof(head), "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%zu\r\n", vlen);
+	size_t total = (size_t)hn + vlen + 2 + 14;
+	char *in = malloc(total);
+	CHECK(in != NULL, "malloc");
+	memcpy(in, head, (size_t)hn);
+	for (size_t i = 0; i < vlen; i++)
+		in[hn + i] = (char)('a' + i % 26);
+	memcpy(in + hn + vlen, "\r\n*1\r\n$4\r\nPING\r\n", 16);
+	int fd = memfd_create("big", 0);
+	CHECK(fd >= 0 && write(fd, in, total) == (ssize_t)total && lseek(fd, 0, SEEK_SET) == 0,
+	      "memfd");
+	struct in_options opt = {.format = IN_RESP};
+	struct in_reader *r;
+	struct in_row row;
+	char err[512] = "";
+	CHECK(in_open(&r, fd, &opt) == 0, "in_open");
+	CHECK(in_next(r, &row, err, sizeof(err)) == 1 && row.argc == 3 && row.argl[2] == vlen &&
+	          memcmp(row.argv[2], in + hn, vlen) == 0 && row.raw_len == (size_t)hn + vlen + 2,
+	      "the big SET whole: %s", err);
+	CHECK(in_next(r, &row, err, sizeof(err)) == 1 && row.argc == 1 && row.line == 8,
+	      "the PING after it: %s", err);
+	CHECK(in_next(r, &row, err, sizeof(err)) == 0, "then the end");
+	in_close(r);
+	close(fd);
+	free(in);
 }
 
 static void test_names(void)
@@ -340,6 +435,8 @@ int main(void)
 	test_tsv();
 	test_jsonl();
 	test_resp();
+	test_resp_error_whole_line_after_split_read();
+	test_resp_bulk_over_reads();
 	test_names();
 	return test_result();
 }

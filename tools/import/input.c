@@ -2,10 +2,13 @@
  *
  * Every parser first frames a row without changing the buffer — if the row
  * is incomplete it asks for more input (NEED_MORE) and parses it again from
- * its start after the refill — and only then unescapes its fields in place
- * (an unescaped field is never longer than its source).
+ * its start after the refill (resp: the server's parser resumes where it
+ * stopped) — and only then unescapes its fields in place (an unescaped field
+ * is never longer than its source).
  */
 #include "input.h"
+
+#include "net/resp.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -17,6 +20,7 @@
 #define IN_BUF_MIN (1u << 20) /* bytes asked of each read, at least */
 #define NEED_MORE  2          /* parser: the row is not complete in the buffer */
 #define COL_NONE   -1
+#define SHOW_MAX   20 /* bytes show_bytes quotes, at most */
 
 /* A field of a csv or tsv row, as offsets into the buffer. */
 struct field {
@@ -40,9 +44,7 @@ struct in_reader {
 	int col_key, col_value, col_ttl;
 	struct field *fields;
 	size_t n_fields, cap_fields;
-	const uint8_t **argv; /* resp */
-	size_t *argl;
-	size_t cap_args;
+	struct resp_parser parser; /* resp: its state carries over refills */
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -109,17 +111,17 @@ static int add_field(struct in_reader *r, size_t off, size_t len, bool quoted, u
 	return 0;
 }
 
-/* Prints a printable rendering of up to 20 bytes of s into out. */
+/* Prints a printable rendering of up to SHOW_MAX bytes of s into out. */
 static void show_bytes(char *out, size_t outlen, const uint8_t *s, size_t n)
 {
 	size_t o = 0;
-	for (size_t i = 0; i < n && i < 20 && o + 5 < outlen; i++) {
+	for (size_t i = 0; i < n && i < SHOW_MAX && o + 5 < outlen; i++) {
 		if (s[i] >= 0x20 && s[i] < 0x7F && s[i] != '\'')
 			out[o++] = (char)s[i];
 		else
 			o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", s[i]);
 	}
-	if (n > 20 && o + 4 < outlen) {
+	if (n > SHOW_MAX && o + 4 < outlen) {
 		memcpy(out + o, "...", 3);
 		o += 3;
 	}
@@ -795,38 +797,128 @@ static int jsonl_parse(struct in_reader *r, struct in_row *row, char *err, size_
 
 /* ---- resp -------------------------------------------------------------- */
 
-/* Reads "<prefix><integer>\r\n" at *p.  Returns 1 (*v, *p past it), NEED_MORE,
- * or -1 (not such a line). */
-static int resp_int_line(const uint8_t *b, size_t e, size_t *p, uint8_t prefix, long long *v)
+/* The server's request parser (net/resp.h) frames each command, keeping its
+ * state across refills.  The reader adds what a file needs and a connection
+ * does not: a command must be an array (no inline commands), every line must
+ * end in CRLF (the parser, as Redis, skips the byte after a line's '\r' and
+ * the two after a bulk's data unread), and a bad command is reported by line
+ * and byte. */
+
+static const struct resp_limits in_resp_limits = {
+    .max_bulk_len = IN_RESP_MAX_BULK,
+    .max_multibulk_len = IN_RESP_MAX_ARGS,
+    .max_inline_len = IN_RESP_MAX_LINE,
+};
+
+/* Line number of buf[start + off]. */
+static uint64_t line_at(const struct in_reader *r, size_t off)
 {
-	size_t i = *p;
-	if (i >= e)
-		return NEED_MORE;
-	if (b[i] != prefix)
-		return -1;
-	i++;
-	bool neg = false;
-	if (i < e && b[i] == '-') {
-		neg = true;
-		i++;
-	}
-	long long n = 0;
-	size_t digits = 0;
-	for (; i < e && b[i] >= '0' && b[i] <= '9'; i++, digits++) {
-		if (n > (1LL << 40))
-			return -1;
-		n = n * 10 + (b[i] - '0');
-	}
-	if (i + 1 >= e)
-		return NEED_MORE;
-	if (digits == 0 || b[i] != '\r' || b[i + 1] != '\n')
-		return -1;
-	*v = neg ? -n : n;
-	*p = i + 2;
-	return 1;
+	return r->line + count_lines(r->buf + r->start, off);
 }
 
-static int resp_parse(struct in_reader *r, struct in_row *row, char *err, size_t errlen)
+/* Reports that the command at buf[start] does not start with an array header
+ * '*<count>' (1..IN_RESP_MAX_ARGS), quoting the line.  Returns -EBADMSG, or
+ * NEED_MORE until the buffer holds the line's end or more of it than is
+ * quoted, so the message is the same however the reads cut the input. */
+static int resp_bad_header(struct in_reader *r, char *err, size_t errlen)
+{
+	const uint8_t *line = r->buf + r->start;
+	size_t avail = r->end - r->start;
+	const uint8_t *nl = memchr(line, '\n', avail);
+	if (nl == NULL && !r->eof && avail <= SHOW_MAX)
+		return NEED_MORE;
+	char shown[100];
+	show_bytes(shown, sizeof(shown), line, nl ? (size_t)(nl - line) : avail);
+	snprintf(err, errlen,
+	         "line %llu (byte %llu): expected a RESP array header '*<count>' with"
+	         " 1..%d elements, found '%s' (inline commands are not accepted; a RESP"
+	         " stream cannot be resynchronised after this)",
+	         (unsigned long long)r->line, (unsigned long long)(r->base + r->start),
+	         IN_RESP_MAX_ARGS, shown);
+	return -EBADMSG;
+}
+
+/* Reports a bad header of argument `arg` (0-based) at buf[start + at].
+ * Returns -EBADMSG. */
+static int resp_bad_bulk_header(struct in_reader *r, size_t at, size_t arg, char *err,
+                                size_t errlen)
+{
+	snprintf(err, errlen,
+	         "line %llu (byte %llu): argument %zu of the command: expected a bulk"
+	         " string header '$<length>' (0..%u) (a RESP stream cannot be"
+	         " resynchronised after this)",
+	         (unsigned long long)line_at(r, at), (unsigned long long)(r->base + r->start + at),
+	         arg + 1, IN_RESP_MAX_BULK);
+	return -EBADMSG;
+}
+
+/* Finds the header line the parser refused in the command at cmd[0, n) by
+ * replaying the command into a second parser as a slow network would deliver
+ * it (a byte at a time, a bulk's data at once), counting the bulks it
+ * completes, until it fails.  Returns how many bulks precede the refused
+ * header, whose offset is then in *at; -1 when the array header itself was
+ * refused.  Runs only to word an error. */
+static long resp_refused_line(const uint8_t *cmd, size_t n, size_t *at)
+{
+	const uint8_t *cr = memchr(cmd, '\r', n);
+	size_t len = cr ? (size_t)(cr - cmd) + 2 : SIZE_MAX; /* the array header */
+	long bulks = -1;
+	bool in_bulk = false;
+	struct resp_parser p;
+	resp_parser_init(&p, &in_resp_limits);
+	*at = 0;
+	while (len <= n) {
+		size_t used;
+		struct resp_command out;
+		if (resp_parse(&p, cmd, len, &used, &out) != RESP_PARSE_MORE)
+			break;
+		size_t want = resp_parse_wanted(&p);
+		if (want > 0) { /* inside a bulk's data */
+			in_bulk = true;
+			len += want;
+			continue;
+		}
+		if (bulks < 0 || in_bulk) { /* a header starts here */
+			bulks++;
+			*at = len;
+			in_bulk = false;
+		}
+		len++;
+	}
+	resp_parser_free(&p);
+	return bulks;
+}
+
+/* Checks the line ends the parser skipped unread in the command it framed at
+ * buf[start, start + n): the array header, each bulk header and each bulk's
+ * data must end in CRLF.  Returns 0, or what resp_bad_header returns, or
+ * -EBADMSG with the reason in err. */
+static int resp_check_crlf(struct in_reader *r, const struct resp_command *c, size_t n, char *err,
+                           size_t errlen)
+{
+	const uint8_t *cmd = r->buf + r->start;
+	size_t at = (size_t)((const uint8_t *)memchr(cmd, '\r', n) - cmd) + 2;
+	if (cmd[at - 1] != '\n')
+		return resp_bad_header(r, err, errlen);
+	for (size_t i = 0; i < c->argc; i++) {
+		size_t off = (size_t)(c->argv[i] - cmd), len = c->argv_len[i];
+		if (cmd[off - 1] != '\n')
+			return resp_bad_bulk_header(r, at, i, err, errlen);
+		if (cmd[off + len] != '\r' || cmd[off + len + 1] != '\n') {
+			snprintf(err, errlen,
+			         "line %llu (byte %llu): argument %zu is not followed by CRLF after"
+			         " its %zu bytes (a RESP stream cannot be resynchronised after"
+			         " this)",
+			         (unsigned long long)line_at(r, off),
+			         (unsigned long long)(r->base + r->start + off + len), i + 1, len);
+			return -EBADMSG;
+		}
+		at = off + len + 2;
+	}
+	return 0;
+}
+
+static int resp_parse_row(struct in_reader *r, struct in_row *row, char *err, size_t errlen)
 {
 	const uint8_t *b = r->buf;
 	size_t p = r->start, e = r->end;
@@ -838,88 +930,45 @@ static int resp_parse(struct in_reader *r, struct in_row *row, char *err, size_t
 	}
 	if (p == e)
 		return r->eof ? 0 : NEED_MORE;
-	long long argc;
-	int ret = resp_int_line(b, e, &p, '*', &argc);
-	if (ret == NEED_MORE)
-		goto need_more;
-	if (ret < 0 || argc < 1 || argc > IN_RESP_MAX_ARGS) {
-		char shown[100];
-		const uint8_t *nl = memchr(b + r->start, '\n', e - r->start);
-		show_bytes(shown, sizeof(shown), b + r->start,
-		           nl ? (size_t)(nl - (b + r->start)) : e - r->start);
-		snprintf(err, errlen,
-		         "line %llu (byte %llu): expected a RESP array header '*<count>' with"
-		         " 1..%d elements, found '%s' (inline commands are not accepted; a RESP"
-		         " stream cannot be resynchronised after this)",
-		         (unsigned long long)r->line, (unsigned long long)(r->base + r->start),
-		         IN_RESP_MAX_ARGS, shown);
-		return -EBADMSG;
+	if (b[p] != '*')
+		return resp_bad_header(r, err, errlen); /* an inline command */
+	size_t used, at;
+	struct resp_command cmd;
+	switch (resp_parse(&r->parser, b + p, e - p, &used, &cmd)) {
+	case RESP_PARSE_DONE:
+		break;
+	case RESP_PARSE_MORE:
+		if (!r->eof)
+			return NEED_MORE;
+		snprintf(err, errlen, "line %llu (byte %llu): the input ends inside a command",
+		         (unsigned long long)r->line, (unsigned long long)(r->base + r->start));
+		consume(r, e);
+		return -EINVAL;
+	case RESP_PARSE_EMPTY: /* "*0", "*-1" */
+		return resp_bad_header(r, err, errlen);
+	case RESP_PARSE_ERROR: {
+		long arg = resp_refused_line(b + p, e - p, &at);
+		return arg < 0 ? resp_bad_header(r, err, errlen)
+		               : resp_bad_bulk_header(r, at, (size_t)arg, err, errlen);
 	}
-	if ((size_t)argc > r->cap_args) {
-		size_t cap = (size_t)argc < 16 ? 16 : (size_t)argc;
-		const uint8_t **av = realloc(r->argv, cap * sizeof(*av));
-		if (av == NULL)
-			return -ENOMEM;
-		r->argv = av;
-		size_t *al = realloc(r->argl, cap * sizeof(*al));
-		if (al == NULL)
-			return -ENOMEM;
-		r->argl = al;
-		r->cap_args = cap;
 	}
-	for (long long i = 0; i < argc; i++) {
-		long long len;
-		size_t at = p;
-		ret = resp_int_line(b, e, &p, '$', &len);
-		if (ret == NEED_MORE)
-			goto need_more;
-		if (ret < 0 || len < 0 || len > IN_RESP_MAX_BULK) {
-			snprintf(
-			    err, errlen,
-			    "line %llu (byte %llu): argument %lld of the command: expected a bulk"
-			    " string header '$<length>' (0..%u) (a RESP stream cannot be"
-			    " resynchronised after this)",
-			    (unsigned long long)(r->line +
-			                         count_lines(b + r->start, at - r->start)),
-			    (unsigned long long)(r->base + at), i + 1, IN_RESP_MAX_BULK);
-			return -EBADMSG;
-		}
-		if (e - p < (size_t)len + 2)
-			goto need_more;
-		if (b[p + (size_t)len] != '\r' || b[p + (size_t)len + 1] != '\n') {
-			snprintf(
-			    err, errlen,
-			    "line %llu (byte %llu): argument %lld is not followed by CRLF after its"
-			    " %lld bytes (a RESP stream cannot be resynchronised after this)",
-			    (unsigned long long)(r->line + count_lines(b + r->start, p - r->start)),
-			    (unsigned long long)(r->base + p + (size_t)len), i + 1, len);
-			return -EBADMSG;
-		}
-		r->argv[i] = b + p;
-		r->argl[i] = (size_t)len;
-		p += (size_t)len + 2;
-	}
+	int ret = resp_check_crlf(r, &cmd, used, err, errlen);
+	if (ret != 0)
+		return ret;
 	row->line = r->line;
 	row->offset = r->base + r->start;
-	row->argc = (size_t)argc;
-	row->argv = r->argv;
-	row->argl = r->argl;
+	row->argc = cmd.argc;
+	row->argv = cmd.argv;
+	row->argl = cmd.argv_len;
 	row->raw = b + r->start;
-	row->raw_len = p - r->start;
-	row->key = argc > 1 ? r->argv[1] : NULL;
-	row->key_len = argc > 1 ? r->argl[1] : 0;
+	row->raw_len = used;
+	row->key = cmd.argc > 1 ? cmd.argv[1] : NULL;
+	row->key_len = cmd.argc > 1 ? cmd.argv_len[1] : 0;
 	row->value = NULL;
 	row->value_len = 0;
 	row->ttl_s = 0;
-	consume(r, p);
+	consume(r, p + used);
 	return 1;
-need_more:
-	if (!r->eof)
-		return NEED_MORE;
-	snprintf(err, errlen, "line %llu (byte %llu): the input ends inside a command",
-	         (unsigned long long)r->line, (unsigned long long)(r->base + r->start));
-	consume(r, e);
-	return -EINVAL;
 }
 
 /* ---- reader ------------------------------------------------------------ */
@@ -938,6 +987,7 @@ int in_open(struct in_reader **out, int fd, const struct in_options *opt)
 	r->col_key = 0;
 	r->col_value = 1;
 	r->col_ttl = 2;
+	resp_parser_init(&r->parser, &in_resp_limits);
 	*out = r;
 	return 0;
 }
@@ -958,7 +1008,7 @@ int in_next(struct in_reader *r, struct in_row *row, char *err, size_t errlen)
 			ret = jsonl_parse(r, row, err, errlen);
 			break;
 		default:
-			ret = resp_parse(r, row, err, errlen);
+			ret = resp_parse_row(r, row, err, errlen);
 			break;
 		}
 		if (ret == NEED_MORE + 1)
@@ -989,8 +1039,7 @@ void in_close(struct in_reader *r)
 		return;
 	free(r->buf);
 	free(r->fields);
-	free(r->argv);
-	free(r->argl);
+	resp_parser_free(&r->parser);
 	free(r);
 }
 

@@ -14,7 +14,9 @@
  *          "value_b64" (base64), optional "ttl" (integer seconds, or null);
  *          "key_b64" may replace "key".
  *   resp   a stream of RESP arrays of bulk strings (what redis-cli --pipe
- *          sends); each array is one command.
+ *          sends); each array is one command, framed by the server's parser
+ *          (net/resp.h) with the limits below.  Inline commands are refused
+ *          and every line must end in CRLF.
  *
  * Blank lines are skipped in csv, tsv and jsonl.  A ttl is a whole number of
  * seconds, 1 .. IN_TTL_MAX.
@@ -32,6 +34,7 @@
 #define IN_TTL_MAX       3153600000LL /* 100 years, seconds */
 #define IN_RESP_MAX_ARGS 1048576      /* Redis's max-multibulk-len default */
 #define IN_RESP_MAX_BULK (512u << 20) /* Redis's proto-max-bulk-len default */
+#define IN_RESP_MAX_LINE (64u << 10)  /* a header line; Redis's inline limit */
 
 enum in_format {
 	IN_CSV,
