@@ -80,6 +80,7 @@ struct cmd_ctx {
 	unsigned shard;            /* CMD_KEYED: argv[1]'s shard */
 	struct store *st;          /* CMD_KEYED: that shard's store (use on its proactor) */
 	struct store_req sr;       /* CMD_KEYED: the request to it */
+	unsigned db;               /* the connection's selected database */
 	cmd_fn run;                /* cmd_run_on_shard: the handler to run there */
 	const char *err;           /* an error reply decided inside a store update
 	                              (cmd_update_refuse), or NULL */
@@ -131,6 +132,22 @@ struct cmd_ctx {
 		struct {
 			unsigned sections; /* INFO_* bits (cmd_server.c) */
 		} info;
+		struct {
+			int64_t count;   /* the COUNT argument (negative: repeats allowed) */
+			bool withvalues; /* HRANDFIELD WITHVALUES */
+		} random;                /* HRANDFIELD SRANDMEMBER SPOP */
+		struct {
+			uint8_t type;           /* FMT_TYPE_HASH or FMT_TYPE_SET */
+			uint64_t cursor;        /* where the walk resumes (0: the start) */
+			size_t count;           /* COUNT */
+			const uint8_t *pattern; /* MATCH, or NULL */
+			size_t pattern_len;
+		} cscan;                        /* HSCAN SSCAN */
+		struct {
+			unsigned step;      /* cmd_set.c's steps across shards, 1..4 */
+			bool dst_wrongtype; /* the destination holds another type */
+			int result;         /* the member left the source: 1 */
+		} smove;
 	} u;
 	struct cmd_ctx *next_free; /* the origin's free list */
 };
@@ -146,6 +163,7 @@ extern const char cmd_err_noauth[];    /* NOAUTH Authentication required. */
 extern const char cmd_err_wrongpass[]; /* WRONGPASS invalid username-password pair ... */
 extern const char cmd_err_bad_name[];  /* ERR Client names cannot contain spaces, ... */
 extern const char cmd_err_oom[];       /* ERR out of memory ... */
+extern const char cmd_err_wrongtype[]; /* WRONGTYPE Operation against a key holding ... */
 
 /* ---- set-up ----------------------------------------------------------- */
 
@@ -358,9 +376,88 @@ bool cmd_parse_ld(const uint8_t *s, size_t len, long double *out);
  * point removed).  Returns the length written into buf (size >= 5200), 0 if
  * it does not fit. */
 size_t cmd_format_ld(char *buf, size_t size, long double v);
+#define CMD_LD_BUF 5200 /* cmd_format_ld's buffer size */
 
 /* Redis's glob matching (stringmatchlen): * ? [abc] [^a-z] and \ escapes. */
 bool cmd_glob_match(const uint8_t *pat, size_t plen, const uint8_t *s, size_t slen, bool nocase);
+
+/* ---- collections (cmd_coll.c) ---------------------------------------- */
+
+/* Runs the command as one store call (store.h, STORE_CALL) of `fn` on its
+ * key's shard: fn writes the reply; the request finishes when what it changed
+ * is durable (cmd_store_ok_or_fail then cmd_done). */
+void cmd_call(struct cmd_ctx *x, store_call_fn fn);
+
+/* Inside a call: drops what the call changed and makes `msg` the reply. */
+void cmd_call_refuse(struct cmd_ctx *x, struct store_txn *t, const char *msg);
+
+/* Inside a call: 1 if key k exists with `type`, 0 if it does not exist, -1
+ * after refusing with WRONGTYPE.  cmd_coll_type_or_refuse: key 0. */
+int cmd_key_type_or_refuse(struct cmd_ctx *x, struct store_txn *t, size_t k, uint8_t type);
+int cmd_coll_type_or_refuse(struct cmd_ctx *x, struct store_txn *t, uint8_t type);
+
+/* Checks that argv[first], argv[first + step], ... (only argv[first] when
+ * step is 0) fit as elements (FMT_ELEM_MAX).  Returns 0, or -1 after
+ * replying. */
+int cmd_elems_fit_or_fail(struct cmd_ctx *x, size_t first, size_t step);
+
+/* Elements (with values) held in memory, in the order added; with `indexed`
+ * each is kept once and cmd_elems_has answers in O(1). */
+struct cmd_elem;
+struct cmd_elems {
+	struct cmd_elem *items;
+	size_t n, cap_items;
+	uint8_t *arena;
+	size_t arena_len, arena_cap;
+	size_t *slots; /* indexed: item index + 1, 0 = empty */
+	size_t cap_slots;
+	bool indexed;
+};
+void cmd_elems_init(struct cmd_elems *l, bool indexed);
+void cmd_elems_free(struct cmd_elems *l);
+/* Adds a copy: 1, 0 (indexed and there already) or -ENOMEM. */
+int cmd_elems_add(struct cmd_elems *l, const uint8_t *p, size_t len, const uint8_t *v,
+                  size_t vlen);
+bool cmd_elems_has(const struct cmd_elems *l, const uint8_t *p, size_t len);
+/* Element i (and its value when v is not NULL). */
+const uint8_t *cmd_elems_at(const struct cmd_elems *l, size_t i, size_t *len, const uint8_t **v,
+                            size_t *vlen);
+/* Inside a call: adds every element of key k.  Returns 0, or -1 when the
+ * call failed (it is then aborted). */
+int cmd_elems_read(struct store_txn *t, size_t k, struct cmd_elems *l);
+/* Replies the elements: a map of element -> value, or a set, or an array. */
+void cmd_elems_reply(struct cmd_ctx *x, const struct cmd_elems *l, bool values, bool as_set);
+
+/* Random picks (HRANDFIELD SRANDMEMBER SPOP), inside a call on key 0. */
+#define CMD_RANDOM_REPLY_MAX (1u << 20) /* elements a negative count may ask for */
+uint64_t cmd_random(void);
+int cmd_random_count_or_fail(struct cmd_ctx *x, size_t i); /* -> x->u.random.count */
+int cmd_random_one(struct store_txn *t, struct cmd_elems *out); /* 0 or -1; out init'd */
+int cmd_random_pick(struct store_txn *t, uint64_t size, uint64_t count, bool uniq,
+                    struct cmd_elems *out);
+/* Replies `l` random elements (Redis's count semantics) of key 0. */
+void cmd_random_elems(struct cmd_ctx *x, struct store_txn *t, int exists, int64_t l,
+                      bool withvalues);
+
+/* HSCAN SSCAN of `type`. */
+void cmd_coll_scan(struct cmd_ctx *x, uint8_t type);
+
+/* SCAN's cursor argv[i] (Redis's parseScanCursorOrReply).  Returns 0, or -1
+ * after replying "ERR invalid cursor". */
+int cmd_scan_cursor_or_fail(struct cmd_ctx *x, size_t i, uint64_t *out);
+
+/* SCAN's options from argv[first]: MATCH (a NULL pattern for "*"), COUNT,
+ * and TYPE when type_name is not NULL.  Returns NULL, or the error to reply. */
+const char *cmd_scan_options(struct cmd_ctx *x, size_t first, bool allow_type,
+                             const uint8_t **pattern, size_t *pattern_len, size_t *count,
+                             const uint8_t **type_name);
+
+/* Redis's string2ll: argv-style bytes that are exactly an int64's canonical
+ * decimal form. */
+bool cmd_canonical_int(const uint8_t *p, size_t len, int64_t *out);
+
+/* Submits x->sr as prepared, to x->st (a cmd_fn for cmd_run_on_shard). */
+void cmd_submit_prepared(struct cmd_ctx *x);
 
 /* ---- the handlers (cmd_conn.c, cmd_string.c, cmd_keys.c, cmd_server.c) -- */
 
@@ -430,7 +527,46 @@ void cmd_scan(struct cmd_ctx *x);
 void cmd_keys(struct cmd_ctx *x);
 void cmd_dbsize(struct cmd_ctx *x);
 void cmd_flushall(struct cmd_ctx *x);
+void cmd_flushdb(struct cmd_ctx *x);
+void cmd_swapdb(struct cmd_ctx *x);
 void cmd_randomkey(struct cmd_ctx *x);
+void cmd_object(struct cmd_ctx *x);
+
+void cmd_hset(struct cmd_ctx *x);
+void cmd_hmset(struct cmd_ctx *x);
+void cmd_hsetnx(struct cmd_ctx *x);
+void cmd_hget(struct cmd_ctx *x);
+void cmd_hmget(struct cmd_ctx *x);
+void cmd_hdel(struct cmd_ctx *x);
+void cmd_hlen(struct cmd_ctx *x);
+void cmd_hstrlen(struct cmd_ctx *x);
+void cmd_hexists(struct cmd_ctx *x);
+void cmd_hkeys(struct cmd_ctx *x);
+void cmd_hvals(struct cmd_ctx *x);
+void cmd_hgetall(struct cmd_ctx *x);
+void cmd_hincrby(struct cmd_ctx *x);
+void cmd_hincrbyfloat(struct cmd_ctx *x);
+void cmd_hrandfield(struct cmd_ctx *x);
+void cmd_hscan(struct cmd_ctx *x);
+
+void cmd_sadd(struct cmd_ctx *x);
+void cmd_srem(struct cmd_ctx *x);
+void cmd_scard(struct cmd_ctx *x);
+void cmd_sismember(struct cmd_ctx *x);
+void cmd_smismember(struct cmd_ctx *x);
+void cmd_smembers(struct cmd_ctx *x);
+void cmd_srandmember(struct cmd_ctx *x);
+void cmd_spop(struct cmd_ctx *x);
+void cmd_smove(struct cmd_ctx *x);
+void cmd_smove_across(struct cmd_ctx *x);
+void cmd_sinter(struct cmd_ctx *x);
+void cmd_sintercard(struct cmd_ctx *x);
+void cmd_sinterstore(struct cmd_ctx *x);
+void cmd_sunion(struct cmd_ctx *x);
+void cmd_sunionstore(struct cmd_ctx *x);
+void cmd_sdiff(struct cmd_ctx *x);
+void cmd_sdiffstore(struct cmd_ctx *x);
+void cmd_sscan(struct cmd_ctx *x);
 
 void cmd_info(struct cmd_ctx *x);
 void cmd_config_cmd(struct cmd_ctx *x);
