@@ -196,13 +196,6 @@ static struct segment *find_segment(struct log *log, uint64_t id)
 	return lo < log->n_segs && log->segs[lo]->id == id ? log->segs[lo] : NULL;
 }
 
-#define SEGMENT_NAME "%016" PRIx64 ".seg" /* a segment's file name, from its id */
-
-static void segment_path(const struct log *log, uint64_t id, char *buf, size_t len)
-{
-	snprintf(buf, len, "%s/" SEGMENT_NAME, log->dir, id);
-}
-
 static void recount_bytes(struct log *log)
 {
 	log->stats.segments = log->n_segs;
@@ -578,7 +571,7 @@ static int spare_take(struct log *log, uint64_t id, bool *written)
 	if (sp->ready_fd < 0)
 		return -ENOENT;
 	char name[32];
-	snprintf(name, sizeof(name), SEGMENT_NAME, id);
+	fmt_segment_name(name, sizeof(name), NULL, id, "");
 	if (renameat2(log->dir_fd, LOG_SPARE_READY, log->dir_fd, name, RENAME_NOREPLACE) != 0) {
 		int err = -errno;
 		spare_warn(log, "rename to the segment's name", err);
@@ -605,7 +598,7 @@ static bool spare_recycle(struct log *log, struct segment *seg)
 	    (uint64_t)st.st_size != log->cfg.segment_size)
 		return false;
 	char name[32];
-	snprintf(name, sizeof(name), SEGMENT_NAME, seg->id);
+	fmt_segment_name(name, sizeof(name), NULL, seg->id, "");
 	/* Not fsynced, as an unlink is not: a segment that reappears after a
 	 * crash is one GC had already emptied. */
 	if (renameat(log->dir_fd, name, log->dir_fd, LOG_SPARE_READY) != 0)
@@ -653,8 +646,8 @@ static int segment_create(struct log *log)
 {
 	struct segment *prev = last_segment(log);
 	uint64_t id = prev ? prev->id + 1 : 1;
-	char path[4200];
-	segment_path(log, id, path, sizeof(path));
+	char path[FS_PATH_MAX];
+	fmt_segment_name(path, sizeof(path), log->dir, id, "");
 	if (log->n_segs == log->cap_segs) {
 		size_t cap = log->cap_segs ? log->cap_segs * 2 : 16;
 		struct segment **s = realloc(log->segs, cap * sizeof(*s));
@@ -1310,9 +1303,9 @@ static void segment_forget(struct log *log, size_t i)
 /* Removes segment i (and its file) from the log. */
 static int segment_remove(struct log *log, size_t i)
 {
-	char path[4200];
+	char path[FS_PATH_MAX];
 	struct segment *seg = log->segs[i];
-	segment_path(log, seg->id, path, sizeof(path));
+	fmt_segment_name(path, sizeof(path), log->dir, seg->id, "");
 	if (unlink(path) != 0 && errno != ENOENT)
 		return -errno;
 	close(seg->fd);
@@ -1381,8 +1374,8 @@ static int load_segments(struct log *log, char *err, size_t errlen)
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
-		char path[4200];
-		segment_path(log, ids[i], path, sizeof(path));
+		char path[FS_PATH_MAX];
+		fmt_segment_name(path, sizeof(path), log->dir, ids[i], "");
 		int fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
 		if (fd < 0) {
 			ret = -errno;
@@ -1522,7 +1515,7 @@ out:
  * FMT_BLOCK), found by an aligned write and a 512-byte read of a probe file. */
 static int check_direct_io(struct log *log, char *err, size_t errlen)
 {
-	char path[4200];
+	char path[FS_PATH_MAX];
 	snprintf(path, sizeof(path), "%s/.direct-io-probe", log->dir);
 	int fd = open(path, O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0644);
 	if (fd < 0 && errno == EINVAL) {

@@ -47,6 +47,7 @@
 #include "service/runtime/clock.h"
 #include "service/runtime/logging.h"
 #include "storage/fsutil.h"
+#include "storage/layout.h"
 
 #define STORE_READ_RETRIES 3         /* re-reads of the index when GC moved a value */
 #define APPLY_KEY_BYTES 512          /* memory of a key waiting for the index (kentry and
@@ -1976,25 +1977,6 @@ static void gc_tick(struct px *px, struct px_timer *t)
 	gc_next(container_of(t, struct store, gc_timer));
 }
 
-/* ---- open, recovery, close --------------------------------------------- */
-
-/* Takes DIR/shard-NNN/LOCK (flock, held until close) and writes our pid in
- * it, so a second process is refused with the holder's pid. */
-static int lock_shard(struct store *st, char *err, size_t errlen)
-{
-	char path[4200], holder[32];
-	snprintf(path, sizeof(path), "%s/LOCK", st->dir);
-	int ret = fs_lock_file(path, &st->lock_fd, holder, sizeof(holder));
-	if (ret == -EBUSY)
-		snprintf(err, errlen,
-			 "%s is in use by another process (pid %s): stop it first, or point"
-			 " storage.dir elsewhere",
-			 st->dir, holder[0] ? holder : "unknown");
-	else if (ret < 0)
-		snprintf(err, errlen, "cannot lock %s: %s", path, strerror(-ret));
-	return ret;
-}
-
 /* ---- recovery ---------------------------------------------------------- */
 
 #define REPLAY_BATCH 65536    /* replayed records written to the index at a time */
@@ -2227,10 +2209,11 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 		snprintf(err, errlen, "cannot create %s: %s", st->dir, strerror(errno));
 		goto fail;
 	}
-	ret = lock_shard(st, err, errlen);
+	ret = layout_lock_shard(st->dir, &st->lock_fd, "stop it first, or point storage.dir elsewhere",
+	                        err, errlen);
 	if (ret < 0)
 		goto fail;
-	char path[4200];
+	char path[FS_PATH_MAX];
 	snprintf(path, sizeof(path), "%s/index", st->dir);
 	ret = idx_open(&st->idx, cfg->shared, path, err, errlen);
 	if (ret < 0)
