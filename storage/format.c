@@ -3,6 +3,8 @@
  * byte order. */
 #include "format.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "crc32c.h"
@@ -329,4 +331,10 @@ bool fmt_decode_dbmap(const uint8_t *src, size_t len, uint32_t *ids, uint32_t ca
 	*n = count;
 	*next_id = next;
 	return true;
+void fmt_segment_name(char *buf, size_t len, const char *dir, uint64_t id, const char *suffix)
+{
+	if (dir != NULL)
+		snprintf(buf, len, "%s/%016" PRIx64 ".seg%s", dir, id, suffix);
+	else
+		snprintf(buf, len, "%016" PRIx64 ".seg%s", id, suffix);
 }
