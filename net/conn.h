@@ -75,9 +75,9 @@ struct net_config {
 	bool auth_required;               /* requirepass is set: new clients start with
 	                                     authenticated = false */
 	conn_handler_fn handler;          /* runs every command */
-	void (*prefetch)(const uint8_t *const *keys, const size_t *lens,
+	void (*prefetch)(struct conn *c, const uint8_t *const *keys, const size_t *lens,
 	                 size_t n);       /* optional: the first arguments of the next
-	                                     commands of a pipeline, before the handler
+	                                     commands of c's pipeline, before the handler
 	                                     runs them (a hint; at most NET_PREFETCH) */
 	void (*on_open)(struct conn *c);  /* optional: a client was accepted (before its first
 	                                     command) */
@@ -118,6 +118,7 @@ struct conn {
 	/* daemon */
 	uint8_t proto;      /* 2 or 3 (HELLO) */
 	bool authenticated; /* AUTH done, or no requirepass */
+	unsigned db;        /* the selected database (SELECT), 0 at first */
 	char *name;         /* CLIENT SETNAME, malloc'd; NULL = none; net frees it
 	                       with the connection (after on_close) */
 	void *daemon;       /* the daemon's per-client state */

@@ -172,13 +172,13 @@ static size_t peek_keys(const uint8_t *buf, size_t len, const uint8_t **keys, si
 /* Runs the hint for the commands ahead of buf[off] once the parser has passed
  * the ones it was last given; returns the offset the next look-ahead is due
  * at. */
-static size_t conn_prefetch(struct net_px *np, const uint8_t *buf, size_t len, size_t off)
+static size_t conn_prefetch(struct conn *c, const uint8_t *buf, size_t len, size_t off)
 {
 	const uint8_t *keys[NET_PREFETCH];
 	size_t lens[NET_PREFETCH], span;
 	size_t n = peek_keys(buf + off, len - off, keys, lens, &span);
 	if (n > 1) /* a lone command runs at once: nothing to overlap */
-		np->cfg.prefetch(keys, lens, n);
+		c->priv->np->cfg.prefetch(c, keys, lens, n);
 	return n > 0 ? off + span : len;
 }
 
@@ -191,7 +191,7 @@ static size_t conn_parse(struct conn *c, const uint8_t *buf, size_t len)
 		struct resp_command cmd;
 		size_t used;
 		if (off >= hinted)
-			hinted = conn_prefetch(pv->np, buf, len, off);
+			hinted = conn_prefetch(c, buf, len, off);
 		pv->parser.unauthenticated = !c->authenticated; /* AUTH may have just run */
 		enum resp_parse_status st =
 		    resp_parse(&pv->parser, buf + off, len - off, &used, &cmd);

@@ -28,7 +28,7 @@ const char cmd_err_oom[] = "ERR out of memory running the command; retry, or low
                            " storage.cache_size if the server is short of memory";
 
 #define FREE_CTX_MAX 1024 /* contexts a proactor keeps for reuse */
-#define LOOKUP_SLOTS 256  /* open-addressing table of command names; > 2 x commands */
+#define LOOKUP_SLOTS 512  /* open-addressing table of command names; > 2 x commands */
 #define NAME_MAX_LEN 32   /* longer names are unknown commands */
 
 /* ---- the table --------------------------------------------------------- */
@@ -50,7 +50,7 @@ const struct cmd_def cmd_table[] = {
     {"auth", cmd_auth, -2, CMD_FAST | CMD_NOAUTH | CMD_STALE | CMD_LOADING, NOKEY, "connection",
      "1.0.0", "Authenticate to the server", NULL, NULL},
     {"select", cmd_select, 2, CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "connection", "1.0.0",
-     "Change the selected database (only 0 exists)", NULL, NULL},
+     "Change the selected database for the current connection", NULL, NULL},
     {"client", cmd_client, -2, CMD_STALE | CMD_LOADING, NOKEY, "connection", "2.4.0",
      "A container for client connection commands", cmd_client_subcommands, NULL},
     {"command", cmd_command, -1, CMD_STALE | CMD_LOADING, NOKEY, "server", "2.8.13",
@@ -134,12 +134,88 @@ const struct cmd_def cmd_table[] = {
      "Find all keys matching the given pattern", NULL, NULL},
     {"dbsize", cmd_dbsize, 1, CMD_READONLY | CMD_FAST, NOKEY, "server", "1.0.0",
      "Return the number of keys in the selected database", NULL, NULL},
-    {"flushdb", cmd_flushall, -1, CMD_WRITE, NOKEY, "server", "1.0.0",
+    {"flushdb", cmd_flushdb, -1, CMD_WRITE, NOKEY, "server", "1.0.0",
      "Remove all keys from the current database", NULL, NULL},
     {"flushall", cmd_flushall, -1, CMD_WRITE, NOKEY, "server", "1.0.0",
      "Remove all keys from all databases", NULL, NULL},
+    {"swapdb", cmd_swapdb, 3, CMD_WRITE | CMD_FAST, NOKEY, "server", "4.0.0",
+     "Swaps two Redis databases", NULL, NULL},
     {"randomkey", cmd_randomkey, 1, CMD_READONLY, NOKEY, "generic", "1.0.0",
      "Return a random key from the keyspace", NULL, NULL},
+    {"object", cmd_object, -2, CMD_READONLY, NOKEY, "generic", "2.2.3",
+     "A container for object introspection commands", cmd_object_subcommands, NULL},
+
+    /* hashes */
+    {"hset", cmd_hset, -4, CMD_WRITE | CMD_DENYOOM | CMD_FAST | CMD_KEYED, KEY1, "hash", "2.0.0",
+     "Set the string value of a hash field", NULL, NULL},
+    {"hsetnx", cmd_hsetnx, 4, CMD_WRITE | CMD_DENYOOM | CMD_FAST | CMD_KEYED, KEY1, "hash",
+     "2.0.0", "Set the value of a hash field, only if the field does not exist", NULL, NULL},
+    {"hmset", cmd_hmset, -4, CMD_WRITE | CMD_DENYOOM | CMD_FAST | CMD_KEYED, KEY1, "hash",
+     "2.0.0", "Set multiple hash fields to multiple values", NULL, NULL},
+    {"hget", cmd_hget, 3, CMD_READONLY | CMD_FAST | CMD_KEYED, KEY1, "hash", "2.0.0",
+     "Get the value of a hash field", NULL, NULL},
+    {"hmget", cmd_hmget, -3, CMD_READONLY | CMD_FAST | CMD_KEYED, KEY1, "hash", "2.0.0",
+     "Get the values of all the given hash fields", NULL, NULL},
+    {"hdel", cmd_hdel, -3, CMD_WRITE | CMD_FAST | CMD_KEYED, KEY1, "hash", "2.0.0",
+     "Delete one or more hash fields", NULL, NULL},
+    {"hlen", cmd_hlen, 2, CMD_READONLY | CMD_FAST | CMD_KEYED, KEY1, "hash", "2.0.0",
+     "Get the number of fields in a hash", NULL, NULL},
+    {"hstrlen", cmd_hstrlen, 3, CMD_READONLY | CMD_FAST | CMD_KEYED, KEY1, "hash", "3.2.0",
+     "Get the length of the value of a hash field", NULL, NULL},
+    {"hexists", cmd_hexists, 3, CMD_READONLY | CMD_FAST | CMD_KEYED, KEY1, "hash", "2.0.0",
+     "Determine if a hash field exists", NULL, NULL},
+    {"hkeys", cmd_hkeys, 2, CMD_READONLY | CMD_KEYED, KEY1, "hash", "2.0.0",
+     "Get all the fields in a hash", NULL, NULL},
+    {"hvals", cmd_hvals, 2, CMD_READONLY | CMD_KEYED, KEY1, "hash", "2.0.0",
+     "Get all the values in a hash", NULL, NULL},
+    {"hgetall", cmd_hgetall, 2, CMD_READONLY | CMD_KEYED, KEY1, "hash", "2.0.0",
+     "Get all the fields and values in a hash", NULL, NULL},
+    {"hincrby", cmd_hincrby, 4, CMD_WRITE | CMD_DENYOOM | CMD_FAST | CMD_KEYED, KEY1, "hash",
+     "2.0.0", "Increment the integer value of a hash field by the given number", NULL, NULL},
+    {"hincrbyfloat", cmd_hincrbyfloat, 4, CMD_WRITE | CMD_DENYOOM | CMD_FAST | CMD_KEYED, KEY1,
+     "hash", "2.6.0", "Increment the float value of a hash field by the given amount", NULL,
+     NULL},
+    {"hrandfield", cmd_hrandfield, -2, CMD_READONLY | CMD_KEYED, KEY1, "hash", "6.2.0",
+     "Get one or multiple random fields from a hash", NULL, NULL},
+    {"hscan", cmd_hscan, -3, CMD_READONLY | CMD_KEYED, KEY1, "hash", "2.8.0",
+     "Incrementally iterate hash fields and associated values", NULL, NULL},
+
+    /* sets */
+    {"sadd", cmd_sadd, -3, CMD_WRITE | CMD_DENYOOM | CMD_FAST | CMD_KEYED, KEY1, "set", "1.0.0",
+     "Add one or more members to a set", NULL, NULL},
+    {"srem", cmd_srem, -3, CMD_WRITE | CMD_FAST | CMD_KEYED, KEY1, "set", "1.0.0",
+     "Remove one or more members from a set", NULL, NULL},
+    {"scard", cmd_scard, 2, CMD_READONLY | CMD_FAST | CMD_KEYED, KEY1, "set", "1.0.0",
+     "Get the number of members in a set", NULL, NULL},
+    {"sismember", cmd_sismember, 3, CMD_READONLY | CMD_FAST | CMD_KEYED, KEY1, "set", "1.0.0",
+     "Determine if a given value is a member of a set", NULL, NULL},
+    {"smismember", cmd_smismember, -3, CMD_READONLY | CMD_FAST | CMD_KEYED, KEY1, "set",
+     "6.2.0", "Returns the membership associated with the given elements for a set", NULL,
+     NULL},
+    {"smembers", cmd_smembers, 2, CMD_READONLY | CMD_KEYED, KEY1, "set", "1.0.0",
+     "Get all the members in a set", NULL, NULL},
+    {"srandmember", cmd_srandmember, -2, CMD_READONLY | CMD_KEYED, KEY1, "set", "1.0.0",
+     "Get one or multiple random members from a set", NULL, NULL},
+    {"spop", cmd_spop, -2, CMD_WRITE | CMD_FAST | CMD_KEYED, KEY1, "set", "1.0.0",
+     "Remove and return one or multiple random members from a set", NULL, NULL},
+    {"smove", cmd_smove, 4, CMD_WRITE | CMD_FAST, 1, 2, 1, "set", "1.0.0",
+     "Move a member from one set to another", NULL, NULL},
+    {"sinter", cmd_sinter, -2, CMD_READONLY, KEYS_ALL, "set", "1.0.0",
+     "Intersect multiple sets", NULL, NULL},
+    {"sintercard", cmd_sintercard, -3, CMD_READONLY, NOKEY, "set", "7.0.0",
+     "Intersect multiple sets and return the cardinality of the result", NULL, NULL},
+    {"sinterstore", cmd_sinterstore, -3, CMD_WRITE | CMD_DENYOOM, KEYS_ALL, "set", "1.0.0",
+     "Intersect multiple sets and store the resulting set in a key", NULL, NULL},
+    {"sunion", cmd_sunion, -2, CMD_READONLY, KEYS_ALL, "set", "1.0.0",
+     "Add multiple sets", NULL, NULL},
+    {"sunionstore", cmd_sunionstore, -3, CMD_WRITE | CMD_DENYOOM, KEYS_ALL, "set", "1.0.0",
+     "Add multiple sets and store the resulting set in a key", NULL, NULL},
+    {"sdiff", cmd_sdiff, -2, CMD_READONLY, KEYS_ALL, "set", "1.0.0",
+     "Subtract multiple sets", NULL, NULL},
+    {"sdiffstore", cmd_sdiffstore, -3, CMD_WRITE | CMD_DENYOOM, KEYS_ALL, "set", "1.0.0",
+     "Subtract multiple sets and store the resulting set in a key", NULL, NULL},
+    {"sscan", cmd_sscan, -3, CMD_READONLY | CMD_KEYED, KEY1, "set", "2.8.0",
+     "Incrementally iterate Set elements", NULL, NULL},
 
     /* server */
     {"info", cmd_info, -1, CMD_STALE | CMD_LOADING, NOKEY, "server", "1.0.0",
@@ -184,6 +260,7 @@ static struct {
 	_Atomic(const char *) requirepass;  /* the live password, "" = none */
 	struct old_password *old_passwords; /* proactor 0 only */
 	uint64_t start_ms;
+	int databases; /* server.databases, fixed at start-up */
 } cmd_state;
 
 _Atomic unsigned long cmd_shutdown_client;
@@ -193,6 +270,11 @@ _Atomic uint64_t cmd_lastsave_s;
 struct cfg *cmd_config(void)
 {
 	return cmd_state.cfg;
+}
+
+unsigned cmd_databases(void)
+{
+	return (unsigned)cmd_state.databases; /* (fixed for the server's life) */
 }
 
 const char *cmd_requirepass(void)
@@ -260,6 +342,7 @@ int cmd_init(struct pool *pool, struct cfg *cfg, char *err, size_t errlen)
 	cmd_max_string =
 	    cfg->server.max_bulk_len < FMT_VALUE_MAX ? cfg->server.max_bulk_len : FMT_VALUE_MAX;
 	cmd_state.start_ms = clock_unix_ms();
+	cmd_state.databases = cfg->server.databases;
 	atomic_store(&cmd_lastsave_s, cmd_state.start_ms / 1000);
 	return 0;
 }
@@ -417,9 +500,13 @@ void cmd_fail_store(struct cmd_ctx *x, int status)
 		break;
 	case -E2BIG:
 		cmd_failf(x,
-		          "ERR key or value too large: keys may have up to %u bytes and"
-		          " values up to %u bytes",
+		          "ERR key or value too large: keys may have up to %u bytes, values up to"
+		          " %u bytes, and what one command writes must fit one log segment"
+		          " (storage.segment_size)",
 		          FMT_KEY_MAX, FMT_VALUE_MAX);
+		break;
+	case STORE_WRONGTYPE:
+		cmd_fail(x, cmd_err_wrongtype);
 		break;
 	case -ENOMEM:
 		cmd_fail(x, cmd_err_oom);
@@ -433,7 +520,9 @@ void cmd_fail_store(struct cmd_ctx *x, int status)
 	}
 }
 
-/* -ENOENT (no such key) and -EEXIST (NX/XX refused) are answers. */
+/* -ENOENT (no such key) and -EEXIST (NX/XX refused) are answers; a key of
+ * another type (STORE_WRONGTYPE) fails a one-key command, and is an answer
+ * for a fan-out (MGET's nil: cmd_fan_ok_or_fail). */
 static bool store_failed(int status)
 {
 	return status < 0 && status != -ENOENT && status != -EEXIST;
@@ -490,10 +579,94 @@ int cmd_arg_int_or_fail(struct cmd_ctx *x, size_t i, int64_t *out)
 
 void cmd_submit(struct cmd_ctx *x, void (*done)(struct store_req *sr))
 {
+	x->sr.db = x->db;
 	x->sr.key = cmd_arg(x, 1);
 	x->sr.key_len = cmd_arg_len(x, 1);
 	x->sr.done = done;
 	store_submit(x->st, &x->sr);
+}
+
+void cmd_submit_prepared(struct cmd_ctx *x)
+{
+	store_submit(x->st, &x->sr);
+}
+
+int cmd_scan_cursor_or_fail(struct cmd_ctx *x, size_t i, uint64_t *out)
+{
+	/* Redis's parseScanCursorOrReply: strtoul, so "-1" wraps. */
+	char buf[32];
+	size_t len = cmd_arg_len(x, i);
+	if (len == 0 || len >= sizeof(buf))
+		goto invalid;
+	memcpy(buf, cmd_arg(x, i), len);
+	buf[len] = '\0';
+	char *end;
+	errno = 0;
+	unsigned long long c = strtoull(buf, &end, 10);
+	if (isspace((unsigned char)buf[0]) || *end != '\0' || errno == ERANGE)
+		goto invalid;
+	*out = c;
+	return 0;
+invalid:
+	cmd_fail(x, "ERR invalid cursor");
+	return -1;
+}
+
+const char *cmd_scan_options(struct cmd_ctx *x, size_t first, bool allow_type,
+                             const uint8_t **pattern, size_t *pattern_len, size_t *count,
+                             const uint8_t **type_name)
+{
+	int64_t n = 10;
+	*pattern = NULL;
+	*pattern_len = 0;
+	if (type_name != NULL)
+		*type_name = NULL;
+	for (size_t i = first; i < cmd_argc(x); i += 2) {
+		bool has_value = i + 1 < cmd_argc(x);
+		if (cmd_arg_is(x, i, "count") && has_value) {
+			if (!resp_parse_int64(cmd_arg(x, i + 1), cmd_arg_len(x, i + 1), &n))
+				return cmd_err_not_int;
+			if (n < 1)
+				return cmd_err_syntax;
+		} else if (cmd_arg_is(x, i, "match") && has_value) {
+			bool all = cmd_arg_len(x, i + 1) == 1 && cmd_arg(x, i + 1)[0] == '*';
+			*pattern = all ? NULL : cmd_arg(x, i + 1);
+			*pattern_len = cmd_arg_len(x, i + 1);
+		} else if (allow_type && cmd_arg_is(x, i, "type") && has_value) {
+			*type_name = cmd_arg(x, i + 1);
+		} else {
+			return cmd_err_syntax;
+		}
+	}
+	*count = (size_t)n;
+	return NULL;
+}
+
+bool cmd_canonical_int(const uint8_t *p, size_t len, int64_t *out)
+{
+	/* Redis's string2ll: no sign but '-', no leading zero (but "0"), no
+	 * "-0", digits only, within int64. */
+	if (len == 0 || len > 20)
+		return false;
+	size_t i = 0;
+	bool neg = p[0] == '-';
+	if (neg && ++i == len)
+		return false;
+	if (p[i] == '0' && (len > i + 1 || neg))
+		return false;
+	uint64_t v = 0;
+	for (; i < len; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+		uint64_t d = (uint64_t)(p[i] - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
+	if (neg ? v > (uint64_t)INT64_MAX + 1 : v > (uint64_t)INT64_MAX)
+		return false;
+	*out = neg ? (int64_t)(0 - v) : (int64_t)v;
+	return true;
 }
 
 /* ---- dispatch ---------------------------------------------------------- */
@@ -558,6 +731,7 @@ static struct cmd_ctx *ctx_start(struct conn *c, struct conn_req *req)
 	x->cmd = NULL;
 	x->sub = NULL;
 	x->origin = self->id;
+	x->db = c->db;
 	x->heap = NULL;
 	x->err = NULL;
 	memset(&x->sr, 0, offsetof(struct store_req, status));
@@ -599,7 +773,7 @@ void cmd_handle(struct conn *c, struct conn_req *req)
 		x->cmd->fn(x);
 }
 
-void cmd_prefetch(const uint8_t *const *keys, const size_t *lens, size_t n)
+void cmd_prefetch(struct conn *c, const uint8_t *const *keys, const size_t *lens, size_t n)
 {
 	unsigned self = px_current()->id;
 	const uint8_t *local[NET_PREFETCH];
@@ -614,7 +788,7 @@ void cmd_prefetch(const uint8_t *const *keys, const size_t *lens, size_t n)
 		local_len[m++] = lens[i];
 	}
 	if (m > 0)
-		store_prefetch(shard_store(shard), local, local_len, m);
+		store_prefetch(shard_store(shard), c->db, local, local_len, m);
 }
 
 void cmd_on_open(struct conn *c)
@@ -718,7 +892,7 @@ int cmd_fan_ok_or_fail(struct cmd_fan *f)
 {
 	int failure = 0;
 	for (size_t i = 0; i < f->nops && failure == 0; i++)
-		if (store_failed(f->ops[i].status))
+		if (store_failed(f->ops[i].status) && f->ops[i].status != STORE_WRONGTYPE)
 			failure = f->ops[i].status;
 	for (size_t i = f->nparts; i-- > 0 && failure == 0;)
 		failure = f->parts[i].status < 0 ? f->parts[i].status : 0;
@@ -767,6 +941,7 @@ void cmd_fan_keys(struct cmd_ctx *x, size_t first, size_t step, bool copy_values
 	for (size_t i = 0; i < nkeys; i++) {
 		struct cmd_keyop *op = &f->ops[i];
 		op->arg = first + i * step;
+		op->sr.db = x->db;
 		op->sr.key = cmd_arg(x, op->arg);
 		op->sr.key_len = cmd_arg_len(x, op->arg);
 		op->sr.arg = op;

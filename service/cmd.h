@@ -120,8 +120,12 @@ struct cmd_ctx {
 			size_t visited;         /* keys the walk visited (COUNT bounds them) */
 			const uint8_t *pattern; /* MATCH, or NULL */
 			size_t pattern_len;
+			int type;             /* TYPE: FMT_TYPE_*; -1 any, -2 none */
 			struct resp_buf keys; /* bulk strings of the keys found */
 		} scan;
+		struct {
+			unsigned a, b; /* the databases */
+		} swapdb;
 		struct {
 			uint64_t cursor;      /* within the current shard */
 			uint64_t start;       /* where the walk of this shard began */
@@ -177,7 +181,7 @@ void cmd_handle(struct conn *c, struct conn_req *req);
 
 /* net_config.prefetch: hands the keys of the coming commands that this
  * proactor's shards own to their stores' store_prefetch. */
-void cmd_prefetch(const uint8_t *const *keys, const size_t *lens, size_t n);
+void cmd_prefetch(struct conn *c, const uint8_t *const *keys, const size_t *lens, size_t n);
 
 /* net_config.on_open: a new client must AUTH if requirepass is set now (it
  * may have changed since start-up: CONFIG SET). */
@@ -464,6 +468,13 @@ void cmd_submit_prepared(struct cmd_ctx *x);
 extern const struct cmd_def cmd_client_subcommands[];
 extern const struct cmd_def cmd_config_subcommands[];
 extern const struct cmd_def cmd_command_subcommands[];
+extern const struct cmd_def cmd_object_subcommands[];
+
+/* TYPE's name of a value type ("string", "hash", "set"). */
+const char *cmd_type_name(uint8_t type);
+
+/* server.databases (SELECT, SWAPDB, MOVE check against it). */
+unsigned cmd_databases(void);
 
 /* The table itself, for COMMAND (ends with a NULL name). */
 extern const struct cmd_def cmd_table[];

@@ -182,10 +182,15 @@ void cmd_select(struct cmd_ctx *x)
 	int64_t db;
 	if (cmd_arg_int_or_fail(x, 1, &db) < 0)
 		return;
-	if (db != 0) {
+	if (db < INT32_MIN || db > INT32_MAX) { /* Redis reads an int */
+		cmd_fail(x, cmd_err_not_int);
+		return;
+	}
+	if (db < 0 || db >= (int64_t)cmd_databases()) {
 		cmd_fail(x, "ERR DB index is out of range");
 		return;
 	}
+	x->conn->db = (unsigned)db;
 	resp_add_simple(x->reply, "OK");
 	cmd_done(x);
 }
@@ -197,6 +202,7 @@ void cmd_reset(struct cmd_ctx *x)
 	c->proto = 2;
 	x->reply->proto = 2;
 	c->authenticated = cmd_requirepass()[0] == '\0';
+	c->db = 0;
 	resp_add_simple(x->reply, "RESET");
 	cmd_done(x);
 }
@@ -213,14 +219,14 @@ static void client_line(struct resp_buf *out, struct conn *c)
 	conn_local_string(c, laddr, sizeof(laddr));
 	int n = snprintf(
 	    line, sizeof(line),
-	    "id=%llu addr=%s laddr=%s fd=%d name=%s age=%llu idle=%llu flags=N db=0"
+	    "id=%llu addr=%s laddr=%s fd=%d name=%s age=%llu idle=%llu flags=N db=%u"
 	    " sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0"
 	    " rbs=0 rbp=0 obl=0 oll=0 omem=%llu tot-mem=0 events=r cmd=%s"
 	    " user=default redir=-1 resp=%u\n",
 	    (unsigned long long)c->id, addr, laddr, c->fd, c->name ? c->name : "",
 	    (unsigned long long)(now > c->created_ms ? (now - c->created_ms) / 1000 : 0),
 	    (unsigned long long)(now > c->last_active_ms ? (now - c->last_active_ms) / 1000 : 0),
-	    (unsigned long long)c->output_bytes, c->last_cmd ? c->last_cmd : "NULL",
+	    c->db, (unsigned long long)c->output_bytes, c->last_cmd ? c->last_cmd : "NULL",
 	    (unsigned)c->proto);
 	if (n > 0)
 		resp_buf_append(out, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);

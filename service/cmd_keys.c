@@ -68,12 +68,24 @@ void cmd_touch(struct cmd_ctx *x)
 
 /* ---- TYPE, TTL family -------------------------------------------------- */
 
+const char *cmd_type_name(uint8_t type)
+{
+	switch (type) {
+	case FMT_TYPE_HASH:
+		return "hash";
+	case FMT_TYPE_SET:
+		return "set";
+	default:
+		return "string";
+	}
+}
+
 static void type_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
 	if (cmd_store_ok_or_fail(x) < 0)
 		return;
-	resp_add_simple(x->reply, sr->status == 0 ? "string" : "none"); /* strings only */
+	resp_add_simple(x->reply, sr->status == 0 ? cmd_type_name(sr->result_type) : "none");
 	cmd_done(x);
 }
 
@@ -137,16 +149,14 @@ void cmd_pexpiretime(struct cmd_ctx *x)
 
 /* ---- EXPIRE family, PERSIST -------------------------------------------- */
 
-/* Redis's expireGenericCommand, from the key's current state. */
-static enum store_update_result expire_update(struct store_req *sr, const uint8_t *old,
-                                              size_t old_len, uint64_t old_expiry_ms)
+/* Redis's expireGenericCommand, from the key's current state (it exists:
+ * else the store answers -ENOENT, and the reply is 0). */
+static enum store_update_result expire_decide(struct store_req *sr, uint64_t old_expiry_ms)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
 	unsigned f = x->u.expire.flags;
 	int64_t when = (int64_t)x->u.expire.when_ms;
 	x->u.expire.result = 0;
-	if (old == NULL)
-		return STORE_UPDATE_KEEP;
 	if ((f & CMD_EXPIRE_NX) && old_expiry_ms != 0)
 		return STORE_UPDATE_KEEP;
 	if ((f & CMD_EXPIRE_XX) && old_expiry_ms == 0)
@@ -159,8 +169,6 @@ static enum store_update_result expire_update(struct store_req *sr, const uint8_
 	x->u.expire.result = 1;
 	if (when <= (int64_t)clock_unix_ms())
 		return STORE_UPDATE_DELETE; /* already expired: deleted, as in Redis */
-	sr->new_value = old;
-	sr->new_len = old_len;
 	sr->new_expiry_ms = (uint64_t)when;
 	return STORE_UPDATE_WRITE;
 }
@@ -216,8 +224,9 @@ static void expire_generic(struct cmd_ctx *x, bool seconds, bool absolute)
 	when += base;
 	x->u.expire.flags = f;
 	x->u.expire.when_ms = when > 0 ? (uint64_t)when : 1; /* 1: the past, never "none" */
-	x->sr.op = STORE_UPDATE;
-	x->sr.update = expire_update;
+	x->u.expire.result = 0;
+	x->sr.op = STORE_EXPIRE;
+	x->sr.expire = expire_decide;
 	cmd_submit(x, expire_done);
 	return;
 invalid:
@@ -244,33 +253,34 @@ void cmd_pexpireat(struct cmd_ctx *x)
 	expire_generic(x, false, true);
 }
 
-static enum store_update_result persist_update(struct store_req *sr, const uint8_t *old,
-                                               size_t old_len, uint64_t old_expiry_ms)
+static enum store_update_result persist_decide(struct store_req *sr, uint64_t old_expiry_ms)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	x->u.expire.result = old != NULL && old_expiry_ms != 0;
+	x->u.expire.result = old_expiry_ms != 0;
 	if (!x->u.expire.result)
 		return STORE_UPDATE_KEEP;
-	sr->new_value = old;
-	sr->new_len = old_len;
 	sr->new_expiry_ms = 0;
 	return STORE_UPDATE_WRITE;
 }
 
 void cmd_persist(struct cmd_ctx *x)
 {
-	x->sr.op = STORE_UPDATE;
-	x->sr.update = persist_update;
+	x->u.expire.result = 0;
+	x->sr.op = STORE_EXPIRE;
+	x->sr.expire = persist_decide;
 	cmd_submit(x, expire_done);
 }
 
 /* ---- SCAN -------------------------------------------------------------- */
 
-static void scan_visit(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms)
+static void scan_visit(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms,
+                       uint8_t type)
 {
 	struct cmd_ctx *x = arg;
 	(void)expiry_ms;
 	x->u.scan.visited++;
+	if (x->u.scan.type >= 0 && x->u.scan.type != type)
+		return;
 	if (x->u.scan.pattern != NULL &&
 	    !cmd_glob_match(x->u.scan.pattern, x->u.scan.pattern_len, key, klen, false))
 		return;
@@ -294,7 +304,7 @@ static void scan_step(struct cmd_ctx *x)
 {
 	size_t want = x->u.scan.count - x->u.scan.visited;
 	uint64_t next;
-	int ret = store_scan(x->st, x->u.scan.cursor, want, scan_visit, x, &next);
+	int ret = store_scan(x->st, x->db, x->u.scan.cursor, want, scan_visit, x, &next);
 	if (ret < 0) {
 		resp_buf_free(&x->u.scan.keys);
 		cmd_fail_store(x, ret);
@@ -317,49 +327,40 @@ static void scan_step(struct cmd_ctx *x)
 	cmd_run_on_shard(x, shard, scan_step);
 }
 
+/* The type SCAN's TYPE option names: FMT_TYPE_*, or -2 for a name no key's
+ * type has (Redis 7.0 then finds nothing). */
+static int scan_type(const uint8_t *name, size_t len)
+{
+	static const char *const names[] = {"string", "hash", "set"};
+	for (int t = 0; t <= FMT_TYPE_MAX; t++)
+		if (len == strlen(names[t]) && strncasecmp((const char *)name, names[t], len) == 0)
+			return t;
+	return -2;
+}
+
 void cmd_scan(struct cmd_ctx *x)
 {
-	/* The cursor: Redis's parseScanCursorOrReply (strtoul: "-1" wraps). */
-	const char *c = (const char *)cmd_arg(x, 1);
-	char *end;
-	errno = 0;
-	unsigned long long cursor = strtoull(c, &end, 10);
-	if (isspace((unsigned char)c[0]) || *end != '\0' || errno == ERANGE) {
-		cmd_fail(x, "ERR invalid cursor");
+	uint64_t cursor;
+	const uint8_t *type_name;
+	if (cmd_scan_cursor_or_fail(x, 1, &cursor) < 0)
+		return;
+	const char *err = cmd_scan_options(x, 2, true, &x->u.scan.pattern, &x->u.scan.pattern_len,
+	                                   &x->u.scan.count, &type_name);
+	if (err != NULL) {
+		cmd_fail(x, err);
 		return;
 	}
-	int64_t count = 10;
-	bool other_type = false;
-	x->u.scan.pattern = NULL;
-	for (size_t i = 2; i < cmd_argc(x); i += 2) {
-		bool has_value = i + 1 < cmd_argc(x);
-		if (cmd_arg_is(x, i, "count") && has_value) {
-			if (cmd_arg_int_or_fail(x, i + 1, &count) < 0)
-				return;
-			if (count < 1) {
-				cmd_fail(x, cmd_err_syntax);
-				return;
-			}
-		} else if (cmd_arg_is(x, i, "match") && has_value) {
-			bool all = cmd_arg_len(x, i + 1) == 1 && cmd_arg(x, i + 1)[0] == '*';
-			x->u.scan.pattern = all ? NULL : cmd_arg(x, i + 1);
-			x->u.scan.pattern_len = cmd_arg_len(x, i + 1);
-		} else if (cmd_arg_is(x, i, "type") && has_value) {
-			other_type = !cmd_arg_is(x, i + 1, "string");
-		} else {
-			cmd_fail(x, cmd_err_syntax);
-			return;
-		}
-	}
-	x->u.scan.count = (size_t)count;
+	x->u.scan.type = -1;
+	for (size_t i = 2; type_name != NULL && i + 1 < cmd_argc(x); i += 2)
+		if (cmd_arg(x, i + 1) == type_name)
+			x->u.scan.type = scan_type(type_name, cmd_arg_len(x, i + 1));
 	x->u.scan.found = 0;
 	x->u.scan.visited = 0;
 	x->u.scan.cursor = cursor & UINT32_MAX;
 	resp_buf_init(&x->u.scan.keys, x->reply->proto);
 	unsigned shard = (unsigned)(cursor >> 32);
-	if (other_type || (cursor >> 32) >= shard_map.shards) {
-		/* Only strings exist: a walk for any other type finds nothing. */
-		scan_reply(x, 0);
+	if (x->u.scan.type == -2 || (cursor >> 32) >= shard_map.shards) {
+		scan_reply(x, 0); /* a type no key has, or a cursor past the last shard */
 		return;
 	}
 	cmd_run_on_shard(x, shard, scan_step);
@@ -367,11 +368,12 @@ void cmd_scan(struct cmd_ctx *x)
 
 /* ---- KEYS -------------------------------------------------------------- */
 
-static void keys_visit(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms)
+static void keys_visit(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms,
+                       uint8_t type)
 {
 	struct cmd_part *p = arg;
 	struct cmd_ctx *x = p->fan->x;
-	(void)expiry_ms;
+	(void)expiry_ms, (void)type;
 	bool all = cmd_arg_len(x, 1) == 1 && cmd_arg(x, 1)[0] == '*'; /* Redis's shortcut */
 	if (!all && !cmd_glob_match(cmd_arg(x, 1), cmd_arg_len(x, 1), key, klen, false))
 		return;
@@ -390,7 +392,8 @@ static void keys_part(struct cmd_part *p)
 		return;
 	}
 	uint64_t next;
-	int ret = store_scan(shard_store(p->shard), p->cursor, KEYS_STEP, keys_visit, p, &next);
+	int ret = store_scan(shard_store(p->shard), p->fan->x->db, p->cursor, KEYS_STEP, keys_visit,
+	                     p, &next);
 	if (ret < 0) {
 		p->status = ret;
 		cmd_part_done(p);
@@ -440,7 +443,7 @@ void cmd_keys(struct cmd_ctx *x)
 static void dbsize_part(struct cmd_part *p)
 {
 	for (unsigned s = p->px; s < shard_map.shards; s += shard_map.threads)
-		p->num += (int64_t)store_key_count(shard_store(s));
+		p->num += (int64_t)store_key_count(shard_store(s), p->fan->x->db);
 	cmd_part_done(p);
 }
 
@@ -460,9 +463,9 @@ void cmd_dbsize(struct cmd_ctx *x)
 	cmd_fan_all(x, dbsize_part, dbsize_finish);
 }
 
-/* ---- FLUSHDB / FLUSHALL ------------------------------------------------ */
+/* ---- FLUSHDB / FLUSHALL / SWAPDB -------------------------------------- */
 
-/* One store_drop_all per shard of the part's proactor. */
+/* One store_flush or store_swap_db per shard of the part's proactor. */
 struct flush_req {
 	struct store_req sr;
 	struct cmd_part *part;
@@ -496,10 +499,15 @@ static void flush_part(struct cmd_part *p)
 	p->scratch = reqs;
 	p->pending = n;
 	size_t i = 0;
+	struct cmd_ctx *x = p->fan->x;
 	for (unsigned s = p->px; s < shard_map.shards; s += shard_map.threads, i++) {
 		reqs[i].part = p;
 		reqs[i].sr.done = flush_done;
-		store_drop_all(shard_store(s), &reqs[i].sr);
+		if (x->cmd->fn == cmd_swapdb)
+			store_swap_db(shard_store(s), x->u.swapdb.a, x->u.swapdb.b, &reqs[i].sr);
+		else
+			store_flush(shard_store(s), x->cmd->fn == cmd_flushall ? -1 : (int)x->db,
+			            &reqs[i].sr);
 	}
 }
 
@@ -515,7 +523,8 @@ static void flush_finish(struct cmd_fan *f)
 
 void cmd_flushall(struct cmd_ctx *x)
 {
-	/* ASYNC and SYNC are the same here: the drop is one durable log record. */
+	/* ASYNC and SYNC are the same here: the flush is one durable log record
+	 * per shard, O(1); the keys are reclaimed in the background. */
 	if (cmd_argc(x) > 2 ||
 	    (cmd_argc(x) == 2 && !cmd_arg_is(x, 1, "async") && !cmd_arg_is(x, 1, "sync"))) {
 		cmd_fail(x, cmd_err_syntax);
@@ -524,25 +533,43 @@ void cmd_flushall(struct cmd_ctx *x)
 	cmd_fan_all(x, flush_part, flush_finish);
 }
 
-/* ---- RANDOMKEY --------------------------------------------------------- */
-
-static __thread uint64_t random_state; /* xorshift64 of the calling proactor */
-
-static uint64_t random_next(void)
+void cmd_flushdb(struct cmd_ctx *x)
 {
-	if (random_state == 0)
-		random_state =
-		    clock_unix_us() ^ ((uint64_t)px_current()->id << 48) ^ 0x9e3779b97f4a7c15ULL;
-	random_state ^= random_state << 13;
-	random_state ^= random_state >> 7;
-	random_state ^= random_state << 17;
-	return random_state;
+	cmd_flushall(x);
 }
 
-static void random_visit(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms)
+/* Redis's getIntFromObjectOrReply for SWAPDB's indexes, then the range. */
+static int db_index_or_fail(struct cmd_ctx *x, size_t i, const char *which, unsigned *out)
+{
+	int64_t v;
+	if (!resp_parse_int64(cmd_arg(x, i), cmd_arg_len(x, i), &v) || v < INT32_MIN ||
+	    v > INT32_MAX) {
+		cmd_failf(x, "ERR invalid %s DB index", which);
+		return -1;
+	}
+	if (v < 0 || v >= (int64_t)cmd_databases()) {
+		cmd_fail(x, "ERR DB index is out of range");
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+void cmd_swapdb(struct cmd_ctx *x)
+{
+	if (db_index_or_fail(x, 1, "first", &x->u.swapdb.a) < 0 ||
+	    db_index_or_fail(x, 2, "second", &x->u.swapdb.b) < 0)
+		return;
+	cmd_fan_all(x, flush_part, flush_finish);
+}
+
+/* ---- RANDOMKEY --------------------------------------------------------- */
+
+static void random_visit(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms,
+                         uint8_t type)
 {
 	struct cmd_ctx *x = arg;
-	(void)expiry_ms;
+	(void)expiry_ms, (void)type;
 	if (x->u.randomkey.found)
 		return;
 	resp_add_bulk(x->reply, key, klen);
@@ -560,7 +587,7 @@ static void random_next_shard(struct cmd_ctx *x)
 		cmd_done(x);
 		return;
 	}
-	x->u.randomkey.start = x->u.randomkey.cursor = random_next() & UINT32_MAX;
+	x->u.randomkey.start = x->u.randomkey.cursor = cmd_random() & UINT32_MAX;
 	x->u.randomkey.wrapped = false;
 	cmd_run_on_shard(x, (x->shard + 1) % shard_map.shards, random_step);
 }
@@ -570,12 +597,13 @@ static void random_next_shard(struct cmd_ctx *x)
 static void random_step(struct cmd_ctx *x)
 {
 	for (unsigned i = 0; i < RANDOM_STEPS; i++) {
-		if (store_key_count(x->st) == 0) {
+		if (store_key_count(x->st, x->db) == 0) {
 			random_next_shard(x);
 			return;
 		}
 		uint64_t next;
-		int ret = store_scan(x->st, x->u.randomkey.cursor, 8, random_visit, x, &next);
+		int ret =
+		    store_scan(x->st, x->db, x->u.randomkey.cursor, 8, random_visit, x, &next);
 		if (ret < 0) {
 			cmd_fail_store(x, ret);
 			return;
@@ -603,7 +631,133 @@ void cmd_randomkey(struct cmd_ctx *x)
 {
 	x->u.randomkey.found = false;
 	x->u.randomkey.shards_left = shard_map.shards;
-	x->u.randomkey.start = x->u.randomkey.cursor = random_next() & UINT32_MAX;
+	x->u.randomkey.start = x->u.randomkey.cursor = cmd_random() & UINT32_MAX;
 	x->u.randomkey.wrapped = false;
-	cmd_run_on_shard(x, (unsigned)(random_next() % shard_map.shards), random_step);
+	cmd_run_on_shard(x, (unsigned)(cmd_random() % shard_map.shards), random_step);
+}
+
+/* ---- OBJECT ------------------------------------------------------------ */
+
+#define STRING_EMBSTR_MAX 44 /* Redis's OBJ_ENCODING_EMBSTR_SIZE_LIMIT */
+
+/* Redis's encoding name for a value of `type` (OBJECT ENCODING): a string's
+ * from its bytes (Redis's after a SET; APPEND and SETRANGE make Redis say
+ * "raw" where ringkv goes by length: docs/COMMANDS.md), a collection's from
+ * its one-way conversion flag. */
+static const char *encoding_name(uint8_t type, uint8_t enc, const uint8_t *v, size_t len)
+{
+	int64_t n;
+	switch (type) {
+	case FMT_TYPE_HASH:
+		return enc & FMT_ENC_BIG ? "hashtable" : "listpack";
+	case FMT_TYPE_SET:
+		return enc & FMT_ENC_BIG ? "hashtable" : "intset";
+	default:
+		if (cmd_canonical_int(v, len, &n))
+			return "int";
+		return len <= STRING_EMBSTR_MAX ? "embstr" : "raw";
+	}
+}
+
+static void object_encoding(struct cmd_ctx *x);
+static void object_freq(struct cmd_ctx *x);
+static void object_refcount(struct cmd_ctx *x);
+
+static void object_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	if (cmd_store_ok_or_fail(x) < 0)
+		return;
+	if (sr->status == -ENOENT) {
+		resp_add_null(x->reply);
+	} else if (x->sub->fn == object_encoding) {
+		resp_add_bulk_str(x->reply,
+		                  encoding_name(sr->result_type, sr->result_enc, sr->result,
+		                                sr->result != NULL ? sr->result_len : 0));
+	} else if (x->sub->fn == object_freq) {
+		cmd_fail(x, "ERR An LFU maxmemory policy is not selected, access frequency not"
+		            " tracked. Please note that when switching between policies at runtime"
+		            " LRU and LFU data will take some time to adjust.");
+		return;
+	} else {
+		resp_add_int(x->reply, x->sub->fn == object_refcount ? 1 : 0); /* IDLETIME: 0 */
+	}
+	cmd_done(x);
+}
+
+static void object_on_shard(struct cmd_ctx *x)
+{
+	x->sr.op = STORE_GET;
+	x->sr.flags = STORE_ANY_TYPE;
+	x->sr.db = x->db;
+	x->sr.key = cmd_arg(x, 2);
+	x->sr.key_len = cmd_arg_len(x, 2);
+	x->sr.done = object_done;
+	store_submit(x->st, &x->sr);
+}
+
+static void object_encoding(struct cmd_ctx *x)
+{
+	cmd_run_on_shard(x, shard_of_key(cmd_arg(x, 2), cmd_arg_len(x, 2)), object_on_shard);
+}
+
+static void object_freq(struct cmd_ctx *x)
+{
+	object_encoding(x);
+}
+
+static void object_idletime(struct cmd_ctx *x)
+{
+	object_encoding(x);
+}
+
+static void object_refcount(struct cmd_ctx *x)
+{
+	object_encoding(x);
+}
+
+static const char *const object_help[] = {
+    "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "ENCODING <key>",
+    "    Return the kind of internal representation used in order to store the value",
+    "    associated with a <key>.",
+    "FREQ <key>",
+    "    Return the access frequency index of the <key>. The returned integer is",
+    "    proportional to the logarithm of the recent access frequency of the key.",
+    "IDLETIME <key>",
+    "    Return the idle time of the <key>, that is the approximated number of",
+    "    seconds elapsed since the last access to the key.",
+    "REFCOUNT <key>",
+    "    Return the number of references of the value associated with the specified",
+    "    <key>.",
+    "HELP",
+    "    Prints this help.",
+};
+
+static void object_help_cmd(struct cmd_ctx *x)
+{
+	size_t n = sizeof(object_help) / sizeof(object_help[0]);
+	resp_add_array(x->reply, n);
+	for (size_t i = 0; i < n; i++)
+		resp_add_simple(x->reply, object_help[i]);
+	cmd_done(x);
+}
+
+const struct cmd_def cmd_object_subcommands[] = {
+    {"encoding", object_encoding, 3, CMD_READONLY, 2, 2, 1, "generic", "2.2.3",
+     "Inspect the internal encoding of a Redis object", NULL, "object"},
+    {"freq", object_freq, 3, CMD_READONLY, 2, 2, 1, "generic", "4.0.0",
+     "Get the logarithmic access frequency counter of a Redis object", NULL, "object"},
+    {"help", object_help_cmd, 2, CMD_LOADING | CMD_STALE, 0, 0, 0, "generic", "6.2.0",
+     "Show helpful text about the different subcommands", NULL, "object"},
+    {"idletime", object_idletime, 3, CMD_READONLY, 2, 2, 1, "generic", "2.2.3",
+     "Get the time since a Redis object was last accessed", NULL, "object"},
+    {"refcount", object_refcount, 3, CMD_READONLY, 2, 2, 1, "generic", "2.2.3",
+     "Get the number of references to the value of the key", NULL, "object"},
+    {NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL},
+};
+
+void cmd_object(struct cmd_ctx *x)
+{
+	cmd_run_subcommand(x, cmd_object_subcommands);
 }

@@ -420,7 +420,8 @@ static const char *const section_names[] = {"server", "clients",  "memory",   "p
 
 /* What each proactor reports (in its part's scratch). */
 struct info_part {
-	struct store_stats sum; /* its shards' stats added up */
+	struct store_stats sum;     /* its shards' stats added up */
+	struct store_db_stats *dbs; /* [cmd_databases()]: its shards' counts per database */
 };
 
 static void stats_add(struct store_stats *a, const struct store_stats *b)
@@ -451,23 +452,33 @@ static void stats_add(struct store_stats *a, const struct store_stats *b)
 	a->index_writes_merged += b->index_writes_merged;
 	a->index_batch_keys += b->index_batch_keys;
 	a->records_replayed += b->records_replayed;
+	a->elem_reads += b->elem_reads;
+	a->garbage_dropped += b->garbage_dropped;
 }
 
 /* On each proactor: its loop counters and its shards' storage lines. */
 static void info_part_fn(struct cmd_part *p)
 {
 	struct px *px = px_current();
-	struct info_part *ip = calloc(1, sizeof(*ip));
+	struct info_part *ip = calloc(1, sizeof(*ip) + cmd_databases() * sizeof(*ip->dbs));
 	p->scratch = ip;
 	if (ip == NULL) {
 		p->status = -ENOMEM;
 		cmd_part_done(p);
 		return;
 	}
+	ip->dbs = (struct store_db_stats *)(ip + 1);
 	for (unsigned s = p->px; s < shard_map.shards; s += shard_map.threads) {
 		struct store_stats st;
 		store_get_stats(shard_store(s), &st);
 		stats_add(&ip->sum, &st);
+		for (unsigned d = 0; d < cmd_databases(); d++) {
+			struct store_db_stats ds;
+			store_db_stats(shard_store(s), d, &ds);
+			ip->dbs[d].keys += ds.keys;
+			ip->dbs[d].expires += ds.expires;
+			ip->dbs[d].expiry_sum_s += ds.expiry_sum_s;
+		}
 		char line[1024];
 		int n = snprintf(
 		    line, sizeof(line),
@@ -478,7 +489,7 @@ static void info_part_fn(struct cmd_part *p)
 		    "gc_records_moved=%llu,gc_bytes_moved=%llu,gc_segments_deleted=%llu,"
 		    "segments_recycled=%llu,spare_bytes_zeroed=%llu,blind_puts=%llu,"
 		    "blind_puts_existing=%llu,index_writes_merged=%llu,index_batch_keys=%llu,"
-		    "records_replayed=%llu\r\n",
+		    "records_replayed=%llu,elem_reads=%llu,garbage_dropped=%llu\r\n",
 		    s, px->id, (unsigned long long)st.keys, (unsigned long long)st.log_bytes,
 		    (unsigned long long)st.live_bytes, (unsigned long long)st.cache_hits,
 		    (unsigned long long)st.cache_misses, (unsigned long long)st.disk_reads,
@@ -494,7 +505,8 @@ static void info_part_fn(struct cmd_part *p)
 		    (unsigned long long)st.blind_puts_existing,
 		    (unsigned long long)st.index_writes_merged,
 		    (unsigned long long)st.index_batch_keys,
-		    (unsigned long long)st.records_replayed);
+		    (unsigned long long)st.records_replayed, (unsigned long long)st.elem_reads,
+		    (unsigned long long)st.garbage_dropped);
 		if (n > 0)
 			resp_buf_append(&p->text, line, (size_t)n < sizeof(line) ? (size_t)n : 0);
 	}
@@ -664,8 +676,30 @@ static void info_finish(struct cmd_fan *f)
 	END_SECTION
 
 	SECTION(INFO_KEYSPACE, "Keyspace")
-	if (sum.keys > 0)
-		info_line(&b, "db0:keys=%llu,expires=0,avg_ttl=0", (unsigned long long)sum.keys);
+	for (unsigned d = 0; d < cmd_databases(); d++) {
+		struct store_db_stats db = {0};
+		for (size_t i = 0; i < f->nparts; i++) {
+			const struct info_part *ip = f->parts[i].scratch;
+			if (ip == NULL)
+				continue;
+			db.keys += ip->dbs[d].keys;
+			db.expires += ip->dbs[d].expires;
+			db.expiry_sum_s += ip->dbs[d].expiry_sum_s;
+		}
+		if (db.keys == 0)
+			continue;
+		/* avg_ttl: exact (from the sum of the expiries), where Redis
+		 * estimates it by sampling; 0 for none, never negative. */
+		uint64_t now_ms = now_us / 1000, avg_ttl = 0;
+		if (db.expires > 0) {
+			uint64_t avg_ms = db.expiry_sum_s / db.expires * 1000 +
+			                  db.expiry_sum_s % db.expires * 1000 / db.expires;
+			avg_ttl = avg_ms > now_ms ? avg_ms - now_ms : 0;
+		}
+		info_line(&b, "db%u:keys=%llu,expires=%llu,avg_ttl=%llu", d,
+		          (unsigned long long)db.keys, (unsigned long long)db.expires,
+		          (unsigned long long)avg_ttl);
+	}
 	END_SECTION
 
 	SECTION(INFO_PROACTOR, "Proactor")

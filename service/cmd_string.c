@@ -476,6 +476,7 @@ static void strlen_done(struct store_req *sr)
 void cmd_strlen(struct cmd_ctx *x)
 {
 	x->sr.op = STORE_META;
+	x->sr.flags = STORE_STRING;
 	cmd_submit(x, strlen_done);
 }
 

@@ -89,6 +89,7 @@ static const struct cfg_option options[] = {
     OPTION(server, threads, INT, "0", 0, 1024, 0),
     OPTION(server, pin_threads, BOOL, "no", 0, 0, 0),
     OPTION(server, max_clients, INT, "10000", 1, 1000000, 0),
+    OPTION(server, databases, INT, "16", 1, 65536, 0),
     OPTION(server, requirepass, STRING, "", 0, 0, 0),
     OPTION(server, timeout_s, INT, "0", 0, INT_MAX, 0),
     OPTION(server, tcp_backlog, INT, "511", 1, 65535, 0),

@@ -31,6 +31,7 @@ struct cfg_server {
 	int threads;                 /* proactors; 0 = one per online CPU; 0..1024 */
 	bool pin_threads;            /* pin proactor i to CPU i mod online CPUs */
 	int max_clients;             /* 1..1000000; default 10000 */
+	int databases;               /* SELECT 0..databases-1; 1..65536; default 16 */
 	char requirepass[512];       /* "" = no AUTH required */
 	int timeout_s;               /* idle client timeout, 0 = off */
 	int tcp_backlog;             /* listen(2) backlog; default 511 */

@@ -75,6 +75,7 @@ static void open_job(void *arg)
 		    .cache_bytes = cfg->storage.cache_size / shard_map.shards,
 		    .shared = shard_map.idx_shared,
 		    .gc_live_ratio = cfg->storage.gc_live_ratio,
+		    .databases = (unsigned)cfg->server.databases,
 		};
 		int ret =
 		    store_open(&shard_map.stores[s], job->px, &sc, job->err, sizeof(job->err));

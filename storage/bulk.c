@@ -46,6 +46,7 @@
 #define BULK_BUF_SIZE    (8u << 20)   /* bytes per O_DIRECT write */
 #define BULK_INFLIGHT    4            /* writes in flight at most, all shards together */
 #define BULK_ARENA_CHUNK (64u << 20)  /* bytes per chunk of kept keys and inline values */
+#define BULK_NEW_DATABASES 16          /* a new index's map: server.databases' default */
 #define BULK_STOP_CHECK  65536        /* rows between looks at cfg->stop while indexing */
 #define TMP_SUFFIX       ".import"    /* new segments until the commit: "<id>.seg.import" */
 #define SST_NAME         "import.sst" /* the shard's table, in DIR/shard-NNN */
@@ -73,15 +74,16 @@ struct arena_chunk {
 
 /* A row's future index entry. */
 struct bulk_row {
-	const uint8_t *key; /* in the shard's arena; an inline value follows it */
+	const uint8_t *key; /* the key's ident (format.h), in the shard's arena; an
+	                       inline value follows it */
 	uint64_t lsn;
 	uint64_t expiry_ms;
 	uint64_t segment;
 	uint64_t offset; /* of the record in the segment */
 	uint32_t length; /* fmt_record_size() of the record */
 	uint32_t value_len;
-	uint32_t hash; /* idx_key_hash(key) */
-	uint32_t key_len;
+	uint32_t hash; /* idx_key_hash(the user key) */
+	uint32_t key_len; /* of the ident */
 };
 
 struct bulk_shard {
@@ -91,7 +93,12 @@ struct bulk_shard {
 	int lock_fd;        /* DIR/shard-NNN/LOCK, flock()ed; -1 if not taken */
 	struct idx *idx;
 	uint64_t base_lsn;  /* applied_lsn before the import */
-	uint64_t base_keys; /* key count before the import */
+	uint32_t db_id;     /* the stored id of database 0, where the import goes */
+	struct idx_count base; /* database 0's counts before the import */
+	struct idx_count count; /* ... and after it (bulk_finish) */
+	uint32_t *map_ids;  /* a new index's database map, written with the table; or
+	                       NULL */
+	uint32_t map_n, map_next;
 	uint64_t next_lsn;  /* LSN of the next record */
 	uint64_t first_seg; /* id of the first new segment */
 	uint64_t n_segs;    /* new segments: first_seg .. first_seg + n_segs - 1 */
@@ -114,6 +121,7 @@ struct bulk_shard {
 struct bulk {
 	struct bulk_config cfg;
 	char dir[4096];
+	uint8_t *ident; /* a key's ident being built (FMT_KEY_IDENT_HEAD + FMT_KEY_MAX) */
 	struct idx_shared *shared;
 	struct bulk_shard *shards; /* [cfg.shards] */
 	struct io_uring ring;
@@ -301,6 +309,49 @@ static int scan_log_dir(struct bulk_shard *s, char *err, size_t errlen)
 	return ret;
 }
 
+/* idx_counts callback: database 0's counts. */
+static void count_load(void *arg, uint32_t db, const struct idx_count *c)
+{
+	struct bulk_shard *s = arg;
+	if (db == s->db_id)
+		s->base = *c;
+}
+
+/* Finds database 0's stored id and counts (a new index: id 0, and the map a
+ * server with the default 16 databases writes, written with the table).
+ * Returns 0 or -errno with a message. */
+static int load_db0(struct bulk_shard *s, char *err, size_t errlen)
+{
+	uint32_t *ids = malloc(FMT_DB_MAX * sizeof(*ids)), n = 0, next;
+	if (ids == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	int ret = idx_dbmap(s->idx, ids, FMT_DB_MAX, &n, &next);
+	if (ret == 0 && n > 0) {
+		s->db_id = ids[0];
+		free(ids);
+	} else if (ret == -ENOENT || (ret == 0 && n == 0)) {
+		s->map_n = BULK_NEW_DATABASES;
+		s->map_next = BULK_NEW_DATABASES;
+		for (uint32_t i = 0; i < s->map_n; i++)
+			ids[i] = i;
+		s->map_ids = ids;
+		s->db_id = 0;
+	} else {
+		free(ids);
+		snprintf(err, errlen, "shard %u: cannot read the database map of its index (see"
+		         " the log above)", s->no);
+		return -EIO;
+	}
+	if (idx_counts(s->idx, count_load, s) < 0) {
+		snprintf(err, errlen, "shard %u: cannot read the key counts of its index", s->no);
+		return -EIO;
+	}
+	s->count = s->base;
+	return 0;
+}
+
 int bulk_open(struct bulk **out, const struct bulk_config *cfg, char *err, size_t errlen)
 {
 	*out = NULL;
@@ -313,7 +364,10 @@ int bulk_open(struct bulk **out, const struct bulk_config *cfg, char *err, size_
 		return -EINVAL;
 	}
 	struct bulk *b = calloc(1, sizeof(*b));
-	if (b == NULL || (b->shards = calloc(cfg->shards, sizeof(*b->shards))) == NULL) {
+	if (b == NULL || (b->shards = calloc(cfg->shards, sizeof(*b->shards))) == NULL ||
+	    (b->ident = malloc(FMT_KEY_IDENT_HEAD + FMT_KEY_MAX)) == NULL) {
+		if (b != NULL)
+			free(b->shards);
 		free(b);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
@@ -354,7 +408,9 @@ int bulk_open(struct bulk **out, const struct bulk_config *cfg, char *err, size_
 		if (ret < 0)
 			goto fail;
 		s->base_lsn = idx_applied_lsn(s->idx);
-		s->base_keys = idx_key_count(s->idx);
+		ret = load_db0(s, err, errlen);
+		if (ret < 0)
+			goto fail;
 		s->next_lsn = s->base_lsn + 1;
 		ret = scan_log_dir(s, err, errlen);
 		if (ret < 0)
@@ -616,8 +672,8 @@ int bulk_put(struct bulk *b, const void *key, size_t klen, const void *value, si
 		         FMT_KEY_MAX);
 		return -E2BIG;
 	}
-	uint64_t rsz =
-	    fmt_record_size((uint32_t)klen, vlen > UINT32_MAX ? UINT32_MAX : (uint32_t)vlen);
+	uint64_t rsz = fmt_record_size((uint32_t)(FMT_KEY_IDENT_HEAD + klen),
+	                               vlen > UINT32_MAX ? UINT32_MAX : (uint32_t)vlen);
 	if (vlen > FMT_VALUE_MAX ||
 	    FMT_SEG_HEADER_SIZE + rsz + FMT_RECORD_HEADER > b->cfg.segment_size) {
 		snprintf(err, errlen,
@@ -625,7 +681,7 @@ int bulk_put(struct bulk *b, const void *key, size_t klen, const void *value, si
 		         " is %" PRIu64 " (raise segment_size)",
 		         vlen, b->cfg.segment_size,
 		         b->cfg.segment_size - FMT_SEG_HEADER_SIZE - FMT_RECORD_HEADER -
-		             fmt_record_size((uint32_t)klen, 0));
+		             fmt_record_size((uint32_t)(FMT_KEY_IDENT_HEAD + klen), 0));
 		return -E2BIG;
 	}
 	struct bulk_shard *s = &b->shards[layout_key_shard(key, klen, b->cfg.shards)];
@@ -670,15 +726,17 @@ int bulk_put(struct bulk *b, const void *key, size_t klen, const void *value, si
 		s->commit_start = s->buf->used;
 	}
 	bool is_inline = vlen <= b->cfg.inline_max;
-	const uint8_t *kept = arena_keep(s, key, klen, value, is_inline ? vlen : 0);
+	size_t ilen = fmt_key_ident(b->ident, s->db_id, key, klen);
+	const uint8_t *kept = arena_keep(s, b->ident, ilen, value, is_inline ? vlen : 0);
 	if (kept == NULL)
 		return write_failed(s, -ENOMEM, err, errlen);
 	struct fmt_record rec = {.type = FMT_PUT,
+	                         .flags = FMT_TYPE_STRING,
 	                         .lsn = s->next_lsn++,
 	                         .expiry_ms = expiry_ms,
-	                         .key_len = (uint32_t)klen,
+	                         .key_len = (uint32_t)ilen,
 	                         .value_len = (uint32_t)vlen,
-	                         .key = key,
+	                         .key = kept,
 	                         .value = value};
 	uint64_t off = s->buf->file_off + s->buf->used;
 	fmt_encode_record(s->buf->data + s->buf->used, s->seg_epoch32, &rec);
@@ -693,7 +751,7 @@ int bulk_put(struct bulk *b, const void *key, size_t klen, const void *value, si
 	                                         .length = (uint32_t)rsz,
 	                                         .value_len = (uint32_t)vlen,
 	                                         .hash = idx_key_hash(key, klen),
-	                                         .key_len = (uint32_t)klen};
+	                                         .key_len = (uint32_t)ilen};
 	b->rows++;
 	return 0;
 }
@@ -781,14 +839,15 @@ struct live_table {
 	struct idx_seg_live *segs; /* existing segments, ascending, then the new ones */
 	bool *touched;             /* [n_old]: changed by an overwrite */
 	size_t n_old, n;
+	uint32_t db;               /* the stored database id the rows are of */
 	int err;
 };
 
-static void live_load(void *arg, uint64_t segment, uint64_t live)
+static void live_load(void *arg, uint64_t segment, uint32_t db, uint64_t live)
 {
 	struct live_table *t = arg;
-	if (t->err)
-		return;
+	if (t->err || db != t->db)
+		return; /* (other databases' bytes: the import changes none of them) */
 	if (t->n_old % 256 == 0) {
 		struct idx_seg_live *p = realloc(t->segs, (t->n_old + 256) * sizeof(*p));
 		if (p == NULL) {
@@ -823,7 +882,8 @@ static void live_drop(struct live_table *t, uint64_t segment, uint64_t length)
 static int live_init(struct bulk_shard *s, struct live_table *t)
 {
 	memset(t, 0, sizeof(*t));
-	if (s->base_keys > 0 && idx_segments_live(s->idx, live_load, t) < 0) {
+	t->db = s->db_id;
+	if (s->base.keys > 0 && idx_segments_live(s->idx, live_load, t) < 0) {
 		snprintf(s->err, sizeof(s->err), "shard %u: cannot read the index's segment rows",
 		         s->no);
 		return -EIO;
@@ -894,7 +954,8 @@ static int build_table(struct bulk *b, struct bulk_shard *s)
 			goto out;
 		}
 		uint64_t prev_expiry = 0;
-		if (s->base_keys > 0) {
+		bool existed = false;
+		if (s->base.keys > 0) {
 			struct idx_entry old;
 			ret = idx_get(s->idx, r->key, r->key_len, IDX_BLOCKING, &old, NULL);
 			if (ret < 0 && ret != -ENOENT) {
@@ -904,6 +965,7 @@ static int build_table(struct bulk *b, struct bulk_shard *s)
 				goto out;
 			}
 			if (ret == 0) {
+				existed = true;
 				prev_expiry = old.expiry_ms;
 				if (!old.is_inline)
 					live_drop(&live, old.segment, old.length);
@@ -915,10 +977,16 @@ static int build_table(struct bulk *b, struct bulk_shard *s)
 			s->new_keys++;
 		}
 		s->keys++;
+		/* As the server counts a SET: keys, expires, the sum of expiries. */
+		bool oe = existed && prev_expiry, ne = r->expiry_ms != 0;
+		s->count.keys += !existed;
+		s->count.expires += (uint64_t)ne - (uint64_t)oe;
+		s->count.expiry_sum_s += (ne ? r->expiry_ms / 1000 : 0) - (oe ? prev_expiry / 1000 : 0);
 		bool is_inline = r->value_len <= b->cfg.inline_max;
 		if (!is_inline)
 			live.segs[live.n_old + (r->segment - s->first_seg)].live += r->length;
-		struct idx_entry e = {.expiry_ms = r->expiry_ms,
+		struct idx_entry e = {.type = FMT_TYPE_STRING,
+		                      .expiry_ms = r->expiry_ms,
 		                      .lsn = r->lsn,
 		                      .value_len = r->value_len,
 		                      .is_inline = is_inline,
@@ -930,8 +998,8 @@ static int build_table(struct bulk *b, struct bulk_shard *s)
 		if (ret < 0)
 			goto out;
 	}
-	ret = idx_sst_finish(sst, s->next_lsn - 1, s->base_keys + s->new_keys, live.segs,
-	                     live_rows(&live), s->err, sizeof(s->err));
+	ret = idx_sst_finish(sst, s->next_lsn - 1, s->map_ids, s->map_n, s->map_next, s->db_id,
+	                     &s->count, live.segs, live_rows(&live), s->err, sizeof(s->err));
 out:
 	idx_sst_free(sst);
 	free(order);
@@ -1200,8 +1268,8 @@ int bulk_finish(struct bulk *b, struct bulk_stats *stats, char *err, size_t errl
 			continue;
 		char path[FS_PATH_MAX];
 		snprintf(path, sizeof(path), "%s/" SST_NAME, s->dir);
-		ret = idx_ingest(s->idx, path, s->next_lsn - 1, s->base_keys + s->new_keys, err,
-		                 errlen);
+		const char *paths[1] = {path};
+		ret = idx_ingest(s->idx, paths, 1, s->next_lsn - 1, err, errlen);
 		if (ret < 0) {
 			size_t n = strlen(err);
 			snprintf(err + n, errlen - n,
@@ -1249,6 +1317,7 @@ void bulk_close(struct bulk *b)
 		if (s->lock_fd >= 0)
 			close(s->lock_fd); /* releases the flock */
 		free(s->rows);
+		free(s->map_ids);
 		while (s->arena != NULL) {
 			struct arena_chunk *c = s->arena;
 			s->arena = c->next;
@@ -1263,5 +1332,6 @@ void bulk_close(struct bulk *b)
 	if (b->shared != NULL)
 		idx_shared_destroy(b->shared);
 	free(b->shards);
+	free(b->ident);
 	free(b);
 }

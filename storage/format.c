@@ -331,6 +331,8 @@ bool fmt_decode_dbmap(const uint8_t *src, size_t len, uint32_t *ids, uint32_t ca
 	*n = count;
 	*next_id = next;
 	return true;
+}
+
 void fmt_segment_name(char *buf, size_t len, const char *dir, uint64_t id, const char *suffix)
 {
 	if (dir != NULL)

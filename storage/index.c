@@ -228,6 +228,7 @@ static bool entry_decode(const uint8_t *src, size_t len, struct idx_entry *e)
 		    !get_varint(&p, end, &e->count) || end - p != 1)
 			return false;
 		e->enc = *p;
+		e->is_inline = true; /* in memory: "no log pointer" (index.h, idx_entry) */
 		return true;
 	}
 	if (!get_varint(&p, end, &value_len) || value_len > UINT32_MAX)

@@ -142,7 +142,9 @@ struct idx_entry {
 	uint64_t expiry_ms;   /* absolute Unix time in ms, 0 = none */
 	uint64_t lsn;         /* LSN of the log record that set this entry */
 	uint32_t value_len;   /* string, element: length of the value */
-	bool is_inline;       /* the value is stored in the index */
+	bool is_inline;       /* the value is stored in the index (always for a
+	                         collection's metadata and an element: no log
+	                         pointer) */
 	const uint8_t *value; /* inline: the value_len bytes (see idx_get for
 	                         their owner); NULL otherwise */
 	uint64_t segment;     /* string not inline: the record's position in the log */

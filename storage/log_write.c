@@ -200,7 +200,7 @@ int log_reserve(struct log *log, uint64_t bytes)
 	if (c != NULL && c->used + bytes + FMT_RECORD_HEADER <= c->limit)
 		return 0;
 	if (c != NULL)
-		commit_seal(log);
+		lg_commit_seal(log);
 	return commit_open(log, bytes);
 }
 

@@ -1,9 +1,16 @@
 /* store: see store.h for the contract and store_int.h for how the store's
  * files divide the work.  This file opens, closes and reports on a store,
  * runs its end-of-iteration hook, and runs requests: store_submit queues a
- * request behind the others on its key, and req_run carries the head request
- * of a key as far as it can (a cold read of the value stops it until
- * read_done runs it again).
+ * request behind the others on its key (a call: on each of its keys), and
+ * req_run carries a request that heads its queues as far as it can (a cold
+ * read of the value stops it until read_done runs it again).
+ *
+ * Queues: a key's kentry holds the waiters of the requests on it, oldest
+ * first; the head runs.  A call on several keys is queued on all of them at
+ * once when it is submitted, and runs when it heads every one: requests are
+ * ordered by submission on each key, so no two wait for each other
+ * (deadlock-free, as VLL).  req->heads_missing counts the queues a request
+ * does not head yet.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -24,24 +31,76 @@ void st_run_done(void *arg)
 	struct blob *b = req->result_ref;
 	req->result_ref = NULL;
 	req->store->inflight_reqs--;
+	free(req->waits); /* (a call on several keys; done may submit req again) */
+	free(req->more_entries);
+	req->waits = NULL;
+	req->more_entries = NULL;
 	req->done(req);
 	st_blob_unref(b);
 }
 
 static bool req_run(struct store *st, struct store_req *req);
 
-/* The head request of `ke` has settled: start the next ones. */
-static void queue_advance(struct store *st, struct kentry *ke)
+/* The kentry of req's i-th key (a call's more_keys after key 0). */
+static struct kentry *req_entry(const struct store_req *req, size_t i)
 {
-	for (;;) {
-		ke->head = ke->head->next_waiting;
-		if (ke->head == NULL) {
-			ke->tail = NULL;
-			st_kentry_release(st, ke);
-			return;
+	return i == 0 ? req->key_entry : req->more_entries[i - 1];
+}
+
+/* req's waiter in the queue of its i-th key; NULL when that key repeats an
+ * earlier one of req (it waits once per kentry). */
+static struct store_waiter *req_waiter(struct store_req *req, size_t i)
+{
+	if (i == 0)
+		return &req->wait;
+	return req->waits[i - 1].req != NULL ? &req->waits[i - 1] : NULL;
+}
+
+static size_t req_nkeys(const struct store_req *req)
+{
+	return req->op == STORE_CALL ? 1 + req->n_more_keys : 1;
+}
+
+/* Puts `ke`, whose head has settled, on the work list of queues_run. */
+static void work_push(struct store *st, struct kentry *ke)
+{
+	ke->work_next = st->work;
+	st->work = ke;
+}
+
+/* req has settled, heading every queue it is in: those queues move on. */
+static void settled(struct store *st, struct store_req *req)
+{
+	for (size_t i = 0; i < req_nkeys(req); i++)
+		if (req_waiter(req, i) != NULL)
+			work_push(st, req_entry(req, i));
+}
+
+/* Moves every queue on the work list past its settled head, running the
+ * requests behind as far as they go: one that waits for a read stops its
+ * queue (read_done resumes it), a call that does not head all its queues
+ * yet stops this one; a call that runs and settles puts its other queues on
+ * the list.  A list, not recursion: a chain of calls may be long. */
+static void queues_run(struct store *st)
+{
+	while (st->work != NULL) {
+		struct kentry *ke = st->work;
+		st->work = ke->work_next;
+		for (;;) {
+			struct store_waiter *w = ke->head->next;
+			ke->head = w;
+			if (w == NULL) {
+				ke->tail = NULL;
+				st_kentry_release(st, ke);
+				break;
+			}
+			struct store_req *r = w->req;
+			if (--r->heads_missing > 0 || !req_run(st, r))
+				break;
+			for (size_t i = 0; i < req_nkeys(r); i++)
+				if (req_entry(r, i) != ke && req_waiter(r, i) != NULL)
+					work_push(st, req_entry(r, i));
 		}
-		if (!req_run(st, ke->head))
-			return; /* waiting for I/O: read_done advances the queue */
 	}
 }
 
@@ -52,9 +111,7 @@ static void read_done(struct log_read *r, int err, const struct fmt_record *rec)
 	struct store_req *req = container_of(r, struct store_req, read);
 	struct store *st = req->store;
 	struct kentry *ke = req->key_entry;
-	if (err == 0 && rec->lsn < st->drop_lsn) {
-		ke->exists = false; /* a FLUSHALL came after the read was issued */
-	} else if (err == 0) {
+	if (err == 0) {
 		ke->value = st_blob_new(rec->value, rec->value_len);
 		if (ke->value == NULL)
 			err = -ENOMEM;
@@ -68,11 +125,11 @@ static void read_done(struct log_read *r, int err, const struct fmt_record *rec)
 	}
 	if (err != 0) {
 		st_req_complete(st, req, err == -ENOMEM ? -ENOMEM : -EIO, NULL);
-		queue_advance(st, ke);
+	} else if (!req_run(st, req)) {
 		return;
 	}
-	if (req_run(st, req))
-		queue_advance(st, ke);
+	settled(st, req);
+	queues_run(st);
 }
 
 /* Makes sure the value of req's key is loaded.  Returns true if it is, false
@@ -95,10 +152,32 @@ static bool value_loaded(struct store *st, struct store_req *req)
 	return false;
 }
 
-/* Runs the head request of its key.  Returns true if it settled (the next
- * request on the key may run), false if it waits for a read. */
+/* Requests that need a string: on another type they answer STORE_WRONGTYPE. */
+static bool wants_string(const struct store_req *req)
+{
+	switch (req->op) {
+	case STORE_GET:
+		return !(req->flags & STORE_ANY_TYPE);
+	case STORE_UPDATE:
+		return true;
+	case STORE_META:
+		return req->flags & STORE_STRING;
+	case STORE_PUT:
+	case STORE_DELETE:
+		return req->flags & STORE_GET_OLD;
+	default:
+		return false;
+	}
+}
+
+/* Runs a request that heads its queues.  Returns true if it settled (the
+ * next requests may run), false if it waits for a read. */
 static bool req_run(struct store *st, struct store_req *req)
 {
+	if (req->op == STORE_CALL) {
+		st_call_run(st, req);
+		return true;
+	}
 	struct kentry *ke = req->key_entry;
 	bool blind = false;
 	if (!ke->known) {
@@ -117,14 +196,21 @@ static bool req_run(struct store *st, struct store_req *req)
 	req->existed = live;
 	req->result_expiry_ms = live ? ke->expiry_ms : 0;
 	req->result_len = live ? ke->value_len : 0;
+	req->result_type = live ? ke->type : FMT_TYPE_STRING;
+	req->result_count = live ? ke->count : 0;
+	req->result_enc = live ? ke->enc : 0;
+	if (live && st_is_coll(ke) && wants_string(req)) {
+		st_req_complete(st, req, STORE_WRONGTYPE, NULL);
+		return true;
+	}
 
 	switch (req->op) {
 	case STORE_META:
 		st_req_complete(st, req, live ? 0 : -ENOENT, NULL);
 		return true;
 	case STORE_GET:
-		if (!live) {
-			st_req_complete(st, req, -ENOENT, NULL);
+		if (!live || st_is_coll(ke)) { /* (a collection: STORE_ANY_TYPE) */
+			st_req_complete(st, req, live ? 0 : -ENOENT, NULL);
 			return true;
 		}
 		if (!value_loaded(st, req))
@@ -162,15 +248,25 @@ static bool req_run(struct store *st, struct store_req *req)
 		st_write_record(st, req, NULL, 0);
 		return true;
 	}
-	case STORE_EXPIRE:
+	case STORE_EXPIRE: {
 		if (!live) {
 			st_req_complete(st, req, -ENOENT, NULL);
 			return true;
 		}
-		if (!value_loaded(st, req))
-			return false; /* the record is rewritten whole, with the new expiry */
-		st_write_record(st, req, ke->value, req->expiry_ms);
+		enum store_update_result r = req->expire(req, ke->expiry_ms);
+		if (r == STORE_UPDATE_KEEP) {
+			st_req_complete(st, req, 0, NULL);
+		} else if (r == STORE_UPDATE_DELETE) {
+			st_write_record(st, req, NULL, 0);
+		} else if (st_is_coll(ke)) {
+			st_write_expiry(st, req, req->new_expiry_ms); /* its metadata record */
+		} else {
+			if (!value_loaded(st, req))
+				return false; /* the record is rewritten whole, with the new expiry */
+			st_write_record(st, req, ke->value, req->new_expiry_ms);
+		}
 		return true;
+	}
 	case STORE_UPDATE: {
 		if (live && !value_loaded(st, req))
 			return false;
@@ -194,7 +290,7 @@ static bool req_run(struct store *st, struct store_req *req)
 		 * still the record being collected (expired or not: a clock
 		 * stepping back must not find the value gone). */
 		struct gc_req *g = container_of(req, struct gc_req, req);
-		if (!ke->exists || ke->is_inline || ke->pos.segment != g->segment ||
+		if (!ke->exists || st_is_coll(ke) || ke->is_inline || ke->pos.segment != g->segment ||
 		    ke->pos.offset != g->offset || ke->pos.lsn != g->lsn) {
 			st_req_complete(st, req, -ENOENT, NULL);
 			return true;
@@ -210,44 +306,143 @@ static bool req_run(struct store *st, struct store_req *req)
 		st_blob_unref(v);
 		return true;
 	}
+	case STORE_CALL:
+		break; /* (above) */
 	}
 	st_req_complete(st, req, -EINVAL, NULL);
 	return true;
 }
 
-void store_submit(struct store *st, struct store_req *req)
+/* Queues req on `ke` (its i-th key): returns true if it heads the queue. */
+static bool enqueue(struct store_waiter *w, struct store_req *req, struct kentry *ke)
+{
+	w->req = req;
+	w->next = NULL;
+	if (ke->tail != NULL) {
+		ke->tail->next = w;
+		ke->tail = w;
+		return false;
+	}
+	ke->head = ke->tail = w;
+	return true;
+}
+
+/* Finds a call's other keys and queues it on each distinct one.  Returns 0
+ * or -ENOMEM / -E2BIG / -EINVAL (nothing queued but key 0's kentry). */
+static int enqueue_more(struct store *st, struct store_req *req)
+{
+	size_t n = req->n_more_keys;
+	req->waits = calloc(n, sizeof(*req->waits));
+	req->more_entries = calloc(n, sizeof(*req->more_entries));
+	if (req->waits == NULL || req->more_entries == NULL)
+		return -ENOMEM;
+	uint32_t stamp = ++st->stamp;
+	((struct kentry *)req->key_entry)->stamp = stamp;
+	for (size_t i = 0; i < n; i++) {
+		const struct store_key_ref *r = &req->more_keys[i];
+		if (r->db >= st->cfg.databases)
+			return -EINVAL;
+		if (r->key_len > FMT_KEY_MAX)
+			return -E2BIG;
+		size_t len = fmt_key_ident(st->ident, st_db_id(st, r->db), r->key, r->key_len);
+		struct kentry *ke = st_kentry_get(st, st->ident, len);
+		if (ke == NULL)
+			return -ENOMEM;
+		req->more_entries[i] = ke;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct kentry *ke = req->more_entries[i];
+		if (ke->stamp == stamp)
+			continue; /* a key named twice waits once (waits[i].req NULL) */
+		ke->stamp = stamp;
+		req->heads_missing += !enqueue(&req->waits[i], req, ke);
+	}
+	return 0;
+}
+
+/* Queues req on the kentry of `ident` (and a call's other keys) and runs it
+ * if it heads them all. */
+static void submit_ident(struct store *st, struct store_req *req, const uint8_t *ident,
+                         size_t len)
+{
+	struct kentry *ke = st_kentry_get(st, ident, len);
+	if (ke == NULL) {
+		st_req_complete(st, req, -ENOMEM, NULL);
+		return;
+	}
+	req->key_entry = ke;
+	if (req->op == STORE_CALL && req->n_more_keys > 0) {
+		int ret = enqueue_more(st, req);
+		if (ret < 0) {
+			/* enqueue_more fails before it queues anything: the kentries
+			 * it found are released, each once. */
+			uint32_t stamp = ++st->stamp;
+			ke->stamp = stamp;
+			for (size_t i = 0; req->more_entries != NULL && i < req->n_more_keys; i++) {
+				struct kentry *k = req->more_entries[i];
+				if (k != NULL && k->stamp != stamp) {
+					k->stamp = stamp;
+					st_kentry_release(st, k);
+				}
+			}
+			free(req->waits);
+			free(req->more_entries);
+			req->waits = NULL;
+			req->more_entries = NULL;
+			st_kentry_release(st, ke);
+			st_req_complete(st, req, ret, NULL);
+			return;
+		}
+	}
+	req->heads_missing += !enqueue(&req->wait, req, ke);
+	if (req->heads_missing > 0 || !req_run(st, req))
+		return;
+	settled(st, req);
+	queues_run(st);
+}
+
+/* Clears what the store keeps in req; false (req completed) if the store no
+ * longer takes requests. */
+static bool submit_begin(struct store *st, struct store_req *req)
 {
 	req->store = st;
-	req->next_waiting = NULL;
 	req->result = NULL;
 	req->result_ref = NULL;
 	req->result_len = 0;
 	req->retries = 0;
+	req->heads_missing = 0;
+	req->waits = NULL;
+	req->more_entries = NULL;
 	req->read.done = NULL; /* set only once the request reads the log */
 	st->inflight_reqs++;
 	st->submitted++;
 	if (st->stopped) {
 		st_req_complete(st, req, -ESHUTDOWN, NULL);
+		return false;
+	}
+	return true;
+}
+
+void store_submit(struct store *st, struct store_req *req)
+{
+	if (!submit_begin(st, req))
+		return;
+	if (req->db >= st->cfg.databases) {
+		st_req_complete(st, req, -EINVAL, NULL);
 		return;
 	}
 	if (req->key_len > FMT_KEY_MAX || req->value_len > FMT_VALUE_MAX) {
 		st_req_complete(st, req, -E2BIG, NULL);
 		return;
 	}
-	struct kentry *ke = st_kentry_get(st, req->key, req->key_len);
-	if (ke == NULL) {
-		st_req_complete(st, req, -ENOMEM, NULL);
-		return;
-	}
-	req->key_entry = ke;
-	if (ke->tail != NULL) {
-		ke->tail->next_waiting = req;
-		ke->tail = req;
-		return;
-	}
-	ke->head = ke->tail = req;
-	if (req_run(st, req))
-		queue_advance(st, ke);
+	size_t len = fmt_key_ident(st->ident, st_db_id(st, req->db), req->key, req->key_len);
+	submit_ident(st, req, st->ident, len);
+}
+
+void st_submit_ident(struct store *st, struct store_req *req, const uint8_t *ident, size_t len)
+{
+	if (submit_begin(st, req))
+		submit_ident(st, req, ident, len);
 }
 
 /* ---- the end of each loop iteration ------------------------------------- */
@@ -294,7 +489,16 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 	st->cfg.dir = st->dir;
 	int ret = st_table_grow(st);
 	st->batch = idx_batch_new();
-	if (ret < 0 || st->batch == NULL) {
+	st->ident = malloc(FMT_IDENT_MAX);
+	st->ident2 = malloc(FMT_IDENT_MAX);
+	st->dbs = calloc(cfg->databases ? cfg->databases : 1, sizeof(*st->dbs));
+	if (cfg->databases == 0 || cfg->databases > FMT_DB_MAX) {
+		snprintf(err, errlen, "server.databases must be 1..%u", FMT_DB_MAX);
+		ret = -EINVAL;
+		goto fail;
+	}
+	if (ret < 0 || st->batch == NULL || st->ident == NULL || st->ident2 == NULL ||
+	    st->dbs == NULL) {
 		snprintf(err, errlen, "out of memory");
 		ret = -ENOMEM;
 		goto fail;
@@ -313,7 +517,9 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 	ret = idx_open(&st->idx, cfg->shared, path, err, errlen);
 	if (ret < 0)
 		goto fail;
-	st->keys = idx_key_count(st->idx);
+	ret = st_db_open(st, err, errlen);
+	if (ret < 0)
+		goto fail;
 	if (idx_segments_live(st->idx, st_usage_load, st) < 0) {
 		snprintf(err, errlen,
 		         "cannot read the segment rows of %s/index (see the log above)", st->dir);
@@ -329,7 +535,8 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 	ret = st_replay_log(st, &lc, err, errlen);
 	if (ret < 0)
 		goto fail;
-	st->applied_keys = st->keys;
+	for (unsigned d = 0; d < st->cfg.databases; d++)
+		st->dbs[d].applied = st->dbs[d].live;
 	st->batch_lsn = idx_applied_lsn(st->idx);
 	st->checkpoint_lsn = log_next_lsn(st->log);
 	st->apply_slice = APPLY_SLICE;
@@ -361,17 +568,26 @@ int store_checkpoint(struct store *st)
 	return idx_request_flush(st->idx);
 }
 
-uint64_t store_key_count(struct store *st)
+void store_db_stats(struct store *st, unsigned db, struct store_db_stats *out)
 {
 	st_resolve_blind(st);
-	return st->keys;
+	*out = db < st->cfg.databases ? st->dbs[db].live : (struct store_db_stats){0};
+}
+
+uint64_t store_key_count(struct store *st, unsigned db)
+{
+	struct store_db_stats d;
+	store_db_stats(st, db, &d);
+	return d.keys;
 }
 
 void store_get_stats(struct store *st, struct store_stats *out)
 {
 	st_resolve_blind(st);
 	*out = st->stats;
-	out->keys = st->keys;
+	out->keys = 0;
+	for (unsigned d = 0; d < st->cfg.databases; d++)
+		out->keys += st->dbs[d].live.keys;
 	out->index_batch_keys = st->batch_records;
 	if (st->log != NULL) {
 		const struct log_stats *ls = log_get_stats(st->log);
@@ -388,6 +604,7 @@ void store_get_stats(struct store *st, struct store_stats *out)
 		struct idx_stats is;
 		idx_get_stats(st->idx, &is);
 		out->index_block_misses = is.block_cache_misses;
+		out->garbage_dropped = is.garbage_dropped;
 		out->index_bytes = is.memtable_bytes + is.sst_bytes;
 	}
 	out->live_bytes = 0;
@@ -443,6 +660,12 @@ void store_close(struct store *st)
 	free(st->usage);
 	free(st->gc.buf);
 	free(st->expire_at_key);
+	free(st->ident);
+	free(st->ident2);
+	free(st->dbs);
+	free(st->id_slots);
+	for (unsigned i = 0; i < st->n_hints; i++)
+		free(st->hints[i].prefix);
 	if (st->lock_fd >= 0)
 		close(st->lock_fd); /* releases the flock */
 	free(st);

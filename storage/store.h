@@ -20,8 +20,25 @@
  * written meanwhile).  A crash loses nothing the log holds: at open every
  * record after the index's applied_lsn is replayed into it.
  *
- * Key count: exact whenever it is read.  Like Redis's DBSIZE it includes keys
- * that have expired but have not been reclaimed yet.
+ * Databases: every request names its database (req->db, below
+ * store_config.databases).  A database is stored under an id that the
+ * shard's database map gives it (format.h, DBMAP): FLUSHDB gives it a new
+ * id, FLUSHALL all of them, SWAPDB exchanges two — one log record each,
+ * O(1) whatever the databases hold; the rows left under a retired id are
+ * reclaimed in the background (index.h, "Garbage").  Requests submitted
+ * before such a change run on the databases as they were (as if they ran
+ * before it); requests submitted after it see the new map.
+ *
+ * Types: a key holds a string, a hash or a set.  A hash or set is stored per
+ * element (one index row each): reading, adding or removing one element
+ * costs O(1) elements of I/O and memory, whatever its size; deleting,
+ * expiring or overwriting the whole key costs O(1) too (the elements become
+ * garbage, reclaimed in the background).  Strings are read and written by
+ * the requests below; collections by calls (STORE_CALL, "calls" below).
+ *
+ * Key count: exact whenever it is read, per database, with the number of
+ * keys that have an expiry.  Like Redis's DBSIZE it includes keys that have
+ * expired but have not been reclaimed yet.
  *
  * Expiry: an expired key is never returned (checked on every read).  Active
  * expiry reclaims expired keys in the background without reading them, each
@@ -40,6 +57,7 @@
 #ifndef RINGKV_STORE_H
 #define RINGKV_STORE_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,6 +69,7 @@
 struct store_config {
 	const char *dir;            /* DIR/shard-NNN; created if missing */
 	unsigned shard;
+	unsigned databases;         /* databases 0..databases-1, 1..FMT_DB_MAX */
 	uint64_t segment_size;      /* log segment bytes */
 	enum log_durability durability;
 	uint32_t inline_max;        /* values up to this size live in the index */
@@ -65,10 +84,11 @@ enum store_op {
 	STORE_META,   /* exists / expiry / length, without reading the value */
 	STORE_PUT,    /* set value (flags: NX, XX, KEEPTTL, GET) */
 	STORE_DELETE, /* delete key; result: whether it existed */
-	STORE_EXPIRE, /* set expiry_ms on an existing key (0 = persist) */
+	STORE_EXPIRE, /* change an existing key's expiry, any type: req->expire decides */
 	STORE_UPDATE, /* read-modify-write through req->update */
 	STORE_RELOCATE, /* internal: garbage collection moves a value (never submitted by
 			   callers) */
+	STORE_CALL,   /* run req->call over the key (and req->more_keys): "calls" below */
 };
 
 #define STORE_NX 0x1      /* PUT only if the key does not exist */
@@ -76,6 +96,14 @@ enum store_op {
 #define STORE_KEEPTTL 0x4 /* PUT keeps the existing expiry */
 #define STORE_GET_OLD 0x8 /* PUT/DELETE also return the previous value */
 #define STORE_IF_EXPIRED 0x10 /* DELETE only a key whose expiry has passed */
+#define STORE_STRING 0x20 /* META: a key of another type is refused (STRLEN) */
+#define STORE_ANY_TYPE 0x40 /* GET: a collection answers its type, enc and count, no
+			       value (OBJECT ENCODING) */
+
+/* The status of a request on a key of another type: GET, UPDATE, PUT or
+ * DELETE with GET_OLD, META with STORE_STRING, on a hash or a set (Redis's
+ * WRONGTYPE); nothing was changed. */
+#define STORE_WRONGTYPE (-EPROTOTYPE)
 
 /* What a read-modify-write decides, given the current value. */
 enum store_update_result {
@@ -86,6 +114,23 @@ enum store_update_result {
 
 struct store;
 struct store_req;
+struct store_txn;
+
+/* A call (STORE_CALL): see "calls" below. */
+typedef void (*store_call_fn)(struct store_req *req, struct store_txn *t);
+
+/* Another key of a call. */
+struct store_key_ref {
+	unsigned db;
+	const uint8_t *key; /* caller-owned until done */
+	size_t key_len;
+};
+
+/* A request's place in the queue of one of its keys (private to the store). */
+struct store_waiter {
+	struct store_req *req;
+	struct store_waiter *next;
+};
 
 /* Decides a read-modify-write on the proactor.  old is NULL when the key does
  * not exist.  To write, set req->new_value / new_len (memory owned by the
@@ -93,46 +138,67 @@ struct store_req;
 typedef enum store_update_result (*store_update_fn)(struct store_req *req, const uint8_t *old,
 						     size_t old_len, uint64_t old_expiry_ms);
 
+/* Decides an EXPIRE on the proactor, given the key's current expiry (the key
+ * exists; 0 = none): WRITE sets req->new_expiry_ms (0 = none), DELETE
+ * deletes the key, KEEP changes nothing.  It may run more than once for one
+ * request (a string's value is read before it is rewritten): it must decide
+ * the same from the same state. */
+typedef enum store_update_result (*store_expire_fn)(struct store_req *req,
+						     uint64_t old_expiry_ms);
+
 /* One request.  Owned by the caller (embed it in the command's context) and
  * untouched by the caller from store_submit() until done runs. */
 struct store_req {
 	/* set by the caller */
 	enum store_op op;
+	unsigned db;               /* the database, < store_config.databases */
 	const uint8_t *key;
 	size_t key_len;
 	const uint8_t *value;      /* PUT: the new value (caller-owned until done) */
 	size_t value_len;
-	uint64_t expiry_ms;        /* PUT, EXPIRE: absolute Unix ms, 0 = none */
+	uint64_t expiry_ms;        /* PUT: absolute Unix ms, 0 = none */
 	unsigned flags;            /* STORE_NX | STORE_XX | STORE_KEEPTTL | STORE_GET_OLD */
 	store_update_fn update;    /* UPDATE */
+	store_expire_fn expire;    /* EXPIRE */
+	store_call_fn call;        /* CALL */
+	const struct store_key_ref *more_keys; /* CALL: its keys after `key` (may repeat
+	                                          one: the same key then) */
+	size_t n_more_keys;
 	void *arg;                 /* the caller's */
 	void (*done)(struct store_req *req);
 
 	/* set by the store before done */
 	int status;                /* 0; -ENOENT (no such key); -EEXIST (NX/XX refused);
-				      -EIO, -ENOSPC, -E2BIG (write failed, nothing changed) */
+				      STORE_WRONGTYPE; -EIO, -ENOSPC, -E2BIG, -ENOMEM
+				      (failed, nothing changed) */
 	bool existed;              /* the key existed before the request (false for a
 				      plain PUT of a key not cached: it does not ask) */
 	const uint8_t *result;     /* GET, GET_OLD: the value; valid only inside done */
 	size_t result_len;         /* META: the value's length */
 	uint64_t result_expiry_ms; /* GET, META: the key's expiry, 0 = none */
+	uint8_t result_type;       /* GET, META: the key's type (FMT_TYPE_*) */
+	uint8_t result_enc;        /* META: a collection's encoding flags (FMT_ENC_*) */
+	uint64_t result_count;     /* META: a collection's elements */
 
-	/* UPDATE: set by the update function */
+	/* UPDATE, EXPIRE: set by the update or expire function */
 	const uint8_t *new_value;
 	size_t new_len;
 	uint64_t new_expiry_ms;
 
 	/* private to the store */
-	struct store_req *next_waiting; /* later request on the same key */
+	struct store_waiter wait;        /* the request in its key's queue */
+	struct store_waiter *waits;      /* CALL: one per key of more_keys (malloc'd) */
+	unsigned heads_missing;          /* CALL: keys whose queue it does not head yet */
 	struct log_read read;            /* a cold read of the value */
 	struct store *store;
 	void *key_entry;                 /* the key's entry in the store's key table */
+	void **more_entries;             /* CALL: the entries of more_keys (malloc'd) */
 	void *result_ref;                /* keeps `result` alive until done has run */
 	unsigned retries;                /* index re-reads after a moved value */
 };
 
 struct store_stats {
-	uint64_t keys;             /* exact key count */
+	uint64_t keys;             /* exact key count, every database */
 	uint64_t log_bytes;        /* bytes in log segments */
 	uint64_t cache_hits, cache_misses;
 	uint64_t index_blocking_reads; /* index entries not in the block cache, read blocking */
@@ -158,6 +224,15 @@ struct store_stats {
 	                                 the index got them (store_int.h) */
 	uint64_t index_batch_keys;    /* keys whose writes wait for the index now */
 	uint64_t records_replayed;    /* log records recovery replayed when the store opened */
+	uint64_t elem_reads;          /* collection elements read from the index */
+	uint64_t garbage_dropped;     /* garbage rows the index's compaction dropped */
+};
+
+/* One database's counts (DBSIZE, INFO keyspace). */
+struct store_db_stats {
+	uint64_t keys;         /* exact, expired-but-not-reclaimed ones included */
+	uint64_t expires;      /* of them with an expiry */
+	uint64_t expiry_sum_s; /* the sum of those expiries, Unix seconds (avg_ttl) */
 };
 
 struct store;
@@ -179,10 +254,12 @@ void store_submit(struct store *st, struct store_req *req);
  * cache misses of a batch overlap instead of following each other.  Changes
  * nothing; keys the table does not hold cost only their bucket.  At most
  * STORE_PREFETCH_MAX keys are looked at. */
-void store_prefetch(struct store *st, const uint8_t *const *keys, const size_t *lens, size_t n);
+void store_prefetch(struct store *st, unsigned db, const uint8_t *const *keys,
+		    const size_t *lens, size_t n);
 
-/* SCAN: visits about `count` keys from `cursor` (0 = start) in hash order,
- * calling fn for each live key with its expiry, and sets *next to the cursor
+/* SCAN of database `db`: visits about `count` keys from `cursor` (0 =
+ * start) in hash order, calling fn for each live key with its expiry and
+ * type, and sets *next to the cursor
  * to pass next time, 0 when the walk is complete.  Cursors are hashes, so
  * they stay valid across writes and restarts, and every key that exists for
  * the whole walk is visited at least once (a key may be visited twice).  Keys
@@ -190,21 +267,93 @@ void store_prefetch(struct store *st, const uint8_t *const *keys, const size_t *
  * `none` a key written in the last milliseconds (acknowledged, its log write
  * still in flight) is missed by a call whose range has passed it.  Reads the index
  * blocking, bounded by `count`.  Returns 0 or -EIO. */
-int store_scan(struct store *st, uint64_t cursor, size_t count,
-	       void (*fn)(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms),
+int store_scan(struct store *st, unsigned db, uint64_t cursor, size_t count,
+	       void (*fn)(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms,
+			  uint8_t type),
 	       void *arg, uint64_t *next);
 
-/* FLUSHALL of this shard: every key is deleted, durably, through a DROP
- * record in the log.  Requests that were waiting for a disk read when it was
- * submitted see the keys as deleted.  req->done runs as for a write. */
-void store_drop_all(struct store *st, struct store_req *req);
+/* FLUSHALL (db < 0) or FLUSHDB (db) of this shard, or SWAPDB db with db2:
+ * one DBMAP record (format.h) changes the database map, durably: req->done
+ * runs as for a write.  O(1): the keys left behind are reclaimed in the
+ * background. */
+void store_flush(struct store *st, int db, struct store_req *req);
+void store_swap_db(struct store *st, unsigned db, unsigned db2, struct store_req *req);
+
+/* ---- calls --------------------------------------------------------------
+ *
+ * A STORE_CALL request runs req->call(req, t) on the shard's proactor once it
+ * heads the queue of each of its keys (req->key and req->more_keys; key 0 is
+ * req->key): after every request submitted earlier on any of them has
+ * settled, before any later one runs.  So a call is atomic and isolated over
+ * its keys, which must all be the shard's.  Inside, the call reads and
+ * changes its keys through the store_txn_* functions, synchronously (an
+ * element not in memory is read from the index at once); it writes its reply
+ * itself (req->arg or the request's container).  What it changed reaches
+ * the log as one group when it returns — the keys' metadata first, then the
+ * elements: one commit, so recovery applies all of it or none — and
+ * req->done runs as for a write (or on the next iteration if nothing
+ * changed).  A call that fails (store_txn_abort_error, or a txn function
+ * returning < 0 other than -ENOENT) changes nothing: req->status says why.
+ * A txn is valid only during its call. */
+
+/* What a call sees of key k. */
+struct store_key_info {
+	bool exists;        /* the key exists and has not expired */
+	uint8_t type;       /* when it exists: FMT_TYPE_* */
+	uint8_t enc;        /* a collection's FMT_ENC_* flags */
+	uint64_t count;     /* a collection's elements */
+	uint64_t expiry_ms; /* 0 = none */
+	uint32_t value_len; /* a string's length */
+};
+void store_txn_key(struct store_txn *t, size_t k, struct store_key_info *out);
+
+/* The value of element `elem` of collection key k: 0 (*v, *vlen valid until
+ * the next store_txn_* call), -ENOENT (no such element, or no such key), or
+ * -EIO / -ENOMEM (the call failed). */
+int store_txn_get(struct store_txn *t, size_t k, const void *elem, size_t elen,
+		  const uint8_t **v, size_t *vlen);
+
+/* Sets element `elem` of key k to (value, vlen), creating the key as a
+ * collection of `type` if it does not exist (the caller checked that it is
+ * not of another type).  Returns 1 (a new element), 0 (replaced) or < 0. */
+int store_txn_put(struct store_txn *t, size_t k, uint8_t type, const void *elem, size_t elen,
+		  const void *value, size_t vlen);
+
+/* Removes element `elem` of key k (the key goes when its last element does,
+ * as in Redis).  Returns 1 (removed), 0 (not there) or < 0. */
+int store_txn_del(struct store_txn *t, size_t k, const void *elem, size_t elen);
+
+/* Deletes key k, whatever its type.  Returns 1 (deleted), 0 (absent). */
+int store_txn_delete_key(struct store_txn *t, size_t k);
+
+/* ORs FMT_ENC_* flags into collection key k's encoding (a one-way change). */
+void store_txn_mark(struct store_txn *t, size_t k, uint8_t enc);
+
+/* Visits elements of collection key k: at least `max` (when there are) from
+ * `cursor` (0: the first) in element-hash order, then the rest of the last
+ * one's hash group; *next is where to resume, 0 when the walk is complete.
+ * Sees the call's own changes and every earlier write.  fn's arguments are
+ * valid during its call; its non-zero return stops the walk (and is
+ * returned).  Returns 0, fn's value, or < 0 (the call failed). */
+typedef int (*store_elem_fn)(void *arg, const uint8_t *elem, size_t elen, const uint8_t *value,
+			     size_t vlen);
+int store_txn_scan(struct store_txn *t, size_t k, uint64_t cursor, size_t max, store_elem_fn fn,
+		   void *arg, uint64_t *next);
+
+/* Drops what the call changed so far: it completes with status 0 and
+ * nothing written (a refusal the call replies itself). */
+void store_txn_abort(struct store_txn *t);
+/* The same, completing with status `err` (< 0). */
+void store_txn_abort_error(struct store_txn *t, int err);
 
 /* Asks the index to persist its memtables in the background (a RocksDB
  * flush), so a restart replays less of the log.  Returns at once: 0, or
  * -EALREADY (nothing to flush), -EBUSY (a flush is still running), -EIO. */
 int store_checkpoint(struct store *st);
 
-uint64_t store_key_count(struct store *st);
+/* The counts of database `db` (exact: pending writes included). */
+void store_db_stats(struct store *st, unsigned db, struct store_db_stats *out);
+uint64_t store_key_count(struct store *st, unsigned db);
 void store_get_stats(struct store *st, struct store_stats *out);
 
 /* Stops accepting requests and finishes what is in flight; store_busy()

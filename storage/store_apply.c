@@ -13,13 +13,15 @@
 
 /* ---- live bytes per segment --------------------------------------------- */
 
-/* Where segment `id`'s entry is, or would be inserted, in st->usage. */
-static size_t usage_index(const struct store *st, uint64_t id)
+/* Where (segment `id`, database `db`)'s entry is, or would be inserted, in
+ * st->usage (sorted by segment, then database). */
+static size_t usage_index(const struct store *st, uint64_t id, uint32_t db)
 {
 	size_t lo = 0, hi = st->n_usage;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		if (st->usage[mid].id < id)
+		const struct seg_usage *u = &st->usage[mid];
+		if (u->id < id || (u->id == id && u->db < db))
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -27,10 +29,10 @@ static size_t usage_index(const struct store *st, uint64_t id)
 	return lo;
 }
 
-struct seg_usage *st_usage_get(struct store *st, uint64_t id)
+struct seg_usage *st_usage_get(struct store *st, uint64_t id, uint32_t db)
 {
-	size_t lo = usage_index(st, id);
-	if (lo < st->n_usage && st->usage[lo].id == id)
+	size_t lo = usage_index(st, id, db);
+	if (lo < st->n_usage && st->usage[lo].id == id && st->usage[lo].db == db)
 		return &st->usage[lo];
 	if (st->n_usage == st->cap_usage) {
 		size_t cap = st->cap_usage ? st->cap_usage * 2 : 64;
@@ -42,13 +44,15 @@ struct seg_usage *st_usage_get(struct store *st, uint64_t id)
 	}
 	memmove(&st->usage[lo + 1], &st->usage[lo], (st->n_usage - lo) * sizeof(*st->usage));
 	st->n_usage++;
-	st->usage[lo] = (struct seg_usage){.id = id};
+	st->usage[lo] = (struct seg_usage){.id = id, .db = db};
 	return &st->usage[lo];
 }
 
-void st_usage_add(struct store *st, uint64_t segment, int64_t delta)
+void st_usage_add(struct store *st, uint64_t segment, uint32_t db, int64_t delta)
 {
-	struct seg_usage *u = st_usage_get(st, segment);
+	if (st_db_of_id(st, db) < 0)
+		return; /* a retired database: its bytes are dead */
+	struct seg_usage *u = st_usage_get(st, segment, db);
 	if (u == NULL)
 		return;
 	if (delta < 0 && u->live < (uint64_t)-delta)
@@ -64,12 +68,26 @@ void st_usage_add(struct store *st, uint64_t segment, int64_t delta)
  * pointer any more — deleted, or the value is inline). */
 static void usage_move(struct store *st, struct kentry *ke, const struct log_pos *pos)
 {
+	uint32_t db = st_ident_db(ke->key);
 	if (ke->idx_ptr)
-		st_usage_add(st, ke->idx_pos.segment, -(int64_t)ke->idx_pos.length);
+		st_usage_add(st, ke->idx_pos.segment, db, -(int64_t)ke->idx_pos.length);
 	ke->idx_ptr = pos != NULL;
 	if (pos != NULL) {
 		ke->idx_pos = *pos;
-		st_usage_add(st, pos->segment, pos->length);
+		st_usage_add(st, pos->segment, db, pos->length);
+	}
+}
+
+void st_usage_retire(struct store *st, uint32_t db)
+{
+	for (size_t i = 0; i < st->n_usage; i++) {
+		struct seg_usage *u = &st->usage[i];
+		if (u->db != db)
+			continue;
+		u->live = 0;
+		u->pending = 0;
+		u->forget = u->dirty = true;
+		st->usage_dirty = true;
 	}
 }
 
@@ -81,9 +99,9 @@ void st_usage_flush(struct store *st, struct idx_batch *b)
 	for (size_t i = 0; i < st->n_usage; i++) {
 		struct seg_usage *u = &st->usage[i];
 		if (u->dirty && u->forget)
-			idx_batch_forget_segment(b, u->id);
+			idx_batch_forget_live(b, u->id, u->db);
 		else if (u->dirty)
-			idx_batch_set_live(b, u->id, u->live);
+			idx_batch_set_live(b, u->id, u->db, u->live);
 		u->dirty = false;
 		if (!u->forget)
 			st->usage[kept++] = *u;
@@ -94,16 +112,25 @@ void st_usage_flush(struct store *st, struct idx_batch *b)
 
 uint64_t st_usage_live(const struct store *st, uint64_t segment)
 {
-	size_t i = usage_index(st, segment);
-	return i < st->n_usage && st->usage[i].id == segment ? st_seg_live(&st->usage[i]) : 0;
+	uint64_t live = 0;
+	for (size_t i = usage_index(st, segment, 0); i < st->n_usage && st->usage[i].id == segment;
+	     i++)
+		live += st_seg_live(&st->usage[i]);
+	return live;
 }
 
-void st_usage_load(void *arg, uint64_t segment, uint64_t live)
+void st_usage_load(void *arg, uint64_t segment, uint32_t db, uint64_t live)
 {
 	struct store *st = arg;
-	struct seg_usage *u = st_usage_get(st, segment);
-	if (u != NULL)
-		u->live = live;
+	struct seg_usage *u = st_usage_get(st, segment, db);
+	if (u == NULL)
+		return;
+	u->live = live;
+	if (st_db_of_id(st, db) < 0) { /* a row a retirement left: remove it */
+		u->live = 0;
+		u->forget = u->dirty = true;
+		st->usage_dirty = true;
+	}
 }
 
 int st_usage_prune(struct store *st)
@@ -118,7 +145,7 @@ int st_usage_prune(struct store *st)
 	if (!st->usage_dirty)
 		return 0;
 	st_usage_flush(st, st->batch);
-	int ret = idx_write(st->idx, st->batch, idx_applied_lsn(st->idx), st->keys);
+	int ret = idx_write(st->idx, st->batch, idx_applied_lsn(st->idx));
 	idx_batch_clear(st->batch);
 	return ret;
 }
@@ -181,10 +208,15 @@ static void blind_found(struct store *st, struct pending_write *pw, const struct
 {
 	struct kentry *ke = pw->ke;
 	st->stats.blind_puts_existing++;
-	st->keys--;
-	pw->count_delta--;
+	/* It assumed (absent) -> (new expiry); it was (old expiry) -> (new). */
+	struct count_delta fix = {-1, e->expiry_ms ? -1 : 0,
+	                          e->expiry_ms ? -(int64_t)(e->expiry_ms / 1000) : 0};
+	st_count_live(st, pw->db, &fix);
+	pw->delta.keys += fix.keys;
+	pw->delta.expires += fix.expires;
+	pw->delta.expiry_sum_s += fix.expiry_sum_s;
 	if (pw->in_batch && !e->is_inline) /* write_done took it for absent */
-		st_usage_pending(st, e->segment, -(int64_t)e->length);
+		st_usage_pending(st, e->segment, pw->db, -(int64_t)e->length);
 	ke->idx_expiry_ms = e->expiry_ms;
 	ke->idx_ptr = !e->is_inline;
 	ke->idx_pos = (struct log_pos){
@@ -203,9 +235,8 @@ void st_resolve_blind(struct store *st)
 		struct pending_write *pw = st->blind[i];
 		const struct idx_probe *p = &st->probes[i];
 		pw->blind = false;
-		/* An entry older than a FLUSHALL the index has not applied yet is
-		 * gone (as in st_kentry_load). */
-		if (ret == 0 && p->status == 0 && p->e.lsn >= st->drop_lsn)
+		/* A retired database's rows are gone (as in st_kentry_load). */
+		if (ret == 0 && p->status == 0 && st_db_of_id(st, pw->db) >= 0)
 			blind_found(st, pw, &p->e);
 	}
 	st->n_blind = 0;
@@ -232,9 +263,9 @@ static void batch_add_key(struct store *st, struct pending_write *pw)
 	/* The live bytes move for real now: what write_done counted pending
 	 * is taken back. */
 	if (ke->idx_ptr)
-		st_usage_pending(st, ke->idx_pos.segment, (int64_t)ke->idx_pos.length);
+		st_usage_pending(st, ke->idx_pos.segment, pw->db, (int64_t)ke->idx_pos.length);
 	if (ptr)
-		st_usage_pending(st, pos.segment, -(int64_t)pos.length);
+		st_usage_pending(st, pos.segment, pw->db, -(int64_t)pos.length);
 	usage_move(st, ke, ptr ? &pos : NULL);
 	if (pw->is_delete) {
 		idx_batch_delete(st->batch, ke->key, ke->key_len, ke->idx_expiry_ms);
@@ -275,13 +306,14 @@ void st_apply_keys(struct store *st, size_t max)
 	size_t n = 0;
 	for (; rest != NULL && n < max; rest = rest->next_free, n++) {
 		batch_add_key(st, rest);
-		st->applied_keys += (uint64_t)rest->count_delta;
+		st_count_applied(st, rest->db, &rest->delta);
 	}
 	st_usage_flush(st, st->batch);
+	st_counts_flush(st, st->batch);
 	uint64_t lsn = rest != NULL ? rest->w.pos.lsn - 1 : st->batch_lsn;
 	if (lsn < idx_applied_lsn(st->idx))
 		lsn = idx_applied_lsn(st->idx);
-	int ret = idx_write(st->idx, st->batch, lsn, st->applied_keys);
+	int ret = idx_write(st->idx, st->batch, lsn);
 	idx_batch_clear(st->batch);
 	for (struct pending_write *pw = st->applying, *next; pw != rest; pw = next) {
 		next = pw->next_free;

@@ -68,7 +68,8 @@ static void cache_evict(struct store *st)
 	unsigned skips = 0;
 	while (st->cache_used > st->cfg.cache_bytes && st->lru_head != NULL) {
 		struct kentry *ke = st->lru_head;
-		if (ke->referenced || ke->head != NULL || ke->pending > 0) {
+		if (ke->referenced || ke->head != NULL || ke->pending > 0 || ke->pins > 0 ||
+		    ke->n_elems > 0) {
 			if (++skips > CACHE_EVICT_SKIPS)
 				return;
 			ke->referenced = false;
@@ -82,7 +83,7 @@ static void cache_evict(struct store *st)
 
 void st_kentry_release(struct store *st, struct kentry *ke)
 {
-	if (ke->head != NULL || ke->pending > 0)
+	if (ke->head != NULL || ke->pending > 0 || ke->pins > 0 || ke->n_elems > 0)
 		return;
 	if (!ke->known) {
 		kentry_free(st, ke);
@@ -147,44 +148,46 @@ int st_kentry_load(struct store *st, struct kentry *ke)
 {
 	struct idx_entry e;
 	uint8_t *inline_value = NULL;
+	if (st_db_of_id(st, st_ident_db(ke->key)) < 0) {
+		/* A retired database (FLUSHDB, FLUSHALL): its rows are garbage even
+		 * before the index drops them. */
+		st_kentry_set_absent(ke);
+		return 0;
+	}
 	int ret = idx_get(st->idx, ke->key, ke->key_len, IDX_CACHED_ONLY, &e, &inline_value);
 	if (ret == -EWOULDBLOCK) {
 		st->stats.index_blocking_reads++;
 		ret = idx_get(st->idx, ke->key, ke->key_len, IDX_BLOCKING, &e, &inline_value);
-	}
-	if (ret == 0 && e.lsn < st->drop_lsn) {
-		/* Dropped by a FLUSHALL that the index has not applied yet; the
-		 * entry's expiry row is still there until it is (and the drop
-		 * zeroes every segment's live bytes). */
-		free(inline_value);
-		ke->exists = false;
-		ke->idx_expiry_ms = e.expiry_ms;
-		ke->idx_ptr = false;
-		ke->known = true;
-		return 0;
 	}
 	if (ret == -ENOENT) {
 		st_kentry_set_absent(ke);
 		return 0;
 	}
 	if (ret < 0)
-		return -EIO;
+		return ret == -ENOMEM ? -ENOMEM : -EIO;
 	st_blob_unref(ke->value);
 	ke->value = NULL;
-	if (e.is_inline) {
+	bool coll = !st_is_elem(ke) && e.type != FMT_TYPE_STRING;
+	if (e.is_inline && !coll) {
 		ke->value = st_blob_new(inline_value, e.value_len);
-		free(inline_value);
-		if (ke->value == NULL)
+		if (ke->value == NULL) {
+			free(inline_value);
 			return -ENOMEM;
+		}
 	}
+	free(inline_value);
 	ke->exists = true;
-	ke->is_inline = e.is_inline;
+	ke->type = st_is_elem(ke) ? FMT_TYPE_STRING : e.type;
+	ke->is_inline = e.is_inline || coll;
 	ke->expiry_ms = e.expiry_ms;
 	ke->idx_expiry_ms = e.expiry_ms;
 	ke->value_len = e.value_len;
+	ke->version = e.version;
+	ke->count = e.count;
+	ke->enc = e.enc;
 	ke->pos = (struct log_pos){
 	    .segment = e.segment, .offset = e.offset, .length = e.length, .lsn = e.lsn};
-	ke->idx_ptr = !e.is_inline;
+	ke->idx_ptr = !ke->is_inline;
 	ke->idx_pos = ke->pos;
 	ke->known = true;
 	st_kentry_charge(st, ke);
@@ -201,14 +204,12 @@ void st_forget_all_keys(struct store *st)
 /* Three passes, so each waits at most for the slowest load of the one
  * before: the buckets, then the entries at their heads, then (found entries)
  * the cached value and the batch entry that a write replaces. */
-void store_prefetch(struct store *st, const uint8_t *const *keys, const size_t *lens, size_t n)
+void st_prefetch_hashes(struct store *st, const uint64_t *hash, size_t n)
 {
 	struct kentry **slot[STORE_PREFETCH_MAX];
-	uint64_t hash[STORE_PREFETCH_MAX];
 	if (n > STORE_PREFETCH_MAX)
 		n = STORE_PREFETCH_MAX;
 	for (size_t i = 0; i < n; i++) {
-		hash[i] = st_hash_key(keys[i], lens[i]);
 		slot[i] = &st->buckets[hash[i] & (st->n_buckets - 1)];
 		__builtin_prefetch(slot[i]);
 	}
@@ -227,4 +228,20 @@ void store_prefetch(struct store *st, const uint8_t *const *keys, const size_t *
 					__builtin_prefetch(ke->batch_pw);
 				break;
 			}
+}
+
+void store_prefetch(struct store *st, unsigned db, const uint8_t *const *keys,
+                    const size_t *lens, size_t n)
+{
+	uint64_t hash[STORE_PREFETCH_MAX];
+	if (n > STORE_PREFETCH_MAX)
+		n = STORE_PREFETCH_MAX;
+	if (db >= st->cfg.databases)
+		return;
+	uint8_t head[FMT_KEY_IDENT_HEAD];
+	fmt_key_ident(head, st_db_id(st, db), NULL, 0);
+	uint64_t h0 = st_hash_update(ST_HASH_SEED, head, sizeof(head));
+	for (size_t i = 0; i < n; i++)
+		hash[i] = st_hash_finish(st_hash_update(h0, keys[i], lens[i]));
+	st_prefetch_hashes(st, hash, n);
 }

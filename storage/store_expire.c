@@ -8,10 +8,10 @@
 
 #include "storage/store_int.h"
 
-/* An expiry delete with its copy of the key. */
+/* An expiry delete with its copy of the key's ident. */
 struct expire_req {
 	struct store_req req;
-	uint8_t key[]; /* copied: the index's buffer is gone after the visit */
+	uint8_t ident[]; /* copied: the index's buffer is gone after the visit */
 };
 
 static void expire_done(struct store_req *req)
@@ -29,7 +29,8 @@ static void expire_done(struct store_req *req)
  * last row visited: without that, a pass kept finding the same EXPIRE_BATCH
  * rows whose deletes were pending, and reclaimed EXPIRE_BATCH keys per batch
  * delay). */
-static int expire_visit(void *arg, const void *key, size_t klen, uint64_t expiry_ms)
+static int expire_visit(void *arg, uint32_t db, const void *key, size_t klen,
+                        uint64_t expiry_ms)
 {
 	struct store *st = arg;
 	if (st->expiring >= EXPIRE_INFLIGHT_MAX)
@@ -41,24 +42,25 @@ static int expire_visit(void *arg, const void *key, size_t klen, uint64_t expiry
 		st->expire_at_key = b;
 		st->expire_at_cap = klen;
 	}
-	const struct kentry *ke = st_kentry_find(st, key, klen);
-	bool settled = ke != NULL && ke->known &&
-	               (!ke->exists || ke->expiry_ms == 0 || ke->expiry_ms > clock_unix_ms());
+	size_t len = fmt_key_ident(st->ident, db, key, klen);
+	const struct kentry *ke = st_kentry_find(st, st->ident, len);
+	bool settled = st_db_of_id(st, db) < 0 || /* a retired database's: garbage */
+	               (ke != NULL && ke->known &&
+	                (!ke->exists || ke->expiry_ms == 0 || ke->expiry_ms > clock_unix_ms()));
 	if (!settled) {
-		struct expire_req *x = calloc(1, sizeof(*x) + klen);
+		struct expire_req *x = calloc(1, sizeof(*x) + len);
 		if (x == NULL)
 			return 1;
-		memcpy(x->key, key, klen);
+		memcpy(x->ident, st->ident, len);
 		x->req.op = STORE_DELETE;
 		x->req.flags = STORE_IF_EXPIRED;
-		x->req.key = x->key;
-		x->req.key_len = klen;
 		x->req.done = expire_done;
 		st->expiring++;
-		store_submit(st, &x->req);
+		st_submit_ident(st, &x->req, x->ident, len);
 	}
 	memcpy(st->expire_at_key, key, klen);
 	st->expire_at_klen = klen;
+	st->expire_at_db = db;
 	st->expire_at_ms = expiry_ms;
 	st->expire_resume = true;
 	return 0;
@@ -79,7 +81,8 @@ static void expire_pass(void *arg)
 	uint64_t now = px_now_ns();
 	if (!st->expire_resume)
 		st->expire_started_ns = now;
-	struct idx_expiry_pos at = {st->expire_at_ms, st->expire_at_key, st->expire_at_klen};
+	struct idx_expiry_pos at = {st->expire_at_ms, st->expire_at_db, st->expire_at_key,
+	                            st->expire_at_klen};
 	int n = idx_expired(st->idx, clock_unix_ms(), st->expire_resume ? &at : NULL, EXPIRE_BATCH,
 	                    expire_visit, st);
 	if (n < 0 || st->expiring >= EXPIRE_INFLIGHT_MAX)
@@ -95,5 +98,7 @@ static void expire_pass(void *arg)
 void st_expire_tick(struct px *px, struct px_timer *t)
 {
 	(void)px;
-	expire_pass(container_of(t, struct store, expire_timer));
+	struct store *st = container_of(t, struct store, expire_timer);
+	expire_pass(st);
+	st_hints_run(st); /* (the same period suits the compaction hints) */
 }

@@ -103,7 +103,7 @@ static bool gc_relocate(struct store *st, const struct fmt_record *rec, uint64_t
 	x->req.done = gc_reloc_done;
 	g->inflight++;
 	g->inflight_bytes += rec->value_len;
-	store_submit(st, &x->req);
+	st_submit_ident(st, &x->req, x->data, rec->key_len);
 	return true;
 }
 
@@ -118,6 +118,11 @@ static bool gc_relocate(struct store *st, const struct fmt_record *rec, uint64_t
  * about 0.9 µs per SET while it ran. */
 static bool gc_record_dead(struct store *st, const struct fmt_record *rec, uint64_t offset)
 {
+	/* Only a string's value is ever pointed at: a collection's metadata and
+	 * its elements live in the index, as do the keys of retired databases. */
+	if (rec->key_len < FMT_KEY_IDENT_HEAD || rec->key[0] != FMT_IDENT_KEY ||
+	    rec->flags != FMT_TYPE_STRING || st_db_of_id(st, st_ident_db(rec->key)) < 0)
+		return true;
 	const struct kentry *ke = st_kentry_find(st, rec->key, rec->key_len);
 	if (ke == NULL || !ke->known)
 		return false;
@@ -163,13 +168,10 @@ static bool gc_batch_run(struct store *st, struct gc_batch *b, unsigned *submitt
 		b->n = 0; /* (stopped: the walk is cut short and the segment kept) */
 		return true;
 	}
-	const uint8_t *keys[STORE_PREFETCH_MAX];
-	size_t lens[STORE_PREFETCH_MAX];
-	for (size_t i = 0; i < b->n; i++) {
-		keys[i] = b->rec[i].key;
-		lens[i] = b->rec[i].key_len;
-	}
-	store_prefetch(st, keys, lens, b->n);
+	uint64_t hash[STORE_PREFETCH_MAX];
+	for (size_t i = 0; i < b->n; i++)
+		hash[i] = st_hash_key(b->rec[i].key, b->rec[i].key_len); /* (idents) */
+	st_prefetch_hashes(st, hash, b->n);
 	for (size_t i = 0; i < b->n; i++) {
 		if (gc_record_dead(st, &b->rec[i], b->pos[i]))
 			continue;
@@ -295,8 +297,10 @@ static void gc_reap(struct store *st)
 		if (ret < 0 && ret != -ENOENT)
 			LOG_WARN("shard %u: cannot delete log segment %016" PRIx64 ": %s",
 			         st->cfg.shard, w.segment, strerror(-ret));
-		struct seg_usage *u = st_usage_get(st, w.segment);
-		if (u != NULL) {
+		for (size_t j = 0; j < st->n_usage; j++) {
+			struct seg_usage *u = &st->usage[j];
+			if (u->id != w.segment)
+				continue;
 			u->forget = u->dirty = true;
 			st->usage_dirty = true;
 			st_batch_touch(st);

@@ -8,7 +8,10 @@
  *                    and the request machine (req_run, cold reads)
  *   store_cache.c    the key table (struct kentry), the CLOCK value cache,
  *                    store_prefetch
- *   store_write.c    appends, pending writes, write_done, FLUSHALL
+ *   store_write.c    appends, pending writes, write_done
+ *   store_db.c       databases: the map of database numbers to stored ids,
+ *                    FLUSHDB / FLUSHALL / SWAPDB, key counts per database
+ *   store_txn.c      calls (STORE_CALL): collections, several keys at once
  *   store_apply.c    the index batch, blind puts, live bytes per segment
  *   store_scan.c     SCAN
  *   store_expire.c   active expiry
@@ -17,8 +20,13 @@
  * A function one file calls in another is named st_* and declared below with
  * its contract; everything else is static to its file.
  *
- * State per key lives in a `struct kentry` of the key table while the key is
- * cached, has writes not yet applied to the index, or has requests waiting.
+ * Rows are named by idents (format.h): a key of a database ('k', its stored
+ * id, the key) or an element of a collection ('e', ..., the collection's
+ * version, the element).  State per row lives in a `struct kentry` of the
+ * key table, keyed by the ident, while the row is cached, has writes not yet
+ * applied to the index, or (a key) has requests waiting.  Requests queue on
+ * key kentries only; an element kentry is touched only by a call that heads
+ * its key's queue.
  * A kentry that is `known` mirrors the truth: the index plus every pending
  * write.  Known kentries sit on a CLOCK list (a use only sets a bit) and idle
  * ones are dropped, least recently passed first, when the cache is over
@@ -89,6 +97,7 @@
 
 #include "service/runtime/clock.h"
 #include "service/runtime/proactor.h"
+#include "storage/format.h"
 #include "storage/index.h"
 #include "storage/log.h"
 #include "storage/store.h"
@@ -152,6 +161,12 @@
 #define REPLAY_BUCKETS  65536   /* power of two, for the keys replayed */
 #define REPLAY_KEYS_MAX 1048576 /* keys remembered across batches at most */
 
+/* A collection of at least this many elements, deleted, expired or
+ * overwritten, asks the index to compact its element rows once the deletion
+ * is persisted (st_hint_garbage), so their space comes back soon. */
+#define GARBAGE_HINT_ELEMS 1024
+#define GARBAGE_HINTS_MAX  256 /* hints waiting for persistence at most */
+
 /* ---- state -------------------------------------------------------------- */
 
 /* A value shared by the cache and the replies that return it. */
@@ -164,26 +179,49 @@ struct blob {
 struct kentry {
 	struct kentry *lru_prev, *lru_next; /* on the CLOCK list once known (cache_evict) */
 	bool known;                         /* the fields below mirror the truth */
-	bool exists;                        /* the key exists (maybe expired, not yet reclaimed) */
+	bool exists;                        /* the row exists (a key maybe expired, not yet
+	                                       reclaimed) */
 	bool in_lru;
 	bool referenced;    /* used since eviction last passed it (CLOCK) */
-	bool is_inline;     /* the current value lives in the index */
+	bool is_inline;     /* the current value lives in the index (always for a
+	                       collection's metadata and for elements) */
+	uint8_t type;       /* a key: FMT_TYPE_* */
+	uint8_t enc;        /* a collection: FMT_ENC_* */
 	uint64_t expiry_ms; /* 0 = none */
 	uint32_t value_len;
-	struct blob *value;             /* NULL while not loaded */
-	struct log_pos pos;             /* the current record, when !is_inline */
+	struct blob *value;             /* a string's or an element's; NULL while not loaded */
+	struct log_pos pos;             /* a string's current record, when !is_inline */
+	uint64_t version;               /* a collection: its elements' idents carry it */
+	uint64_t count;                 /* a collection: its elements */
 	uint64_t idx_expiry_ms;         /* the expiry the index holds (its expiry rows) */
 	bool idx_ptr;                   /* the index (with the applied batch) points into the log */
 	struct log_pos idx_pos;         /* ... at this record: its bytes are counted live */
 	unsigned pending;               /* writes appended but not yet applied to the index */
+	unsigned pins;                  /* calls holding it (an element a call uses) */
+	uint32_t stamp;                 /* scratch of the call or submit that runs now */
+	uint32_t txn_row;               /* the running call's row of it, + 1 (store_txn.c) */
+	uint32_t mark;                  /* scratch of an element walk (store_txn.c) */
 	struct pending_write *batch_pw; /* the key's entry in the index batch being gathered */
-	struct store_req *head, *tail;  /* requests on this key; head runs */
+	struct store_waiter *head, *tail; /* requests on this key; head runs */
+	/* Elements whose state differs from the index (writes pending, or
+	 * changed by the running call) hang on their key, so a walk of the
+	 * collection sees them: */
+	struct kentry *elems;           /* a key: the first of them */
+	unsigned n_elems;               /* ... how many (each pins the key) */
+	struct kentry *parent;          /* an element on its key's list, or NULL */
+	struct kentry *sib_prev, *sib_next; /* ... its neighbours there */
+	struct kentry *work_next;       /* on the store's work list (store.c, queues_run) */
 	size_t charge;                  /* bytes counted against the cache */
 	/* last, next to the key, so a lookup touches one or two cache lines */
 	struct kentry *hnext; /* hash chain */
 	uint64_t hash;
 	uint32_t key_len;
 	uint8_t key[];
+};
+
+/* A change to a database's counts (struct store_db_stats). */
+struct count_delta {
+	int64_t keys, expires, expiry_sum_s;
 };
 
 /* One appended record, until the log settles it. */
@@ -195,18 +233,21 @@ struct pending_write {
 	struct blob *value;     /* inline PUT: the value (entry.value points into it) */
 	struct idx_entry entry; /* PUT: what the index will hold */
 	bool is_delete;
-	bool is_drop;                    /* FLUSHALL of the shard (ke is NULL) */
+	struct dbmap_change *dbmap;      /* a DBMAP record (ke is NULL): the change */
+	uint32_t db;                     /* a key's stored database id */
 	bool blind;                      /* a PUT that assumed its key absent from the index,
 	                                    waiting in st->blind for st_resolve_blind */
 	bool in_batch;                   /* written: the key's batch_pw, on st->applying */
 	uint64_t batched_ns;             /* when it joined st->applying */
-	int64_t count_delta;             /* change made to the key count */
+	struct count_delta delta;        /* change made to the db's counts */
 	struct pending_write *next_free; /* free list, or st->applying */
 };
 
-/* Live bytes of one log segment (see store.h, garbage collection). */
+/* Live bytes of one log segment held by one database's keys (store.h,
+ * garbage collection): a FLUSHDB zeroes its database's share at once. */
 struct seg_usage {
-	uint64_t id;
+	uint64_t id;     /* the segment */
+	uint32_t db;     /* the stored database id */
 	uint64_t live;   /* bytes of records the index points at */
 	int64_t pending; /* change to `live` that the index batch will make: written
 	                    records count as live at once for GC and INFO */
@@ -253,6 +294,31 @@ struct gc_req {
 
 struct replay; /* the batch being replayed (store_recover.c) */
 
+/* A database of the shard: its stored id and counts. */
+struct db_slot {
+	uint32_t id;                    /* stored id (format.h, DBMAP) */
+	struct store_db_stats live;     /* with every pending write */
+	struct store_db_stats applied;  /* what the index's count row holds (with the
+	                                   applied batch) */
+	bool dirty;                     /* `applied` changed since the index got it */
+};
+
+/* A DBMAP record's change, until it reaches the index. */
+struct dbmap_change {
+	uint32_t n, next_id;
+	uint32_t *ids;      /* the new map */
+	uint32_t *retired;  /* ids it retires */
+	uint32_t n_retired;
+};
+
+/* A compaction hint waiting for the deletion it follows to be persisted. */
+struct garbage_hint {
+	uint64_t lsn;       /* the deletion's record */
+	uint8_t *prefix;    /* malloc'd: an element ident prefix, or NULL for ... */
+	size_t len;
+	uint32_t db;        /* ... a retired database id */
+};
+
 /* One shard's store.  Every field belongs to the shard's proactor. */
 struct store {
 	struct px *px;
@@ -273,6 +339,7 @@ struct store {
 	unsigned expiring;      /* active-expiry deletes in flight */
 	bool expire_resume;     /* the next pass goes on after expire_at, not from the start */
 	uint64_t expire_at_ms;  /* the expiry row the last pass visited last ... */
+	uint32_t expire_at_db;  /* ... (its stored database id) ... */
 	uint8_t *expire_at_key; /* ... (its key, malloc()ed) */
 	size_t expire_at_klen, expire_at_cap;
 	uint64_t expire_started_ns; /* when a walk last started from the first row */
@@ -289,9 +356,18 @@ struct store {
 	struct pending_write **blind; /* blind PUTs whose key's index state is unread */
 	struct idx_probe *probes;     /* st_resolve_blind's lookups, cap_blind of them */
 	size_t n_blind, cap_blind;
-	uint64_t keys;          /* exact key count, pending writes included (DBSIZE) */
-	uint64_t applied_keys;  /* key count of what the index holds (persisted with it) */
-	uint64_t drop_lsn;      /* LSN of the newest DROP: older entries are gone */
+	struct db_slot *dbs;     /* [cfg.databases] by database number */
+	uint32_t next_id;        /* stored ids below it are used (DBMAP) */
+	uint32_t *id_slots;      /* stored id -> database number + 1 (0 = empty), open
+	                            addressing, cap_id_slots entries */
+	uint32_t cap_id_slots;
+	bool dbmap_dirty;        /* the index has not got the map yet (a new index) */
+	uint8_t *ident;          /* scratch: an ident being built (FMT_IDENT_MAX bytes) */
+	uint8_t *ident2;         /* ... a second one (an element walk's prefix) */
+	uint32_t stamp;          /* the last kentry stamp handed out */
+	struct kentry *work;     /* queues whose head settled (store.c, queues_run) */
+	struct garbage_hint hints[GARBAGE_HINTS_MAX];
+	unsigned n_hints;
 	unsigned inflight_reqs; /* submitted, done not yet run */
 	bool stopped;
 	int failed;              /* the index could not be written: writes refused */
@@ -309,13 +385,23 @@ struct store {
 
 /* ---- small helpers, inline in every file -------------------------------- */
 
-/* The key table's hash of a key (FNV-1a, folded). */
+/* The key table's hash of an ident (FNV-1a, folded), also computed in
+ * pieces: st_hash_finish(st_hash_update(st_hash_update(ST_HASH_SEED, a), b))
+ * is the hash of a followed by b. */
+#define ST_HASH_SEED 0xcbf29ce484222325ULL
+static inline uint64_t st_hash_update(uint64_t h, const uint8_t *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ p[i]) * 0x100000001b3ULL;
+	return h;
+}
+static inline uint64_t st_hash_finish(uint64_t h)
+{
+	return h ^ (h >> 29);
+}
 static inline uint64_t st_hash_key(const uint8_t *key, size_t len)
 {
-	uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ key[i]) * 0x100000001b3ULL;
-	return h ^ (h >> 29);
+	return st_hash_finish(st_hash_update(ST_HASH_SEED, key, len));
 }
 
 /* A new blob holding a copy of data (one reference), or NULL when out of
@@ -353,6 +439,37 @@ static inline bool st_key_live(const struct kentry *ke)
 	return ke->exists && (ke->expiry_ms == 0 || ke->expiry_ms > clock_unix_ms());
 }
 
+/* True for an element's kentry (its ident is an element ident). */
+static inline bool st_is_elem(const struct kentry *ke)
+{
+	return ke->key[0] == FMT_IDENT_ELEM;
+}
+
+/* The stored database id an ident names. */
+static inline uint32_t st_ident_db(const uint8_t *ident)
+{
+	return fmt_get_be32(ident + 1);
+}
+
+/* True for a key of a collection type (its metadata has no log value). */
+static inline bool st_is_coll(const struct kentry *ke)
+{
+	return ke->type != FMT_TYPE_STRING;
+}
+
+/* The change a key row makes to its database's counts going from (old_exists,
+ * old_expiry) to (new_exists, new_expiry). */
+static inline struct count_delta st_count_delta(bool old_exists, uint64_t old_expiry,
+                                                bool new_exists, uint64_t new_expiry)
+{
+	bool oe = old_exists && old_expiry, ne = new_exists && new_expiry;
+	return (struct count_delta){
+	    .keys = (int64_t)new_exists - (int64_t)old_exists,
+	    .expires = (int64_t)ne - (int64_t)oe,
+	    .expiry_sum_s = (ne ? (int64_t)(new_expiry / 1000) : 0) -
+	                    (oe ? (int64_t)(old_expiry / 1000) : 0)};
+}
+
 /* Recomputes what `ke` costs the cache (its batch entry included: keys
  * waiting for the index take the place of cached values). */
 static inline void st_kentry_charge(struct store *st, struct kentry *ke)
@@ -368,6 +485,8 @@ static inline void st_kentry_charge(struct store *st, struct kentry *ke)
 static inline void st_kentry_set_absent(struct kentry *ke)
 {
 	ke->exists = false;
+	ke->type = FMT_TYPE_STRING;
+	ke->count = 0;
 	ke->idx_expiry_ms = 0;
 	ke->idx_ptr = false;
 	ke->known = true;
@@ -442,10 +561,34 @@ int st_kentry_load(struct store *st, struct kentry *ke);
  * nothing useful, is freed — `ke` must not be used after the call then. */
 void st_kentry_release(struct store *st, struct kentry *ke);
 
+/* store_prefetch's work, given the key table hashes of the idents. */
+void st_prefetch_hashes(struct store *st, const uint64_t *hash, size_t n);
+
 /* Marks every cached key unknown: they are read from the index again. */
 void st_forget_all_keys(struct store *st);
 
 /* ---- store_write.c: writes ---------------------------------------------- */
+
+/* A pending write from the free list (or calloc), cleared, for one record;
+ * NULL when out of memory.  st_pw_put_back returns one that was not used. */
+struct pending_write *st_pw_get(struct store *st);
+void st_pw_put_back(struct store *st, struct pending_write *pw);
+
+/* Appends `rec` on behalf of `req`.  Returns the pending write (st, w set),
+ * or NULL after completing req with the error (nothing appended). */
+struct pending_write *st_append(struct store *st, struct store_req *req,
+                                const struct fmt_record *rec);
+
+/* Replies to req now under `none` durability, else once pw is written. */
+void st_pw_ack(struct store *st, struct pending_write *pw, struct store_req *req);
+
+/* The index entry of collection key `ke` as a record at `lsn` sets it. */
+void st_meta_entry(struct idx_entry *e, const struct kentry *ke, uint64_t lsn);
+
+/* Sets the expiry of req's key, a collection, by rewriting its metadata
+ * record.  Returns as st_write_record. */
+struct pending_write *st_write_expiry(struct store *st, struct store_req *req,
+                                      uint64_t expiry_ms);
 
 /* Returns a settled pending write to the free list and unpins its key (which
  * may free the kentry: st_kentry_release). */
@@ -468,30 +611,40 @@ struct pending_write *st_write_value(struct store *st, struct store_req *req, co
 /* The usage entry of segment `id`, created (zero) if missing; NULL only when
  * out of memory (the count is then lost, which only makes GC visit the
  * segment early). */
-struct seg_usage *st_usage_get(struct store *st, uint64_t id);
+struct seg_usage *st_usage_get(struct store *st, uint64_t id, uint32_t db);
 
-/* Adds `delta` to the live bytes the index holds for `segment` (never below
- * zero) and marks its row for the next index write. */
-void st_usage_add(struct store *st, uint64_t segment, int64_t delta);
+/* Adds `delta` to the live bytes the index holds for `segment` and stored
+ * database `db` (never below zero; nothing for a retired db) and marks its
+ * row for the next index write. */
+void st_usage_add(struct store *st, uint64_t segment, uint32_t db, int64_t delta);
 
 /* Adds the dirty usage entries to batch b (rows of deleted segments are
  * removed, and their entries dropped). */
 void st_usage_flush(struct store *st, struct idx_batch *b);
 
-/* st_seg_live of `segment` (0 for a segment without an entry). */
+/* st_seg_live of `segment`, all databases (0 for a segment without an
+ * entry). */
 uint64_t st_usage_live(const struct store *st, uint64_t segment);
 
 /* Records that the batch will move `delta` live bytes into (or out of) a
  * segment. */
-static inline void st_usage_pending(struct store *st, uint64_t segment, int64_t delta)
+int st_db_of_id(const struct store *st, uint32_t id);
+static inline void st_usage_pending(struct store *st, uint64_t segment, uint32_t db,
+                                    int64_t delta)
 {
-	struct seg_usage *u = st_usage_get(st, segment);
+	if (st_db_of_id(st, db) < 0)
+		return; /* a retired database: its bytes are dead */
+	struct seg_usage *u = st_usage_get(st, segment, db);
 	if (u != NULL)
 		u->pending += delta;
 }
 
+/* Zeroes the live bytes of every segment held by stored id `db` (retired)
+ * and marks their rows for removal. */
+void st_usage_retire(struct store *st, uint32_t db);
+
 /* idx_segments_live callback at open: sets a segment's live bytes. */
-void st_usage_load(void *arg, uint64_t segment, uint64_t live);
+void st_usage_load(void *arg, uint64_t segment, uint32_t db, uint64_t live);
 
 /* At open: drops the usage rows of segments the log no longer has (deleted
  * by GC before a crash let the row survive).  Returns 0 or -EIO (logged). */
@@ -525,6 +678,76 @@ bool st_apply_due(const struct store *st);
 /* Marks the batch as holding something: it goes out within APPLY_DELAY_NS,
  * or once the store is idle. */
 void st_batch_touch(struct store *st);
+
+/* ---- store.c: queues -------------------------------------------------- */
+
+/* Submits req (its key named by an ident of the store's own: relocations,
+ * expiry deletes).  As store_submit otherwise. */
+void st_submit_ident(struct store *st, struct store_req *req, const uint8_t *ident, size_t len);
+
+/* ---- store_db.c: databases ---------------------------------------------- */
+
+/* The database number whose stored id is `id` (in st_db_of_id, declared
+ * above), or -1: a retired or unknown id. */
+
+/* The stored id of database number `db` (db < cfg.databases). */
+static inline uint32_t st_db_id(const struct store *st, unsigned db)
+{
+	return st->dbs[db].id;
+}
+
+/* Applies d to stored id db's counts: `live` (pending writes included) or
+ * `applied` (what the index holds; marks its row dirty).  Nothing for a
+ * retired id. */
+void st_count_live(struct store *st, uint32_t db, const struct count_delta *d);
+void st_count_applied(struct store *st, uint32_t db, const struct count_delta *d);
+
+/* Adds the dirty count rows, and the map when it is dirty, to batch b. */
+void st_counts_flush(struct store *st, struct idx_batch *b);
+
+/* At open, before the replay: loads the map and the counts from the index
+ * (a new index gets databases 0..n-1 as ids 0..n-1, a map with fewer
+ * databases than configured gets new ids for the rest).  Returns 0 or -EIO
+ * with a message. */
+int st_db_open(struct store *st, char *err, size_t errlen);
+
+/* Sets the map to change->ids (the counts of retired ids dropped, their live
+ * bytes zeroed, swapped databases' counts following their ids).  Used when a
+ * DBMAP is appended and when one is replayed. */
+void st_dbmap_set(struct store *st, const struct dbmap_change *change);
+
+/* Recovery met a DBMAP record at `lsn`: sets the map and writes it (with
+ * what it retires) to the index.  Returns 0 or -EIO. */
+int st_dbmap_replay(struct store *st, const struct dbmap_change *c, uint64_t lsn);
+
+/* A DBMAP record was written: everything before it goes to the index, then
+ * the map itself with the retired ids' rows removed, and the retired ids'
+ * rows are hinted for compaction once persisted. */
+void st_dbmap_written(struct store *st, struct pending_write *pw);
+
+/* Parses a DBMAP record's value into a change against the current map
+ * (malloc'd; NULL when out of memory or malformed). */
+struct dbmap_change *st_dbmap_parse(struct store *st, const uint8_t *value, size_t len);
+void st_dbmap_free(struct dbmap_change *c);
+
+/* Queues a compaction hint for the garbage a deletion at `lsn` left: the
+ * element rows of a collection (prefix: fmt_elem_prefix_len bytes), or a
+ * whole retired database (prefix NULL, db).  Given to the index once the
+ * index has persisted the deletion (st_hints_run, from the GC tick). */
+void st_hint_garbage(struct store *st, uint64_t lsn, const uint8_t *prefix, size_t len,
+                     uint32_t db);
+void st_hints_run(struct store *st);
+
+/* ---- store_txn.c: calls ------------------------------------------------- */
+
+/* Runs a STORE_CALL that heads every queue of its keys, and settles it (the
+ * call's writes appended, or req completed).  Always settles. */
+void st_call_run(struct store *st, struct store_req *req);
+
+/* Puts element kentry e on its key's list of elements that differ from the
+ * index (pinning the key), or takes it off (it is released). */
+void st_elem_link(struct store *st, struct kentry *parent, struct kentry *e);
+void st_elem_unlink(struct store *st, struct kentry *e);
 
 /* ---- store_expire.c, store_gc.c, store_recover.c ------------------------ */
 

@@ -10,14 +10,16 @@
 
 #include "storage/store_int.h"
 
-/* A key met by the replay: its state before its first record (read from the
- * index in one MultiGet for a batch's new keys), then as the records leave
- * it.  Once a batch is written the index holds that state too, so a key is
- * read once per replay (while at most REPLAY_KEYS_MAX are remembered). */
+/* A row met by the replay (by its ident): for a key, its state before its
+ * first record (read from the index in one MultiGet for a batch's new keys),
+ * then as the records leave it.  Once a batch is written the index holds that
+ * state too, so a key is read once per replay (while at most REPLAY_KEYS_MAX
+ * are remembered).  An element needs no state: its rows are written as the
+ * records say, and it counts nowhere. */
 struct replay_key {
 	struct replay_key *next;
 	bool unread; /* its state before the batch is still to be read */
-	bool exists, is_inline;
+	bool exists, is_inline; /* is_inline: no log pointer (collections too) */
 	uint64_t segment, expiry_ms;
 	uint32_t length;
 	uint32_t key_len;
@@ -28,10 +30,12 @@ struct replay_key {
 struct replay_rec {
 	struct replay_key *k;
 	uint8_t type;
+	uint8_t flags;  /* a key's PUT: its value type */
 	uint32_t value_len;
 	uint64_t lsn, expiry_ms;
 	struct log_pos pos;
-	uint8_t *value; /* a copy of an inline value, else NULL */
+	uint8_t *value; /* a copy of an inline value (an element's, a collection's
+	                   metadata, a short string), else NULL */
 };
 
 /* Recovery writes the replayed records in batches of REPLAY_BATCH, the
@@ -66,7 +70,8 @@ static void replay_forget(struct replay *rp, bool keys)
 }
 
 /* The batch's entry for `key`, created unread. */
-static struct replay_key *replay_key_get(struct replay *rp, const uint8_t *key, size_t len)
+static struct replay_key *replay_key_get(struct replay *rp, const uint8_t *key, size_t len,
+                                         bool is_elem)
 {
 	struct replay_key **pp = &rp->buckets[st_hash_key(key, len) & (REPLAY_BUCKETS - 1)];
 	for (; *pp != NULL; pp = &(*pp)->next)
@@ -75,7 +80,7 @@ static struct replay_key *replay_key_get(struct replay *rp, const uint8_t *key, 
 	struct replay_key *k = malloc(sizeof(*k) + len);
 	if (k == NULL)
 		return NULL;
-	*k = (struct replay_key){.unread = true, .key_len = (uint32_t)len};
+	*k = (struct replay_key){.unread = !is_elem, .key_len = (uint32_t)len};
 	memcpy(k->key, key, len);
 	*pp = k;
 	rp->n_keys++;
@@ -87,12 +92,23 @@ static struct replay_key *replay_key_get(struct replay *rp, const uint8_t *key, 
 static void replay_apply(struct store *st, const struct replay_rec *r)
 {
 	struct replay_key *k = r->k;
+	if (k->key[0] == FMT_IDENT_ELEM) {
+		struct idx_entry e = {.is_inline = true, .value = r->value, .value_len = r->value_len};
+		if (r->type == FMT_PUT)
+			idx_batch_put(st->batch, k->key, k->key_len, &e, 0);
+		else
+			idx_batch_delete(st->batch, k->key, k->key_len, 0);
+		return;
+	}
+	uint32_t db = st_ident_db(k->key);
 	bool existed = k->exists;
 	uint64_t old_expiry = existed ? k->expiry_ms : 0;
 	if (existed && !k->is_inline)
-		st_usage_add(st, k->segment, -(int64_t)k->length);
+		st_usage_add(st, k->segment, db, -(int64_t)k->length);
+	struct count_delta d;
 	if (r->type == FMT_PUT) {
-		struct idx_entry e = {.expiry_ms = r->expiry_ms,
+		struct idx_entry e = {.type = r->flags,
+		                      .expiry_ms = r->expiry_ms,
 		                      .lsn = r->lsn,
 		                      .value_len = r->value_len,
 		                      .is_inline = r->value_len <= st->cfg.inline_max,
@@ -100,10 +116,22 @@ static void replay_apply(struct store *st, const struct replay_rec *r)
 		                      .segment = r->pos.segment,
 		                      .offset = r->pos.offset,
 		                      .length = r->pos.length};
+		struct fmt_coll_meta m;
+		if (r->flags != FMT_TYPE_STRING) {
+			/* (checked when the record was added: replay_record) */
+			fmt_decode_coll_meta(r->value, r->value_len, &m);
+			e = (struct idx_entry){.type = r->flags,
+			                       .expiry_ms = r->expiry_ms,
+			                       .lsn = r->lsn,
+			                       .is_inline = true,
+			                       .version = m.version,
+			                       .count = m.count,
+			                       .enc = m.enc};
+		}
 		idx_batch_put(st->batch, k->key, k->key_len, &e, old_expiry);
 		if (!e.is_inline)
-			st_usage_add(st, r->pos.segment, r->pos.length);
-		st->keys += !existed;
+			st_usage_add(st, r->pos.segment, db, r->pos.length);
+		d = st_count_delta(existed, old_expiry, true, r->expiry_ms);
 		k->exists = true;
 		k->is_inline = e.is_inline;
 		k->segment = r->pos.segment;
@@ -111,9 +139,12 @@ static void replay_apply(struct store *st, const struct replay_rec *r)
 		k->expiry_ms = r->expiry_ms;
 	} else if (existed) {
 		idx_batch_delete(st->batch, k->key, k->key_len, old_expiry);
-		st->keys--;
+		d = st_count_delta(true, old_expiry, false, 0);
 		k->exists = false;
+	} else {
+		return;
 	}
+	st_count_live(st, db, &d);
 }
 
 /* Reads the batch's keys from the index, applies its records in order and
@@ -137,7 +168,7 @@ static int replay_write(struct store *st)
 		const struct idx_probe *p = &rp->probes[i];
 		struct replay_key *k =
 		    container_of((const uint8_t *)p->key, struct replay_key, key);
-		if (p->status == 0)
+		if (p->status == 0 && st_db_of_id(st, st_ident_db(k->key)) >= 0)
 			*k = (struct replay_key){.next = k->next,
 			                         .exists = true,
 			                         .is_inline = p->e.is_inline,
@@ -149,8 +180,14 @@ static int replay_write(struct store *st)
 	if (ret == 0) {
 		for (size_t i = 0; i < rp->n; i++)
 			replay_apply(st, &rp->recs[i]);
+		for (unsigned d = 0; d < st->cfg.databases; d++) {
+			st->dbs[d].dirty |= memcmp(&st->dbs[d].applied, &st->dbs[d].live,
+			                           sizeof(st->dbs[d].live)) != 0;
+			st->dbs[d].applied = st->dbs[d].live;
+		}
 		st_usage_flush(st, st->batch);
-		ret = idx_write(st->idx, st->batch, rp->recs[rp->n - 1].lsn, st->keys);
+		st_counts_flush(st, st->batch);
+		ret = idx_write(st->idx, st->batch, rp->recs[rp->n - 1].lsn);
 	}
 	idx_batch_clear(st->batch);
 	replay_forget(rp, ret < 0 || rp->n_keys >= REPLAY_KEYS_MAX);
@@ -162,33 +199,48 @@ static int replay_record(void *arg, const struct fmt_record *rec, const struct l
 {
 	struct store *st = arg;
 	struct replay *rp = st->replay;
-	if (rec->type == FMT_DROP) {
-		int ret = replay_write(st); /* everything before the DROP first */
+	st->stats.records_replayed++;
+	if (rec->type == FMT_DBMAP) {
+		int ret = replay_write(st); /* everything before the map first */
 		if (ret < 0)
 			return ret;
-		replay_forget(rp, true); /* the keys it remembers are gone */
-		st->keys = 0;
-		for (size_t i = 0; i < st->n_usage; i++)
-			st->usage[i].live = 0; /* idx_drop_all removes their rows */
-		return idx_drop_all(st->idx, rec->lsn);
+		struct dbmap_change *c = st_dbmap_parse(st, rec->value, rec->value_len);
+		if (c == NULL)
+			return -ENOMEM; /* (the log checked its form: fmt_decode_record) */
+		ret = st_dbmap_replay(st, c, rec->lsn);
+		st_dbmap_free(c);
+		return ret;
 	}
-	struct replay_key *k = replay_key_get(rp, rec->key, rec->key_len);
+	struct fmt_ident id;
+	struct fmt_coll_meta m;
+	if (!fmt_ident_parse(rec->key, rec->key_len, &id) ||
+	    (id.kind == FMT_IDENT_ELEM && rec->flags != 0) ||
+	    (rec->type == FMT_PUT && rec->flags != FMT_TYPE_STRING &&
+	     !fmt_decode_coll_meta(rec->value, rec->value_len, &m))) {
+		/* A record with a valid CRC that no ringkv writes: refuse rather
+		 * than guess (the log is damaged in a way its checks miss). */
+		return -EBADMSG;
+	}
+	bool is_elem = id.kind == FMT_IDENT_ELEM;
+	struct replay_key *k = replay_key_get(rp, rec->key, rec->key_len, is_elem);
 	if (k == NULL)
 		return -ENOMEM;
 	struct replay_rec *r = &rp->recs[rp->n];
 	*r = (struct replay_rec){.k = k,
 	                         .type = (uint8_t)rec->type,
+	                         .flags = rec->flags,
 	                         .value_len = rec->value_len,
 	                         .lsn = rec->lsn,
 	                         .expiry_ms = rec->expiry_ms,
 	                         .pos = *pos};
-	if (rec->type == FMT_PUT && rec->value_len <= st->cfg.inline_max) {
+	bool inline_value = is_elem || rec->flags != FMT_TYPE_STRING ||
+	                    rec->value_len <= st->cfg.inline_max;
+	if (rec->type == FMT_PUT && inline_value) {
 		r->value = malloc(rec->value_len ? rec->value_len : 1);
 		if (r->value == NULL)
 			return -ENOMEM;
 		memcpy(r->value, rec->value, rec->value_len);
 	}
-	st->stats.records_replayed++;
 	if (++rp->n >= REPLAY_BATCH)
 		return replay_write(st);
 	return 0;
@@ -203,7 +255,12 @@ int st_replay_log(struct store *st, const struct log_config *lc, char *err, size
 	}
 	int ret = log_open(&st->log, st->px, lc, idx_applied_lsn(st->idx) + 1, replay_record, st,
 	                   err, errlen);
-	if (ret == 0 && (ret = replay_write(st)) < 0)
+	if (ret == -EBADMSG)
+		snprintf(err, errlen,
+		         "the log of %s holds a record this ringkv cannot apply (a key or element"
+		         " ident it does not know): restore the data directory from a backup",
+		         st->dir);
+	else if (ret == 0 && (ret = replay_write(st)) < 0)
 		snprintf(err, errlen,
 		         "cannot write the index of %s while replaying the log: %s"
 		         " (see the log above)",

@@ -1,7 +1,8 @@
 /* store_write: the store's writes (store_int.h) — a record is appended to the
- * log, the key's kentry takes its state at once, and when the log settles it
+ * log, the row's kentry takes its state at once, and when the log settles it
  * (write_done) it joins the index batch (store_apply.c) or is undone.  A
- * FLUSHALL is a DROP record on the same path.
+ * DBMAP record (store_db.c) and a call's group of records (store_txn.c) take
+ * the same path.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -25,7 +26,10 @@ void st_pending_write_free(struct store *st, struct pending_write *pw)
 			st_kentry_charge(st, ke);
 		}
 		ke->pending--;
-		st_kentry_release(st, ke);
+		if (ke->pending == 0 && ke->parent != NULL && ke->pins == 0)
+			st_elem_unlink(st, ke); /* the index holds the element now */
+		else
+			st_kentry_release(st, ke);
 	}
 }
 
@@ -67,37 +71,31 @@ static void write_done(struct log_write *w, int err)
 	write_prefetch(w);
 	if (err != 0) {
 		st_apply_batch(st); /* so the re-read below finds the writes that succeeded */
-		st->keys -= (uint64_t)pw->count_delta;
-		if (ke != NULL)
+		struct count_delta undo = {-pw->delta.keys, -pw->delta.expires,
+		                           -pw->delta.expiry_sum_s};
+		st_count_live(st, pw->db, &undo);
+		if (ke != NULL) {
 			ke->known = false; /* the index never saw it: re-read on next use */
-		else
-			st_forget_all_keys(st);
-		st->stats.write_errors++;
-	} else if (pw->is_drop) {
-		st_apply_batch(st); /* what came before the drop, first */
-		if (idx_drop_all(st->idx, w->pos.lsn) < 0 && st->failed == 0) {
+		} else if (pw->dbmap != NULL && st->failed == 0) {
+			/* The map already changed in memory and no record says so:
+			 * only a restart (replaying what was written) agrees again. */
 			st->failed = -EIO;
-			LOG_ERROR("shard %u: FLUSHALL could not be applied to the index: writes are"
-			          " refused from now on; restart to replay the log",
+			LOG_ERROR("shard %u: a FLUSHDB/FLUSHALL/SWAPDB record could not be written:"
+			          " writes are refused from now on; restart to replay the log",
 			          st->cfg.shard);
 		}
-		st->applied_keys = 0;
-		for (size_t i = 0; i < st->n_buckets; i++)
-			for (struct kentry *k = st->buckets[i]; k != NULL; k = k->hnext) {
-				k->idx_expiry_ms = 0;
-				k->idx_ptr = false;
-			}
-		for (size_t i = 0; i < st->n_usage; i++) {
-			st->usage[i].live = 0; /* idx_drop_all removed their rows */
-			st->usage[i].pending = 0;
-		}
+		st->stats.write_errors++;
+	} else if (pw->dbmap != NULL) {
+		st_dbmap_written(st, pw);
 	} else {
 		st->batch_lsn = w->pos.lsn;
 		st_batch_touch(st);
 	}
 	if (pw->req != NULL)
 		st_req_complete(st, pw->req, err, NULL);
-	if (err != 0 || pw->is_drop) { /* nothing for the batch to carry */
+	if (err != 0 || pw->dbmap != NULL) { /* nothing for the batch to carry */
+		st_dbmap_free(pw->dbmap);
+		pw->dbmap = NULL;
 		st_pending_write_free(st, pw);
 		return;
 	}
@@ -107,10 +105,10 @@ static void write_done(struct log_write *w, int err)
 	struct log_pos pos;
 	if (first != NULL ? st_entry_pos(first, &pos) : ke->idx_ptr) {
 		const struct log_pos *old = first != NULL ? &pos : &ke->idx_pos;
-		st_usage_pending(st, old->segment, -(int64_t)old->length);
+		st_usage_pending(st, old->segment, pw->db, -(int64_t)old->length);
 	}
 	if (st_entry_pos(pw, &pos))
-		st_usage_pending(st, pos.segment, (int64_t)pos.length);
+		st_usage_pending(st, pos.segment, pw->db, (int64_t)pos.length);
 	if (first != NULL) {
 		/* The key is in the batch already: its entry takes this record's
 		 * state (records are written in LSN order, so this is the newer
@@ -120,7 +118,9 @@ static void write_done(struct log_write *w, int err)
 		pw->value = v;
 		first->is_delete = pw->is_delete;
 		first->entry = pw->entry;
-		first->count_delta += pw->count_delta;
+		first->delta.keys += pw->delta.keys;
+		first->delta.expires += pw->delta.expires;
+		first->delta.expiry_sum_s += pw->delta.expiry_sum_s;
 		st->stats.index_writes_merged++;
 		st_pending_write_free(st, pw);
 		return;
@@ -139,36 +139,53 @@ static void write_done(struct log_write *w, int err)
 	st->applying_tail = pw;
 }
 
-/* Appends `rec` on behalf of `req`.  Returns the pending write (its st and w
- * set), or NULL after completing req with the error (nothing appended). */
-static struct pending_write *append_record(struct store *st, struct store_req *req,
-                                           const struct fmt_record *rec)
+struct pending_write *st_pw_get(struct store *st)
+{
+	struct pending_write *pw = st->free_writes;
+	if (pw != NULL)
+		st->free_writes = pw->next_free;
+	else if ((pw = calloc(1, sizeof(*pw))) == NULL)
+		return NULL;
+	pw->w.done = write_done;
+	pw->st = st;
+	pw->ke = NULL;
+	pw->req = NULL;
+	pw->value = NULL;
+	pw->dbmap = NULL;
+	pw->is_delete = false;
+	pw->blind = false;
+	pw->delta = (struct count_delta){0};
+	return pw;
+}
+
+void st_pw_put_back(struct store *st, struct pending_write *pw)
+{
+	pw->next_free = st->free_writes;
+	st->free_writes = pw;
+}
+
+struct pending_write *st_append(struct store *st, struct store_req *req,
+                                const struct fmt_record *rec)
 {
 	if (st->failed) {
 		st_req_complete(st, req, st->failed, NULL);
 		return NULL;
 	}
-	struct pending_write *pw = st->free_writes;
-	if (pw != NULL)
-		st->free_writes = pw->next_free;
-	else if ((pw = calloc(1, sizeof(*pw))) == NULL) {
+	struct pending_write *pw = st_pw_get(st);
+	if (pw == NULL) {
 		st_req_complete(st, req, -ENOMEM, NULL);
 		return NULL;
 	}
-	pw->w.done = write_done;
 	int ret = log_append(st->log, rec, &pw->w);
 	if (ret < 0) {
-		pw->next_free = st->free_writes;
-		st->free_writes = pw;
+		st_pw_put_back(st, pw);
 		st_req_complete(st, req, ret, NULL);
 		return NULL;
 	}
-	pw->st = st;
 	return pw;
 }
 
-/* Replies to req now under `none` durability, else once pw is written. */
-static void pending_write_ack(struct store *st, struct pending_write *pw, struct store_req *req)
+void st_pw_ack(struct store *st, struct pending_write *pw, struct store_req *req)
 {
 	if (st->cfg.durability == LOG_DURABILITY_NONE) {
 		pw->req = NULL;
@@ -185,12 +202,38 @@ static struct pending_write *record_append(struct store *st, struct store_req *r
 {
 	struct kentry *ke = req->key_entry;
 	struct fmt_record rec = {.type = data ? FMT_PUT : FMT_DELETE,
+	                         .flags = FMT_TYPE_STRING,
 	                         .key = ke->key,
 	                         .key_len = ke->key_len,
 	                         .value = data,
 	                         .value_len = data ? (uint32_t)len : 0,
 	                         .expiry_ms = data ? expiry_ms : 0};
-	return append_record(st, req, &rec);
+	return st_append(st, req, &rec);
+}
+
+void st_meta_entry(struct idx_entry *e, const struct kentry *ke, uint64_t lsn)
+{
+	*e = (struct idx_entry){.type = ke->type,
+	                        .expiry_ms = ke->expiry_ms,
+	                        .lsn = lsn,
+	                        .is_inline = true,
+	                        .version = ke->version,
+	                        .count = ke->count,
+	                        .enc = ke->enc};
+}
+
+/* A collection `ke` (its version and count as before the write that is
+ * replacing or deleting it at `lsn`) leaves its elements as garbage: a large
+ * one has them compacted away soon (st_hint_garbage). */
+static void coll_gone(struct store *st, const struct kentry *ke, uint64_t lsn)
+{
+	if (!ke->exists || !st_is_coll(ke) || ke->count < GARBAGE_HINT_ELEMS)
+		return;
+	size_t klen = ke->key_len - FMT_KEY_IDENT_HEAD;
+	size_t n = fmt_elem_ident(st->ident, st_ident_db(ke->key), ke->key + FMT_KEY_IDENT_HEAD,
+	                          klen, ke->version, NULL, 0);
+	(void)n;
+	st_hint_garbage(st, lsn, st->ident, fmt_elem_prefix_len(klen), 0);
 }
 
 /* Updates the key's state for the appended record pw (value: the PUT's value,
@@ -202,10 +245,14 @@ static void record_settle(struct store *st, struct store_req *req, struct pendin
 	struct kentry *ke = req->key_entry;
 	pw->ke = ke;
 	pw->is_delete = value == NULL;
-	pw->is_drop = false;
-	pw->count_delta = value ? (ke->exists ? 0 : 1) : (ke->exists ? -1 : 0);
-	st->keys += (uint64_t)pw->count_delta;
+	pw->db = st_ident_db(ke->key);
+	pw->delta = st_count_delta(ke->exists, ke->expiry_ms, value != NULL, value ? expiry_ms : 0);
+	st_count_live(st, pw->db, &pw->delta);
 	ke->pending++;
+	coll_gone(st, ke, pw->w.pos.lsn);
+	ke->type = FMT_TYPE_STRING;
+	ke->enc = 0;
+	ke->count = 0;
 
 	struct blob *replaced = ke->value;
 	ke->value = st_blob_ref(value); /* before the unref: EXPIRE passes the cached blob */
@@ -227,7 +274,7 @@ static void record_settle(struct store *st, struct store_req *req, struct pendin
 		                               .offset = pw->w.pos.offset,
 		                               .length = pw->w.pos.length};
 	}
-	pending_write_ack(st, pw, req);
+	st_pw_ack(st, pw, req);
 }
 
 struct pending_write *st_write_record(struct store *st, struct store_req *req, struct blob *value,
@@ -268,36 +315,29 @@ struct pending_write *st_write_value(struct store *st, struct store_req *req, co
 	return pw;
 }
 
-void store_drop_all(struct store *st, struct store_req *req)
+struct pending_write *st_write_expiry(struct store *st, struct store_req *req,
+                                      uint64_t expiry_ms)
 {
-	req->store = st;
-	req->result = NULL;
-	req->result_ref = NULL;
-	st->inflight_reqs++;
-	if (st->stopped) {
-		st_req_complete(st, req, -ESHUTDOWN, NULL);
-		return;
-	}
-	st_resolve_blind(st); /* the counts it corrects are the ones the drop zeroes */
-	struct fmt_record rec = {.type = FMT_DROP};
-	struct pending_write *pw = append_record(st, req, &rec);
+	struct kentry *ke = req->key_entry;
+	uint8_t meta[FMT_COLL_META_SIZE];
+	fmt_encode_coll_meta(meta, &(struct fmt_coll_meta){ke->version, ke->count, ke->enc});
+	struct fmt_record rec = {.type = FMT_PUT,
+	                         .flags = ke->type,
+	                         .key = ke->key,
+	                         .key_len = ke->key_len,
+	                         .value = meta,
+	                         .value_len = sizeof(meta),
+	                         .expiry_ms = expiry_ms};
+	struct pending_write *pw = st_append(st, req, &rec);
 	if (pw == NULL)
-		return;
-	pw->ke = NULL;
-	pw->is_delete = false;
-	pw->is_drop = true;
-	pw->count_delta = -(int64_t)st->keys;
-	st->keys = 0;
-	st->drop_lsn = pw->w.pos.lsn;
-	for (size_t i = 0; i < st->n_buckets; i++)
-		for (struct kentry *ke = st->buckets[i]; ke != NULL; ke = ke->hnext) {
-			st_blob_unref(ke->value);
-			ke->value = NULL;
-			ke->exists = false;
-			ke->expiry_ms = 0;
-			ke->value_len = 0;
-			ke->known = true;
-			st_kentry_charge(st, ke);
-		}
-	pending_write_ack(st, pw, req);
+		return NULL;
+	pw->ke = ke;
+	pw->db = st_ident_db(ke->key);
+	pw->delta = st_count_delta(true, ke->expiry_ms, true, expiry_ms);
+	st_count_live(st, pw->db, &pw->delta);
+	ke->pending++;
+	ke->expiry_ms = expiry_ms;
+	st_meta_entry(&pw->entry, ke, pw->w.pos.lsn);
+	st_pw_ack(st, pw, req);
+	return pw;
 }

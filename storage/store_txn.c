@@ -1,0 +1,702 @@
+/* store_txn: calls (store.h, "calls") — a request that heads the queue of
+ * each of its keys runs a function over them, synchronously, through the
+ * store_txn_* functions; what it changed is appended as one group.
+ *
+ * A call changes the kentries it touches at once (its own reads see its
+ * writes), after saving each one's state the first time (its row, below).
+ * When the call returns, every row whose state differs from the saved one
+ * becomes a record: the keys' metadata first, then the elements, all in one
+ * commit (log_reserve) — so the index, which takes records in LSN order,
+ * never holds an element of a collection whose metadata it has not got
+ * (index.h, "Garbage"), and recovery applies the whole group or none of it.
+ * If the call fails, or the group cannot be appended, every row gets its
+ * saved state back and nothing was written.
+ *
+ * Element kentries a call uses are pinned until it ends.  An element whose
+ * state differs from the index (changed by the call, or its write not yet in
+ * the index) hangs on its key's list (kentry.elems), so a walk of the
+ * collection (store_txn_scan) merges them with the index's rows.
+ *
+ * Versions: a collection created by a call gets version (the LSN the log
+ * gives next) << 16 | (the call's creations so far).  A call that writes
+ * anything advances the next LSN, so no later call can hand out a version
+ * again, across restarts too; a call that writes nothing may, but its
+ * versions reached neither the log nor the index.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "service/runtime/logging.h"
+#include "storage/store_int.h"
+
+#define TXN_VERSION_SHIFT 16 /* collections a call may create: 65536 */
+
+/* A row's state as the call found it. */
+struct kstate {
+	bool known, exists, is_inline;
+	uint8_t type, enc;
+	uint64_t expiry_ms, version, count;
+	uint32_t value_len;
+	struct blob *value; /* a reference */
+	struct log_pos pos;
+};
+
+/* A row the call changed: its kentry and its state before. */
+struct txn_row {
+	struct kentry *ke;
+	struct kstate before;
+	struct kentry *key; /* an element: its key's kentry; a key: itself */
+};
+
+struct store_txn {
+	struct store *st;
+	struct store_req *req;
+	size_t nkeys;
+	struct kentry **keys; /* by key index; a repeated key: the same kentry */
+	struct txn_row *rows;
+	size_t n_rows, cap_rows;
+	struct kentry **pinned; /* elements used: pinned until the call ends */
+	size_t n_pinned, cap_pinned;
+	uint32_t stamp;        /* kentry.stamp of the rows pinned by this call */
+	uint64_t version_base; /* (next LSN) << TXN_VERSION_SHIFT */
+	uint32_t created;      /* collections created so far */
+	int error;             /* < 0: the call failed */
+	bool aborted;          /* abort: nothing is written */
+};
+
+/* ---- rows and undo ------------------------------------------------------ */
+
+static void kstate_save(struct kstate *s, const struct kentry *ke)
+{
+	*s = (struct kstate){.known = ke->known,
+	                     .exists = ke->exists,
+	                     .is_inline = ke->is_inline,
+	                     .type = ke->type,
+	                     .enc = ke->enc,
+	                     .expiry_ms = ke->expiry_ms,
+	                     .version = ke->version,
+	                     .count = ke->count,
+	                     .value_len = ke->value_len,
+	                     .value = st_blob_ref(ke->value),
+	                     .pos = ke->pos};
+}
+
+/* Puts the saved state back (the reference to its value moves back too). */
+static void kstate_restore(struct store *st, struct kentry *ke, struct kstate *s)
+{
+	st_blob_unref(ke->value);
+	ke->known = s->known;
+	ke->exists = s->exists;
+	ke->is_inline = s->is_inline;
+	ke->type = s->type;
+	ke->enc = s->enc;
+	ke->expiry_ms = s->expiry_ms;
+	ke->version = s->version;
+	ke->count = s->count;
+	ke->value_len = s->value_len;
+	ke->value = s->value;
+	ke->pos = s->pos;
+	s->value = NULL;
+	st_kentry_charge(st, ke);
+}
+
+static void fail(struct store_txn *t, int err)
+{
+	if (t->error == 0)
+		t->error = err;
+}
+
+/* Saves ke's state before its first change in the call.  Returns 0 or
+ * -ENOMEM (the call then fails). */
+static int row_save(struct store_txn *t, struct kentry *ke, struct kentry *key)
+{
+	if (ke->stamp == t->stamp && ke->txn_row != 0)
+		return 0;
+	if (t->n_rows == t->cap_rows) {
+		size_t cap = t->cap_rows ? 2 * t->cap_rows : 16;
+		struct txn_row *r = realloc(t->rows, cap * sizeof(*r));
+		if (r == NULL) {
+			fail(t, -ENOMEM);
+			return -ENOMEM;
+		}
+		t->rows = r;
+		t->cap_rows = cap;
+	}
+	struct txn_row *r = &t->rows[t->n_rows++];
+	r->ke = ke;
+	r->key = key;
+	kstate_save(&r->before, ke);
+	ke->stamp = t->stamp;
+	ke->txn_row = (uint32_t)t->n_rows;
+	return 0;
+}
+
+/* Pins an element for the rest of the call.  Returns 0 or -ENOMEM. */
+static int pin(struct store_txn *t, struct kentry *e)
+{
+	if (e->stamp == t->stamp)
+		return 0;
+	if (t->n_pinned == t->cap_pinned) {
+		size_t cap = t->cap_pinned ? 2 * t->cap_pinned : 16;
+		struct kentry **p = realloc(t->pinned, cap * sizeof(*p));
+		if (p == NULL) {
+			fail(t, -ENOMEM);
+			return -ENOMEM;
+		}
+		t->pinned = p;
+		t->cap_pinned = cap;
+	}
+	e->stamp = t->stamp;
+	e->txn_row = 0;
+	e->pins++;
+	t->pinned[t->n_pinned++] = e;
+	return 0;
+}
+
+/* ---- the element list of a key ------------------------------------------ */
+
+void st_elem_link(struct store *st, struct kentry *parent, struct kentry *e)
+{
+	(void)st;
+	if (e->parent != NULL)
+		return;
+	e->parent = parent;
+	e->sib_prev = NULL;
+	e->sib_next = parent->elems;
+	if (parent->elems != NULL)
+		parent->elems->sib_prev = e;
+	parent->elems = e;
+	parent->n_elems++;
+}
+
+void st_elem_unlink(struct store *st, struct kentry *e)
+{
+	struct kentry *parent = e->parent;
+	if (parent != NULL) {
+		if (e->sib_prev != NULL)
+			e->sib_prev->sib_next = e->sib_next;
+		else
+			parent->elems = e->sib_next;
+		if (e->sib_next != NULL)
+			e->sib_next->sib_prev = e->sib_prev;
+		e->parent = e->sib_prev = e->sib_next = NULL;
+		parent->n_elems--;
+		st_kentry_release(st, parent);
+	}
+	st_kentry_release(st, e);
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+static bool is_coll_live(const struct kentry *ke)
+{
+	return st_key_live(ke) && st_is_coll(ke);
+}
+
+void store_txn_key(struct store_txn *t, size_t k, struct store_key_info *out)
+{
+	const struct kentry *ke = t->keys[k];
+	bool live = st_key_live(ke);
+	*out = (struct store_key_info){.exists = live,
+	                               .type = live ? ke->type : FMT_TYPE_STRING,
+	                               .enc = live ? ke->enc : 0,
+	                               .count = live ? ke->count : 0,
+	                               .expiry_ms = live ? ke->expiry_ms : 0,
+	                               .value_len = live ? ke->value_len : 0};
+}
+
+/* The element ident of (key ke, elem) in st->ident; returns its length, or 0
+ * when the element is too long. */
+static size_t elem_ident(struct store *st, const struct kentry *ke, const void *elem, size_t elen)
+{
+	if (elen > FMT_ELEM_MAX)
+		return 0;
+	return fmt_elem_ident(st->ident, st_ident_db(ke->key), ke->key + FMT_KEY_IDENT_HEAD,
+	                      ke->key_len - FMT_KEY_IDENT_HEAD, ke->version, elem, elen);
+}
+
+/* The element's kentry, known and pinned; NULL when the call failed. */
+static struct kentry *elem_get(struct store_txn *t, struct kentry *ke, const void *elem,
+                               size_t elen)
+{
+	struct store *st = t->st;
+	size_t len = elem_ident(st, ke, elem, elen);
+	if (len == 0) {
+		fail(t, -E2BIG);
+		return NULL;
+	}
+	struct kentry *e = st_kentry_get(st, st->ident, len);
+	if (e == NULL || pin(t, e) < 0) {
+		fail(t, -ENOMEM);
+		return NULL;
+	}
+	if (e->known)
+		return e;
+	if (ke->version >= t->version_base) {
+		st_kentry_set_absent(e); /* created by this call: nothing stored yet */
+		return e;
+	}
+	st->stats.elem_reads++;
+	int ret = st_kentry_load(st, e);
+	if (ret < 0) {
+		fail(t, ret);
+		return NULL;
+	}
+	return e;
+}
+
+int store_txn_get(struct store_txn *t, size_t k, const void *elem, size_t elen,
+                  const uint8_t **v, size_t *vlen)
+{
+	struct kentry *ke = t->keys[k];
+	if (t->error < 0)
+		return t->error;
+	if (!is_coll_live(ke))
+		return -ENOENT;
+	if (elen > FMT_ELEM_MAX)
+		return -ENOENT; /* too long to have been stored */
+	struct kentry *e = elem_get(t, ke, elem, elen);
+	if (e == NULL)
+		return t->error;
+	if (!e->exists)
+		return -ENOENT;
+	*v = e->value != NULL ? e->value->data : (const uint8_t *)"";
+	*vlen = e->value_len;
+	return 0;
+}
+
+/* ---- changing ----------------------------------------------------------- */
+
+int store_txn_put(struct store_txn *t, size_t k, uint8_t type, const void *elem, size_t elen,
+                  const void *value, size_t vlen)
+{
+	struct store *st = t->st;
+	struct kentry *ke = t->keys[k];
+	if (t->error < 0 || t->aborted)
+		return t->error < 0 ? t->error : -ECANCELED;
+	if (row_save(t, ke, ke) < 0)
+		return t->error;
+	if (!st_key_live(ke)) {
+		/* A new collection (over nothing, or over an expired key whose
+		 * elements stay behind as garbage under their old version). */
+		if (t->created >= (1u << TXN_VERSION_SHIFT)) {
+			fail(t, -E2BIG);
+			return t->error;
+		}
+		st_blob_unref(ke->value);
+		ke->value = NULL;
+		ke->value_len = 0;
+		ke->exists = true;
+		ke->known = true;
+		ke->type = type;
+		ke->enc = 0;
+		ke->count = 0;
+		ke->expiry_ms = 0;
+		ke->is_inline = true;
+		ke->version = t->version_base | t->created++;
+	}
+	struct kentry *e = elem_get(t, ke, elem, elen);
+	if (e == NULL || row_save(t, e, ke) < 0)
+		return t->error;
+	struct blob *b = st_blob_new(value, vlen);
+	if (b == NULL) {
+		fail(t, -ENOMEM);
+		return t->error;
+	}
+	int added = !e->exists;
+	st_blob_unref(e->value);
+	e->value = b;
+	e->value_len = (uint32_t)vlen;
+	e->exists = true;
+	e->is_inline = true;
+	st_kentry_charge(st, e);
+	st_elem_link(st, ke, e);
+	ke->count += (uint64_t)added;
+	return added;
+}
+
+int store_txn_del(struct store_txn *t, size_t k, const void *elem, size_t elen)
+{
+	struct store *st = t->st;
+	struct kentry *ke = t->keys[k];
+	if (t->error < 0 || t->aborted)
+		return t->error < 0 ? t->error : -ECANCELED;
+	if (!is_coll_live(ke) || elen > FMT_ELEM_MAX)
+		return 0;
+	struct kentry *e = elem_get(t, ke, elem, elen);
+	if (e == NULL)
+		return t->error;
+	if (!e->exists)
+		return 0;
+	if (row_save(t, ke, ke) < 0 || row_save(t, e, ke) < 0)
+		return t->error;
+	st_blob_unref(e->value);
+	e->value = NULL;
+	e->value_len = 0;
+	e->exists = false;
+	st_kentry_charge(st, e);
+	st_elem_link(st, ke, e);
+	ke->count--;
+	return 1;
+}
+
+int store_txn_delete_key(struct store_txn *t, size_t k)
+{
+	struct kentry *ke = t->keys[k];
+	if (t->error < 0 || t->aborted)
+		return t->error < 0 ? t->error : -ECANCELED;
+	if (!st_key_live(ke))
+		return 0;
+	if (row_save(t, ke, ke) < 0)
+		return t->error;
+	st_blob_unref(ke->value);
+	ke->value = NULL;
+	ke->value_len = 0;
+	ke->exists = false;
+	ke->type = FMT_TYPE_STRING;
+	ke->count = 0;
+	ke->enc = 0;
+	ke->expiry_ms = 0;
+	st_kentry_charge(t->st, ke);
+	return 1;
+}
+
+void store_txn_mark(struct store_txn *t, size_t k, uint8_t enc)
+{
+	struct kentry *ke = t->keys[k];
+	if (t->error < 0 || t->aborted || !is_coll_live(ke) || (ke->enc | enc) == ke->enc)
+		return;
+	if (row_save(t, ke, ke) == 0)
+		ke->enc |= enc;
+}
+
+void store_txn_abort(struct store_txn *t)
+{
+	t->aborted = true;
+}
+
+void store_txn_abort_error(struct store_txn *t, int err)
+{
+	t->aborted = true;
+	fail(t, err < 0 ? err : -EIO);
+}
+
+/* ---- walking a collection ----------------------------------------------- */
+
+struct walk {
+	struct store_txn *t;
+	struct kentry *ke;        /* the collection's key */
+	uint32_t mark;            /* kentry.mark of the elements visited from the index */
+	store_elem_fn fn;
+	void *arg;
+	int stopped;              /* fn's non-zero return */
+	int error;                /* < 0: a failure */
+};
+
+/* An index row of the collection: its kentry, when known, is newer. */
+static int walk_visit(void *arg, const uint8_t *elem, size_t elen, const uint8_t *value,
+                      size_t vlen, uint32_t hash)
+{
+	struct walk *w = arg;
+	struct store *st = w->t->st;
+	(void)hash;
+	size_t len = fmt_elem_ident(st->ident2, st_ident_db(w->ke->key),
+	                            w->ke->key + FMT_KEY_IDENT_HEAD,
+	                            w->ke->key_len - FMT_KEY_IDENT_HEAD, w->ke->version, elem, elen);
+	struct kentry *e = st_kentry_find(st, st->ident2, len);
+	if (e != NULL && e->known) {
+		e->mark = w->mark;
+		if (!e->exists)
+			return 0;
+		value = e->value != NULL ? e->value->data : (const uint8_t *)"";
+		vlen = e->value_len;
+	}
+	w->stopped = w->fn(w->arg, elem, elen, value, vlen);
+	return w->stopped;
+}
+
+/* The element hash of element kentry e (its ident's bytes 17 + n). */
+static uint32_t elem_hash_of(const struct kentry *e, size_t klen)
+{
+	return fmt_get_be32(e->key + FMT_ELEM_IDENT_HEAD - 4 + klen);
+}
+
+int store_txn_scan(struct store_txn *t, size_t k, uint64_t cursor, size_t max, store_elem_fn fn,
+                   void *arg, uint64_t *next)
+{
+	struct store *st = t->st;
+	struct kentry *ke = t->keys[k];
+	*next = 0;
+	if (t->error < 0)
+		return t->error;
+	if (!is_coll_live(ke) || cursor > UINT32_MAX)
+		return 0;
+	size_t klen = ke->key_len - FMT_KEY_IDENT_HEAD;
+	size_t plen = fmt_elem_prefix_len(klen);
+	fmt_elem_ident(st->ident2, st_ident_db(ke->key), ke->key + FMT_KEY_IDENT_HEAD, klen,
+	               ke->version, NULL, 0);
+	uint8_t *prefix = malloc(plen);
+	if (prefix == NULL) {
+		fail(t, -ENOMEM);
+		return t->error;
+	}
+	memcpy(prefix, st->ident2, plen);
+	struct walk w = {.t = t, .ke = ke, .mark = ++st->stamp, .fn = fn, .arg = arg};
+	uint32_t next_hash = 0;
+	int ret = 0;
+	if (ke->version < t->version_base) /* (one this call created has no rows yet) */
+		ret = idx_elem_scan(st->idx, prefix, plen, (uint32_t)cursor, max ? max : 1,
+		                    walk_visit, &w, &next_hash);
+	free(prefix);
+	if (ret < 0) {
+		fail(t, -EIO);
+		return t->error;
+	}
+	if (w.stopped)
+		return w.stopped;
+	/* The elements the index does not have yet (or has older), in the same
+	 * window of hashes: [cursor, next_hash), or to the end. */
+	for (struct kentry *e = ke->elems; e != NULL; e = e->sib_next) {
+		if (e->mark == w.mark || !e->exists || !e->known ||
+		    fmt_get_be64(e->key + 9 + klen) != ke->version)
+			continue;
+		uint32_t h = elem_hash_of(e, klen);
+		if (h < cursor || (ret == 1 && h >= next_hash))
+			continue;
+		const uint8_t *elem = e->key + FMT_ELEM_IDENT_HEAD + klen;
+		size_t elen = e->key_len - FMT_ELEM_IDENT_HEAD - klen;
+		int r = fn(arg, elem, elen, e->value != NULL ? e->value->data : (const uint8_t *)"",
+		           e->value_len);
+		if (r != 0)
+			return r;
+	}
+	*next = ret == 1 ? next_hash : 0;
+	return 0;
+}
+
+/* ---- running a call ----------------------------------------------------- */
+
+/* Gives every row its saved state back. */
+static void rollback(struct store_txn *t)
+{
+	for (size_t i = t->n_rows; i-- > 0;)
+		kstate_restore(t->st, t->rows[i].ke, &t->rows[i].before);
+}
+
+/* True if the row's state differs from the saved one in what the index
+ * holds. */
+static bool row_changed(const struct txn_row *r)
+{
+	const struct kentry *ke = r->ke;
+	const struct kstate *b = &r->before;
+	if (ke->exists != b->exists)
+		return true;
+	if (!ke->exists)
+		return false;
+	if (st_is_elem(ke))
+		return true; /* (a put: the value may be the same, the record is cheap) */
+	return ke->type != b->type || ke->version != b->version || ke->count != b->count ||
+	       ke->enc != b->enc || ke->expiry_ms != b->expiry_ms;
+}
+
+/* One record of the group. */
+struct txn_rec {
+	struct txn_row *row;
+	struct fmt_record rec;
+	uint8_t meta[FMT_COLL_META_SIZE];
+};
+
+/* Appends the group and hands its records to the write path; completes req
+ * (with the group's last record, or at once).  Returns 0, or < 0 with
+ * nothing appended (the caller rolls back). */
+static int commit(struct store_txn *t)
+{
+	struct store *st = t->st;
+	size_t n = 0;
+	struct txn_rec *recs = malloc((t->n_rows ? t->n_rows : 1) * sizeof(*recs));
+	struct pending_write **pws = malloc((t->n_rows ? t->n_rows : 1) * sizeof(*pws));
+	int ret = recs == NULL || pws == NULL ? -ENOMEM : 0;
+	uint64_t bytes = 0;
+	/* Keys first (an emptied collection is deleted, as Redis does), then
+	 * elements whose key still holds their version. */
+	for (int pass = 0; pass < 2 && ret == 0; pass++) {
+		for (size_t i = 0; i < t->n_rows; i++) {
+			struct txn_row *r = &t->rows[i];
+			struct kentry *ke = r->ke;
+			if (st_is_elem(ke) != (pass == 1))
+				continue;
+			if (pass == 0 && ke->exists && st_is_coll(ke) && ke->count == 0) {
+				ke->exists = false;
+				ke->type = FMT_TYPE_STRING;
+				ke->expiry_ms = 0;
+			}
+			if (pass == 1) {
+				size_t klen = r->key->key_len - FMT_KEY_IDENT_HEAD;
+				if (!r->key->exists ||
+				    fmt_get_be64(ke->key + 9 + klen) != r->key->version)
+					continue; /* garbage already: its key moved on */
+			}
+			if (!row_changed(r))
+				continue;
+			struct txn_rec *x = &recs[n++];
+			x->row = r;
+			x->rec = (struct fmt_record){.type = ke->exists ? FMT_PUT : FMT_DELETE,
+			                             .key = ke->key,
+			                             .key_len = ke->key_len};
+			if (ke->exists && pass == 0) {
+				fmt_encode_coll_meta(x->meta, &(struct fmt_coll_meta){
+				                                  ke->version, ke->count, ke->enc});
+				x->rec.flags = ke->type;
+				x->rec.value = x->meta;
+				x->rec.value_len = sizeof(x->meta);
+				x->rec.expiry_ms = ke->expiry_ms;
+			} else if (ke->exists) {
+				x->rec.value = ke->value != NULL ? ke->value->data : NULL;
+				x->rec.value_len = ke->value_len;
+			}
+			bytes += fmt_record_size(x->rec.key_len, x->rec.value_len);
+		}
+	}
+	if (ret == 0 && n == 0) {
+		free(recs);
+		free(pws);
+		st_req_complete(st, t->req, 0, NULL);
+		return 0;
+	}
+	size_t got = 0;
+	for (; ret == 0 && got < n; got++)
+		if ((pws[got] = st_pw_get(st)) == NULL)
+			ret = -ENOMEM;
+	if (ret == 0 && st->failed)
+		ret = st->failed;
+	if (ret == 0)
+		ret = log_reserve(st->log, bytes);
+	if (ret < 0) {
+		for (size_t i = 0; i < got && pws != NULL; i++)
+			if (pws[i] != NULL)
+				st_pw_put_back(st, pws[i]);
+		free(recs);
+		free(pws);
+		return ret;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct txn_row *r = recs[i].row;
+		struct kentry *ke = r->ke;
+		struct pending_write *pw = pws[i];
+		if (log_append(st->log, &recs[i].rec, &pw->w) < 0) {
+			/* log_reserve made room for exactly these: a bug, and half a
+			 * group is in the log.  Stop writing rather than go on. */
+			LOG_ERROR("shard %u: a call's records did not fit the room reserved for them;"
+			          " writes are refused from now on, restart to replay the log",
+			          st->cfg.shard);
+			st->failed = -EIO;
+			for (size_t j = i; j < n; j++)
+				st_pw_put_back(st, pws[j]);
+			for (size_t j = 0; j < i; j++)
+				pws[j]->req = NULL;
+			break;
+		}
+		pw->ke = ke;
+		pw->is_delete = !ke->exists;
+		pw->db = st_ident_db(ke->key);
+		ke->pending++;
+		if (st_is_elem(ke)) {
+			pw->value = ke->exists ? st_blob_ref(ke->value) : NULL;
+			pw->entry = (struct idx_entry){
+			    .is_inline = true,
+			    .value = pw->value != NULL ? pw->value->data : NULL,
+			    .value_len = ke->exists ? ke->value_len : 0};
+			st_elem_link(st, r->key, ke);
+		} else {
+			st_meta_entry(&pw->entry, ke, pw->w.pos.lsn);
+			pw->delta = st_count_delta(r->before.exists, r->before.expiry_ms, ke->exists,
+			                           ke->expiry_ms);
+			st_count_live(st, pw->db, &pw->delta);
+			const struct kstate *b = &r->before;
+			if (b->exists && b->type != FMT_TYPE_STRING && b->count >= GARBAGE_HINT_ELEMS &&
+			    (!ke->exists || ke->version != b->version)) {
+				size_t klen = ke->key_len - FMT_KEY_IDENT_HEAD;
+				fmt_elem_ident(st->ident, pw->db, ke->key + FMT_KEY_IDENT_HEAD, klen,
+				               b->version, NULL, 0);
+				st_hint_garbage(st, pw->w.pos.lsn, st->ident, fmt_elem_prefix_len(klen), 0);
+			}
+		}
+		if (i + 1 < n)
+			pw->req = NULL;
+		else
+			st_pw_ack(st, pw, t->req);
+	}
+	free(recs);
+	free(pws);
+	return 0;
+}
+
+/* The end of a call: the saved states' references are dropped, pinned
+ * elements unpinned (one whose state is the index's again leaves its key's
+ * list). */
+static void txn_end(struct store_txn *t)
+{
+	for (size_t i = 0; i < t->n_rows; i++) {
+		st_blob_unref(t->rows[i].before.value);
+		t->rows[i].ke->txn_row = 0;
+	}
+	for (size_t i = 0; i < t->n_pinned; i++) {
+		struct kentry *e = t->pinned[i];
+		e->pins--;
+		e->stamp = 0;
+		if (e->pending == 0 && e->pins == 0 && e->parent != NULL)
+			st_elem_unlink(t->st, e);
+		else
+			st_kentry_release(t->st, e);
+	}
+	free(t->rows);
+	free(t->pinned);
+}
+
+void st_call_run(struct store *st, struct store_req *req)
+{
+	size_t nkeys = 1 + req->n_more_keys;
+	struct kentry *one[1];
+	struct kentry **keys = nkeys == 1 ? one : malloc(nkeys * sizeof(*keys));
+	if (keys == NULL) {
+		st_req_complete(st, req, -ENOMEM, NULL);
+		return;
+	}
+	keys[0] = req->key_entry;
+	for (size_t i = 1; i < nkeys; i++)
+		keys[i] = req->more_entries[i - 1];
+	for (size_t i = 0; i < nkeys; i++) {
+		if (keys[i]->known)
+			continue;
+		int ret = st_kentry_load(st, keys[i]);
+		if (ret < 0) {
+			if (keys != one)
+				free(keys);
+			st_req_complete(st, req, ret, NULL);
+			return;
+		}
+	}
+	struct store_txn t = {.st = st,
+	                      .req = req,
+	                      .nkeys = nkeys,
+	                      .keys = keys,
+	                      .stamp = ++st->stamp,
+	                      .version_base = log_next_lsn(st->log) << TXN_VERSION_SHIFT};
+	for (size_t i = 0; i < nkeys; i++)
+		keys[i]->stamp = 0; /* keys are held by their queues, not pinned */
+	req->call(req, &t);
+	int ret = t.error;
+	if (ret == 0 && !t.aborted)
+		ret = commit(&t);
+	else if (ret == 0)
+		st_req_complete(st, req, 0, NULL);
+	if (ret < 0 || t.aborted) {
+		rollback(&t);
+		if (ret < 0)
+			st_req_complete(st, req, ret, NULL);
+	}
+	txn_end(&t);
+	if (keys != one)
+		free(keys);
+}
