@@ -247,7 +247,8 @@ int cmd_random_count_or_fail(struct cmd_ctx *x, size_t i)
 	if (cmd_arg_int_or_fail(x, i, &v) < 0)
 		return -1;
 	if (v == INT64_MIN) { /* Redis's range is -LONG_MAX..LONG_MAX */
-		cmd_fail(x, "ERR value is out of range");
+		cmd_fail(x, "ERR value is out of range, value must between -9223372036854775807 and"
+		            " 9223372036854775807");
 		return -1;
 	}
 	x->u.random.count = v;
@@ -287,7 +288,13 @@ static int pick_random(struct store_txn *t, struct cmd_elems *into)
 int cmd_random_one(struct store_txn *t, struct cmd_elems *out)
 {
 	cmd_elems_init(out, false);
-	return pick_random(t, out);
+	if (pick_random(t, out) < 0)
+		return -1;
+	if (out->n == 0) { /* a collection that exists has an element: the store erred */
+		store_txn_abort_error(t, -EIO);
+		return -1;
+	}
+	return 0;
 }
 
 /* Picks `count` random elements of key 0 (of `size`): distinct when uniq
@@ -393,7 +400,7 @@ static int coll_scan_visit(void *arg, const uint8_t *e, size_t elen, const uint8
 	resp_add_bulk(&s->items, e, elen);
 	if (s->values)
 		resp_add_bulk(&s->items, v, vlen);
-	s->n++;
+	s->n += s->values ? 2 : 1; /* the reply's elements: a field and its value */
 	return 0;
 }
 

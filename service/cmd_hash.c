@@ -367,10 +367,14 @@ static void hincrbyfloat_call(struct store_req *sr, struct store_txn *t)
 
 void cmd_hincrbyfloat(struct cmd_ctx *x)
 {
-	/* Redis parses the increment first (getLongDoubleFromObjectOrReply: an
-	 * infinity passes, and the sum is refused below). */
+	/* Redis parses the increment first (getLongDoubleFromObjectOrReply),
+	 * refusing NaN and infinities. */
 	if (!cmd_parse_ld(cmd_arg(x, 3), cmd_arg_len(x, 3), &x->u.incrbyfloat.delta)) {
 		cmd_fail(x, cmd_err_not_float);
+		return;
+	}
+	if (isnan(x->u.incrbyfloat.delta) || isinf(x->u.incrbyfloat.delta)) {
+		cmd_fail(x, "ERR value is NaN or Infinity");
 		return;
 	}
 	if (cmd_elems_fit_or_fail(x, 2, 0) < 0)

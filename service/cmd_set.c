@@ -245,10 +245,9 @@ void cmd_spop(struct cmd_ctx *x)
 		return;
 	}
 	if (cmd_argc(x) == 3) {
+		/* Redis's getRangeLongFromObjectOrReply: one message for both. */
 		int64_t v;
-		if (cmd_arg_int_or_fail(x, 2, &v) < 0)
-			return;
-		if (v < 0) {
+		if (!resp_parse_int64(cmd_arg(x, 2), cmd_arg_len(x, 2), &v) || v < 0) {
 			cmd_fail(x, "ERR value is out of range, must be positive");
 			return;
 		}
@@ -312,20 +311,17 @@ static int read_source(struct set_job *j, struct store_txn *t, size_t i, size_t 
 	return 0;
 }
 
-/* Redis's order of errors: SINTER (and SINTERCARD) stop at the first key, in
- * argv order, that is missing (an empty result) or of another type; SUNION
- * and SDIFF skip missing keys and stop at one of another type.  Returns the
- * error to reply, or NULL; *empty says the result is empty for sure. */
+/* As Redis 7.0: a key of another type among the sources is an error; a
+ * missing one is an empty set, which makes an intersection empty.  Returns
+ * the error to reply, or NULL; *empty says the result is empty for sure. */
 static const char *check_sources(const struct set_job *j, bool *empty)
 {
 	*empty = false;
 	for (size_t i = 0; i < j->n; i++) {
 		if (j->src[i].state < 0)
 			return cmd_err_wrongtype;
-		if (j->src[i].state == 0 && j->op == SET_OP_INTER) {
+		if (j->src[i].state == 0 && j->op == SET_OP_INTER)
 			*empty = true;
-			return NULL;
-		}
 	}
 	return NULL;
 }
@@ -734,9 +730,7 @@ void cmd_sdiffstore(struct cmd_ctx *x)
 void cmd_sintercard(struct cmd_ctx *x)
 {
 	int64_t numkeys, limit = 0;
-	if (cmd_arg_int_or_fail(x, 1, &numkeys) < 0)
-		return;
-	if (numkeys <= 0) {
+	if (!resp_parse_int64(cmd_arg(x, 1), cmd_arg_len(x, 1), &numkeys) || numkeys <= 0) {
 		cmd_fail(x, "ERR numkeys should be greater than 0");
 		return;
 	}
@@ -746,9 +740,8 @@ void cmd_sintercard(struct cmd_ctx *x)
 	}
 	for (size_t i = 2 + (size_t)numkeys; i < cmd_argc(x); i += 2) {
 		if (cmd_arg_is(x, i, "limit") && i + 1 < cmd_argc(x)) {
-			if (cmd_arg_int_or_fail(x, i + 1, &limit) < 0)
-				return;
-			if (limit < 0) {
+			if (!resp_parse_int64(cmd_arg(x, i + 1), cmd_arg_len(x, i + 1), &limit) ||
+			    limit < 0) {
 				cmd_fail(x, "ERR LIMIT can't be negative");
 				return;
 			}

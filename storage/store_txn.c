@@ -390,6 +390,7 @@ struct walk {
 	uint32_t mark;            /* kentry.mark of the elements visited from the index */
 	store_elem_fn fn;
 	void *arg;
+	size_t max, delivered;    /* elements to give fn at least; given so far */
 	int stopped;              /* fn's non-zero return */
 	int error;                /* < 0: a failure */
 };
@@ -412,6 +413,7 @@ static int walk_visit(void *arg, const uint8_t *elem, size_t elen, const uint8_t
 		value = e->value != NULL ? e->value->data : (const uint8_t *)"";
 		vlen = e->value_len;
 	}
+	w->delivered++;
 	w->stopped = w->fn(w->arg, elem, elen, value, vlen);
 	return w->stopped;
 }
@@ -442,12 +444,19 @@ int store_txn_scan(struct store_txn *t, size_t k, uint64_t cursor, size_t max, s
 		return t->error;
 	}
 	memcpy(prefix, st->ident2, plen);
-	struct walk w = {.t = t, .ke = ke, .mark = ++st->stamp, .fn = fn, .arg = arg};
-	uint32_t next_hash = 0;
+	struct walk w = {.t = t, .ke = ke, .mark = ++st->stamp, .fn = fn, .arg = arg, .max = max};
+	uint32_t next_hash = 0, from = (uint32_t)cursor;
 	int ret = 0;
-	if (ke->version < t->version_base) /* (one this call created has no rows yet) */
-		ret = idx_elem_scan(st->idx, prefix, plen, (uint32_t)cursor, max ? max : 1,
-		                    walk_visit, &w, &next_hash);
+	/* `max` counts the elements given to fn: rows the key table knows to be
+	 * deleted are walked past (the index still has them until their deletes
+	 * are applied), so the index is asked again while it may hold more. */
+	while (ke->version < t->version_base) { /* (one this call created has no rows yet) */
+		size_t want = w.delivered < max ? max - w.delivered : 1;
+		ret = idx_elem_scan(st->idx, prefix, plen, from, want, walk_visit, &w, &next_hash);
+		if (ret != 1 || w.stopped || w.delivered >= max)
+			break;
+		from = next_hash;
+	}
 	free(prefix);
 	if (ret < 0) {
 		fail(t, -EIO);
