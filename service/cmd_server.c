@@ -21,6 +21,7 @@
 #include "cmd.h"
 #include "service/runtime/logging.h"
 #include "shard.h"
+#include "storage/fsutil.h"
 
 /* ---- TIME, LASTSAVE ---------------------------------------------------- */
 
@@ -234,7 +235,7 @@ static void config_get_on_px0(struct cmd_ctx *x)
 		cfg_foreach(cmd_config(), config_match_option, &g);
 		for (size_t k = 0; k < sizeof(aliases) / sizeof(aliases[0]); k++) {
 			const char *name = aliases[k].redis;
-			char buf[4200];
+			char buf[FS_PATH_MAX];
 			if (cmd_glob_match(cmd_arg(x, i), cmd_arg_len(x, i), (const uint8_t *)name,
 			                   strlen(name), true))
 				config_add(&g, name, alias_value(&aliases[k], buf, sizeof(buf)));

@@ -31,6 +31,7 @@
 #include "service/runtime/logging.h"
 #include "service/runtime/pool.h"
 #include "storage/bulk.h"
+#include "storage/fsutil.h"
 #include "shard.h"
 
 #define MSG_BUDGET     1024     /* messages a proactor runs per loop iteration at most */
@@ -73,7 +74,7 @@ static int parse_args(int argc, char **argv, struct cfg *cfg, bool *check_only)
 	    {"--dir", "storage.dir"},
 	    {"--threads", "server.threads"},
 	};
-	char err[1024], assignment[4200];
+	char err[1024], assignment[FS_PATH_MAX];
 
 	/* The file first, wherever --config stands, so later flags override it. */
 	for (int i = 1; i < argc; i++) {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "service/runtime/logging.h"
+#include "storage/fsutil.h"
 
 struct shard_map shard_map;
 
@@ -63,7 +64,7 @@ static void open_job(void *arg)
 	struct shard_job *job = arg;
 	const struct cfg *cfg = job->cfg;
 	for (unsigned s = job->px->id; s < shard_map.shards; s += shard_map.threads) {
-		char dir[4200];
+		char dir[FS_PATH_MAX];
 		layout_shard_dir(cfg->storage.dir, s, dir, sizeof(dir));
 		struct store_config sc = {
 		    .dir = dir,

@@ -2,7 +2,7 @@
  * formats: format.h and index.h; crash safety: docs/IMPORT.md).
  *
  * Log writing.  Each shard fills one write buffer at a time with 1 MiB
- * commits (records, then the PAD to the next 4 KiB boundary, as log.c's
+ * commits (records, then the PAD to the next 4 KiB boundary, as the log's
  * group commits); a full buffer is written with one O_DIRECT write through a
  * private io_uring and the shard continues in another buffer while it is in
  * flight.  A segment's first buffer starts with its header block.  Buffers
@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <liburing.h>
 #include <pthread.h>
 #include <sched.h>
@@ -28,7 +29,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -51,6 +51,9 @@
 #define SST_NAME         "import.sst" /* the shard's table, in DIR/shard-NNN */
 #define JOURNAL_NAME     "IMPORT-COMMIT" /* DIR/IMPORT-COMMIT: the commit point */
 #define JOURNAL_MAGIC    "ringkv-import-commit 1"
+/* What to do when a shard's LOCK is held (layout_lock_shard). */
+#define LOCK_BUSY_FIX \
+	"an offline import needs the server stopped; stop it, or import online (--host/--port)"
 
 /* One write buffer: a run of whole commits of one segment. */
 struct wbuf {
@@ -84,7 +87,7 @@ struct bulk_row {
 struct bulk_shard {
 	unsigned no;
 	char dir[4096];     /* DIR/shard-NNN */
-	char log_dir[4200]; /* DIR/shard-NNN/log */
+	char log_dir[FS_PATH_MAX]; /* DIR/shard-NNN/log */
 	int lock_fd;        /* DIR/shard-NNN/LOCK, flock()ed; -1 if not taken */
 	struct idx *idx;
 	uint64_t base_lsn;  /* applied_lsn before the import */
@@ -128,16 +131,6 @@ struct bulk {
 };
 
 /* ---- helpers ----------------------------------------------------------- */
-
-static void tmp_segment_path(const struct bulk_shard *s, uint64_t id, char *buf, size_t len)
-{
-	snprintf(buf, len, "%s/%016" PRIx64 ".seg" TMP_SUFFIX, s->log_dir, id);
-}
-
-static void segment_path(const struct bulk_shard *s, uint64_t id, char *buf, size_t len)
-{
-	snprintf(buf, len, "%s/%016" PRIx64 ".seg", s->log_dir, id);
-}
 
 static int fsync_dir(const char *path)
 {
@@ -209,7 +202,7 @@ static int recover_shards(struct bulk *b, char *err, size_t errlen)
 	int ret = 0;
 	for (unsigned i = 0; i < b->cfg.shards && ret == 0; i++) {
 		struct bulk_shard *s = &b->shards[i];
-		char index_dir[4200];
+		char index_dir[FS_PATH_MAX];
 		snprintf(index_dir, sizeof(index_dir), "%s/index", s->dir);
 		if (!dir_exists(index_dir) && !dir_exists(s->log_dir))
 			continue;
@@ -253,25 +246,6 @@ static int recover_shards(struct bulk *b, char *err, size_t errlen)
 
 /* ---- open -------------------------------------------------------------- */
 
-/* Takes DIR/shard-NNN/LOCK as store.c does, writing our pid into it. */
-static int lock_shard(struct bulk_shard *s, char *err, size_t errlen)
-{
-	char path[4200], holder[32];
-	snprintf(path, sizeof(path), "%s/LOCK", s->dir);
-	int ret = fs_lock_file(path, &s->lock_fd, holder, sizeof(holder));
-	if (ret == -EBUSY)
-		snprintf(err, errlen,
-		         "%s is in use by another process (pid %s): an offline import needs"
-		         " the server stopped; stop it, or import online (--host/--port)",
-		         s->dir, holder[0] ? holder : "unknown");
-	else if (ret < 0)
-		snprintf(err, errlen, "cannot lock %s: %s (check the directory's permissions)",
-		         path, strerror(-ret));
-	if (ret < 0)
-		s->lock_fd = -1;
-	return ret;
-}
-
 /* True if `name` is "<16 hex digits>.seg" followed by `suffix`; sets *id. */
 static bool segment_name(const char *name, const char *suffix, uint64_t *id)
 {
@@ -288,7 +262,7 @@ static bool segment_name(const char *name, const char *suffix, uint64_t *id)
  * takes. */
 static int scan_log_dir(struct bulk_shard *s, char *err, size_t errlen)
 {
-	char path[4600];
+	char path[FS_PATH_MAX + 1 + NAME_MAX]; /* log_dir, '/', a directory entry's name */
 	snprintf(path, sizeof(path), "%s/" SST_NAME, s->dir);
 	if (unlink(path) != 0 && errno != ENOENT) {
 		int e = errno;
@@ -368,13 +342,13 @@ int bulk_open(struct bulk **out, const struct bulk_config *cfg, char *err, size_
 			snprintf(err, errlen, "cannot create %s: %s", s->dir, strerror(-ret));
 			goto fail;
 		}
-		ret = lock_shard(s, err, errlen);
+		ret = layout_lock_shard(s->dir, &s->lock_fd, LOCK_BUSY_FIX, err, errlen);
 		if (ret < 0)
 			goto fail;
 	}
 	for (unsigned i = 0; i < cfg->shards; i++) {
 		struct bulk_shard *s = &b->shards[i];
-		char index_dir[4200];
+		char index_dir[FS_PATH_MAX];
 		snprintf(index_dir, sizeof(index_dir), "%s/index", s->dir);
 		ret = idx_open(&s->idx, b->shared, index_dir, err, errlen);
 		if (ret < 0)
@@ -557,8 +531,8 @@ static int close_segment(struct bulk *b, struct bulk_shard *s)
 static int open_segment(struct bulk *b, struct bulk_shard *s, uint64_t first_record_size)
 {
 	uint64_t id = s->first_seg + s->n_segs;
-	char path[4400];
-	tmp_segment_path(s, id, path, sizeof(path));
+	char path[FS_PATH_MAX];
+	fmt_segment_name(path, sizeof(path), s->log_dir, id, TMP_SUFFIX);
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
@@ -898,7 +872,7 @@ static int build_table(struct bulk *b, struct bulk_shard *s)
 	}
 	if (ret < 0)
 		goto out;
-	char path[4400];
+	char path[FS_PATH_MAX];
 	snprintf(path, sizeof(path), "%s/" SST_NAME, s->dir);
 	ret = idx_sst_open(&sst, s->idx, path, s->err, sizeof(s->err));
 	if (ret < 0)
@@ -1035,9 +1009,9 @@ static void fault_point(const char *point)
  * new segments. */
 static int write_journal(struct bulk *b, char *err, size_t errlen)
 {
-	char path[4200], tmp[4300];
+	char path[FS_PATH_MAX], tmp[FS_PATH_MAX];
 	snprintf(path, sizeof(path), "%s/" JOURNAL_NAME, b->dir);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	snprintf(tmp, sizeof(tmp), "%s/" JOURNAL_NAME ".tmp", b->dir);
 	FILE *f = fopen(tmp, "w");
 	if (f == NULL)
 		goto fail;
@@ -1064,7 +1038,7 @@ fail:;
 
 static void remove_journal(struct bulk *b)
 {
-	char path[4200];
+	char path[FS_PATH_MAX];
 	snprintf(path, sizeof(path), "%s/" JOURNAL_NAME, b->dir);
 	if (unlink(path) == 0)
 		fsync_dir(b->dir);
@@ -1075,7 +1049,7 @@ static void remove_journal(struct bulk *b)
 
 int bulk_roll_forward(const char *dir, char *err, size_t errlen)
 {
-	char path[4200], line[256];
+	char path[FS_PATH_MAX], line[256];
 	snprintf(path, sizeof(path), "%s/" JOURNAL_NAME, dir);
 	FILE *f = fopen(path, "r");
 	if (f == NULL) {
@@ -1107,13 +1081,13 @@ int bulk_roll_forward(const char *dir, char *err, size_t errlen)
 		}
 		layout_shard_dir(dir, shard, s->dir, sizeof(s->dir));
 		snprintf(s->log_dir, sizeof(s->log_dir), "%s/log", s->dir);
-		ret = lock_shard(s, err, errlen);
+		ret = layout_lock_shard(s->dir, &s->lock_fd, LOCK_BUSY_FIX, err, errlen);
 		if (ret < 0)
 			break;
 		for (uint64_t id = first; id < first + count; id++) {
-			char from[4400], to[4400];
-			tmp_segment_path(s, id, from, sizeof(from));
-			segment_path(s, id, to, sizeof(to));
+			char from[FS_PATH_MAX], to[FS_PATH_MAX];
+			fmt_segment_name(from, sizeof(from), s->log_dir, id, TMP_SUFFIX);
+			fmt_segment_name(to, sizeof(to), s->log_dir, id, "");
 			if (rename(from, to) == 0) {
 				renamed++;
 			} else if (errno != ENOENT) {
@@ -1146,7 +1120,7 @@ int bulk_roll_forward(const char *dir, char *err, size_t errlen)
  * A failure leaves the rest to bulk_roll_forward. */
 static int rename_segments(struct bulk *b, char *err, size_t errlen)
 {
-	char from[4400], to[4400];
+	char from[FS_PATH_MAX], to[FS_PATH_MAX];
 	unsigned i;
 	uint64_t k = 0;
 	int ret = 0;
@@ -1154,8 +1128,8 @@ static int rename_segments(struct bulk *b, char *err, size_t errlen)
 	for (i = 0; i < b->cfg.shards && ret == 0; i++) {
 		struct bulk_shard *s = &b->shards[i];
 		for (k = 0; k < s->n_segs; k++) {
-			tmp_segment_path(s, s->first_seg + k, from, sizeof(from));
-			segment_path(s, s->first_seg + k, to, sizeof(to));
+			fmt_segment_name(from, sizeof(from), s->log_dir, s->first_seg + k, TMP_SUFFIX);
+			fmt_segment_name(to, sizeof(to), s->log_dir, s->first_seg + k, "");
 			if (!first)
 				fault_point("mid-rename");
 			first = false;
@@ -1224,7 +1198,7 @@ int bulk_finish(struct bulk *b, struct bulk_stats *stats, char *err, size_t errl
 		struct bulk_shard *s = &b->shards[i];
 		if (!s->has_sst)
 			continue;
-		char path[4400];
+		char path[FS_PATH_MAX];
 		snprintf(path, sizeof(path), "%s/" SST_NAME, s->dir);
 		ret = idx_ingest(s->idx, path, s->next_lsn - 1, s->base_keys + s->new_keys, err,
 		                 errlen);
@@ -1256,14 +1230,14 @@ void bulk_close(struct bulk *b)
 		}
 		io_uring_queue_exit(&b->ring);
 	}
-	char path[4400];
+	char path[FS_PATH_MAX];
 	for (unsigned i = 0; b->shards != NULL && i < b->cfg.shards; i++) {
 		struct bulk_shard *s = &b->shards[i];
 		if (s->seg_fd >= 0)
 			close(s->seg_fd);
 		if (!b->committed)
 			for (uint64_t k = 0; k < s->n_segs; k++) {
-				tmp_segment_path(s, s->first_seg + k, path, sizeof(path));
+				fmt_segment_name(path, sizeof(path), s->log_dir, s->first_seg + k, TMP_SUFFIX);
 				unlink(path);
 			}
 		if (s->has_sst || !b->committed) {

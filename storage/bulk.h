@@ -10,8 +10,8 @@
  *   bulk_open     recovers every existing shard as the server's start-up
  *                 would (store_open, then a clean close: the log is replayed
  *                 into the index and a torn tail cut), then takes every
- *                 shard's DIR/shard-NNN/LOCK (the lock store.c takes) for the
- *                 whole import and opens the shard indexes.
+ *                 shard's DIR/shard-NNN/LOCK (layout_lock_shard, as the server
+ *                 does) for the whole import and opens the shard indexes.
  *   bulk_put      (many times) appends a PUT record to the shard's new log
  *                 segments, written sequentially with O_DIRECT through
  *                 io_uring in 1 MiB commits each ending with its PAD, under

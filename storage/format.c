@@ -3,6 +3,8 @@
  * byte order. */
 #include "format.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "crc32c.h"
@@ -225,4 +227,12 @@ const char *fmt_status_str(enum fmt_status s)
 		return "invalid field";
 	}
 	return "unknown status";
+}
+
+void fmt_segment_name(char *buf, size_t len, const char *dir, uint64_t id, const char *suffix)
+{
+	if (dir != NULL)
+		snprintf(buf, len, "%s/%016" PRIx64 ".seg%s", dir, id, suffix);
+	else
+		snprintf(buf, len, "%016" PRIx64 ".seg%s", id, suffix);
 }

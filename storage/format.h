@@ -1,10 +1,24 @@
-/* format: ringkv's on-disk log format — the only place it is defined.
+/* format: ringkv's on-disk log format — the segment files of a shard's log
+ * and the records in them.  The other files of a data directory are defined
+ * next to the code that writes them: the index's RocksDB rows in index.h,
+ * DIR/LAYOUT in layout.h, the spare segment in log.h, the offline import's
+ * files in bulk.h (its journal's lines: bulk.c, write_journal).
  *
  * Layout of a data directory (DIR = storage.dir):
  *
- *   DIR/LOCK                     flock()ed by the process that owns DIR
- *   DIR/shard-NNN/log/SSSSSSSSSSSSSSSS.seg   segment files, id in 16 hex digits
- *   DIR/shard-NNN/index/         the shard's RocksDB (key -> record pointer)
+ *   DIR/LAYOUT                    the shard count (layout.h)
+ *   DIR/shard-NNN/LOCK            flock()ed by the process that has the shard open:
+ *                                 the server's store_open, or an offline import
+ *                                 (layout_lock_shard)
+ *   DIR/shard-NNN/log/SSSSSSSSSSSSSSSS.seg
+ *                                 segment files, id in 16 hex digits (fmt_segment_name)
+ *   DIR/shard-NNN/log/spare.tmp, spare.ready
+ *                                 the next segment's file, while prepared / once
+ *                                 ready (log.h)
+ *   DIR/shard-NNN/index/          the shard's RocksDB (index.h: key -> record pointer)
+ *   DIR/IMPORT-COMMIT, DIR/shard-NNN/import.sst,
+ *   DIR/shard-NNN/log/SSSSSSSSSSSSSSSS.seg.import
+ *                                 an offline import under way (bulk.h)
  *
  * All integers are little-endian.  Sizes and offsets are bytes.
  *
@@ -138,5 +152,10 @@ void fmt_encode_segment_header(uint8_t *block, const struct fmt_segment_header *
 enum fmt_status fmt_decode_segment_header(const uint8_t *block, struct fmt_segment_header *h);
 
 const char *fmt_status_str(enum fmt_status s);
+
+/* Writes the name of segment `id`'s file, its id in 16 hex digits and ".seg",
+ * followed by `suffix` ("" for the segment itself), into buf: as "dir/name"
+ * when dir is not NULL, else the bare name (for the *at() calls). */
+void fmt_segment_name(char *buf, size_t len, const char *dir, uint64_t id, const char *suffix);
 
 #endif

@@ -5,16 +5,17 @@
  *
  * The log is the write-ahead log, so RocksDB's own WAL is disabled on every
  * write.  A batch is applied only after its log records are written, together
- * with `applied_lsn` (the highest LSN whose effects the index holds) and the
- * exact key count, in one atomic WriteBatch.  After a crash RocksDB reopens at
+ * with `applied_lsn` (every record up to it has its effect in the index) and
+ * the key count of the rows it then holds, in one atomic WriteBatch.  After a crash RocksDB reopens at
  * its last flushed state, which is consistent (one column family, every batch
  * whole in one memtable); recovery reads applied_lsn and replays the log from
  * applied_lsn + 1.
  *
  * RocksDB rows, in one column family (keys compare bytewise; sizes in bytes,
- * n = the user key's length):
+ * n = the user key's length).  Their first bytes order the kinds
+ * 'k' < 'm' < 's' < 'x', so each kind is one contiguous range:
  *
- *   key row ('k' < 'm' < 'x', so each kind is one contiguous range)
+ *   key row, one per key
  *     offset  size  field
  *     0       1     'k' (0x6B)
  *     1       4     CRC32C of the user key, big-endian: rows sort by hash, so a
@@ -29,7 +30,8 @@
  *     9       n     user key
  *     value: empty
  *
- *   segment row, one per log segment that holds live records (GC accounting)
+ *   segment row, one per log segment whose live bytes have been counted
+ *   (GC accounting; 0 included), removed when the segment is deleted
  *     offset  size  field
  *     0       1     's' (0x73)
  *     1       8     segment id, big-endian
@@ -39,9 +41,14 @@
  *     GC visit it early — GC checks every record against the key rows)
  *
  *   metadata rows (ASCII keys)
- *     "m:version"       value: le32, IDX_FORMAT_VERSION
- *     "m:applied_lsn"   value: le64
- *     "m:key_count"     value: le64
+ *     "m:version"       value: le32, IDX_FORMAT_VERSION (written once, when an
+ *                       empty index is initialised)
+ *     "m:applied_lsn"   value: le64 } written with every idx_write and
+ *     "m:key_count"     value: le64 } idx_drop_all, and in an idx_sst table
+ *
+ * idx_drop_all deletes the whole 'k', 'x' and 's' ranges; an idx_sst table
+ * (the offline import) holds key rows, expiry rows (and tombstones of the
+ * expiry rows it replaces), segment rows and the two written metadata rows.
  *
  * Entry (the value of a key row):
  *
@@ -59,9 +66,12 @@
  * expiry, and every 'x' row belongs to such an entry (kept by callers passing
  * the previous expiry to idx_batch_put/idx_batch_delete); m:key_count is the
  * number of key rows (kept by callers); the index holds the effects of every
- * log record with LSN <= m:applied_lsn and of none after.  An index without
- * m:version is accepted only when it is empty (it is then initialised); any
- * version other than IDX_FORMAT_VERSION is refused at open.
+ * log record with LSN <= m:applied_lsn, and a key's row may already hold a
+ * newer record of that key (the store writes its batch in slices: replay
+ * re-applies every record after applied_lsn against the row it finds, so it
+ * ends where the log does).  An index without m:version is accepted only
+ * when it is empty (it is then initialised); any version other than
+ * IDX_FORMAT_VERSION is refused at open.
  *
  * Threads: an idx handle and its batches belong to one thread (the shard's
  * proactor); only struct idx_shared (block cache, background threads) is used

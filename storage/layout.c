@@ -55,6 +55,23 @@ void layout_shard_dir(const char *dir, unsigned shard, char *buf, size_t len)
 	snprintf(buf, len, "%s/shard-%03u", dir, shard);
 }
 
+int layout_lock_shard(const char *shard_dir, int *fd, const char *busy_fix, char *err,
+                      size_t errlen)
+{
+	char path[FS_PATH_MAX], holder[32];
+	snprintf(path, sizeof(path), "%s/LOCK", shard_dir);
+	int ret = fs_lock_file(path, fd, holder, sizeof(holder));
+	if (ret == -EBUSY)
+		snprintf(err, errlen, "%s is in use by another process (pid %s): %s", shard_dir,
+		         holder[0] ? holder : "unknown", busy_fix);
+	else if (ret < 0)
+		snprintf(err, errlen, "cannot lock %s: %s (check the directory's permissions)", path,
+		         strerror(-ret));
+	if (ret < 0)
+		*fd = -1;
+	return ret;
+}
+
 /* True when dir holds a shard-* entry (data written without a LAYOUT). */
 static int has_shard_dirs(const char *dir)
 {
@@ -72,7 +89,7 @@ static int has_shard_dirs(const char *dir)
 
 static int write_layout(const char *dir, unsigned shards, char *err, size_t errlen)
 {
-	char tmp[4200], path[4200], text[64];
+	char tmp[FS_PATH_MAX], path[FS_PATH_MAX], text[64];
 	snprintf(tmp, sizeof(tmp), "%s/LAYOUT.tmp", dir);
 	snprintf(path, sizeof(path), "%s/LAYOUT", dir);
 	int n = snprintf(text, sizeof(text), "ringkv-layout %d\nshards %u\n", LAYOUT_VERSION, shards);
@@ -104,7 +121,7 @@ fail:;
 
 int layout_open(const char *dir, unsigned new_shards, unsigned *shards, char *err, size_t errlen)
 {
-	char path[4200], text[128];
+	char path[FS_PATH_MAX], text[128];
 	int ret = fs_make_dirs(dir);
 	if (ret < 0) {
 		snprintf(err, errlen, "cannot create data directory %s: %s", dir, strerror(-ret));

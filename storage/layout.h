@@ -55,4 +55,13 @@ int layout_open(const char *dir, unsigned new_shards, unsigned *shards, char *er
 /* Writes "DIR/shard-NNN" into buf. */
 void layout_shard_dir(const char *dir, unsigned shard, char *buf, size_t len);
 
+/* Takes DIR/shard-NNN/LOCK, given shard_dir = DIR/shard-NNN: an exclusive
+ * flock held until *fd is closed, the file holding our pid, so that a second
+ * process (a server, an offline import) is refused naming the holder.
+ * Returns 0 with *fd set; or -errno with *fd = -1 and a message in err:
+ * -EBUSY when another process holds the lock, the message then ending with
+ * `busy_fix` (what the user should do about it). */
+int layout_lock_shard(const char *shard_dir, int *fd, const char *busy_fix, char *err,
+                      size_t errlen);
+
 #endif

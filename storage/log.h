@@ -7,7 +7,7 @@
  * O_DIRECT write (group commit); in `fsync` durability that write carries
  * RWF_DSYNC, so one op both writes and makes it durable.  While a commit is
  * in flight the next one keeps gathering records until it completes or the
- * buffer holds LOG_GROUP_MIN bytes (log.c), so a light load does not pay a
+ * buffer holds LOG_GROUP_MIN bytes (log_int.h), so a light load does not pay a
  * device write per iteration.  A buffer that fills up mid-iteration is written
  * at once.  Several commits may be in flight; their `done` callbacks run
  * strictly in LSN order, each once its commit and every earlier one are

@@ -1,7 +1,8 @@
 /* store: one shard's key-value store — the log (log.h) holds every record,
  * the index (index.h) says where each key's current value is, a bounded
  * cache keeps hot values, and writes not yet in the index are served from
- * the cache's pinned entries.
+ * the cache's pinned entries.  How it does so: store_int.h; the measurements
+ * behind its tuning: docs/DECISIONS.md, "Storage".
  *
  * Every call is made on the shard's proactor; every request completes through
  * its `done` callback on a later iteration (never inside the call that
@@ -13,53 +14,28 @@
  * GET always sees its own increment.
  *
  * Durability: a write's `done` runs after its log record is written as
- * storage.durability says (fsync / write), or at once for `none`.  Written
- * records reach the index behind the requests: a written key joins one
- * batch, or, if it is there already, its entry takes the newer record (a key
- * written N times while it waits costs RocksDB one row).  The batch drains,
- * one slice sized to the load per loop iteration, once it holds as many keys
- * as the shard's cache budget has room for at APPLY_KEY_BYTES each (at most
- * APPLY_KEYS_MAX), once its oldest key has waited APPLY_DELAY_NS (4 s) or
- * APPLY_LAG_RECORDS (1 M) log records, once the store has taken no request
- * for APPLY_IDLE_NS, when GC waits for it or the store stops; it is written
- * whole before a SCAN, a checkpoint or a FLUSHALL (store.c).  Until then its
- * keys stay pinned in the
- * key table, which answers for them.  Each slice goes to RocksDB sorted (each
- * memtable insert starts next to the previous row) with applied_lsn and the
- * key count of what it then holds.  A crash loses nothing: the log is replayed
- * from applied_lsn, in batches of REPLAY_BATCH records written to the index
- * at once, each new key's previous entry read once per replay (store.c,
- * "recovery").  See docs/DECISIONS.md for the trade-offs measured.
+ * storage.durability says (fsync / write), or at once for `none`.  Requests
+ * submitted after a write see it at once, though the index gets it up to
+ * seconds later (written behind, one row per key however often it was
+ * written meanwhile).  A crash loses nothing the log holds: at open every
+ * record after the index's applied_lsn is replayed into it.
  *
- * Key count: exact.  Like Redis's DBSIZE it includes keys that have expired
- * but have not been reclaimed yet.  A plain PUT (no NX/XX/GET/KEEPTTL) of a
- * key the key table does not hold is "blind": it does not read the index to
- * learn whether the key existed, but assumes it new.  One sorted MultiGet
- * settles the assumption (count, live bytes of the replaced record, its
- * expiry row) for every APPLY_SLICE such PUTs, before the index batch is
- * written, before the count or the stats are read and before a FLUSHALL
- * (store.c, "blind puts").
+ * Key count: exact whenever it is read.  Like Redis's DBSIZE it includes keys
+ * that have expired but have not been reclaimed yet.
  *
  * Expiry: an expired key is never returned (checked on every read).  Active
- * expiry reclaims expired keys without any read: every 100 ms the index's
- * expiry rows (ordered by time) yield up to 128 expired keys, each deleted
- * through the normal write path (STORE_IF_EXPIRED), so the count stays exact;
- * a full batch is followed by another on the next iteration.
+ * expiry reclaims expired keys in the background without reading them, each
+ * deleted through the normal write path, so the count stays exact.
  *
- * Garbage collection (every 100 ms): the store keeps, per log segment, the
- * bytes of records the index points at ("live"; persisted in the index in the
- * same batches as the pointers, so exact across crashes).  A sealed segment
- * whose live fraction is below gc_live_ratio is walked with sequential reads
- * of GC_CHUNK bytes; each PUT record in it goes through the normal request
- * path as a STORE_RELOCATE, which rewrites the value at the end of the log
- * only if the key's current entry is still that record (so a concurrent
- * overwrite or delete simply wins).  The segment is deleted once every
- * relocation is in an index state that has been persisted by RocksDB (the
- * store asks for a flush) and in a log prefix that is on stable storage:
- * until then a crash would recover an index pointing into it.  Work per
- * iteration is bounded (GC_SUBMIT_PER_STEP relocations, GC_INFLIGHT_MAX in
- * flight).  So the log stays under about (live bytes) / gc_live_ratio plus
- * the segment being written and the ones awaiting deletion.
+ * Garbage collection (gc_live_ratio > 0): a sealed log segment whose live
+ * fraction (the bytes of the records the index points at, exact across
+ * crashes) is below gc_live_ratio has its live records rewritten at the end
+ * of the log, each only if its key still points at it (so a concurrent
+ * overwrite or delete simply wins), and is then deleted — only once the index
+ * pointing at the new copies is persisted by RocksDB and the log holding them
+ * is on stable storage, so no crash recovers an index pointing into a deleted
+ * segment.  The log stays under about (live bytes) / gc_live_ratio plus the
+ * segment being written and the ones awaiting deletion.
  */
 #ifndef RINGKV_STORE_H
 #define RINGKV_STORE_H
@@ -176,10 +152,10 @@ struct store_stats {
 	uint64_t segments_recycled;   /* ... of which kept as the log's spare (log.h) */
 	uint64_t spare_bytes_zeroed;  /* zeroes written to prepare spare segments */
 	uint64_t tail_bytes_zeroed;   /* ... and ahead of the commits (log.h) */
-	uint64_t blind_puts;          /* PUTs that did not read the index first (store.c) */
+	uint64_t blind_puts;          /* PUTs that did not read the index first (store_int.h) */
 	uint64_t blind_puts_existing; /* ... of which the key turned out to exist */
 	uint64_t index_writes_merged; /* writes folded into a newer one of their key before
-	                                 the index got them (store.c) */
+	                                 the index got them (store_int.h) */
 	uint64_t index_batch_keys;    /* keys whose writes wait for the index now */
 	uint64_t records_replayed;    /* log records recovery replayed when the store opened */
 };

@@ -3,7 +3,11 @@
  * semantics; requests on one key run in order even when one waits for a disk
  * read; cold reads from the log through a tiny cache; the exact key count
  * across overwrites, deletes and expiry; everything survives a clean reopen,
- * in each durability mode. */
+ * in each durability mode.
+ *
+ * Usage: test_store [SUBTEST...] runs the named subtests in that order (all,
+ * in table order, without arguments).  Each subtest gets a fresh store in an
+ * empty directory, so none depends on another or on their order. */
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
@@ -326,15 +330,16 @@ static void test_values_in_place(void)
 	CHECK(one(STORE_DELETE, "inplace", NULL, 0, 0).status == 0, "DELETE inplace");
 }
 
-static void test_count_and_cold_reads(unsigned *seed)
+static void test_count_and_cold_reads(void)
 {
 	enum { N = 3000 };
+	unsigned seed = 4242;
 	static char keys[N][16], values[N][200];
 	for (int i = 0; i < N; i++) {
 		snprintf(keys[i], sizeof(keys[i]), "k%05d", i);
-		int len = 1 + rand_r(seed) % 190; /* inline and log values */
+		int len = 1 + rand_r(&seed) % 190; /* inline and log values */
 		for (int k = 0; k < len; k++)
-			values[i][k] = (char)('a' + rand_r(seed) % 26);
+			values[i][k] = (char)('a' + rand_r(&seed) % 26);
 		values[i][len] = '\0';
 	}
 	uint64_t base = key_count();
@@ -480,7 +485,7 @@ static void test_active_expiry(void)
 	EXPECT_VALUE(one(STORE_GET, "keep:8", NULL, 0, 0), "kept", "a key without expiry");
 }
 
-/* Blind puts (store.c): plain PUTs of keys the key table does not hold
+/* Blind puts (store_apply.c): plain PUTs of keys the key table does not hold
  * (after a reopen) skip the index lookup and are settled later, either
  * before their write is in the index batch (the count is read at once) or
  * after.  The count, the live bytes of the records they replace and the
@@ -589,7 +594,7 @@ static uint64_t settled_live_bytes(void)
 	return last;
 }
 
-/* Writes merged in the index batch (store.c): a key written several times
+/* Writes merged in the index batch (store_write.c): a key written several times
  * before the index gets it reaches the index once, in its last state.  The
  * count, the live bytes, the expiry rows and every value must come out as if
  * each write had gone to the index on its own, before and after a reopen. */
@@ -680,7 +685,7 @@ static void test_index_merge(void)
 }
 
 /* The index batch waits up to 4 s for later writes to merge into it, but a
- * store that takes no request drains it at once (store.c, APPLY_IDLE_NS):
+ * store that takes no request drains it at once (store_int.h, APPLY_IDLE_NS):
  * the keys are in the index long before they are due. */
 static void test_idle_drain(void)
 {
@@ -777,9 +782,44 @@ static void reset_dir(void)
 		fprintf(stderr, "cannot remove %s\n", dir);
 }
 
-int main(void)
+/* The subtests, in the order a run without arguments takes. */
+static const struct {
+	const char *name;
+	void (*fn)(void);
+} subtests[] = {
+	{"operations", test_operations},
+	{"ordering", test_ordering},
+	{"values_in_place", test_values_in_place},
+	{"count_and_cold_reads", test_count_and_cold_reads},
+	{"blind_puts", test_blind_puts},
+	{"index_merge", test_index_merge},
+	{"idle_drain", test_idle_drain},
+	{"active_expiry", test_active_expiry},
+	{"scan", test_scan},
+	{"drop_all", test_drop_all},
+	{"lock", test_lock},
+};
+#define N_SUBTESTS (sizeof(subtests) / sizeof(subtests[0]))
+
+int main(int argc, char **argv)
 {
-	unsigned seed = 4242;
+	size_t order[64], n = 0;
+	for (int a = 1; a < argc; a++) {
+		size_t i = 0;
+		while (i < N_SUBTESTS && strcmp(argv[a], subtests[i].name) != 0)
+			i++;
+		if (i == N_SUBTESTS || n == sizeof(order) / sizeof(order[0])) {
+			fprintf(stderr, "usage: %s [SUBTEST...]; subtests:", argv[0]);
+			for (i = 0; i < N_SUBTESTS; i++)
+				fprintf(stderr, " %s", subtests[i].name);
+			fprintf(stderr, "\n");
+			return 1;
+		}
+		order[n++] = i;
+	}
+	for (; argc == 1 && n < N_SUBTESTS; n++)
+		order[n] = n;
+
 	const char *tmp = test_disk_tmpdir();
 	if (tmp == NULL)
 		return 77;
@@ -798,20 +838,13 @@ int main(void)
 		durability = modes[m];
 		cache_bytes = m == 0 ? 4096 : 64u << 20; /* fsync run: values come from disk */
 		printf("durability %s, cache %lu bytes\n", names[m], (unsigned long)cache_bytes);
-		reset_dir();
-		open_store();
-		test_operations();
-		test_ordering();
-		test_values_in_place();
-		test_count_and_cold_reads(&seed);
-		test_blind_puts();
-		test_index_merge();
-		test_idle_drain();
-		test_active_expiry();
-		test_scan(); /* after: its expiring keys would move the expiry test's count */
-		test_drop_all();
-		test_lock();
-		close_store();
+		for (size_t k = 0; k < n; k++) {
+			printf(" %s\n", subtests[order[k]].name);
+			reset_dir();
+			open_store();
+			subtests[order[k]].fn();
+			close_store();
+		}
 	}
 	pool_stop(pool);
 	idx_shared_destroy(shared);

@@ -22,7 +22,7 @@
 
 #define KEYS 3000
 #define OPS 160000     /* phase B records: more than two replay batches */
-#define HOT_OPS 1200000 /* phase C records: past store.c's CHECKPOINT_RECORDS (1 M) */
+#define HOT_OPS 1200000 /* phase C records: past store_int.h's CHECKPOINT_RECORDS (1 M) */
 #define HOT_KEYS 16
 #define HOT_TAIL 20000  /* ... of which the last come after a pause */
 #define WINDOW 256     /* requests in flight */

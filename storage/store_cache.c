@@ -1,0 +1,230 @@
+/* store_cache: the store's key table and its value cache (store_int.h).
+ *
+ * The key table is a chained hash table of struct kentry, doubled when it
+ * holds as many entries as buckets.  The cache is the set of known kentries
+ * on the CLOCK list, charged by their key, value and batch entry
+ * (st_kentry_charge); eviction frees idle ones from the front until
+ * cache_used fits cfg.cache_bytes.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "storage/store_int.h"
+
+static void lru_remove(struct store *st, struct kentry *ke)
+{
+	if (!ke->in_lru)
+		return;
+	if (ke->lru_prev)
+		ke->lru_prev->lru_next = ke->lru_next;
+	else
+		st->lru_head = ke->lru_next;
+	if (ke->lru_next)
+		ke->lru_next->lru_prev = ke->lru_prev;
+	else
+		st->lru_tail = ke->lru_prev;
+	ke->in_lru = false;
+}
+
+static void table_unlink(struct store *st, struct kentry *ke)
+{
+	struct kentry **pp = &st->buckets[ke->hash & (st->n_buckets - 1)];
+	while (*pp != ke)
+		pp = &(*pp)->hnext;
+	*pp = ke->hnext;
+	st->n_keys_cached--;
+}
+
+static void kentry_free(struct store *st, struct kentry *ke)
+{
+	lru_remove(st, ke);
+	table_unlink(st, ke);
+	st->cache_used -= ke->charge;
+	st_blob_unref(ke->value);
+	free(ke);
+}
+
+/* Puts `ke` at the back of the CLOCK list (the front is evicted first). */
+static void lru_append(struct store *st, struct kentry *ke)
+{
+	ke->lru_prev = st->lru_tail;
+	ke->lru_next = NULL;
+	if (st->lru_tail)
+		st->lru_tail->lru_next = ke;
+	else
+		st->lru_head = ke;
+	st->lru_tail = ke;
+	ke->in_lru = true;
+}
+
+/* Second chance (CLOCK): an entry used since eviction last passed it, or busy
+ * (requests queued, writes pending), goes to the back instead of being freed;
+ * so a request touches no list, only its entry's `referenced` bit.  A call
+ * moves at most CACHE_EVICT_SKIPS entries to the back (the budget is soft:
+ * when everything is busy, later calls continue). */
+static void cache_evict(struct store *st)
+{
+	unsigned skips = 0;
+	while (st->cache_used > st->cfg.cache_bytes && st->lru_head != NULL) {
+		struct kentry *ke = st->lru_head;
+		if (ke->referenced || ke->head != NULL || ke->pending > 0) {
+			if (++skips > CACHE_EVICT_SKIPS)
+				return;
+			ke->referenced = false;
+			lru_remove(st, ke);
+			lru_append(st, ke);
+			continue;
+		}
+		kentry_free(st, ke);
+	}
+}
+
+void st_kentry_release(struct store *st, struct kentry *ke)
+{
+	if (ke->head != NULL || ke->pending > 0)
+		return;
+	if (!ke->known) {
+		kentry_free(st, ke);
+		return;
+	}
+	if (!ke->in_lru)
+		lru_append(st, ke);
+	cache_evict(st);
+}
+
+int st_table_grow(struct store *st)
+{
+	size_t n = st->n_buckets ? st->n_buckets * 2 : 1024;
+	struct kentry **b = calloc(n, sizeof(*b));
+	if (b == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < st->n_buckets; i++)
+		for (struct kentry *ke = st->buckets[i], *next; ke != NULL; ke = next) {
+			next = ke->hnext;
+			ke->hnext = b[ke->hash & (n - 1)];
+			b[ke->hash & (n - 1)] = ke;
+		}
+	free(st->buckets);
+	st->buckets = b;
+	st->n_buckets = n;
+	return 0;
+}
+
+struct kentry *st_kentry_find(struct store *st, const uint8_t *key, size_t len)
+{
+	uint64_t h = st_hash_key(key, len);
+	for (struct kentry *ke = st->buckets[h & (st->n_buckets - 1)]; ke != NULL; ke = ke->hnext)
+		if (ke->hash == h && ke->key_len == len && memcmp(ke->key, key, len) == 0)
+			return ke;
+	return NULL;
+}
+
+struct kentry *st_kentry_get(struct store *st, const uint8_t *key, size_t len)
+{
+	uint64_t h = st_hash_key(key, len);
+	for (struct kentry *ke = st->buckets[h & (st->n_buckets - 1)]; ke != NULL; ke = ke->hnext)
+		if (ke->hash == h && ke->key_len == len && memcmp(ke->key, key, len) == 0) {
+			ke->referenced = true;
+			return ke;
+		}
+	if (st->n_keys_cached >= st->n_buckets && st_table_grow(st) < 0)
+		return NULL;
+	struct kentry *ke = calloc(1, sizeof(*ke) + len);
+	if (ke == NULL)
+		return NULL;
+	ke->hash = h;
+	ke->key_len = (uint32_t)len;
+	memcpy(ke->key, key, len);
+	ke->hnext = st->buckets[h & (st->n_buckets - 1)];
+	st->buckets[h & (st->n_buckets - 1)] = ke;
+	st->n_keys_cached++;
+	st_kentry_charge(st, ke);
+	return ke;
+}
+
+int st_kentry_load(struct store *st, struct kentry *ke)
+{
+	struct idx_entry e;
+	uint8_t *inline_value = NULL;
+	int ret = idx_get(st->idx, ke->key, ke->key_len, IDX_CACHED_ONLY, &e, &inline_value);
+	if (ret == -EWOULDBLOCK) {
+		st->stats.index_blocking_reads++;
+		ret = idx_get(st->idx, ke->key, ke->key_len, IDX_BLOCKING, &e, &inline_value);
+	}
+	if (ret == 0 && e.lsn < st->drop_lsn) {
+		/* Dropped by a FLUSHALL that the index has not applied yet; the
+		 * entry's expiry row is still there until it is (and the drop
+		 * zeroes every segment's live bytes). */
+		free(inline_value);
+		ke->exists = false;
+		ke->idx_expiry_ms = e.expiry_ms;
+		ke->idx_ptr = false;
+		ke->known = true;
+		return 0;
+	}
+	if (ret == -ENOENT) {
+		st_kentry_set_absent(ke);
+		return 0;
+	}
+	if (ret < 0)
+		return -EIO;
+	st_blob_unref(ke->value);
+	ke->value = NULL;
+	if (e.is_inline) {
+		ke->value = st_blob_new(inline_value, e.value_len);
+		free(inline_value);
+		if (ke->value == NULL)
+			return -ENOMEM;
+	}
+	ke->exists = true;
+	ke->is_inline = e.is_inline;
+	ke->expiry_ms = e.expiry_ms;
+	ke->idx_expiry_ms = e.expiry_ms;
+	ke->value_len = e.value_len;
+	ke->pos = (struct log_pos){
+	    .segment = e.segment, .offset = e.offset, .length = e.length, .lsn = e.lsn};
+	ke->idx_ptr = !e.is_inline;
+	ke->idx_pos = ke->pos;
+	ke->known = true;
+	st_kentry_charge(st, ke);
+	return 0;
+}
+
+void st_forget_all_keys(struct store *st)
+{
+	for (size_t i = 0; i < st->n_buckets; i++)
+		for (struct kentry *ke = st->buckets[i]; ke != NULL; ke = ke->hnext)
+			ke->known = false;
+}
+
+/* Three passes, so each waits at most for the slowest load of the one
+ * before: the buckets, then the entries at their heads, then (found entries)
+ * the cached value and the batch entry that a write replaces. */
+void store_prefetch(struct store *st, const uint8_t *const *keys, const size_t *lens, size_t n)
+{
+	struct kentry **slot[STORE_PREFETCH_MAX];
+	uint64_t hash[STORE_PREFETCH_MAX];
+	if (n > STORE_PREFETCH_MAX)
+		n = STORE_PREFETCH_MAX;
+	for (size_t i = 0; i < n; i++) {
+		hash[i] = st_hash_key(keys[i], lens[i]);
+		slot[i] = &st->buckets[hash[i] & (st->n_buckets - 1)];
+		__builtin_prefetch(slot[i]);
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *ke = (const char *)*slot[i];
+		if (ke != NULL) /* the whole entry: a request touches all its lines */
+			for (size_t off = 0; off < sizeof(struct kentry) + 16; off += 64)
+				__builtin_prefetch(ke + off);
+	}
+	for (size_t i = 0; i < n; i++)
+		for (struct kentry *ke = *slot[i]; ke != NULL; ke = ke->hnext)
+			if (ke->hash == hash[i]) {
+				if (ke->value != NULL)
+					__builtin_prefetch(ke->value);
+				if (ke->batch_pw != NULL)
+					__builtin_prefetch(ke->batch_pw);
+				break;
+			}
+}
