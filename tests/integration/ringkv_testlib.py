@@ -513,7 +513,8 @@ class Server:
     requirepass, max_clients, output_buffer_limit ("1mb"), max_bulk_len ("1mb"),
     sets (more ringkv --set options; ignored for redis), redis_args (more
     redis-server arguments).  data_dir: reuse a directory (restart tests);
-    otherwise a temporary one, removed by cleanup().
+    otherwise a temporary one, removed by cleanup().  target: "ringkv" or
+    "redis" for this server (default RINGKV_TEST_TARGET), so a test may run both.
     """
 
     def __init__(
@@ -526,7 +527,9 @@ class Server:
         sets=None,
         redis_args=None,
         data_dir=None,
+        target=None,
     ):
+        self.is_redis = (target or TARGET) == "redis"
         self.opts = dict(
             durability=durability,
             requirepass=requirepass,
@@ -546,7 +549,7 @@ class Server:
 
     def argv(self):
         o = self.opts
-        if IS_REDIS:
+        if self.is_redis:
             a = ["/usr/bin/redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
             a += ["--dir", self.data_dir, "--save", "", "--databases", "1", "--daemonize", "no"]
             a += ["--logfile", "", "--enable-debug-command", "no"]
