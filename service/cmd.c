@@ -1010,7 +1010,10 @@ bool cmd_parse_ld(const uint8_t *s, size_t len, long double *out)
 	char *end;
 	errno = 0;
 	long double v = strtold(buf, &end);
-	if (isspace((unsigned char)buf[0]) || *end != '\0' || errno == EINVAL || isnan(v))
+	/* All len bytes must be consumed: *end == '\0' alone would stop at a NUL
+	 * inside s and accept "1\0abc" as 1. */
+	if (isspace((unsigned char)buf[0]) || (size_t)(end - buf) != len || errno == EINVAL ||
+	    isnan(v))
 		return false;
 	if (errno == ERANGE && (v == HUGE_VALL || v == -HUGE_VALL || fpclassify(v) == FP_ZERO))
 		return false;

@@ -13,45 +13,56 @@
 
 #include "cmd.h"
 
-#define CMD_SET_NX      0x01
-#define CMD_SET_XX      0x02
-#define CMD_SET_GET     0x04
-#define CMD_SET_KEEPTTL 0x08
-#define CMD_SET_EX      0x10  /* relative seconds */
-#define CMD_SET_PX      0x20  /* relative ms */
-#define CMD_SET_EXAT    0x40  /* absolute seconds */
-#define CMD_SET_PXAT    0x80  /* absolute ms */
-#define CMD_SET_PERSIST 0x100 /* GETEX only */
-#define CMD_SET_EXPIRY  (CMD_SET_EX | CMD_SET_PX | CMD_SET_EXAT | CMD_SET_PXAT)
+#define CMD_SET_NX         0x01
+#define CMD_SET_XX         0x02
+#define CMD_SET_GET        0x04
+#define CMD_SET_KEEPTTL    0x08
+#define CMD_SET_EX         0x10  /* relative seconds */
+#define CMD_SET_PX         0x20  /* relative ms */
+#define CMD_SET_EXAT       0x40  /* absolute seconds */
+#define CMD_SET_PXAT       0x80  /* absolute ms */
+#define CMD_SET_PERSIST    0x100 /* GETEX only */
+#define CMD_SET_EXPIRY     (CMD_SET_EX | CMD_SET_PX | CMD_SET_EXAT | CMD_SET_PXAT)
+#define CMD_SET_BAD_EXPIRE 0x200 /* GETEX: its update found the expire time invalid */
 
-/* Redis's getExpireMillisecondsOrReply: the expire time argv[arg] in the
- * unit CMD_SET_EX/PX/EXAT/PXAT `unit` names, as absolute Unix ms in *out:
- * > 0, no overflow.  arg 0: no expire time (*out = 0).  Returns 0, or -1
- * after replying. */
-static int expire_ms_or_fail(struct cmd_ctx *x, size_t arg, unsigned unit, uint64_t *out)
+/* Redis's getExpireMillisecondsOrReply without the reply, so that a store
+ * update may call it: the expire time text s in the unit CMD_SET_EX/PX/EXAT/
+ * PXAT `unit` names, as absolute Unix ms in *out: > 0, no overflow.  Returns
+ * 0; -EINVAL if s is not an integer (cmd_err_not_int); -ERANGE if it is not
+ * a valid expire time (cmd_fail_invalid_expire). */
+static int parse_expire_ms(const uint8_t *s, size_t len, unsigned unit, uint64_t *out)
 {
-	*out = 0;
-	if (arg == 0)
-		return 0;
 	int64_t v;
-	if (cmd_arg_int_or_fail(x, arg, &v) < 0)
-		return -1;
+	if (!resp_parse_int64(s, len, &v))
+		return -EINVAL;
 	bool seconds = unit & (CMD_SET_EX | CMD_SET_EXAT);
 	if (v <= 0 || (seconds && v > INT64_MAX / 1000))
-		goto invalid;
+		return -ERANGE;
 	if (seconds)
 		v *= 1000;
 	if (unit & (CMD_SET_EX | CMD_SET_PX)) {
 		int64_t now = (int64_t)clock_unix_ms();
 		if (v > INT64_MAX - now)
-			goto invalid;
+			return -ERANGE;
 		v += now;
 	}
 	*out = (uint64_t)v;
 	return 0;
-invalid:
-	cmd_fail_invalid_expire(x);
-	return -1;
+}
+
+/* parse_expire_ms of argv[arg]; arg 0: no expire time (*out = 0).  Returns
+ * 0, or -1 after replying. */
+static int expire_ms_or_fail(struct cmd_ctx *x, size_t arg, unsigned unit, uint64_t *out)
+{
+	*out = 0;
+	if (arg == 0)
+		return 0;
+	int rc = parse_expire_ms(cmd_arg(x, arg), cmd_arg_len(x, arg), unit, out);
+	if (rc == -EINVAL)
+		cmd_fail(x, cmd_err_not_int);
+	else if (rc < 0)
+		cmd_fail_invalid_expire(x);
+	return rc < 0 ? -1 : 0;
 }
 
 /* ---- GET --------------------------------------------------------------- */
@@ -113,7 +124,7 @@ static enum store_update_result set_get_update(struct store_req *sr, const uint8
 	return STORE_UPDATE_WRITE;
 }
 
-/* Updates whose answer the update callback wrote (SET ... GET, GETEX). */
+/* Updates whose answer the update callback wrote (SET ... GET). */
 static void update_answered_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
@@ -261,6 +272,22 @@ static enum store_update_result getex_update(struct store_req *sr, const uint8_t
 		resp_add_null(x->reply);
 		return STORE_UPDATE_KEEP;
 	}
+	/* The expire time is read only now that the key exists, as Redis's
+	 * getexCommand: a missing key is nil whatever the time says.  It is the
+	 * last argument: with a unit, GETEX's options are all unit-time pairs
+	 * (PERSIST conflicts), and of repeated ones the last counts. */
+	if (f & CMD_SET_EXPIRY) {
+		size_t arg = cmd_argc(x) - 1;
+		int rc = parse_expire_ms(cmd_arg(x, arg), cmd_arg_len(x, arg), f & CMD_SET_EXPIRY,
+		                         &x->u.set.expiry_ms);
+		if (rc == -EINVAL)
+			return cmd_update_refuse(x, cmd_err_not_int);
+		if (rc < 0) {
+			/* Its wording names the command: getex_done replies it. */
+			x->u.set.flags |= CMD_SET_BAD_EXPIRE;
+			return STORE_UPDATE_KEEP;
+		}
+	}
 	resp_add_bulk(x->reply, old, old_len);
 	sr->new_value = old;
 	sr->new_len = old_len;
@@ -276,12 +303,25 @@ static enum store_update_result getex_update(struct store_req *sr, const uint8_t
 	return STORE_UPDATE_WRITE;
 }
 
+static void getex_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	if (cmd_store_ok_or_fail(x) < 0)
+		return;
+	if (x->u.set.flags & CMD_SET_BAD_EXPIRE) {
+		cmd_fail_invalid_expire(x);
+		return;
+	}
+	cmd_done(x);
+}
+
+/* Redis 7.0's order: the options' syntax, then the key (nil if missing),
+ * then the expire time's value (getex_update). */
 void cmd_getex(struct cmd_ctx *x)
 {
 	unsigned flags;
 	size_t expire_arg;
-	if (parse_set_options(x, 2, true, &flags, &expire_arg) < 0 ||
-	    expire_ms_or_fail(x, expire_arg, flags & CMD_SET_EXPIRY, &x->u.set.expiry_ms) < 0)
+	if (parse_set_options(x, 2, true, &flags, &expire_arg) < 0)
 		return;
 	x->u.set.flags = flags;
 	if (flags == 0) { /* a plain GET */
@@ -290,7 +330,7 @@ void cmd_getex(struct cmd_ctx *x)
 	}
 	x->sr.op = STORE_UPDATE;
 	x->sr.update = getex_update;
-	cmd_submit(x, update_answered_done);
+	cmd_submit(x, getex_done);
 }
 
 /* ---- MGET, MSET, MSETNX ------------------------------------------------ */

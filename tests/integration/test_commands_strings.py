@@ -190,6 +190,32 @@ def test_getex(srv, c):
     expect(c, ["GETEX"], wrong_args("getex"))
 
 
+def test_getex_checks_expire_value_after_key(srv, c):
+    """As Redis 7.0's getexCommand: the options' syntax first, then a missing key is nil
+    whatever the expire time says, and only an existing key's time is validated."""
+    invalid = E("ERR invalid expire time in 'getex' command")
+    for k in KEYS:
+        expect(c, ["GETEX", k, "EX", "abc"], None)
+        expect(c, ["GETEX", k, "EX", -1], None)
+        expect(c, ["GETEX", k, "PX", 0], None)
+        expect(c, ["GETEX", k, "EX", I64_MAX], None)  # would overflow in ms
+        expect(c, ["GETEX", k, "PXAT", "1.5"], None)
+        expect(c, ["GETEX", k, "EX", "abc", "PX", 10], SYNTAX)  # the syntax comes first
+        expect(c, ["GETEX", k, "EX", -1, "BOGUS"], SYNTAX)
+        expect(c, ["EXISTS", k], 0)
+        expect(c, ["SET", k, "val", "EX", 100], OK)
+        expect(c, ["GETEX", k, "EX", "abc"], NOT_INT)
+        expect(c, ["GETEX", k, "EX", -1], invalid)
+        expect(c, ["GETEX", k, "EX", I64_MAX], invalid)
+        expect(c, ["GETEX", k, "PXAT", 0], invalid)
+        expect(c, ["GET", k], "val")  # a refused time changes nothing
+        expect(c, ["TTL", k], ANY_INT(99, 100))
+        expect(c, ["GETEX", k, "EX", 100, "EX", "abc"], NOT_INT)  # of repeats, the last counts
+        expect(c, ["GETEX", k, "PX", "abc", "PX", 50000], "val")
+        expect(c, ["PTTL", k], ANY_INT(48000, 50000))
+        expect(c, ["DEL", k], 1)
+
+
 def test_mget_mset_msetnx(srv, c):
     keys = tl.keys_all_shards("m:", 20)
     args = []
@@ -321,6 +347,21 @@ def test_incrbyfloat(srv, c):
         expect(c, ["SET", k, "not a number"], OK)
         expect(c, ["INCRBYFLOAT", k, "1"], NOT_FLOAT)
     expect(c, ["INCRBYFLOAT", "k"], wrong_args("incrbyfloat"))
+
+
+def test_incrbyfloat_refuses_nul_inside(srv, c):
+    """A value or increment with a NUL byte is not a float (Redis's string2ld consumes every
+    byte); ringkv once parsed only the part before the NUL."""
+    for k in KEYS:
+        for value in (b"1\x00", b"\x00abc", b"1\x001", b"\x00"):
+            expect(c, ["SET", k, value], OK)
+            expect(c, ["INCRBYFLOAT", k, "1"], NOT_FLOAT)
+            expect(c, ["GET", k], value)
+        expect(c, ["SET", k, "1"], OK)
+        for incr in (b"1\x00", b"\x00abc", b"2.5\x00x"):
+            expect(c, ["INCRBYFLOAT", k, incr], NOT_FLOAT)
+        expect(c, ["GET", k], "1")
+        expect(c, ["DEL", k], 1)
 
 
 def test_getrange_setrange(srv, c):

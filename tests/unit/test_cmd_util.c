@@ -84,6 +84,17 @@ static void test_long_double(void)
 		CHECK(n == strlen(cases[i].out) && strcmp(buf, cases[i].out) == 0,
 		      "format %s -> '%s', want '%s'", cases[i].in, buf, cases[i].out);
 	}
+	/* Redis's string2ld consumes all len bytes: a NUL inside is not the end
+	 * (SET k "1\0", INCRBYFLOAT k 1: "value is not a valid float"). */
+	static const struct {
+		const char *in;
+		size_t len;
+	} with_nul[] = {{"1\0", 2}, {"\0abc", 4}, {"1\0abc", 5}, {"\0", 1}, {"1.5\0x", 5}};
+	for (size_t i = 0; i < sizeof(with_nul) / sizeof(with_nul[0]); i++) {
+		long double v = 0;
+		CHECK(!cmd_parse_ld((const uint8_t *)with_nul[i].in, with_nul[i].len, &v),
+		      "a value with a NUL inside is refused (case %zu, parsed %Lg)", i, v);
+	}
 	char buf[5200];
 	CHECK(cmd_format_ld(buf, sizeof(buf), 1.0L / 0.0L) == 0, "infinity is not formatted");
 	CHECK(cmd_format_ld(buf, 4, 12345.0L) == 0, "a buffer too small is refused");
