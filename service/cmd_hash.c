@@ -15,7 +15,7 @@
 
 #include "cmd.h"
 
-#define HASH_LISTPACK_ENTRIES 128 /* Redis's hash-max-listpack-entries */
+#define HASH_LISTPACK_ENTRIES 512 /* hash-max-listpack-entries of the Redis 7.0 we follow */
 #define HASH_LISTPACK_VALUE 64    /* Redis's hash-max-listpack-value */
 
 static const char err_hash_not_int[] = "ERR hash value is not an integer";

@@ -672,8 +672,8 @@ void cmd_getrange(struct cmd_ctx *x)
 	cmd_submit(x, getrange_done);
 }
 
-/* The length was checked before the request was submitted (cmd_setrange):
- * offset + length is the same whatever the old value is. */
+/* Redis's order: an empty value answers the length and is never too long,
+ * whatever the offset; else the length is checked, then applied. */
 static enum store_update_result setrange_update(struct store_req *sr, const uint8_t *old,
                                                 size_t old_len, uint64_t old_expiry_ms)
 {
@@ -683,6 +683,11 @@ static enum store_update_result setrange_update(struct store_req *sr, const uint
 	sr->new_len = old_len; /* the reply when nothing changes */
 	if (add_len == 0)
 		return STORE_UPDATE_KEEP; /* Redis neither creates nor changes the key */
+	/* Redis's checkStringLength comes after the type check (the store's
+	 * WRONGTYPE, before this runs); offset < 2^63 and the length < 2^63:
+	 * the sum does not wrap. */
+	if (!cmd_string_fits((uint64_t)off + add_len))
+		return cmd_update_refuse(x, cmd_err_too_big);
 	size_t len = off + add_len > old_len ? off + add_len : old_len;
 	uint8_t *v = malloc(len);
 	if (v == NULL)
@@ -707,12 +712,6 @@ void cmd_setrange(struct cmd_ctx *x)
 		cmd_fail(x, "ERR offset is out of range");
 		return;
 	}
-	/* Redis's order: an empty value answers the length and is never too
-	 * long, whatever the offset; else checkStringLength(offset, length).
-	 * offset < 2^63 and the length < 2^63: the sum does not wrap. */
-	if (cmd_arg_len(x, 3) > 0 &&
-	    cmd_string_length_or_fail(x, (uint64_t)x->u.setrange.offset + cmd_arg_len(x, 3)) < 0)
-		return;
 	x->sr.op = STORE_UPDATE;
 	x->sr.update = setrange_update;
 	cmd_submit(x, new_length_done);

@@ -436,7 +436,7 @@ SET_WEIGHTS = [w for w, _ in SET_TABLE]
 def object_op(g):
     k = g.pick(g.all_keys)
     if g.p(0.95):
-        return [g.word("OBJECT"), g.word("ENCODING"), k], "exact"
+        return [g.word("OBJECT"), g.word("ENCODING"), k], "encoding"
     return g.pick([["OBJECT", "FOO", k], ["OBJECT", "ENCODING"], ["OBJECT", "ENCODING", k, "x"]]), \
         "exact"
 
@@ -728,7 +728,7 @@ WRONGTYPE_TEMPLATES = [
     (["SDIFF", "{MISSING}", "{K}"], "unordered"),
     (["SDIFFSTORE", "{DEST}", "{SET2}", "{K}"], "exact"),
     (["SDIFFSTORE", "{K}", "{SET2}"], "exact"), (["SSCAN", "{K}", "0"], "scan"),
-    (["TYPE", "{K}"], "exact"), (["OBJECT", "ENCODING", "{K}"], "exact"),
+    (["TYPE", "{K}"], "exact"), (["OBJECT", "ENCODING", "{K}"], "encoding"),
     (["EXISTS", "{K}"], "exact"), (["DEL", "{K}"], "exact"), (["UNLINK", "{K}"], "exact"),
     (["EXPIRE", "{K}", "1000"], "exact"), (["PEXPIRE", "{K}", "1000000", "NX"], "exact"),
     (["TTL", "{K}"], "ttl"), (["PERSIST", "{K}"], "exact"),
@@ -769,7 +769,7 @@ def wrongtype_case(template, how, kname):
             elif t == ("+", b"set"):
                 run.op(["SMEMBERS", key], "unordered")
             if t != ("+", b"none"):
-                run.op(["OBJECT", "ENCODING", key])
+                run.op(["OBJECT", "ENCODING", key], "encoding")
 
     case.command = template[0]
     return case
@@ -781,7 +781,7 @@ def edges_types():
         for kname in ("STR", "HASH", "SET", "MISSING"):
             e.append(wrongtype_case(template, how, kname))
     k, k2 = tl.key_on_shard("enc:", 0), tl.key_on_shard("enc:", 1)
-    enc = lambda key: (["OBJECT", "ENCODING", key], "exact")  # noqa: E731
+    enc = lambda key: (["OBJECT", "ENCODING", key], "encoding")  # noqa: E731
     # strings: int, embstr (<= 44 bytes), raw, and what each command leaves behind
     for v in ["1", "-1", "0", "9999", "10000", "123456789", LONG_MAX, LONG_MIN,
               "9223372036854775808", "007", " 12", "-0", "+1", "1.5", "", "x" * 44, "x" * 45,
@@ -799,7 +799,7 @@ def edges_types():
               ["OBJECT", "ENCODING", "enc:n3"], ["OBJECT", "ENCODING", "enc:none"],
               ["OBJECT", "encoding", k], ["OBJECT", "FOO", k], ["OBJECT", "ENCODING"],
               ["OBJECT", "ENCODING", k, k2], ["OBJECT"], ["DEL", k, k2]]:
-        e.append((a, "exact"))
+        e.append((a, "encoding" if a[0] == "OBJECT" else "exact"))
     # hashes: listpack up to 128 fields of at most 64 bytes; hashtable after, for good
     for a in [["HSET", k, "f", "v"], enc(k)[0], ["HSET", k, "F" * 64, "V" * 64], enc(k)[0],
               ["HSET", k, "g", "V" * 65], enc(k)[0], ["HDEL", k, "g"], enc(k)[0],
