@@ -538,7 +538,7 @@ void cmd_flushdb(struct cmd_ctx *x)
 	cmd_flushall(x);
 }
 
-/* Redis's getIntFromObjectOrReply for SWAPDB's indexes, then the range. */
+/* Redis's getIntFromObjectOrReply for one of SWAPDB's indexes. */
 static int db_index_or_fail(struct cmd_ctx *x, size_t i, const char *which, unsigned *out)
 {
 	int64_t v;
@@ -547,19 +547,20 @@ static int db_index_or_fail(struct cmd_ctx *x, size_t i, const char *which, unsi
 		cmd_failf(x, "ERR invalid %s DB index", which);
 		return -1;
 	}
-	if (v < 0 || v >= (int64_t)cmd_databases()) {
-		cmd_fail(x, "ERR DB index is out of range");
-		return -1;
-	}
-	*out = (unsigned)v;
+	*out = v < 0 ? UINT32_MAX : (unsigned)v;
 	return 0;
 }
 
 void cmd_swapdb(struct cmd_ctx *x)
 {
+	/* Both indexes are read before either is checked against the range. */
 	if (db_index_or_fail(x, 1, "first", &x->u.swapdb.a) < 0 ||
 	    db_index_or_fail(x, 2, "second", &x->u.swapdb.b) < 0)
 		return;
+	if (x->u.swapdb.a >= cmd_databases() || x->u.swapdb.b >= cmd_databases()) {
+		cmd_fail(x, "ERR DB index is out of range");
+		return;
+	}
 	cmd_fan_all(x, flush_part, flush_finish);
 }
 

@@ -592,10 +592,14 @@ static enum store_update_result incrbyfloat_update(struct store_req *sr, const u
                                                    size_t old_len, uint64_t old_expiry_ms)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	long double v = 0;
+	long double v = 0, delta;
+	/* Redis's order: the key's type (the store's WRONGTYPE, before this
+	 * runs), the stored value, then the increment. */
 	if (old != NULL && !cmd_parse_ld(old, old_len, &v))
 		return cmd_update_refuse(x, cmd_err_not_float);
-	v += x->u.incrbyfloat.delta;
+	if (!cmd_parse_ld(cmd_arg(x, 2), cmd_arg_len(x, 2), &delta))
+		return cmd_update_refuse(x, cmd_err_not_float);
+	v += delta;
 	if (isnan(v) || isinf(v))
 		return cmd_update_refuse(x, "ERR increment would produce NaN or Infinity");
 	char *text = malloc(LD_TEXT_MAX);
@@ -622,10 +626,6 @@ static void incrbyfloat_done(struct store_req *sr)
 
 void cmd_incrbyfloat(struct cmd_ctx *x)
 {
-	if (!cmd_parse_ld(cmd_arg(x, 2), cmd_arg_len(x, 2), &x->u.incrbyfloat.delta)) {
-		cmd_fail(x, cmd_err_not_float);
-		return;
-	}
 	x->sr.op = STORE_UPDATE;
 	x->sr.update = incrbyfloat_update;
 	cmd_submit(x, incrbyfloat_done);
