@@ -156,7 +156,13 @@ static const struct config_alias aliases[] = {
     {"appendonly", NULL, NULL},  /* from storage.durability */
     {"appendfsync", NULL, NULL}, /* from storage.durability */
     {"save", NULL, ""},
-    {"databases", NULL, "1"},
+    {"databases", "server.databases", NULL},
+    {"hash-max-listpack-entries", NULL, "512"}, /* (cmd_hash.c, cmd_set.c decide
+                                                   OBJECT ENCODING by these) */
+    {"hash-max-listpack-value", NULL, "64"},
+    {"hash-max-ziplist-entries", NULL, "512"},
+    {"hash-max-ziplist-value", NULL, "64"},
+    {"set-max-intset-entries", NULL, "512"},
     {"maxmemory", NULL, "0"},
     {"maxmemory-policy", NULL, "noeviction"},
     {"cluster-enabled", NULL, "no"},

@@ -31,6 +31,7 @@
 #include "storage/store_int.h"
 
 #define TXN_VERSION_SHIFT 16 /* collections a call may create: 65536 */
+#define TXN_INLINE 8         /* rows, pins and records a call keeps without malloc */
 
 /* A row's state as the call found it. */
 struct kstate {
@@ -54,10 +55,12 @@ struct store_txn {
 	struct store_req *req;
 	size_t nkeys;
 	struct kentry **keys; /* by key index; a repeated key: the same kentry */
-	struct txn_row *rows;
+	struct txn_row *rows; /* row_inline until it outgrows it */
 	size_t n_rows, cap_rows;
 	struct kentry **pinned; /* elements used: pinned until the call ends */
 	size_t n_pinned, cap_pinned;
+	struct txn_row row_inline[TXN_INLINE];
+	struct kentry *pinned_inline[TXN_INLINE];
 	uint32_t stamp;        /* kentry.stamp of the rows pinned by this call */
 	uint64_t version_base; /* (next LSN) << TXN_VERSION_SHIFT */
 	uint32_t created;      /* collections created so far */
@@ -114,12 +117,15 @@ static int row_save(struct store_txn *t, struct kentry *ke, struct kentry *key)
 	if (ke->stamp == t->stamp && ke->txn_row != 0)
 		return 0;
 	if (t->n_rows == t->cap_rows) {
-		size_t cap = t->cap_rows ? 2 * t->cap_rows : 16;
-		struct txn_row *r = realloc(t->rows, cap * sizeof(*r));
+		size_t cap = 2 * t->cap_rows;
+		struct txn_row *r = malloc(cap * sizeof(*r));
 		if (r == NULL) {
 			fail(t, -ENOMEM);
 			return -ENOMEM;
 		}
+		memcpy(r, t->rows, t->n_rows * sizeof(*r));
+		if (t->rows != t->row_inline)
+			free(t->rows);
 		t->rows = r;
 		t->cap_rows = cap;
 	}
@@ -138,12 +144,15 @@ static int pin(struct store_txn *t, struct kentry *e)
 	if (e->stamp == t->stamp)
 		return 0;
 	if (t->n_pinned == t->cap_pinned) {
-		size_t cap = t->cap_pinned ? 2 * t->cap_pinned : 16;
-		struct kentry **p = realloc(t->pinned, cap * sizeof(*p));
+		size_t cap = 2 * t->cap_pinned;
+		struct kentry **p = malloc(cap * sizeof(*p));
 		if (p == NULL) {
 			fail(t, -ENOMEM);
 			return -ENOMEM;
 		}
+		memcpy(p, t->pinned, t->n_pinned * sizeof(*p));
+		if (t->pinned != t->pinned_inline)
+			free(t->pinned);
 		t->pinned = p;
 		t->cap_pinned = cap;
 	}
@@ -297,7 +306,12 @@ int store_txn_put(struct store_txn *t, size_t k, uint8_t type, const void *elem,
 		ke->version = t->version_base | t->created++;
 	}
 	struct kentry *e = elem_get(t, ke, elem, elen);
-	if (e == NULL || row_save(t, e, ke) < 0)
+	if (e == NULL)
+		return t->error;
+	if (e->exists && e->value_len == vlen &&
+	    (vlen == 0 || (e->value != NULL && memcmp(e->value->data, value, vlen) == 0)))
+		return 0; /* the same value: nothing to write (a set member added again) */
+	if (row_save(t, e, ke) < 0)
 		return t->error;
 	struct blob *b = st_blob_new(value, vlen);
 	if (b == NULL) {
@@ -523,8 +537,15 @@ static int commit(struct store_txn *t)
 {
 	struct store *st = t->st;
 	size_t n = 0;
-	struct txn_rec *recs = malloc((t->n_rows ? t->n_rows : 1) * sizeof(*recs));
-	struct pending_write **pws = malloc((t->n_rows ? t->n_rows : 1) * sizeof(*pws));
+	if (t->n_rows == 0) {
+		st_req_complete(st, t->req, 0, NULL);
+		return 0;
+	}
+	struct txn_rec recs_inline[TXN_INLINE];
+	struct pending_write *pws_inline[TXN_INLINE];
+	bool small = t->n_rows <= TXN_INLINE;
+	struct txn_rec *recs = small ? recs_inline : malloc(t->n_rows * sizeof(*recs));
+	struct pending_write **pws = small ? pws_inline : malloc(t->n_rows * sizeof(*pws));
 	int ret = recs == NULL || pws == NULL ? -ENOMEM : 0;
 	uint64_t bytes = 0;
 	/* Keys first (an emptied collection is deleted, as Redis does), then
@@ -568,8 +589,10 @@ static int commit(struct store_txn *t)
 		}
 	}
 	if (ret == 0 && n == 0) {
-		free(recs);
-		free(pws);
+		if (!small) {
+			free(recs);
+			free(pws);
+		}
 		st_req_complete(st, t->req, 0, NULL);
 		return 0;
 	}
@@ -585,8 +608,10 @@ static int commit(struct store_txn *t)
 		for (size_t i = 0; i < got && pws != NULL; i++)
 			if (pws[i] != NULL)
 				st_pw_put_back(st, pws[i]);
-		free(recs);
-		free(pws);
+		if (!small) {
+			free(recs);
+			free(pws);
+		}
 		return ret;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -636,8 +661,10 @@ static int commit(struct store_txn *t)
 		else
 			st_pw_ack(st, pw, t->req);
 	}
-	free(recs);
-	free(pws);
+	if (!small) {
+		free(recs);
+		free(pws);
+	}
 	return 0;
 }
 
@@ -659,15 +686,17 @@ static void txn_end(struct store_txn *t)
 		else
 			st_kentry_release(t->st, e);
 	}
-	free(t->rows);
-	free(t->pinned);
+	if (t->rows != t->row_inline)
+		free(t->rows);
+	if (t->pinned != t->pinned_inline)
+		free(t->pinned);
 }
 
 void st_call_run(struct store *st, struct store_req *req)
 {
 	size_t nkeys = 1 + req->n_more_keys;
-	struct kentry *one[1];
-	struct kentry **keys = nkeys == 1 ? one : malloc(nkeys * sizeof(*keys));
+	struct kentry *few[TXN_INLINE];
+	struct kentry **keys = nkeys <= TXN_INLINE ? few : malloc(nkeys * sizeof(*keys));
 	if (keys == NULL) {
 		st_req_complete(st, req, -ENOMEM, NULL);
 		return;
@@ -680,18 +709,28 @@ void st_call_run(struct store *st, struct store_req *req)
 			continue;
 		int ret = st_kentry_load(st, keys[i]);
 		if (ret < 0) {
-			if (keys != one)
+			if (keys != few)
 				free(keys);
 			st_req_complete(st, req, ret, NULL);
 			return;
 		}
 	}
-	struct store_txn t = {.st = st,
-	                      .req = req,
-	                      .nkeys = nkeys,
-	                      .keys = keys,
-	                      .stamp = ++st->stamp,
-	                      .version_base = log_next_lsn(st->log) << TXN_VERSION_SHIFT};
+	struct store_txn t;
+	t.st = st;
+	t.req = req;
+	t.nkeys = nkeys;
+	t.keys = keys;
+	t.rows = t.row_inline;
+	t.n_rows = 0;
+	t.cap_rows = TXN_INLINE;
+	t.pinned = t.pinned_inline;
+	t.n_pinned = 0;
+	t.cap_pinned = TXN_INLINE;
+	t.stamp = ++st->stamp;
+	t.version_base = log_next_lsn(st->log) << TXN_VERSION_SHIFT;
+	t.created = 0;
+	t.error = 0;
+	t.aborted = false;
 	for (size_t i = 0; i < nkeys; i++)
 		keys[i]->stamp = 0; /* keys are held by their queues, not pinned */
 	req->call(req, &t);
@@ -706,6 +745,6 @@ void st_call_run(struct store *st, struct store_req *req)
 			st_req_complete(st, req, ret, NULL);
 	}
 	txn_end(&t);
-	if (keys != one)
+	if (keys != few)
 		free(keys);
 }
