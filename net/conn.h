@@ -150,6 +150,14 @@ void net_close_all(struct px *px);
  * the caller returns to the loop. */
 void conn_req_done(struct conn_req *req);
 
+/* Sends `part` now as the next bytes of req's reply (a reply streamed in
+ * parts; the rest, then conn_req_done, follow): on the wire at once when req
+ * is the connection's oldest unfinished request, else kept with req until it
+ * is.  part is emptied.  Returns the bytes the connection holds unsent for
+ * it (the producer waits while they are many), or SIZE_MAX when the
+ * connection is closing (nobody reads the reply: stop producing). */
+size_t conn_req_stream(struct conn_req *req, struct resp_buf *part);
+
 /* Closes c after the replies of every request queued so far are sent (QUIT,
  * CLIENT KILL); nothing more is read or run.  Never frees c at once: the
  * caller may still use c and finish its requests. */

@@ -100,6 +100,34 @@ void conn_req_done(struct conn_req *req)
 		conn_update_pause(c);
 }
 
+size_t conn_req_stream(struct conn_req *req, struct resp_buf *part)
+{
+	struct conn *c = req->conn;
+	struct conn_private *pv = c->priv;
+	if (pv->state >= CONN_CLOSING) {
+		resp_buf_reset(part);
+		return SIZE_MAX;
+	}
+	if (req != pv->head) {
+		/* Earlier replies first: this part waits with the request (and
+		 * is counted in output_bytes when it goes, by conn_req_done). */
+		resp_buf_append(&req->reply, part->data, part->len);
+		resp_buf_reset(part);
+		return c->output_bytes + req->reply.len;
+	}
+	c->output_bytes += part->len;
+	conn_out_append(pv, part);
+	resp_buf_reset(part);
+	if (!pv->send_armed)
+		conn_mark_dirty(c);
+	uint64_t limit = pv->np->cfg.output_buffer_limit;
+	if (limit != 0 && c->output_bytes > limit) {
+		conn_output_limit(c);
+		return SIZE_MAX;
+	}
+	return c->output_bytes;
+}
+
 /* ---- completions ------------------------------------------------------- */
 
 /* A send CQE: continues a short send, or sends what collected meanwhile. */

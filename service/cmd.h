@@ -148,6 +148,14 @@ struct cmd_ctx {
 			size_t pattern_len;
 		} cscan;                        /* HSCAN SSCAN */
 		struct {
+			bool active;          /* the reply is being streamed in parts */
+			bool cancel;          /* the client went away: finish at once */
+			uint64_t cursor;      /* where the walk goes on */
+			uint64_t remaining;   /* elements the header announced, not yet sent */
+			struct resp_buf part; /* the part on its way to the origin */
+			struct px_timer wait; /* the origin waits for the client to read */
+		} stream;                     /* HGETALL HKEYS HVALS SMEMBERS (cmd_coll_dump) */
+		struct {
 			unsigned step;      /* cmd_set.c's steps across shards, 1..4 */
 			bool dst_wrongtype; /* the destination holds another type */
 			int result;         /* the member left the source: 1 */
@@ -442,6 +450,15 @@ int cmd_random_pick(struct store_txn *t, uint64_t size, uint64_t count, bool uni
 /* Replies `l` random elements (Redis's count semantics) of key 0. */
 void cmd_random_elems(struct cmd_ctx *x, struct store_txn *t, int exists, int64_t l,
                       bool withvalues);
+
+/* Inside a call on key 0 (of the command's type; exists: its check): replies
+ * every element (keys, values or both: a map when both, else a set or an
+ * array).  A collection of STREAM_MIN_ELEMS or more is streamed: the header
+ * and STREAM_PART_ELEMS elements at a time go to the connection as the client
+ * reads them, the call pausing in between (the key stays locked, nothing is
+ * held whole in memory).  x->u.stream must be zeroed before the first call. */
+void cmd_coll_dump(struct cmd_ctx *x, struct store_txn *t, int exists, bool keys, bool values,
+                   bool as_set);
 
 /* HSCAN SSCAN of `type`. */
 void cmd_coll_scan(struct cmd_ctx *x, uint8_t type);

@@ -8,7 +8,17 @@
 #include <string.h>
 
 #include "cmd.h"
+#include "service/runtime/logging.h"
+#include "shard.h"
 #include "storage/format.h"
+
+#include <inttypes.h>
+
+/* The proactor of the request's key (x->shard: set by cmd_run_on_shard). */
+static unsigned shard_proactor_of(const struct cmd_ctx *x)
+{
+	return shard_proactor(x->shard);
+}
 
 const char cmd_err_wrongtype[] = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
@@ -378,6 +388,127 @@ void cmd_random_elems(struct cmd_ctx *x, struct store_txn *t, int exists, int64_
 			resp_add_bulk(x->reply, v, vlen);
 	}
 	cmd_elems_free(&picked);
+}
+
+/* ---- whole collections, streamed when large --------------------------- */
+
+#define STREAM_MIN_ELEMS 8192      /* a collection this large is streamed */
+#define STREAM_PART_ELEMS 4096     /* elements per part (at least) */
+#define STREAM_BACKLOG (1u << 20)  /* unsent bytes past which the next part waits */
+#define STREAM_WAIT_NS 1000000ULL  /* ... and is tried again this often */
+
+struct dump_walk {
+	struct resp_buf *out;
+	uint64_t n;   /* elements written */
+	bool keys, values;
+};
+
+static int dump_visit(void *arg, const uint8_t *e, size_t elen, const uint8_t *v, size_t vlen)
+{
+	struct dump_walk *d = arg;
+	if (d->keys)
+		resp_add_bulk(d->out, e, elen);
+	if (d->values)
+		resp_add_bulk(d->out, v, vlen);
+	d->n++;
+	return 0;
+}
+
+/* The header of `n` elements. */
+static void dump_header(struct resp_buf *b, uint64_t n, bool keys, bool values, bool as_set)
+{
+	if (keys && values)
+		resp_add_map(b, n);
+	else if (as_set)
+		resp_add_set(b, n);
+	else
+		resp_add_array(b, n);
+}
+
+static void stream_resume(struct cmd_ctx *x)
+{
+	store_call_resume(x->st, &x->sr);
+}
+
+static void stream_wait_tick(struct px *px, struct px_timer *timer);
+
+/* On the origin: the part goes out; the walk goes on once the client has
+ * read most of what it was sent (a slow reader paces it; one that left
+ * cancels it). */
+static void stream_deliver(struct cmd_ctx *x)
+{
+	size_t pending = conn_req_stream(x->req, &x->u.stream.part);
+	if (pending == SIZE_MAX)
+		x->u.stream.cancel = true;
+	else if (pending > STREAM_BACKLOG) {
+		px_timer_start(px_current(), &x->u.stream.wait, STREAM_WAIT_NS, 0, stream_wait_tick);
+		return;
+	}
+	cmd_run_on_px(x, shard_proactor_of(x), stream_resume);
+}
+
+static void stream_wait_tick(struct px *px, struct px_timer *timer)
+{
+	(void)px;
+	stream_deliver(container_of(timer, struct cmd_ctx, u.stream.wait));
+}
+
+static void stream_part_msg(void *arg)
+{
+	stream_deliver(arg);
+}
+
+void cmd_coll_dump(struct cmd_ctx *x, struct store_txn *t, int exists, bool keys, bool values,
+                   bool as_set)
+{
+	struct store_key_info k;
+	store_txn_key(t, 0, &k);
+	uint64_t next;
+	if (!x->u.stream.active) {
+		if (!exists || k.count < STREAM_MIN_ELEMS) {
+			/* Small: built whole (the count is written once the walk has
+			 * counted, so the reply cannot disagree with it). */
+			struct resp_buf items;
+			resp_buf_init(&items, x->reply->proto);
+			struct dump_walk d = {.out = &items, .keys = keys, .values = values};
+			if (exists && store_txn_scan(t, 0, 0, SIZE_MAX, dump_visit, &d, &next) < 0) {
+				resp_buf_free(&items);
+				return;
+			}
+			dump_header(x->reply, d.n, keys, values, as_set);
+			resp_buf_append(x->reply, items.data, items.len);
+			resp_buf_free(&items);
+			return;
+		}
+		x->u.stream.active = true;
+		x->u.stream.remaining = k.count;
+		x->u.stream.cursor = 0;
+		resp_buf_init(&x->u.stream.part, x->reply->proto);
+		dump_header(&x->u.stream.part, k.count, keys, values, as_set);
+	}
+	if (x->u.stream.cancel) {
+		resp_buf_free(&x->u.stream.part);
+		return; /* nobody reads the rest */
+	}
+	struct dump_walk d = {.out = &x->u.stream.part, .keys = keys, .values = values};
+	if (store_txn_scan(t, 0, x->u.stream.cursor, STREAM_PART_ELEMS, dump_visit, &d, &next) < 0) {
+		resp_buf_free(&x->u.stream.part);
+		return;
+	}
+	x->u.stream.remaining -= d.n < x->u.stream.remaining ? d.n : x->u.stream.remaining;
+	x->u.stream.cursor = next;
+	if (next != 0) {
+		store_txn_pause(t);
+		px_send(px_current(), x->origin, stream_part_msg, x);
+		return;
+	}
+	/* The last part is the reply's end, finished as any reply. */
+	if (x->u.stream.remaining != 0)
+		LOG_ERROR("a streamed reply announced %" PRIu64 " more elements than the"
+		          " collection had: the client will wait for them",
+		          x->u.stream.remaining);
+	resp_buf_append(x->reply, x->u.stream.part.data, x->u.stream.part.len);
+	resp_buf_free(&x->u.stream.part);
 }
 
 /* ---- HSCAN SSCAN ------------------------------------------------------- */

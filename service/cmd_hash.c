@@ -240,58 +240,34 @@ void cmd_hdel(struct cmd_ctx *x)
 
 /* ---- HKEYS HVALS HGETALL ----------------------------------------------- */
 
-struct hash_walk {
-	struct resp_buf items; /* the reply's elements */
-	size_t n;              /* fields written */
-	bool keys, values;
-};
-
-static int hash_walk_visit(void *arg, const uint8_t *f, size_t flen, const uint8_t *v,
-                           size_t vlen)
-{
-	struct hash_walk *w = arg;
-	if (w->keys)
-		resp_add_bulk(&w->items, f, flen);
-	if (w->values)
-		resp_add_bulk(&w->items, v, vlen);
-	w->n++;
-	return 0;
-}
-
 static void hgetall_call(struct store_req *sr, struct store_txn *t)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	int exists = cmd_coll_type_or_refuse(x, t, FMT_TYPE_HASH);
+	int exists = x->u.stream.active ? 1 : cmd_coll_type_or_refuse(x, t, FMT_TYPE_HASH);
 	if (exists < 0)
 		return;
-	struct hash_walk w = {.keys = x->cmd->fn != cmd_hvals, .values = x->cmd->fn != cmd_hkeys};
-	resp_buf_init(&w.items, x->reply->proto);
-	uint64_t next;
-	if (exists && store_txn_scan(t, 0, 0, SIZE_MAX, hash_walk_visit, &w, &next) < 0) {
-		resp_buf_free(&w.items);
-		return;
-	}
-	if (w.keys && w.values)
-		resp_add_map(x->reply, w.n);
-	else
-		resp_add_array(x->reply, w.n);
-	resp_buf_append(x->reply, w.items.data, w.items.len);
-	resp_buf_free(&w.items);
+	cmd_coll_dump(x, t, exists, x->cmd->fn != cmd_hvals, x->cmd->fn != cmd_hkeys, false);
+}
+
+static void hgetall_start(struct cmd_ctx *x)
+{
+	memset(&x->u.stream, 0, sizeof(x->u.stream));
+	cmd_call(x, hgetall_call);
 }
 
 void cmd_hkeys(struct cmd_ctx *x)
 {
-	cmd_call(x, hgetall_call);
+	hgetall_start(x);
 }
 
 void cmd_hvals(struct cmd_ctx *x)
 {
-	cmd_call(x, hgetall_call);
+	hgetall_start(x);
 }
 
 void cmd_hgetall(struct cmd_ctx *x)
 {
-	cmd_call(x, hgetall_call);
+	hgetall_start(x);
 }
 
 /* ---- HINCRBY HINCRBYFLOAT ---------------------------------------------- */

@@ -130,21 +130,15 @@ void cmd_smismember(struct cmd_ctx *x)
 static void smembers_call(struct store_req *sr, struct store_txn *t)
 {
 	struct cmd_ctx *x = cmd_of_sr(sr);
-	int exists = cmd_coll_type_or_refuse(x, t, FMT_TYPE_SET);
+	int exists = x->u.stream.active ? 1 : cmd_coll_type_or_refuse(x, t, FMT_TYPE_SET);
 	if (exists < 0)
 		return;
-	struct cmd_elems all;
-	cmd_elems_init(&all, false);
-	if (exists && cmd_elems_read(t, 0, &all) < 0) {
-		cmd_elems_free(&all);
-		return;
-	}
-	cmd_elems_reply(x, &all, false, true);
-	cmd_elems_free(&all);
+	cmd_coll_dump(x, t, exists, true, false, true);
 }
 
 void cmd_smembers(struct cmd_ctx *x)
 {
+	memset(&x->u.stream, 0, sizeof(x->u.stream));
 	cmd_call(x, smembers_call);
 }
 

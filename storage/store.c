@@ -174,10 +174,8 @@ static bool wants_string(const struct store_req *req)
  * next requests may run), false if it waits for a read. */
 static bool req_run(struct store *st, struct store_req *req)
 {
-	if (req->op == STORE_CALL) {
-		st_call_run(st, req);
-		return true;
-	}
+	if (req->op == STORE_CALL)
+		return st_call_run(st, req); /* (false: it paused, store_txn_pause) */
 	struct kentry *ke = req->key_entry;
 	bool blind = false;
 	if (!ke->known) {
@@ -437,6 +435,14 @@ void store_submit(struct store *st, struct store_req *req)
 	}
 	size_t len = fmt_key_ident(st->ident, st_db_id(st, req->db), req->key, req->key_len);
 	submit_ident(st, req, st->ident, len);
+}
+
+void store_call_resume(struct store *st, struct store_req *req)
+{
+	if (!st_call_run(st, req))
+		return;
+	settled(st, req);
+	queues_run(st);
 }
 
 void st_submit_ident(struct store *st, struct store_req *req, const uint8_t *ident, size_t len)

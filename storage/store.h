@@ -340,6 +340,17 @@ typedef int (*store_elem_fn)(void *arg, const uint8_t *elem, size_t elen, const 
 int store_txn_scan(struct store_txn *t, size_t k, uint64_t cursor, size_t max, store_elem_fn fn,
 		   void *arg, uint64_t *next);
 
+/* Asks for the call to run again later instead of finishing (a reply too
+ * large to build at once, streamed as the client reads it): the request
+ * keeps the head of its keys' queues — nothing else runs on them meanwhile —
+ * and is not completed; its owner runs it again with store_call_resume.
+ * Only a call that changed nothing may pause (a call that changed something
+ * finishes as if it had not asked). */
+void store_txn_pause(struct store_txn *t);
+
+/* Runs a paused call again, on the shard's proactor. */
+void store_call_resume(struct store *st, struct store_req *req);
+
 /* Drops what the call changed so far: it completes with status 0 and
  * nothing written (a refusal the call replies itself). */
 void store_txn_abort(struct store_txn *t);

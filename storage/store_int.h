@@ -740,9 +740,10 @@ void st_hints_run(struct store *st);
 
 /* ---- store_txn.c: calls ------------------------------------------------- */
 
-/* Runs a STORE_CALL that heads every queue of its keys, and settles it (the
- * call's writes appended, or req completed).  Always settles. */
-void st_call_run(struct store *st, struct store_req *req);
+/* Runs a STORE_CALL that heads every queue of its keys.  Returns true if it
+ * settled (its writes appended, or req completed), false if the call paused
+ * (store_txn_pause: it keeps its queues until store_call_resume). */
+bool st_call_run(struct store *st, struct store_req *req);
 
 /* Puts element kentry e on its key's list of elements that differ from the
  * index (pinning the key), or takes it off (it is released). */

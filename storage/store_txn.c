@@ -66,6 +66,7 @@ struct store_txn {
 	uint32_t created;      /* collections created so far */
 	int error;             /* < 0: the call failed */
 	bool aborted;          /* abort: nothing is written */
+	bool paused;           /* store_txn_pause: run the call again later */
 };
 
 /* ---- rows and undo ------------------------------------------------------ */
@@ -390,6 +391,11 @@ void store_txn_abort(struct store_txn *t)
 	t->aborted = true;
 }
 
+void store_txn_pause(struct store_txn *t)
+{
+	t->paused = true;
+}
+
 void store_txn_abort_error(struct store_txn *t, int err)
 {
 	t->aborted = true;
@@ -692,14 +698,14 @@ static void txn_end(struct store_txn *t)
 		free(t->pinned);
 }
 
-void st_call_run(struct store *st, struct store_req *req)
+bool st_call_run(struct store *st, struct store_req *req)
 {
 	size_t nkeys = 1 + req->n_more_keys;
 	struct kentry *few[TXN_INLINE];
 	struct kentry **keys = nkeys <= TXN_INLINE ? few : malloc(nkeys * sizeof(*keys));
 	if (keys == NULL) {
 		st_req_complete(st, req, -ENOMEM, NULL);
-		return;
+		return true;
 	}
 	keys[0] = req->key_entry;
 	for (size_t i = 1; i < nkeys; i++)
@@ -712,7 +718,7 @@ void st_call_run(struct store *st, struct store_req *req)
 			if (keys != few)
 				free(keys);
 			st_req_complete(st, req, ret, NULL);
-			return;
+			return true;
 		}
 	}
 	struct store_txn t;
@@ -731,10 +737,17 @@ void st_call_run(struct store *st, struct store_req *req)
 	t.created = 0;
 	t.error = 0;
 	t.aborted = false;
+	t.paused = false;
 	for (size_t i = 0; i < nkeys; i++)
 		keys[i]->stamp = 0; /* keys are held by their queues, not pinned */
 	req->call(req, &t);
 	int ret = t.error;
+	if (t.paused && ret == 0 && !t.aborted && t.n_rows == 0) {
+		txn_end(&t);
+		if (keys != few)
+			free(keys);
+		return false;
+	}
 	if (ret == 0 && !t.aborted)
 		ret = commit(&t);
 	else if (ret == 0)
@@ -747,4 +760,5 @@ void st_call_run(struct store *st, struct store_req *req)
 	txn_end(&t);
 	if (keys != few)
 		free(keys);
+	return true;
 }
