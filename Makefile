@@ -9,6 +9,7 @@
 #   make format          clang-format every source file
 #   make check-layers    the layer rule between service/runtime, storage, net, the daemon and
 #                        tools, checked on every #include (docs/ARCHITECTURE.md, "Layers")
+#   make fuzz            build and run the libFuzzer targets (tests/fuzz/; the last section)
 
 BUILD    ?= build
 OPT      ?= -O2
@@ -109,13 +110,51 @@ clean:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
-# make fuzz: libFuzzer target for the RESP parser (tests/fuzz/; needs clang-14 with
-# libFuzzer; not part of make test).  Run: $(BUILD)/fuzz/fuzz_resp -max_total_time=60
-FUZZ_CC ?= clang-14
-.PHONY: fuzz
-fuzz: $(BUILD)/fuzz/fuzz_resp
-$(BUILD)/fuzz/fuzz_resp: tests/fuzz/fuzz_resp.c net/resp.c net/resp.h
+# ---- fuzzing: libFuzzer targets (tests/fuzz/; clang-14 with libFuzzer) ----------------------
+#
+#   make fuzz-build                  every target into $(BUILD)/fuzz/fuzz_TARGET
+#   make fuzz [FUZZ_SECONDS=60]      build, then run each target that long on a temporary copy
+#                                    of its seeds (tests/fuzz/corpus/TARGET); fails on any crash
+#   make fuzz FUZZ_TARGETS="cmd log" only those targets
+#
+# make test runs each target for a few seconds (tests/run.sh).  The targets and the modules
+# they link are built with -fsanitize=fuzzer(-no-link),address,undefined into $(BUILD)/fuzz/.
+FUZZ_CC      ?= clang-14
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS   = -std=gnu11 -g -O1 -pthread -D_GNU_SOURCE $(WARN) -MMD -MP -I. \
+                -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+ifneq ($(WERROR),)
+FUZZ_CFLAGS  += -Werror
+endif
+FUZZ_SRC      = $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_TARGETS ?= $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRC))
+FUZZ_BIN      = $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+FUZZ_MAIN_OBJ = $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$(FUZZ_SRC))
+FUZZ_LIB      = $(BUILD)/fuzz/libringkv.a
+FUZZ_LIB_OBJ  = $(patsubst %.c,$(BUILD)/fuzz/obj/%.o,$(RUNTIME_SRC) $(STORAGE_SRC) $(NET_SRC) \
+                  $(DAEMON_SRC) tools/import/input.c)
+
+.PHONY: fuzz fuzz-build
+.SECONDARY: $(FUZZ_MAIN_OBJ)
+fuzz-build: $(FUZZ_BIN)
+
+fuzz:
+	@FUZZ_CC=$(FUZZ_CC) tests/fuzz/fuzz.sh --check
+	@$(MAKE) --no-print-directory fuzz-build
+	@tests/fuzz/fuzz.sh $(BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+$(BUILD)/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	@echo "  FUZZ    $@"
-	@$(FUZZ_CC) -std=gnu11 -g -O1 -D_GNU_SOURCE $(WARN) -I. \
-		-fsanitize=fuzzer,address,undefined tests/fuzz/fuzz_resp.c net/resp.c -o $@
+	@echo "  FUZZCC  $<"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_LIB): $(FUZZ_LIB_OBJ)
+	@echo "  AR      $@"
+	@rm -f $@
+	@$(AR) rcs $@ $^
+
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzz/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB)
+	@echo "  FUZZLD  $@"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $^ -o $@ $(LDLIBS)
+
+-include $(shell find $(BUILD)/fuzz/obj -name '*.d' 2>/dev/null)

@@ -24,7 +24,9 @@
  * >= from_lsn go to the replay callback.  The first invalid record, torn
  * commit or LSN gap ends the log: that segment is truncated at the start of
  * the torn commit (so no stale record can follow new ones) and later segments
- * are deleted.  Writing resumes there.  Exception: when the next segment's
+ * are deleted.  Writing resumes there — in a new segment when the LSNs
+ * resume elsewhere (from_lsn is past the log's end), so no segment ever
+ * holds an LSN gap.  Exception: when the next segment's
  * header says it starts at exactly the LSN where the valid commits end, the
  * scan goes on in it — what stopped it was the stale tail of a recycled file
  * or a failed commit whose LSNs that segment reuses, never acknowledged data.

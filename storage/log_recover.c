@@ -360,6 +360,11 @@ int lg_recover(struct log *log, uint64_t from_lsn, log_replay_fn replay, void *a
 	log->next_lsn = rc.next_lsn > from_lsn ? rc.next_lsn : from_lsn;
 	if (log->next_lsn == 0)
 		log->next_lsn = 1;
+	/* Numbering resumes past where the last segment's commits end (the
+	 * index is ahead of the log): appending there would leave an LSN gap
+	 * that the next recovery cuts, with everything after it. */
+	if (last != NULL && log->next_lsn != rc.next_lsn)
+		log->write_offset = last->size; /* forces a new segment */
 	log->last_good_lsn = log->next_lsn - 1;
 	/* What recovery found may still sit in the page cache of a process that
 	 * crashed: make it durable before building on it. */

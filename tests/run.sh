@@ -4,7 +4,8 @@
 #
 # First the layer rule (tools/check-layers.sh), then the passes
 # (RINGKV_TEST_PASSES, default "normal asan tsan"):
-#   normal  -O2 build in build/: every unit test and integration test
+#   normal  -O2 build in build/: every unit test and integration test, then
+#           each fuzz target for a few seconds (skipped without clang-14)
 #   asan    AddressSanitizer + UndefinedBehaviorSanitizer build in build/asan: the same
 #   tsan    ThreadSanitizer build in build/tsan: the queue and pool tests
 # A test is a program (tests/unit/test_*.c, built by the Makefile) or an
@@ -71,6 +72,47 @@ run_check() { # run_check NAME COMMAND...
 	fi
 }
 
+# The fuzz targets (tests/fuzz/, make fuzz-build) as a smoke test: each runs
+# RINGKV_FUZZ_SECONDS (5) on its seeds (tests/fuzz/fuzz.sh).  Skipped when
+# clang-14 with libFuzzer is not installed.
+fuzz_smoke() { # fuzz_smoke BUILD-DIR
+	local dir=$1 why t name log rc start end tenths
+	if ! why=$(tests/fuzz/fuzz.sh --check); then
+		skipped=$((skipped + 1))
+		printf 'SKIP  %-7s %-32s %s\n' fuzz "fuzz_*" "$why"
+		return
+	fi
+	if ! make -s -j"$jobs" BUILD="$dir" WERROR="${WERROR:-}" fuzz-build \
+		>"$logdir/build-fuzz.log" 2>&1; then
+		cat "$logdir/build-fuzz.log"
+		echo "build of the fuzz targets in $dir/fuzz failed"
+		failed=$((failed + 1))
+		failures+=("fuzz/build")
+		return
+	fi
+	for t in "$dir"/fuzz/fuzz_*; do
+		[ -x "$t" ] || continue
+		name=$(basename "$t")
+		log="$logdir/fuzz-$name.log"
+		start=${EPOCHREALTIME/./}
+		timeout --kill-after=10 "$timeout_s" tests/fuzz/fuzz.sh "$dir" \
+			"${RINGKV_FUZZ_SECONDS:-5}" "${name#fuzz_}" >"$log" 2>&1
+		rc=$?
+		end=${EPOCHREALTIME/./}
+		tenths=$(((end - start) / 100000))
+		case $rc in
+		0) passed=$((passed + 1)); printf 'PASS  %-7s %-32s %5ss\n' fuzz "$name" "$((tenths / 10)).$((tenths % 10))" ;;
+		77) skipped=$((skipped + 1)); printf 'SKIP  %-7s %-32s %s\n' fuzz "$name" "$(tail -n 1 "$log")" ;;
+		*)
+			failed=$((failed + 1))
+			failures+=("fuzz/$name")
+			printf 'FAIL  %-7s %-32s exit %d, last lines of its output:\n' fuzz "$name" "$rc"
+			tail -n 30 "$log" | sed 's/^/      /'
+			;;
+		esac
+	done
+}
+
 run_pass() { # run_pass PASS DIR SCALE FILTER
 	local pass=$1 dir=$2 scale=$3 filter=$4 t
 	for t in "$dir"/tests/test_* tests/integration/test_*; do
@@ -87,7 +129,10 @@ run_check check-layers tools/check-layers.sh
 
 for pass in $passes; do
 	case $pass in
-	normal) build build && run_pass normal build 1 'test_*' || failed=$((failed + 1)) ;;
+	normal)
+		build build && run_pass normal build 1 'test_*' || failed=$((failed + 1))
+		fuzz_smoke build
+		;;
 	asan) build build/asan SANITIZE=address,undefined && run_pass asan build/asan 0.5 'test_*' ||
 		failed=$((failed + 1)) ;;
 	tsan)

@@ -25,16 +25,37 @@ need redis-cli redis-tools
 need redis-server redis-server
 need /usr/lib/python3/dist-packages/redis/__init__.py python3-redis
 
-[ -z "$pkgs" ] && exit 0
+# The fuzz targets (make fuzz; make test runs each briefly) need clang-14 with
+# libFuzzer.  Optional: without them those tests are skipped, so they are
+# installed along when we can and only mentioned otherwise.
+fuzz_pkgs=""
+command -v clang-14 >/dev/null 2>&1 || fuzz_pkgs="$fuzz_pkgs clang-14"
+[ -e /usr/lib/llvm-14/lib/libFuzzer.a ] || fuzz_pkgs="$fuzz_pkgs libfuzzer-14-dev"
+ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1 ||
+	fuzz_pkgs="$fuzz_pkgs libclang-rt-14-dev"
 
-cmd="apt-get install -y --no-install-recommends$pkgs"
+[ -z "$pkgs$fuzz_pkgs" ] && exit 0
+
+cmd="apt-get install -y --no-install-recommends$pkgs$fuzz_pkgs"
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+	if [ -z "$pkgs" ]; then
+		echo "ringkv: the fuzz targets need$fuzz_pkgs (their tests are skipped);" \
+			"install as root with:  apt-get update && $cmd" >&2
+		exit 0
+	fi
 	echo "ringkv: missing build dependencies:$pkgs" >&2
 	echo "ringkv: install them as root with:  apt-get update && $cmd" >&2
 	exit 1
 fi
-echo "ringkv: installing build dependencies:$pkgs"
+echo "ringkv: installing build dependencies:$pkgs$fuzz_pkgs"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# shellcheck disable=SC2086
-apt-get install -y -qq --no-install-recommends $pkgs
+if [ -n "$pkgs" ]; then
+	# shellcheck disable=SC2086
+	apt-get install -y -qq --no-install-recommends $pkgs
+fi
+if [ -n "$fuzz_pkgs" ]; then
+	# shellcheck disable=SC2086
+	apt-get install -y -qq --no-install-recommends $fuzz_pkgs ||
+		echo "ringkv: could not install$fuzz_pkgs; the fuzz targets' tests are skipped" >&2
+fi

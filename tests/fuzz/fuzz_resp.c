@@ -1,9 +1,10 @@
 /* fuzz_resp: libFuzzer target for the RESP request parser.  Each input is
  * parsed whole and again in pieces whose sizes come from the input itself;
  * both must give the same commands (or the same error), and no input may
- * crash or hang the parser.  Build and run (needs clang-14 with libFuzzer):
+ * crash or hang the parser.
  *
- *   make fuzz && build/fuzz/fuzz_resp -max_total_time=60
+ *   make fuzz FUZZ_TARGETS=resp        run it (tests/fuzz/fuzz.sh)
+ *   build/fuzz/fuzz_resp INPUT         replay one input
  */
 #include <stdint.h>
 #include <stdio.h>
