@@ -226,7 +226,7 @@ static void note_end(struct build *b)
  *                  bit 7: the LSN jumps by a signed byte; bit 6: the CRC is
  *                  seeded with another epoch (a stale record of a recycled file)
  *   2     DELETE   as PUT, no value
- *   3     DROP
+ *   3     DBMAP    a database map of two databases (key empty)
  *   4     PAD      ends the open commit (an empty one only with bit 7)
  *   5     raw      up to 255 bytes of the input at the write position
  *   6     flip     one byte of the segment already written; bit 7: a cut
@@ -246,12 +246,16 @@ static void apply_op(struct build *b, struct cursor *c)
 		static uint8_t key[256], value[FUZZ_VALUE_MAX];
 		enum fmt_type type = (op & 7) <= 1   ? FMT_PUT
 		                     : (op & 7) == 2 ? FMT_DELETE
-		                                     : FMT_DROP;
+		                                     : FMT_DBMAP;
 		struct fmt_record rec = {.type = type, .key = key, .value = value};
-		if (type != FMT_DROP) {
-			rec.key_len = take8(c) % 48;
+		if (type != FMT_DBMAP) {
+			rec.key_len = 1 + take8(c) % 48; /* an ident is never empty */
 			for (uint32_t i = 0; i < rec.key_len; i++)
 				key[i] = c->n ? take8(c) : 'k';
+		} else {
+			static const uint32_t ids[2] = {0, 1};
+			fmt_encode_dbmap(value, ids, 2, 2);
+			rec.value_len = (uint32_t)fmt_dbmap_size(2);
 		}
 		if (type == FMT_PUT) {
 			rec.value_len = take16(c) % FUZZ_VALUE_MAX;
