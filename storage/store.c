@@ -541,7 +541,7 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 	ret = st_replay_log(st, &lc, err, errlen);
 	if (ret < 0)
 		goto fail;
-	for (unsigned d = 0; d < st->cfg.databases; d++)
+	for (unsigned d = 0; d < st->n_dbs; d++)
 		st->dbs[d].applied = st->dbs[d].live;
 	st->batch_lsn = idx_applied_lsn(st->idx);
 	st->checkpoint_lsn = log_next_lsn(st->log);

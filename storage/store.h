@@ -27,7 +27,10 @@
  * O(1) whatever the databases hold; the rows left under a retired id are
  * reclaimed in the background (index.h, "Garbage").  Requests submitted
  * before such a change run on the databases as they were (as if they ran
- * before it); requests submitted after it see the new map.
+ * before it); requests submitted after it see the new map.  A directory
+ * written with more databases than configured keeps the extra ones (keys,
+ * counts, space) unserved: FLUSHALL leaves them, a larger count serves them
+ * again.
  *
  * Types: a key holds a string, a hash or a set.  A hash or set is stored per
  * element (one index row each): reading, adding or removing one element

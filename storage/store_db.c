@@ -32,12 +32,12 @@ static uint32_t id_slot_hash(uint32_t id, uint32_t cap)
 static int id_slots_build(struct store *st)
 {
 	uint32_t cap = 16;
-	while (cap < 2 * st->cfg.databases)
+	while (cap < 2 * st->n_dbs)
 		cap *= 2;
 	uint32_t *slots = calloc(cap, sizeof(*slots));
 	if (slots == NULL)
 		return -ENOMEM;
-	for (unsigned d = 0; d < st->cfg.databases; d++) {
+	for (unsigned d = 0; d < st->n_dbs; d++) {
 		uint32_t s = id_slot_hash(st->dbs[d].id, cap);
 		while (slots[s] != 0)
 			s = (s + 1) & (cap - 1);
@@ -90,18 +90,18 @@ static struct idx_count idx_count_of(const struct store_db_stats *s)
 	return (struct idx_count){s->keys, s->expires, s->expiry_sum_s};
 }
 
-/* The current map as ids[] (malloc'd, cfg.databases of them). */
+/* The current map as ids[] (malloc'd, n_dbs of them). */
 static uint32_t *map_ids(const struct store *st)
 {
-	uint32_t *ids = malloc(st->cfg.databases * sizeof(*ids));
-	for (unsigned d = 0; ids != NULL && d < st->cfg.databases; d++)
+	uint32_t *ids = malloc(st->n_dbs * sizeof(*ids));
+	for (unsigned d = 0; ids != NULL && d < st->n_dbs; d++)
 		ids[d] = st->dbs[d].id;
 	return ids;
 }
 
 void st_counts_flush(struct store *st, struct idx_batch *b)
 {
-	for (unsigned d = 0; d < st->cfg.databases; d++) {
+	for (unsigned d = 0; d < st->n_dbs; d++) {
 		if (!st->dbs[d].dirty)
 			continue;
 		struct idx_count c = idx_count_of(&st->dbs[d].applied);
@@ -112,7 +112,7 @@ void st_counts_flush(struct store *st, struct idx_batch *b)
 		uint32_t *ids = map_ids(st);
 		if (ids == NULL)
 			return; /* the next write tries again */
-		idx_batch_set_dbmap(b, ids, st->cfg.databases, st->next_id);
+		idx_batch_set_dbmap(b, ids, st->n_dbs, st->next_id);
 		free(ids);
 		st->dbmap_dirty = false;
 	}
@@ -135,14 +135,13 @@ static void count_load(void *arg, uint32_t db, const struct idx_count *c)
 int st_db_open(struct store *st, char *err, size_t errlen)
 {
 	unsigned want = st->cfg.databases;
-	uint32_t cap = want > FMT_DB_MAX ? want : FMT_DB_MAX;
-	uint32_t *ids = malloc(cap * sizeof(*ids));
+	uint32_t *ids = malloc(FMT_DB_MAX * sizeof(*ids));
 	uint32_t n = 0, next = 0;
 	if (ids == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	int ret = idx_dbmap(st->idx, ids, cap, &n, &next);
+	int ret = idx_dbmap(st->idx, ids, FMT_DB_MAX, &n, &next);
 	if (ret == -EIO) {
 		free(ids);
 		snprintf(err, errlen, "cannot read the database map of %s/index (see the log above):"
@@ -150,15 +149,25 @@ int st_db_open(struct store *st, char *err, size_t errlen)
 		return -EIO;
 	}
 	/* A new index maps database d to id d; a map with fewer databases than
-	 * configured gets new ids for the rest (a map with more keeps them: the
-	 * extra databases come back if the count is raised again). */
+	 * configured gets new ids for the rest.  A map with more keeps them all
+	 * (their keys, counts and space): the extra databases are not served,
+	 * and come back if the count is raised again. */
+	st->n_dbs = n > want ? n : want;
+	struct db_slot *dbs = realloc(st->dbs, st->n_dbs * sizeof(*dbs));
+	if (dbs == NULL) {
+		free(ids);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	st->dbs = dbs;
+	memset(st->dbs, 0, st->n_dbs * sizeof(*st->dbs));
 	st->dbmap_dirty = ret == -ENOENT || n < want;
-	for (unsigned d = 0; d < want; d++)
+	for (unsigned d = 0; d < st->n_dbs; d++)
 		st->dbs[d].id = d < n ? ids[d] : (ret == -ENOENT ? d : next++);
 	st->next_id = ret == -ENOENT ? want : next;
 	if (n > want) {
 		LOG_WARN("shard %u: the data directory has %" PRIu32 " databases and"
-		         " server.databases is %u: databases %u..%" PRIu32 " are not served",
+		         " server.databases is %u: databases %u..%" PRIu32 " are kept, not served",
 		         st->cfg.shard, n, want, want, n - 1);
 	}
 	free(ids);
@@ -191,7 +200,7 @@ static struct dbmap_change *change_new(const struct store *st, uint32_t *ids, ui
                                        uint32_t next_id)
 {
 	struct dbmap_change *c = calloc(1, sizeof(*c));
-	uint32_t *retired = malloc((st->cfg.databases ? st->cfg.databases : 1) * sizeof(*retired));
+	uint32_t *retired = malloc(st->n_dbs * sizeof(*retired));
 	if (c == NULL || retired == NULL) {
 		free(c);
 		free(retired);
@@ -199,7 +208,7 @@ static struct dbmap_change *change_new(const struct store *st, uint32_t *ids, ui
 		return NULL;
 	}
 	*c = (struct dbmap_change){.n = n, .next_id = next_id, .ids = ids, .retired = retired};
-	for (unsigned d = 0; d < st->cfg.databases; d++) {
+	for (unsigned d = 0; d < st->n_dbs; d++) {
 		bool kept = false;
 		for (uint32_t i = 0; i < n && !kept; i++)
 			kept = ids[i] == st->dbs[d].id;
@@ -224,13 +233,21 @@ void st_dbmap_set(struct store *st, const struct dbmap_change *c)
 {
 	/* Databases keep their counts where their id goes (SWAPDB), a new id
 	 * starts empty (FLUSHDB, FLUSHALL); retired ids' bytes are dead. */
-	struct db_slot *old = malloc(st->cfg.databases * sizeof(*old));
+	struct db_slot *old = malloc(st->n_dbs * sizeof(*old));
 	if (old != NULL)
-		memcpy(old, st->dbs, st->cfg.databases * sizeof(*old));
-	for (unsigned d = 0; d < st->cfg.databases; d++) {
+		memcpy(old, st->dbs, st->n_dbs * sizeof(*old));
+	unsigned n_old = st->n_dbs;
+	if (c->n > st->n_dbs) { /* replaying a map written with more databases */
+		struct db_slot *dbs = realloc(st->dbs, c->n * sizeof(*dbs));
+		if (dbs != NULL) {
+			st->dbs = dbs;
+			st->n_dbs = c->n;
+		}
+	}
+	for (unsigned d = 0; d < st->n_dbs; d++) {
 		uint32_t id = d < c->n ? c->ids[d] : st->next_id++;
 		int from = -1;
-		for (unsigned o = 0; old != NULL && o < st->cfg.databases && from < 0; o++)
+		for (unsigned o = 0; old != NULL && o < n_old && from < 0; o++)
 			if (old[o].id == id)
 				from = (int)o;
 		st->dbs[d] = from >= 0 ? old[from] : (struct db_slot){.id = id};
@@ -248,7 +265,11 @@ void st_dbmap_set(struct store *st, const struct dbmap_change *c)
  * ids' count rows. */
 static void dbmap_rows(struct store *st, const struct dbmap_change *c, struct idx_batch *b)
 {
-	idx_batch_set_dbmap(b, c->ids, c->n, c->next_id);
+	/* A replayed map written with fewer databases than the store now holds
+	 * was extended by st_dbmap_set: st_counts_flush writes that. */
+	st->dbmap_dirty = c->n < st->n_dbs;
+	if (!st->dbmap_dirty)
+		idx_batch_set_dbmap(b, c->ids, c->n, c->next_id);
 	for (uint32_t i = 0; i < c->n_retired; i++)
 		idx_batch_set_count(b, c->retired[i], &(struct idx_count){0});
 	st_usage_flush(st, b);
@@ -258,10 +279,9 @@ static void dbmap_rows(struct store *st, const struct dbmap_change *c, struct id
 int st_dbmap_replay(struct store *st, const struct dbmap_change *c, uint64_t lsn)
 {
 	st_dbmap_set(st, c);
-	for (unsigned d = 0; d < st->cfg.databases; d++)
+	for (unsigned d = 0; d < st->n_dbs; d++)
 		st->dbs[d].applied = st->dbs[d].live;
 	dbmap_rows(st, c, st->batch);
-	st->dbmap_dirty = false;
 	int ret = idx_write(st->idx, st->batch, lsn);
 	idx_batch_clear(st->batch);
 	for (uint32_t i = 0; ret == 0 && i < c->n_retired; i++)
@@ -273,7 +293,6 @@ void st_dbmap_written(struct store *st, struct pending_write *pw)
 {
 	st_apply_batch(st); /* every record before it, first */
 	dbmap_rows(st, pw->dbmap, st->batch);
-	st->dbmap_dirty = false;
 	int ret = idx_write(st->idx, st->batch, pw->w.pos.lsn);
 	idx_batch_clear(st->batch);
 	if (ret < 0 && st->failed == 0) {
@@ -294,8 +313,8 @@ void st_dbmap_written(struct store *st, struct pending_write *pw)
 static void dbmap_change(struct store *st, uint32_t *ids, struct store_req *req)
 {
 	st_resolve_blind(st); /* its corrections go to the ids they were made for */
-	struct dbmap_change *c = change_new(st, ids, st->cfg.databases, st->next_id);
-	size_t size = fmt_dbmap_size(st->cfg.databases);
+	struct dbmap_change *c = change_new(st, ids, st->n_dbs, st->next_id);
+	size_t size = fmt_dbmap_size(st->n_dbs);
 	uint8_t *value = c != NULL ? malloc(size) : NULL;
 	if (value == NULL) {
 		st_dbmap_free(c);

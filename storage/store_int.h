@@ -356,7 +356,9 @@ struct store {
 	struct pending_write **blind; /* blind PUTs whose key's index state is unread */
 	struct idx_probe *probes;     /* st_resolve_blind's lookups, cap_blind of them */
 	size_t n_blind, cap_blind;
-	struct db_slot *dbs;     /* [cfg.databases] by database number */
+	struct db_slot *dbs;     /* [n_dbs] by database number */
+	unsigned n_dbs;          /* databases the map holds: cfg.databases are served,
+	                            the rest kept for a later, larger count */
 	uint32_t next_id;        /* stored ids below it are used (DBMAP) */
 	uint32_t *id_slots;      /* stored id -> database number + 1 (0 = empty), open
 	                            addressing, cap_id_slots entries */

@@ -180,7 +180,7 @@ static int replay_write(struct store *st)
 	if (ret == 0) {
 		for (size_t i = 0; i < rp->n; i++)
 			replay_apply(st, &rp->recs[i]);
-		for (unsigned d = 0; d < st->cfg.databases; d++) {
+		for (unsigned d = 0; d < st->n_dbs; d++) {
 			st->dbs[d].dirty |= memcmp(&st->dbs[d].applied, &st->dbs[d].live,
 			                           sizeof(st->dbs[d].live)) != 0;
 			st->dbs[d].applied = st->dbs[d].live;
