@@ -37,8 +37,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
+#include <pthread.h>
 #include <rocksdb/c.h>
 #include <stdatomic.h>
 
@@ -94,11 +98,29 @@
 #define COUNT_ROW_LEN 5             /* 'n' + be32 db id */
 #define COUNT_VALUE_LEN 24
 
+/* A range of one index to compact (idx_compact_hint): begin, then end. */
+struct compact_job {
+	struct compact_job *next;
+	struct idx *ix;
+	size_t begin_len, end_len;
+	uint8_t keys[];
+};
+
 struct idx_shared {
 	rocksdb_cache_t *cache; /* LRU block cache of every shard */
 	rocksdb_env_t *env;     /* RocksDB's default Env: the background pools */
 	int compaction_threads; /* LOW pool size */
 	int flush_threads;      /* HIGH pool size */
+	/* The compactor: one thread running the ranges the shards ask for
+	 * (rocksdb_compact_range waits for the compaction, and
+	 * rocksdb_suggest_compact_range marks no file of L0 or of the last
+	 * level, where garbage usually is).  Jobs are pushed lock-free and the
+	 * thread woken through an eventfd. */
+	pthread_t compactor;
+	bool compactor_started;
+	int compact_efd;
+	_Atomic(struct compact_job *) compact_jobs; /* pushed, newest first */
+	atomic_bool compact_stop;
 };
 
 struct idx {
@@ -119,6 +141,12 @@ struct idx {
 	uint64_t applied_lsn;                /* as of the last write */
 	struct idx_stats stats;              /* counters; sizes filled on demand */
 	_Atomic uint64_t garbage_dropped;    /* by the compaction filter's threads */
+	_Atomic uint64_t compactions;        /* ranges the compactor ran */
+	_Atomic uint32_t compact_pending;    /* jobs of this index not yet done */
+	atomic_bool closing;                 /* the compactor skips its jobs */
+	_Atomic(rocksdb_t *) filter_db;      /* db once open, NULL while RocksDB opens or
+	                                        closes it (it may compact then, on its
+	                                        threads): filters read key rows through it */
 	uint8_t expiry_upper[9];             /* ro_expiry's bound (the C API keeps a
 	                                        pointer to the bounds, not a copy) */
 	uint8_t scan_upper[5];               /* ro_scan's: the next database's key rows */
@@ -399,6 +427,79 @@ static int iter_error(struct idx *ix, rocksdb_iterator_t *it, const char *what);
 
 /* ---- shared state ------------------------------------------------------ */
 
+/* RocksDB's bytewise order. */
+static int bytes_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+	int c = memcmp(a, b, alen < blen ? alen : blen);
+	return c != 0 ? c : (alen > blen) - (alen < blen);
+}
+
+/* Runs the jobs of one index in `jobs` (a list, oldest first) as one range
+ * spanning them all, marking them done. */
+static void compact_run(struct compact_job *jobs, struct idx *ix)
+{
+	const uint8_t *begin = NULL, *end = NULL;
+	size_t begin_len = 0, end_len = 0;
+	uint32_t n = 0;
+	for (struct compact_job *j = jobs; j != NULL; j = j->next) {
+		if (j->ix != ix)
+			continue;
+		const uint8_t *b = j->keys, *e = j->keys + j->begin_len;
+		if (begin == NULL || bytes_cmp(b, j->begin_len, begin, begin_len) < 0)
+			begin = b, begin_len = j->begin_len;
+		if (end == NULL || bytes_cmp(e, j->end_len, end, end_len) > 0)
+			end = e, end_len = j->end_len;
+		n++;
+	}
+	if (!atomic_load(&ix->closing)) {
+		rocksdb_compactoptions_t *co = rocksdb_compactoptions_create();
+		rocksdb_compactoptions_set_exclusive_manual_compaction(co, 0);
+		rocksdb_compact_range_opt(ix->db, co, (const char *)begin, begin_len,
+		                          (const char *)end, end_len);
+		rocksdb_compactoptions_destroy(co);
+		atomic_fetch_add(&ix->compactions, 1);
+	}
+	atomic_fetch_sub(&ix->compact_pending, n);
+}
+
+static void *compactor_main(void *arg)
+{
+	struct idx_shared *sh = arg;
+	pthread_setname_np(pthread_self(), "ringkv-compact");
+	for (;;) {
+		uint64_t v;
+		ssize_t r = read(sh->compact_efd, &v, sizeof(v));
+		if (r < 0 && errno != EINTR && errno != EAGAIN) {
+			LOG_ERROR("index compactor: reading its eventfd failed: %s; garbage space comes"
+			          " back with RocksDB's own compactions only",
+			          strerror(errno));
+			break;
+		}
+		struct compact_job *jobs = atomic_exchange(&sh->compact_jobs, NULL), *old = NULL;
+		while (jobs != NULL) { /* oldest first */
+			struct compact_job *next = jobs->next;
+			jobs->next = old;
+			old = jobs;
+			jobs = next;
+		}
+		for (struct compact_job *j = old; j != NULL; j = j->next) {
+			bool first = true; /* the first job of its index runs them all */
+			for (struct compact_job *p = old; p != j && first; p = p->next)
+				first = p->ix != j->ix;
+			if (first)
+				compact_run(j, j->ix);
+		}
+		while (old != NULL) {
+			struct compact_job *next = old->next;
+			free(old);
+			old = next;
+		}
+		if (atomic_load(&sh->compact_stop))
+			break;
+	}
+	return NULL;
+}
+
 int idx_shared_create(struct idx_shared **out, uint64_t cache_bytes, int background_threads,
                       char *err, size_t errlen)
 {
@@ -411,6 +512,7 @@ int idx_shared_create(struct idx_shared **out, uint64_t cache_bytes, int backgro
 	struct idx_shared *sh = calloc(1, sizeof(*sh));
 	if (sh == NULL)
 		goto nomem;
+	sh->compact_efd = -1;
 	sh->cache = rocksdb_cache_create_lru((size_t)cache_bytes);
 	sh->env = rocksdb_create_default_env();
 	if (sh->cache == NULL || sh->env == NULL)
@@ -419,6 +521,16 @@ int idx_shared_create(struct idx_shared **out, uint64_t cache_bytes, int backgro
 	sh->flush_threads = background_threads / 4 > 1 ? background_threads / 4 : 1;
 	rocksdb_env_set_background_threads(sh->env, sh->compaction_threads);
 	rocksdb_env_set_high_priority_background_threads(sh->env, sh->flush_threads);
+	sh->compact_efd = eventfd(0, EFD_CLOEXEC);
+	int ret = sh->compact_efd < 0 ? errno : pthread_create(&sh->compactor, NULL, compactor_main, sh);
+	if (ret != 0) {
+		snprintf(err, errlen, "index: cannot start the compactor thread: %s: check the"
+		         " process's thread and file limits (ulimit -u, ulimit -n)",
+		         strerror(ret));
+		idx_shared_destroy(sh);
+		return -ret;
+	}
+	sh->compactor_started = true;
 	*out = sh;
 	return 0;
 nomem:
@@ -431,6 +543,16 @@ void idx_shared_destroy(struct idx_shared *sh)
 {
 	if (sh == NULL)
 		return;
+	if (sh->compactor_started) {
+		atomic_store(&sh->compact_stop, true);
+		uint64_t one = 1;
+		if (write(sh->compact_efd, &one, sizeof(one)) == sizeof(one))
+			pthread_join(sh->compactor, NULL);
+		else
+			pthread_detach(sh->compactor); /* cannot happen: a fresh eventfd */
+	}
+	if (sh->compact_efd >= 0)
+		close(sh->compact_efd);
 	if (sh->cache)
 		rocksdb_cache_destroy(sh->cache);
 	/* The default Env's pools stay: joining them would stop them for good,
@@ -657,6 +779,7 @@ rocks_err:
 
 static void free_handle(struct idx *ix)
 {
+	atomic_store(&ix->filter_db, NULL);
 	if (ix->cf)
 		rocksdb_column_family_handle_destroy(ix->cf);
 	if (ix->db)
@@ -695,6 +818,7 @@ int idx_open(struct idx **out, struct idx_shared *sh, const char *path, char *er
 	ret = open_db(ix, err, errlen);
 	if (ret < 0)
 		goto fail;
+	atomic_store(&ix->filter_db, ix->db);
 
 	ix->ro_cached = rocksdb_readoptions_create();
 	ix->ro_blocking = rocksdb_readoptions_create();
@@ -724,6 +848,12 @@ void idx_close(struct idx *ix)
 {
 	if (ix == NULL)
 		return;
+	/* The compactor's jobs of this index: the one running is cut short, the
+	 * others skipped; a job holds the handle until it is done. */
+	atomic_store(&ix->closing, true);
+	rocksdb_disable_manual_compaction(ix->db);
+	while (atomic_load(&ix->compact_pending) > 0)
+		nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
 	char *rerr = NULL;
 	rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
 	rocksdb_flushoptions_set_wait(fo, 1);
@@ -1504,6 +1634,7 @@ int idx_request_flush(struct idx *ix)
  * element rows (they are contiguous). */
 struct garbage_filter {
 	struct idx *ix;
+	rocksdb_t *db;             /* ix->filter_db as the compaction started */
 	rocksdb_readoptions_t *ro; /* kPersistedTier, its own: not shared across threads */
 	uint32_t *ids;             /* the persisted map; NULL: none persisted, nothing retired */
 	uint32_t n_ids;
@@ -1544,7 +1675,7 @@ static bool filter_elem_dead(struct garbage_filter *f, const uint8_t *key, size_
 		f->row_len = row_len;
 		char *rerr = NULL;
 		size_t vlen;
-		char *v = rocksdb_get(f->ix->db, f->ro, (const char *)f->row, row_len, &vlen, &rerr);
+		char *v = rocksdb_get(f->db, f->ro, (const char *)f->row, row_len, &vlen, &rerr);
 		struct idx_entry e;
 		bool decoded = v != NULL && entry_decode((const uint8_t *)v, vlen, &e);
 		/* A read error or a corrupt entry: judge none of its elements. */
@@ -1607,6 +1738,9 @@ static rocksdb_compactionfilter_t *garbage_filter_create(void *state,
 {
 	struct idx *ix = state;
 	(void)ctx;
+	rocksdb_t *db = atomic_load(&ix->filter_db);
+	if (db == NULL)
+		return NULL; /* a compaction while opening or closing: no filtering */
 	struct garbage_filter *f = calloc(1, sizeof(*f));
 	if (f == NULL || (f->row = malloc(KEY_BUF_SIZE)) == NULL ||
 	    (f->ro = rocksdb_readoptions_create()) == NULL) {
@@ -1616,10 +1750,11 @@ static rocksdb_compactionfilter_t *garbage_filter_create(void *state,
 		return NULL;
 	}
 	f->ix = ix;
+	f->db = db;
 	rocksdb_readoptions_set_read_tier(f->ro, READ_TIER_PERSISTED);
 	char *rerr = NULL;
 	size_t vlen;
-	char *v = rocksdb_get(ix->db, f->ro, META_DBMAP, strlen(META_DBMAP), &vlen, &rerr);
+	char *v = rocksdb_get(db, f->ro, META_DBMAP, strlen(META_DBMAP), &vlen, &rerr);
 	if (v != NULL && vlen >= 8) {
 		uint32_t next, cap = (uint32_t)((vlen - 8) / 4);
 		f->ids = malloc((cap ? cap : 1) * sizeof(*f->ids));
@@ -1650,25 +1785,31 @@ static rocksdb_compactionfilterfactory_t *garbage_filter_factory(struct idx *ix)
 
 void idx_compact_hint(struct idx *ix, const void *prefix, size_t len)
 {
-	if (len == 0 || len > KEY_BUF_SIZE)
+	if (len == 0 || len > KEY_BUF_SIZE || ix->sh == NULL || !ix->sh->compactor_started)
 		return;
 	/* The end: the prefix + 1, as a big-endian number (carrying leftwards). */
-	memcpy(ix->kbuf, prefix, len);
 	size_t end_len = len;
-	while (end_len > 0 && ix->kbuf[end_len - 1] == 0xFF)
+	while (end_len > 0 && ((const uint8_t *)prefix)[end_len - 1] == 0xFF)
 		end_len--;
 	if (end_len == 0)
 		return;
-	ix->kbuf[end_len - 1]++;
-	char *rerr = NULL;
-	rocksdb_suggest_compact_range(ix->db, prefix, len, (const char *)ix->kbuf, end_len, &rerr);
+	struct compact_job *j = malloc(sizeof(*j) + len + end_len);
+	if (j == NULL)
+		return; /* the space still comes back, with RocksDB's own compactions */
+	*j = (struct compact_job){.ix = ix, .begin_len = len, .end_len = end_len};
+	memcpy(j->keys, prefix, len);
+	memcpy(j->keys + len, prefix, end_len);
+	j->keys[len + end_len - 1]++;
+	atomic_fetch_add(&ix->compact_pending, 1);
+	struct idx_shared *sh = ix->sh;
+	j->next = atomic_load(&sh->compact_jobs);
+	while (!atomic_compare_exchange_weak(&sh->compact_jobs, &j->next, j))
+		;
+	uint64_t one = 1;
+	if (write(sh->compact_efd, &one, sizeof(one)) != sizeof(one))
+		LOG_WARN("index %s: cannot wake the compactor (%s): garbage space comes back later",
+		         ix->path, strerror(errno));
 	ix->stats.compact_hints++;
-	if (rerr) {
-		LOG_WARN("index %s: cannot ask for a compaction of garbage rows (%s): their space"
-		         " comes back later",
-		         ix->path, rerr);
-		rocksdb_free(rerr);
-	}
 }
 
 void idx_compact_hint_db(struct idx *ix, uint32_t db)
@@ -1700,6 +1841,7 @@ void idx_get_stats(struct idx *ix, struct idx_stats *out)
 {
 	*out = ix->stats;
 	out->garbage_dropped = atomic_load_explicit(&ix->garbage_dropped, memory_order_relaxed);
+	out->garbage_compactions = atomic_load_explicit(&ix->compactions, memory_order_relaxed);
 	out->memtable_bytes = property(ix, "rocksdb.cur-size-all-mem-tables");
 	out->sst_bytes = property(ix, "rocksdb.total-sst-files-size");
 	out->table_reader_bytes = property(ix, "rocksdb.estimate-table-readers-mem");

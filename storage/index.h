@@ -106,8 +106,9 @@
  * store applies a command's records metadata first).
  *
  * Threads: an idx handle and its batches belong to one thread (the shard's
- * proactor); only struct idx_shared (block cache, background threads) is used
- * by all shards, and the compaction filter runs on RocksDB's threads.  Calls
+ * proactor); only struct idx_shared (block cache, background threads, the
+ * compactor thread) is used by all shards, and the compaction filter runs on
+ * RocksDB's threads and the compactor's.  Calls
  * may block (disk reads, a stalled write, RocksDB's mutex) except idx_get with
  * IDX_CACHED_ONLY, which never waits for I/O.
  */
@@ -277,10 +278,14 @@ int idx_segments_live(struct idx *ix,
  * thread; ask again later) or -EIO (logged). */
 int idx_request_flush(struct idx *ix);
 
-/* Tells RocksDB that the rows from `from` (an ident prefix, or a whole
- * stored database: db_only) are likely garbage, so it compacts the files
- * holding them soon and the compaction filter drops them.  Returns at once;
- * a failure is logged and only delays reclaiming the space. */
+/* Says that the rows under `prefix` (or every row of a stored database id:
+ * idx_compact_hint_db) are likely garbage: the shared compactor thread
+ * compacts that range of the index soon (the hints of one index that wait
+ * meanwhile, as one range spanning them) and the compaction filter drops
+ * them.  Call only once the index has persisted what makes them garbage
+ * (idx_persisted_lsn).  Returns at once (a lock-free push and an eventfd
+ * write); a failure is logged and only delays reclaiming the space until
+ * RocksDB compacts those files on its own. */
 void idx_compact_hint(struct idx *ix, const void *prefix, size_t len);
 void idx_compact_hint_db(struct idx *ix, uint32_t db);
 
@@ -354,6 +359,7 @@ struct idx_stats {
 	uint64_t flush_requests;     /* flushes idx_request_flush started */
 	uint64_t compact_hints;      /* idx_compact_hint calls */
 	uint64_t garbage_dropped;    /* rows the compaction filter dropped (any thread) */
+	uint64_t garbage_compactions; /* ranges the compactor ran for the hints */
 	/* read from RocksDB by idx_get_stats */
 	uint64_t memtable_bytes;     /* active and unflushed memtables */
 	uint64_t sst_bytes;          /* SST files */

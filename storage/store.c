@@ -611,6 +611,7 @@ void store_get_stats(struct store *st, struct store_stats *out)
 		idx_get_stats(st->idx, &is);
 		out->index_block_misses = is.block_cache_misses;
 		out->garbage_dropped = is.garbage_dropped;
+		out->garbage_compactions = is.garbage_compactions;
 		out->index_bytes = is.memtable_bytes + is.sst_bytes;
 	}
 	out->live_bytes = 0;

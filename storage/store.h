@@ -229,6 +229,7 @@ struct store_stats {
 	uint64_t records_replayed;    /* log records recovery replayed when the store opened */
 	uint64_t elem_reads;          /* collection elements read from the index */
 	uint64_t garbage_dropped;     /* garbage rows the index's compaction dropped */
+	uint64_t garbage_compactions; /* compactions run for the hints (index.h, "Garbage") */
 };
 
 /* One database's counts (DBSIZE, INFO keyspace). */
