@@ -127,7 +127,7 @@ struct bulk_elem_row {
 	uint32_t ident_len;
 	uint32_t value_len;
 	uint32_t coll;        /* its collection: an index in the shard's colls */
-	uint64_t group;       /* the last group it was put in (bulk.group) */
+	uint64_t group;       /* the last group it was put in (bulk.group_no) */
 };
 
 /* An open-addressing hash table with linear probing: a slot holds
@@ -1162,6 +1162,22 @@ static int coll_put_elem(struct bulk *b, struct bulk_shard *s, struct bulk_coll 
 	return 0;
 }
 
+/* Appends collection co's metadata record (after place_group). */
+static void append_meta(struct bulk_shard *s, struct bulk_coll *co)
+{
+	uint8_t value[FMT_COLL_META_SIZE];
+	fmt_encode_coll_meta(value, &(struct fmt_coll_meta){co->version, co->count, co->enc});
+	struct fmt_record rec = {.type = FMT_PUT,
+	                         .flags = co->type,
+	                         .expiry_ms = co->expiry_ms,
+	                         .key_len = co->key_len,
+	                         .value_len = FMT_COLL_META_SIZE,
+	                         .key = co->key,
+	                         .value = value};
+	append_record(s, &rec);
+	co->lsn = rec.lsn;
+}
+
 int bulk_coll(struct bulk *b, const struct bulk_coll_cmd *c, char *err, size_t errlen)
 {
 	int ret = coll_fits(b, c, err, errlen);
@@ -1223,17 +1239,7 @@ int bulk_coll(struct bulk *b, const struct bulk_coll_cmd *c, char *err, size_t e
 		if (meta) {
 			logged = (struct fmt_coll_meta){co->version, co->count, co->enc};
 			logged_expiry = co->expiry_ms;
-			uint8_t value[FMT_COLL_META_SIZE];
-			fmt_encode_coll_meta(value, &logged);
-			struct fmt_record rec = {.type = FMT_PUT,
-			                         .flags = co->type,
-			                         .expiry_ms = co->expiry_ms,
-			                         .key_len = co->key_len,
-			                         .value_len = FMT_COLL_META_SIZE,
-			                         .key = co->key,
-			                         .value = value};
-			append_record(s, &rec);
-			co->lsn = rec.lsn;
+			append_meta(s, co);
 		}
 		for (size_t k = 0; k < n_group; k++) {
 			const struct bulk_elem_row *e = &s->elems[b->group[k]];
@@ -1247,6 +1253,101 @@ int bulk_coll(struct bulk *b, const struct bulk_coll_cmd *c, char *err, size_t e
 	}
 	b->rows++;
 	return 0;
+}
+
+/* ---- expiry ------------------------------------------------------------ */
+
+/* Copies the value of string row r, whose record the import wrote, into
+ * *out (malloc()ed, the caller frees).  Returns 0 or -errno. */
+static int read_back(struct bulk *b, struct bulk_shard *s, const struct bulk_row *r,
+                     uint8_t **out)
+{
+	uint8_t *v = malloc(r->value_len ? r->value_len : 1);
+	if (v == NULL)
+		return -ENOMEM;
+	uint64_t at = r->offset + FMT_RECORD_HEADER + r->key_len; /* the value, in its segment */
+	int ret = 0;
+	if (s->buf != NULL && r->segment == s->seg_id && r->offset >= s->buf->file_off) {
+		memcpy(v, s->buf->data + (at - s->buf->file_off), r->value_len);
+	} else if ((ret = drain_writes(b)) == 0) { /* (its write may be in flight) */
+		char path[FS_PATH_MAX];
+		fmt_segment_name(path, sizeof(path), s->log_dir, r->segment, TMP_SUFFIX);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd < 0 ? -1 : pread(fd, v, r->value_len, (off_t)at);
+		if (n != (ssize_t)r->value_len)
+			ret = n < 0 ? -errno : -EIO;
+		if (fd >= 0)
+			close(fd);
+	}
+	if (ret < 0)
+		free(v);
+	else
+		*out = v;
+	return ret;
+}
+
+int bulk_expire(struct bulk *b, const void *key, size_t klen, uint64_t expiry_ms, char *err,
+                size_t errlen)
+{
+	if (klen > FMT_KEY_MAX)
+		return 0; /* (no such key can exist) */
+	struct bulk_shard *s = &b->shards[layout_key_shard(key, klen, b->cfg.shards)];
+	if (track_keys(s) < 0 || table_reserve(&s->keytab) < 0)
+		return write_failed(s, -ENOMEM, err, errlen);
+	size_t len = fmt_key_ident(b->ident, s->db_id, key, klen);
+	uint32_t hash = idx_key_hash(key, klen);
+	struct key_probe p = {.s = s, .ident = b->ident, .len = len};
+	uint64_t *slot = table_find(&s->keytab, hash, key_match, &p);
+	struct bulk_coll *co = NULL;
+	int ret;
+	if (*slot == 0) {
+		struct idx_entry old;
+		ret = idx_get(s->idx, b->ident, len, IDX_BLOCKING, &old, NULL);
+		bool expired = ret == 0 && old.expiry_ms && old.expiry_ms <= clock_unix_ms();
+		if (ret == -ENOENT || expired)
+			return 0; /* no such key: nothing to do, as in Redis */
+		if (ret < 0)
+			return index_failed(s, ret, err, errlen);
+		if (old.type == FMT_TYPE_STRING) {
+			snprintf(err, errlen,
+			         "the key is a string the data directory holds, and changing its"
+			         " expiry offline is not supported: import online instead");
+			return -EOPNOTSUPP;
+		}
+		/* A collection there: from now on the import's, as an HSET's. */
+		struct bulk_coll_cmd c = {.type = old.type, .key = key, .klen = klen};
+		ret = coll_resolve(b, s, &c, len, hash, &co, err, errlen);
+		if (ret < 0)
+			return ret;
+	} else if ((uint32_t)*slot & KT_COLL) {
+		co = &s->colls[((uint32_t)*slot & ~KT_COLL) - 1];
+	}
+	if (co != NULL) {
+		if (co->expiry_ms == expiry_ms)
+			return 0;
+		co->expiry_ms = expiry_ms;
+		ret = place_group(b, s, fmt_record_size(co->key_len, FMT_COLL_META_SIZE));
+		if (ret < 0)
+			return write_failed(s, ret, err, errlen);
+		append_meta(s, co);
+		b->rows++;
+		return 0;
+	}
+	/* A string the import wrote: written again with the new expiry, as the
+	 * server rewrites a string's record. */
+	const struct bulk_row *r = &s->rows[(uint32_t)*slot - 1];
+	if (r->expiry_ms == expiry_ms)
+		return 0;
+	uint8_t *value = NULL;
+	if (r->value_len > b->cfg.inline_max) {
+		ret = read_back(b, s, r, &value);
+		if (ret < 0)
+			return write_failed(s, ret, err, errlen);
+	}
+	ret = bulk_put(b, key, klen, value != NULL ? value : r->key + r->key_len, r->value_len,
+	               expiry_ms, err, errlen);
+	free(value);
+	return ret;
 }
 
 uint64_t bulk_bytes(const struct bulk *b)

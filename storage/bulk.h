@@ -13,8 +13,8 @@
  *                 shard's DIR/shard-NNN/LOCK (layout_lock_shard, as the server
  *                 does) for the whole import and opens the shard indexes.
  *   bulk_put,     (many times) append records to the shard's new log
- *   bulk_coll     segments, written sequentially with O_DIRECT through
- *                 io_uring in 1 MiB commits each ending with its PAD, under
+ *   bulk_coll,    segments, written sequentially with O_DIRECT through
+ *   bulk_expire   io_uring in 1 MiB commits each ending with its PAD, under
  *                 temporary names (log/SSSSSSSSSSSSSSSS.seg.import) that
  *                 recovery ignores; remember each key's index entry and each
  *                 collection's elements.
@@ -141,6 +141,18 @@ struct bulk_coll_cmd {
  * key, element or value over the limits); any other -errno is fatal (call
  * bulk_close). */
 int bulk_coll(struct bulk *b, const struct bulk_coll_cmd *c, char *err, size_t errlen);
+
+/* Sets key's expiry (absolute Unix ms; 0: none, PERSIST), as EXPIRE and its
+ * kin do: a collection gets a new metadata record, a string the import wrote
+ * is written again with its value and the new expiry.  A key that does not
+ * exist (or has expired) is left alone, as in Redis; an expiry in the past is
+ * written as it is (the key is expired from then on, as Redis leaves a key
+ * when it loads an AOF).  Returns 0; -EOPNOTSUPP (the key is a string the
+ * data directory holds: its value would have to be read back from the old
+ * log; the reason in err, nothing written, the import may go on); any other
+ * -errno is fatal. */
+int bulk_expire(struct bulk *b, const void *key, size_t klen, uint64_t expiry_ms, char *err,
+                size_t errlen);
 
 /* Bytes of log appended so far (for progress). */
 uint64_t bulk_bytes(const struct bulk *b);

@@ -523,14 +523,14 @@ def test_collections_offline(tmp):
     model = Model()
     for fmt in ("jsonl", "resp"):
         rows = coll_rows(b"off-" + fmt.encode(), random.Random(fmt))
-        if fmt == "resp":  # EXPIRE is not taken offline: TTLs come through jsonl
-            rows = [(kind, k, p, 0) for kind, k, p, ttl in rows]
         path = os.path.join(tmp, "coll." + fmt)
         write_coll_rows(path, fmt, rows)
         refused = [i for i, row in enumerate(rows) if not model.apply(*row)]
         rc, out, err = run_import("--offline", "--dir", data, "--max-errors", "100", path)
         check(rc == 1, f"offline {fmt} collections: exit {rc} (rows were refused): {err}")
-        check(f"{len(rows)} rows read, {len(rows) - len(refused)} written, {len(refused)} skipped,"
+        # resp: a row with a TTL is two commands (HSET, EXPIRE), each a row.
+        n = len(rows) + (sum(1 for r in rows if r[3]) if fmt == "resp" else 0)
+        check(f"{n} rows read, {n - len(refused)} written, {len(refused)} skipped,"
               f" 0 errors" in out, f"offline {fmt} collections summary: {out} {err}")
         check(err.count("WRONGTYPE Operation against a key holding the wrong kind of value")
               == len(refused), f"offline {fmt}: WRONGTYPE reports: {err}")
@@ -556,6 +556,30 @@ def test_collections_offline(tmp):
     check("4 keys written (1 new, 0 replaced, 3 extended)" in out, f"second import counts: {out}")
     check("line 4: WRONGTYPE Operation against a key holding the wrong kind of value (the key"
           " holds a string, in the data directory)" in err, f"second import refusal: {err}")
+    # Expiry offline: of a collection the directory holds, of keys the import
+    # writes (a string rewritten with its value, inline or not), none for a key
+    # that does not exist; refused for a string the directory holds.
+    big = b"x" * 5000
+    script = (resp("PEXPIREAT", "off-resp:h:many", int(time.time() * 1000) + 86400000) +
+              resp("EXPIRE", "off-jsonl:str", 100) +
+              resp("EXPIRE", "no:such:key", 100) +
+              resp("SET", "exp:small", "v") + resp("SET", "exp:big", big) +
+              b"".join(resp("SET", "exp:filler:%d" % i, b"f" * 4000) for i in range(3000)) +
+              resp("EXPIRE", "exp:small", 86400) + resp("EXPIREAT", "exp:big", int(time.time()) + 86400) +
+              resp("SET", "exp:persist", "v", "EX", 500) + resp("PERSIST", "exp:persist") +
+              resp("EXPIRE", "exp:small", 10, "NX"))
+    model.keys[b"off-resp:h:many"][2] = 86400
+    model.apply("string", b"exp:small", b"v", 86400)
+    model.apply("string", b"exp:big", big, 86400)
+    model.apply("string", b"exp:persist", b"v", 0)
+    for i in range(3000):
+        model.apply("string", b"exp:filler:%d" % i, b"f" * 4000, 0)
+    rc, out, err = run_import("--offline", "--dir", data, "--format", "resp", "--max-errors", "5",
+                              "-", stdin=script)
+    check(rc == 1 and "3010 rows read, 3008 written, 2 skipped" in out, f"expiry offline: {out} {err}")
+    check("line 8: the key is a string the data directory holds, and changing its expiry offline"
+          " is not supported: import online instead" in err, f"expiry of a string there: {err}")
+    check("command 'EXPIRE' is not supported offline" in err, f"EXPIRE with an option: {err}")
 
     srv = Server(tmp, dir=data)
     try:
@@ -685,6 +709,10 @@ def redis_aof(tmp):
             r.sadd(b"aof:s:%d" % (i % 40), b"%d" % rnd.randrange(100), b"m%d" % rnd.randrange(5))
             r.set(b"aof:str:%d" % (i % 40), rnd.randbytes(30))
         r.hset(b"aof:big", mapping={b"f%d" % i: b"v" for i in range(600)})
+        r.set(b"aof:ttl:str", b"v", ex=86400)
+        r.expire(b"aof:h:3", 86400)
+        r.expire(b"aof:s:4", 86400)
+        r.expire(b"aof:str:5", 86400)
         r.bgrewriteaof()
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -695,9 +723,11 @@ def redis_aof(tmp):
         r.hset(b"aof:h:1", b"after", b"rewrite")
         r.sadd(b"aof:s:1", b"after")
         r.hsetnx(b"aof:h:2", b"f0", b"kept?")
-        dump = {k: (r.type(k), r.get(k) if r.type(k) == b"string" else
-                    r.hgetall(k) if r.type(k) == b"hash" else r.smembers(k))
-                for k in r.scan_iter(count=1000)}
+        r.expire(b"aof:h:5", 86400)                  # PEXPIREAT in the AOF
+        r.set(b"aof:ttl:str2", b"x" * 100, ex=3600)  # SET ... PXAT
+        r.pexpire(b"aof:str:6", 86400000)
+        r.set(b"aof:str:5", b"no ttl any more")
+        dump = dump_keys(r)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -717,6 +747,16 @@ def redis_aof(tmp):
     return out, dump
 
 
+def dump_keys(r):
+    """key -> (type, value, TTL in hours) of every key."""
+    out = {}
+    for k in r.scan_iter(count=1000):
+        t = r.type(k)
+        v = r.get(k) if t == b"string" else r.hgetall(k) if t == b"hash" else r.smembers(k)
+        out[k] = (t, v, (r.ttl(k) + 600) // 3600 if r.ttl(k) > 0 else r.ttl(k))
+    return out
+
+
 def test_redis_aof(tmp):
     """An AOF of a Redis holding strings, hashes and sets loads offline and online
     into ringkv, which then holds what that Redis held."""
@@ -729,17 +769,16 @@ def test_redis_aof(tmp):
     check(rc == 0, f"AOF offline: exit {rc}: {out} {err}")
     srv = Server(tmp, dir=data)
     try:
-        got = {k: (srv.r.type(k), srv.r.get(k) if srv.r.type(k) == b"string" else
-                   srv.r.hgetall(k) if srv.r.type(k) == b"hash" else srv.r.smembers(k))
-               for k in srv.r.scan_iter(count=1000)}
+        got = dump_keys(srv.r)
         check(got == dump, f"AOF offline: {len(got)} keys served, {len(dump)} in Redis;"
-              f" differing: {[k for k in dump if got.get(k) != dump[k]][:3]}")
+              f" differing: {[(k, got.get(k), dump[k]) for k in dump if got.get(k) != dump[k]][:2]}")
+        check(sum(1 for v in dump.values() if v[2] > 0) == 6, "AOF: the TTLs set in Redis")
+        srv.r.flushall()
         rc, out, err = run_import("--port", str(srv.port), aof)
-        check(rc == 0, f"AOF online (over the same keys): exit {rc}: {out} {err}")
-        got2 = {k: (srv.r.type(k), srv.r.get(k) if srv.r.type(k) == b"string" else
-                    srv.r.hgetall(k) if srv.r.type(k) == b"hash" else srv.r.smembers(k))
-                for k in srv.r.scan_iter(count=1000)}
-        check(got2 == dump, "AOF online: the keys differ from Redis's")
+        check(rc == 0, f"AOF online: exit {rc}: {out} {err}")
+        got = dump_keys(srv.r)
+        check(got == dump, f"AOF online: differing: "
+              f"{[(k, got.get(k), dump[k]) for k in dump if got.get(k) != dump[k]][:2]}")
     finally:
         srv.stop()
 

@@ -383,6 +383,22 @@ static int offline_coll(struct import *im, const struct in_row *row, uint8_t typ
 	return ret;
 }
 
+/* Sets key's expiry (0: none); a string the data directory holds is a bad
+ * row (bulk_expire).  Returns 0, 1 (skipped) or -errno (fatal, reported). */
+static int offline_expire(struct import *im, const struct in_row *row, const uint8_t *key,
+                          size_t klen, uint64_t expiry_ms)
+{
+	char err[512];
+	int ret = bulk_expire(im->bulk, key, klen, expiry_ms, err, sizeof(err));
+	if (ret == -EOPNOTSUPP) {
+		report(im, "line %" PRIu64 ": %s", row->line, err);
+		return 1;
+	}
+	if (ret < 0)
+		report(im, "%s", err);
+	return ret;
+}
+
 /* Parses a RESP argument as a decimal integer. */
 static bool arg_int(const uint8_t *s, size_t n, long long *v)
 {
@@ -402,7 +418,15 @@ static bool arg_is(const uint8_t *s, size_t n, const char *name)
 	return n == strlen(name) && strncasecmp((const char *)s, name, n) == 0;
 }
 
-/* Applies one RESP command offline: the SET family, and the commands an AOF
+/* EXPIRE, PEXPIRE, EXPIREAT or PEXPIREAT. */
+static bool is_expire(const uint8_t *s, size_t n)
+{
+	return arg_is(s, n, "EXPIRE") || arg_is(s, n, "PEXPIRE") || arg_is(s, n, "EXPIREAT") ||
+	       arg_is(s, n, "PEXPIREAT");
+}
+
+/* Applies one RESP command offline: the SET family, HSET, HMSET, HSETNX,
+ * SADD, the EXPIRE family and PERSIST, and the commands an AOF
  * or a generated script wraps them in.  Returns 0, 1 (bad row, reported) or
  * -errno. */
 static int offline_command(struct import *im, const struct in_row *row)
@@ -468,6 +492,25 @@ static int offline_command(struct import *im, const struct in_row *row)
 	} else if (arg_is(av[0], al[0], "SADD") && argc >= 3) {
 		return offline_coll(im, row, FMT_TYPE_SET, av[1], al[1], av + 2, al + 2, argc - 2,
 		                    false, 0);
+	} else if (is_expire(av[0], al[0]) && argc == 3) {
+		bool ms = arg_is(av[0], al[0], "PEXPIRE") || arg_is(av[0], al[0], "PEXPIREAT");
+		bool at = arg_is(av[0], al[0], "EXPIREAT") || arg_is(av[0], al[0], "PEXPIREAT");
+		__int128 when = 0;
+		if (arg_int(av[2], al[2], &n))
+			when = (__int128)n * (ms ? 1 : 1000) + (at ? 0 : (__int128)clock_unix_ms());
+		if (!arg_int(av[2], al[2], &n)) {
+			bad = "value is not an integer or out of range";
+		} else if (when > INT64_MAX || when < INT64_MIN) {
+			snprintf(why, sizeof(why), "invalid expire time in '%.*s' command",
+			         (int)al[0], (const char *)av[0]);
+			bad = why;
+		} else {
+			/* A time in the past expires the key at once (it stays, expired,
+			 * until the server reclaims it, as Redis leaves it loading an AOF). */
+			return offline_expire(im, row, av[1], al[1], when > 0 ? (uint64_t)when : 1);
+		}
+	} else if (arg_is(av[0], al[0], "PERSIST") && argc == 2) {
+		return offline_expire(im, row, av[1], al[1], 0);
 	} else if (arg_is(av[0], al[0], "SELECT") && argc == 2) {
 		if (arg_int(av[1], al[1], &n) && n == 0)
 			return 0;
@@ -480,14 +523,16 @@ static int offline_command(struct import *im, const struct in_row *row)
 	} else if (arg_is(av[0], al[0], "SET") || arg_is(av[0], al[0], "SETEX") ||
 	           arg_is(av[0], al[0], "PSETEX") || arg_is(av[0], al[0], "MSET") ||
 	           arg_is(av[0], al[0], "HSET") || arg_is(av[0], al[0], "HMSET") ||
-	           arg_is(av[0], al[0], "HSETNX") || arg_is(av[0], al[0], "SADD")) {
+	           arg_is(av[0], al[0], "HSETNX") || arg_is(av[0], al[0], "SADD") ||
+	           arg_is(av[0], al[0], "PERSIST") || (is_expire(av[0], al[0]) && argc < 3)) {
 		snprintf(why, sizeof(why), "wrong number of arguments for '%.*s' command",
 		         (int)al[0], (const char *)av[0]);
 		bad = why;
 	} else {
 		snprintf(why, sizeof(why),
 		         "command '%.*s' is not supported offline (SET, SETEX, PSETEX, MSET, HSET,"
-		         " HMSET, HSETNX, SADD, SELECT 0, MULTI, EXEC, PING are): import online"
+		         " HMSET, HSETNX, SADD, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT without"
+		         " options, PERSIST, SELECT 0, MULTI, EXEC, PING are): import online"
 		         " instead",
 		         (int)(al[0] < 32 ? al[0] : 32), (const char *)av[0]);
 		bad = why;
