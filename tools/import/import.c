@@ -87,7 +87,7 @@ static void usage(FILE *out)
 	fprintf(out,
 	        "usage: ringkv-import [options] FILE|-\n"
 	        "\n"
-	        "Loads key/value rows into ringkv (or any Redis-protocol server).\n"
+	        "Loads strings, hashes and sets into ringkv (or any Redis-protocol server).\n"
 	        "\n"
 	        "Input:\n"
 	        "  --format F         csv, tsv, jsonl or resp (default: from FILE's extension)\n"
