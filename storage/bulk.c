@@ -9,10 +9,23 @@
  * are created on demand, at most one being filled per shard plus
  * BULK_INFLIGHT in flight.
  *
- * Index entries.  Each row's entry (its record's position, or the inline
- * value) is kept in memory: about 56 bytes plus the key (and an inline value)
- * per row.  bulk_finish sorts them by index row with a stable radix sort on
- * the key hash, so rows of one key stay in LSN order and the last one wins.
+ * Index entries.  Each string row's entry (its record's position, or the
+ * inline value) is kept in memory: about 56 bytes plus the key (and an inline
+ * value) per row.  bulk_finish sorts them by index row with a stable radix
+ * sort on the key hash, so rows of one key stay in LSN order and the last one
+ * wins.
+ *
+ * Collections.  A collection's key row is one struct bulk_coll, each element
+ * it was given one struct bulk_elem_row (its ident and value kept in the
+ * arena: elements live in the index, so their rows carry their values).  Two
+ * hash tables per shard find them while the input is read: the key table
+ * (key -> its last string row or its collection), kept for every key once
+ * the shard has a collection — a SET must retire a collection written
+ * earlier, an HSET must be refused on a string — and the element table
+ * ((collection, element) -> its row), which dedups elements and counts
+ * them exactly, so every metadata record carries the count the server would
+ * have written.  Elements of a collection the index already holds are looked
+ * up there the first time they are met.
  */
 #include "bulk.h"
 
@@ -34,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "service/runtime/clock.h"
 #include "service/runtime/logging.h"
 #include "service/runtime/pool.h"
 #include "storage/format.h"
@@ -46,10 +60,13 @@
 #define BULK_BUF_SIZE    (8u << 20)   /* bytes per O_DIRECT write */
 #define BULK_INFLIGHT    4            /* writes in flight at most, all shards together */
 #define BULK_ARENA_CHUNK (64u << 20)  /* bytes per chunk of kept keys and inline values */
-#define BULK_NEW_DATABASES 16          /* a new index's map: server.databases' default */
 #define BULK_STOP_CHECK  65536        /* rows between looks at cfg->stop while indexing */
 #define TMP_SUFFIX       ".import"    /* new segments until the commit: "<id>.seg.import" */
 #define SST_NAME         "import.sst" /* the shard's table, in DIR/shard-NNN */
+#define ELEM_SST_NAME    "import-elems.sst" /* its table of element rows, beside it */
+#define BULK_GROUP_ELEMS 1024         /* elements per group of a collection command, at most */
+#define KT_COLL          0x80000000u  /* key table: the ref names a collection */
+#define KT_REF_MAX       0x7FFFFFFEu  /* rows, collections or elements per shard, at most */
 #define JOURNAL_NAME     "IMPORT-COMMIT" /* DIR/IMPORT-COMMIT: the commit point */
 #define JOURNAL_MAGIC    "ringkv-import-commit 1"
 /* What to do when a shard's LOCK is held (layout_lock_shard). */
@@ -86,6 +103,42 @@ struct bulk_row {
 	uint32_t key_len; /* of the ident */
 };
 
+/* A collection the import writes: its key row's future entry. */
+struct bulk_coll {
+	const uint8_t *key;      /* its key ident, in the shard's arena */
+	uint32_t key_len;        /* of the ident */
+	uint32_t hash;           /* idx_key_hash(the user key) */
+	uint64_t version, count; /* as its metadata says */
+	uint64_t expiry_ms;      /* 0 = none */
+	uint64_t lsn;            /* of its last metadata record (the index entry's until
+	                            the import writes one) */
+	uint8_t type, enc;       /* FMT_TYPE_HASH or FMT_TYPE_SET; FMT_ENC_* */
+	bool dead;               /* a later SET replaced it: none of its rows is written */
+	bool existed;            /* the index held the key before (any type, expired too) */
+	bool extends;            /* ... as this collection, which the import adds to */
+	uint64_t prev_expiry_ms; /* existed: the expiry of the index's entry */
+	uint64_t prev_segment;   /* existed as a string in the log: its record, whose */
+	uint32_t prev_length;    /* live bytes go (0: none) */
+};
+
+/* An element the import put: its element row's future value. */
+struct bulk_elem_row {
+	const uint8_t *ident; /* its element ident (format.h), then its value, in the arena */
+	uint32_t ident_len;
+	uint32_t value_len;
+	uint32_t coll;        /* its collection: an index in the shard's colls */
+	uint64_t group;       /* the last group it was put in (bulk.group_no) */
+};
+
+/* An open-addressing hash table with linear probing: a slot holds
+ * hash << 32 | ref (ref >= 1: what it names is the user's business), 0 when
+ * empty.  At most half full. */
+struct ref_table {
+	uint64_t *slots;
+	size_t cap; /* a power of two, or 0 */
+	size_t used;
+};
+
 struct bulk_shard {
 	unsigned no;
 	char dir[4096];     /* DIR/shard-NNN */
@@ -111,9 +164,19 @@ struct bulk_shard {
 	uint64_t commit_last_lsn;
 	struct bulk_row *rows; /* in LSN order */
 	size_t n_rows, cap_rows;
+	struct bulk_coll *colls; /* in order of creation */
+	size_t n_colls, cap_colls;
+	struct bulk_elem_row *elems; /* in order of first put */
+	size_t n_elems, cap_elems;
+	bool tracking;           /* the key table holds every key (the shard has a
+	                            collection) */
+	struct ref_table keytab; /* ident -> row index + 1, or KT_COLL | coll index + 1 */
+	struct ref_table elemtab; /* (coll, element) -> elem index + 1 */
 	struct arena_chunk *arena;            /* newest first */
 	bool has_sst;                         /* SST_NAME was built */
+	bool has_elem_sst;                    /* ELEM_SST_NAME was built */
 	uint64_t keys, new_keys, overwritten; /* from bulk_finish's indexing */
+	uint64_t extended, elements;
 	int result; /* the indexing thread's: 0 or -errno (message in err) */
 	char err[512];
 };
@@ -122,6 +185,10 @@ struct bulk {
 	struct bulk_config cfg;
 	char dir[4096];
 	uint8_t *ident; /* a key's ident being built (FMT_KEY_IDENT_HEAD + FMT_KEY_MAX) */
+	uint8_t *eident; /* an element's ident being built (FMT_IDENT_MAX) */
+	uint32_t *group; /* the elements (indexes) of the group being built */
+	size_t cap_group;
+	uint64_t group_no; /* groups of collection commands built so far */
 	struct idx_shared *shared;
 	struct bulk_shard *shards; /* [cfg.shards] */
 	struct io_uring ring;
@@ -227,6 +294,7 @@ static int recover_shards(struct bulk *b, char *err, size_t errlen)
 		}
 		struct recover_step r = {.cfg = {.dir = s->dir,
 		                                 .shard = i,
+		                                 .databases = b->cfg.databases,
 		                                 .segment_size = b->cfg.segment_size,
 		                                 .durability = LOG_DURABILITY_FSYNC,
 		                                 .inline_max = b->cfg.inline_max,
@@ -271,11 +339,14 @@ static bool segment_name(const char *name, const char *suffix, uint64_t *id)
 static int scan_log_dir(struct bulk_shard *s, char *err, size_t errlen)
 {
 	char path[FS_PATH_MAX + 1 + NAME_MAX]; /* log_dir, '/', a directory entry's name */
-	snprintf(path, sizeof(path), "%s/" SST_NAME, s->dir);
-	if (unlink(path) != 0 && errno != ENOENT) {
-		int e = errno;
-		snprintf(err, errlen, "cannot delete the stale %s: %s", path, strerror(e));
-		return -e;
+	static const char *const tables[] = {SST_NAME, ELEM_SST_NAME};
+	for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", s->dir, tables[i]);
+		if (unlink(path) != 0 && errno != ENOENT) {
+			int e = errno;
+			snprintf(err, errlen, "cannot delete the stale %s: %s", path, strerror(e));
+			return -e;
+		}
 	}
 	int ret = fs_make_dirs(s->log_dir);
 	if (ret < 0) {
@@ -318,9 +389,9 @@ static void count_load(void *arg, uint32_t db, const struct idx_count *c)
 }
 
 /* Finds database 0's stored id and counts (a new index: id 0, and the map a
- * server with the default 16 databases writes, written with the table).
+ * server with `databases` databases writes, written with the table).
  * Returns 0 or -errno with a message. */
-static int load_db0(struct bulk_shard *s, char *err, size_t errlen)
+static int load_db0(struct bulk_shard *s, unsigned databases, char *err, size_t errlen)
 {
 	uint32_t *ids = malloc(FMT_DB_MAX * sizeof(*ids)), n = 0, next;
 	if (ids == NULL) {
@@ -332,8 +403,8 @@ static int load_db0(struct bulk_shard *s, char *err, size_t errlen)
 		s->db_id = ids[0];
 		free(ids);
 	} else if (ret == -ENOENT || (ret == 0 && n == 0)) {
-		s->map_n = BULK_NEW_DATABASES;
-		s->map_next = BULK_NEW_DATABASES;
+		s->map_n = databases;
+		s->map_next = databases;
 		for (uint32_t i = 0; i < s->map_n; i++)
 			ids[i] = i;
 		s->map_ids = ids;
@@ -356,18 +427,22 @@ int bulk_open(struct bulk **out, const struct bulk_config *cfg, char *err, size_
 {
 	*out = NULL;
 	if (cfg->shards < 1 || cfg->shards > LAYOUT_MAX_SHARDS || cfg->segment_size < (1u << 20) ||
-	    cfg->segment_size % FMT_BLOCK != 0 || cfg->threads < 1) {
+	    cfg->segment_size % FMT_BLOCK != 0 || cfg->threads < 1 || cfg->databases < 1 ||
+	    cfg->databases > FMT_DB_MAX) {
 		snprintf(err, errlen,
 		         "bulk: invalid configuration (shards %u, segment size %" PRIu64
-		         ", threads %u)",
-		         cfg->shards, cfg->segment_size, cfg->threads);
+		         ", threads %u, databases %u)",
+		         cfg->shards, cfg->segment_size, cfg->threads, cfg->databases);
 		return -EINVAL;
 	}
 	struct bulk *b = calloc(1, sizeof(*b));
 	if (b == NULL || (b->shards = calloc(cfg->shards, sizeof(*b->shards))) == NULL ||
-	    (b->ident = malloc(FMT_KEY_IDENT_HEAD + FMT_KEY_MAX)) == NULL) {
-		if (b != NULL)
+	    (b->ident = malloc(FMT_KEY_IDENT_HEAD + FMT_KEY_MAX)) == NULL ||
+	    (b->eident = malloc(FMT_IDENT_MAX)) == NULL) {
+		if (b != NULL) {
 			free(b->shards);
+			free(b->ident);
+		}
 		free(b);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
@@ -408,7 +483,7 @@ int bulk_open(struct bulk **out, const struct bulk_config *cfg, char *err, size_
 		if (ret < 0)
 			goto fail;
 		s->base_lsn = idx_applied_lsn(s->idx);
-		ret = load_db0(s, err, errlen);
+		ret = load_db0(s, b->cfg.databases, err, errlen);
 		if (ret < 0)
 			goto fail;
 		s->next_lsn = s->base_lsn + 1;
@@ -652,8 +727,14 @@ static int write_failed(struct bulk_shard *s, int ret, char *err, size_t errlen)
 {
 	if (ret == -ENOMEM)
 		snprintf(err, errlen,
-		         "out of memory (the import keeps about 60 bytes plus the key"
-		         " per row in memory: split the input)");
+		         "out of memory (the import keeps about 60 bytes plus the key per row, and"
+		         " every element of a hash or set with its value, in memory: split the"
+		         " input)");
+	else if (ret == -EOVERFLOW)
+		snprintf(err, errlen,
+		         "shard %u holds over %u rows, collections or elements of the import:"
+		         " split the input",
+		         s->no, KT_REF_MAX);
 	else
 		snprintf(err, errlen, "writing the log of shard %u in %s: %s%s", s->no, s->log_dir,
 		         strerror(-ret),
@@ -663,6 +744,174 @@ static int write_failed(struct bulk_shard *s, int ret, char *err, size_t errlen)
 		                          : "");
 	return ret;
 }
+
+/* Makes room for a group of records of `bytes` in total that must share a
+ * commit (format.h: the records of one command): seals the open commit when
+ * the group would take it past BULK_COMMIT_MAX, starts a new segment when
+ * the group and its PAD would not fit this one, and a new buffer when the
+ * commit could outgrow this one.  The caller checked that the group fits an
+ * empty segment.  Returns 0 or -errno. */
+static int place_group(struct bulk *b, struct bulk_shard *s, uint64_t bytes)
+{
+	int ret;
+	if (s->commit_records > 0 &&
+	    s->buf->used - s->commit_start + bytes + FMT_RECORD_HEADER > BULK_COMMIT_MAX)
+		seal_commit(s);
+	/* (after the seal: its PAD moves the position up to a block on) */
+	uint64_t pos = s->buf ? s->buf->file_off + s->buf->used : 0;
+	if (s->seg_fd < 0 || pos + bytes + FMT_RECORD_HEADER > b->cfg.segment_size) {
+		ret = close_segment(b, s);
+		if (ret == 0)
+			ret = open_segment(b, s, bytes);
+		if (ret < 0)
+			return ret;
+	}
+	if (s->commit_records == 0) {
+		uint64_t need = bytes + FMT_RECORD_HEADER + FMT_BLOCK;
+		if (need < BULK_COMMIT_MAX)
+			need = BULK_COMMIT_MAX;
+		if (s->buf->cap - s->buf->used < need) {
+			uint64_t off = s->buf->file_off + s->buf->used;
+			ret = submit_buf(b, s);
+			if (ret == 0)
+				ret = get_buf(b, need > BULK_BUF_SIZE ? need : BULK_BUF_SIZE,
+				              &s->buf);
+			if (ret < 0)
+				return ret;
+			s->buf->fd = s->seg_fd;
+			s->buf->file_off = off;
+		}
+		s->commit_start = s->buf->used;
+	}
+	return 0;
+}
+
+/* Appends rec (its LSN assigned here) to the open commit, which place_group
+ * made room for.  Returns the record's offset in its segment. */
+static uint64_t append_record(struct bulk_shard *s, struct fmt_record *rec)
+{
+	rec->lsn = s->next_lsn++;
+	uint64_t off = s->buf->file_off + s->buf->used;
+	s->buf->used += fmt_encode_record(s->buf->data + s->buf->used, s->seg_epoch32, rec);
+	s->commit_records++;
+	s->commit_last_lsn = rec->lsn;
+	return off;
+}
+
+/* ---- the key and element tables ---------------------------------------- */
+
+/* The slot where a probe for `hash` starts. */
+static size_t table_home(const struct ref_table *t, uint32_t hash)
+{
+	return (size_t)(((uint64_t)hash * 0x9E3779B97F4A7C15ULL) >> 32) & (t->cap - 1);
+}
+
+/* Makes room for one more entry (doubling the table).  Returns 0 or -ENOMEM. */
+static int table_reserve(struct ref_table *t)
+{
+	if (2 * (t->used + 1) <= t->cap)
+		return 0;
+	size_t cap = t->cap ? 2 * t->cap : 1024;
+	uint64_t *slots = calloc(cap, sizeof(*slots));
+	if (slots == NULL)
+		return -ENOMEM;
+	struct ref_table n = {.slots = slots, .cap = cap, .used = t->used};
+	for (size_t i = 0; i < t->cap; i++) {
+		if (t->slots[i] == 0)
+			continue;
+		size_t k = table_home(&n, (uint32_t)(t->slots[i] >> 32));
+		while (slots[k] != 0)
+			k = (k + 1) & (cap - 1);
+		slots[k] = t->slots[i];
+	}
+	free(t->slots);
+	*t = n;
+	return 0;
+}
+
+/* The slot of the entry with `hash` whose ref `match` accepts, or the empty
+ * slot where it would go.  The table has room (table_reserve). */
+static uint64_t *table_find(struct ref_table *t, uint32_t hash,
+                            bool (*match)(const void *arg, uint32_t ref), const void *arg)
+{
+	size_t k = table_home(t, hash);
+	for (;;) {
+		uint64_t v = t->slots[k];
+		if (v == 0 || ((uint32_t)(v >> 32) == hash && match(arg, (uint32_t)v)))
+			return &t->slots[k];
+		k = (k + 1) & (t->cap - 1);
+	}
+}
+
+/* A key looked up in the key table. */
+struct key_probe {
+	const struct bulk_shard *s;
+	const uint8_t *ident;
+	size_t len;
+};
+
+static bool key_match(const void *arg, uint32_t ref)
+{
+	const struct key_probe *p = arg;
+	const uint8_t *key;
+	size_t len;
+	if (ref & KT_COLL) {
+		const struct bulk_coll *c = &p->s->colls[(ref & ~KT_COLL) - 1];
+		key = c->key;
+		len = c->key_len;
+	} else {
+		const struct bulk_row *r = &p->s->rows[ref - 1];
+		key = r->key;
+		len = r->key_len;
+	}
+	return len == p->len && memcmp(key, p->ident, len) == 0;
+}
+
+/* An element looked up in the element table. */
+struct elem_probe {
+	const struct bulk_shard *s;
+	uint32_t coll;
+	const uint8_t *ident;
+	size_t len;
+};
+
+static bool elem_match(const void *arg, uint32_t ref)
+{
+	const struct elem_probe *p = arg;
+	const struct bulk_elem_row *e = &p->s->elems[ref - 1];
+	return e->coll == p->coll && e->ident_len == p->len &&
+	       memcmp(e->ident, p->ident, p->len) == 0;
+}
+
+/* Makes string row i the state of its key in the key table; a collection it
+ * replaces is dead.  Returns 0 or -ENOMEM. */
+static int track_string(struct bulk_shard *s, size_t i)
+{
+	if (table_reserve(&s->keytab) < 0)
+		return -ENOMEM;
+	const struct bulk_row *r = &s->rows[i];
+	struct key_probe p = {.s = s, .ident = r->key, .len = r->key_len};
+	uint64_t *slot = table_find(&s->keytab, r->hash, key_match, &p);
+	if (*slot == 0)
+		s->keytab.used++;
+	else if ((uint32_t)*slot & KT_COLL)
+		s->colls[((uint32_t)*slot & ~KT_COLL) - 1].dead = true;
+	*slot = (uint64_t)r->hash << 32 | (uint32_t)(i + 1);
+	return 0;
+}
+
+/* Starts keeping every key of the shard in its key table (at its first
+ * collection).  Returns 0 or -ENOMEM. */
+static int track_keys(struct bulk_shard *s)
+{
+	for (size_t i = 0; !s->tracking && i < s->n_rows; i++)
+		if (track_string(s, i) < 0)
+			return -ENOMEM;
+	s->tracking = true;
+	return 0;
+}
+
+/* ---- strings ----------------------------------------------------------- */
 
 int bulk_put(struct bulk *b, const void *key, size_t klen, const void *value, size_t vlen,
              uint64_t expiry_ms, char *err, size_t errlen)
@@ -685,7 +934,8 @@ int bulk_put(struct bulk *b, const void *key, size_t klen, const void *value, si
 		return -E2BIG;
 	}
 	struct bulk_shard *s = &b->shards[layout_key_shard(key, klen, b->cfg.shards)];
-	int ret;
+	if (s->n_rows >= KT_REF_MAX)
+		return write_failed(s, -EOVERFLOW, err, errlen);
 	if (s->n_rows == s->cap_rows) {
 		size_t cap = s->cap_rows ? s->cap_rows * 2 : 4096;
 		struct bulk_row *rows = realloc(s->rows, cap * sizeof(*rows));
@@ -694,37 +944,9 @@ int bulk_put(struct bulk *b, const void *key, size_t klen, const void *value, si
 		s->rows = rows;
 		s->cap_rows = cap;
 	}
-	/* Where the record goes: a new segment when it would not fit (with a
-	 * PAD after it), a new commit past BULK_COMMIT_MAX, a new buffer when
-	 * the commit could outgrow this one. */
-	uint64_t pos = s->buf ? s->buf->file_off + s->buf->used : 0;
-	if (s->seg_fd < 0 || pos + rsz + FMT_RECORD_HEADER > b->cfg.segment_size) {
-		ret = close_segment(b, s);
-		if (ret == 0)
-			ret = open_segment(b, s, rsz);
-		if (ret < 0)
-			return write_failed(s, ret, err, errlen);
-	} else if (s->commit_records > 0 &&
-	           s->buf->used - s->commit_start + rsz + FMT_RECORD_HEADER > BULK_COMMIT_MAX) {
-		seal_commit(s);
-	}
-	if (s->commit_records == 0) {
-		uint64_t need = rsz + FMT_RECORD_HEADER + FMT_BLOCK;
-		if (need < BULK_COMMIT_MAX)
-			need = BULK_COMMIT_MAX;
-		if (s->buf->cap - s->buf->used < need) {
-			uint64_t off = s->buf->file_off + s->buf->used;
-			ret = submit_buf(b, s);
-			if (ret == 0)
-				ret = get_buf(b, need > BULK_BUF_SIZE ? need : BULK_BUF_SIZE,
-				              &s->buf);
-			if (ret < 0)
-				return write_failed(s, ret, err, errlen);
-			s->buf->fd = s->seg_fd;
-			s->buf->file_off = off;
-		}
-		s->commit_start = s->buf->used;
-	}
+	int ret = place_group(b, s, rsz);
+	if (ret < 0)
+		return write_failed(s, ret, err, errlen);
 	bool is_inline = vlen <= b->cfg.inline_max;
 	size_t ilen = fmt_key_ident(b->ident, s->db_id, key, klen);
 	const uint8_t *kept = arena_keep(s, b->ident, ilen, value, is_inline ? vlen : 0);
@@ -732,17 +954,12 @@ int bulk_put(struct bulk *b, const void *key, size_t klen, const void *value, si
 		return write_failed(s, -ENOMEM, err, errlen);
 	struct fmt_record rec = {.type = FMT_PUT,
 	                         .flags = FMT_TYPE_STRING,
-	                         .lsn = s->next_lsn++,
 	                         .expiry_ms = expiry_ms,
 	                         .key_len = (uint32_t)ilen,
 	                         .value_len = (uint32_t)vlen,
 	                         .key = kept,
 	                         .value = value};
-	uint64_t off = s->buf->file_off + s->buf->used;
-	fmt_encode_record(s->buf->data + s->buf->used, s->seg_epoch32, &rec);
-	s->buf->used += rsz;
-	s->commit_records++;
-	s->commit_last_lsn = rec.lsn;
+	uint64_t off = append_record(s, &rec);
 	s->rows[s->n_rows++] = (struct bulk_row){.key = kept,
 	                                         .lsn = rec.lsn,
 	                                         .expiry_ms = expiry_ms,
@@ -752,8 +969,385 @@ int bulk_put(struct bulk *b, const void *key, size_t klen, const void *value, si
 	                                         .value_len = (uint32_t)vlen,
 	                                         .hash = idx_key_hash(key, klen),
 	                                         .key_len = (uint32_t)ilen};
+	if (s->tracking && track_string(s, s->n_rows - 1) < 0)
+		return write_failed(s, -ENOMEM, err, errlen);
 	b->rows++;
 	return 0;
+}
+
+/* ---- collections ------------------------------------------------------- */
+
+static const char *type_name(uint8_t type)
+{
+	return type == FMT_TYPE_HASH ? "a hash" : type == FMT_TYPE_SET ? "a set" : "a string";
+}
+
+/* Words Redis's WRONGTYPE refusal, saying what the key holds and where.
+ * Returns -EPROTOTYPE. */
+static int wrong_type(uint8_t held, const char *where, char *err, size_t errlen)
+{
+	snprintf(err, errlen,
+	         "WRONGTYPE Operation against a key holding the wrong kind of value (the key"
+	         " holds %s, %s)",
+	         type_name(held), where);
+	return -EPROTOTYPE;
+}
+
+/* Checks a collection command against the limits (every group it may make
+ * must fit an empty segment).  Returns 0 or -E2BIG with the reason. */
+static int coll_fits(const struct bulk *b, const struct bulk_coll_cmd *c, char *err, size_t errlen)
+{
+	if (c->klen > FMT_KEY_MAX) {
+		snprintf(err, errlen, "the key is %zu bytes; the longest ringkv takes is %u",
+		         c->klen, FMT_KEY_MAX);
+		return -E2BIG;
+	}
+	uint64_t meta = fmt_record_size((uint32_t)(FMT_KEY_IDENT_HEAD + c->klen),
+	                                FMT_COLL_META_SIZE);
+	uint64_t room = b->cfg.segment_size - FMT_SEG_HEADER_SIZE - FMT_RECORD_HEADER - meta;
+	for (size_t i = 0; i < c->n; i++) {
+		const struct bulk_elem *e = &c->elems[i];
+		if (e->elen > FMT_ELEM_MAX) {
+			snprintf(err, errlen,
+			         "element of %zu bytes is too long: ringkv keeps hash fields"
+			         " and set members of at most %u bytes",
+			         e->elen, FMT_ELEM_MAX);
+			return -E2BIG;
+		}
+		uint32_t ilen = (uint32_t)(FMT_ELEM_IDENT_HEAD + c->klen + e->elen);
+		if (e->vlen > FMT_VALUE_MAX ||
+		    fmt_record_size(ilen, (uint32_t)e->vlen) > room) {
+			snprintf(err, errlen,
+			         "a value of %zu bytes; with storage.segment_size %" PRIu64 " the"
+			         " longest is %" PRIu64 " (raise segment_size)",
+			         e->vlen, b->cfg.segment_size, room - fmt_record_size(ilen, 0));
+			return -E2BIG;
+		}
+	}
+	return 0;
+}
+
+/* Names a failed index read in err.  Returns ret. */
+static int index_failed(const struct bulk_shard *s, int ret, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "shard %u: reading the index failed: %s", s->no, strerror(-ret));
+	return ret;
+}
+
+/* The collection command c's key in shard s: the collection it adds to, a
+ * new one (a key absent, or expired), or a WRONGTYPE refusal.  b->ident
+ * holds the key's ident (len bytes); the key table has room for one more.
+ * Returns 0 with *out set, or -errno with the reason in err (-EPROTOTYPE:
+ * WRONGTYPE). */
+static int coll_resolve(struct bulk *b, struct bulk_shard *s, const struct bulk_coll_cmd *c,
+                        size_t len, uint32_t hash, struct bulk_coll **out, char *err,
+                        size_t errlen)
+{
+	struct key_probe p = {.s = s, .ident = b->ident, .len = len};
+	uint64_t *slot = table_find(&s->keytab, hash, key_match, &p);
+	if (*slot != 0) {
+		uint32_t ref = (uint32_t)*slot;
+		if (!(ref & KT_COLL))
+			return wrong_type(FMT_TYPE_STRING, "written earlier in the input", err,
+			                  errlen);
+		struct bulk_coll *co = &s->colls[(ref & ~KT_COLL) - 1];
+		if (co->type != c->type)
+			return wrong_type(co->type, "written earlier in the input", err, errlen);
+		*out = co;
+		return 0;
+	}
+	struct bulk_coll fresh = {.type = c->type, .hash = hash, .key_len = (uint32_t)len};
+	struct idx_entry old;
+	int ret = idx_get(s->idx, b->ident, len, IDX_BLOCKING, &old, NULL);
+	if (ret < 0 && ret != -ENOENT)
+		return index_failed(s, ret, err, errlen);
+	if (ret == 0) {
+		bool live = old.expiry_ms == 0 || old.expiry_ms > clock_unix_ms();
+		if (live && old.type != c->type)
+			return wrong_type(old.type, "in the data directory", err, errlen);
+		fresh.existed = true;
+		fresh.prev_expiry_ms = old.expiry_ms;
+		if (old.type == FMT_TYPE_STRING && !old.is_inline) {
+			fresh.prev_segment = old.segment;
+			fresh.prev_length = old.length;
+		}
+		if (live) {
+			fresh.extends = true;
+			fresh.version = old.version;
+			fresh.count = old.count;
+			fresh.enc = old.enc;
+			fresh.expiry_ms = old.expiry_ms;
+			fresh.lsn = old.lsn;
+		}
+	}
+	if (!fresh.extends)
+		fresh.version = s->next_lsn << 16; /* its first record's LSN, as a server call's */
+	if (s->n_colls >= KT_REF_MAX)
+		return write_failed(s, -EOVERFLOW, err, errlen);
+	if (s->n_colls == s->cap_colls) {
+		size_t cap = s->cap_colls ? s->cap_colls * 2 : 256;
+		struct bulk_coll *colls = realloc(s->colls, cap * sizeof(*colls));
+		if (colls == NULL)
+			return write_failed(s, -ENOMEM, err, errlen);
+		s->colls = colls;
+		s->cap_colls = cap;
+	}
+	fresh.key = arena_keep(s, b->ident, len, NULL, 0);
+	if (fresh.key == NULL)
+		return write_failed(s, -ENOMEM, err, errlen);
+	s->colls[s->n_colls++] = fresh;
+	*slot = (uint64_t)hash << 32 | KT_COLL | (uint32_t)s->n_colls;
+	s->keytab.used++;
+	*out = &s->colls[s->n_colls - 1];
+	return 0;
+}
+
+/* Puts element e of command c into collection co (index coll_no) as part of
+ * group b->group_no, adding it to b->group the first time the group puts
+ * it.  Returns 0, 1 (skipped: HSETNX of an element that exists) or -errno. */
+static int coll_put_elem(struct bulk *b, struct bulk_shard *s, struct bulk_coll *co,
+                         uint32_t coll_no, const struct bulk_coll_cmd *c,
+                         const struct bulk_elem *e, size_t *n_group)
+{
+	size_t len = fmt_elem_ident(b->eident, s->db_id, c->key, c->klen, co->version, e->elem,
+	                            e->elen);
+	/* The element's CRC32C (in its ident), mixed with its collection. */
+	uint32_t hash = fmt_get_be32(b->eident + fmt_elem_prefix_len(c->klen)) ^
+	                coll_no * 0x85EBCA6Bu;
+	if (table_reserve(&s->elemtab) < 0)
+		return -ENOMEM;
+	struct elem_probe p = {.s = s, .coll = coll_no, .ident = b->eident, .len = len};
+	uint64_t *slot = table_find(&s->elemtab, hash, elem_match, &p);
+	bool exists = *slot != 0;
+	if (!exists && co->extends) {
+		struct idx_entry old;
+		int ret = idx_get(s->idx, b->eident, len, IDX_BLOCKING, &old, NULL);
+		if (ret < 0 && ret != -ENOENT)
+			return ret;
+		exists = ret == 0;
+	}
+	if (exists && c->only_new)
+		return 1;
+	const uint8_t *kept = arena_keep(s, b->eident, len, e->value, e->vlen);
+	if (kept == NULL)
+		return -ENOMEM;
+	struct bulk_elem_row *row;
+	if (*slot != 0) {
+		row = &s->elems[(uint32_t)*slot - 1];
+	} else {
+		if (s->n_elems >= KT_REF_MAX)
+			return -EOVERFLOW;
+		if (s->n_elems == s->cap_elems) {
+			size_t cap = s->cap_elems ? s->cap_elems * 2 : 4096;
+			struct bulk_elem_row *rows = realloc(s->elems, cap * sizeof(*rows));
+			if (rows == NULL)
+				return -ENOMEM;
+			s->elems = rows;
+			s->cap_elems = cap;
+		}
+		row = &s->elems[s->n_elems++];
+		*row = (struct bulk_elem_row){.coll = coll_no};
+		*slot = (uint64_t)hash << 32 | (uint32_t)s->n_elems;
+		s->elemtab.used++;
+	}
+	row->ident = kept;
+	row->ident_len = (uint32_t)len;
+	row->value_len = (uint32_t)e->vlen;
+	co->count += !exists;
+	co->enc |= e->enc;
+	if (row->group != b->group_no) {
+		row->group = b->group_no;
+		b->group[(*n_group)++] = (uint32_t)(row - s->elems);
+	}
+	return 0;
+}
+
+/* Appends collection co's metadata record (after place_group). */
+static void append_meta(struct bulk_shard *s, struct bulk_coll *co)
+{
+	uint8_t value[FMT_COLL_META_SIZE];
+	fmt_encode_coll_meta(value, &(struct fmt_coll_meta){co->version, co->count, co->enc});
+	struct fmt_record rec = {.type = FMT_PUT,
+	                         .flags = co->type,
+	                         .expiry_ms = co->expiry_ms,
+	                         .key_len = co->key_len,
+	                         .value_len = FMT_COLL_META_SIZE,
+	                         .key = co->key,
+	                         .value = value};
+	append_record(s, &rec);
+	co->lsn = rec.lsn;
+}
+
+int bulk_coll(struct bulk *b, const struct bulk_coll_cmd *c, char *err, size_t errlen)
+{
+	int ret = coll_fits(b, c, err, errlen);
+	if (ret < 0)
+		return ret;
+	struct bulk_shard *s = &b->shards[layout_key_shard(c->key, c->klen, b->cfg.shards)];
+	if (b->group == NULL) {
+		b->group = malloc(BULK_GROUP_ELEMS * sizeof(*b->group));
+		if (b->group == NULL)
+			return write_failed(s, -ENOMEM, err, errlen);
+	}
+	size_t len = fmt_key_ident(b->ident, s->db_id, c->key, c->klen);
+	uint32_t hash = idx_key_hash(c->key, c->klen);
+	struct bulk_coll *co;
+	if (track_keys(s) < 0 || table_reserve(&s->keytab) < 0)
+		return write_failed(s, -ENOMEM, err, errlen);
+	ret = coll_resolve(b, s, c, len, hash, &co, err, errlen);
+	if (ret < 0)
+		return ret;
+	uint32_t coll_no = (uint32_t)(co - s->colls);
+	/* The metadata as the log (or the index) has it: a group writes a
+	 * metadata record when it changes. */
+	struct fmt_coll_meta logged = {.version = co->version, .count = co->count, .enc = co->enc};
+	uint64_t logged_expiry = co->expiry_ms;
+	if (c->expiry_ms != 0)
+		co->expiry_ms = c->expiry_ms;
+	uint64_t meta_size = fmt_record_size(co->key_len, FMT_COLL_META_SIZE);
+	for (size_t i = 0; i < c->n;) {
+		size_t n_group = 0;
+		uint64_t bytes = meta_size; /* (an estimate while elements are added) */
+		b->group_no++;
+		for (; i < c->n && n_group < BULK_GROUP_ELEMS; i++) {
+			const struct bulk_elem *e = &c->elems[i];
+			uint64_t esz = fmt_record_size(
+			    (uint32_t)(FMT_ELEM_IDENT_HEAD + c->klen + e->elen), (uint32_t)e->vlen);
+			if (n_group > 0 && bytes + esz > BULK_COMMIT_MAX - FMT_RECORD_HEADER)
+				break;
+			ret = coll_put_elem(b, s, co, coll_no, c, e, &n_group);
+			if (ret == -EOVERFLOW || ret == -ENOMEM)
+				return write_failed(s, ret, err, errlen);
+			if (ret < 0)
+				return index_failed(s, ret, err, errlen);
+			if (ret == 0)
+				bytes += esz;
+		}
+		if (co->count > c->big_after)
+			co->enc |= FMT_ENC_BIG;
+		bool meta = co->count != logged.count || co->enc != logged.enc ||
+		            co->expiry_ms != logged_expiry;
+		bytes = meta ? meta_size : 0;
+		for (size_t k = 0; k < n_group; k++)
+			bytes += fmt_record_size(s->elems[b->group[k]].ident_len,
+			                         s->elems[b->group[k]].value_len);
+		if (bytes == 0)
+			continue; /* (an HSETNX of a field that exists: nothing changes) */
+		ret = place_group(b, s, bytes);
+		if (ret < 0)
+			return write_failed(s, ret, err, errlen);
+		if (meta) {
+			logged = (struct fmt_coll_meta){co->version, co->count, co->enc};
+			logged_expiry = co->expiry_ms;
+			append_meta(s, co);
+		}
+		for (size_t k = 0; k < n_group; k++) {
+			const struct bulk_elem_row *e = &s->elems[b->group[k]];
+			struct fmt_record rec = {.type = FMT_PUT,
+			                         .key_len = e->ident_len,
+			                         .value_len = e->value_len,
+			                         .key = e->ident,
+			                         .value = e->ident + e->ident_len};
+			append_record(s, &rec);
+		}
+	}
+	b->rows++;
+	return 0;
+}
+
+/* ---- expiry ------------------------------------------------------------ */
+
+/* Copies the value of string row r, whose record the import wrote, into
+ * *out (malloc()ed, the caller frees).  Returns 0 or -errno. */
+static int read_back(struct bulk *b, struct bulk_shard *s, const struct bulk_row *r,
+                     uint8_t **out)
+{
+	uint8_t *v = malloc(r->value_len ? r->value_len : 1);
+	if (v == NULL)
+		return -ENOMEM;
+	uint64_t at = r->offset + FMT_RECORD_HEADER + r->key_len; /* the value, in its segment */
+	int ret = 0;
+	if (s->buf != NULL && r->segment == s->seg_id && r->offset >= s->buf->file_off) {
+		memcpy(v, s->buf->data + (at - s->buf->file_off), r->value_len);
+	} else if ((ret = drain_writes(b)) == 0) { /* (its write may be in flight) */
+		char path[FS_PATH_MAX];
+		fmt_segment_name(path, sizeof(path), s->log_dir, r->segment, TMP_SUFFIX);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd < 0 ? -1 : pread(fd, v, r->value_len, (off_t)at);
+		if (n != (ssize_t)r->value_len)
+			ret = n < 0 ? -errno : -EIO;
+		if (fd >= 0)
+			close(fd);
+	}
+	if (ret < 0)
+		free(v);
+	else
+		*out = v;
+	return ret;
+}
+
+int bulk_expire(struct bulk *b, const void *key, size_t klen, uint64_t expiry_ms, char *err,
+                size_t errlen)
+{
+	if (klen > FMT_KEY_MAX)
+		return 0; /* (no such key can exist) */
+	struct bulk_shard *s = &b->shards[layout_key_shard(key, klen, b->cfg.shards)];
+	if (track_keys(s) < 0 || table_reserve(&s->keytab) < 0)
+		return write_failed(s, -ENOMEM, err, errlen);
+	size_t len = fmt_key_ident(b->ident, s->db_id, key, klen);
+	uint32_t hash = idx_key_hash(key, klen);
+	struct key_probe p = {.s = s, .ident = b->ident, .len = len};
+	uint64_t *slot = table_find(&s->keytab, hash, key_match, &p);
+	struct bulk_coll *co = NULL;
+	int ret;
+	if (*slot == 0) {
+		struct idx_entry old;
+		ret = idx_get(s->idx, b->ident, len, IDX_BLOCKING, &old, NULL);
+		bool expired = ret == 0 && old.expiry_ms && old.expiry_ms <= clock_unix_ms();
+		if (ret == -ENOENT || expired)
+			return 0; /* no such key: nothing to do, as in Redis */
+		if (ret < 0)
+			return index_failed(s, ret, err, errlen);
+		if (old.type == FMT_TYPE_STRING) {
+			snprintf(err, errlen,
+			         "the key is a string the data directory holds, and changing its"
+			         " expiry offline is not supported: import online instead");
+			return -EOPNOTSUPP;
+		}
+		/* A collection there: from now on the import's, as an HSET's. */
+		struct bulk_coll_cmd c = {.type = old.type, .key = key, .klen = klen};
+		ret = coll_resolve(b, s, &c, len, hash, &co, err, errlen);
+		if (ret < 0)
+			return ret;
+	} else if ((uint32_t)*slot & KT_COLL) {
+		co = &s->colls[((uint32_t)*slot & ~KT_COLL) - 1];
+	}
+	if (co != NULL) {
+		if (co->expiry_ms == expiry_ms)
+			return 0;
+		co->expiry_ms = expiry_ms;
+		ret = place_group(b, s, fmt_record_size(co->key_len, FMT_COLL_META_SIZE));
+		if (ret < 0)
+			return write_failed(s, ret, err, errlen);
+		append_meta(s, co);
+		b->rows++;
+		return 0;
+	}
+	/* A string the import wrote: written again with the new expiry, as the
+	 * server rewrites a string's record. */
+	const struct bulk_row *r = &s->rows[(uint32_t)*slot - 1];
+	if (r->expiry_ms == expiry_ms)
+		return 0;
+	uint8_t *value = NULL;
+	if (r->value_len > b->cfg.inline_max) {
+		ret = read_back(b, s, r, &value);
+		if (ret < 0)
+			return write_failed(s, ret, err, errlen);
+	}
+	ret = bulk_put(b, key, klen, value != NULL ? value : r->key + r->key_len, r->value_len,
+	               expiry_ms, err, errlen);
+	free(value);
+	return ret;
 }
 
 uint64_t bulk_bytes(const struct bulk *b)
@@ -914,22 +1508,140 @@ static size_t live_rows(struct live_table *t)
 	return n;
 }
 
-/* Builds shard s's table: sorted entries (last row of a key wins), with
- * existing keys looked up for the key count, their expiry rows and the live
- * bytes of the segments their old values are in. */
+/* Order of two key rows of one database (index.h): the key hash, then the
+ * idents (memcmp, a shorter prefix first). */
+static int key_row_cmp(uint32_t ha, const uint8_t *a, size_t alen, uint32_t hb, const uint8_t *b,
+                       size_t blen)
+{
+	if (ha != hb)
+		return ha < hb ? -1 : 1;
+	size_t n = alen < blen ? alen : blen;
+	int c = n ? memcmp(a, b, n) : 0;
+	if (c != 0)
+		return c;
+	return alen < blen ? -1 : alen > blen;
+}
+
+static int coll_cmp(const void *x, const void *y, void *arg)
+{
+	const struct bulk_coll *colls = arg;
+	const struct bulk_coll *a = &colls[*(const uint32_t *)x], *b = &colls[*(const uint32_t *)y];
+	return key_row_cmp(a->hash, a->key, a->key_len, b->hash, b->key, b->key_len);
+}
+
+/* The live collections of s (indexes), in key-row order; *n set.  NULL
+ * when out of memory (or none: *n == 0). */
+static uint32_t *sort_colls(const struct bulk_shard *s, size_t *n)
+{
+	*n = 0;
+	uint32_t *order = s->n_colls ? malloc(s->n_colls * sizeof(*order)) : NULL;
+	if (order == NULL)
+		return NULL;
+	for (size_t i = 0; i < s->n_colls; i++)
+		if (!s->colls[i].dead)
+			order[(*n)++] = (uint32_t)i;
+	qsort_r(order, *n, sizeof(*order), coll_cmp, s->colls);
+	return order;
+}
+
+/* What the key counts and the segments' live bytes become when a key row
+ * with `expiry_ms` replaces what the index held (existed, prev_expiry_ms),
+ * as the server counts a write. */
+static void count_key(struct bulk_shard *s, bool existed, uint64_t prev_expiry_ms,
+                      uint64_t expiry_ms)
+{
+	bool oe = existed && prev_expiry_ms, ne = expiry_ms != 0;
+	s->keys++;
+	s->count.keys += !existed;
+	s->count.expires += (uint64_t)ne - (uint64_t)oe;
+	s->count.expiry_sum_s += (ne ? expiry_ms / 1000 : 0) - (oe ? prev_expiry_ms / 1000 : 0);
+}
+
+/* Writes string row r's key row, looking up the entry it replaces.
+ * Returns 0 or -errno (message in s->err). */
+static int put_string_row(struct bulk *b, struct bulk_shard *s, struct idx_sst *sst,
+                          struct live_table *live, const struct bulk_row *r)
+{
+	uint64_t prev_expiry = 0;
+	bool existed = false;
+	if (s->base.keys > 0) {
+		struct idx_entry old;
+		int ret = idx_get(s->idx, r->key, r->key_len, IDX_BLOCKING, &old, NULL);
+		if (ret < 0 && ret != -ENOENT)
+			return index_failed(s, ret, s->err, sizeof(s->err));
+		if (ret == 0) {
+			existed = true;
+			prev_expiry = old.expiry_ms;
+			if (!old.is_inline)
+				live_drop(live, old.segment, old.length);
+		}
+	}
+	if (existed)
+		s->overwritten++;
+	else
+		s->new_keys++;
+	count_key(s, existed, prev_expiry, r->expiry_ms);
+	bool is_inline = r->value_len <= b->cfg.inline_max;
+	if (!is_inline)
+		live->segs[live->n_old + (r->segment - s->first_seg)].live += r->length;
+	struct idx_entry e = {.type = FMT_TYPE_STRING,
+	                      .expiry_ms = r->expiry_ms,
+	                      .lsn = r->lsn,
+	                      .value_len = r->value_len,
+	                      .is_inline = is_inline,
+	                      .value = is_inline ? r->key + r->key_len : NULL,
+	                      .segment = r->segment,
+	                      .offset = r->offset,
+	                      .length = r->length};
+	return idx_sst_put(sst, r->key, r->key_len, &e, prev_expiry, s->err, sizeof(s->err));
+}
+
+/* Writes collection co's key row (what it replaces was read when the
+ * import met the key).  Returns 0 or -errno (message in s->err). */
+static int put_coll_row(struct bulk_shard *s, struct idx_sst *sst, struct live_table *live,
+                        const struct bulk_coll *co)
+{
+	if (co->prev_length > 0)
+		live_drop(live, co->prev_segment, co->prev_length);
+	if (co->extends)
+		s->extended++;
+	else if (co->existed)
+		s->overwritten++;
+	else
+		s->new_keys++;
+	uint64_t prev_expiry = co->existed ? co->prev_expiry_ms : 0;
+	count_key(s, co->existed, prev_expiry, co->expiry_ms);
+	struct idx_entry e = {.type = co->type,
+	                      .expiry_ms = co->expiry_ms,
+	                      .lsn = co->lsn,
+	                      .is_inline = true,
+	                      .version = co->version,
+	                      .count = co->count,
+	                      .enc = co->enc};
+	return idx_sst_put(sst, co->key, co->key_len, &e, prev_expiry, s->err, sizeof(s->err));
+}
+
+/* Builds shard s's table of key rows: the string rows (sorted, the last row
+ * of a key wins) merged with the live collections, with existing keys looked
+ * up for the key count, their expiry rows and the live bytes of the segments
+ * their old values are in. */
 static int build_table(struct bulk *b, struct bulk_shard *s)
 {
-	if (s->n_rows == 0)
+	if (s->n_rows == 0 && s->n_colls == 0)
 		return 0;
 	struct live_table live;
-	int ret = live_init(s, &live);
-	uint64_t *order = ret == 0 ? sort_rows(s) : NULL;
+	size_t n_colls = 0;
+	uint32_t *colls = NULL;
+	uint64_t *order = NULL;
 	struct idx_sst *sst = NULL;
-	if (ret == 0 && order == NULL) {
-		snprintf(s->err, sizeof(s->err), "shard %u: out of memory sorting %zu rows", s->no,
-		         s->n_rows);
+	int ret = live_init(s, &live);
+	if (ret == 0 && s->n_rows > 0 && (order = sort_rows(s)) == NULL)
 		ret = -ENOMEM;
-	}
+	if (ret == 0 && s->n_colls > 0 && (colls = sort_colls(s, &n_colls)) == NULL)
+		ret = -ENOMEM;
+	if (ret == -ENOMEM)
+		snprintf(s->err, sizeof(s->err), "shard %u: out of memory sorting %zu rows", s->no,
+		         s->n_rows + s->n_colls);
 	if (ret < 0)
 		goto out;
 	char path[FS_PATH_MAX];
@@ -938,63 +1650,35 @@ static int build_table(struct bulk *b, struct bulk_shard *s)
 	if (ret < 0)
 		goto out;
 	s->has_sst = true;
-	for (size_t i = 0; i < s->n_rows; i++) {
+	size_t i = 0, j = 0;
+	for (uint64_t step = 0;; step++) {
 		/* The rows are visited in hash order, i.e. at random: fetch ahead. */
 		if (i + 16 < s->n_rows)
 			__builtin_prefetch(&s->rows[(uint32_t)order[i + 16]]);
 		if (i + 8 < s->n_rows)
 			__builtin_prefetch(s->rows[(uint32_t)order[i + 8]].key);
-		const struct bulk_row *r = &s->rows[(uint32_t)order[i]];
-		if (i + 1 < s->n_rows && order[i + 1] >> 32 == order[i] >> 32 &&
-		    key_cmp(&s->rows[(uint32_t)order[i + 1]], r) == 0)
-			continue; /* a later row of the same key wins */
-		if (i % BULK_STOP_CHECK == 0 && b->cfg.stop != NULL && *b->cfg.stop) {
+		while (i + 1 < s->n_rows && order[i + 1] >> 32 == order[i] >> 32 &&
+		       key_cmp(&s->rows[(uint32_t)order[i + 1]], &s->rows[(uint32_t)order[i]]) == 0)
+			i++; /* a later row of the same key wins */
+		if (step % BULK_STOP_CHECK == 0 && b->cfg.stop != NULL && *b->cfg.stop) {
 			ret = -EINTR;
 			snprintf(s->err, sizeof(s->err), "interrupted");
 			goto out;
 		}
-		uint64_t prev_expiry = 0;
-		bool existed = false;
-		if (s->base.keys > 0) {
-			struct idx_entry old;
-			ret = idx_get(s->idx, r->key, r->key_len, IDX_BLOCKING, &old, NULL);
-			if (ret < 0 && ret != -ENOENT) {
-				snprintf(s->err, sizeof(s->err),
-				         "shard %u: reading the index failed: %s", s->no,
-				         strerror(-ret));
-				goto out;
-			}
-			if (ret == 0) {
-				existed = true;
-				prev_expiry = old.expiry_ms;
-				if (!old.is_inline)
-					live_drop(&live, old.segment, old.length);
-				s->overwritten++;
-			} else {
-				s->new_keys++;
-			}
+		const struct bulk_row *r = i < s->n_rows ? &s->rows[(uint32_t)order[i]] : NULL;
+		const struct bulk_coll *co = j < n_colls ? &s->colls[colls[j]] : NULL;
+		if (r == NULL && co == NULL)
+			break;
+		/* (a key is never both: a SET kills its collection, an HSET is
+		 * refused on a string) */
+		if (r != NULL && (co == NULL || key_row_cmp(r->hash, r->key, r->key_len, co->hash,
+		                                           co->key, co->key_len) < 0)) {
+			ret = put_string_row(b, s, sst, &live, r);
+			i++;
 		} else {
-			s->new_keys++;
+			ret = put_coll_row(s, sst, &live, co);
+			j++;
 		}
-		s->keys++;
-		/* As the server counts a SET: keys, expires, the sum of expiries. */
-		bool oe = existed && prev_expiry, ne = r->expiry_ms != 0;
-		s->count.keys += !existed;
-		s->count.expires += (uint64_t)ne - (uint64_t)oe;
-		s->count.expiry_sum_s += (ne ? r->expiry_ms / 1000 : 0) - (oe ? prev_expiry / 1000 : 0);
-		bool is_inline = r->value_len <= b->cfg.inline_max;
-		if (!is_inline)
-			live.segs[live.n_old + (r->segment - s->first_seg)].live += r->length;
-		struct idx_entry e = {.type = FMT_TYPE_STRING,
-		                      .expiry_ms = r->expiry_ms,
-		                      .lsn = r->lsn,
-		                      .value_len = r->value_len,
-		                      .is_inline = is_inline,
-		                      .value = is_inline ? r->key + r->key_len : NULL,
-		                      .segment = r->segment,
-		                      .offset = r->offset,
-		                      .length = r->length};
-		ret = idx_sst_put(sst, r->key, r->key_len, &e, prev_expiry, s->err, sizeof(s->err));
 		if (ret < 0)
 			goto out;
 	}
@@ -1003,8 +1687,101 @@ static int build_table(struct bulk *b, struct bulk_shard *s)
 out:
 	idx_sst_free(sst);
 	free(order);
+	free(colls);
 	free(live.segs);
 	free(live.touched);
+	return ret;
+}
+
+/* Element-row order (index.h): the idents' bytes.  Elements of one
+ * collection share their prefix up to the version: collections compare by
+ * rank (their prefixes' order), then the element hash and element. */
+struct elem_order {
+	const struct bulk_elem_row *elems;
+	const uint32_t *rank;      /* by collection */
+	const struct bulk_coll *colls;
+};
+
+static int elem_cmp(const void *x, const void *y, void *arg)
+{
+	const struct elem_order *o = arg;
+	const struct bulk_elem_row *a = &o->elems[*(const uint32_t *)x];
+	const struct bulk_elem_row *b = &o->elems[*(const uint32_t *)y];
+	if (a->coll != b->coll)
+		return o->rank[a->coll] < o->rank[b->coll] ? -1 : 1;
+	size_t p = fmt_elem_prefix_len(o->colls[a->coll].key_len - FMT_KEY_IDENT_HEAD);
+	size_t an = a->ident_len - p, bn = b->ident_len - p;
+	int c = memcmp(a->ident + p, b->ident + p, an < bn ? an : bn);
+	if (c != 0)
+		return c;
+	return an < bn ? -1 : an > bn;
+}
+
+/* Prefix order of two collections' element idents: user key length, key,
+ * version (their idents' fields, big-endian). */
+static int coll_prefix_cmp(const void *x, const void *y, void *arg)
+{
+	const struct bulk_coll *colls = arg;
+	const struct bulk_coll *a = &colls[*(const uint32_t *)x], *b = &colls[*(const uint32_t *)y];
+	if (a->key_len != b->key_len)
+		return a->key_len < b->key_len ? -1 : 1;
+	int c = memcmp(a->key, b->key, a->key_len);
+	if (c != 0)
+		return c;
+	return a->version < b->version ? -1 : a->version > b->version;
+}
+
+/* Builds shard s's table of element rows: every element put in a live
+ * collection, in ident order.  Returns 0 or -errno (message in s->err). */
+static int build_elem_table(struct bulk_shard *s)
+{
+	uint32_t *order = NULL, *by_prefix = NULL, *rank = NULL;
+	struct idx_sst *sst = NULL;
+	size_t n = 0;
+	int ret = 0;
+	for (size_t i = 0; i < s->n_elems; i++)
+		n += !s->colls[s->elems[i].coll].dead;
+	if (n == 0)
+		return 0;
+	order = malloc(n * sizeof(*order));
+	by_prefix = malloc(s->n_colls * sizeof(*by_prefix));
+	rank = malloc(s->n_colls * sizeof(*rank));
+	if (order == NULL || by_prefix == NULL || rank == NULL) {
+		snprintf(s->err, sizeof(s->err), "shard %u: out of memory sorting %zu elements",
+		         s->no, n);
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < s->n_colls; i++)
+		by_prefix[i] = (uint32_t)i;
+	qsort_r(by_prefix, s->n_colls, sizeof(*by_prefix), coll_prefix_cmp, s->colls);
+	for (size_t i = 0; i < s->n_colls; i++)
+		rank[by_prefix[i]] = (uint32_t)i;
+	n = 0;
+	for (size_t i = 0; i < s->n_elems; i++)
+		if (!s->colls[s->elems[i].coll].dead)
+			order[n++] = (uint32_t)i;
+	struct elem_order eo = {.elems = s->elems, .rank = rank, .colls = s->colls};
+	qsort_r(order, n, sizeof(*order), elem_cmp, &eo);
+	char path[FS_PATH_MAX];
+	snprintf(path, sizeof(path), "%s/" ELEM_SST_NAME, s->dir);
+	ret = idx_sst_open(&sst, s->idx, path, s->err, sizeof(s->err));
+	if (ret < 0)
+		goto out;
+	s->has_elem_sst = true;
+	for (size_t i = 0; i < n && ret == 0; i++) {
+		const struct bulk_elem_row *e = &s->elems[order[i]];
+		ret = idx_sst_put_elem(sst, e->ident, e->ident_len, e->ident + e->ident_len,
+		                       e->value_len, s->err, sizeof(s->err));
+	}
+	if (ret == 0)
+		ret = idx_sst_finish_elems(sst, s->err, sizeof(s->err));
+	s->elements = n;
+out:
+	idx_sst_free(sst);
+	free(order);
+	free(by_prefix);
+	free(rank);
 	return ret;
 }
 
@@ -1017,6 +1794,8 @@ static void *index_worker(void *arg)
 			break;
 		struct bulk_shard *s = &b->shards[i];
 		s->result = build_table(b, s);
+		if (s->result == 0)
+			s->result = build_elem_table(s);
 	}
 	return NULL;
 }
@@ -1256,6 +2035,8 @@ int bulk_finish(struct bulk *b, struct bulk_stats *stats, char *err, size_t errl
 		stats->keys += s->keys;
 		stats->new_keys += s->new_keys;
 		stats->overwritten += s->overwritten;
+		stats->extended += s->extended;
+		stats->elements += s->elements;
 		stats->segments += s->n_segs;
 	}
 	stats->rows = b->rows;
@@ -1266,10 +2047,14 @@ int bulk_finish(struct bulk *b, struct bulk_stats *stats, char *err, size_t errl
 		struct bulk_shard *s = &b->shards[i];
 		if (!s->has_sst)
 			continue;
-		char path[FS_PATH_MAX];
+		/* Both tables at once: the key rows and their elements appear
+		 * together. */
+		char path[FS_PATH_MAX], elem_path[FS_PATH_MAX];
 		snprintf(path, sizeof(path), "%s/" SST_NAME, s->dir);
-		const char *paths[1] = {path};
-		ret = idx_ingest(s->idx, paths, 1, s->next_lsn - 1, err, errlen);
+		snprintf(elem_path, sizeof(elem_path), "%s/" ELEM_SST_NAME, s->dir);
+		const char *paths[2] = {path, elem_path};
+		ret = idx_ingest(s->idx, paths, s->has_elem_sst ? 2 : 1, s->next_lsn - 1, err,
+		                 errlen);
 		if (ret < 0) {
 			size_t n = strlen(err);
 			snprintf(err + n, errlen - n,
@@ -1278,6 +2063,7 @@ int bulk_finish(struct bulk *b, struct bulk_stats *stats, char *err, size_t errl
 			return ret;
 		}
 		s->has_sst = false;
+		s->has_elem_sst = false;
 		fault_point("mid-ingest");
 	}
 	remove_journal(b);
@@ -1312,11 +2098,19 @@ void bulk_close(struct bulk *b)
 			snprintf(path, sizeof(path), "%s/" SST_NAME, s->dir);
 			unlink(path);
 		}
+		if (s->has_elem_sst || !b->committed) {
+			snprintf(path, sizeof(path), "%s/" ELEM_SST_NAME, s->dir);
+			unlink(path);
+		}
 		if (s->idx != NULL)
 			idx_close(s->idx);
 		if (s->lock_fd >= 0)
 			close(s->lock_fd); /* releases the flock */
 		free(s->rows);
+		free(s->colls);
+		free(s->elems);
+		free(s->keytab.slots);
+		free(s->elemtab.slots);
 		free(s->map_ids);
 		while (s->arena != NULL) {
 			struct arena_chunk *c = s->arena;
@@ -1333,5 +2127,7 @@ void bulk_close(struct bulk *b)
 		idx_shared_destroy(b->shared);
 	free(b->shards);
 	free(b->ident);
+	free(b->eident);
+	free(b->group);
 	free(b);
 }

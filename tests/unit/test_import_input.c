@@ -1,6 +1,6 @@
-/* test_import_input: ringkv-import's parsers (csv, tsv, jsonl, resp) — quoting, escapes, empty and
- * binary values, TTLs, headers, and every kind of bad row with its line, column and reason; each
- * input read whole and again one byte per read. */
+/* test_import_input: ringkv-import's parsers (csv, tsv, jsonl, resp) — quoting, escapes, empty
+ * and binary values, TTLs, headers, jsonl hashes and sets, and every kind of bad row with its
+ * line, column and reason; each input read whole and again one byte per read. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -24,6 +24,9 @@ struct result {
 		size_t key_len, value_len;
 		int64_t ttl;
 		size_t argc;
+		int kind; /* enum in_kind */
+		size_t n_items;
+		char items[256]; /* the items, each followed by '|' */
 		char msg[512];
 	} e[MAX_ROWS];
 };
@@ -74,6 +77,18 @@ static void parse_fd(int fd, const struct in_options *opt, struct result *res)
 				memcpy(e->key, row.key, e->key_len);
 			if (row.value)
 				memcpy(e->value, row.value, e->value_len);
+			e->kind = (int)row.kind;
+			e->n_items = row.n_items;
+			size_t o = 0;
+			for (size_t i = 0; i < row.n_items && o < sizeof(e->items) - 1; i++) {
+				size_t n = row.item_len[i];
+				if (n > sizeof(e->items) - 2 - o)
+					n = sizeof(e->items) - 2 - o;
+				memcpy(e->items + o, row.item[i], n);
+				o += n;
+				e->items[o++] = '|';
+			}
+			e->items[o] = '\0';
 		} else if (ret != -EINVAL) {
 			break;
 		}
@@ -91,7 +106,9 @@ static int first_difference(const struct result *a, const struct result *b)
 		if (i >= a->n || i >= b->n || x->ret != y->ret || x->line != y->line ||
 		    x->key_len != y->key_len || memcmp(x->key, y->key, x->key_len) != 0 ||
 		    x->value_len != y->value_len || memcmp(x->value, y->value, x->value_len) != 0 ||
-		    x->ttl != y->ttl || x->argc != y->argc || strcmp(x->msg, y->msg) != 0)
+		    x->ttl != y->ttl || x->argc != y->argc || x->kind != y->kind ||
+		    x->n_items != y->n_items || strcmp(x->items, y->items) != 0 ||
+		    strcmp(x->msg, y->msg) != 0)
 			return i;
 	}
 	return -1;
@@ -309,6 +326,153 @@ static void test_jsonl(void)
 	CHECK(r.n == 14, "jsonl bad rows: %d entries", r.n);
 }
 
+/* Checks that entry i is a hash or set row of `key` whose items, each
+ * followed by '|', are `items`. */
+static void check_coll(const struct result *res, int i, uint64_t line, enum in_kind kind,
+                       const char *key, size_t n_items, const char *items, int64_t ttl)
+{
+	if (i >= res->n) {
+		CHECK(i < res->n, "row %d missing (only %d entries)", i, res->n);
+		return;
+	}
+	const typeof(res->e[0]) *e = &res->e[i];
+	CHECK(e->ret == 1, "entry %d: expected a row, got %d (%s)", i, e->ret, e->msg);
+	CHECK(e->line == line, "entry %d: line %llu, expected %llu", i, (unsigned long long)e->line,
+	      (unsigned long long)line);
+	CHECK(e->kind == (int)kind, "entry %d: kind %d, expected %d", i, e->kind, (int)kind);
+	CHECK(e->key_len == strlen(key) && memcmp(e->key, key, e->key_len) == 0,
+	      "entry %d: key '%.*s'", i, (int)e->key_len, e->key);
+	CHECK(e->n_items == n_items && strcmp(e->items, items) == 0,
+	      "entry %d: %zu items '%s', expected %zu '%s'", i, e->n_items, e->items, n_items,
+	      items);
+	CHECK(e->ttl == ttl, "entry %d: ttl %lld, expected %lld", i, (long long)e->ttl,
+	      (long long)ttl);
+}
+
+static void test_jsonl_hash_and_set(void)
+{
+	struct result r;
+	PARSE(IN_JSONL, false,
+	      "{\"key\": \"u:1\", \"hash\": {\"name\": \"x\", \"age\": 3}}\n"
+	      "{\"hash\": {\"a\\n\": \"\\u00e9\", \"\": \"\", \"a\\n\": -1.5e3, \"z\": 0},"
+	      " \"ttl\": 5, \"key\": \"h\"}\n"
+	      "{\"key\": \"s\", \"set\": [\"a\", 10, \"a\", 0.5, \"\"]}\n"
+	      "\n"
+	      "{\"key_b64\": \"AP8=\", \"hash_b64\": {\"Zg==\": \"AAE=\"}, \"ttl\": null}\n"
+	      "{\"key\": \"sb\", \"set_b64\": [\"aGk=\" , \"\"]}\n"
+	      "{\"key\": \"one\", \"set\": [ -7 ]}\n",
+	      &r);
+	CHECK(r.n == 6, "jsonl collections: %d entries", r.n);
+	check_coll(&r, 0, 1, IN_HASH, "u:1", 4, "name|x|age|3|", 0);
+	/* A repeated field stays: the reader keeps the order, the last value wins
+	 * when it is written (HSET's rule). */
+	check_coll(&r, 1, 2, IN_HASH, "h", 8, "a\n|\xc3\xa9|||a\n|-1.5e3|z|0|", 5);
+	check_coll(&r, 2, 3, IN_SET, "s", 5, "a|10|a|0.5||", 0);
+	CHECK(r.n > 3 && r.e[3].key_len == 2 && memcmp(r.e[3].key, "\x00\xff", 2) == 0,
+	      "hash_b64 key");
+	CHECK(r.n > 3 && r.e[3].kind == IN_HASH && r.e[3].n_items == 2 &&
+	          memcmp(r.e[3].items, "f|\x00\x01|", 5) == 0,
+	      "hash_b64 items: '%s'", r.n > 3 ? r.e[3].items : "");
+	check_coll(&r, 4, 6, IN_SET, "sb", 2, "hi||", 0);
+	check_coll(&r, 5, 7, IN_SET, "one", 1, "-7|", 0);
+
+	/* Bad rows, each with its line and column; the next row is read. */
+	PARSE(IN_JSONL, false,
+	      "{\"key\": \"k\", \"hash\": {\"f\": {\"nested\": 1}}}\n"
+	      "{\"key\": \"k\", \"hash\": {\"f\": [1]}}\n"
+	      "{\"key\": \"k\", \"set\": [\"a\", [\"b\"]]}\n"
+	      "{\"key\": \"k\", \"set\": [true]}\n"
+	      "{\"key\": \"k\", \"hash\": {\"f\": null}}\n"
+	      "{\"key\": \"k\", \"hash\": {}}\n"
+	      "{\"key\": \"k\", \"set\": [ ]}\n"
+	      "{\"key\": \"k\", \"hash\": [\"f\", \"v\"]}\n"
+	      "{\"key\": \"k\", \"set\": {\"a\": \"b\"}}\n"
+	      "{\"key\": \"k\", \"value\": \"v\", \"set\": [\"a\"]}\n"
+	      "{\"key\": \"k\", \"set\": [01]}\n"
+	      "{\"key\": \"k\", \"hash\": {5: \"v\"}}\n"
+	      "{\"key\": \"k\", \"hash_b64\": {\"Zg==\": 5}}\n"
+	      "{\"key\": \"k\", \"set_b64\": [\"!\"]}\n"
+	      "{\"key\": \"k\", \"hash\": {\"f\" \"v\"}}\n"
+	      "{\"key\": \"ok\", \"set\": [\"m\"]}\n",
+	      &r);
+	check_error(&r, 0, -EINVAL,
+	            "line 1, column 28: a value of \"hash\" must be a string or a number (Redis"
+	            " stores strings; nested objects, arrays");
+	check_error(&r, 1, -EINVAL, "line 2, column 28: a value of \"hash\" must be a string");
+	check_error(&r, 2, -EINVAL,
+	            "line 3, column 27: a member of \"set\" must be a string or a"
+	            " number");
+	check_error(&r, 3, -EINVAL, "line 4, column 22: a member of \"set\" must be");
+	check_error(&r, 4, -EINVAL, "line 5, column 28: a value of \"hash\" must be");
+	check_error(&r, 5, -EINVAL, "line 6, column 22: an empty hash (Redis keeps no empty hash");
+	check_error(&r, 6, -EINVAL, "line 7, column 21: an empty set (Redis keeps no empty set");
+	check_error(&r, 7, -EINVAL,
+	            "line 8, column 22: field \"hash\" must be an object of fields"
+	            " and values");
+	check_error(&r, 8, -EINVAL, "line 9, column 21: field \"set\" must be an array of members");
+	check_error(&r, 9, -EINVAL,
+	            "line 10, column 28: the value is given twice (a row holds one"
+	            " of value, value_b64, hash, hash_b64, set, set_b64)");
+	check_error(&r, 10, -EINVAL, "line 11, column 22: invalid number");
+	check_error(&r, 11, -EINVAL,
+	            "line 12, column 23: a field name of \"hash\" must be a string");
+	CHECK(r.n > 11 && strcmp(r.e[11].msg, "line 12, column 23: a field name of \"hash\" must be"
+	                                      " a string") == 0,
+	      "a field name is a string, never a number: %s", r.n > 11 ? r.e[11].msg : "");
+	check_error(&r, 12, -EINVAL,
+	            "line 13, column 35: a value of \"hash_b64\" must be a base64"
+	            " string");
+	check_error(&r, 13, -EINVAL,
+	            "line 14, column 26: a member of \"set_b64\" is not valid"
+	            " base64");
+	check_error(&r, 14, -EINVAL, "line 15, column 27: expected ':'");
+	check_coll(&r, 15, 16, IN_SET, "ok", 1, "m|", 0);
+	CHECK(r.n == 16, "jsonl bad collections: %d entries", r.n);
+
+	/* A missing value names every field that gives one. */
+	PARSE(IN_JSONL, false, "{\"key\": \"k\", \"ttl\": 5}\n", &r);
+	check_error(&r, 0, -EINVAL,
+	            "line 1: missing field \"value\" (or value_b64, hash, hash_b64, set, set_b64)");
+}
+
+/* A hash far larger than a read: its line is framed over many refills and
+ * every item arrives whole (the items array grows past its first size). */
+static void test_jsonl_big_hash(void)
+{
+	size_t fields = 100000, cap = fields * 32 + 64, n = 0;
+	char *in = malloc(cap);
+	CHECK(in != NULL, "malloc");
+	n += (size_t)snprintf(in + n, cap - n, "{\"key\": \"big\", \"hash\": {");
+	for (size_t i = 0; i < fields; i++)
+		n += (size_t)snprintf(in + n, cap - n, "%s\"f%zu\": \"v%zu\"", i ? ", " : "", i, i);
+	n += (size_t)snprintf(in + n, cap - n, "}}\n{\"key\": \"after\", \"value\": \"v\"}\n");
+	int fd = memfd_create("big", 0);
+	CHECK(fd >= 0 && write(fd, in, n) == (ssize_t)n && lseek(fd, 0, SEEK_SET) == 0, "memfd");
+	struct in_options opt = {.format = IN_JSONL};
+	struct in_reader *r;
+	struct in_row row;
+	char err[512] = "";
+	CHECK(in_open(&r, fd, &opt) == 0, "in_open");
+	int ret = in_next(r, &row, err, sizeof(err));
+	CHECK(ret == 1 && row.kind == IN_HASH && row.n_items == 2 * fields, "the big hash: %d %s",
+	      ret, err);
+	bool ok = ret == 1;
+	for (size_t i = 0; ok && i < fields; i++) {
+		char f[32], v[32];
+		int fl = snprintf(f, sizeof(f), "f%zu", i), vl = snprintf(v, sizeof(v), "v%zu", i);
+		ok = row.item_len[2 * i] == (size_t)fl &&
+		     memcmp(row.item[2 * i], f, (size_t)fl) == 0 &&
+		     row.item_len[2 * i + 1] == (size_t)vl &&
+		     memcmp(row.item[2 * i + 1], v, (size_t)vl) == 0;
+		CHECK(ok, "field %zu of the big hash", i);
+	}
+	CHECK(in_next(r, &row, err, sizeof(err)) == 1 && row.kind == IN_STRING && row.line == 2,
+	      "the row after it: %s", err);
+	in_close(r);
+	close(fd);
+	free(in);
+}
+
 static void test_resp(void)
 {
 	struct result r;
@@ -434,6 +598,8 @@ int main(void)
 	test_csv();
 	test_tsv();
 	test_jsonl();
+	test_jsonl_hash_and_set();
+	test_jsonl_big_hash();
 	test_resp();
 	test_resp_error_whole_line_after_split_read();
 	test_resp_bulk_over_reads();

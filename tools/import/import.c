@@ -26,16 +26,26 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "net/resp.h"
 #include "service/config.h"
 #include "service/runtime/clock.h"
 #include "service/runtime/logging.h"
 #include "storage/bulk.h"
+#include "storage/format.h"
 #include "storage/layout.h"
 #include "tools/import/input.h"
 #include "tools/import/online.h"
 #include "tools/import/progress.h"
 
 #define ERRORS_SHOWN 20 /* error replies printed; the rest are counted */
+/* Online, a hash or set row goes as commands of at most this many items
+ * (fields and values, or members). */
+#define ITEMS_PER_COMMAND 2048
+/* Redis's encoding limits, of the Redis 7.0 ringkv follows (the server marks
+ * its collections by the same: service/cmd_hash.c, service/cmd_set.c). */
+#define HASH_MAX_LISTPACK_ENTRIES 512
+#define HASH_MAX_LISTPACK_VALUE   64
+#define SET_MAX_INTSET_ENTRIES    512
 
 struct options {
 	const char *input; /* path, or "-" for stdin */
@@ -60,6 +70,8 @@ struct import {
 	uint64_t written;      /* offline: rows written */
 	uint64_t skipped;      /* bad rows */
 	uint64_t errors_shown;
+	struct bulk_elem *elems; /* offline: the elements of the command being written */
+	size_t cap_elems;
 };
 
 static volatile sig_atomic_t interrupted;
@@ -75,7 +87,7 @@ static void usage(FILE *out)
 	fprintf(out,
 	        "usage: ringkv-import [options] FILE|-\n"
 	        "\n"
-	        "Loads key/value rows into ringkv (or any Redis-protocol server).\n"
+	        "Loads strings, hashes and sets into ringkv (or any Redis-protocol server).\n"
 	        "\n"
 	        "Input:\n"
 	        "  --format F         csv, tsv, jsonl or resp (default: from FILE's extension)\n"
@@ -285,6 +297,7 @@ static int offline_open(struct import *im)
 	}
 	struct bulk_config bc = {.dir = dir,
 	                         .shards = shards,
+	                         .databases = (unsigned)cfg.server.databases,
 	                         .segment_size = cfg.storage.segment_size,
 	                         .inline_max = (uint32_t)cfg.storage.inline_max,
 	                         .index_cache = cfg.storage.index_cache_size,
@@ -314,6 +327,78 @@ static int offline_set(struct import *im, const struct in_row *row, const uint8_
 	return ret;
 }
 
+/* Writes one HSET (only_new: HSETNX) or SADD of items[0..n) — a hash's
+ * fields and values in turn, a set's members — to key (expiry_ms: 0, or the
+ * key's expiry afterwards); a row the store cannot take (WRONGTYPE, over the
+ * limits) is a bad row.  Returns 0, 1 (skipped) or -errno (fatal, reported). */
+static int offline_coll(struct import *im, const struct in_row *row, uint8_t type,
+                        const uint8_t *key, size_t klen, const uint8_t *const *items,
+                        const size_t *item_len, size_t n, bool only_new, uint64_t expiry_ms)
+{
+	bool hash = type == FMT_TYPE_HASH;
+	size_t m = hash ? n / 2 : n;
+	if (m > im->cap_elems) {
+		struct bulk_elem *e = realloc(im->elems, m * sizeof(*e));
+		if (e == NULL) {
+			report(im, "out of memory");
+			return -ENOMEM;
+		}
+		im->elems = e;
+		im->cap_elems = m;
+	}
+	for (size_t k = 0; k < m; k++) {
+		struct bulk_elem *e = &im->elems[k];
+		int64_t v;
+		if (hash) {
+			*e = (struct bulk_elem){.elem = items[2 * k],
+			                        .elen = item_len[2 * k],
+			                        .value = items[2 * k + 1],
+			                        .vlen = item_len[2 * k + 1]};
+			if (e->elen > HASH_MAX_LISTPACK_VALUE || e->vlen > HASH_MAX_LISTPACK_VALUE)
+				e->enc = FMT_ENC_BIG;
+		} else {
+			*e = (struct bulk_elem){.elem = items[k], .elen = item_len[k]};
+			/* an intset holds canonical integers only, as resp_parse_int64 reads */
+			if (!resp_parse_int64(items[k], item_len[k], &v))
+				e->enc = FMT_ENC_BIG;
+		}
+	}
+	struct bulk_coll_cmd c = {.type = type,
+	                          .key = key,
+	                          .klen = klen,
+	                          .elems = im->elems,
+	                          .n = m,
+	                          .only_new = only_new,
+	                          .expiry_ms = expiry_ms,
+	                          .big_after =
+	                              hash ? HASH_MAX_LISTPACK_ENTRIES : SET_MAX_INTSET_ENTRIES};
+	char err[512];
+	int ret = bulk_coll(im->bulk, &c, err, sizeof(err));
+	if (ret == -EPROTOTYPE || ret == -E2BIG) {
+		report(im, "line %" PRIu64 ": %s", row->line, err);
+		return 1;
+	}
+	if (ret < 0)
+		report(im, "%s", err);
+	return ret;
+}
+
+/* Sets key's expiry (0: none); a string the data directory holds is a bad
+ * row (bulk_expire).  Returns 0, 1 (skipped) or -errno (fatal, reported). */
+static int offline_expire(struct import *im, const struct in_row *row, const uint8_t *key,
+                          size_t klen, uint64_t expiry_ms)
+{
+	char err[512];
+	int ret = bulk_expire(im->bulk, key, klen, expiry_ms, err, sizeof(err));
+	if (ret == -EOPNOTSUPP) {
+		report(im, "line %" PRIu64 ": %s", row->line, err);
+		return 1;
+	}
+	if (ret < 0)
+		report(im, "%s", err);
+	return ret;
+}
+
 /* Parses a RESP argument as a decimal integer. */
 static bool arg_int(const uint8_t *s, size_t n, long long *v)
 {
@@ -333,7 +418,15 @@ static bool arg_is(const uint8_t *s, size_t n, const char *name)
 	return n == strlen(name) && strncasecmp((const char *)s, name, n) == 0;
 }
 
-/* Applies one RESP command offline: the SET family, and the commands an AOF
+/* EXPIRE, PEXPIRE, EXPIREAT or PEXPIREAT. */
+static bool is_expire(const uint8_t *s, size_t n)
+{
+	return arg_is(s, n, "EXPIRE") || arg_is(s, n, "PEXPIRE") || arg_is(s, n, "EXPIREAT") ||
+	       arg_is(s, n, "PEXPIREAT");
+}
+
+/* Applies one RESP command offline: the SET family, HSET, HMSET, HSETNX,
+ * SADD, the EXPIRE family and PERSIST, and the commands an AOF
  * or a generated script wraps them in.  Returns 0, 1 (bad row, reported) or
  * -errno. */
 static int offline_command(struct import *im, const struct in_row *row)
@@ -389,23 +482,58 @@ static int offline_command(struct import *im, const struct in_row *row)
 				return ret;
 		}
 		return 0;
+	} else if ((arg_is(av[0], al[0], "HSET") || arg_is(av[0], al[0], "HMSET")) && argc >= 4 &&
+	           argc % 2 == 0) {
+		return offline_coll(im, row, FMT_TYPE_HASH, av[1], al[1], av + 2, al + 2, argc - 2,
+		                    false, 0);
+	} else if (arg_is(av[0], al[0], "HSETNX") && argc == 4) {
+		return offline_coll(im, row, FMT_TYPE_HASH, av[1], al[1], av + 2, al + 2, 2, true,
+		                    0);
+	} else if (arg_is(av[0], al[0], "SADD") && argc >= 3) {
+		return offline_coll(im, row, FMT_TYPE_SET, av[1], al[1], av + 2, al + 2, argc - 2,
+		                    false, 0);
+	} else if (is_expire(av[0], al[0]) && argc == 3) {
+		bool ms = arg_is(av[0], al[0], "PEXPIRE") || arg_is(av[0], al[0], "PEXPIREAT");
+		bool at = arg_is(av[0], al[0], "EXPIREAT") || arg_is(av[0], al[0], "PEXPIREAT");
+		__int128 when = 0;
+		if (arg_int(av[2], al[2], &n))
+			when = (__int128)n * (ms ? 1 : 1000) + (at ? 0 : (__int128)clock_unix_ms());
+		if (!arg_int(av[2], al[2], &n)) {
+			bad = "value is not an integer or out of range";
+		} else if (when > INT64_MAX || when < INT64_MIN) {
+			snprintf(why, sizeof(why), "invalid expire time in '%.*s' command",
+			         (int)al[0], (const char *)av[0]);
+			bad = why;
+		} else {
+			/* A time in the past expires the key at once (it stays, expired,
+			 * until the server reclaims it, as Redis leaves it loading an AOF). */
+			return offline_expire(im, row, av[1], al[1], when > 0 ? (uint64_t)when : 1);
+		}
+	} else if (arg_is(av[0], al[0], "PERSIST") && argc == 2) {
+		return offline_expire(im, row, av[1], al[1], 0);
 	} else if (arg_is(av[0], al[0], "SELECT") && argc == 2) {
 		if (arg_int(av[1], al[1], &n) && n == 0)
 			return 0;
-		bad = "ringkv has only database 0 (SELECT 0)";
+		bad = "an offline import loads database 0 only (SELECT 0): import other databases"
+		      " online";
 	} else if ((arg_is(av[0], al[0], "MULTI") || arg_is(av[0], al[0], "EXEC") ||
 	            arg_is(av[0], al[0], "PING")) &&
 	           argc == 1) {
 		return 0; /* an offline import is applied whole or not at all anyway */
 	} else if (arg_is(av[0], al[0], "SET") || arg_is(av[0], al[0], "SETEX") ||
-	           arg_is(av[0], al[0], "PSETEX") || arg_is(av[0], al[0], "MSET")) {
+	           arg_is(av[0], al[0], "PSETEX") || arg_is(av[0], al[0], "MSET") ||
+	           arg_is(av[0], al[0], "HSET") || arg_is(av[0], al[0], "HMSET") ||
+	           arg_is(av[0], al[0], "HSETNX") || arg_is(av[0], al[0], "SADD") ||
+	           arg_is(av[0], al[0], "PERSIST") || (is_expire(av[0], al[0]) && argc < 3)) {
 		snprintf(why, sizeof(why), "wrong number of arguments for '%.*s' command",
 		         (int)al[0], (const char *)av[0]);
 		bad = why;
 	} else {
 		snprintf(why, sizeof(why),
-		         "command '%.*s' is not supported offline (SET, SETEX, PSETEX, MSET, SELECT"
-		         " 0, MULTI, EXEC, PING are): import online instead",
+		         "command '%.*s' is not supported offline (SET, SETEX, PSETEX, MSET, HSET,"
+		         " HMSET, HSETNX, SADD, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT without"
+		         " options, PERSIST, SELECT 0, MULTI, EXEC, PING are): import online"
+		         " instead",
 		         (int)(al[0] < 32 ? al[0] : 32), (const char *)av[0]);
 		bad = why;
 	}
@@ -421,13 +549,18 @@ static int import_row(struct import *im, const struct in_row *row)
 {
 	char err[1024];
 	int ret;
+	bool hash = row->kind == IN_HASH;
 	if (im->bulk != NULL) {
+		uint64_t expiry = row->ttl_s ? clock_unix_ms() + (uint64_t)row->ttl_s * 1000 : 0;
 		if (im->opt.in.format == IN_RESP)
 			ret = offline_command(im, row);
+		else if (row->kind == IN_STRING)
+			ret = offline_set(im, row, row->key, row->key_len, row->value,
+			                  row->value_len, expiry);
 		else
-			ret =
-			    offline_set(im, row, row->key, row->key_len, row->value, row->value_len,
-			                row->ttl_s ? clock_unix_ms() + (uint64_t)row->ttl_s * 1000 : 0);
+			ret = offline_coll(im, row, hash ? FMT_TYPE_HASH : FMT_TYPE_SET, row->key,
+			                   row->key_len, row->item, row->item_len, row->n_items,
+			                   false, expiry);
 		if (ret == 0)
 			im->written++;
 		return ret;
@@ -435,9 +568,13 @@ static int import_row(struct import *im, const struct in_row *row)
 	if (im->opt.in.format == IN_RESP)
 		ret = online_command(im->online, row->argc, row->argv, row->argl, row->raw,
 		                     row->raw_len, row->line, err, sizeof(err));
-	else
+	else if (row->kind == IN_STRING)
 		ret = online_set(im->online, row->key, row->key_len, row->value, row->value_len,
 		                 row->ttl_s, row->line, err, sizeof(err));
+	else
+		ret = online_coll(im->online, hash ? "HSET" : "SADD", hash ? 2 : 1, row->key,
+		                  row->key_len, row->item, row->item_len, row->n_items,
+		                  ITEMS_PER_COMMAND, row->ttl_s, row->line, err, sizeof(err));
 	if (ret < 0)
 		report(im, "%s", err);
 	return ret;
@@ -498,9 +635,10 @@ static void summary(struct import *im, const struct bulk_stats *bs, double secs)
 	       secs > 0 ? (double)im->read / secs : 0.0);
 	if (bs != NULL)
 		printf("ringkv-import: %" PRIu64 " keys written (%" PRIu64 " new, %" PRIu64
-		       " replaced), %.1f MB of log in %" PRIu64 " new segment%s\n",
-		       bs->keys, bs->new_keys, bs->overwritten, (double)bs->log_bytes / 1e6,
-		       bs->segments, bs->segments == 1 ? "" : "s");
+		       " replaced, %" PRIu64 " extended), %" PRIu64 " hash fields and set members,"
+		       " %.1f MB of log in %" PRIu64 " new segment%s\n",
+		       bs->keys, bs->new_keys, bs->overwritten, bs->extended, bs->elements,
+		       (double)bs->log_bytes / 1e6, bs->segments, bs->segments == 1 ? "" : "s");
 }
 
 int main(int argc, char **argv)
@@ -585,6 +723,7 @@ int main(int argc, char **argv)
 		ret = -EIO;
 	online_close(im.online);
 	in_close(im.in);
+	free(im.elems);
 	if (fd > 0)
 		close(fd);
 	if (ret == -EINTR)

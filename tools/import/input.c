@@ -45,6 +45,9 @@ struct in_reader {
 	struct field *fields;
 	size_t n_fields, cap_fields;
 	struct resp_parser parser; /* resp: its state carries over refills */
+	const uint8_t **items;     /* jsonl: a hash's or a set's items (into buf) */
+	size_t *item_lens;
+	size_t n_items, cap_items;
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -637,6 +640,169 @@ long in_base64_decode(uint8_t *dst, const uint8_t *src, size_t len)
 	return (long)o;
 }
 
+/* Appends an item (a hash's field or value, a set's member) to the row
+ * being parsed.  Returns 0 or -ENOMEM. */
+static int add_item(struct in_reader *r, const uint8_t *p, size_t n)
+{
+	if (r->n_items == r->cap_items) {
+		size_t cap = r->cap_items ? r->cap_items * 2 : 64;
+		const uint8_t **items = realloc(r->items, cap * sizeof(*items));
+		if (items == NULL)
+			return -ENOMEM;
+		r->items = items;
+		size_t *lens = realloc(r->item_lens, cap * sizeof(*lens));
+		if (lens == NULL)
+			return -ENOMEM;
+		r->item_lens = lens;
+		r->cap_items = cap;
+	}
+	r->items[r->n_items] = p;
+	r->item_lens[r->n_items++] = n;
+	return 0;
+}
+
+/* Skips a JSON number at c->p (RFC 8259's grammar).  Returns 0, or -EINVAL
+ * (reported) when the text there is not one. */
+static int json_number(struct json_cursor *c)
+{
+	uint8_t *p = c->p, *end = c->end;
+	if (p < end && *p == '-')
+		p++;
+	if (p < end && *p == '0') {
+		p++;
+	} else if (p < end && *p >= '1' && *p <= '9') {
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+	} else {
+		return json_fail(c, "invalid number");
+	}
+	if (p < end && *p == '.') {
+		uint8_t *digits = ++p;
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+		if (p == digits)
+			return json_fail(c, "invalid number");
+	}
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		p++;
+		if (p < end && (*p == '+' || *p == '-'))
+			p++;
+		uint8_t *digits = p;
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+		if (p == digits)
+			return json_fail(c, "invalid number");
+	}
+	if (p < end && *p != ' ' && *p != '\t' && *p != '\r' && *p != ',' && *p != '}' && *p != ']')
+		return json_fail(c, "invalid number");
+	c->p = p;
+	return 0;
+}
+
+/* Parses one item of a hash or set at c->p — a string (base64 when `b64`),
+ * or (not b64, not a field name) a number, taken as its text — and appends
+ * it to r's items.  `what` names the item in messages.  Returns 0 or
+ * -EINVAL (reported) / -ENOMEM. */
+static int json_item(struct in_reader *r, struct json_cursor *c, bool b64, bool string_only,
+                     const char *what)
+{
+	uint8_t *at = c->p, *s;
+	size_t n;
+	char msg[200];
+	if (c->p < c->end && *c->p == '"') {
+		if (json_string(c, &s, &n) < 0)
+			return -EINVAL;
+		if (b64) {
+			long m = in_base64_decode(s, s, n);
+			if (m < 0) {
+				c->p = at;
+				snprintf(msg, sizeof(msg), "%s is not valid base64", what);
+				return json_fail(c, msg);
+			}
+			n = (size_t)m;
+		}
+		return add_item(r, s, n);
+	}
+	if (!b64 && !string_only && c->p < c->end &&
+	    (*c->p == '-' || (*c->p >= '0' && *c->p <= '9'))) {
+		if (json_number(c) < 0)
+			return -EINVAL;
+		return add_item(r, at, (size_t)(c->p - at));
+	}
+	snprintf(msg, sizeof(msg), "%s must be %s", what,
+	         b64           ? "a base64 string"
+	         : string_only ? "a string"
+	                       : "a string or a number (Redis stores strings; nested objects,"
+	                         " arrays, true, false and null are not accepted)");
+	return json_fail(c, msg);
+}
+
+/* Parses a "hash" object (fields and values) or a "set" array (members) at
+ * c->p into r's items.  Returns 0 or -EINVAL (reported) / -ENOMEM. */
+static int json_collection(struct in_reader *r, struct json_cursor *c, enum in_kind kind, bool b64)
+{
+	bool hash = kind == IN_HASH;
+	char name[16];
+	snprintf(name, sizeof(name), "\"%s%s\"", hash ? "hash" : "set", b64 ? "_b64" : "");
+	char what[64];
+	if (c->p >= c->end || *c->p != (hash ? '{' : '[')) {
+		snprintf(what, sizeof(what), "field %s must be %s", name,
+		         hash ? "an object of fields and values" : "an array of members");
+		return json_fail(c, what);
+	}
+	uint8_t *open = c->p++;
+	json_ws(c);
+	if (c->p < c->end && *c->p == (hash ? '}' : ']')) {
+		c->p = open;
+		return json_fail(c, hash
+		                        ? "an empty hash (Redis keeps no empty hash: give a field)"
+		                        : "an empty set (Redis keeps no empty set: give a member)");
+	}
+	r->n_items = 0;
+	for (;;) {
+		int ret;
+		json_ws(c);
+		if (hash) {
+			snprintf(what, sizeof(what), "a field name of %s", name);
+			ret = json_item(r, c, b64, true, what);
+			json_ws(c);
+			if (ret == 0 && (c->p >= c->end || *c->p != ':'))
+				return json_fail(c, "expected ':'");
+			if (ret == 0) {
+				c->p++;
+				json_ws(c);
+				snprintf(what, sizeof(what), "a value of %s", name);
+				ret = json_item(r, c, b64, false, what);
+			}
+		} else {
+			snprintf(what, sizeof(what), "a member of %s", name);
+			ret = json_item(r, c, b64, false, what);
+		}
+		if (ret < 0)
+			return ret;
+		json_ws(c);
+		if (c->p < c->end && *c->p == ',') {
+			c->p++;
+			continue;
+		}
+		if (c->p < c->end && *c->p == (hash ? '}' : ']')) {
+			c->p++;
+			return 0;
+		}
+		return json_fail(c, hash ? "expected ',' or '}'" : "expected ',' or ']'");
+	}
+}
+
+/* The value fields of a jsonl row: exactly one is given. */
+static const struct {
+	const char *name;
+	enum in_kind kind;
+	bool b64;
+} json_values[] = {
+    {"value", IN_STRING, false}, {"value_b64", IN_STRING, true}, {"hash", IN_HASH, false},
+    {"hash_b64", IN_HASH, true}, {"set", IN_SET, false},         {"set_b64", IN_SET, true},
+};
+
 static int jsonl_parse(struct in_reader *r, struct in_row *row, char *err, size_t errlen)
 {
 	uint8_t *b = r->buf;
@@ -664,8 +830,9 @@ static int jsonl_parse(struct in_reader *r, struct in_row *row, char *err, size_
 	c.p++;
 	uint8_t *key = NULL, *value = NULL;
 	size_t key_len = 0, value_len = 0;
-	bool seen_ttl = false;
+	bool seen_ttl = false, seen_value = false;
 	row->ttl_s = 0;
+	row->kind = IN_STRING;
 	json_ws(&c);
 	if (c.p < c.end && *c.p == '}') {
 		c.p++;
@@ -682,17 +849,68 @@ static int jsonl_parse(struct in_reader *r, struct in_row *row, char *err, size_
 				return json_fail(&c, "expected ':'");
 			c.p++;
 			json_ws(&c);
-			uint8_t **dst = NULL;
-			size_t *dst_len = NULL;
-			bool b64 = false;
-			if (name_len == 3 && memcmp(name, "key", 3) == 0) {
-				dst = &key, dst_len = &key_len;
-			} else if (name_len == 7 && memcmp(name, "key_b64", 7) == 0) {
-				dst = &key, dst_len = &key_len, b64 = true;
-			} else if (name_len == 5 && memcmp(name, "value", 5) == 0) {
-				dst = &value, dst_len = &value_len;
-			} else if (name_len == 9 && memcmp(name, "value_b64", 9) == 0) {
-				dst = &value, dst_len = &value_len, b64 = true;
+			int vf = -1;
+			for (size_t i = 0; i < sizeof(json_values) / sizeof(json_values[0]); i++)
+				if (name_len == strlen(json_values[i].name) &&
+				    memcmp(name, json_values[i].name, name_len) == 0)
+					vf = (int)i;
+			bool is_key = name_len == 3 && memcmp(name, "key", 3) == 0;
+			bool is_key_b64 = name_len == 7 && memcmp(name, "key_b64", 7) == 0;
+			if (vf >= 0 && json_values[vf].kind != IN_STRING) {
+				if (seen_value) {
+					c.p = name_at;
+					return json_fail(
+					    &c, "the value is given twice (a row holds one"
+					        " of value, value_b64, hash, hash_b64, set,"
+					        " set_b64)");
+				}
+				seen_value = true;
+				row->kind = json_values[vf].kind;
+				int ret = json_collection(r, &c, row->kind, json_values[vf].b64);
+				if (ret < 0)
+					return ret == -ENOMEM ? -ENOMEM : -EINVAL;
+			} else if (is_key || is_key_b64 || vf >= 0) {
+				if (is_key || is_key_b64 ? key != NULL : seen_value) {
+					c.p = name_at;
+					return json_fail(
+					    &c, is_key || is_key_b64
+					            ? "the key is given twice"
+					            : "the value is given twice (a row holds one"
+					              " of value, value_b64, hash, hash_b64,"
+					              " set, set_b64)");
+				}
+				bool b64 = is_key_b64 || (vf >= 0 && json_values[vf].b64);
+				uint8_t *at = c.p, *s;
+				size_t n;
+				if (c.p >= c.end || *c.p != '"') {
+					char msg[100];
+					snprintf(msg, sizeof(msg),
+					         "field \"%.*s\" must be a string", (int)name_len,
+					         (const char *)name);
+					return json_fail(&c, msg);
+				}
+				if (json_string(&c, &s, &n) < 0)
+					return -EINVAL;
+				if (b64) {
+					long m = in_base64_decode(s, s, n);
+					if (m < 0) {
+						char msg[100];
+						c.p = at;
+						snprintf(msg, sizeof(msg),
+						         "field \"%.*s\" is not valid base64",
+						         (int)name_len, (const char *)name);
+						return json_fail(&c, msg);
+					}
+					n = (size_t)m;
+				}
+				if (is_key || is_key_b64) {
+					key = s;
+					key_len = n;
+				} else {
+					seen_value = true;
+					value = s;
+					value_len = n;
+				}
 			} else if (name_len == 3 && memcmp(name, "ttl", 3) == 0) {
 				if (seen_ttl) {
 					c.p = name_at;
@@ -728,45 +946,13 @@ static int jsonl_parse(struct in_reader *r, struct in_row *row, char *err, size_
 			} else {
 				char shown[100], msg[200];
 				show_bytes(shown, sizeof(shown), name, name_len);
-				snprintf(msg, sizeof(msg),
-				         "unknown field \"%s\" (expected key, key_b64, value,"
-				         " value_b64, ttl)",
-				         shown);
+				snprintf(
+				    msg, sizeof(msg),
+				    "unknown field \"%s\" (expected key, key_b64, value, value_b64,"
+				    " hash, hash_b64, set, set_b64, ttl)",
+				    shown);
 				c.p = name_at;
 				return json_fail(&c, msg);
-			}
-			if (dst != NULL) {
-				if (*dst != NULL) {
-					c.p = name_at;
-					return json_fail(&c, dst == &key
-					                         ? "the key is given twice"
-					                         : "the value is given twice");
-				}
-				uint8_t *at = c.p, *s;
-				size_t n;
-				if (c.p >= c.end || *c.p != '"') {
-					char msg[100];
-					snprintf(msg, sizeof(msg),
-					         "field \"%.*s\" must be a string", (int)name_len,
-					         (const char *)name);
-					return json_fail(&c, msg);
-				}
-				if (json_string(&c, &s, &n) < 0)
-					return -EINVAL;
-				if (b64) {
-					long m = in_base64_decode(s, s, n);
-					if (m < 0) {
-						char msg[100];
-						c.p = at;
-						snprintf(msg, sizeof(msg),
-						         "field \"%.*s\" is not valid base64",
-						         (int)name_len, (const char *)name);
-						return json_fail(&c, msg);
-					}
-					n = (size_t)m;
-				}
-				*dst = s;
-				*dst_len = n;
 			}
 			json_ws(&c);
 			if (c.p < c.end && *c.p == ',') {
@@ -783,15 +969,22 @@ static int jsonl_parse(struct in_reader *r, struct in_row *row, char *err, size_
 	json_ws(&c);
 	if (c.p != c.end)
 		return json_fail(&c, "text after the object (one object per line)");
-	if (key == NULL || value == NULL) {
-		snprintf(err, errlen, "line %llu: missing field \"%s\"",
-		         (unsigned long long)row->line, key == NULL ? "key" : "value");
+	if (key == NULL || !seen_value) {
+		snprintf(err, errlen, "line %llu: missing field \"%s\"%s",
+		         (unsigned long long)row->line, key == NULL ? "key" : "value",
+		         key == NULL ? "" : " (or value_b64, hash, hash_b64, set, set_b64)");
 		return -EINVAL;
 	}
 	row->key = key;
 	row->key_len = key_len;
-	row->value = value;
-	row->value_len = value_len;
+	if (row->kind == IN_STRING) {
+		row->value = value;
+		row->value_len = value_len;
+	} else {
+		row->n_items = r->n_items;
+		row->item = r->items;
+		row->item_len = r->item_lens;
+	}
 	return 1;
 }
 
@@ -1039,6 +1232,8 @@ void in_close(struct in_reader *r)
 		return;
 	free(r->buf);
 	free(r->fields);
+	free(r->items);
+	free(r->item_lens);
 	resp_parser_free(&r->parser);
 	free(r);
 }

@@ -10,9 +10,13 @@
  *          row (key, value, ttl in any order) with in_options.header.
  *   tsv    fields separated by TAB, one row per line; escapes \t \n \r \\ \0
  *          and \xHH.  Columns as for csv.
- *   jsonl  one JSON object per line: "key" (string), "value" (string) or
- *          "value_b64" (base64), optional "ttl" (integer seconds, or null);
- *          "key_b64" may replace "key".
+ *   jsonl  one JSON object per line: "key" (string) or "key_b64" (base64),
+ *          one value — "value" (a string), "hash" (an object of fields and
+ *          values), "set" (an array of members), or the same with "_b64"
+ *          (every string base64) — and an optional "ttl" (integer seconds, or
+ *          null).  In "hash" and "set" a JSON number stands for its text as
+ *          written; anything else (objects, arrays, true, false, null) is a
+ *          bad row, and so is an empty hash or set (Redis keeps none).
  *   resp   a stream of RESP arrays of bulk strings (what redis-cli --pipe
  *          sends); each array is one command, framed by the server's parser
  *          (net/resp.h) with the limits below.  Inline commands are refused
@@ -43,6 +47,13 @@ enum in_format {
 	IN_RESP,
 };
 
+/* What a csv, tsv or jsonl row holds. */
+enum in_kind {
+	IN_STRING, /* key, value */
+	IN_HASH,   /* key, items: field, value, field, value, ... */
+	IN_SET,    /* key, items: the members */
+};
+
 struct in_options {
 	enum in_format format;
 	bool header; /* csv, tsv: the first row names the columns */
@@ -53,11 +64,15 @@ struct in_row {
 	uint64_t line;   /* 1-based line where the row starts */
 	uint64_t offset; /* byte offset where the row starts */
 	/* csv, tsv, jsonl */
+	enum in_kind kind;
 	const uint8_t *key;
 	size_t key_len;
-	const uint8_t *value;
+	const uint8_t *value; /* IN_STRING */
 	size_t value_len;
-	int64_t ttl_s; /* 0 = none, else 1..IN_TTL_MAX */
+	size_t n_items;             /* IN_HASH (an even number), IN_SET: >= 1 */
+	const uint8_t *const *item; /* n_items items ... */
+	const size_t *item_len;     /* ... and their lengths */
+	int64_t ttl_s;              /* 0 = none, else 1..IN_TTL_MAX */
 	/* resp */
 	size_t argc;
 	const uint8_t *const *argv; /* argc arguments ... */

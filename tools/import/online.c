@@ -22,6 +22,7 @@
 struct pending {
 	uint64_t line;
 	bool counted; /* false for the copies of a command sent on every connection */
+	bool more;    /* more commands of the same row follow it on its connection */
 };
 
 struct conn {
@@ -33,6 +34,8 @@ struct conn {
 	size_t in_len, in_cap;
 	struct pending *ring; /* [window] awaiting replies, oldest at head */
 	unsigned head, count;
+	bool row_failed; /* a reply to an earlier command of the row being answered
+	                    was an error */
 };
 
 struct online {
@@ -182,13 +185,19 @@ static int take_replies(struct online *o, struct conn *c)
 		struct pending *pd = &c->ring[c->head];
 		c->head = (c->head + 1) % o->cfg.window;
 		c->count--;
-		if (errors > 0) {
-			if (pd->counted)
+		/* A row sent as several commands counts once, by its first error. */
+		if (errors > 0 && !c->row_failed && o->cfg.on_error)
+			o->cfg.on_error(o->cfg.arg, pd->line, (const char *)msg, msg_len);
+		if (pd->more) {
+			c->row_failed |= errors > 0;
+		} else {
+			if (pd->counted && c->row_failed)
+				o->stats.errors++;
+			else if (pd->counted && errors > 0)
 				o->stats.errors += errors;
-			if (o->cfg.on_error)
-				o->cfg.on_error(o->cfg.arg, pd->line, (const char *)msg, msg_len);
-		} else if (pd->counted) {
-			o->stats.ok++;
+			else if (pd->counted)
+				o->stats.ok++;
+			c->row_failed = false;
 		}
 		at += (size_t)k;
 	}
@@ -301,11 +310,12 @@ static int make_room(struct online *o, struct conn *c, size_t bytes)
 	return 0;
 }
 
-/* Records a command just appended to c->out; sends when enough is buffered. */
-static int queued(struct online *o, struct conn *c, uint64_t line, bool counted)
+/* Records a command just appended to c->out (more: another command of its
+ * row follows); sends when enough is buffered. */
+static int queued(struct online *o, struct conn *c, uint64_t line, bool counted, bool more)
 {
 	c->ring[(c->head + c->count) % o->cfg.window] =
-	    (struct pending){.line = line, .counted = counted};
+	    (struct pending){.line = line, .counted = counted, .more = more};
 	c->count++;
 	if (c->out_len - c->out_off < SEND_AT)
 		return 0;
@@ -365,7 +375,51 @@ int online_set(struct online *o, const uint8_t *key, size_t klen, const uint8_t 
 		put_bulk(c, num, (size_t)n);
 	}
 	o->stats.sent++;
-	return queued(o, c, line, true);
+	return queued(o, c, line, true, false);
+}
+
+int online_coll(struct online *o, const char *cmd, size_t step, const uint8_t *key, size_t klen,
+                const uint8_t *const *items, const size_t *item_len, size_t n, size_t per_cmd,
+                int64_t ttl_s, uint64_t line, char *err, size_t errlen)
+{
+	o->err = err;
+	o->errlen = errlen;
+	struct conn *c = route(o, key, klen);
+	size_t cmd_len = strlen(cmd);
+	per_cmd = per_cmd < step ? step : per_cmd - per_cmd % step;
+	for (size_t i = 0; i < n;) {
+		size_t m = n - i < per_cmd ? n - i : per_cmd, bytes = klen + cmd_len + 64;
+		for (size_t k = i; k < i + m; k++)
+			bytes += item_len[k] + 32;
+		int ret = make_room(o, c, bytes);
+		if (ret < 0)
+			return ret;
+		put_header(c, '*', 2 + m);
+		put_bulk(c, cmd, cmd_len);
+		put_bulk(c, key, klen);
+		for (size_t k = i; k < i + m; k++)
+			put_bulk(c, items[k], item_len[k]);
+		i += m;
+		ret = queued(o, c, line, true, i < n || ttl_s != 0);
+		if (ret < 0)
+			return ret;
+	}
+	if (ttl_s != 0) {
+		char num[24];
+		int nd = snprintf(num, sizeof(num), "%lld", (long long)ttl_s);
+		int ret = make_room(o, c, klen + 64);
+		if (ret < 0)
+			return ret;
+		put_header(c, '*', 3);
+		put_bulk(c, "EXPIRE", 6);
+		put_bulk(c, key, klen);
+		put_bulk(c, num, (size_t)nd);
+		ret = queued(o, c, line, true, false);
+		if (ret < 0)
+			return ret;
+	}
+	o->stats.sent++;
+	return 0;
 }
 
 static bool is_cmd(const uint8_t *arg, size_t len, const char *name)
@@ -406,7 +460,7 @@ static int send_raw(struct online *o, struct conn *c, const uint8_t *raw, size_t
 		return ret;
 	memcpy(c->out + c->out_len, raw, raw_len);
 	c->out_len += raw_len;
-	return queued(o, c, line, counted);
+	return queued(o, c, line, counted, false);
 }
 
 int online_command(struct online *o, size_t argc, const uint8_t *const *argv, const size_t *argl,

@@ -15,7 +15,9 @@
  * Accounting: each command gets exactly one reply per connection it was sent
  * on; a reply that is an error (or, for EXEC, an array holding errors)
  * counts in `errors` and goes to the on_error callback with the command's
- * line; any other reply counts in `ok`.
+ * line; any other reply counts in `ok`.  A row sent as several commands
+ * (online_coll) counts once: in `errors` if any of its replies is one (the
+ * first goes to on_error), else in `ok`.
  */
 #ifndef RINGKV_IMPORT_ONLINE_H
 #define RINGKV_IMPORT_ONLINE_H
@@ -51,6 +53,15 @@ int online_open(struct online **out, const struct online_config *cfg, char *err,
  * Returns 0, or -errno when a connection failed (message in err: stop). */
 int online_set(struct online *o, const uint8_t *key, size_t klen, const uint8_t *value, size_t vlen,
                int64_t ttl_s, uint64_t line, char *err, size_t errlen);
+
+/* Sends a hash or set row: `cmd` ("HSET", "SADD") key items..., in commands
+ * of at most per_cmd items (a multiple of `step`, the items one element
+ * takes: 2 for a field and its value), then EXPIRE key ttl_s when ttl_s != 0,
+ * all over the key's connection: Redis runs them in that order.  Returns as
+ * online_set. */
+int online_coll(struct online *o, const char *cmd, size_t step, const uint8_t *key, size_t klen,
+                const uint8_t *const *items, const size_t *item_len, size_t n, size_t per_cmd,
+                int64_t ttl_s, uint64_t line, char *err, size_t errlen);
 
 /* Sends one command given as its arguments and its RESP bytes (`raw`, sent
  * as they are).  Returns as online_set. */
