@@ -179,7 +179,9 @@ int cmd_elems_add(struct cmd_elems *l, const uint8_t *p, size_t len, const uint8
 		l->items = items;
 		l->cap_items = cap;
 	}
-	if (l->arena_cap - l->arena_len < len + vlen) {
+	/* The arena is allocated by the first item, even an empty string: an
+	 * item's bytes are never a NULL pointer. */
+	if (l->arena == NULL || l->arena_cap - l->arena_len < len + vlen) {
 		size_t cap = l->arena_cap ? l->arena_cap : 1024;
 		while (cap - l->arena_len < len + vlen)
 			cap *= 2;

@@ -975,7 +975,7 @@ int idx_get(struct idx *ix, const void *ident, size_t len, enum idx_read_mode mo
 		*value = malloc(e->value_len ? e->value_len : 1);
 		if (*value == NULL)
 			ret = -ENOMEM;
-		else
+		else if (e->value_len > 0) /* a collection's key row has no value */
 			memcpy(*value, e->value, e->value_len);
 		e->value = *value;
 	} else {
