@@ -511,6 +511,8 @@ class Server:
 
     Options (each maps to both servers): durability ("fsync", "write", "none"),
     requirepass, max_clients, output_buffer_limit ("1mb"), max_bulk_len ("1mb"),
+    databases (server.databases / --databases; default: ringkv's 16, Redis's 1),
+    threads (ringkv's --threads, the shards of a new directory; default NSHARDS),
     sets (more ringkv --set options; ignored for redis), redis_args (more
     redis-server arguments).  data_dir: reuse a directory (restart tests);
     otherwise a temporary one, removed by cleanup().  target: "ringkv" or
@@ -528,6 +530,8 @@ class Server:
         redis_args=None,
         data_dir=None,
         target=None,
+        databases=None,
+        threads=NSHARDS,
     ):
         self.is_redis = (target or TARGET) == "redis"
         self.opts = dict(
@@ -536,7 +540,9 @@ class Server:
             max_clients=max_clients,
             output_buffer_limit=output_buffer_limit,
             max_bulk_len=max_bulk_len,
+            databases=databases,
         )
+        self.threads = threads
         self.sets = dict(sets or {})
         self.redis_args = list(redis_args or [])
         self.tmp = tempfile.mkdtemp(prefix="ringkv-it.")
@@ -567,10 +573,12 @@ class Server:
                 a += ["--client-output-buffer-limit", f"normal {lim} {lim} 0"]
             if o["max_bulk_len"] is not None:
                 a += ["--proto-max-bulk-len", o["max_bulk_len"]]
+            if o["databases"] is not None:
+                a += ["--databases", str(o["databases"])]
             return a + self.redis_args
         binary = BUILD if os.path.isabs(BUILD) else os.path.join(SRC_DIR, BUILD)
         a = [os.path.join(binary, "ringkv-server"), "--port", str(self.port)]
-        a += ["--dir", self.data_dir, "--threads", str(NSHARDS)]
+        a += ["--dir", self.data_dir, "--threads", str(self.threads)]
         sets = {}
         if o["durability"]:
             sets["storage.durability"] = o["durability"]
@@ -582,13 +590,16 @@ class Server:
             sets["server.output_buffer_limit"] = o["output_buffer_limit"]
         if o["max_bulk_len"] is not None:
             sets["server.max_bulk_len"] = o["max_bulk_len"]
+        if o["databases"] is not None:
+            sets["server.databases"] = o["databases"]
         sets.update(self.sets)
         for k, v in sets.items():
             a += ["--set", f"{k}={v}"]
         return a
 
     def start(self):
-        """Starts the server and waits until it answers PING (or NOAUTH); raises otherwise."""
+        """Starts the server and waits until it answers PING (or NOAUTH; not Redis's LOADING);
+        raises otherwise."""
         self._mark = len(CHECKER.failures)
         for attempt in range(3):
             self.port = free_port()
@@ -620,7 +631,7 @@ class Server:
                 s = raw_connect(self.port, timeout=2)
                 reply = s.call("PING")
                 s.close()
-                if reply[:1] in (b"+", b"-"):
+                if reply[:1] in (b"+", b"-") and not reply.startswith(b"-LOADING"):
                     return
             except (OSError, EOFError):
                 pass
@@ -703,6 +714,44 @@ class Server:
         finally:
             self.cleanup()
         return False
+
+
+# ---------------------------------------------------------------------- INFO
+
+
+def info_fields(text):
+    """The field:value lines of an INFO reply (bytes), as a dict of strings."""
+    out = {}
+    for line in bytes(text).decode().splitlines():
+        if line and not line.startswith("#") and ":" in line:
+            k, _, v = line.partition(":")
+            out[k] = v
+    return out
+
+
+def info_keyspace(client):
+    """INFO keyspace as {db: (keys, expires)}, the databases listed (those holding keys)."""
+    out = {}
+    for k, v in info_fields(client.call("INFO", "keyspace")).items():
+        if k.startswith("db"):
+            f = dict(x.split("=", 1) for x in v.split(","))
+            out[int(k[2:])] = (int(f["keys"]), int(f["expires"]))
+    return out
+
+
+def info_shards(client):
+    """ringkv's INFO storage, one dict per shard_N line ({field: int}), in shard order."""
+    lines = info_fields(client.call("INFO", "storage"))
+    out = []
+    while f"shard_{len(out)}" in lines:
+        out.append({k: int(v) for k, v in
+                    (x.split("=", 1) for x in lines[f"shard_{len(out)}"].split(","))})
+    return out
+
+
+def scaled(n, minimum=1):
+    """n scaled by RINGKV_TEST_SCALE (tests/run.sh sets 0.5 under sanitizers), at least minimum."""
+    return max(minimum, int(n * float(os.environ.get("RINGKV_TEST_SCALE", "1"))))
 
 
 # ------------------------------------------------------------------- checks
