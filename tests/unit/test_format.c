@@ -1,6 +1,8 @@
-/* test_format: on-disk record, PAD and segment header round trips, byte
- * layout, and that corruption, truncation or a foreign epoch never decodes as
- * valid (exact-size heap buffers, so ASan sees any read past the end). */
+/* test_format: on-disk record, PAD, DBMAP and segment header round trips,
+ * byte layout, and that corruption, truncation or a foreign epoch never
+ * decodes as valid (exact-size heap buffers, so ASan sees any read past the
+ * end); key and element idents, collection metadata and database maps encoded
+ * as format.h's tables say, parsed back, and malformed ones refused. */
 #include <stdint.h>
 #include <string.h>
 
@@ -71,7 +73,7 @@ static void check_round_trip(const char *what, const struct fmt_record *in)
 
 	CHECK(size % 8 == 0 && size >= 32 + body && size < 32 + body + 8, "%s: size %llu", what,
 	      (unsigned long long)size);
-	CHECK(buf[4] == in->type && buf[5] == 0, "%s: type/flags bytes", what);
+	CHECK(buf[4] == in->type && buf[5] == in->flags, "%s: type/flags bytes", what);
 	CHECK(buf[6] == 'R' && buf[7] == 'K', "%s: magic bytes %02x %02x", what, buf[6], buf[7]);
 	for (int i = 0; i < 8; i++) {
 		CHECK(buf[8 + i] == (uint8_t)(in->lsn >> (8 * i)), "%s: LSN byte %d", what, i);
@@ -90,7 +92,8 @@ static void check_round_trip(const char *what, const struct fmt_record *in)
 	enum fmt_status st = fmt_decode_record(buf, size, EPOCH, &out);
 	CHECK(st == FMT_OK, "%s: decode: %s", what, fmt_status_str(st));
 	if (st == FMT_OK) {
-		CHECK(out.type == in->type && out.lsn == in->lsn && out.expiry_ms == in->expiry_ms,
+		CHECK(out.type == in->type && out.flags == in->flags && out.lsn == in->lsn &&
+		          out.expiry_ms == in->expiry_ms,
 		      "%s: decoded header fields", what);
 		CHECK(out.key_len == in->key_len && out.value_len == in->value_len,
 		      "%s: decoded lengths", what);
@@ -111,12 +114,14 @@ static void test_round_trips(void)
 {
 	static const uint8_t binary_key[] = {0, 'k', 0, 0xFF, 0};
 	static const uint8_t binary_value[] = {0, 0, 0, '\r', '\n', 0, 0x80, 0};
+	uint8_t ident[64], elem_ident[64];
+	size_t ilen = fmt_key_ident(ident, 3, "key", 3);
 	struct fmt_record rec = {
 	    .type = FMT_PUT,
 	    .lsn = 0x0123456789ABCDEFull,
 	    .expiry_ms = 0xFEDCBA9876543210ull,
-	    .key = (const uint8_t *)"key",
-	    .key_len = 3,
+	    .key = ident,
+	    .key_len = (uint32_t)ilen,
 	    .value = (const uint8_t *)"value",
 	    .value_len = 5,
 	};
@@ -126,53 +131,94 @@ static void test_round_trips(void)
 	rec.value_len = 0;
 	check_round_trip("PUT empty value", &rec);
 
-	rec.key = NULL;
-	rec.key_len = 0;
+	ilen = fmt_key_ident(ident, 0, NULL, 0);
+	rec.key_len = (uint32_t)ilen;
 	rec.value = (const uint8_t *)"v";
 	rec.value_len = 1;
-	check_round_trip("PUT empty key", &rec);
+	check_round_trip("PUT empty user key", &rec);
 
 	rec.value = NULL;
 	rec.value_len = 0;
 	rec.expiry_ms = 0;
-	check_round_trip("PUT empty key and value", &rec);
+	check_round_trip("PUT empty user key and value", &rec);
+
+	/* A collection's metadata: the value type in the flags byte. */
+	uint8_t meta[FMT_COLL_META_SIZE];
+	fmt_encode_coll_meta(meta, &(struct fmt_coll_meta){.version = 77, .count = 3});
+	for (uint8_t t = FMT_TYPE_STRING; t <= FMT_TYPE_MAX; t++) {
+		rec.flags = t;
+		rec.key_len = (uint32_t)fmt_key_ident(ident, 1, "coll", 4);
+		rec.value = meta;
+		rec.value_len = sizeof(meta);
+		check_round_trip("PUT of each value type", &rec);
+	}
+	rec.flags = 0;
+
+	/* An element of a collection. */
+	rec.key = elem_ident;
+	rec.key_len = (uint32_t)fmt_elem_ident(elem_ident, 1, "coll", 4, 77, "field", 5);
+	rec.value = (const uint8_t *)"value";
+	rec.value_len = 5;
+	check_round_trip("PUT of an element", &rec);
 
 	rec.type = FMT_DELETE;
-	rec.key = (const uint8_t *)"gone";
-	rec.key_len = 4;
+	rec.value = NULL;
+	rec.value_len = 0;
+	check_round_trip("DELETE of an element", &rec);
+
+	rec.key = ident;
+	rec.key_len = (uint32_t)fmt_key_ident(ident, 2, "gone", 4);
 	rec.lsn = 1;
 	check_round_trip("DELETE", &rec);
 
 	rec.type = FMT_PUT;
-	rec.key = binary_key;
-	rec.key_len = sizeof(binary_key);
+	rec.key_len = (uint32_t)fmt_key_ident(ident, 0xFFFFFFFFu, binary_key, sizeof(binary_key));
 	rec.value = binary_value;
 	rec.value_len = sizeof(binary_value);
 	check_round_trip("PUT binary", &rec);
 
 	for (uint32_t klen = 0; klen < 16; klen++) {
-		rec.key_len = klen % sizeof(binary_key);
+		rec.key_len = FMT_KEY_IDENT_HEAD + klen % sizeof(binary_key);
 		rec.value_len = (klen * 3) % sizeof(binary_value);
 		check_round_trip("PUT every alignment", &rec);
 	}
 
+	/* The database map: no key, ids as the value. */
+	uint32_t ids[5] = {7, 1, 2, 3, 9};
+	uint8_t map[64];
+	fmt_encode_dbmap(map, ids, 5, 10);
+	struct fmt_record dbmap = {
+	    .type = FMT_DBMAP, .lsn = 12, .value = map, .value_len = (uint32_t)fmt_dbmap_size(5)};
+	check_round_trip("DBMAP", &dbmap);
+	dbmap.value_len = (uint32_t)fmt_dbmap_size(0);
+	fmt_encode_dbmap(map, ids, 0, 0);
+	check_round_trip("DBMAP of no database", &dbmap);
+
+	/* The longest ident: an element of the longest user key and element. */
 	uint32_t big_value_len = (1u << 20) + 3; /* uneven, so alignment padding is exercised */
 	uint8_t *key = alloc_exact(FMT_KEY_MAX);
+	uint8_t *elem = alloc_exact(FMT_ELEM_MAX);
+	uint8_t *big_ident = alloc_exact(FMT_IDENT_MAX);
 	uint8_t *value = alloc_exact(big_value_len);
 	for (uint32_t i = 0; i < FMT_KEY_MAX; i++)
 		key[i] = (uint8_t)(i * 7);
+	for (uint32_t i = 0; i < FMT_ELEM_MAX; i++)
+		elem[i] = (uint8_t)(i * 11 + 5);
 	for (uint32_t i = 0; i < big_value_len; i++)
 		value[i] = (uint8_t)(i * 13 + 1);
-	rec.key = key;
-	rec.key_len = FMT_KEY_MAX;
+	size_t big_len = fmt_elem_ident(big_ident, 1, key, FMT_KEY_MAX, ~0ull, elem, FMT_ELEM_MAX);
+	CHECK(big_len == FMT_IDENT_MAX, "longest element ident: %zu bytes, FMT_IDENT_MAX %u",
+	      big_len, (unsigned)FMT_IDENT_MAX);
+	rec.key = big_ident;
+	rec.key_len = (uint32_t)big_len;
 	rec.value = value;
 	rec.value_len = big_value_len;
-	check_round_trip("PUT 64 KiB key, 1 MiB value", &rec);
+	check_round_trip("PUT 128 KiB ident, 1 MiB value", &rec);
 
 	/* Truncating the big record: a sample of cut points, exact-size copies. */
 	uint64_t size;
 	uint8_t *buf = encode_exact(&rec, EPOCH, &size);
-	uint64_t cuts[] = {0, 1, 31, 32, 33, 32 + FMT_KEY_MAX, size / 2, size - 8, size - 1};
+	uint64_t cuts[] = {0, 1, 31, 32, 33, 32 + FMT_IDENT_MAX, size / 2, size - 8, size - 1};
 	for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
 		uint8_t *cut = copy_exact(buf, cuts[i]);
 		struct fmt_record out;
@@ -183,6 +229,8 @@ static void test_round_trips(void)
 	}
 	free(buf);
 	free(key);
+	free(elem);
+	free(big_ident);
 	free(value);
 }
 
@@ -190,13 +238,13 @@ static void test_round_trips(void)
  * which no CRC covers) corrupted in several ways: never FMT_OK. */
 static void test_record_corruption(void)
 {
-	uint8_t key[13], value[100];
-	for (size_t i = 0; i < sizeof(key); i++)
-		key[i] = (uint8_t)('a' + i);
+	uint8_t key[FMT_KEY_IDENT_HEAD + 13], value[100];
+	fmt_key_ident(key, 5, "abcdefghijklm", 13);
 	for (size_t i = 0; i < sizeof(value); i++)
 		value[i] = (uint8_t)(i * 37);
 	struct fmt_record rec = {
 	    .type = FMT_PUT,
+	    .flags = FMT_TYPE_STRING,
 	    .lsn = 42,
 	    .expiry_ms = 1700000000000ull,
 	    .key = key,
@@ -239,9 +287,11 @@ static void test_record_corruption(void)
 /* Header fields the CRC would accept but the format forbids. */
 static void test_record_bad_fields(void)
 {
-	uint8_t buf[64];
-	struct fmt_record rec = {
-	    .type = FMT_PUT, .lsn = 7, .key = (const uint8_t *)"k", .key_len = 1};
+	uint8_t buf[64], ident[16];
+	struct fmt_record rec = {.type = FMT_PUT,
+	                         .lsn = 7,
+	                         .key = ident,
+	                         .key_len = (uint32_t)fmt_key_ident(ident, 0, "k", 1)};
 	struct fmt_record out;
 	struct {
 		const char *what;
@@ -250,15 +300,19 @@ static void test_record_bad_fields(void)
 		enum fmt_status want;
 	} cases[] = {
 	    {"type 0", 4, 1, 0, FMT_BAD_FIELD},
-	    {"DROP with a key", 4, 1, FMT_DROP, FMT_BAD_FIELD},
-	    {"type 5", 4, 1, 5, FMT_BAD_FIELD},
+	    {"type 4 (format 1's DROP)", 4, 1, 4, FMT_BAD_FIELD},
+	    {"DBMAP with a key", 4, 1, FMT_DBMAP, FMT_BAD_FIELD},
+	    {"type 6", 4, 1, 6, FMT_BAD_FIELD},
 	    {"type 0xFF", 4, 1, 0xFF, FMT_BAD_FIELD},
-	    {"flags 1", 5, 1, 1, FMT_BAD_FIELD},
-	    {"key_len max+1", 24, 4, FMT_KEY_MAX + 1, FMT_BAD_FIELD},
+	    {"flags: a type past FMT_TYPE_MAX", 5, 1, FMT_TYPE_MAX + 1, FMT_BAD_FIELD},
+	    {"flags 0xFF", 5, 1, 0xFF, FMT_BAD_FIELD},
+	    {"flags: the last type", 5, 1, FMT_TYPE_MAX, FMT_OK},
+	    {"key_len 0", 24, 4, 0, FMT_BAD_FIELD},
+	    {"key_len max+1", 24, 4, FMT_IDENT_MAX + 1, FMT_BAD_FIELD},
 	    {"key_len 2^32-1", 24, 4, UINT32_MAX, FMT_BAD_FIELD},
 	    {"value_len max+1", 28, 4, FMT_VALUE_MAX + 1, FMT_BAD_FIELD},
 	    {"value_len 2^32-1", 28, 4, UINT32_MAX, FMT_BAD_FIELD},
-	    {"key_len max", 24, 4, FMT_KEY_MAX, FMT_SHORT},
+	    {"key_len max", 24, 4, FMT_IDENT_MAX, FMT_SHORT},
 	    {"value_len max", 28, 4, FMT_VALUE_MAX, FMT_SHORT},
 	    {"DELETE with a value", 4, 1, FMT_DELETE, FMT_BAD_FIELD},
 	};
@@ -270,11 +324,55 @@ static void test_record_bad_fields(void)
 			buf[cases[i].offset] = (uint8_t)cases[i].value;
 		else
 			write_le32(buf + cases[i].offset, cases[i].value);
-		reseal(buf, 2, EPOCH);
+		reseal(buf, rec.key_len + 1, EPOCH);
 		uint8_t *exact = copy_exact(buf, size);
 		enum fmt_status st = fmt_decode_record(exact, size, EPOCH, &out);
 		CHECK(st == cases[i].want, "%s: %s, want %s", cases[i].what, fmt_status_str(st),
 		      fmt_status_str(cases[i].want));
+		free(exact);
+	}
+
+	/* Flags belong to a PUT only. */
+	rec.type = FMT_DELETE;
+	rec.flags = FMT_TYPE_HASH;
+	rec.value_len = 0;
+	uint64_t del_size = fmt_encode_record(buf, EPOCH, &rec);
+	uint8_t *del = copy_exact(buf, del_size);
+	enum fmt_status del_st = fmt_decode_record(del, del_size, EPOCH, &out);
+	CHECK(del_st == FMT_BAD_FIELD, "DELETE with flags: %s", fmt_status_str(del_st));
+	free(del);
+	rec.type = FMT_PUT;
+	rec.flags = 0;
+
+	/* DBMAP fields: no key; a value of 8 bytes and 4 per database, for at
+	 * most FMT_DB_MAX databases. */
+	struct {
+		const char *what;
+		uint32_t value_len;
+		enum fmt_status want;
+	} maps[] = {
+	    {"DBMAP of 0 databases", 8, FMT_OK},
+	    {"DBMAP shorter than its head", 4, FMT_BAD_FIELD},
+	    {"DBMAP of no bytes", 0, FMT_BAD_FIELD},
+	    {"DBMAP not a multiple of 4", 14, FMT_BAD_FIELD},
+	    {"DBMAP of FMT_DB_MAX databases", (uint32_t)fmt_dbmap_size(FMT_DB_MAX), FMT_SHORT},
+	    {"DBMAP past FMT_DB_MAX", (uint32_t)fmt_dbmap_size(FMT_DB_MAX) + 4, FMT_BAD_FIELD},
+	};
+	for (size_t i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) {
+		static const uint8_t no_ids[8]; /* n 0, next_id 0 */
+		uint8_t map_rec[64] = {0};
+		struct fmt_record m = {
+		    .type = FMT_DBMAP, .lsn = 3, .value = no_ids, .value_len = 8};
+		fmt_encode_record(map_rec, EPOCH, &m);
+		write_le32(map_rec + 28, maps[i].value_len);
+		/* short lengths: the bytes are there; long ones: the header only */
+		uint32_t body = maps[i].value_len <= 24 ? maps[i].value_len : 0;
+		reseal(map_rec, body, EPOCH);
+		uint32_t avail = 32 + ((body + 7) & ~7u);
+		uint8_t *exact = copy_exact(map_rec, avail);
+		enum fmt_status st = fmt_decode_record(exact, avail, EPOCH, &out);
+		CHECK(st == maps[i].want, "%s: %s, want %s", maps[i].what, fmt_status_str(st),
+		      fmt_status_str(maps[i].want));
 		free(exact);
 	}
 
@@ -428,19 +526,27 @@ static void test_commit_walk(void)
 	uint64_t used = 0;
 	uint64_t lsn = 1000;
 	char key[32];
-	uint8_t value[500];
+	uint8_t ident[64], value[500];
 	memset(value, 'x', sizeof(value));
-	for (int i = 0; used + fmt_record_size(sizeof(key), sizeof(value)) + 32 <= 2 * FMT_BLOCK;
+	/* A command's group: metadata, elements, a DBMAP, plain keys. */
+	for (int i = 0; used + fmt_record_size(sizeof(ident), sizeof(value)) + 32 <= 2 * FMT_BLOCK;
 	     i++) {
 		int klen = snprintf(key, sizeof(key), "key:%d", i);
 		struct fmt_record rec = {
 		    .type = i % 3 == 2 ? FMT_DELETE : FMT_PUT,
 		    .lsn = lsn++,
-		    .key = (const uint8_t *)key,
-		    .key_len = (uint32_t)klen,
+		    .key = ident,
+		    .key_len = (uint32_t)(i % 4 == 1 ? fmt_elem_ident(ident, 0, "coll", 4, 9, key,
+		                                                      (size_t)klen)
+		                                     : fmt_key_ident(ident, 0, key, (size_t)klen)),
 		    .value = value,
 		    .value_len = i % 3 == 2 ? 0 : (uint32_t)(i * 37 % sizeof(value)),
 		};
+		if (i % 5 == 4)
+			rec = (struct fmt_record){.type = FMT_DBMAP,
+			                          .lsn = rec.lsn,
+			                          .value = value,
+			                          .value_len = 8 + 4 * (uint32_t)(i % 7)};
 		used += fmt_encode_record(commit + used, EPOCH, &rec);
 	}
 	uint64_t total = fmt_encode_pad(commit, used, EPOCH, lsn - 1);
@@ -546,6 +652,201 @@ static void test_segment_header(void)
 	free(block);
 }
 
+static uint64_t read_le64(const uint8_t *p)
+{
+	return (uint64_t)read_le32(p) | (uint64_t)read_le32(p + 4) << 32;
+}
+
+static uint32_t read_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Parses an exact-size heap copy of ident[0..len) (ASan sees an overread). */
+static bool parse_exact(const uint8_t *ident, size_t len, struct fmt_ident *out)
+{
+	uint8_t *copy = copy_exact(ident, len);
+	bool ok = fmt_ident_parse(copy, len, out);
+	/* the parts point into the copy: rebase them onto ident for the caller */
+	if (ok) {
+		out->key = out->key ? ident + (out->key - copy) : NULL;
+		out->elem = out->elem ? ident + (out->elem - copy) : NULL;
+	}
+	free(copy);
+	return ok;
+}
+
+/* Key and element idents: format.h's byte layout, parsed back, ordered as
+ * their rows must be; malformed ones refused. */
+static void test_idents(void)
+{
+	uint8_t k[FMT_KEY_IDENT_HEAD + 8];
+	size_t n = fmt_key_ident(k, 0x01020304u, "user:42", 7);
+	CHECK(n == FMT_KEY_IDENT_HEAD + 7 && k[0] == 'k' && read_be32(k + 1) == 0x01020304u &&
+	          memcmp(k + 5, "user:42", 7) == 0,
+	      "key ident layout (%zu bytes)", n);
+	struct fmt_ident id;
+	CHECK(parse_exact(k, n, &id) && id.kind == FMT_IDENT_KEY && id.db == 0x01020304u &&
+	          id.key == k + 5 && id.key_len == 7,
+	      "key ident parsed");
+	n = fmt_key_ident(k, 9, NULL, 0);
+	CHECK(n == FMT_KEY_IDENT_HEAD && parse_exact(k, n, &id) && id.key_len == 0 && id.db == 9,
+	      "the key ident of an empty user key");
+
+	uint8_t e[FMT_ELEM_IDENT_HEAD + 16];
+	n = fmt_elem_ident(e, 7, "hkey", 4, 0x1122334455667788ull, "field", 5);
+	CHECK(n == FMT_ELEM_IDENT_HEAD + 4 + 5, "element ident size %zu", n);
+	CHECK(e[0] == 'e' && read_be32(e + 1) == 7 && read_be32(e + 5) == 4 &&
+	          memcmp(e + 9, "hkey", 4) == 0 && e[13] == 0x11 && e[20] == 0x88 &&
+	          read_be32(e + 21) == crc32c(0, "field", 5) && memcmp(e + 25, "field", 5) == 0,
+	      "element ident layout");
+	CHECK(parse_exact(e, n, &id) && id.kind == FMT_IDENT_ELEM && id.db == 7 &&
+	          id.key == e + 9 && id.key_len == 4 && id.version == 0x1122334455667788ull &&
+	          id.elem_hash == crc32c(0, "field", 5) && id.elem == e + 25 && id.elem_len == 5,
+	      "element ident parsed");
+	CHECK(fmt_elem_prefix_len(4) == 21, "element prefix of a 4-byte key: %zu",
+	      fmt_elem_prefix_len(4));
+	uint8_t e2[FMT_ELEM_IDENT_HEAD + 16];
+	size_t n2 = fmt_elem_ident(e2, 7, "hkey", 4, 0x1122334455667788ull, "other", 5);
+	CHECK(n2 == n && memcmp(e, e2, fmt_elem_prefix_len(4)) == 0,
+	      "elements of one collection share its prefix");
+	n2 = fmt_elem_ident(e2, 7, "hkey", 4, 0x1122334455667789ull, "field", 5);
+	CHECK(memcmp(e, e2, fmt_elem_prefix_len(4)) != 0, "another version, another prefix");
+	n = fmt_elem_ident(e, 7, NULL, 0, 1, NULL, 0);
+	CHECK(n == FMT_ELEM_IDENT_HEAD && parse_exact(e, n, &id) && id.key_len == 0 &&
+	          id.elem_len == 0 && id.version == 1,
+	      "an empty element of an empty key");
+
+	/* Big-endian integers: idents of one kind sort as their numbers do. */
+	uint8_t a[32], b[32];
+	static const uint32_t dbs[][2] = {{0, 1}, {1, 256}, {255, 256}, {65535, 65536}};
+	for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
+		fmt_key_ident(a, dbs[i][0], "z", 1);
+		fmt_key_ident(b, dbs[i][1], "a", 1);
+		CHECK(memcmp(a, b, 6) < 0, "database %u sorts before %u", dbs[i][0], dbs[i][1]);
+	}
+	static const uint64_t versions[][2] = {{1, 2}, {255, 256}, {0xFFFFFFFFull, 1ull << 32}};
+	for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
+		size_t la = fmt_elem_ident(a, 3, "k", 1, versions[i][0], "zz", 2);
+		size_t lb = fmt_elem_ident(b, 3, "k", 1, versions[i][1], "aa", 2);
+		CHECK(la == lb && memcmp(a, b, la) < 0, "version %llu sorts before %llu",
+		      (unsigned long long)versions[i][0], (unsigned long long)versions[i][1]);
+	}
+	/* Elements of one collection sort by their hash. */
+	static const char *const elems[] = {"a", "b", "member", "field:1", "field:2", ""};
+	for (size_t i = 0; i < 6; i++)
+		for (size_t j = 0; j < 6; j++) {
+			size_t la = fmt_elem_ident(a, 3, "k", 1, 5, elems[i], strlen(elems[i]));
+			size_t lb = fmt_elem_ident(b, 3, "k", 1, 5, elems[j], strlen(elems[j]));
+			uint32_t ha = crc32c(0, elems[i], strlen(elems[i]));
+			uint32_t hb = crc32c(0, elems[j], strlen(elems[j]));
+			int c = memcmp(a, b, la < lb ? la : lb);
+			if (ha != hb)
+				CHECK((c < 0) == (ha < hb),
+				      "elements '%s' and '%s' out of hash order", elems[i],
+				      elems[j]);
+		}
+
+	/* Malformed idents. */
+	CHECK(!fmt_ident_parse((const uint8_t *)"", 0, &id), "an empty ident parses");
+	n = fmt_key_ident(k, 1, "key", 3);
+	for (size_t len = 0; len < FMT_KEY_IDENT_HEAD; len++)
+		CHECK(!parse_exact(k, len, &id), "a key ident cut to %zu bytes parses", len);
+	k[0] = 'x';
+	CHECK(!parse_exact(k, n, &id), "an ident of kind 'x' parses");
+	k[0] = 'K';
+	CHECK(!parse_exact(k, n, &id), "an ident of kind 'K' parses");
+	uint8_t *long_key = alloc_exact(FMT_KEY_IDENT_HEAD + FMT_KEY_MAX + 1);
+	memset(long_key, 'q', FMT_KEY_IDENT_HEAD + FMT_KEY_MAX + 1);
+	fmt_key_ident(long_key, 0, NULL, 0);
+	CHECK(fmt_ident_parse(long_key, FMT_KEY_IDENT_HEAD + FMT_KEY_MAX, &id) &&
+	          id.key_len == FMT_KEY_MAX,
+	      "the longest key ident is refused");
+	CHECK(!fmt_ident_parse(long_key, FMT_KEY_IDENT_HEAD + FMT_KEY_MAX + 1, &id),
+	      "a key ident past FMT_KEY_MAX parses");
+	free(long_key);
+
+	n = fmt_elem_ident(e, 7, "hkey", 4, 3, "field", 5);
+	for (size_t len = 0; len < FMT_ELEM_IDENT_HEAD + 4; len++)
+		CHECK(!parse_exact(e, len, &id), "an element ident cut to %zu bytes parses", len);
+	fmt_put_be32(e + 5, 5 + 6); /* key length past the element's end */
+	CHECK(!parse_exact(e, n, &id), "an element ident whose key runs past its end parses");
+	fmt_put_be32(e + 5, FMT_KEY_MAX + 1);
+	CHECK(!parse_exact(e, n, &id), "an element ident with a key past FMT_KEY_MAX parses");
+	fmt_put_be32(e + 5, UINT32_MAX);
+	CHECK(!parse_exact(e, n, &id), "an element ident with key length 2^32-1 parses");
+	uint8_t *long_elem = alloc_exact(FMT_ELEM_IDENT_HEAD + FMT_ELEM_MAX + 1);
+	memset(long_elem, 'q', FMT_ELEM_IDENT_HEAD + FMT_ELEM_MAX + 1);
+	fmt_elem_ident(long_elem, 0, NULL, 0, 1, NULL, 0);
+	CHECK(fmt_ident_parse(long_elem, FMT_ELEM_IDENT_HEAD + FMT_ELEM_MAX, &id) &&
+	          id.elem_len == FMT_ELEM_MAX,
+	      "the longest element is refused");
+	CHECK(!fmt_ident_parse(long_elem, FMT_ELEM_IDENT_HEAD + FMT_ELEM_MAX + 1, &id),
+	      "an element past FMT_ELEM_MAX parses");
+	free(long_elem);
+}
+
+/* A collection's metadata: 8 version, 8 count, 1 encoding, little-endian. */
+static void test_coll_meta(void)
+{
+	struct fmt_coll_meta in = {
+	    .version = 0x0102030405060708ull, .count = 1ull << 40, .enc = FMT_ENC_BIG};
+	uint8_t *m = alloc_exact(FMT_COLL_META_SIZE);
+	fmt_encode_coll_meta(m, &in);
+	CHECK(read_le64(m) == in.version && read_le64(m + 8) == in.count && m[16] == FMT_ENC_BIG,
+	      "metadata layout");
+	struct fmt_coll_meta out = {0};
+	CHECK(fmt_decode_coll_meta(m, FMT_COLL_META_SIZE, &out) && out.version == in.version &&
+	          out.count == in.count && out.enc == in.enc,
+	      "metadata round trip");
+	CHECK(!fmt_decode_coll_meta(m, FMT_COLL_META_SIZE - 1, &out), "short metadata decodes");
+	uint8_t longer[FMT_COLL_META_SIZE + 1] = {0};
+	CHECK(!fmt_decode_coll_meta(longer, sizeof(longer), &out), "long metadata decodes");
+	free(m);
+}
+
+/* The database map: 4 n, 4 next_id, n x 4 ids, little-endian; malformed
+ * maps refused. */
+static void test_dbmap(void)
+{
+	static const uint32_t ids[] = {16, 1, 2, 17, 4, 0x01020304u};
+	uint32_t n = sizeof(ids) / sizeof(ids[0]), next = 0x01020305u;
+	size_t size = fmt_dbmap_size(n);
+	CHECK(size == 8 + 4 * n, "map size %zu", size);
+	uint8_t *m = alloc_exact(size);
+	fmt_encode_dbmap(m, ids, n, next);
+	CHECK(read_le32(m) == n && read_le32(m + 4) == next && read_le32(m + 8) == 16 &&
+	          read_le32(m + 8 + 4 * 5) == 0x01020304u,
+	      "map layout");
+	uint32_t out[8], out_n = 0, out_next = 0;
+	CHECK(fmt_decode_dbmap(m, size, out, 8, &out_n, &out_next) && out_n == n &&
+	          out_next == next && memcmp(out, ids, sizeof(ids)) == 0,
+	      "map round trip");
+	CHECK(!fmt_decode_dbmap(m, size, out, n - 1, &out_n, &out_next),
+	      "a map of more ids than the room decodes");
+	CHECK(!fmt_decode_dbmap(m, size - 4, out, 8, &out_n, &out_next), "a cut map decodes");
+	for (size_t cut = 0; cut < 8; cut++) {
+		uint8_t *c = copy_exact(m, cut);
+		CHECK(!fmt_decode_dbmap(c, cut, out, 8, &out_n, &out_next),
+		      "a map cut to %zu bytes decodes", cut);
+		free(c);
+	}
+	uint8_t *bad = copy_exact(m, size);
+	write_le32(bad + 4, 0x01020304u); /* an id not below next_id */
+	CHECK(!fmt_decode_dbmap(bad, size, out, 8, &out_n, &out_next),
+	      "a map with an id >= next_id decodes");
+	write_le32(bad, FMT_DB_MAX + 1);
+	write_le32(bad + 4, next);
+	CHECK(!fmt_decode_dbmap(bad, size, out, 8, &out_n, &out_next),
+	      "a map of more than FMT_DB_MAX databases decodes");
+	free(bad);
+	uint8_t empty[8];
+	fmt_encode_dbmap(empty, NULL, 0, 0);
+	CHECK(fmt_decode_dbmap(empty, 8, out, 8, &out_n, &out_next) && out_n == 0 && out_next == 0,
+	      "a map of no database");
+	free(m);
+}
+
 static void test_status_strings(void)
 {
 	enum fmt_status all[] = {FMT_OK, FMT_SHORT, FMT_BAD_MAGIC, FMT_BAD_CRC, FMT_BAD_FIELD};
@@ -563,6 +864,9 @@ int main(void)
 	test_record_bad_fields();
 	test_pads();
 	test_commit_walk();
+	test_idents();
+	test_coll_meta();
+	test_dbmap();
 	test_segment_header();
 	test_status_strings();
 	return test_result();

@@ -2,8 +2,9 @@
  * operation (GET META PUT NX/XX/KEEPTTL/GET DELETE EXPIRE UPDATE) with Redis's
  * semantics; requests on one key run in order even when one waits for a disk
  * read; cold reads from the log through a tiny cache; the exact key count
- * across overwrites, deletes and expiry; everything survives a clean reopen,
- * in each durability mode.
+ * across overwrites, deletes and expiry; FLUSHALL's order against the
+ * requests around it; everything survives a clean reopen, in each durability
+ * mode.
  *
  * Usage: test_store [SUBTEST...] runs the named subtests in that order (all,
  * in table order, without arguments).  Each subtest gets a fresh store in an
@@ -36,12 +37,13 @@ static void open_step(void *arg)
 {
 	struct open_args *a = arg;
 	struct store_config cfg = {.dir = dir,
-				   .shard = 0,
-				   .segment_size = 4u << 20,
-				   .durability = durability,
-				   .inline_max = 64,
-				   .cache_bytes = cache_bytes,
-				   .shared = shared};
+	                           .shard = 0,
+	                           .databases = 16,
+	                           .segment_size = 4u << 20,
+	                           .durability = durability,
+	                           .inline_max = 64,
+	                           .cache_bytes = cache_bytes,
+	                           .shared = shared};
 	a->ret = store_open(&st, px_current(), &cfg, a->err, sizeof(a->err));
 }
 
@@ -98,6 +100,14 @@ static void call_done(struct store_req *req)
 	atomic_fetch_add(&calls_done, 1);
 }
 
+/* EXPIRE's decision: the expiry the request carries (req->expiry_ms). */
+static enum store_update_result expire_to(struct store_req *req, uint64_t old_expiry_ms)
+{
+	(void)old_expiry_ms;
+	req->new_expiry_ms = req->expiry_ms;
+	return STORE_UPDATE_WRITE;
+}
+
 /* Appends "x" to the value (or makes it "x"). */
 static enum store_update_result append_x(struct store_req *req, const uint8_t *old, size_t len,
 					 uint64_t expiry)
@@ -119,6 +129,7 @@ struct batch {
 	size_t n;
 	struct {
 		enum store_op op;
+		unsigned db;
 		const char *key;
 		const char *value;
 		uint64_t expiry_ms;
@@ -134,6 +145,7 @@ static void submit_step(void *arg)
 		struct call *c = calloc(1, sizeof(*c));
 		c->out = b->r[i].out;
 		c->req.op = b->r[i].op;
+		c->req.db = b->r[i].db;
 		c->req.key = (const uint8_t *)b->r[i].key;
 		c->req.key_len = strlen(b->r[i].key);
 		c->req.value = (const uint8_t *)b->r[i].value;
@@ -141,6 +153,7 @@ static void submit_step(void *arg)
 		c->req.expiry_ms = b->r[i].expiry_ms;
 		c->req.flags = b->r[i].flags;
 		c->req.update = append_x;
+		c->req.expire = expire_to;
 		c->req.done = call_done;
 		store_submit(st, &c->req);
 	}
@@ -183,14 +196,20 @@ static uint64_t now_ms(void)
 static uint64_t keys_now;
 static void count_step(void *arg)
 {
-	(void)arg;
-	keys_now = store_key_count(st);
+	keys_now = store_key_count(st, *(unsigned *)arg);
 }
 
+/* The key count of database `db`. */
+static uint64_t db_key_count(unsigned db)
+{
+	test_on_px(pool, count_step, &db);
+	return keys_now;
+}
+
+/* The key count of database 0, where the subtests write. */
 static uint64_t key_count(void)
 {
-	test_on_px(pool, count_step, NULL);
-	return keys_now;
+	return db_key_count(0);
 }
 
 static struct store_stats stats_now;
@@ -286,7 +305,7 @@ struct prefetch_args {
 static void prefetch_step(void *arg)
 {
 	struct prefetch_args *a = arg;
-	store_prefetch(st, a->keys, a->lens, a->n);
+	store_prefetch(st, 0, a->keys, a->lens, a->n);
 }
 
 /* A value rewritten in place (a cached value of the same size that nothing
@@ -392,12 +411,14 @@ struct scan_args {
 	int ret;
 	unsigned char *seen; /* [500] visits of scan:i */
 	int others;          /* visits of keys the test did not expect */
+	int not_strings;     /* visits that named another type */
 };
 
-static void scan_fn(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms)
+static void scan_fn(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_ms, uint8_t type)
 {
 	struct scan_args *a = arg;
 	(void)expiry_ms;
+	a->not_strings += type != FMT_TYPE_STRING;
 	int i;
 	char buf[32];
 	snprintf(buf, sizeof(buf), "%.*s", (int)(klen < 31 ? klen : 31), (const char *)key);
@@ -410,7 +431,7 @@ static void scan_fn(void *arg, const uint8_t *key, size_t klen, uint64_t expiry_
 static void scan_step(void *arg)
 {
 	struct scan_args *a = arg;
-	a->ret = store_scan(st, a->cursor, a->count, scan_fn, a, &a->next);
+	a->ret = store_scan(st, 0, a->cursor, a->count, scan_fn, a, &a->next);
 }
 
 static void test_scan(void)
@@ -441,6 +462,7 @@ static void test_scan(void)
 	}
 	CHECK(missing == 0, "SCAN missed %d live keys", missing);
 	CHECK(wrong == 0, "SCAN returned %d deleted or expired keys", wrong);
+	CHECK(a.not_strings == 0, "SCAN gave %d strings another type", a.not_strings);
 	CHECK(calls > 10, "SCAN took only %d calls of 10", calls);
 	free(a.seen);
 }
@@ -716,39 +738,115 @@ static void test_idle_drain(void)
 	}
 }
 
-/* FLUSHALL: cached, evicted and pending keys all go; writes after it stay;
- * both hold across a reopen. */
-static void test_drop_all(void)
+/* Requests around a FLUSHALL submitted in one loop iteration: those before
+ * it, the FLUSHALL, those after it. */
+struct flushall_race {
+	struct batch before, after;
+	struct test_dbop flush;
+};
+
+static void flushall_race_step(void *arg)
 {
+	struct flushall_race *f = arg;
+	submit_step(&f->before);
+	test_dbop_step(&f->flush);
+	submit_step(&f->after);
+}
+
+/* FLUSHALL: cached, evicted and pending keys of every database go; requests
+ * submitted before it run on the databases as they were (store.h,
+ * "Databases"): a GET waiting for a cold read returns the old value, an
+ * UPDATE queued behind it and a PUT land in the old database, so neither is
+ * seen after; requests submitted after it see empty databases; writes after
+ * it stay; all of it holds across a reopen. */
+static void test_flushall(void)
+{
+	static const char long_value[] =
+	    "some value that is longer than inline_max bytes ..........";
 	char key[32];
 	for (int i = 0; i < 200; i++) {
 		snprintf(key, sizeof(key), "drop:%d", i);
-		one(STORE_PUT, key, "some value that is longer than inline_max bytes ..........", 0,
-		    0);
+		one(STORE_PUT, key, long_value, 0, 0);
 	}
-	struct batch b = {.n = 1};
-	struct result before = {0}, after = {0};
-	b.r[0].op = STORE_PUT, b.r[0].key = "drop:pending", b.r[0].value = "p", b.r[0].out = &before;
-	run_batch(&b); /* (queued before the drop, in its own iteration) */
-	int dropped = test_store_drop_all(pool, st, 30);
-	CHECK(dropped == 0, "FLUSHALL: %d", dropped);
+	struct batch other_db = {.n = 10};
+	static char other_keys[10][16];
+	for (size_t i = 0; i < other_db.n; i++) {
+		snprintf(other_keys[i], sizeof(other_keys[i]), "other:%zu", i);
+		other_db.r[i].op = STORE_PUT, other_db.r[i].db = 5,
+		other_db.r[i].key = other_keys[i];
+		other_db.r[i].value = "o";
+	}
+	run_batch(&other_db);
+	CHECK(db_key_count(5) == 10, "count of database 5: %lu", (unsigned long)db_key_count(5));
+	close_store();
+	open_store(); /* the key table is empty: drop:1 is read from the index and the log */
+
+	struct flushall_race *f = calloc(1, sizeof(*f));
+	struct result get_before = {0}, update_before = {0}, put_before = {0};
+	struct result get_after = {0}, pending_after = {0}, other_after = {0};
+	f->before.n = 3;
+	f->before.r[0].op = STORE_GET, f->before.r[0].key = "drop:1",
+	f->before.r[0].out = &get_before;
+	f->before.r[1].op = STORE_UPDATE, f->before.r[1].key = "drop:1";
+	f->before.r[1].out = &update_before;
+	f->before.r[2].op = STORE_PUT, f->before.r[2].key = "drop:pending";
+	f->before.r[2].value = "p", f->before.r[2].out = &put_before;
+	f->after.n = 3;
+	f->after.r[0].op = STORE_GET, f->after.r[0].key = "drop:1", f->after.r[0].out = &get_after;
+	f->after.r[1].op = STORE_GET, f->after.r[1].key = "drop:pending";
+	f->after.r[1].out = &pending_after;
+	f->after.r[2].op = STORE_GET, f->after.r[2].db = 5, f->after.r[2].key = "other:3";
+	f->after.r[2].out = &other_after;
+	f->flush = (struct test_dbop){.st = st, .db = -1, .db2 = -1};
+	unsigned long target = atomic_load(&calls_done) + f->before.n + f->after.n;
+	test_on_px(pool, flushall_race_step, f);
+	if (!test_wait_count(&calls_done, target, 30)) {
+		fprintf(stderr, "FAIL: requests around FLUSHALL did not complete\n");
+		_exit(1);
+	}
+	for (double deadline = test_now() + 30; !atomic_load(&f->flush.done);) {
+		if (test_now() > deadline) {
+			fprintf(stderr, "FAIL: FLUSHALL did not complete\n");
+			_exit(1);
+		}
+		usleep(1000);
+	}
+	CHECK(f->flush.req.status == 0, "FLUSHALL: %d", f->flush.req.status);
+	free(f);
+	EXPECT_VALUE(get_before, long_value, "a GET submitted before FLUSHALL");
+	CHECK(update_before.status == 0, "an UPDATE submitted before FLUSHALL: %d",
+	      update_before.status);
+	CHECK(put_before.status == 0, "a PUT submitted before FLUSHALL: %d", put_before.status);
+	CHECK(get_after.status == -ENOENT, "a GET submitted after FLUSHALL: %d", get_after.status);
+	CHECK(pending_after.status == -ENOENT,
+	      "a key PUT just before FLUSHALL is seen after it: %d", pending_after.status);
+	CHECK(other_after.status == -ENOENT, "FLUSHALL left database 5's keys: %d",
+	      other_after.status);
 	CHECK(key_count() == 0, "count after FLUSHALL: %lu", (unsigned long)key_count());
+	CHECK(db_key_count(5) == 0, "count of database 5 after FLUSHALL: %lu",
+	      (unsigned long)db_key_count(5));
+	CHECK(one(STORE_GET, "drop:1", NULL, 0, 0).status == -ENOENT,
+	      "the UPDATE submitted before FLUSHALL is seen after it");
 	int left = 0;
 	for (int i = 0; i < 200; i += 7) {
 		snprintf(key, sizeof(key), "drop:%d", i);
 		left += one(STORE_GET, key, NULL, 0, 0).status != -ENOENT;
 	}
 	CHECK(left == 0, "%d keys survived FLUSHALL", left);
-	CHECK(one(STORE_GET, "drop:pending", NULL, 0, 0).status == -ENOENT,
-	      "a key written just before FLUSHALL survived");
-	after = one(STORE_PUT, "after", "a", 0, 0);
+	struct result after = one(STORE_PUT, "after", "a", 0, 0);
 	CHECK(after.status == 0, "PUT after FLUSHALL: %d", after.status);
 	close_store();
 	open_store();
 	CHECK(key_count() == 1, "count after FLUSHALL and reopen: %lu", (unsigned long)key_count());
+	CHECK(db_key_count(5) == 0, "count of database 5 after reopen: %lu",
+	      (unsigned long)db_key_count(5));
 	EXPECT_VALUE(one(STORE_GET, "after", NULL, 0, 0), "a", "a key written after FLUSHALL");
 	CHECK(one(STORE_GET, "drop:3", NULL, 0, 0).status == -ENOENT,
 	      "a dropped key came back after reopen");
+	CHECK(one(STORE_GET, "drop:1", NULL, 0, 0).status == -ENOENT,
+	      "the UPDATE submitted before FLUSHALL came back after reopen");
+	CHECK(one(STORE_GET, "drop:pending", NULL, 0, 0).status == -ENOENT,
+	      "the PUT submitted before FLUSHALL came back after reopen");
 }
 
 static struct open_args second;
@@ -787,17 +885,17 @@ static const struct {
 	const char *name;
 	void (*fn)(void);
 } subtests[] = {
-	{"operations", test_operations},
-	{"ordering", test_ordering},
-	{"values_in_place", test_values_in_place},
-	{"count_and_cold_reads", test_count_and_cold_reads},
-	{"blind_puts", test_blind_puts},
-	{"index_merge", test_index_merge},
-	{"idle_drain", test_idle_drain},
-	{"active_expiry", test_active_expiry},
-	{"scan", test_scan},
-	{"drop_all", test_drop_all},
-	{"lock", test_lock},
+    {"operations", test_operations},
+    {"ordering", test_ordering},
+    {"values_in_place", test_values_in_place},
+    {"count_and_cold_reads", test_count_and_cold_reads},
+    {"blind_puts", test_blind_puts},
+    {"index_merge", test_index_merge},
+    {"idle_drain", test_idle_drain},
+    {"active_expiry", test_active_expiry},
+    {"scan", test_scan},
+    {"flushall", test_flushall},
+    {"lock", test_lock},
 };
 #define N_SUBTESTS (sizeof(subtests) / sizeof(subtests[0]))
 

@@ -1,8 +1,9 @@
 /* test_store_crash: a writer process is SIGKILLed at random moments, many
  * times; after each kill a fresh process reopens the store and checks that
  * every write the writer saw acknowledged under `fsync` and `write` is there,
- * that no value is ever corrupt, and that what survived is a prefix of what
- * was written (in every durability mode). */
+ * that no value is ever corrupt, that what survived is a prefix of what
+ * was written (in every durability mode), and that each database's key count
+ * is what it holds (writes go to DATABASES databases). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -19,6 +20,7 @@
 
 #define WINDOW 64             /* writes in flight in the writer */
 #define MAX_SEQ (1u << 20)    /* bound on writes per run */
+#define DATABASES 3             /* write `seq` goes to database seq % DATABASES */
 
 static char dir[512];
 static enum log_durability durability;
@@ -79,6 +81,7 @@ static void writer_pump(struct writer *w)
 		r->seq = w->next_seq++;
 		key_of(r->seq, r->key);
 		r->req.op = STORE_PUT;
+		r->req.db = r->seq % DATABASES;
 		r->req.key = (const uint8_t *)r->key;
 		r->req.key_len = strlen(r->key);
 		r->req.value = (const uint8_t *)r->value;
@@ -108,11 +111,12 @@ static atomic_int opened; /* 1 ok, -1 failed */
 static int open_test_store(struct store **out, const char *who)
 {
 	struct store_config cfg = {.dir = dir,
-				   .segment_size = 1u << 20,
-				   .durability = durability,
-				   .inline_max = 64,
-				   .cache_bytes = 1u << 20,
-				   .shared = shared};
+	                           .databases = DATABASES,
+	                           .segment_size = 1u << 20,
+	                           .durability = durability,
+	                           .inline_max = 64,
+	                           .cache_bytes = 1u << 20,
+	                           .shared = shared};
 	char err[512];
 	int ret = store_open(out, px_current(), &cfg, err, sizeof(err));
 	if (ret < 0)
@@ -205,6 +209,7 @@ static void verify_start(void *arg)
 		v->seq = s;
 		key_of(s, v->key);
 		v->req.op = STORE_GET;
+		v->req.db = s % DATABASES;
 		v->req.key = (const uint8_t *)v->key;
 		v->req.key_len = strlen(v->key);
 		v->req.done = verify_done;
@@ -212,11 +217,12 @@ static void verify_start(void *arg)
 	}
 }
 
-static atomic_ulong vcount; /* the store's key count */
+static atomic_ulong vcount[DATABASES]; /* the store's key count of each database */
 static void verify_count(void *arg)
 {
 	(void)arg;
-	atomic_store(&vcount, store_key_count(vstore));
+	for (unsigned d = 0; d < DATABASES; d++)
+		atomic_store(&vcount[d], store_key_count(vstore, d));
 }
 
 /* Checks the store against acked[0..n_seq).  Exit status 0 ok, 1 failed. */
@@ -249,13 +255,18 @@ static int run_verifier(void)
 		if (s >= cycle_first && s < last && !present[s])
 			holes++;
 	}
-	uint64_t n_present = 0;
+	uint64_t n_present[DATABASES] = {0};
 	for (uint32_t s = 0; s < n_seq; s++)
-		n_present += present[s];
-	bool count_wrong = full_check && atomic_load(&vcount) != n_present;
-	if (count_wrong) /* (a full check reads every key the test ever wrote) */
-		fprintf(stderr, "FAIL: the store counts %lu keys, %lu are there\n",
-			atomic_load(&vcount), (unsigned long)n_present);
+		n_present[s % DATABASES] += present[s];
+	bool count_wrong = false;
+	for (unsigned d = 0; d < DATABASES && full_check; d++) {
+		/* (a full check reads every key the test ever wrote) */
+		if (atomic_load(&vcount[d]) == n_present[d])
+			continue;
+		count_wrong = true;
+		fprintf(stderr, "FAIL: the store counts %lu keys in database %u, %lu are there\n",
+		        atomic_load(&vcount[d]), d, (unsigned long)n_present[d]);
+	}
 	if (atomic_load(&corrupt))
 		fprintf(stderr, "FAIL: %lu values corrupt\n", atomic_load(&corrupt));
 	if (lost)

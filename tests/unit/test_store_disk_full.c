@@ -146,11 +146,12 @@ static void open_step(void *arg)
 {
 	(void)arg;
 	struct store_config cfg = {.dir = dir,
-				   .segment_size = 4u << 20,
-				   .durability = LOG_DURABILITY_FSYNC,
-				   .inline_max = 64,
-				   .cache_bytes = 1u << 20,
-				   .shared = shared};
+	                           .databases = 16,
+	                           .segment_size = 4u << 20,
+	                           .durability = LOG_DURABILITY_FSYNC,
+	                           .inline_max = 64,
+	                           .cache_bytes = 1u << 20,
+	                           .shared = shared};
 	oa.ret = store_open(&st, px_current(), &cfg, oa.err, sizeof(oa.err));
 }
 
@@ -252,8 +253,8 @@ int main(void)
 	if (oa.ret == 0) {
 		unsigned long bad = check_acked(n);
 		CHECK(bad == 0, "%lu acknowledged writes lost or wrong after the restart", bad);
-		CHECK(store_key_count(st) >= ok, "count %lu after restart, %lu acknowledged",
-		      (unsigned long)store_key_count(st), ok);
+		CHECK(store_key_count(st, 0) >= ok, "count %lu after restart, %lu acknowledged",
+		      (unsigned long)store_key_count(st, 0), ok);
 		test_store_close(pool, st);
 	}
 	pool_stop(pool);

@@ -153,12 +153,14 @@ static void open_step(void *arg)
 {
 	char err[512];
 	struct store_config cfg = {.dir = dir,
-				   .segment_size = SEGMENT,
-				   .durability = LOG_DURABILITY_WRITE,
-				   .inline_max = 64,
-				   .cache_bytes = 256u << 10, /* far below the data: reads hit disk */
-				   .shared = shared,
-				   .gc_live_ratio = RATIO};
+	                           .databases = 16,
+	                           .segment_size = SEGMENT,
+	                           .durability = LOG_DURABILITY_WRITE,
+	                           .inline_max = 64,
+	                           .cache_bytes = 256u
+	                                          << 10, /* far below the data: reads hit disk */
+	                           .shared = shared,
+	                           .gc_live_ratio = RATIO};
 	if (store_open(&st, px_current(), &cfg, err, sizeof(err)) < 0) {
 		fprintf(stderr, "store_open: %s\n", err);
 		*(int *)arg = -1;
@@ -232,8 +234,8 @@ static uint64_t expected_live(void)
 	char key[32], value[2200];
 	for (uint32_t k = 0; k < KEYS; k++) {
 		key_of(k, key);
-		sum += fmt_record_size((uint32_t)strlen(key),
-				       (uint32_t)make_value(k, acked_version[k], value));
+		sum += fmt_record_size(FMT_KEY_IDENT_HEAD + (uint32_t)strlen(key),
+		                       (uint32_t)make_value(k, acked_version[k], value));
 	}
 	return sum;
 }
@@ -316,7 +318,7 @@ int main(void)
 	verify_all(pool, "after reopen");
 
 	/* FLUSHALL: nothing is live, and GC reclaims every sealed segment. */
-	CHECK(test_store_drop_all(pool, st, 60) == 0, "FLUSHALL failed");
+	CHECK(test_store_flush(pool, st, -1, 60) == 0, "FLUSHALL failed");
 	bool emptied = settle(pool, 2 * SEGMENT, 60);
 	CHECK(emptied && stats.live_bytes == 0, "after FLUSHALL: log %lu bytes, live %lu",
 	      (unsigned long)stats.log_bytes, (unsigned long)stats.live_bytes);

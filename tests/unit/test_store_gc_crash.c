@@ -46,12 +46,13 @@ static struct idx_shared *shared;
 static int open_test_store(struct store **out, const char *who)
 {
 	struct store_config cfg = {.dir = dir,
-				   .segment_size = 1u << 20,
-				   .durability = LOG_DURABILITY_FSYNC,
-				   .inline_max = 64,
-				   .cache_bytes = 256u << 10,
-				   .shared = shared,
-				   .gc_live_ratio = 0.5};
+	                           .databases = 16,
+	                           .segment_size = 1u << 20,
+	                           .durability = LOG_DURABILITY_FSYNC,
+	                           .inline_max = 64,
+	                           .cache_bytes = 256u << 10,
+	                           .shared = shared,
+	                           .gc_live_ratio = 0.5};
 	char err[512];
 	int ret = store_open(out, px_current(), &cfg, err, sizeof(err));
 	if (ret < 0)

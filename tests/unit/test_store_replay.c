@@ -1,11 +1,13 @@
 /* test_store_replay: recovery replays the log in batches, each new key's
  * previous entry read once, and ends exactly where replaying one record at a
  * time would.  A first process writes keys and closes cleanly (the index
- * holds them); a second overwrites, deletes, re-expires, persists, FLUSHALLs
- * and writes again — far more records than one replay batch, over few keys —
- * and exits without closing, so the index never saw them.  The store then
- * opens by replaying them, and every key's value and expiry, the key count
- * and the live bytes must match a model of the writes; a clean reopen after
+ * holds them); a second overwrites, deletes, re-expires, persists, and
+ * between its writes FLUSHDBs, SWAPDBs and FLUSHALLs — far more records than
+ * one replay batch, over few keys in DATABASES databases — and exits without
+ * closing, so the index never saw them.  The store then opens by replaying
+ * them, and every key's value and expiry in every database, each database's
+ * key count and the live bytes must match a model of the writes; a clean
+ * reopen after
  * (no replay) must find the same.  Then a third process writes a few hot keys
  * past CHECKPOINT_RECORDS (their merged rows would take a memtable long to
  * fill) and exits without closing: the store must have asked the index to
@@ -22,11 +24,12 @@
 
 #define KEYS 3000
 #define OPS 160000     /* phase B records: more than two replay batches */
-#define HOT_OPS 1200000 /* phase C records: past store_int.h's CHECKPOINT_RECORDS (1 M) */
+#define HOT_OPS    1200000    /* phase C records: past store_int.h's CHECKPOINT_RECORDS (1 M) */
 #define HOT_KEYS 16
 #define HOT_TAIL 20000  /* ... of which the last come after a pause */
 #define WINDOW 256     /* requests in flight */
 #define INLINE_MAX 64
+#define DATABASES  4 /* op keys are spread over databases 0..3 */
 
 static char dir[512];
 static uint64_t far_ms; /* expiries: an hour past the test's start */
@@ -38,6 +41,7 @@ static struct store *st;
 
 struct op {
 	enum store_op kind; /* STORE_PUT, STORE_DELETE or STORE_EXPIRE */
+	unsigned db;
 	unsigned key;
 	uint64_t expiry_ms;
 	size_t len;         /* PUT: value length (inline below INLINE_MAX) */
@@ -74,10 +78,11 @@ static struct op op_of(uint32_t seq)
 		return (struct op){.kind = STORE_PUT, .key = h % HOT_KEYS, .len = 8 + h % 24};
 	if (seq < KEYS)
 		return (struct op){.kind = STORE_PUT,
-				   .key = seq,
-				   .expiry_ms = seq % 5 == 0 ? far_ms + seq : 0,
-				   .len = seq % 3 == 0 ? 20 + seq % 40 : 100 + seq % 200};
-	struct op o = {.key = h % KEYS};
+		                   .db = seq % DATABASES,
+		                   .key = seq,
+		                   .expiry_ms = seq % 5 == 0 ? far_ms + seq : 0,
+		                   .len = seq % 3 == 0 ? 20 + seq % 40 : 100 + seq % 200};
+	struct op o = {.key = h % KEYS, .db = (h >> 24) % DATABASES};
 	switch ((h >> 16) % 16) {
 	case 0:
 	case 1:
@@ -103,12 +108,12 @@ struct model_key {
 	size_t len;
 	uint64_t expiry_ms;
 };
-static struct model_key model[KEYS];
+static struct model_key model[DATABASES][KEYS];
 
 static void model_apply(uint32_t seq)
 {
 	struct op o = op_of(seq);
-	struct model_key *m = &model[o.key];
+	struct model_key *m = &model[o.db][o.key];
 	if (o.kind == STORE_PUT)
 		*m = (struct model_key){.exists = true, .seq = seq, .len = o.len,
 					.expiry_ms = o.expiry_ms};
@@ -118,9 +123,21 @@ static void model_apply(uint32_t seq)
 		m->expiry_ms = o.expiry_ms;
 }
 
-static void model_drop(void)
+/* FLUSHDB db, or FLUSHALL (db < 0). */
+static void model_flush(int db)
 {
-	memset(model, 0, sizeof(model));
+	if (db < 0)
+		memset(model, 0, sizeof(model));
+	else
+		memset(model[db], 0, sizeof(model[db]));
+}
+
+static void model_swap(unsigned a, unsigned b)
+{
+	static struct model_key t[KEYS];
+	memcpy(t, model[a], sizeof(t));
+	memcpy(model[a], model[b], sizeof(t));
+	memcpy(model[b], t, sizeof(t));
 }
 
 /* ---- running ops on the store ------------------------------------------ */
@@ -136,6 +153,14 @@ static unsigned inflight;
 static atomic_ulong acked, failed;
 
 static void pump(void);
+
+/* EXPIRE's decision: the op's expiry (req->expiry_ms). */
+static enum store_update_result expire_to(struct store_req *req, uint64_t old_expiry_ms)
+{
+	(void)old_expiry_ms;
+	req->new_expiry_ms = req->expiry_ms;
+	return STORE_UPDATE_WRITE;
+}
 
 static void op_done(struct store_req *req)
 {
@@ -157,9 +182,11 @@ static void pump(void)
 			_exit(2);
 		key_of(o.key, r->key);
 		r->req.op = o.kind;
+		r->req.db = o.db;
 		r->req.key = (const uint8_t *)r->key;
 		r->req.key_len = strlen(r->key);
 		r->req.expiry_ms = o.expiry_ms;
+		r->req.expire = expire_to;
 		if (o.kind == STORE_PUT) {
 			r->req.value = (const uint8_t *)r->value;
 			r->req.value_len = value_of(seq, o.len, r->value);
@@ -206,11 +233,12 @@ static void open_step(void *arg)
 {
 	struct open_args *a = arg;
 	struct store_config cfg = {.dir = dir,
-				   .segment_size = 4u << 20,
-				   .durability = LOG_DURABILITY_FSYNC,
-				   .inline_max = INLINE_MAX,
-				   .cache_bytes = 1u << 20,
-				   .shared = shared};
+	                           .databases = DATABASES,
+	                           .segment_size = 4u << 20,
+	                           .durability = LOG_DURABILITY_FSYNC,
+	                           .inline_max = INLINE_MAX,
+	                           .cache_bytes = 1u << 20,
+	                           .shared = shared};
 	a->ret = store_open(&st, px_current(), &cfg, a->err, sizeof(a->err));
 }
 
@@ -246,6 +274,7 @@ static void stats_step(void *arg)
 }
 
 struct get_args {
+	unsigned db;
 	const char *key;
 	int status;
 	char value[512];
@@ -271,6 +300,7 @@ static void get_step(void *arg)
 	struct get_args *g = arg;
 	struct store_req *req = calloc(1, sizeof(*req));
 	req->op = STORE_GET;
+	req->db = g->db;
 	req->key = (const uint8_t *)g->key;
 	req->key_len = strlen(g->key);
 	req->done = get_done;
@@ -278,20 +308,29 @@ static void get_step(void *arg)
 	store_submit(st, req);
 }
 
-/* Checks every key, the key count and the live bytes against the model.
- * Returns the store's statistics. */
+static uint64_t db_keys[DATABASES];
+static void db_count_step(void *arg)
+{
+	(void)arg;
+	for (unsigned d = 0; d < DATABASES; d++)
+		db_keys[d] = store_key_count(st, d);
+}
+
+/* Checks every key of every database, the key counts and the live bytes
+ * against the model.  Returns the store's statistics. */
 static struct store_stats check_against_model(const char *when)
 {
 	int wrong = 0;
-	uint64_t keys = 0, live = 0;
-	for (unsigned k = 0; k < KEYS; k++) {
+	uint64_t keys = 0, live = 0, per_db[DATABASES] = {0};
+	for (unsigned i = 0; i < DATABASES * KEYS; i++) {
+		unsigned db = i / KEYS, k = i % KEYS;
 		char key[32], want[512];
 		key_of(k, key);
-		struct get_args g = {.key = key};
+		struct get_args g = {.db = db, .key = key};
 		test_on_px(pool, get_step, &g);
 		while (!atomic_load(&g.done))
 			sched_yield();
-		const struct model_key *m = &model[k];
+		const struct model_key *m = &model[db][k];
 		bool ok;
 		if (!m->exists) {
 			ok = g.status == -ENOENT;
@@ -300,16 +339,24 @@ static struct store_stats check_against_model(const char *when)
 			ok = g.status == 0 && g.len == len && memcmp(g.value, want, len) == 0 &&
 			     g.expiry_ms == m->expiry_ms;
 			keys++;
+			per_db[db]++;
 			if (len > INLINE_MAX)
-				live += fmt_record_size(strlen(key), len);
+				live += fmt_record_size(FMT_KEY_IDENT_HEAD + strlen(key), len);
 		}
 		if (!ok && wrong++ < 5)
-			fprintf(stderr, "%s: %s: status %d len %zu expiry %llu; model: %s len %zu"
-				" expiry %llu\n", when, key, g.status, g.len,
-				(unsigned long long)g.expiry_ms, m->exists ? "present" : "absent",
-				m->len, (unsigned long long)m->expiry_ms);
+			fprintf(stderr,
+			        "%s: db %u %s: status %d len %zu expiry %llu; model: %s len %zu"
+			        " expiry %llu\n",
+			        when, db, key, g.status, g.len, (unsigned long long)g.expiry_ms,
+			        m->exists ? "present" : "absent", m->len,
+			        (unsigned long long)m->expiry_ms);
 	}
 	CHECK(wrong == 0, "%s: %d keys differ from the model", when, wrong);
+	test_on_px(pool, db_count_step, NULL);
+	for (unsigned d = 0; d < DATABASES; d++)
+		CHECK(db_keys[d] == per_db[d],
+		      "%s: database %u counts %llu keys, the model has %llu", when, d,
+		      (unsigned long long)db_keys[d], (unsigned long long)per_db[d]);
 	test_on_px(pool, stats_step, NULL);
 	CHECK(stats_now.keys == keys, "%s: key count %llu, the model has %llu", when,
 	      (unsigned long long)stats_now.keys, (unsigned long long)keys);
@@ -354,6 +401,11 @@ static void verify_hot(void)
 	stop();
 }
 
+/* Phase B's database changes come after its k-th eighth (k = 1, 2, 3): each
+ * DBMAP record asks the index to flush, and more than one replay batch of
+ * records must follow the last. */
+#define B_POINT(k) (KEYS + (k) * (OPS / 8))
+
 static void run_phase(char phase)
 {
 	start();
@@ -363,11 +415,17 @@ static void run_phase(char phase)
 		stop(); /* clean: the index holds phase A */
 		break;
 	case 'B': {
-		uint32_t mid = KEYS + OPS / 2;
-		run_ops(KEYS, mid);
-		if (test_store_drop_all(pool, st, 60) != 0)
+		/* FLUSHDB 1, SWAPDB 2 3, FLUSHALL, after the first three eighths. */
+		run_ops(KEYS, B_POINT(1));
+		if (test_store_flush(pool, st, 1, 60) != 0)
 			atomic_fetch_add(&failed, 1);
-		run_ops(mid, KEYS + OPS);
+		run_ops(B_POINT(1), B_POINT(2));
+		if (test_store_swap_db(pool, st, 2, 3, 60) != 0)
+			atomic_fetch_add(&failed, 1);
+		run_ops(B_POINT(2), B_POINT(3));
+		if (test_store_flush(pool, st, -1, 60) != 0)
+			atomic_fetch_add(&failed, 1);
+		run_ops(B_POINT(3), KEYS + OPS);
 		/* Every op is acknowledged under fsync: durable in the log.  Exit
 		 * without closing: the index has none of it on disk. */
 		break;
@@ -421,10 +479,16 @@ int main(void)
 
 	CHECK(in_child('A', NULL) == 0, "phase A (writes, clean close) failed");
 	CHECK(in_child('B', NULL) == 0, "phase B (writes, no close) failed");
-	for (uint32_t seq = 0; seq < KEYS + OPS / 2; seq++)
+	for (uint32_t seq = 0; seq < B_POINT(1); seq++)
 		model_apply(seq);
-	model_drop();
-	for (uint32_t seq = KEYS + OPS / 2; seq < KEYS + OPS; seq++)
+	model_flush(1);
+	for (uint32_t seq = B_POINT(1); seq < B_POINT(2); seq++)
+		model_apply(seq);
+	model_swap(2, 3);
+	for (uint32_t seq = B_POINT(2); seq < B_POINT(3); seq++)
+		model_apply(seq);
+	model_flush(-1);
+	for (uint32_t seq = B_POINT(3); seq < KEYS + OPS; seq++)
 		model_apply(seq);
 	CHECK(in_child('V', verify_replay) == 0, "the replay of phase B differs from the model");
 

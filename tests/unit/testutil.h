@@ -161,40 +161,61 @@ static inline void test_store_close(struct pool *pool, struct store *st)
 			test_store_close_step);
 }
 
-/* A FLUSHALL run by test_store_drop_all. */
-struct test_drop {
+/* A FLUSHALL, FLUSHDB or SWAPDB run by test_store_flush / test_store_swap_db. */
+struct test_dbop {
 	struct store_req req;
 	struct store *st;
+	int db;  /* store_flush's db (-1: FLUSHALL), or SWAPDB's first database */
+	int db2; /* SWAPDB's second database, or -1 for a flush */
 	atomic_int done;
 };
 
-static inline void test_drop_done(struct store_req *req)
+static inline void test_dbop_done(struct store_req *req)
 {
-	atomic_store(&container_of(req, struct test_drop, req)->done, 1);
+	atomic_store(&container_of(req, struct test_dbop, req)->done, 1);
 }
 
-static inline void test_drop_step(void *arg)
+static inline void test_dbop_step(void *arg)
 {
-	struct test_drop *d = arg;
-	d->req.done = test_drop_done;
-	store_drop_all(d->st, &d->req);
+	struct test_dbop *d = arg;
+	d->req.done = test_dbop_done;
+	if (d->db2 < 0)
+		store_flush(d->st, d->db, &d->req);
+	else
+		store_swap_db(d->st, (unsigned)d->db, (unsigned)d->db2, &d->req);
 }
 
-/* Runs a FLUSHALL of `st` on its proactor and returns its status; exits 1
+/* Runs the change on the store's proactor and waits for its done; exits 1
  * when it has not completed within `seconds` (the store is stuck). */
-static inline int test_store_drop_all(struct pool *pool, struct store *st, double seconds)
+static inline int test_store_dbop(struct pool *pool, struct store *st, int db, int db2,
+                                  double seconds)
 {
-	struct test_drop d = {.st = st};
-	test_on_px(pool, test_drop_step, &d);
+	struct test_dbop d = {.st = st, .db = db, .db2 = db2};
+	const char *what = db2 >= 0 ? "SWAPDB" : db < 0 ? "FLUSHALL" : "FLUSHDB";
+	test_on_px(pool, test_dbop_step, &d);
 	double deadline = test_now() + seconds;
 	while (!atomic_load(&d.done)) {
 		if (test_now() > deadline) {
-			fprintf(stderr, "FAIL: FLUSHALL did not complete within %.0f s\n", seconds);
+			fprintf(stderr, "FAIL: %s did not complete within %.0f s\n", what, seconds);
 			_exit(1);
 		}
 		usleep(1000);
 	}
 	return d.req.status;
+}
+
+/* Runs store_flush(st, db) — FLUSHALL when db < 0, else FLUSHDB db — and
+ * returns its status. */
+static inline int test_store_flush(struct pool *pool, struct store *st, int db, double seconds)
+{
+	return test_store_dbop(pool, st, db, -1, seconds);
+}
+
+/* Runs SWAPDB db db2 and returns its status. */
+static inline int test_store_swap_db(struct pool *pool, struct store *st, unsigned db, unsigned db2,
+                                     double seconds)
+{
+	return test_store_dbop(pool, st, (int)db, (int)db2, seconds);
 }
 
 static inline void test_log_stop_step(void *arg)
