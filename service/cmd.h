@@ -156,6 +156,10 @@ struct cmd_ctx {
 			struct px_timer wait; /* the origin waits for the client to read */
 		} stream;                     /* HGETALL HKEYS HVALS SMEMBERS (cmd_coll_dump) */
 		struct {
+			struct px_timer retry; /* SAVE: the next try while a flush runs */
+			unsigned tries;
+		} save;
+		struct {
 			unsigned step;      /* cmd_set.c's steps across shards, 1..4 */
 			bool dst_wrongtype; /* the destination holds another type */
 			int result;         /* the member left the source: 1 */

@@ -52,6 +52,22 @@ static void checkpoint_part(struct cmd_part *p)
 	cmd_part_done(p);
 }
 
+/* SAVE is synchronous in Redis: while an index's flush or compaction is
+ * already running (the background work of writes, FLUSHDB, reclaim), it
+ * tries again every SAVE_RETRY_NS, SAVE_TRIES times, before answering that a
+ * save is in progress.  BGSAVE answers at once. */
+#define SAVE_RETRY_NS (20 * 1000000ull)
+#define SAVE_TRIES    250
+
+static void checkpoint_finish(struct cmd_fan *f);
+
+static void save_retry(struct px *px, struct px_timer *t)
+{
+	(void)px;
+	cmd_fan_all(container_of(t, struct cmd_ctx, u.save.retry), checkpoint_part,
+	            checkpoint_finish);
+}
+
 static void checkpoint_finish(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
@@ -60,6 +76,11 @@ static void checkpoint_finish(struct cmd_fan *f)
 		if (f->parts[i].status < 0 && failure != -EBUSY)
 			failure = f->parts[i].status;
 	cmd_fan_free(f);
+	bool save = strcmp(x->cmd->name, "save") == 0;
+	if (failure == -EBUSY && save && ++x->u.save.tries < SAVE_TRIES) {
+		px_timer_start(px_current(), &x->u.save.retry, SAVE_RETRY_NS, 0, save_retry);
+		return;
+	}
 	if (failure == -EBUSY) {
 		cmd_fail(x, "ERR Background save already in progress");
 		return;
@@ -69,7 +90,7 @@ static void checkpoint_finish(struct cmd_fan *f)
 		return;
 	}
 	atomic_store(&cmd_lastsave_s, clock_unix_ms() / 1000);
-	if (strcmp(x->cmd->name, "save") == 0)
+	if (save)
 		resp_add_simple(x->reply, "OK");
 	else
 		resp_add_simple(x->reply, "Background saving started");
@@ -78,6 +99,7 @@ static void checkpoint_finish(struct cmd_fan *f)
 
 void cmd_save(struct cmd_ctx *x)
 {
+	x->u.save.tries = 0;
 	cmd_fan_all(x, checkpoint_part, checkpoint_finish);
 }
 

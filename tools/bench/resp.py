@@ -45,6 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAIRS = [("none", "off"), ("write", "everysec"), ("fsync", "always")]
 SERVER = os.path.join(ROOT, "build", "ringkv-server")  # --server replaces it
+PROG = os.path.basename(sys.argv[0])  # for messages: resp.py, or a script importing it
 
 
 def free_port():
@@ -57,14 +58,14 @@ def wait_port(port, proc, what, seconds=30):
     deadline = time.time() + seconds
     while time.time() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"resp.py: {what} exited with status {proc.returncode} at start-up;"
+            sys.exit(f"{PROG}: {what} exited with status {proc.returncode} at start-up;"
                      f" see its log in the work directory")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
-    sys.exit(f"resp.py: {what} does not accept connections on port {port} after {seconds} s")
+    sys.exit(f"{PROG}: {what} does not accept connections on port {port} after {seconds} s")
 
 
 def cpu_ticks(pid):
@@ -80,7 +81,8 @@ def cpu_seconds(pid):
 class Server:
     """A server process on a fresh data directory."""
 
-    def __init__(self, kind, mode, cpu, threads, work):
+    def __init__(self, kind, mode, cpu, threads, work, settings=()):
+        """settings: ringkv --set options ("section.key=value") for this run."""
         self.kind, self.mode = kind, mode
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix=f"{kind}-", dir=work)
@@ -90,6 +92,8 @@ class Server:
                    os.path.join(ROOT, "config.yaml"), "--port", str(self.port), "--dir",
                    os.path.join(self.dir, "data"), "--threads", str(threads), "--set",
                    f"storage.durability={mode}", "--set", "log.level=warn"]
+            for setting in settings:
+                cmd += ["--set", setting]
         else:
             cmd = ["redis-server", "--port", str(self.port), "--dir", self.dir, "--save", "",
                    "--appendonly", "no" if mode == "off" else "yes", "--appendfsync",
@@ -111,25 +115,33 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def run_benchmark(server, test, pipeline, args):
-    requests = args.pipeline_requests if pipeline > 1 else args.requests
+def redis_benchmark(server, tail, requests, pipeline, args, keyspace=None):
+    """One redis-benchmark run of `tail` (-t TEST, or a command line) against
+    server: its requests/s, p50 and p99 latency and the server's CPU time per
+    request."""
     cmd = ["redis-benchmark", "-p", str(server.port), "-c", "50", "-n", str(requests), "-r",
-           str(args.keyspace), "-d", str(args.data_size), "-P", str(pipeline), "-t", test,
-           "--csv"]
+           str(keyspace or args.keyspace), "-d", str(args.data_size), "-P", str(pipeline),
+           "--csv"] + list(tail)
     if args.client_cpu is not None:
         cmd = ["taskset", "-c", str(args.client_cpu)] + cmd
     before = cpu_seconds(server.proc.pid)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     after = cpu_seconds(server.proc.pid)
     if out.returncode != 0:
-        sys.exit(f"resp.py: redis-benchmark failed against {server.kind}: {out.stderr.strip()}")
+        sys.exit(f"{PROG}: redis-benchmark failed against"
+                 f" {server.kind}: {out.stderr.strip()}")
     rows = [r for r in csv.reader(io.StringIO(out.stdout)) if r and r[0] != "test"]
     if not rows:
-        sys.exit(f"resp.py: no result from redis-benchmark against {server.kind}:"
-                 f" {out.stdout.strip()} {out.stderr.strip()}")
+        sys.exit(f"{PROG}: no result from redis-benchmark against"
+                 f" {server.kind}: {out.stdout.strip()} {out.stderr.strip()}")
     row = rows[0]
     return {"rps": float(row[1]), "p50_ms": float(row[4]), "p99_ms": float(row[6]),
             "cpu_us_per_req": (after - before) * 1e6 / requests}
+
+
+def run_benchmark(server, test, pipeline, args):
+    requests = args.pipeline_requests if pipeline > 1 else args.requests
+    return redis_benchmark(server, ["-t", test], requests, pipeline, args)
 
 
 def median_of(results):
@@ -150,29 +162,34 @@ def settle(servers, quiet=0.3, limit=10.0):
         last = now
 
 
-def measure_pair(spec_a, spec_b, tests, args, work):
-    """Both servers side by side; for each (test, pipeline), args.runs pairs of
-    runs in alternating order.  Returns {name: (a_runs, b_runs, ratios)}."""
-    a = Server(*spec_a, work)
+def fill_strings(server, args):
+    """GETs read what the SETs wrote: fills the keyspace first."""
+    run_benchmark(server, "set", 16, args)
+
+
+def measure_pair(spec_a, spec_b, tests, args, work, fill=fill_strings, run=run_benchmark):
+    """Both servers side by side (a spec: kind, mode, cpu, threads[, settings]),
+    each filled by fill(server, args); for each (test, pipeline), args.runs
+    pairs of run(server, test, pipeline, args) in alternating order.  Returns
+    {name: (a_runs, b_runs, ratios)}."""
+    a = Server(*spec_a[:4], work, *spec_a[4:])
     try:
-        b = Server(*spec_b, work)
+        b = Server(*spec_b[:4], work, *spec_b[4:])
     except BaseException:
         a.stop()
         raise
     try:
-        # GETs read what the SETs wrote: fill the keyspace first.
         for server in (a, b):
-            run_benchmark(server, "set", 16, args)
+            fill(server, args)
         out = {}
         for test, pipeline in tests:
             a_runs, b_runs, ratios = [], [], []
             for i in range(args.runs):
                 for server in ((a, b) if i % 2 == 0 else (b, a)):
                     settle((a, b))
-                    (a_runs if server is a else b_runs).append(
-                        run_benchmark(server, test, pipeline, args))
+                    (a_runs if server is a else b_runs).append(run(server, test, pipeline, args))
                 ratios.append(a_runs[-1]["rps"] / b_runs[-1]["rps"])
-                print(f"resp.py: {test.upper()} P{pipeline}, {a.kind} {a.mode} / {b.kind}"
+                print(f"{PROG}: {test.upper()} P{pipeline}, {a.kind} {a.mode} / {b.kind}"
                       f" {b.mode}: pair {i + 1}/{args.runs}: {a_runs[-1]['rps']:.0f} /"
                       f" {b_runs[-1]['rps']:.0f} req/s = {ratios[-1]:.2f}", file=sys.stderr,
                       flush=True)
