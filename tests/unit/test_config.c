@@ -166,6 +166,7 @@ static void test_defaults(void)
 	expect_get(&cfg, "server.threads", "0");
 	expect_get(&cfg, "server.pin_threads", "no");
 	expect_get(&cfg, "server.requirepass", "");
+	expect_get(&cfg, "server.databases", "16");
 	expect_get(&cfg, "server.max_bulk_len", "536870912");
 	expect_get(&cfg, "server.max_inline_len", "65536");
 	expect_get(&cfg, "storage.dir", "./data");
@@ -245,6 +246,7 @@ static void test_full_file(void)
 	                           "  threads: 4\n"
 	                           "  pin_threads: on\n"
 	                           "  max_clients: 50\n"
+	                           "  databases: 4\n"
 	                           "  requirepass: \"a b\"\n"
 	                           "  timeout_s: 300\n"
 	                           "  tcp_backlog: 128\n"
@@ -278,6 +280,7 @@ static void test_full_file(void)
 	expect_get(&cfg, "server.threads", "4");
 	expect_get(&cfg, "server.pin_threads", "yes");
 	expect_get(&cfg, "server.max_clients", "50");
+	expect_get(&cfg, "server.databases", "4");
 	expect_get(&cfg, "server.requirepass", "a b");
 	expect_get(&cfg, "server.timeout_s", "300");
 	expect_get(&cfg, "server.tcp_backlog", "128");
@@ -414,6 +417,11 @@ static void test_set(void)
 	                 "--set server.port= 7000: server.port: expected an integer, got ' 7000'");
 	expect_set_error("server.port=0",
 	                 "--set server.port=0: server.port: 0 is out of range (1..65535)");
+	expect_set("server.databases=65536", "server.databases", "65536");
+	expect_set_error("server.databases=0",
+	                 "--set server.databases=0: server.databases: 0 is out of range (1..65536)");
+	expect_set_error("server.databases=65537", "--set server.databases=65537: server.databases:"
+	                                           " 65537 is out of range (1..65536)");
 	expect_set_error("server.port", "--set server.port: expected section.key=value");
 	expect_set_error("port=1", "--set port=1: 'port' is not section.key (e.g. server.port)");
 	expect_set_error("sever.port=1", "--set sever.port=1: unknown section 'sever' (sections: "

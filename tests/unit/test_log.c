@@ -2,8 +2,10 @@
  * acknowledged in LSN order and read back verified; reopening replays every
  * record (or those from an LSN on); a last commit cut at every byte offset,
  * zero- or garbage-filled, is dropped whole while every earlier record is
- * kept, and no stale record ever resurfaces after new appends; tmpfs and an
- * unknown format version are refused with a clear message. */
+ * kept, and no stale record ever resurfaces after new appends; a group of
+ * appends after log_reserve lands in one commit, even one larger than a
+ * commit buffer; tmpfs and an unknown format version are refused with a
+ * clear message. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -287,6 +289,93 @@ static void test_round_trip(enum log_durability d, unsigned *seed)
 	close_log();
 }
 
+static void reserve_too_big_step(void *arg)
+{
+	*(int *)arg = log_reserve(lg, SEGMENT_SIZE);
+}
+
+/* Appends written[first..first+count) as a group: log_reserve of their
+ * sizes, then the appends (none may fail once reserved). */
+struct group_args {
+	size_t before;       /* written[before] is appended first, alone */
+	size_t first, count; /* the group */
+	int reserve_ret, append_ret;
+};
+
+static void group_step(void *arg)
+{
+	struct group_args *g = arg;
+	struct append_args one = {.first = g->before, .count = 1};
+	append_step(&one);
+	uint64_t bytes = 0;
+	for (size_t i = g->first; i < g->first + g->count; i++)
+		bytes += fmt_record_size(written[i].key_len, written[i].value_len);
+	g->reserve_ret = log_reserve(lg, bytes);
+	struct append_args rest = {.first = g->first, .count = g->count};
+	append_step(&rest);
+	g->append_ret = one.ret < 0 ? one.ret : rest.ret;
+}
+
+/* log_reserve: a group that fits the open commit joins it, right after the
+ * record before it; one that does not starts a new commit (also when larger
+ * than a commit buffer, COMMIT_MAX); one larger than a segment is refused.
+ * The group's records are contiguous in one commit and replayed. */
+static void test_reserve(unsigned *seed)
+{
+	durability = LOG_DURABILITY_FSYNC;
+	reset_dir();
+	CHECK(open_log(1, NULL, 0) == 0, "reserve: open");
+	static const struct {
+		uint32_t value; /* bytes per record of the group */
+		size_t count;
+		bool joins; /* it joins the open commit of the record before */
+	} groups[] = {{100, 3, true}, {20000, 5, false}, {1000, 40, true}};
+	for (size_t t = 0; t < 3; t++) {
+		size_t first = n_written;
+		written = realloc(written, (n_written + 1 + groups[t].count) * sizeof(*written));
+		for (size_t i = 0; i <= groups[t].count; i++) {
+			struct rec *x = &written[n_written++];
+			memset(x, 0, sizeof(*x));
+			x->type = FMT_PUT;
+			x->key_len =
+			    (uint32_t)snprintf(x->key, sizeof(x->key), "group:%zu", n_written);
+			x->value_len = i == 0 ? 10 : groups[t].value;
+			x->value = malloc(x->value_len + 1);
+			for (uint32_t k = 0; k < x->value_len; k++)
+				x->value[k] = (uint8_t)rand_r(seed);
+		}
+		unsigned long target = atomic_load(&acks) + 1 + groups[t].count;
+		struct group_args g = {
+		    .before = first, .first = first + 1, .count = groups[t].count};
+		test_on_px(pool, group_step, &g);
+		CHECK(g.reserve_ret == 0 && g.append_ret == 0, "group %zu: reserve %d, append %d",
+		      t, g.reserve_ret, g.append_ret);
+		CHECK(test_wait_count(&acks, target, 60), "group %zu: appends not acknowledged", t);
+		const struct log_pos *before = &written[first].pos;
+		const struct log_pos *p0 = &written[first + 1].pos;
+		bool joined =
+		    p0->segment == before->segment && p0->offset == before->offset + before->length;
+		CHECK(joined == groups[t].joins, "group %zu %s the open commit", t,
+		      joined ? "joined" : "did not join");
+		if (!groups[t].joins)
+			CHECK(p0->offset % FMT_BLOCK == 0, "group %zu starts a commit: offset %lu",
+			      t, (unsigned long)p0->offset);
+		for (size_t i = 1; i < groups[t].count; i++) {
+			const struct log_pos *a = &written[first + i].pos,
+			                     *b = &written[first + 1 + i].pos;
+			CHECK(b->segment == a->segment && b->offset == a->offset + a->length,
+			      "group %zu: record %zu is not right after the one before", t, i);
+		}
+	}
+	int ret = -1;
+	test_on_px(pool, reserve_too_big_step, &ret);
+	CHECK(ret == -E2BIG, "a reservation larger than a segment: %d", ret);
+	close_log();
+	CHECK(open_log(1, NULL, 0) == 0, "reserve: reopen");
+	check_replay(1, n_written, "reserved groups");
+	close_log();
+}
+
 static void test_large_values(unsigned *seed)
 {
 	durability = LOG_DURABILITY_FSYNC;
@@ -419,9 +508,11 @@ static void test_refusals(void)
 	CHECK(ftruncate(fd, SEGMENT_SIZE) == 0, "ftruncate");
 	close(fd);
 	int ret = open_log(1, err, sizeof(err));
-	char want[64];
-	snprintf(want, sizeof(want), "format version %u", FMT_VERSION + 1);
-	CHECK(ret < 0 && strstr(err, want) != NULL, "future version: got %d '%s'", ret, err);
+	char found[64], reads[64];
+	snprintf(found, sizeof(found), "format version %d", FMT_VERSION + 1);
+	snprintf(reads, sizeof(reads), "reads version %d", FMT_VERSION);
+	CHECK(ret < 0 && strstr(err, found) != NULL && strstr(err, reads) != NULL,
+	      "future version: got %d '%s'", ret, err);
 	if (ret == 0)
 		close_log();
 }
@@ -440,6 +531,7 @@ int main(void)
 	test_round_trip(LOG_DURABILITY_WRITE, &seed);
 	test_round_trip(LOG_DURABILITY_NONE, &seed);
 	test_large_values(&seed);
+	test_reserve(&seed);
 	unsigned long scale_step = test_scaled(1000) >= 1000 ? 1 : 13;
 	test_torn_tail(&seed, scale_step);
 	test_refusals();

@@ -769,7 +769,7 @@ static void test_flushall(void)
 		one(STORE_PUT, key, long_value, 0, 0);
 	}
 	struct batch other_db = {.n = 10};
-	static char other_keys[10][16];
+	static char other_keys[10][32];
 	for (size_t i = 0; i < other_db.n; i++) {
 		snprintf(other_keys[i], sizeof(other_keys[i]), "other:%zu", i);
 		other_db.r[i].op = STORE_PUT, other_db.r[i].db = 5,

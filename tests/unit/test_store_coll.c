@@ -1227,6 +1227,7 @@ static size_t seen_len; /* what the ordering call saw of the string */
 
 static void ordering_body(struct call *c, struct store_txn *t)
 {
+	(void)c;
 	struct store_key_info a;
 	store_txn_key(t, 1, &a);
 	seen_len = a.exists ? a.value_len : 0;
@@ -1234,7 +1235,6 @@ static void ordering_body(struct call *c, struct store_txn *t)
 	int n = snprintf(v, sizeof(v), "%zu", seen_len);
 	store_txn_put(t, 0, FMT_TYPE_HASH, "len", 3, v, (size_t)n);
 	store_txn_delete_key(t, 1);
-	(void)c;
 }
 
 /* A call runs after every request submitted earlier on any of its keys has
