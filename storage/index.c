@@ -1812,6 +1812,12 @@ void idx_compact_hint(struct idx *ix, const void *prefix, size_t len)
 	ix->stats.compact_hints++;
 }
 
+uint64_t idx_estimate_rows(struct idx *ix)
+{
+	uint64_t n = 0;
+	return rocksdb_property_int(ix->db, "rocksdb.estimate-num-keys", &n) == 0 ? n : 0;
+}
+
 void idx_compact_hint_db(struct idx *ix, uint32_t db)
 {
 	uint8_t prefix[5];

@@ -287,6 +287,10 @@ int idx_request_flush(struct idx *ix);
  * write); a failure is logged and only delays reclaiming the space until
  * RocksDB compacts those files on its own. */
 void idx_compact_hint(struct idx *ix, const void *prefix, size_t len);
+
+/* RocksDB's estimate of the rows the index holds (garbage included); 0 when
+ * it cannot tell. */
+uint64_t idx_estimate_rows(struct idx *ix);
 void idx_compact_hint_db(struct idx *ix, uint32_t db);
 
 /* Visits a key: e->value (inline) points into RocksDB memory valid only

@@ -409,6 +409,25 @@ void st_hint_garbage(struct store *st, uint64_t lsn, const uint8_t *prefix, size
 	st->n_hints++;
 }
 
+void st_coll_garbage(struct store *st, uint64_t lsn, const uint8_t *key, size_t key_len,
+                     uint64_t version, uint64_t count)
+{
+	if (count >= GARBAGE_HINT_ELEMS) {
+		size_t klen = key_len - FMT_KEY_IDENT_HEAD;
+		fmt_elem_ident(st->ident, st_ident_db(key), key + FMT_KEY_IDENT_HEAD, klen, version,
+		               NULL, 0);
+		st_hint_garbage(st, lsn, st->ident, fmt_elem_prefix_len(klen), 0);
+		return;
+	}
+	st->garbage_elems += count;
+	if (st->garbage_elems < GARBAGE_BATCH_ELEMS ||
+	    st->garbage_elems * 4 < idx_estimate_rows(st->idx))
+		return;
+	static const uint8_t elems[1] = {FMT_IDENT_ELEM};
+	st_hint_garbage(st, lsn, elems, sizeof(elems), 0);
+	st->garbage_elems = 0;
+}
+
 void st_hints_run(struct store *st)
 {
 	if (st->n_hints == 0)

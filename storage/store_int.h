@@ -163,8 +163,12 @@
 
 /* A collection of at least this many elements, deleted, expired or
  * overwritten, asks the index to compact its element rows once the deletion
- * is persisted (st_hint_garbage), so their space comes back soon. */
+ * is persisted (st_hint_garbage), so their space comes back soon.  Smaller
+ * ones add their elements to a tally; once it reaches GARBAGE_BATCH_ELEMS and
+ * a quarter of the index's rows, the whole element range is hinted (so a
+ * compaction rewrites at most about 4 rows per garbage row it drops). */
 #define GARBAGE_HINT_ELEMS 1024
+#define GARBAGE_BATCH_ELEMS 65536
 #define GARBAGE_HINTS_MAX  256 /* hints waiting for persistence at most */
 
 /* ---- state -------------------------------------------------------------- */
@@ -370,6 +374,7 @@ struct store {
 	struct kentry *work;     /* queues whose head settled (store.c, queues_run) */
 	struct garbage_hint hints[GARBAGE_HINTS_MAX];
 	unsigned n_hints;
+	uint64_t garbage_elems; /* left by small collections since the last hint */
 	unsigned inflight_reqs; /* submitted, done not yet run */
 	bool stopped;
 	int failed;              /* the index could not be written: writes refused */
@@ -739,6 +744,12 @@ void st_dbmap_free(struct dbmap_change *c);
 void st_hint_garbage(struct store *st, uint64_t lsn, const uint8_t *prefix, size_t len,
                      uint32_t db);
 void st_hints_run(struct store *st);
+
+/* A collection (`key`: its key ident; `version`, `count` as they were) was
+ * deleted, expired or overwritten at `lsn`: its elements are garbage, hinted
+ * per GARBAGE_HINT_ELEMS / GARBAGE_BATCH_ELEMS. */
+void st_coll_garbage(struct store *st, uint64_t lsn, const uint8_t *key, size_t key_len,
+                     uint64_t version, uint64_t count);
 
 /* ---- store_txn.c: calls ------------------------------------------------- */
 

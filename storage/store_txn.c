@@ -654,13 +654,10 @@ static int commit(struct store_txn *t)
 			                           ke->expiry_ms);
 			st_count_live(st, pw->db, &pw->delta);
 			const struct kstate *b = &r->before;
-			if (b->exists && b->type != FMT_TYPE_STRING && b->count >= GARBAGE_HINT_ELEMS &&
-			    (!ke->exists || ke->version != b->version)) {
-				size_t klen = ke->key_len - FMT_KEY_IDENT_HEAD;
-				fmt_elem_ident(st->ident, pw->db, ke->key + FMT_KEY_IDENT_HEAD, klen,
-				               b->version, NULL, 0);
-				st_hint_garbage(st, pw->w.pos.lsn, st->ident, fmt_elem_prefix_len(klen), 0);
-			}
+			if (b->exists && b->type != FMT_TYPE_STRING &&
+			    (!ke->exists || ke->version != b->version))
+				st_coll_garbage(st, pw->w.pos.lsn, ke->key, ke->key_len, b->version,
+				                b->count);
 		}
 		if (i + 1 < n)
 			pw->req = NULL;

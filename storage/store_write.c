@@ -223,17 +223,11 @@ void st_meta_entry(struct idx_entry *e, const struct kentry *ke, uint64_t lsn)
 }
 
 /* A collection `ke` (its version and count as before the write that is
- * replacing or deleting it at `lsn`) leaves its elements as garbage: a large
- * one has them compacted away soon (st_hint_garbage). */
+ * replacing or deleting it at `lsn`) leaves its elements as garbage. */
 static void coll_gone(struct store *st, const struct kentry *ke, uint64_t lsn)
 {
-	if (!ke->exists || !st_is_coll(ke) || ke->count < GARBAGE_HINT_ELEMS)
-		return;
-	size_t klen = ke->key_len - FMT_KEY_IDENT_HEAD;
-	size_t n = fmt_elem_ident(st->ident, st_ident_db(ke->key), ke->key + FMT_KEY_IDENT_HEAD,
-	                          klen, ke->version, NULL, 0);
-	(void)n;
-	st_hint_garbage(st, lsn, st->ident, fmt_elem_prefix_len(klen), 0);
+	if (ke->exists && st_is_coll(ke))
+		st_coll_garbage(st, lsn, ke->key, ke->key_len, ke->version, ke->count);
 }
 
 /* Updates the key's state for the appended record pw (value: the PUT's value,

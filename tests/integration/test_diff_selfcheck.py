@@ -275,8 +275,9 @@ def test_configured_differently(ref_port, ops):
 
 def main():
     t0 = time.monotonic()
-    scale = float(os.environ.get("RINGKV_TEST_SCALE", "1"))
-    ops = int(os.environ.get("RINGKV_DIFF_OPS") or max(100, int(300 * scale)))
+    # Redis against Redis only: a sanitized ringkv build changes nothing here, so the
+    # operation count ignores RINGKV_TEST_SCALE (the injections need their commands to come).
+    ops = int(os.environ.get("RINGKV_DIFF_OPS") or 300)
     test_checks()
     print(f"{'ok  ' if not failures else 'FAIL'} the checks on hand-made replies", flush=True)
     ref = tl.Server(target="redis", redis_args=fam.REDIS_ARGS)

@@ -49,7 +49,8 @@ static int import(unsigned from, unsigned to, unsigned r, uint64_t expiry, struc
 	                          .segment_size = 4u << 20,
 	                          .inline_max = 64,
 	                          .index_cache = 8u << 20,
-	                          .threads = 2};
+	                          .threads = 2,
+	                          .databases = 16};
 	struct bulk *b;
 	int ret = bulk_open(&b, &cfg, err, sizeof(err));
 	CHECK(ret == 0, "bulk_open: %d %s", ret, err);
