@@ -193,7 +193,7 @@ static inline uint64_t fmt_record_size(uint32_t key_len, uint32_t value_len)
 	return ((uint64_t)FMT_RECORD_HEADER + key_len + value_len + 7) & ~(uint64_t)7;
 }
 
-/* Writes a PUT, DELETE or DROP record at `dst` (which has fmt_record_size() bytes,
+/* Writes a PUT, DELETE or DBMAP record at `dst` (which has fmt_record_size() bytes,
  * alignment padding included) and returns its size. */
 uint64_t fmt_encode_record(uint8_t *dst, uint32_t epoch32, const struct fmt_record *rec);
 
@@ -206,7 +206,7 @@ uint64_t fmt_encode_pad(uint8_t *commit_start, uint64_t used, uint32_t epoch32, 
 /* Decodes the record at `src` of which `avail` bytes are readable.  Returns
  * FMT_OK and fills `rec`, or why not.  Never reads past src + avail.  Fields
  * are checked before the size, so after FMT_SHORT the header's lengths are
- * within FMT_KEY_MAX / FMT_VALUE_MAX and a caller may fetch that many bytes
+ * within FMT_IDENT_MAX / FMT_VALUE_MAX and a caller may fetch that many bytes
  * and decode again (recovery relies on this order). */
 enum fmt_status fmt_decode_record(const uint8_t *src, uint64_t avail, uint32_t epoch32,
 				  struct fmt_record *rec);

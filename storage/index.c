@@ -571,9 +571,10 @@ void idx_shared_destroy(struct idx_shared *sh)
  * in row order, so each insert costs about log(distance to the previous one)
  * comparisons instead of log(rows).  Two bytes, not one, because RocksDB 7.8
  * shares the hints between the memtable's point and range-deletion skip
- * lists (MemTable::Add), which corrupts them; idx_drop_all's range bounds
- * are 1 byte long, outside the extractor's domain, so they take no hint.
- * Every range deletion must keep a start key shorter than 2 bytes.  The C
+ * lists (MemTable::Add), which corrupts them.  The index writes no range
+ * deletion today (FLUSHALL changes the database map instead); one added
+ * must keep its start key shorter than 2 bytes, outside the extractor's
+ * domain, so that it takes no hint.  The C
  * API has no setter for this option, so it is set by name; if this RocksDB
  * does not know it, o is returned unchanged (slower inserts only). */
 static rocksdb_options_t *with_insert_hints(rocksdb_options_t *o)

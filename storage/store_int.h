@@ -559,7 +559,7 @@ struct kentry *st_kentry_find(struct store *st, const uint8_t *key, size_t len);
  * NULL only when out of memory. */
 struct kentry *st_kentry_get(struct store *st, const uint8_t *key, size_t len);
 
-/* Fills `ke` from the index (an entry older than the newest DROP reads as
+/* Fills `ke` from the index (a key of a retired database id reads as
  * absent).  Returns 0, -ENOMEM or -EIO. */
 int st_kentry_load(struct store *st, struct kentry *ke);
 
