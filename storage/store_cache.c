@@ -81,7 +81,8 @@ static void cache_evict(struct store *st)
 	}
 }
 
-void st_kentry_release(struct store *st, struct kentry *ke)
+/* st_kentry_release without the eviction it may allow. */
+static void kentry_park(struct store *st, struct kentry *ke)
 {
 	if (ke->head != NULL || ke->pending > 0 || ke->pins > 0 || ke->n_elems > 0)
 		return;
@@ -91,6 +92,18 @@ void st_kentry_release(struct store *st, struct kentry *ke)
 	}
 	if (!ke->in_lru)
 		lru_append(st, ke);
+}
+
+void st_kentry_release(struct store *st, struct kentry *ke)
+{
+	kentry_park(st, ke);
+	cache_evict(st);
+}
+
+void st_kentry_release2(struct store *st, struct kentry *a, struct kentry *b)
+{
+	kentry_park(st, a);
+	kentry_park(st, b);
 	cache_evict(st);
 }
 

@@ -565,8 +565,11 @@ int st_kentry_load(struct store *st, struct kentry *ke);
 
 /* Called when `ke` may have become idle (no request queued, no pending
  * write): it joins the CLOCK list if it is not on it yet or, if it knows
- * nothing useful, is freed — `ke` must not be used after the call then. */
+ * nothing useful, is freed; then the cache evicts down to its budget.  No
+ * idle kentry may be used after the call: any of them may have been evicted
+ * (st_kentry_release2 releases two at once for that reason). */
 void st_kentry_release(struct store *st, struct kentry *ke);
+void st_kentry_release2(struct store *st, struct kentry *a, struct kentry *b);
 
 /* store_prefetch's work, given the key table hashes of the idents. */
 void st_prefetch_hashes(struct store *st, const uint64_t *hash, size_t n);

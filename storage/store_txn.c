@@ -183,18 +183,20 @@ void st_elem_link(struct store *st, struct kentry *parent, struct kentry *e)
 void st_elem_unlink(struct store *st, struct kentry *e)
 {
 	struct kentry *parent = e->parent;
-	if (parent != NULL) {
-		if (e->sib_prev != NULL)
-			e->sib_prev->sib_next = e->sib_next;
-		else
-			parent->elems = e->sib_next;
-		if (e->sib_next != NULL)
-			e->sib_next->sib_prev = e->sib_prev;
-		e->parent = e->sib_prev = e->sib_next = NULL;
-		parent->n_elems--;
-		st_kentry_release(st, parent);
+	if (parent == NULL) {
+		st_kentry_release(st, e);
+		return;
 	}
-	st_kentry_release(st, e);
+	if (e->sib_prev != NULL)
+		e->sib_prev->sib_next = e->sib_next;
+	else
+		parent->elems = e->sib_next;
+	if (e->sib_next != NULL)
+		e->sib_next->sib_prev = e->sib_prev;
+	e->parent = e->sib_prev = e->sib_next = NULL;
+	parent->n_elems--;
+	/* Both at once: releasing one alone could evict (free) the other. */
+	st_kentry_release2(st, parent, e);
 }
 
 /* ---- reading ------------------------------------------------------------ */

@@ -1,0 +1,184 @@
+#!/usr/bin/python3
+"""test_collections_cache: hashes and sets far larger than the value cache.  A server with
+storage.cache_size=1mb (the smallest) holds thousands of small hashes and sets, so every
+command evicts: pipelines of random HGET, HMGET, HSET, HINCRBY, HDEL, HGETALL, HLEN, SADD,
+SREM, SISMEMBER, SMEMBERS, SCARD, DEL and EXPIRE over them are checked reply by reply
+against an in-memory model, and every key once more at the end (and after a restart).  It
+found a use after free: an element's kentry evicted while its key's was being released.
+Redis runs it too (RINGKV_TEST_TARGET=redis: no cache setting, same model)."""
+
+import os
+import random
+import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ringkv_testlib as tl  # noqa: E402
+
+KEYS = tl.scaled(3000, 300)
+FIELDS = 12
+ROUNDS = tl.scaled(60, 10)
+PIPE = 200
+SEED = int(os.environ.get("RINGKV_TEST_SEED", "7"))
+
+
+def hkey(i):
+    return f"h:{i}"
+
+
+def skey(i):
+    return f"s:{i}"
+
+
+class Model:
+    def __init__(self):
+        self.h = {}  # key -> {field: value}
+        self.s = {}  # key -> set of members
+
+    def fill(self, c):
+        cmds = []
+        for i in range(KEYS):
+            fields = {f"f{j}": f"v{i}-{j}" for j in range(FIELDS)}
+            self.h[hkey(i)] = dict(fields)
+            cmds.append(["HSET", hkey(i)] + [x for kv in fields.items() for x in kv])
+            members = {f"m{j}" for j in range(FIELDS)}
+            self.s[skey(i)] = set(members)
+            cmds.append(["SADD", skey(i)] + sorted(members))
+        for start in range(0, len(cmds), PIPE):
+            got = c.pipeline(cmds[start:start + PIPE])
+            tl.check(all(g == FIELDS for g in got), f"fill: replies {got[:4]}...")
+
+    def op(self, rnd):
+        """A random command and the reply the model expects (a callable for loose ones)."""
+        i = rnd.randrange(KEYS)
+        f = f"f{rnd.randrange(FIELDS + 4)}"
+        m = f"m{rnd.randrange(FIELDS + 4)}"
+        h, s = self.h.get(hkey(i)), self.s.get(skey(i))
+        k = rnd.randrange(13)
+        if k == 0:
+            return ["HGET", hkey(i), f], h[f].encode() if h is not None and f in h else None
+        if k == 1:
+            fs = [f, f"f{rnd.randrange(FIELDS + 4)}"]
+            return ["HMGET", hkey(i)] + fs, [h[x].encode() if h is not None and x in h else None
+                                             for x in fs]
+        if k == 2:
+            v = f"w{rnd.randrange(1000)}"
+            new = 0 if h is not None and f in h else 1
+            self.h.setdefault(hkey(i), {})[f] = v
+            return ["HSET", hkey(i), f, v], new
+        if k == 3:
+            cur = (h or {}).get(f, "0")
+            if not cur.lstrip("-").isdigit():
+                return ["HINCRBY", hkey(i), f, 1], tl.E("ERR hash value is not an integer")
+            self.h.setdefault(hkey(i), {})[f] = str(int(cur) + 1)
+            return ["HINCRBY", hkey(i), f, 1], int(cur) + 1
+        if k == 4:
+            gone = 1 if h is not None and f in h else 0
+            if gone:
+                del h[f]
+                if not h:
+                    del self.h[hkey(i)]
+            return ["HDEL", hkey(i), f], gone
+        if k == 5:
+            want = sorted((h or {}).items())
+            return ["HGETALL", hkey(i)], tl.Matcher(
+                lambda a, want=want: type(a) is list and sorted(
+                    zip([x.decode() for x in a[::2]], [x.decode() for x in a[1::2]])) == want,
+                f"the pairs {want}")
+        if k == 6:
+            return ["HLEN", hkey(i)], len(h or {})
+        if k == 7:
+            new = 0 if s is not None and m in s else 1
+            self.s.setdefault(skey(i), set()).add(m)
+            return ["SADD", skey(i), m], new
+        if k == 8:
+            gone = 1 if s is not None and m in s else 0
+            if gone:
+                s.discard(m)
+                if not s:
+                    del self.s[skey(i)]
+            return ["SREM", skey(i), m], gone
+        if k == 9:
+            return ["SISMEMBER", skey(i), m], 1 if s is not None and m in s else 0
+        if k == 10:
+            want = sorted(s or ())
+            return ["SMEMBERS", skey(i)], tl.Matcher(
+                lambda a, want=want: type(a) is list and sorted(x.decode() for x in a) == want,
+                f"the members {want}")
+        if k == 11:
+            return ["SCARD", skey(i)], len(s or ())
+        # DEL of one of the two, refilled at once so the keyspace stays full
+        key, fields = (hkey(i), h) if rnd.randrange(2) else (skey(i), s)
+        existed = 1 if fields is not None else 0
+        if key.startswith("h:"):
+            self.h[key] = {"f0": "fresh"}
+        else:
+            self.s[key] = {"m0"}
+        return ["DEL", key], existed
+
+    def refill_cmd(self, cmd):
+        """The command that recreates what op() assumed after a DEL (the model has it)."""
+        key = cmd[1]
+        if key.startswith("h:"):
+            return ["HSET", key, "f0", "fresh"]
+        return ["SADD", key, "m0"]
+
+    def check_all(self, c, what):
+        bad = 0
+        for start in range(0, KEYS, PIPE):
+            idx = range(start, min(start + PIPE, KEYS))
+            got = c.pipeline([["HGETALL", hkey(i)] for i in idx] +
+                             [["SMEMBERS", skey(i)] for i in idx])
+            for n, i in enumerate(idx):
+                g = got[n]
+                pairs = dict(zip([x.decode() for x in g[::2]], [x.decode() for x in g[1::2]]))
+                if pairs != self.h.get(hkey(i), {}):
+                    bad += 1
+                    if bad <= 3:
+                        tl.check(False, f"{what}: HGETALL {hkey(i)} = {pairs}, model"
+                                        f" {self.h.get(hkey(i), {})}")
+                members = {x.decode() for x in got[len(idx) + n]}
+                if members != self.s.get(skey(i), set()):
+                    bad += 1
+                    if bad <= 3:
+                        tl.check(False, f"{what}: SMEMBERS {skey(i)} = {members}, model"
+                                        f" {self.s.get(skey(i), set())}")
+        tl.check(bad == 0, f"{what}: {bad} keys differ from the model")
+
+
+def test_random_pipelines_under_eviction():
+    srv = tl.Server(durability="write", sets={"storage.cache_size": "1mb"})
+    srv.start()
+    try:
+        c = srv.client()
+        model = Model()
+        model.fill(c)
+        rnd = random.Random(SEED)
+        for r in range(ROUNDS):
+            cmds, wants = [], []
+            for _ in range(PIPE):
+                cmd, want = model.op(rnd)
+                cmds.append(cmd)
+                wants.append(want)
+                if cmd[0] == "DEL":
+                    cmds.append(model.refill_cmd(cmd))
+                    wants.append(1)
+            tl.expect_pipeline(c, cmds, wants)
+            if not srv.alive():
+                tl.check(False, f"the server died in round {r}")
+                return
+        model.check_all(c, "after the rounds")
+        c.close()
+        if not srv.is_redis:
+            srv.stop()
+            srv.start()
+            c = srv.client()
+            model.check_all(c, "after a restart")
+            c.close()
+    finally:
+        srv.stop()
+        srv.cleanup()
+
+
+if __name__ == "__main__":
+    tl.main(globals(), shared_server=False)
