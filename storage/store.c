@@ -654,6 +654,7 @@ void store_close(struct store *st)
 		for (struct kentry *ke = st->buckets[i], *next; ke != NULL; ke = next) {
 			next = ke->hnext;
 			st_blob_unref(ke->value);
+			st_blob_unref(ke->whole);
 			free(ke);
 		}
 	while (st->free_writes != NULL) {

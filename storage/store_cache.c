@@ -42,6 +42,7 @@ static void kentry_free(struct store *st, struct kentry *ke)
 	table_unlink(st, ke);
 	st->cache_used -= ke->charge;
 	st_blob_unref(ke->value);
+	st_blob_unref(ke->whole);
 	free(ke);
 }
 
@@ -180,6 +181,8 @@ int st_kentry_load(struct store *st, struct kentry *ke)
 		return ret == -ENOMEM ? -ENOMEM : -EIO;
 	st_blob_unref(ke->value);
 	ke->value = NULL;
+	st_blob_unref(ke->whole); /* (of what the kentry knew before: reloaded now) */
+	ke->whole = NULL;
 	bool coll = !st_is_elem(ke) && e.type != FMT_TYPE_STRING;
 	if (e.is_inline && !coll) {
 		ke->value = st_blob_new(inline_value, e.value_len);

@@ -428,6 +428,18 @@ void st_coll_garbage(struct store *st, uint64_t lsn, const uint8_t *key, size_t 
 	st->garbage_elems = 0;
 }
 
+void st_coll_deletes(struct store *st, struct kentry *ke, uint64_t lsn, uint32_t n)
+{
+	ke->dead = ke->dead + n < ke->dead ? UINT32_MAX : ke->dead + n;
+	if (ke->dead < DEAD_COMPACT_MIN || ke->dead < ke->count)
+		return;
+	size_t klen = ke->key_len - FMT_KEY_IDENT_HEAD;
+	fmt_elem_ident(st->ident, st_ident_db(ke->key), ke->key + FMT_KEY_IDENT_HEAD, klen,
+	               ke->version, NULL, 0);
+	st_hint_garbage(st, lsn, st->ident, fmt_elem_prefix_len(klen), 0);
+	ke->dead = 0;
+}
+
 void st_hints_run(struct store *st)
 {
 	if (st->n_hints == 0)

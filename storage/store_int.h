@@ -169,6 +169,7 @@
  * compaction rewrites at most about 4 rows per garbage row it drops). */
 #define GARBAGE_HINT_ELEMS 1024
 #define GARBAGE_BATCH_ELEMS 65536
+#define DEAD_COMPACT_MIN 1024
 #define GARBAGE_HINTS_MAX  256 /* hints waiting for persistence at most */
 
 /* ---- state -------------------------------------------------------------- */
@@ -194,6 +195,8 @@ struct kentry {
 	uint64_t expiry_ms; /* 0 = none */
 	uint32_t value_len;
 	struct blob *value;             /* a string's or an element's; NULL while not loaded */
+	struct blob *whole;             /* a small collection: a copy of all its elements
+	                                   (store_txn.c, "Whole copies"), or NULL */
 	struct log_pos pos;             /* a string's current record, when !is_inline */
 	uint64_t version;               /* a collection: its elements' idents carry it */
 	uint64_t count;                 /* a collection: its elements */
@@ -205,6 +208,8 @@ struct kentry {
 	uint32_t stamp;                 /* scratch of the call or submit that runs now */
 	uint32_t txn_row;               /* the running call's row of it, + 1 (store_txn.c) */
 	uint32_t mark;                  /* scratch of an element walk (store_txn.c) */
+	uint32_t dead;                  /* a collection: elements deleted since its range
+	                                   was last compacted (st_coll_deletes) */
 	struct pending_write *batch_pw; /* the key's entry in the index batch being gathered */
 	struct store_waiter *head, *tail; /* requests on this key; head runs */
 	/* Elements whose state differs from the index (writes pending, or
@@ -482,6 +487,7 @@ static inline struct count_delta st_count_delta(bool old_exists, uint64_t old_ex
 static inline void st_kentry_charge(struct store *st, struct kentry *ke)
 {
 	size_t c = sizeof(*ke) + ke->key_len + (ke->value ? ke->value->len : 0) +
+	           (ke->whole ? ke->whole->len : 0) +
 	           (ke->batch_pw ? sizeof(struct pending_write) : 0);
 	st->cache_used = st->cache_used - ke->charge + c;
 	ke->charge = c;
@@ -753,6 +759,13 @@ void st_hints_run(struct store *st);
  * per GARBAGE_HINT_ELEMS / GARBAGE_BATCH_ELEMS. */
 void st_coll_garbage(struct store *st, uint64_t lsn, const uint8_t *key, size_t key_len,
                      uint64_t version, uint64_t count);
+
+/* `n` elements of collection `ke` were deleted at `lsn` (HDEL, SREM, SPOP,
+ * ...).  The index keeps a tombstone and the deleted row until a compaction,
+ * and every walk from a random place (SPOP, SRANDMEMBER) steps over them;
+ * once DEAD_COMPACT_MIN of them are as many as the live elements, the
+ * collection's range is hinted for compaction (amortized O(1) per delete). */
+void st_coll_deletes(struct store *st, struct kentry *ke, uint64_t lsn, uint32_t n);
 
 /* ---- store_txn.c: calls ------------------------------------------------- */
 

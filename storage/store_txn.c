@@ -17,6 +17,22 @@
  * the index) hangs on its key's list (kentry.elems), so a walk of the
  * collection (store_txn_scan) merges them with the index's rows.
  *
+ * Whole copies: a collection of at most WHOLE_MAX elements, read whole
+ * (HGETALL, SMEMBERS, a random pick, ...) or read at all while it has at
+ * most WHOLE_LOAD elements, keeps a copy of its elements on its kentry
+ * (kentry.whole): every element as its index row has it, in the index's
+ * order, behind the collection's version.  It is made by a walk while no
+ * element of the collection differs from the index (kentry.n_elems == 0),
+ * and from then on follows every change a call makes (whole_patch: a new
+ * copy with the element put or deleted; the row's saved state keeps the old
+ * one for a rollback), so it answers reads, walks and the first look at an
+ * element a call writes, instead of the index: a RocksDB seek per read costs
+ * ten times a lookup in memory.  A collection grown past WHOLE_PATCH
+ * elements drops its copy at its next change (a patch costs its size); a
+ * new version of the key (deleted, expired, overwritten) ignores it.  A call
+ * that read from a copy holds a reference to it until it ends (txn.held), so
+ * what it got stays valid after a patch.
+ *
  * Versions: a collection created by a call gets version (the LSN the log
  * gives next) << 16 | (the call's creations so far).  A call that writes
  * anything advances the next LSN, so no later call can hand out a version
@@ -28,10 +44,17 @@
 #include <string.h>
 
 #include "service/runtime/logging.h"
+#include "storage/crc32c.h"
 #include "storage/store_int.h"
 
 #define TXN_VERSION_SHIFT 16 /* collections a call may create: 65536 */
 #define TXN_INLINE 8         /* rows, pins and records a call keeps without malloc */
+#define SCAN_PENDING_MAX 64  /* a walk applies the index batch first beyond this */
+#define WHOLE_MAX 512        /* collections up to this size keep a whole copy */
+#define WHOLE_LOAD 64        /* ... made by any read up to this size */
+#define WHOLE_PATCH 64       /* ... and kept through changes up to this size */
+#define WHOLE_HEAD 12        /* a copy: be64 version, be32 elements */
+#define WHOLE_ENTRY_HEAD 12  /* an element: be32 hash, be32 length, be32 value length */
 
 /* A row's state as the call found it. */
 struct kstate {
@@ -40,6 +63,7 @@ struct kstate {
 	uint64_t expiry_ms, version, count;
 	uint32_t value_len;
 	struct blob *value; /* a reference */
+	struct blob *whole; /* a reference */
 	struct log_pos pos;
 };
 
@@ -61,6 +85,8 @@ struct store_txn {
 	size_t n_pinned, cap_pinned;
 	struct txn_row row_inline[TXN_INLINE];
 	struct kentry *pinned_inline[TXN_INLINE];
+	struct blob **held;    /* by key index: the whole copy read from, referenced */
+	struct blob *held_few[TXN_INLINE];
 	uint32_t stamp;        /* kentry.stamp of the rows pinned by this call */
 	uint64_t version_base; /* (next LSN) << TXN_VERSION_SHIFT */
 	uint32_t created;      /* collections created so far */
@@ -83,6 +109,7 @@ static void kstate_save(struct kstate *s, const struct kentry *ke)
 	                     .count = ke->count,
 	                     .value_len = ke->value_len,
 	                     .value = st_blob_ref(ke->value),
+	                     .whole = st_blob_ref(ke->whole),
 	                     .pos = ke->pos};
 }
 
@@ -102,6 +129,9 @@ static void kstate_restore(struct store *st, struct kentry *ke, struct kstate *s
 	ke->value = s->value;
 	ke->pos = s->pos;
 	s->value = NULL;
+	st_blob_unref(ke->whole);
+	ke->whole = s->whole;
+	s->whole = NULL;
 	st_kentry_charge(st, ke);
 }
 
@@ -164,6 +194,226 @@ static int pin(struct store_txn *t, struct kentry *e)
 	return 0;
 }
 
+/* ---- whole copies ------------------------------------------------------- */
+
+static bool is_coll_live(const struct kentry *ke)
+{
+	return st_key_live(ke) && st_is_coll(ke);
+}
+
+/* The element hash of element kentry e (its ident's bytes 17 + n). */
+static uint32_t elem_hash_of(const struct kentry *e, size_t klen)
+{
+	return fmt_get_be32(e->key + FMT_ELEM_IDENT_HEAD - 4 + klen);
+}
+
+static void whole_drop(struct store *st, struct kentry *ke)
+{
+	if (ke->whole == NULL)
+		return;
+	st_blob_unref(ke->whole);
+	ke->whole = NULL;
+	st_kentry_charge(st, ke);
+}
+
+/* The copy of collection ke, when it is of its version; NULL otherwise. */
+static const struct blob *whole_of(const struct kentry *ke)
+{
+	const struct blob *w = ke->whole;
+	if (w == NULL || !is_coll_live(ke) || fmt_get_be64(w->data) != ke->version)
+		return NULL;
+	return w;
+}
+
+/* The key index k's copy, referenced by the call until it ends. */
+static const struct blob *whole_hold(struct store_txn *t, size_t k)
+{
+	const struct blob *w = whole_of(t->keys[k]);
+	if (w != NULL && t->held[k] != w) {
+		st_blob_unref(t->held[k]);
+		t->held[k] = st_blob_ref(t->keys[k]->whole);
+	}
+	return w;
+}
+
+/* A copy being made: the rows of a walk, appended in order. */
+struct whole_build {
+	uint8_t *buf;
+	size_t len, cap;
+	uint32_t n;
+	bool failed; /* out of memory: no copy */
+};
+
+static void build_add(struct whole_build *b, const uint8_t *elem, size_t elen,
+                      const uint8_t *value, size_t vlen, uint32_t hash)
+{
+	size_t need = b->len + WHOLE_ENTRY_HEAD + elen + vlen;
+	if (b->failed)
+		return;
+	if (need > b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 1024;
+		while (cap < need)
+			cap *= 2;
+		uint8_t *p = realloc(b->buf, cap);
+		if (p == NULL) {
+			b->failed = true;
+			return;
+		}
+		b->buf = p;
+		b->cap = cap;
+	}
+	uint8_t *p = b->buf + b->len;
+	fmt_put_be32(p, hash);
+	fmt_put_be32(p + 4, (uint32_t)elen);
+	fmt_put_be32(p + 8, (uint32_t)vlen);
+	if (elen)
+		memcpy(p + WHOLE_ENTRY_HEAD, elem, elen);
+	if (vlen)
+		memcpy(p + WHOLE_ENTRY_HEAD + elen, value, vlen);
+	b->len = need;
+	b->n++;
+}
+
+/* Makes the built rows ke's copy (they were all of its elements). */
+static void build_finish(struct store *st, struct kentry *ke, struct whole_build *b)
+{
+	if (!b->failed && b->n == ke->count) {
+		struct blob *w = malloc(sizeof(*w) + WHOLE_HEAD + b->len);
+		if (w != NULL) {
+			w->refs = 1;
+			w->len = (uint32_t)(WHOLE_HEAD + b->len);
+			fmt_put_be64(w->data, ke->version);
+			fmt_put_be32(w->data + 8, b->n);
+			if (b->len)
+				memcpy(w->data + WHOLE_HEAD, b->buf, b->len);
+			st_blob_unref(ke->whole);
+			ke->whole = w;
+			st_kentry_charge(st, ke);
+		}
+	}
+	free(b->buf);
+}
+
+/* Walks copy w from the first element whose hash is >= from: fn as for
+ * store_txn_scan, at least `max` of them and whole runs of equal hashes;
+ * *next is the hash to go on from, 0 at the end. */
+static int whole_walk(const struct blob *w, uint32_t from, size_t max, store_elem_fn fn,
+                      void *arg, uint64_t *next)
+{
+	const uint8_t *p = w->data + WHOLE_HEAD, *end = w->data + w->len;
+	size_t delivered = 0;
+	uint32_t last = 0;
+	*next = 0;
+	while (p < end) {
+		uint32_t h = fmt_get_be32(p), elen = fmt_get_be32(p + 4), vlen = fmt_get_be32(p + 8);
+		const uint8_t *elem = p + WHOLE_ENTRY_HEAD;
+		p += WHOLE_ENTRY_HEAD + elen + vlen;
+		if (h < from)
+			continue;
+		if (delivered >= max && h != last) {
+			*next = h;
+			return 0;
+		}
+		last = h;
+		delivered++;
+		int r = fn(arg, elem, elen, elem + elen, vlen);
+		if (r != 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Finds (elem, elen) in copy w: 0 with its value, or -ENOENT. */
+static int whole_find(const struct blob *w, const void *elem, size_t elen, const uint8_t **v,
+                      size_t *vlen)
+{
+	uint32_t hash = crc32c(0, elem, elen);
+	const uint8_t *p = w->data + WHOLE_HEAD, *end = w->data + w->len;
+	while (p < end) {
+		uint32_t h = fmt_get_be32(p), el = fmt_get_be32(p + 4), vl = fmt_get_be32(p + 8);
+		if (h > hash)
+			break;
+		if (h == hash && el == elen && memcmp(p + WHOLE_ENTRY_HEAD, elem, elen) == 0) {
+			*v = p + WHOLE_ENTRY_HEAD + el;
+			*vlen = vl;
+			return 0;
+		}
+		p += WHOLE_ENTRY_HEAD + el + vl;
+	}
+	return -ENOENT;
+}
+
+/* Element e of collection ke has just changed (put or deleted): ke's copy,
+ * if it has one of its version, is replaced by one with the change (or
+ * dropped past WHOLE_PATCH elements, or when out of memory). */
+static void whole_patch(struct store *st, struct kentry *ke, const struct kentry *e)
+{
+	const struct blob *w = whole_of(ke);
+	if (w == NULL || ke->count > WHOLE_PATCH) {
+		whole_drop(st, ke);
+		return;
+	}
+	size_t klen = ke->key_len - FMT_KEY_IDENT_HEAD;
+	const uint8_t *elem = e->key + FMT_ELEM_IDENT_HEAD + klen;
+	size_t elen = e->key_len - FMT_ELEM_IDENT_HEAD - klen;
+	uint32_t hash = elem_hash_of(e, klen);
+	size_t vlen = e->exists ? e->value_len : 0;
+	struct blob *nw = malloc(sizeof(*nw) + w->len + WHOLE_ENTRY_HEAD + elen + vlen);
+	if (nw == NULL) {
+		whole_drop(st, ke);
+		return;
+	}
+	/* The entries before e's place, e (if it exists), the entries after. */
+	const uint8_t *p = w->data + WHOLE_HEAD, *end = w->data + w->len;
+	uint8_t *q = nw->data + WHOLE_HEAD;
+	uint32_t n = 0;
+	bool placed = false;
+	while (p < end || !placed) {
+		uint32_t h = 0, el = 0, vl = 0;
+		int c = 1; /* the entry at p against e: > 0 once past e's place */
+		if (p < end) {
+			h = fmt_get_be32(p), el = fmt_get_be32(p + 4), vl = fmt_get_be32(p + 8);
+			c = h != hash ? (h > hash ? 1 : -1) : 0;
+			if (c == 0) {
+				int m = memcmp(p + WHOLE_ENTRY_HEAD, elem, el < elen ? el : elen);
+				c = m != 0 ? m : (el > elen) - (el < elen);
+			}
+		}
+		if (c >= 0 && !placed) {
+			placed = true;
+			if (e->exists) {
+				fmt_put_be32(q, hash);
+				fmt_put_be32(q + 4, (uint32_t)elen);
+				fmt_put_be32(q + 8, (uint32_t)vlen);
+				if (elen)
+					memcpy(q + WHOLE_ENTRY_HEAD, elem, elen);
+				if (vlen)
+					memcpy(q + WHOLE_ENTRY_HEAD + elen, e->value->data, vlen);
+				q += WHOLE_ENTRY_HEAD + elen + vlen;
+				n++;
+			}
+			if (c == 0) { /* e's old entry: replaced */
+				p += WHOLE_ENTRY_HEAD + el + vl;
+				continue;
+			}
+		}
+		if (p >= end)
+			break;
+		size_t sz = WHOLE_ENTRY_HEAD + el + vl;
+		memcpy(q, p, sz);
+		q += sz;
+		p += sz;
+		n++;
+	}
+	nw->refs = 1;
+	nw->len = (uint32_t)(q - nw->data);
+	fmt_put_be64(nw->data, ke->version);
+	fmt_put_be32(nw->data + 8, n);
+	st_blob_unref(ke->whole); /* (a call that read it holds its own reference) */
+	ke->whole = nw;
+	st_kentry_charge(st, ke);
+}
+
 /* ---- the element list of a key ------------------------------------------ */
 
 void st_elem_link(struct store *st, struct kentry *parent, struct kentry *e)
@@ -200,11 +450,6 @@ void st_elem_unlink(struct store *st, struct kentry *e)
 }
 
 /* ---- reading ------------------------------------------------------------ */
-
-static bool is_coll_live(const struct kentry *ke)
-{
-	return st_key_live(ke) && st_is_coll(ke);
-}
 
 void store_txn_key(struct store_txn *t, size_t k, struct store_key_info *out)
 {
@@ -249,6 +494,31 @@ static struct kentry *elem_get(struct store_txn *t, struct kentry *ke, const voi
 		st_kentry_set_absent(e); /* created by this call: nothing stored yet */
 		return e;
 	}
+	const struct blob *w = whole_of(ke);
+	if (w != NULL) { /* (an element the key table does not know: as the index has it) */
+		const uint8_t *v;
+		size_t vlen;
+		if (whole_find(w, elem, elen, &v, &vlen) < 0) {
+			st_kentry_set_absent(e);
+			return e;
+		}
+		struct blob *b = st_blob_new(v, vlen);
+		if (b == NULL) {
+			fail(t, -ENOMEM);
+			return NULL;
+		}
+		e->value = b;
+		e->value_len = (uint32_t)vlen;
+		e->exists = true;
+		e->is_inline = true;
+		e->type = FMT_TYPE_STRING;
+		e->expiry_ms = 0;
+		e->idx_expiry_ms = 0;
+		e->idx_ptr = false;
+		e->known = true;
+		st_kentry_charge(t->st, e);
+		return e;
+	}
 	st->stats.elem_reads++;
 	int ret = st_kentry_load(st, e);
 	if (ret < 0) {
@@ -256,6 +526,14 @@ static struct kentry *elem_get(struct store_txn *t, struct kentry *ke, const voi
 		return NULL;
 	}
 	return e;
+}
+
+/* A walk that only makes the copy. */
+static int whole_load_visit(void *arg, const uint8_t *elem, size_t elen, const uint8_t *value,
+                            size_t vlen)
+{
+	(void)arg, (void)elem, (void)elen, (void)value, (void)vlen;
+	return 0;
 }
 
 int store_txn_get(struct store_txn *t, size_t k, const void *elem, size_t elen,
@@ -268,6 +546,16 @@ int store_txn_get(struct store_txn *t, size_t k, const void *elem, size_t elen,
 		return -ENOENT;
 	if (elen > FMT_ELEM_MAX)
 		return -ENOENT; /* too long to have been stored */
+	if (ke->whole == NULL && ke->n_elems == 0 && ke->count <= WHOLE_LOAD &&
+	    ke->version < t->version_base) {
+		uint64_t next;
+		int ret = store_txn_scan(t, k, 0, SIZE_MAX, whole_load_visit, NULL, &next);
+		if (ret < 0)
+			return ret;
+	}
+	const struct blob *w = whole_hold(t, k);
+	if (w != NULL)
+		return whole_find(w, elem, elen, v, vlen);
 	struct kentry *e = elem_get(t, ke, elem, elen);
 	if (e == NULL)
 		return t->error;
@@ -299,6 +587,7 @@ int store_txn_put(struct store_txn *t, size_t k, uint8_t type, const void *elem,
 		st_blob_unref(ke->value);
 		ke->value = NULL;
 		ke->value_len = 0;
+		whole_drop(st, ke);
 		ke->exists = true;
 		ke->known = true;
 		ke->type = type;
@@ -330,6 +619,7 @@ int store_txn_put(struct store_txn *t, size_t k, uint8_t type, const void *elem,
 	st_kentry_charge(st, e);
 	st_elem_link(st, ke, e);
 	ke->count += (uint64_t)added;
+	whole_patch(st, ke, e);
 	return added;
 }
 
@@ -355,6 +645,7 @@ int store_txn_del(struct store_txn *t, size_t k, const void *elem, size_t elen)
 	st_kentry_charge(st, e);
 	st_elem_link(st, ke, e);
 	ke->count--;
+	whole_patch(st, ke, e);
 	return 1;
 }
 
@@ -370,6 +661,7 @@ int store_txn_delete_key(struct store_txn *t, size_t k)
 	st_blob_unref(ke->value);
 	ke->value = NULL;
 	ke->value_len = 0;
+	whole_drop(t->st, ke);
 	ke->exists = false;
 	ke->type = FMT_TYPE_STRING;
 	ke->count = 0;
@@ -409,10 +701,13 @@ void store_txn_abort_error(struct store_txn *t, int err)
 struct walk {
 	struct store_txn *t;
 	struct kentry *ke;        /* the collection's key */
+	struct whole_build *build; /* the walk also makes the copy, or NULL */
 	uint32_t mark;            /* kentry.mark of the elements visited from the index */
 	store_elem_fn fn;
 	void *arg;
 	size_t max, delivered;    /* elements to give fn at least; given so far */
+	uint32_t last_hash;       /* of the last element given */
+	bool at_limit;            /* stopped at the first hash past `max` elements */
 	int stopped;              /* fn's non-zero return */
 	int error;                /* < 0: a failure */
 };
@@ -423,11 +718,20 @@ static int walk_visit(void *arg, const uint8_t *elem, size_t elen, const uint8_t
 {
 	struct walk *w = arg;
 	struct store *st = w->t->st;
-	(void)hash;
-	size_t len = fmt_elem_ident(st->ident2, st_ident_db(w->ke->key),
-	                            w->ke->key + FMT_KEY_IDENT_HEAD,
-	                            w->ke->key_len - FMT_KEY_IDENT_HEAD, w->ke->version, elem, elen);
-	struct kentry *e = st_kentry_find(st, st->ident2, len);
+	if (w->delivered >= w->max && hash != w->last_hash) {
+		w->at_limit = true; /* (idx_elem_scan returns 1, next_hash = hash) */
+		return 1;
+	}
+	if (w->build != NULL) /* (no element differs from the index: taken as it is) */
+		build_add(w->build, elem, elen, value, vlen, hash);
+	struct kentry *e = NULL;
+	if (w->ke->n_elems > 0) {
+		size_t len = fmt_elem_ident(st->ident2, st_ident_db(w->ke->key),
+		                            w->ke->key + FMT_KEY_IDENT_HEAD,
+		                            w->ke->key_len - FMT_KEY_IDENT_HEAD, w->ke->version,
+		                            elem, elen);
+		e = st_kentry_find(st, st->ident2, len);
+	}
 	if (e != NULL && e->known) {
 		e->mark = w->mark;
 		if (!e->exists)
@@ -436,14 +740,9 @@ static int walk_visit(void *arg, const uint8_t *elem, size_t elen, const uint8_t
 		vlen = e->value_len;
 	}
 	w->delivered++;
+	w->last_hash = hash;
 	w->stopped = w->fn(w->arg, elem, elen, value, vlen);
 	return w->stopped;
-}
-
-/* The element hash of element kentry e (its ident's bytes 17 + n). */
-static uint32_t elem_hash_of(const struct kentry *e, size_t klen)
-{
-	return fmt_get_be32(e->key + FMT_ELEM_IDENT_HEAD - 4 + klen);
 }
 
 int store_txn_scan(struct store_txn *t, size_t k, uint64_t cursor, size_t max, store_elem_fn fn,
@@ -456,6 +755,15 @@ int store_txn_scan(struct store_txn *t, size_t k, uint64_t cursor, size_t max, s
 		return t->error;
 	if (!is_coll_live(ke) || cursor > UINT32_MAX)
 		return 0;
+	const struct blob *whole = whole_hold(t, k);
+	if (whole != NULL)
+		return whole_walk(whole, (uint32_t)cursor, max, fn, arg, next);
+	/* Elements whose writes the index has not got yet are merged with its
+	 * rows, one by one; many of them (SPOP, SREM in a burst: the batch may
+	 * hold 100 k keys) would make every walk a long one, so they go to the
+	 * index first. */
+	if (ke->n_elems > SCAN_PENDING_MAX)
+		st_apply_batch(st);
 	size_t klen = ke->key_len - FMT_KEY_IDENT_HEAD;
 	size_t plen = fmt_elem_prefix_len(klen);
 	fmt_elem_ident(st->ident2, st_ident_db(ke->key), ke->key + FMT_KEY_IDENT_HEAD, klen,
@@ -469,17 +777,25 @@ int store_txn_scan(struct store_txn *t, size_t k, uint64_t cursor, size_t max, s
 	struct walk w = {.t = t, .ke = ke, .mark = ++st->stamp, .fn = fn, .arg = arg, .max = max};
 	uint32_t next_hash = 0, from = (uint32_t)cursor;
 	int ret = 0;
-	/* `max` counts the elements given to fn: rows the key table knows to be
-	 * deleted are walked past (the index still has them until their deletes
-	 * are applied), so the index is asked again while it may hold more. */
-	while (ke->version < t->version_base) { /* (one this call created has no rows yet) */
-		size_t want = w.delivered < max ? max - w.delivered : 1;
-		ret = idx_elem_scan(st->idx, prefix, plen, from, want, walk_visit, &w, &next_hash);
-		if (ret != 1 || w.stopped || w.delivered >= max)
-			break;
-		from = next_hash;
-	}
+	/* A walk of all of a small collection that matches the index makes its
+	 * copy as it goes. */
+	struct whole_build build = {0};
+	if (cursor == 0 && ke->n_elems == 0 && ke->count <= WHOLE_MAX && max >= ke->count &&
+	    ke->version < t->version_base)
+		w.build = &build;
+	/* `max` counts the elements given to fn (walk_visit stops the walk at
+	 * the first new hash past it): rows the key table knows to be deleted
+	 * are walked past, in the same iterator. */
+	if (ke->version < t->version_base) /* (one this call created has no rows yet) */
+		ret = idx_elem_scan(st->idx, prefix, plen, from, SIZE_MAX, walk_visit, &w,
+		                    &next_hash);
 	free(prefix);
+	if (w.build != NULL) {
+		if (ret == 0 && !w.stopped && ke->n_elems == 0)
+			build_finish(st, ke, &build); /* (frees the rows) */
+		else
+			free(build.buf);
+	}
 	if (ret < 0) {
 		fail(t, -EIO);
 		return t->error;
@@ -644,6 +960,8 @@ static int commit(struct store_txn *t)
 		pw->db = st_ident_db(ke->key);
 		ke->pending++;
 		if (st_is_elem(ke)) {
+			if (!ke->exists && r->before.exists && r->key->exists)
+				st_coll_deletes(st, r->key, pw->w.pos.lsn, 1);
 			pw->value = ke->exists ? st_blob_ref(ke->value) : NULL;
 			pw->entry = (struct idx_entry){
 			    .is_inline = true,
@@ -680,8 +998,13 @@ static void txn_end(struct store_txn *t)
 {
 	for (size_t i = 0; i < t->n_rows; i++) {
 		st_blob_unref(t->rows[i].before.value);
+		st_blob_unref(t->rows[i].before.whole);
 		t->rows[i].ke->txn_row = 0;
 	}
+	for (size_t k = 0; k < t->nkeys; k++)
+		st_blob_unref(t->held[k]);
+	if (t->held != t->held_few)
+		free(t->held);
 	for (size_t i = 0; i < t->n_pinned; i++) {
 		struct kentry *e = t->pinned[i];
 		e->pins--;
@@ -721,6 +1044,15 @@ bool st_call_run(struct store *st, struct store_req *req)
 		}
 	}
 	struct store_txn t;
+	t.held = nkeys <= TXN_INLINE ? t.held_few : calloc(nkeys, sizeof(*t.held));
+	if (t.held == NULL) {
+		if (keys != few)
+			free(keys);
+		st_req_complete(st, req, -ENOMEM, NULL);
+		return true;
+	}
+	if (t.held == t.held_few)
+		memset(t.held_few, 0, sizeof(t.held_few));
 	t.st = st;
 	t.req = req;
 	t.nkeys = nkeys;
