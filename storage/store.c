@@ -474,7 +474,12 @@ static bool store_hook(struct px *px, struct px_hook *hook)
 	                                          : slice;
 	if (!st_apply_due(st))
 		return work; /* written behind */
-	st_apply_keys(st, st->apply_slice);
+	/* Past its budget the batch drains all the excess at once: writers that
+	 * add more keys per iteration than a slice (a pipeline of HSETs of many
+	 * fields) are held back by the index, not let grow the batch without
+	 * bound. */
+	size_t over = st->batch_records > st->apply_keys ? st->batch_records - st->apply_keys : 0;
+	st_apply_keys(st, st->apply_slice > over ? st->apply_slice : over);
 	return true; /* the next iteration drains on */
 }
 
@@ -595,6 +600,8 @@ void store_get_stats(struct store *st, struct store_stats *out)
 	for (unsigned d = 0; d < st->cfg.databases; d++)
 		out->keys += st->dbs[d].live.keys;
 	out->index_batch_keys = st->batch_records;
+	out->cache_bytes = st->cache_used;
+	out->cache_entries = st->n_keys_cached;
 	if (st->log != NULL) {
 		const struct log_stats *ls = log_get_stats(st->log);
 		out->log_bytes = ls->log_bytes;

@@ -59,18 +59,22 @@ static void lru_append(struct store *st, struct kentry *ke)
 	ke->in_lru = true;
 }
 
-/* Second chance (CLOCK): an entry used since eviction last passed it, or busy
- * (requests queued, writes pending), goes to the back instead of being freed;
- * so a request touches no list, only its entry's `referenced` bit.  A call
- * moves at most CACHE_EVICT_SKIPS entries to the back (the budget is soft:
- * when everything is busy, later calls continue). */
+/* Second chance (CLOCK): an entry used since eviction last passed it goes to
+ * the back instead of being freed; so a request touches no list, only its
+ * entry's `referenced` bit.  A busy entry (requests queued, writes pending,
+ * pinned, elements hanging on it) leaves the list: st_kentry_release puts it
+ * back once idle.  A call moves at most CACHE_EVICT_SKIPS entries to the
+ * back (the budget is soft: busy entries count but cannot be evicted). */
 static void cache_evict(struct store *st)
 {
 	unsigned skips = 0;
 	while (st->cache_used > st->cfg.cache_bytes && st->lru_head != NULL) {
 		struct kentry *ke = st->lru_head;
-		if (ke->referenced || ke->head != NULL || ke->pending > 0 || ke->pins > 0 ||
-		    ke->n_elems > 0) {
+		if (ke->head != NULL || ke->pending > 0 || ke->pins > 0 || ke->n_elems > 0) {
+			lru_remove(st, ke);
+			continue;
+		}
+		if (ke->referenced) {
 			if (++skips > CACHE_EVICT_SKIPS)
 				return;
 			ke->referenced = false;
@@ -99,6 +103,13 @@ void st_kentry_release(struct store *st, struct kentry *ke)
 {
 	kentry_park(st, ke);
 	cache_evict(st);
+}
+
+void st_kentry_drop(struct store *st, struct kentry *ke)
+{
+	if (ke->head != NULL || ke->pending > 0 || ke->pins > 0 || ke->n_elems > 0)
+		return;
+	kentry_free(st, ke);
 }
 
 void st_kentry_release2(struct store *st, struct kentry *a, struct kentry *b)

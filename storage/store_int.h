@@ -44,7 +44,9 @@
  * next request re-reads it) and the count is restored.
  *
  * The index batch drains a slice per loop iteration (APPLY_SLICE_MIN ..
- * APPLY_SLICE keys, by the load) once it holds st->apply_keys keys (the
+ * APPLY_SLICE keys, by the load, and at least what exceeds st->apply_keys:
+ * the batch never outgrows its budget by more than an iteration's writes)
+ * once it holds st->apply_keys keys (the
  * shard's cache budget at APPLY_KEY_BYTES each, at most APPLY_KEYS_MAX), its
  * oldest key has waited APPLY_DELAY_NS or APPLY_LAG_RECORDS log records, the
  * store has taken no request for APPLY_IDLE_NS, GC waits for it, or the store
@@ -576,6 +578,10 @@ int st_kentry_load(struct store *st, struct kentry *ke);
  * (st_kentry_release2 releases two at once for that reason). */
 void st_kentry_release(struct store *st, struct kentry *ke);
 void st_kentry_release2(struct store *st, struct kentry *a, struct kentry *b);
+
+/* Frees an idle `ke` at once (what it knows is held elsewhere: an element
+ * its collection's whole copy has). */
+void st_kentry_drop(struct store *st, struct kentry *ke);
 
 /* store_prefetch's work, given the key table hashes of the idents. */
 void st_prefetch_hashes(struct store *st, const uint64_t *hash, size_t n);

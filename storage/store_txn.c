@@ -18,8 +18,9 @@
  * collection (store_txn_scan) merges them with the index's rows.
  *
  * Whole copies: a collection of at most WHOLE_MAX elements, read whole
- * (HGETALL, SMEMBERS, a random pick, ...) or read at all while it has at
- * most WHOLE_LOAD elements, keeps a copy of its elements on its kentry
+ * (HGETALL, SMEMBERS, a random pick, ...), or read again while its kentry
+ * is cached and it has at most WHOLE_LOAD elements, keeps a copy of its
+ * elements on its kentry
  * (kentry.whole): every element as its index row has it, in the index's
  * order, behind the collection's version.  It is made by a walk while no
  * element of the collection differs from the index (kentry.n_elems == 0),
@@ -86,6 +87,7 @@ struct store_txn {
 	struct txn_row row_inline[TXN_INLINE];
 	struct kentry *pinned_inline[TXN_INLINE];
 	struct blob **held;    /* by key index: the whole copy read from, referenced */
+	uint64_t cold;         /* keys 0..63 the call had to load (not cached) */
 	struct blob *held_few[TXN_INLINE];
 	uint32_t stamp;        /* kentry.stamp of the rows pinned by this call */
 	uint64_t version_base; /* (next LSN) << TXN_VERSION_SHIFT */
@@ -445,6 +447,11 @@ void st_elem_unlink(struct store *st, struct kentry *e)
 		e->sib_next->sib_prev = e->sib_prev;
 	e->parent = e->sib_prev = e->sib_next = NULL;
 	parent->n_elems--;
+	if (whole_of(parent) != NULL && e->pending == 0 && e->pins == 0) {
+		st_kentry_drop(st, e); /* the copy has it: no need to cache it twice */
+		st_kentry_release(st, parent);
+		return;
+	}
 	/* Both at once: releasing one alone could evict (free) the other. */
 	st_kentry_release2(st, parent, e);
 }
@@ -546,7 +553,10 @@ int store_txn_get(struct store_txn *t, size_t k, const void *elem, size_t elen,
 		return -ENOENT;
 	if (elen > FMT_ELEM_MAX)
 		return -ENOENT; /* too long to have been stored */
-	if (ke->whole == NULL && ke->n_elems == 0 && ke->count <= WHOLE_LOAD &&
+	/* A copy for point reads only of a collection read again while cached:
+	 * a cold one costs a seek for the copy where the element costs a get. */
+	bool warm = k < 64 && !(t->cold & (1ull << k));
+	if (warm && ke->whole == NULL && ke->n_elems == 0 && ke->count <= WHOLE_LOAD &&
 	    ke->version < t->version_base) {
 		uint64_t next;
 		int ret = store_txn_scan(t, k, 0, SIZE_MAX, whole_load_visit, NULL, &next);
@@ -1032,9 +1042,12 @@ bool st_call_run(struct store *st, struct store_req *req)
 	keys[0] = req->key_entry;
 	for (size_t i = 1; i < nkeys; i++)
 		keys[i] = req->more_entries[i - 1];
+	uint64_t cold = 0;
 	for (size_t i = 0; i < nkeys; i++) {
 		if (keys[i]->known)
 			continue;
+		if (i < 64)
+			cold |= 1ull << i;
 		int ret = st_kentry_load(st, keys[i]);
 		if (ret < 0) {
 			if (keys != few)
@@ -1057,6 +1070,7 @@ bool st_call_run(struct store *st, struct store_req *req)
 	t.req = req;
 	t.nkeys = nkeys;
 	t.keys = keys;
+	t.cold = cold;
 	t.rows = t.row_inline;
 	t.n_rows = 0;
 	t.cap_rows = TXN_INLINE;
