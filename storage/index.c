@@ -28,7 +28,7 @@
  *     memtable: a range deletion whose start key is in the extractor's
  *     domain corrupts them (a debug-build assertion in FindSpliceForLevel).
  */
-#include "storage/index.h"
+#include "storage/index_int.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -37,148 +37,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <pthread.h>
 #include <rocksdb/c.h>
 #include <stdatomic.h>
 
 #include "service/runtime/logging.h"
 #include "storage/crc32c.h"
 #include "storage/fsutil.h"
-#include "storage/format.h"
-
-/* RocksDB key prefixes and metadata keys (index.h). */
-#define PREFIX_ELEM       FMT_IDENT_ELEM /* 'e': the element ident is the row */
-#define PREFIX_KEY        FMT_IDENT_KEY  /* 'k' */
-#define PREFIX_COUNT      'n'
-#define PREFIX_EXPIRY     'x'
-#define PREFIX_EXPIRY_END "y"
-#define PREFIX_SEGMENT    's'
-#define META_VERSION      "m:version"
-#define META_APPLIED_LSN  "m:applied_lsn"
-#define META_DBMAP        "m:dbmap"
-
-/* Entry flags byte. */
-#define ENTRY_VERSION      2u
-#define ENTRY_VERSION_MASK 0x0Fu
-#define ENTRY_INLINE       0x10u
-#define ENTRY_EXPIRY       0x20u
-#define ENTRY_RESERVED     0xC0u
-#define ENTRY_HEADER_MAX   (2 + 6 * 10 + 1) /* flags, type, at most six 10-byte varints,
-                                               encoding flags */
-
-/* ReadTier values (rocksdb/options.h). */
-#define READ_TIER_ALL         0
-#define READ_TIER_BLOCK_CACHE 1
-#define READ_TIER_PERSISTED   2
-
-/* Per-shard RocksDB tuning. */
-/* Memtable size: a smaller skip list is cheaper to insert into (fewer levels
- * and cache misses per insert); redis-benchmark SET -P 16 over 100 k keys
- * cost 4.4 us of server CPU per request with 8 MiB against 5.5 with 32. */
-#define WRITE_BUFFER_BYTES    (8u << 20)
-#define MAX_WRITE_BUFFERS     3
-#define MAX_OPEN_FILES        256
-#define L0_COMPACTION_TRIGGER 4
-#define BLOOM_BITS_PER_KEY    10
-#define MEMTABLE_BLOOM_RATIO  0.1
-#define METADATA_BLOCK_BYTES  4096 /* index and filter partition size */
-#define INFO_LOG_FILES        3
-#define INFO_LOG_BYTES        (8u << 20)
-#define INSERT_HINT_OPTION    "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.2"
-
-#define KEY_BUF_SIZE FMT_IDENT_MAX /* the longest RocksDB key: an element row */
-#define KEY_ROW_HEAD 9              /* 'k' + be32 db id + be32 hash of the user key */
-#define EXPIRY_ROW_HEAD 13          /* 'x' + be64 expiry + be32 db id */
-#define SEGMENT_ROW_LEN 13          /* 's' + be64 segment + be32 db id */
-#define COUNT_ROW_LEN 5             /* 'n' + be32 db id */
-#define COUNT_VALUE_LEN 24
-
-/* A range of one index to compact (idx_compact_hint): begin, then end. */
-struct compact_job {
-	struct compact_job *next;
-	struct idx *ix;
-	size_t begin_len, end_len;
-	uint8_t keys[];
-};
-
-struct idx_shared {
-	rocksdb_cache_t *cache; /* LRU block cache of every shard */
-	rocksdb_env_t *env;     /* RocksDB's default Env: the background pools */
-	int compaction_threads; /* LOW pool size */
-	int flush_threads;      /* HIGH pool size */
-	/* The compactor: one thread running the ranges the shards ask for
-	 * (rocksdb_compact_range waits for the compaction, and
-	 * rocksdb_suggest_compact_range marks no file of L0 or of the last
-	 * level, where garbage usually is).  Jobs are pushed lock-free and the
-	 * thread woken through an eventfd. */
-	pthread_t compactor;
-	bool compactor_started;
-	int compact_efd;
-	_Atomic(struct compact_job *) compact_jobs; /* pushed, newest first */
-	atomic_bool compact_stop;
-};
-
-struct idx {
-	rocksdb_t *db;
-	rocksdb_column_family_handle_t *cf;  /* the default column family (batched MultiGet) */
-	struct idx_shared *sh;
-	char *path;                          /* for messages; owned */
-	rocksdb_readoptions_t *ro_cached;    /* kBlockCacheTier */
-	rocksdb_readoptions_t *ro_blocking;  /* kReadAllTier */
-	rocksdb_readoptions_t *ro_persisted; /* kPersistedTier */
-	rocksdb_readoptions_t *ro_scan;      /* key rows of a database, below scan_upper,
-	                                        no cache fill */
-	rocksdb_readoptions_t *ro_elems;     /* element rows of a collection, below
-	                                        elem_upper */
-	rocksdb_readoptions_t *ro_expiry;    /* 'x' rows, below expiry_upper */
-	rocksdb_writeoptions_t *wo;          /* WAL disabled */
-	rocksdb_compactionfilterfactory_t *filter; /* drops garbage rows (compaction filter) */
-	uint64_t applied_lsn;                /* as of the last write */
-	struct idx_stats stats;              /* counters; sizes filled on demand */
-	_Atomic uint64_t garbage_dropped;    /* by the compaction filter's threads */
-	_Atomic uint64_t compactions;        /* ranges the compactor ran */
-	_Atomic uint32_t compact_pending;    /* jobs of this index not yet done */
-	atomic_bool closing;                 /* the compactor skips its jobs */
-	_Atomic(rocksdb_t *) filter_db;      /* db once open, NULL while RocksDB opens or
-	                                        closes it (it may compact then, on its
-	                                        threads): filters read key rows through it */
-	uint8_t expiry_upper[9];             /* ro_expiry's bound (the C API keeps a
-	                                        pointer to the bounds, not a copy) */
-	uint8_t scan_upper[5];               /* ro_scan's: the next database's key rows */
-	uint8_t *elem_upper;                 /* ro_elems's: KEY_BUF_SIZE bytes */
-	uint8_t kbuf[KEY_BUF_SIZE];          /* a RocksDB key being built */
-};
-
-/* One put or delete of a batch.  Its row key, then its value, are arena bytes
- * [off, off + key_len + value_len). */
-struct batch_op {
-	uint64_t order; /* the row key's first 8 bytes, big-endian, zero-padded: decides
-	                   most comparisons without reading the arena */
-	size_t off;
-	const uint8_t *key; /* arena + off, set by batch_build (the arena may move before) */
-	uint32_t key_len;
-	uint32_t value_len;
-	uint32_t seq; /* position in the batch: of two ops on one row the later wins */
-	bool is_delete;
-};
-
-/* The changes are collected here, not in a RocksDB WriteBatch, so that
- * idx_write can hand them to RocksDB in row order with each row once: the
- * memtable's skip list then reuses the previous insert's position, which
- * costs far fewer key comparisons and cache misses than random order. */
-struct idx_batch {
-	rocksdb_writebatch_t *wb; /* built by idx_write; empty between writes */
-	struct batch_op *ops;
-	size_t n_ops, cap_ops;
-	uint8_t *arena; /* row keys and values of ops */
-	size_t arena_len, arena_cap;
-	bool oom; /* an op could not be stored: idx_write fails */
-};
 
 /* ---- encoding ---------------------------------------------------------- */
 
@@ -212,7 +79,7 @@ static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 
 /* Writes e's entry header (everything but an inline value) at `dst`, which
  * has ENTRY_HEADER_MAX bytes.  Returns its length. */
-static size_t entry_encode_header(uint8_t *dst, const struct idx_entry *e)
+size_t ix_entry_encode_header(uint8_t *dst, const struct idx_entry *e)
 {
 	bool coll = e->type != FMT_TYPE_STRING;
 	uint8_t *p = dst + 2;
@@ -239,7 +106,7 @@ static size_t entry_encode_header(uint8_t *dst, const struct idx_entry *e)
 
 /* Decodes an entry; an inline e->value points into `src`.  Returns false if
  * it is malformed. */
-static bool entry_decode(const uint8_t *src, size_t len, struct idx_entry *e)
+bool ix_entry_decode(const uint8_t *src, size_t len, struct idx_entry *e)
 {
 	const uint8_t *p = src + 2, *end = src + len;
 	uint64_t value_len, v[3];
@@ -280,7 +147,7 @@ static bool entry_decode(const uint8_t *src, size_t len, struct idx_entry *e)
 }
 
 /* 'x' + be64 expiry, the expiry row's prefix, at `dst` (9 bytes). */
-static void expiry_prefix(uint8_t *dst, uint64_t expiry_ms)
+void ix_expiry_prefix(uint8_t *dst, uint64_t expiry_ms)
 {
 	dst[0] = PREFIX_EXPIRY;
 	fmt_put_be64(dst + 1, expiry_ms);
@@ -293,7 +160,7 @@ static void elem_entry(struct idx_entry *e, const void *value, size_t vlen)
 }
 
 /* Decodes the value of a row of kind `kind` ('k' entry or 'e' value). */
-static bool row_decode(uint8_t kind, const uint8_t *v, size_t vlen, struct idx_entry *e)
+bool ix_row_decode(uint8_t kind, const uint8_t *v, size_t vlen, struct idx_entry *e)
 {
 	if (kind == PREFIX_ELEM) {
 		if (vlen > UINT32_MAX)
@@ -301,10 +168,10 @@ static bool row_decode(uint8_t kind, const uint8_t *v, size_t vlen, struct idx_e
 		elem_entry(e, v, vlen);
 		return true;
 	}
-	return entry_decode(v, vlen, e);
+	return ix_entry_decode(v, vlen, e);
 }
 
-static void put_le64(uint8_t *dst, uint64_t v)
+void ix_put_le64(uint8_t *dst, uint64_t v)
 {
 	v = htole64(v);
 	memcpy(dst, &v, 8);
@@ -314,27 +181,21 @@ static void put_le64(uint8_t *dst, uint64_t v)
 
 /* True if a RocksDB error string is Status::Incomplete (a read that needed
  * I/O under kBlockCacheTier). */
-static bool is_incomplete(const char *rerr)
+bool ix_is_incomplete(const char *rerr)
 {
 	return strncmp(rerr, "Result incomplete", 17) == 0;
 }
 
-/* Counts the blocks RocksDB reads from files during one blocking call, via
- * the calling thread's perf context (counting is switched on only around
- * the call). */
-struct block_read_probe {
-	rocksdb_perfcontext_t *pc; /* the calling thread's context; NULL if unavailable */
-	uint64_t before;
-};
-
-static void probe_begin(struct block_read_probe *p)
+/* Counts the blocks RocksDB reads from files during one blocking call
+ * (struct block_read_probe, index_int.h). */
+void ix_probe_begin(struct block_read_probe *p)
 {
 	rocksdb_set_perf_level(rocksdb_enable_count);
 	p->pc = rocksdb_perfcontext_create();
 	p->before = p->pc ? rocksdb_perfcontext_metric(p->pc, rocksdb_block_read_count) : 0;
 }
 
-static void probe_end(struct idx *ix, struct block_read_probe *p)
+void ix_probe_end(struct idx *ix, struct block_read_probe *p)
 {
 	if (p->pc) {
 		ix->stats.block_cache_misses +=
@@ -351,7 +212,7 @@ uint32_t idx_key_hash(const void *key, size_t klen)
 }
 
 /* Writes a key row's head, 'k' + be32 db + be32 hash. */
-static void key_row_head(uint8_t out[KEY_ROW_HEAD], uint32_t db, uint32_t hash)
+void ix_key_row_head(uint8_t out[KEY_ROW_HEAD], uint32_t db, uint32_t hash)
 {
 	out[0] = PREFIX_KEY;
 	fmt_put_be32(out + 1, db);
@@ -360,7 +221,7 @@ static void key_row_head(uint8_t out[KEY_ROW_HEAD], uint32_t db, uint32_t hash)
 
 /* Writes the row of ident `id` at `dst` (KEY_BUF_SIZE bytes).  Returns its
  * length, or 0 if `id` is not an ident. */
-static size_t ident_row(uint8_t *dst, const uint8_t *ident, size_t len)
+size_t ix_ident_row(uint8_t *dst, const uint8_t *ident, size_t len)
 {
 	struct fmt_ident id;
 	if (!fmt_ident_parse(ident, len, &id))
@@ -369,7 +230,7 @@ static size_t ident_row(uint8_t *dst, const uint8_t *ident, size_t len)
 		memcpy(dst, ident, len);
 		return len;
 	}
-	key_row_head(dst, id.db, idx_key_hash(id.key, id.key_len));
+	ix_key_row_head(dst, id.db, idx_key_hash(id.key, id.key_len));
 	if (id.key_len)
 		memcpy(dst + KEY_ROW_HEAD, id.key, id.key_len);
 	return KEY_ROW_HEAD + id.key_len;
@@ -378,8 +239,8 @@ static size_t ident_row(uint8_t *dst, const uint8_t *ident, size_t len)
 /* Reads a metadata row with `ro`.  Returns 0 (*out set), -ENOENT, or -EIO
  * (RocksDB error or a value not `size` bytes long; *rerr set to a malloc()ed
  * message, or NULL for the wrong size). */
-static int meta_get(struct idx *ix, const rocksdb_readoptions_t *ro, const char *name, void *out,
-                    size_t size, char **rerr)
+int ix_meta_get(struct idx *ix, const rocksdb_readoptions_t *ro, const char *name, void *out,
+                size_t size, char **rerr)
 {
 	size_t vlen;
 	*rerr = NULL;
@@ -398,7 +259,7 @@ static int meta_get(struct idx *ix, const rocksdb_readoptions_t *ro, const char 
 static void batch_put_meta(rocksdb_writebatch_t *wb, const char *name, uint64_t v)
 {
 	uint8_t le[8];
-	put_le64(le, v);
+	ix_put_le64(le, v);
 	rocksdb_writebatch_put(wb, name, strlen(name), (const char *)le, sizeof(le));
 }
 
@@ -420,146 +281,6 @@ static int write_batch(struct idx *ix, rocksdb_writebatch_t *wb, uint64_t applie
 	ix->applied_lsn = applied_lsn;
 	ix->stats.writes++;
 	return 0;
-}
-
-
-static int iter_error(struct idx *ix, rocksdb_iterator_t *it, const char *what);
-
-/* ---- shared state ------------------------------------------------------ */
-
-/* RocksDB's bytewise order. */
-static int bytes_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
-{
-	int c = memcmp(a, b, alen < blen ? alen : blen);
-	return c != 0 ? c : (alen > blen) - (alen < blen);
-}
-
-/* Runs the jobs of one index in `jobs` (a list, oldest first) as one range
- * spanning them all, marking them done. */
-static void compact_run(struct compact_job *jobs, struct idx *ix)
-{
-	const uint8_t *begin = NULL, *end = NULL;
-	size_t begin_len = 0, end_len = 0;
-	uint32_t n = 0;
-	for (struct compact_job *j = jobs; j != NULL; j = j->next) {
-		if (j->ix != ix)
-			continue;
-		const uint8_t *b = j->keys, *e = j->keys + j->begin_len;
-		if (begin == NULL || bytes_cmp(b, j->begin_len, begin, begin_len) < 0)
-			begin = b, begin_len = j->begin_len;
-		if (end == NULL || bytes_cmp(e, j->end_len, end, end_len) > 0)
-			end = e, end_len = j->end_len;
-		n++;
-	}
-	if (!atomic_load(&ix->closing)) {
-		rocksdb_compactoptions_t *co = rocksdb_compactoptions_create();
-		rocksdb_compactoptions_set_exclusive_manual_compaction(co, 0);
-		rocksdb_compact_range_opt(ix->db, co, (const char *)begin, begin_len,
-		                          (const char *)end, end_len);
-		rocksdb_compactoptions_destroy(co);
-		atomic_fetch_add(&ix->compactions, 1);
-	}
-	atomic_fetch_sub(&ix->compact_pending, n);
-}
-
-static void *compactor_main(void *arg)
-{
-	struct idx_shared *sh = arg;
-	pthread_setname_np(pthread_self(), "ringkv-compact");
-	for (;;) {
-		uint64_t v;
-		ssize_t r = read(sh->compact_efd, &v, sizeof(v));
-		if (r < 0 && errno != EINTR && errno != EAGAIN) {
-			LOG_ERROR("index compactor: reading its eventfd failed: %s; garbage space comes"
-			          " back with RocksDB's own compactions only",
-			          strerror(errno));
-			break;
-		}
-		struct compact_job *jobs = atomic_exchange(&sh->compact_jobs, NULL), *old = NULL;
-		while (jobs != NULL) { /* oldest first */
-			struct compact_job *next = jobs->next;
-			jobs->next = old;
-			old = jobs;
-			jobs = next;
-		}
-		for (struct compact_job *j = old; j != NULL; j = j->next) {
-			bool first = true; /* the first job of its index runs them all */
-			for (struct compact_job *p = old; p != j && first; p = p->next)
-				first = p->ix != j->ix;
-			if (first)
-				compact_run(j, j->ix);
-		}
-		while (old != NULL) {
-			struct compact_job *next = old->next;
-			free(old);
-			old = next;
-		}
-		if (atomic_load(&sh->compact_stop))
-			break;
-	}
-	return NULL;
-}
-
-int idx_shared_create(struct idx_shared **out, uint64_t cache_bytes, int background_threads,
-                      char *err, size_t errlen)
-{
-	*out = NULL;
-	if (background_threads < 1) {
-		snprintf(err, errlen, "index: background_threads is %d; it must be at least 1",
-		         background_threads);
-		return -EINVAL;
-	}
-	struct idx_shared *sh = calloc(1, sizeof(*sh));
-	if (sh == NULL)
-		goto nomem;
-	sh->compact_efd = -1;
-	sh->cache = rocksdb_cache_create_lru((size_t)cache_bytes);
-	sh->env = rocksdb_create_default_env();
-	if (sh->cache == NULL || sh->env == NULL)
-		goto nomem;
-	sh->compaction_threads = background_threads;
-	sh->flush_threads = background_threads / 4 > 1 ? background_threads / 4 : 1;
-	rocksdb_env_set_background_threads(sh->env, sh->compaction_threads);
-	rocksdb_env_set_high_priority_background_threads(sh->env, sh->flush_threads);
-	sh->compact_efd = eventfd(0, EFD_CLOEXEC);
-	int ret = sh->compact_efd < 0 ? errno : pthread_create(&sh->compactor, NULL, compactor_main, sh);
-	if (ret != 0) {
-		snprintf(err, errlen, "index: cannot start the compactor thread: %s: check the"
-		         " process's thread and file limits (ulimit -u, ulimit -n)",
-		         strerror(ret));
-		idx_shared_destroy(sh);
-		return -ret;
-	}
-	sh->compactor_started = true;
-	*out = sh;
-	return 0;
-nomem:
-	idx_shared_destroy(sh);
-	snprintf(err, errlen, "index: out of memory creating the block cache");
-	return -ENOMEM;
-}
-
-void idx_shared_destroy(struct idx_shared *sh)
-{
-	if (sh == NULL)
-		return;
-	if (sh->compactor_started) {
-		atomic_store(&sh->compact_stop, true);
-		uint64_t one = 1;
-		if (write(sh->compact_efd, &one, sizeof(one)) == sizeof(one))
-			pthread_join(sh->compactor, NULL);
-		else
-			pthread_detach(sh->compactor); /* cannot happen: a fresh eventfd */
-	}
-	if (sh->compact_efd >= 0)
-		close(sh->compact_efd);
-	if (sh->cache)
-		rocksdb_cache_destroy(sh->cache);
-	/* The default Env's pools stay: joining them would stop them for good,
-	 * and a later idx_shared_create in this process would get none. */
-	if (sh->env)
-		rocksdb_env_destroy(sh->env);
-	free(sh);
 }
 
 /* ---- open and close ---------------------------------------------------- */
@@ -593,12 +314,9 @@ static rocksdb_options_t *with_insert_hints(rocksdb_options_t *o)
 	return hinted;
 }
 
-static rocksdb_compactionfilterfactory_t *garbage_filter_factory(struct idx *ix);
-
 /* The options of an index (ix: with its compaction filter) or of a table
  * file built for one (ix NULL). */
-static rocksdb_options_t *make_options(const struct idx_shared *sh, int compression,
-                                       struct idx *ix)
+rocksdb_options_t *ix_make_options(const struct idx_shared *sh, int compression, struct idx *ix)
 {
 	rocksdb_options_t *o = rocksdb_options_create();
 	rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
@@ -639,7 +357,7 @@ static rocksdb_options_t *make_options(const struct idx_shared *sh, int compress
 	rocksdb_options_set_keep_log_file_num(o, INFO_LOG_FILES);
 	rocksdb_options_set_max_log_file_size(o, INFO_LOG_BYTES);
 	if (ix != NULL) /* the options own the factory from now on (a shared_ptr) */
-		rocksdb_options_set_compaction_filter_factory(o, garbage_filter_factory(ix));
+		rocksdb_options_set_compaction_filter_factory(o, ix_garbage_filter_factory(ix));
 	return with_insert_hints(o);
 }
 
@@ -659,7 +377,7 @@ static rocksdb_t *open_default_cf(rocksdb_options_t *o, const char *path,
 static int open_db(struct idx *ix, char *err, size_t errlen)
 {
 	char *rerr = NULL;
-	rocksdb_options_t *o = make_options(ix->sh, rocksdb_lz4_compression, ix);
+	rocksdb_options_t *o = ix_make_options(ix->sh, rocksdb_lz4_compression, ix);
 	ix->db = open_default_cf(o, ix->path, &ix->cf, &rerr);
 	rocksdb_options_destroy(o);
 	if (rerr && strstr(rerr, "not linked with the binary")) {
@@ -667,7 +385,7 @@ static int open_db(struct idx *ix, char *err, size_t errlen)
 		         ix->path, rerr);
 		rocksdb_free(rerr);
 		rerr = NULL;
-		o = make_options(ix->sh, rocksdb_no_compression, ix);
+		o = ix_make_options(ix->sh, rocksdb_no_compression, ix);
 		ix->db = open_default_cf(o, ix->path, &ix->cf, &rerr);
 		rocksdb_options_destroy(o);
 	}
@@ -729,7 +447,7 @@ static int load_metadata(struct idx *ix, char *err, size_t errlen)
 	char *rerr = NULL;
 	uint32_t version;
 	uint64_t le;
-	int ret = meta_get(ix, ix->ro_blocking, META_VERSION, &version, sizeof(version), &rerr);
+	int ret = ix_meta_get(ix, ix->ro_blocking, META_VERSION, &version, sizeof(version), &rerr);
 	if (ret == -ENOENT) {
 		ret = db_is_empty(ix, &rerr);
 		if (ret == 0) {
@@ -764,7 +482,7 @@ static int load_metadata(struct idx *ix, char *err, size_t errlen)
 		         ix->path, le32toh(version), IDX_FORMAT_VERSION);
 		return -EPROTO;
 	}
-	ret = meta_get(ix, ix->ro_blocking, META_APPLIED_LSN, &le, sizeof(le), &rerr);
+	ret = ix_meta_get(ix, ix->ro_blocking, META_APPLIED_LSN, &le, sizeof(le), &rerr);
 	if (ret < 0)
 		goto rocks_err;
 	ix->applied_lsn = le64toh(le);
@@ -786,7 +504,7 @@ static void free_handle(struct idx *ix)
 	if (ix->db)
 		rocksdb_close(ix->db);
 	rocksdb_readoptions_t *ros[] = {ix->ro_cached, ix->ro_blocking, ix->ro_persisted,
-	                                ix->ro_scan, ix->ro_elems, ix->ro_expiry};
+	                                ix->ro_scan,   ix->ro_elems,    ix->ro_expiry};
 	for (size_t i = 0; i < sizeof(ros) / sizeof(ros[0]); i++)
 		if (ros[i])
 			rocksdb_readoptions_destroy(ros[i]);
@@ -878,7 +596,8 @@ int idx_dbmap(struct idx *ix, uint32_t *ids, uint32_t cap, uint32_t *n, uint32_t
 {
 	char *rerr = NULL;
 	size_t vlen;
-	char *v = rocksdb_get(ix->db, ix->ro_blocking, META_DBMAP, strlen(META_DBMAP), &vlen, &rerr);
+	char *v =
+	    rocksdb_get(ix->db, ix->ro_blocking, META_DBMAP, strlen(META_DBMAP), &vlen, &rerr);
 	if (rerr) {
 		LOG_ERROR("index %s: cannot read the database map: %s", ix->path, rerr);
 		rocksdb_free(rerr);
@@ -890,7 +609,8 @@ int idx_dbmap(struct idx *ix, uint32_t *ids, uint32_t cap, uint32_t *n, uint32_t
 	bool ok = fmt_decode_dbmap((const uint8_t *)v, vlen, ids, cap, n, next_id);
 	rocksdb_free(v);
 	if (!ok) {
-		LOG_ERROR("index %s: the database map row is malformed (%zu bytes)", ix->path, vlen);
+		LOG_ERROR("index %s: the database map row is malformed (%zu bytes)", ix->path,
+		          vlen);
 		ix->stats.errors++;
 		return -EIO;
 	}
@@ -923,367 +643,8 @@ int idx_counts(struct idx *ix, void (*fn)(void *arg, uint32_t db, const struct i
 		struct idx_count c = {get_le64_at(v), get_le64_at(v + 8), get_le64_at(v + 16)};
 		fn(arg, fmt_get_be32(k + 1), &c);
 	}
-	int ret = iter_error(ix, it, "reading the count rows");
+	int ret = ix_iter_error(ix, it, "reading the count rows");
 	rocksdb_iter_destroy(it);
-	return ret;
-}
-
-/* ---- reads ------------------------------------------------------------- */
-
-int idx_get(struct idx *ix, const void *ident, size_t len, enum idx_read_mode mode,
-            struct idx_entry *e, uint8_t **value)
-{
-	if (value)
-		*value = NULL;
-	ix->stats.gets++;
-	size_t n = ident_row(ix->kbuf, ident, len);
-	if (n == 0)
-		return -EINVAL;
-	char *rerr = NULL;
-	rocksdb_pinnableslice_t *ps;
-	if (mode == IDX_BLOCKING) {
-		struct block_read_probe probe;
-		ix->stats.get_blocking++;
-		probe_begin(&probe);
-		ps = rocksdb_get_pinned(ix->db, ix->ro_blocking, (const char *)ix->kbuf, n, &rerr);
-		probe_end(ix, &probe);
-	} else {
-		ps = rocksdb_get_pinned(ix->db, ix->ro_cached, (const char *)ix->kbuf, n, &rerr);
-	}
-	if (rerr) {
-		int ret = -EIO;
-		if (mode == IDX_CACHED_ONLY && is_incomplete(rerr)) {
-			ix->stats.get_would_block++;
-			ret = -EWOULDBLOCK;
-		} else {
-			LOG_ERROR("index %s: read failed: %s", ix->path, rerr);
-			ix->stats.errors++;
-		}
-		rocksdb_free(rerr);
-		return ret;
-	}
-	if (ps == NULL)
-		return -ENOENT;
-	size_t vlen;
-	const char *v = rocksdb_pinnableslice_value(ps, &vlen);
-	int ret = 0;
-	if (!row_decode(ix->kbuf[0], (const uint8_t *)v, vlen, e)) {
-		LOG_ERROR("index %s: the entry of a %zu-byte ident is corrupt (%zu bytes)", ix->path,
-		          len, vlen);
-		ix->stats.errors++;
-		ret = -EIO;
-	} else if (e->is_inline && value) {
-		*value = malloc(e->value_len ? e->value_len : 1);
-		if (*value == NULL)
-			ret = -ENOMEM;
-		else if (e->value_len > 0) /* a collection's key row has no value */
-			memcpy(*value, e->value, e->value_len);
-		e->value = *value;
-	} else {
-		e->value = NULL;
-	}
-	rocksdb_pinnableslice_destroy(ps);
-	return ret;
-}
-
-/* A row key's first 8 bytes, big-endian, zero-padded (batch_op.order). */
-static uint64_t row_order(const uint8_t *row, size_t len)
-{
-	uint8_t first[8] = {0};
-	memcpy(first, row, len < 8 ? len : 8);
-	uint64_t be;
-	memcpy(&be, first, 8);
-	return be64toh(be);
-}
-
-static int batch_op_cmp(const void *a, const void *b);
-
-int idx_get_many(struct idx *ix, struct idx_probe *probes, size_t n)
-{
-	if (n == 0)
-		return 0;
-	size_t arena_len = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (probes[i].klen > FMT_IDENT_MAX || probes[i].klen < FMT_KEY_IDENT_HEAD)
-			return -EINVAL;
-		arena_len += KEY_ROW_HEAD + probes[i].klen; /* a key row is 4 bytes longer */
-	}
-	uint8_t *arena = malloc(arena_len);
-	struct batch_op *rows = malloc(n * sizeof(*rows)); /* seq: the probe's index */
-	const char **keys = malloc(n * sizeof(*keys));
-	size_t *key_lens = malloc(n * sizeof(*key_lens));
-	rocksdb_pinnableslice_t **values = calloc(n, sizeof(*values));
-	char **errs = calloc(n, sizeof(*errs));
-	int ret = -ENOMEM;
-	if (!arena || !rows || !keys || !key_lens || !values || !errs)
-		goto out;
-
-	size_t off = 0;
-	for (size_t i = 0; i < n; i++) {
-		uint8_t *row = arena + off;
-		uint32_t len = (uint32_t)ident_row(row, probes[i].key, probes[i].klen);
-		if (len == 0) {
-			ret = -EINVAL;
-			goto out;
-		}
-		rows[i] = (struct batch_op){
-		    .order = row_order(row, len), .key = row, .key_len = len, .seq = (uint32_t)i};
-		off += len;
-	}
-	/* Sorted input lets RocksDB take the keys file by file and block by
-	 * block without copying and sorting them itself. */
-	qsort(rows, n, sizeof(*rows), batch_op_cmp);
-	for (size_t i = 0; i < n; i++) {
-		keys[i] = (const char *)rows[i].key;
-		key_lens[i] = rows[i].key_len;
-	}
-	struct block_read_probe probe;
-	probe_begin(&probe);
-	rocksdb_batched_multi_get_cf(ix->db, ix->ro_blocking, ix->cf, n, keys, key_lens, values,
-	                             errs, true);
-	probe_end(ix, &probe);
-	ix->stats.gets += n;
-	ix->stats.get_blocking += n;
-	ix->stats.multi_gets++;
-
-	ret = 0;
-	for (size_t i = 0; i < n; i++) {
-		struct idx_probe *p = &probes[rows[i].seq];
-		p->status = -ENOENT;
-		if (errs[i] != NULL) {
-			LOG_ERROR("index %s: read failed: %s", ix->path, errs[i]);
-			ix->stats.errors++;
-			p->status = ret = -EIO;
-			continue;
-		}
-		if (values[i] == NULL)
-			continue;
-		size_t vlen;
-		const char *v = rocksdb_pinnableslice_value(values[i], &vlen);
-		if (!row_decode(rows[i].key[0], (const uint8_t *)v, vlen, &p->e)) {
-			LOG_ERROR("index %s: the entry of a %zu-byte ident is corrupt (%zu bytes)",
-			          ix->path, p->klen, vlen);
-			ix->stats.errors++;
-			p->status = ret = -EIO;
-			continue;
-		}
-		p->e.value = NULL;
-		p->status = 0;
-	}
-out:
-	for (size_t i = 0; values != NULL && i < n; i++)
-		if (values[i] != NULL)
-			rocksdb_pinnableslice_destroy(values[i]);
-	for (size_t i = 0; errs != NULL && i < n; i++)
-		rocksdb_free(errs[i]);
-	free(errs);
-	free(values);
-	free(key_lens);
-	free(keys);
-	free(rows);
-	free(arena);
-	return ret;
-}
-
-uint64_t idx_persisted_lsn(struct idx *ix)
-{
-	char *rerr = NULL;
-	uint64_t le;
-	int ret = meta_get(ix, ix->ro_persisted, META_APPLIED_LSN, &le, sizeof(le), &rerr);
-	if (ret == -ENOENT)
-		return 0;
-	if (ret < 0) {
-		LOG_ERROR("index %s: cannot read the persisted applied_lsn: %s", ix->path,
-		          rerr ? rerr : "wrong size");
-		rocksdb_free(rerr);
-		ix->stats.errors++;
-		return 0;
-	}
-	return le64toh(le);
-}
-
-/* Returns 0, or -EIO (logged) if the iterator met an error. */
-static int iter_error(struct idx *ix, rocksdb_iterator_t *it, const char *what)
-{
-	char *rerr = NULL;
-	rocksdb_iter_get_error(it, &rerr);
-	if (rerr == NULL)
-		return 0;
-	LOG_ERROR("index %s: %s failed: %s", ix->path, what, rerr);
-	rocksdb_free(rerr);
-	ix->stats.errors++;
-	return -EIO;
-}
-
-int idx_scan(struct idx *ix, uint32_t db, uint32_t from_hash, size_t max, idx_visit_fn fn,
-             void *arg, uint32_t *next_hash)
-{
-	*next_hash = 0;
-	if (max == 0)
-		return -EINVAL;
-	uint8_t start[KEY_ROW_HEAD];
-	key_row_head(start, db, from_hash);
-	/* The bound: the first row of the next database ('l' after the last). */
-	ix->scan_upper[0] = db == UINT32_MAX ? PREFIX_KEY + 1 : PREFIX_KEY;
-	fmt_put_be32(ix->scan_upper + 1, db == UINT32_MAX ? 0 : db + 1);
-	rocksdb_readoptions_set_iterate_upper_bound(ix->ro_scan, (const char *)ix->scan_upper,
-	                                            db == UINT32_MAX ? 1 : 5);
-	struct block_read_probe probe;
-	probe_begin(&probe);
-	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro_scan);
-	rocksdb_iter_seek(it, (const char *)start, sizeof(start));
-	int ret = 0;
-	size_t visited = 0;
-	uint32_t hash = 0;
-	for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-		size_t klen, vlen;
-		const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
-		const char *v = rocksdb_iter_value(it, &vlen);
-		struct idx_entry e;
-		if (klen < KEY_ROW_HEAD || !entry_decode((const uint8_t *)v, vlen, &e)) {
-			LOG_ERROR("index %s: scan met a corrupt entry (%zu-byte key)", ix->path,
-			          klen);
-			ix->stats.errors++;
-			ret = -EIO;
-			goto out;
-		}
-		uint32_t h = fmt_get_be32(k + 5);
-		if (visited >= max && h != hash) {
-			*next_hash = h; /* a hash boundary: resume here */
-			ret = 1;
-			break;
-		}
-		hash = h;
-		visited++;
-		if (fn(arg, k + KEY_ROW_HEAD, klen - KEY_ROW_HEAD, &e) != 0) {
-			*next_hash = h; /* the group is visited again: at least once holds */
-			ret = 1;
-			break;
-		}
-	}
-	ix->stats.scanned += visited;
-	if (ret == 0)
-		ret = iter_error(ix, it, "scan");
-out:
-	rocksdb_iter_destroy(it);
-	probe_end(ix, &probe);
-	return ret;
-}
-
-int idx_elem_scan(struct idx *ix, const void *prefix, size_t plen, uint32_t from_hash,
-                  size_t max, idx_elem_fn fn, void *arg, uint32_t *next_hash)
-{
-	*next_hash = 0;
-	if (max == 0 || plen < FMT_ELEM_IDENT_HEAD - 4 || plen + 4 > KEY_BUF_SIZE)
-		return -EINVAL;
-	/* Start: prefix + be32 from_hash; bound: the prefix of the next version
-	 * (prefix's last 8 bytes are the version: +1 carries within them). */
-	memcpy(ix->kbuf, prefix, plen);
-	fmt_put_be32(ix->kbuf + plen, from_hash);
-	memcpy(ix->elem_upper, prefix, plen);
-	uint64_t version = fmt_get_be64(ix->elem_upper + plen - 8);
-	if (version == UINT64_MAX)
-		return -EINVAL;
-	fmt_put_be64(ix->elem_upper + plen - 8, version + 1);
-	rocksdb_readoptions_set_iterate_upper_bound(ix->ro_elems, (const char *)ix->elem_upper,
-	                                            plen);
-	struct block_read_probe probe;
-	probe_begin(&probe);
-	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro_elems);
-	rocksdb_iter_seek(it, (const char *)ix->kbuf, plen + 4);
-	int ret = 0;
-	size_t visited = 0;
-	uint32_t hash = 0;
-	for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-		size_t klen, vlen;
-		const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
-		const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
-		if (klen < plen + 4 || memcmp(k, prefix, plen) != 0)
-			break; /* (the bound stops first; a shorter row cannot be ours) */
-		uint32_t h = fmt_get_be32(k + plen);
-		if (visited >= max && h != hash) {
-			*next_hash = h;
-			ret = 1;
-			break;
-		}
-		hash = h;
-		visited++;
-		if (fn(arg, k + plen + 4, klen - plen - 4, v, vlen, h) != 0) {
-			*next_hash = h;
-			ret = 1;
-			break;
-		}
-	}
-	ix->stats.elems_scanned += visited;
-	if (ret == 0)
-		ret = iter_error(ix, it, "element scan");
-	rocksdb_iter_destroy(it);
-	probe_end(ix, &probe);
-	return ret;
-}
-
-int idx_expired(struct idx *ix, uint64_t now_ms, const struct idx_expiry_pos *after, size_t max,
-                idx_expired_fn fn, void *arg)
-{
-	static const char lower[1] = {PREFIX_EXPIRY};
-	if (after != NULL && after->klen > FMT_KEY_MAX)
-		return -EINVAL;
-	if (max > INT_MAX)
-		max = INT_MAX;
-	if (now_ms == UINT64_MAX)
-		memcpy(ix->expiry_upper, PREFIX_EXPIRY_END, 1);
-	else
-		expiry_prefix(ix->expiry_upper, now_ms + 1);
-	rocksdb_readoptions_set_iterate_upper_bound(ix->ro_expiry, (const char *)ix->expiry_upper,
-	                                            now_ms == UINT64_MAX ? 1 : 9);
-	uint8_t *from = NULL; /* the row to resume after */
-	size_t from_len = 0;
-	if (after != NULL) {
-		from_len = EXPIRY_ROW_HEAD + after->klen;
-		from = malloc(from_len);
-		if (from == NULL)
-			return -ENOMEM;
-		expiry_prefix(from, after->expiry_ms);
-		fmt_put_be32(from + 9, after->db);
-		if (after->klen)
-			memcpy(from + EXPIRY_ROW_HEAD, after->key, after->klen);
-	}
-	struct block_read_probe probe;
-	probe_begin(&probe);
-	rocksdb_iterator_t *it = rocksdb_create_iterator(ix->db, ix->ro_expiry);
-	if (after != NULL) {
-		rocksdb_iter_seek(it, (const char *)from, from_len);
-		size_t klen;
-		const char *k = rocksdb_iter_valid(it) ? rocksdb_iter_key(it, &klen) : NULL;
-		if (k != NULL && klen == from_len && memcmp(k, from, from_len) == 0)
-			rocksdb_iter_next(it); /* the row visited last time */
-		free(from);
-	} else {
-		rocksdb_iter_seek(it, lower, sizeof(lower));
-	}
-	int ret = 0;
-	size_t visited = 0;
-	bool stopped = false;
-	for (; rocksdb_iter_valid(it) && visited < max && !stopped; rocksdb_iter_next(it)) {
-		size_t klen;
-		const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
-		if (klen < EXPIRY_ROW_HEAD) {
-			LOG_ERROR("index %s: a corrupt expiry row (%zu bytes)", ix->path, klen);
-			ix->stats.errors++;
-			ret = -EIO;
-			goto out;
-		}
-		visited++;
-		stopped = fn(arg, fmt_get_be32(k + 9), k + EXPIRY_ROW_HEAD, klen - EXPIRY_ROW_HEAD,
-		             fmt_get_be64(k + 1)) != 0;
-	}
-	ix->stats.expired_visited += visited;
-	ret = iter_error(ix, it, "expiry walk");
-	if (ret == 0)
-		ret = (int)visited;
-out:
-	rocksdb_iter_destroy(it);
-	probe_end(ix, &probe);
 	return ret;
 }
 
@@ -1353,18 +714,18 @@ static void batch_add(struct idx_batch *b, bool is_delete, const void *k1, size_
 		memcpy(p + klen, v1, v1len);
 	if (v2len)
 		memcpy(p + klen + v1len, v2, v2len);
-	op->order = row_order(p, klen);
+	op->order = ix_row_order(p, klen);
 	b->arena_len += klen + vlen;
 	b->n_ops++;
 }
 
 /* Adds a put (is_delete false) or delete of the expiry row of key ident
  * `id` for `expiry_ms` (!= 0): 'x' + expiry, then the ident's db and key. */
-static void batch_expiry_row(struct idx_batch *b, bool is_delete, const uint8_t *ident,
-                             size_t len, uint64_t expiry_ms)
+static void batch_expiry_row(struct idx_batch *b, bool is_delete, const uint8_t *ident, size_t len,
+                             uint64_t expiry_ms)
 {
 	uint8_t prefix[9];
-	expiry_prefix(prefix, expiry_ms);
+	ix_expiry_prefix(prefix, expiry_ms);
 	batch_add(b, is_delete, prefix, sizeof(prefix), ident + 1, len - 1, NULL, 0, NULL, 0);
 }
 
@@ -1381,10 +742,10 @@ void idx_batch_put(struct idx_batch *b, const void *ident, size_t len, const str
 		return;
 	}
 	uint8_t head[KEY_ROW_HEAD];
-	key_row_head(head, fmt_get_be32(id + 1),
-	             idx_key_hash(id + FMT_KEY_IDENT_HEAD, len - FMT_KEY_IDENT_HEAD));
+	ix_key_row_head(head, fmt_get_be32(id + 1),
+	                idx_key_hash(id + FMT_KEY_IDENT_HEAD, len - FMT_KEY_IDENT_HEAD));
 	uint8_t header[ENTRY_HEADER_MAX];
-	size_t header_len = entry_encode_header(header, e);
+	size_t header_len = ix_entry_encode_header(header, e);
 	bool inline_value = e->is_inline && e->type == FMT_TYPE_STRING;
 	batch_add(b, false, head, KEY_ROW_HEAD, id + FMT_KEY_IDENT_HEAD, len - FMT_KEY_IDENT_HEAD,
 	          header, header_len, e->value, inline_value ? e->value_len : 0);
@@ -1397,8 +758,7 @@ void idx_batch_put(struct idx_batch *b, const void *ident, size_t len, const str
 		batch_expiry_row(b, false, id, len, e->expiry_ms);
 }
 
-void idx_batch_delete(struct idx_batch *b, const void *ident, size_t len,
-                      uint64_t prev_expiry_ms)
+void idx_batch_delete(struct idx_batch *b, const void *ident, size_t len, uint64_t prev_expiry_ms)
 {
 	const uint8_t *id = ident;
 	if (len < FMT_KEY_IDENT_HEAD || len > FMT_IDENT_MAX) {
@@ -1410,8 +770,8 @@ void idx_batch_delete(struct idx_batch *b, const void *ident, size_t len,
 		return;
 	}
 	uint8_t head[KEY_ROW_HEAD];
-	key_row_head(head, fmt_get_be32(id + 1),
-	             idx_key_hash(id + FMT_KEY_IDENT_HEAD, len - FMT_KEY_IDENT_HEAD));
+	ix_key_row_head(head, fmt_get_be32(id + 1),
+	                idx_key_hash(id + FMT_KEY_IDENT_HEAD, len - FMT_KEY_IDENT_HEAD));
 	batch_add(b, true, head, KEY_ROW_HEAD, id + FMT_KEY_IDENT_HEAD, len - FMT_KEY_IDENT_HEAD,
 	          NULL, 0, NULL, 0);
 	if (prev_expiry_ms != 0)
@@ -1419,28 +779,28 @@ void idx_batch_delete(struct idx_batch *b, const void *ident, size_t len,
 }
 
 /* 'n' + be32 db at dst; the value, 3 x le64, at val. */
-static void count_row(uint8_t dst[COUNT_ROW_LEN], uint32_t db)
+void ix_count_row(uint8_t dst[COUNT_ROW_LEN], uint32_t db)
 {
 	dst[0] = PREFIX_COUNT;
 	fmt_put_be32(dst + 1, db);
 }
 
-static void count_value(uint8_t dst[COUNT_VALUE_LEN], const struct idx_count *c)
+void ix_count_value(uint8_t dst[COUNT_VALUE_LEN], const struct idx_count *c)
 {
-	put_le64(dst, c->keys);
-	put_le64(dst + 8, c->expires);
-	put_le64(dst + 16, c->expiry_sum_s);
+	ix_put_le64(dst, c->keys);
+	ix_put_le64(dst + 8, c->expires);
+	ix_put_le64(dst + 16, c->expiry_sum_s);
 }
 
 void idx_batch_set_count(struct idx_batch *b, uint32_t db, const struct idx_count *c)
 {
 	uint8_t row[COUNT_ROW_LEN], v[COUNT_VALUE_LEN];
-	count_row(row, db);
+	ix_count_row(row, db);
 	if (c->keys == 0 && c->expires == 0 && c->expiry_sum_s == 0) {
 		batch_add(b, true, row, sizeof(row), NULL, 0, NULL, 0, NULL, 0);
 		return;
 	}
-	count_value(v, c);
+	ix_count_value(v, c);
 	batch_add(b, false, row, sizeof(row), NULL, 0, v, sizeof(v), NULL, 0);
 }
 
@@ -1489,7 +849,7 @@ static int batch_row_cmp(const struct batch_op *x, const struct batch_op *y)
 }
 
 /* Row order, then batch order. */
-static int batch_op_cmp(const void *a, const void *b)
+int ix_batch_op_cmp(const void *a, const void *b)
 {
 	const struct batch_op *x = a, *y = b;
 	int c = batch_row_cmp(x, y);
@@ -1505,7 +865,7 @@ static void batch_build(struct idx_batch *b)
 {
 	for (size_t i = 0; i < b->n_ops; i++)
 		b->ops[i].key = b->arena + b->ops[i].off;
-	qsort(b->ops, b->n_ops, sizeof(*b->ops), batch_op_cmp);
+	qsort(b->ops, b->n_ops, sizeof(*b->ops), ix_batch_op_cmp);
 	for (size_t i = 0; i < b->n_ops; i++) {
 		const struct batch_op *op = &b->ops[i];
 		if (i + 1 < b->n_ops && batch_row_cmp(op, &b->ops[i + 1]) == 0)
@@ -1536,7 +896,7 @@ int idx_write(struct idx *ix, struct idx_batch *b, uint64_t applied_lsn)
 }
 
 /* 's' + be64 segment id + be32 db at `dst`. */
-static void segment_row(uint8_t dst[SEGMENT_ROW_LEN], uint64_t segment, uint32_t db)
+void ix_segment_row(uint8_t dst[SEGMENT_ROW_LEN], uint64_t segment, uint32_t db)
 {
 	dst[0] = PREFIX_SEGMENT;
 	fmt_put_be64(dst + 1, segment);
@@ -1546,15 +906,15 @@ static void segment_row(uint8_t dst[SEGMENT_ROW_LEN], uint64_t segment, uint32_t
 void idx_batch_set_live(struct idx_batch *b, uint64_t segment, uint32_t db, uint64_t live_bytes)
 {
 	uint8_t row[SEGMENT_ROW_LEN], le[8];
-	segment_row(row, segment, db);
-	put_le64(le, live_bytes);
+	ix_segment_row(row, segment, db);
+	ix_put_le64(le, live_bytes);
 	batch_add(b, false, row, sizeof(row), NULL, 0, le, sizeof(le), NULL, 0);
 }
 
 void idx_batch_forget_live(struct idx_batch *b, uint64_t segment, uint32_t db)
 {
 	uint8_t row[SEGMENT_ROW_LEN];
-	segment_row(row, segment, db);
+	ix_segment_row(row, segment, db);
 	batch_add(b, true, row, sizeof(row), NULL, 0, NULL, 0, NULL, 0);
 }
 
@@ -1577,7 +937,7 @@ int idx_segments_live(struct idx *ix,
 		}
 		fn(arg, fmt_get_be64(k + 1), fmt_get_be32(k + 9), get_le64_at(v));
 	}
-	int ret = iter_error(ix, it, "reading the segment rows");
+	int ret = ix_iter_error(ix, it, "reading the segment rows");
 	rocksdb_iter_destroy(it);
 	return ret;
 }
@@ -1627,215 +987,6 @@ int idx_request_flush(struct idx *ix)
 	return 0;
 }
 
-/* ---- garbage ----------------------------------------------------------- */
-
-/* One compaction's filter (index.h, "Garbage").  It judges by what the SST
- * files hold (kPersistedTier): the database map read when the compaction
- * starts, and each collection's key row, read once for the run of its
- * element rows (they are contiguous). */
-struct garbage_filter {
-	struct idx *ix;
-	rocksdb_t *db;             /* ix->filter_db as the compaction started */
-	rocksdb_readoptions_t *ro; /* kPersistedTier, its own: not shared across threads */
-	uint32_t *ids;             /* the persisted map; NULL: none persisted, nothing retired */
-	uint32_t n_ids;
-	uint8_t *row;              /* KEY_BUF_SIZE: the key row last looked up ... */
-	size_t row_len;            /* ... (0: none) */
-	bool row_is_coll;          /* ... it exists and holds a collection ... */
-	uint64_t row_version;      /* ... of this version */
-	bool row_error;            /* ... or it could not be read: keep its elements */
-};
-
-static bool filter_db_live(const struct garbage_filter *f, uint32_t db)
-{
-	if (f->ids == NULL)
-		return true;
-	for (uint32_t i = 0; i < f->n_ids; i++)
-		if (f->ids[i] == db)
-			return true;
-	return false;
-}
-
-/* True if the element row `key` belongs to no live collection: its database
- * is retired, its key row is gone, holds a string, or another version. */
-static bool filter_elem_dead(struct garbage_filter *f, const uint8_t *key, size_t klen)
-{
-	struct fmt_ident id;
-	if (!fmt_ident_parse(key, klen, &id))
-		return false; /* not ours to judge */
-	if (!filter_db_live(f, id.db))
-		return true;
-	/* The key row, built in place of the one looked up last when it differs. */
-	uint8_t head[KEY_ROW_HEAD];
-	key_row_head(head, id.db, idx_key_hash(id.key, id.key_len));
-	size_t row_len = KEY_ROW_HEAD + id.key_len;
-	if (row_len != f->row_len || memcmp(head, f->row, KEY_ROW_HEAD) != 0 ||
-	    memcmp(id.key, f->row + KEY_ROW_HEAD, id.key_len) != 0) {
-		memcpy(f->row, head, KEY_ROW_HEAD);
-		memcpy(f->row + KEY_ROW_HEAD, id.key, id.key_len);
-		f->row_len = row_len;
-		char *rerr = NULL;
-		size_t vlen;
-		char *v = rocksdb_get(f->db, f->ro, (const char *)f->row, row_len, &vlen, &rerr);
-		struct idx_entry e;
-		bool decoded = v != NULL && entry_decode((const uint8_t *)v, vlen, &e);
-		/* A read error or a corrupt entry: judge none of its elements. */
-		f->row_error = rerr != NULL || (v != NULL && !decoded);
-		f->row_is_coll = decoded && e.type != FMT_TYPE_STRING;
-		f->row_version = f->row_is_coll ? e.version : 0;
-		rocksdb_free(rerr);
-		rocksdb_free(v);
-	}
-	if (f->row_error)
-		return false;
-	return !f->row_is_coll || f->row_version != id.version;
-}
-
-static unsigned char garbage_filter_fn(void *state, int level, const char *key, size_t klen,
-                                       const char *value, size_t vlen, char **new_value,
-                                       size_t *new_vlen, unsigned char *value_changed)
-{
-	struct garbage_filter *f = state;
-	const uint8_t *k = (const uint8_t *)key;
-	bool dead = false;
-	(void)level, (void)value, (void)vlen, (void)new_value, (void)new_vlen;
-	*value_changed = 0;
-	if (klen == 0)
-		return 0;
-	switch (k[0]) {
-	case PREFIX_KEY:
-		dead = klen >= KEY_ROW_HEAD && !filter_db_live(f, fmt_get_be32(k + 1));
-		break;
-	case PREFIX_EXPIRY:
-		dead = klen >= EXPIRY_ROW_HEAD && !filter_db_live(f, fmt_get_be32(k + 9));
-		break;
-	case PREFIX_ELEM:
-		dead = filter_elem_dead(f, k, klen);
-		break;
-	}
-	if (dead)
-		atomic_fetch_add_explicit(&f->ix->garbage_dropped, 1, memory_order_relaxed);
-	return dead;
-}
-
-static void garbage_filter_free(void *state)
-{
-	struct garbage_filter *f = state;
-	rocksdb_readoptions_destroy(f->ro);
-	free(f->ids);
-	free(f->row);
-	free(f);
-}
-
-static const char *garbage_filter_name(void *state)
-{
-	(void)state;
-	return "ringkv.garbage";
-}
-
-/* A filter for one compaction; NULL (no filtering) when out of memory. */
-static rocksdb_compactionfilter_t *garbage_filter_create(void *state,
-                                                          rocksdb_compactionfiltercontext_t *ctx)
-{
-	struct idx *ix = state;
-	(void)ctx;
-	rocksdb_t *db = atomic_load(&ix->filter_db);
-	if (db == NULL)
-		return NULL; /* a compaction while opening or closing: no filtering */
-	struct garbage_filter *f = calloc(1, sizeof(*f));
-	if (f == NULL || (f->row = malloc(KEY_BUF_SIZE)) == NULL ||
-	    (f->ro = rocksdb_readoptions_create()) == NULL) {
-		if (f != NULL)
-			free(f->row);
-		free(f);
-		return NULL;
-	}
-	f->ix = ix;
-	f->db = db;
-	rocksdb_readoptions_set_read_tier(f->ro, READ_TIER_PERSISTED);
-	char *rerr = NULL;
-	size_t vlen;
-	char *v = rocksdb_get(db, f->ro, META_DBMAP, strlen(META_DBMAP), &vlen, &rerr);
-	if (v != NULL && vlen >= 8) {
-		uint32_t next, cap = (uint32_t)((vlen - 8) / 4);
-		f->ids = malloc((cap ? cap : 1) * sizeof(*f->ids));
-		if (f->ids != NULL &&
-		    !fmt_decode_dbmap((const uint8_t *)v, vlen, f->ids, cap, &f->n_ids, &next)) {
-			free(f->ids); /* unreadable: treat every database as live */
-			f->ids = NULL;
-		}
-	}
-	rocksdb_free(v);
-	rocksdb_free(rerr);
-	rocksdb_compactionfilter_t *cf = rocksdb_compactionfilter_create(
-	    f, garbage_filter_free, garbage_filter_fn, garbage_filter_name);
-	rocksdb_compactionfilter_set_ignore_snapshots(cf, 1);
-	return cf;
-}
-
-static void garbage_factory_free(void *state)
-{
-	(void)state; /* the idx, freed by its owner after the DB is closed */
-}
-
-static rocksdb_compactionfilterfactory_t *garbage_filter_factory(struct idx *ix)
-{
-	return rocksdb_compactionfilterfactory_create(ix, garbage_factory_free,
-	                                              garbage_filter_create, garbage_filter_name);
-}
-
-void idx_compact_hint(struct idx *ix, const void *prefix, size_t len)
-{
-	if (len == 0 || len > KEY_BUF_SIZE || ix->sh == NULL || !ix->sh->compactor_started)
-		return;
-	/* The end: the prefix + 1, as a big-endian number (carrying leftwards). */
-	size_t end_len = len;
-	while (end_len > 0 && ((const uint8_t *)prefix)[end_len - 1] == 0xFF)
-		end_len--;
-	if (end_len == 0)
-		return;
-	struct compact_job *j = malloc(sizeof(*j) + len + end_len);
-	if (j == NULL)
-		return; /* the space still comes back, with RocksDB's own compactions */
-	*j = (struct compact_job){.ix = ix, .begin_len = len, .end_len = end_len};
-	memcpy(j->keys, prefix, len);
-	memcpy(j->keys + len, prefix, end_len);
-	j->keys[len + end_len - 1]++;
-	atomic_fetch_add(&ix->compact_pending, 1);
-	struct idx_shared *sh = ix->sh;
-	j->next = atomic_load(&sh->compact_jobs);
-	while (!atomic_compare_exchange_weak(&sh->compact_jobs, &j->next, j))
-		;
-	uint64_t one = 1;
-	if (write(sh->compact_efd, &one, sizeof(one)) != sizeof(one))
-		LOG_WARN("index %s: cannot wake the compactor (%s): garbage space comes back later",
-		         ix->path, strerror(errno));
-	ix->stats.compact_hints++;
-}
-
-uint64_t idx_estimate_rows(struct idx *ix)
-{
-	uint64_t n = 0;
-	return rocksdb_property_int(ix->db, "rocksdb.estimate-num-keys", &n) == 0 ? n : 0;
-}
-
-void idx_compact_hint_db(struct idx *ix, uint32_t db)
-{
-	uint8_t prefix[5];
-	prefix[0] = PREFIX_ELEM;
-	fmt_put_be32(prefix + 1, db);
-	idx_compact_hint(ix, prefix, sizeof(prefix));
-	prefix[0] = PREFIX_KEY;
-	idx_compact_hint(ix, prefix, sizeof(prefix));
-	static const uint8_t expiry[1] = {PREFIX_EXPIRY};
-	idx_compact_hint(ix, expiry, 1);
-}
-
-void idx_compact_all(struct idx *ix)
-{
-	rocksdb_compact_range(ix->db, NULL, 0, NULL, 0);
-}
-
 /* ---- statistics -------------------------------------------------------- */
 
 static uint64_t property(struct idx *ix, const char *name)
@@ -1853,337 +1004,4 @@ void idx_get_stats(struct idx *ix, struct idx_stats *out)
 	out->sst_bytes = property(ix, "rocksdb.total-sst-files-size");
 	out->table_reader_bytes = property(ix, "rocksdb.estimate-table-readers-mem");
 	out->block_cache_bytes = rocksdb_cache_get_usage(ix->sh->cache);
-}
-
-/* ---- bulk load --------------------------------------------------------- */
-
-#define SST_XROW_CHUNK (1u << 20) /* bytes per arena chunk of expiry-row keys */
-
-/* One expiry row to write at idx_sst_finish. */
-struct sst_xrow {
-	uint64_t expiry_ms;
-	const uint8_t *key; /* db id and user key, in the builder's arena */
-	uint32_t klen;
-	bool is_delete; /* a tombstone for the replaced entry's row */
-};
-
-struct sst_chunk {
-	struct sst_chunk *next;
-	size_t used;
-	uint8_t data[];
-};
-
-struct idx_sst {
-	rocksdb_sstfilewriter_t *w;
-	rocksdb_envoptions_t *env_opts;
-	rocksdb_options_t *opts;
-	char *path;                 /* owned */
-	uint8_t last[KEY_BUF_SIZE]; /* the previous row, to check the order */
-	uint8_t row[KEY_BUF_SIZE];  /* a row being built */
-	size_t last_len;            /* 0 before the first row */
-	struct sst_xrow *xrows;     /* expiry rows to write, unsorted */
-	size_t n_xrows, cap_xrows;
-	struct sst_chunk *chunks; /* arena of expiry-row keys; newest first */
-	uint8_t *vbuf;            /* entry being encoded */
-	size_t vcap;
-};
-
-/* Opens the writer with `compression`.  Returns the RocksDB error (malloc()ed)
- * or NULL. */
-static char *sst_try_open(struct idx_sst *s, struct idx *ix, int compression)
-{
-	char *rerr = NULL;
-	if (s->w)
-		rocksdb_sstfilewriter_destroy(s->w);
-	if (s->opts)
-		rocksdb_options_destroy(s->opts);
-	s->opts = make_options(ix->sh, compression, NULL);
-	s->w = rocksdb_sstfilewriter_create(s->env_opts, s->opts);
-	rocksdb_sstfilewriter_open(s->w, s->path, &rerr);
-	return rerr;
-}
-
-int idx_sst_open(struct idx_sst **out, struct idx *ix, const char *path, char *err, size_t errlen)
-{
-	*out = NULL;
-	struct idx_sst *s = calloc(1, sizeof(*s));
-	if (s == NULL || (s->path = strdup(path)) == NULL ||
-	    (s->env_opts = rocksdb_envoptions_create()) == NULL) {
-		idx_sst_free(s);
-		snprintf(err, errlen, "out of memory starting %s", path);
-		return -ENOMEM;
-	}
-	char *rerr = sst_try_open(s, ix, rocksdb_lz4_compression);
-	if (rerr && strstr(rerr, "not linked with the binary")) {
-		rocksdb_free(rerr);
-		rerr = sst_try_open(s, ix, rocksdb_no_compression);
-	}
-	if (rerr) {
-		snprintf(err, errlen, "cannot create %s: %s (check free space and permissions)",
-		         path, rerr);
-		rocksdb_free(rerr);
-		idx_sst_free(s);
-		return -EIO;
-	}
-	*out = s;
-	return 0;
-}
-
-/* Copies key into the arena; NULL when out of memory. */
-static const uint8_t *sst_keep_key(struct idx_sst *s, const void *key, size_t klen)
-{
-	struct sst_chunk *c = s->chunks;
-	if (c == NULL || SST_XROW_CHUNK - c->used < klen) {
-		size_t size = klen > SST_XROW_CHUNK ? klen : SST_XROW_CHUNK;
-		c = malloc(sizeof(*c) + size);
-		if (c == NULL)
-			return NULL;
-		c->used = 0;
-		c->next = s->chunks;
-		s->chunks = c;
-	}
-	uint8_t *p = c->data + c->used;
-	if (klen)
-		memcpy(p, key, klen);
-	c->used += klen;
-	return p;
-}
-
-static int sst_add_xrow(struct idx_sst *s, const void *key, size_t klen, uint64_t expiry_ms,
-                        bool is_delete)
-{
-	if (s->n_xrows == s->cap_xrows) {
-		size_t cap = s->cap_xrows ? s->cap_xrows * 2 : 1024;
-		struct sst_xrow *x = realloc(s->xrows, cap * sizeof(*x));
-		if (x == NULL)
-			return -ENOMEM;
-		s->xrows = x;
-		s->cap_xrows = cap;
-	}
-	const uint8_t *k = sst_keep_key(s, key, klen);
-	if (k == NULL)
-		return -ENOMEM;
-	s->xrows[s->n_xrows++] = (struct sst_xrow){
-	    .expiry_ms = expiry_ms, .key = k, .klen = (uint32_t)klen, .is_delete = is_delete};
-	return 0;
-}
-
-/* Checks that `row` follows the previous row of the file.  Returns 0 or
- * -EINVAL with a message. */
-static int sst_check_order(struct idx_sst *s, const uint8_t *row, size_t row_len, char *err,
-                           size_t errlen)
-{
-	if (s->last_len) {
-		size_t n = row_len < s->last_len ? row_len : s->last_len;
-		int c = memcmp(s->last, row, n);
-		if (c > 0 || (c == 0 && s->last_len >= row_len)) {
-			snprintf(err, errlen, "%s: rows out of order (a bug in the caller)", s->path);
-			return -EINVAL;
-		}
-	}
-	memcpy(s->last, row, row_len);
-	s->last_len = row_len;
-	return 0;
-}
-
-static int sst_put_row(struct idx_sst *s, const uint8_t *row, size_t row_len, const void *v,
-                       size_t vlen, char *err, size_t errlen)
-{
-	char *rerr = NULL;
-	rocksdb_sstfilewriter_put(s->w, (const char *)row, row_len, v, vlen, &rerr);
-	if (rerr) {
-		snprintf(err, errlen, "writing %s: %s", s->path, rerr);
-		rocksdb_free(rerr);
-		return -EIO;
-	}
-	return 0;
-}
-
-int idx_sst_put(struct idx_sst *s, const void *ident, size_t len, const struct idx_entry *e,
-                uint64_t prev_expiry_ms, char *err, size_t errlen)
-{
-	const uint8_t *id = ident;
-	uint8_t *row = s->row;
-	size_t row_len = len >= 1 && id[0] == FMT_IDENT_KEY ? ident_row(row, id, len) : 0;
-	if (row_len == 0) {
-		snprintf(err, errlen, "%s: a key of %zu bytes is over the limit", s->path,
-		         len > FMT_KEY_IDENT_HEAD ? len - FMT_KEY_IDENT_HEAD : 0);
-		return -EINVAL;
-	}
-	int ret = sst_check_order(s, row, row_len, err, errlen);
-	if (ret < 0)
-		return ret;
-	bool inline_value = e->is_inline && e->type == FMT_TYPE_STRING;
-	size_t need = ENTRY_HEADER_MAX + (inline_value ? e->value_len : 0);
-	if (need > s->vcap) {
-		uint8_t *v = realloc(s->vbuf, need);
-		if (v == NULL)
-			goto nomem;
-		s->vbuf = v;
-		s->vcap = need;
-	}
-	size_t vlen = entry_encode_header(s->vbuf, e);
-	if (inline_value && e->value_len) {
-		memcpy(s->vbuf + vlen, e->value, e->value_len);
-		vlen += e->value_len;
-	}
-	ret = sst_put_row(s, row, row_len, s->vbuf, vlen, err, errlen);
-	if (ret < 0)
-		return ret;
-	if (prev_expiry_ms != e->expiry_ms) {
-		if (prev_expiry_ms != 0 && sst_add_xrow(s, id + 1, len - 1, prev_expiry_ms, true) < 0)
-			goto nomem;
-		if (e->expiry_ms != 0 && sst_add_xrow(s, id + 1, len - 1, e->expiry_ms, false) < 0)
-			goto nomem;
-	}
-	return 0;
-nomem:
-	snprintf(err, errlen, "out of memory writing %s", s->path);
-	return -ENOMEM;
-}
-
-int idx_sst_put_elem(struct idx_sst *s, const void *ident, size_t len, const void *value,
-                     size_t vlen, char *err, size_t errlen)
-{
-	struct fmt_ident id;
-	if (!fmt_ident_parse(ident, len, &id) || id.kind != FMT_IDENT_ELEM) {
-		snprintf(err, errlen, "%s: not an element ident (a bug in the caller)", s->path);
-		return -EINVAL;
-	}
-	int ret = sst_check_order(s, ident, len, err, errlen);
-	return ret < 0 ? ret : sst_put_row(s, ident, len, value, vlen, err, errlen);
-}
-
-int idx_sst_finish_elems(struct idx_sst *s, char *err, size_t errlen)
-{
-	char *rerr = NULL;
-	rocksdb_sstfilewriter_finish(s->w, &rerr);
-	if (rerr) {
-		snprintf(err, errlen, "writing %s: %s (check free space)", s->path, rerr);
-		rocksdb_free(rerr);
-		return -EIO;
-	}
-	return 0;
-}
-
-/* Expiry-row order: expiry, then the key as RocksDB compares it. */
-static int xrow_cmp(const void *a, const void *b)
-{
-	const struct sst_xrow *x = a, *y = b;
-	if (x->expiry_ms != y->expiry_ms)
-		return x->expiry_ms < y->expiry_ms ? -1 : 1;
-	size_t n = x->klen < y->klen ? x->klen : y->klen;
-	int c = n ? memcmp(x->key, y->key, n) : 0;
-	if (c != 0)
-		return c;
-	return x->klen < y->klen ? -1 : x->klen > y->klen;
-}
-
-static int seg_live_cmp(const void *a, const void *b)
-{
-	const struct idx_seg_live *x = a, *y = b;
-	return x->segment < y->segment ? -1 : x->segment > y->segment;
-}
-
-int idx_sst_finish(struct idx_sst *s, uint64_t applied_lsn, const uint32_t *map_ids,
-                   uint32_t map_n, uint32_t map_next, uint32_t db, const struct idx_count *count,
-                   struct idx_seg_live *live, size_t n_live, char *err, size_t errlen)
-{
-	/* Row order: every 'k' row (added), then "m:applied_lsn" < "m:dbmap",
-	 * the 'n' row, the 's' rows, then the 'x' rows. */
-	char *rerr = NULL;
-	uint8_t le[8];
-	put_le64(le, applied_lsn);
-	rocksdb_sstfilewriter_put(s->w, META_APPLIED_LSN, strlen(META_APPLIED_LSN),
-	                          (const char *)le, sizeof(le), &rerr);
-	if (rerr == NULL && map_ids != NULL) {
-		uint8_t *v = malloc(fmt_dbmap_size(map_n));
-		if (v == NULL) {
-			snprintf(err, errlen, "out of memory writing %s", s->path);
-			return -ENOMEM;
-		}
-		fmt_encode_dbmap(v, map_ids, map_n, map_next);
-		rocksdb_sstfilewriter_put(s->w, META_DBMAP, strlen(META_DBMAP), (const char *)v,
-		                          fmt_dbmap_size(map_n), &rerr);
-		free(v);
-	}
-	if (rerr == NULL) {
-		uint8_t row[COUNT_ROW_LEN], v[COUNT_VALUE_LEN];
-		count_row(row, db);
-		count_value(v, count);
-		rocksdb_sstfilewriter_put(s->w, (const char *)row, sizeof(row), (const char *)v,
-		                          sizeof(v), &rerr);
-	}
-	if (n_live > 1)
-		qsort(live, n_live, sizeof(*live), seg_live_cmp);
-	for (size_t i = 0; i < n_live && rerr == NULL; i++) {
-		uint8_t srow[SEGMENT_ROW_LEN];
-		segment_row(srow, live[i].segment, db);
-		put_le64(le, live[i].live);
-		rocksdb_sstfilewriter_put(s->w, (const char *)srow, sizeof(srow), (const char *)le,
-		                          sizeof(le), &rerr);
-	}
-	if (s->n_xrows > 1)
-		qsort(s->xrows, s->n_xrows, sizeof(*s->xrows), xrow_cmp);
-	uint8_t *row = s->row;
-	for (size_t i = 0; i < s->n_xrows && rerr == NULL; i++) {
-		const struct sst_xrow *x = &s->xrows[i];
-		expiry_prefix(row, x->expiry_ms);
-		if (x->klen)
-			memcpy(row + 9, x->key, x->klen); /* db id and user key */
-		if (x->is_delete)
-			rocksdb_sstfilewriter_delete(s->w, (const char *)row, 9 + x->klen, &rerr);
-		else
-			rocksdb_sstfilewriter_put(s->w, (const char *)row, 9 + x->klen, "", 0,
-			                          &rerr);
-	}
-	if (rerr == NULL)
-		rocksdb_sstfilewriter_finish(s->w, &rerr);
-	if (rerr) {
-		snprintf(err, errlen, "writing %s: %s (check free space)", s->path, rerr);
-		rocksdb_free(rerr);
-		return -EIO;
-	}
-	return 0;
-}
-
-void idx_sst_free(struct idx_sst *s)
-{
-	if (s == NULL)
-		return;
-	if (s->w)
-		rocksdb_sstfilewriter_destroy(s->w);
-	if (s->opts)
-		rocksdb_options_destroy(s->opts);
-	if (s->env_opts)
-		rocksdb_envoptions_destroy(s->env_opts);
-	while (s->chunks) {
-		struct sst_chunk *c = s->chunks;
-		s->chunks = c->next;
-		free(c);
-	}
-	free(s->xrows);
-	free(s->vbuf);
-	free(s->path);
-	free(s);
-}
-
-int idx_ingest(struct idx *ix, const char *const *paths, size_t n, uint64_t applied_lsn,
-               char *err, size_t errlen)
-{
-	char *rerr = NULL;
-	rocksdb_ingestexternalfileoptions_t *o = rocksdb_ingestexternalfileoptions_create();
-	rocksdb_ingestexternalfileoptions_set_move_files(o, 1);
-	rocksdb_ingest_external_file(ix->db, paths, n, o, &rerr);
-	rocksdb_ingestexternalfileoptions_destroy(o);
-	if (rerr) {
-		snprintf(err, errlen, "index %s: ingesting %s%s failed: %s", ix->path, paths[0],
-		         n > 1 ? " and more" : "", rerr);
-		rocksdb_free(rerr);
-		ix->stats.errors++;
-		return -EIO;
-	}
-	ix->applied_lsn = applied_lsn;
-	ix->stats.writes++;
-	return 0;
 }
