@@ -50,14 +50,17 @@ void conn_update_pause(struct conn *c)
 	if (pv->state != CONN_OPEN)
 		return;
 	uint64_t limit = pv->np->cfg.output_buffer_limit;
-	bool pause =
-	    c->pending >= pv->np->cfg.max_pipeline || (limit != 0 && c->output_bytes > limit / 4);
+	bool pause = c->pending >= pv->np->cfg.max_pipeline ||
+	             (c->pending > 0 && pv->np->pending_args >= NET_PENDING_ARGS_MAX) ||
+	             (limit != 0 && c->output_bytes > limit / 4);
 	if (pause == pv->paused)
 		return;
 	pv->paused = pause;
 	if (pause) {
 		if (pv->np->use_ring)
 			conn_recv_cancel(c);
+	} else if (pv->held) {
+		conn_mark_dirty(c); /* the hook runs what is left, then reads */
 	} else {
 		conn_recv_arm(c);
 	}
@@ -163,6 +166,7 @@ static void conn_kick(struct conn *c)
 	if (pv->state <= CONN_DRAINING)
 		conn_send(c);
 	if (pv->state == CONN_OPEN) {
+		conn_resume_input(c);
 		if (!pv->paused)
 			conn_recv_arm(c);
 		else if (pv->np->use_ring)

@@ -19,10 +19,14 @@
  * server.output_buffer_limit is disconnected (Redis's
  * client-output-buffer-limit); while its unsent replies exceed a quarter of
  * that, or while more than `max_pipeline` requests are unfinished, it is not
- * read.  Protocol errors reply "-ERR Protocol error: ..." and close that
- * connection only.  server.max_clients over all proactors: the next client
- * gets "-ERR max number of clients reached" and is closed.  server.timeout_s:
- * idle clients are closed.
+ * read; nor while it has a request unfinished and the proactor's connections
+ * together have more than NET_PENDING_ARGS_MAX arguments in unfinished
+ * requests (each connection can always have one, so each makes progress);
+ * the commands it has already received wait in its input buffer meanwhile.
+ * Protocol errors reply "-ERR Protocol error: ..." and close that connection
+ * only.  server.max_clients over all proactors: the next client gets "-ERR
+ * max number of clients reached" and is closed.  server.timeout_s: idle
+ * clients are closed.
  *
  * Lifetime: a connection closed by the peer, an error or conn_close() stays
  * allocated until its unfinished requests are done; their replies are then

@@ -90,6 +90,8 @@ static void conn_dispatch(struct conn *c, const struct resp_command *cmd)
 		pv->head = req;
 	pv->tail = req;
 	c->pending++;
+	r->args = argc;
+	np->pending_args += argc;
 	NET_STAT(np, commands, 1);
 	np->cfg.handler(c, req);
 }
@@ -190,6 +192,10 @@ static size_t conn_parse(struct conn *c, const uint8_t *buf, size_t len)
 	while (pv->state == CONN_OPEN && off < len) {
 		struct resp_command cmd;
 		size_t used;
+		if (c->pending > 0 && pv->np->pending_args >= NET_PENDING_ARGS_MAX) {
+			pv->held = true; /* the rest waits in `in` (conn_resume_input) */
+			break;
+		}
 		if (off >= hinted)
 			hinted = conn_prefetch(c, buf, len, off);
 		pv->parser.unauthenticated = !c->authenticated; /* AUTH may have just run */
@@ -244,6 +250,15 @@ static void conn_input(struct conn *c, const uint8_t *data, size_t n, bool own)
 	}
 	pv->busy--;
 	conn_update_pause(c);
+}
+
+void conn_resume_input(struct conn *c)
+{
+	struct conn_private *pv = c->priv;
+	if (!pv->held || pv->paused || pv->state != CONN_OPEN)
+		return;
+	pv->held = false;
+	conn_input(c, NULL, 0, true);
 }
 
 /* ---- completions ------------------------------------------------------- */

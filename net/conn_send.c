@@ -72,8 +72,11 @@ void conn_req_done(struct conn_req *req)
 {
 	struct conn *c = req->conn;
 	struct conn_private *pv = c->priv;
+	struct req_impl *r = container_of(req, struct req_impl, req);
 	req->done = true;
 	c->pending--;
+	pv->np->pending_args -= r->args;
+	r->args = 0;
 	if (pv->state >= CONN_CLOSING) { /* an orphan: nobody wants the reply */
 		req_release(pv->np, req);
 		if (c->pending == 0)

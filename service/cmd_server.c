@@ -485,6 +485,8 @@ static void stats_add(struct store_stats *a, const struct store_stats *b)
 	a->garbage_compactions += b->garbage_compactions;
 	a->cache_bytes += b->cache_bytes;
 	a->cache_entries += b->cache_entries;
+	a->pending_writes += b->pending_writes;
+	a->pending_writes_peak += b->pending_writes_peak;
 }
 
 /* On each proactor: its loop counters and its shards' storage lines. */
@@ -521,7 +523,8 @@ static void info_part_fn(struct cmd_part *p)
 		    "segments_recycled=%llu,spare_bytes_zeroed=%llu,blind_puts=%llu,"
 		    "blind_puts_existing=%llu,index_writes_merged=%llu,index_batch_keys=%llu,"
 		    "records_replayed=%llu,elem_reads=%llu,garbage_dropped=%llu,"
-		    "garbage_compactions=%llu,cache_bytes=%llu,cache_entries=%llu\r\n",
+		    "garbage_compactions=%llu,cache_bytes=%llu,cache_entries=%llu,"
+		    "pending_writes=%llu,pending_writes_peak=%llu\r\n",
 		    s, px->id, (unsigned long long)st.keys, (unsigned long long)st.log_bytes,
 		    (unsigned long long)st.live_bytes, (unsigned long long)st.cache_hits,
 		    (unsigned long long)st.cache_misses, (unsigned long long)st.disk_reads,
@@ -540,7 +543,9 @@ static void info_part_fn(struct cmd_part *p)
 		    (unsigned long long)st.records_replayed, (unsigned long long)st.elem_reads,
 		    (unsigned long long)st.garbage_dropped,
 		    (unsigned long long)st.garbage_compactions,
-		    (unsigned long long)st.cache_bytes, (unsigned long long)st.cache_entries);
+		    (unsigned long long)st.cache_bytes, (unsigned long long)st.cache_entries,
+		    (unsigned long long)st.pending_writes,
+		    (unsigned long long)st.pending_writes_peak);
 		if (n > 0)
 			resp_buf_append(&p->text, line, (size_t)n < sizeof(line) ? (size_t)n : 0);
 	}

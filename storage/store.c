@@ -602,6 +602,7 @@ void store_get_stats(struct store *st, struct store_stats *out)
 	out->index_batch_keys = st->batch_records;
 	out->cache_bytes = st->cache_used;
 	out->cache_entries = st->n_keys_cached;
+	out->pending_writes = st->pw_live;
 	if (st->log != NULL) {
 		const struct log_stats *ls = log_get_stats(st->log);
 		out->log_bytes = ls->log_bytes;

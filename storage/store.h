@@ -228,6 +228,8 @@ struct store_stats {
 	uint64_t index_batch_keys;    /* keys whose writes wait for the index now */
 	uint64_t cache_bytes;         /* what the key table charges its cache budget now */
 	uint64_t cache_entries;       /* kentries in the key table now (keys and elements) */
+	uint64_t pending_writes;      /* records appended and not yet in the index, now */
+	uint64_t pending_writes_peak; /* ... the most there were at once */
 	uint64_t records_replayed;    /* log records recovery replayed when the store opened */
 	uint64_t elem_reads;          /* collection elements read from the index */
 	uint64_t garbage_dropped;     /* garbage rows the index's compaction dropped */

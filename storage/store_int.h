@@ -362,6 +362,7 @@ struct store {
 	size_t cache_used;                  /* bytes charged by cached values */
 
 	struct pending_write *free_writes;
+	uint64_t pw_live; /* pending writes handed out by st_pw_get, not yet back */
 	struct pending_write *applying; /* the keys of the batch, oldest first record first */
 	struct pending_write *applying_tail;
 	struct pending_write **blind; /* blind PUTs whose key's index state is unread */

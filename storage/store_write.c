@@ -20,6 +20,7 @@ void st_pending_write_free(struct store *st, struct pending_write *pw)
 	pw->in_batch = false;
 	pw->next_free = st->free_writes;
 	st->free_writes = pw;
+	st->pw_live--;
 	if (ke != NULL) {
 		if (ke->batch_pw == pw) {
 			ke->batch_pw = NULL;
@@ -146,6 +147,8 @@ struct pending_write *st_pw_get(struct store *st)
 		st->free_writes = pw->next_free;
 	else if ((pw = calloc(1, sizeof(*pw))) == NULL)
 		return NULL;
+	if (++st->pw_live > st->stats.pending_writes_peak)
+		st->stats.pending_writes_peak = st->pw_live;
 	pw->w.done = write_done;
 	pw->st = st;
 	pw->ke = NULL;
@@ -162,6 +165,7 @@ void st_pw_put_back(struct store *st, struct pending_write *pw)
 {
 	pw->next_free = st->free_writes;
 	st->free_writes = pw;
+	st->pw_live--;
 }
 
 struct pending_write *st_append(struct store *st, struct store_req *req,
