@@ -71,6 +71,8 @@ static void count_add(struct store_db_stats *c, const struct count_delta *d)
 
 void st_count_live(struct store *st, uint32_t db, const struct count_delta *d)
 {
+	if (d->keys == 0 && d->expires == 0 && d->expiry_sum_s == 0)
+		return; /* most writes: an overwrite (4% of SET -P 16's CPU looked the id up) */
 	int n = st_db_of_id(st, db);
 	if (n >= 0)
 		count_add(&st->dbs[n].live, d);
