@@ -2018,20 +2018,10 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	size_t order[64], n = 0;
-	for (int a = child ? 2 : 1; a < (child ? 3 : argc); a++) {
-		size_t i = 0;
-		while (i < N_SUBTESTS && strcmp(argv[a], subtests[i].name) != 0)
-			i++;
-		if (i == N_SUBTESTS || n == sizeof(order) / sizeof(order[0])) {
-			fprintf(stderr, "usage: %s [SUBTEST...]; subtests:", argv[0]);
-			for (i = 0; i < N_SUBTESTS; i++)
-				fprintf(stderr, " %s", subtests[i].name);
-			fprintf(stderr, "\n");
-			return 1;
-		}
-		order[n++] = i;
-	}
+	size_t order[64], n;
+	if (!TEST_PICK_SUBTESTS(argv[0], argv + (child ? 2 : 1), child ? 1 : argc - 1, subtests,
+	                        order, &n))
+		return 1;
 	if (argc == 1) {
 		int failed = 0;
 		for (size_t i = 0; i < N_SUBTESTS; i++) {

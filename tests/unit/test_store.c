@@ -897,26 +897,12 @@ static const struct {
     {"flushall", test_flushall},
     {"lock", test_lock},
 };
-#define N_SUBTESTS (sizeof(subtests) / sizeof(subtests[0]))
 
 int main(int argc, char **argv)
 {
-	size_t order[64], n = 0;
-	for (int a = 1; a < argc; a++) {
-		size_t i = 0;
-		while (i < N_SUBTESTS && strcmp(argv[a], subtests[i].name) != 0)
-			i++;
-		if (i == N_SUBTESTS || n == sizeof(order) / sizeof(order[0])) {
-			fprintf(stderr, "usage: %s [SUBTEST...]; subtests:", argv[0]);
-			for (i = 0; i < N_SUBTESTS; i++)
-				fprintf(stderr, " %s", subtests[i].name);
-			fprintf(stderr, "\n");
-			return 1;
-		}
-		order[n++] = i;
-	}
-	for (; argc == 1 && n < N_SUBTESTS; n++)
-		order[n] = n;
+	size_t order[64], n;
+	if (!TEST_PICK_SUBTESTS(argv[0], argv + 1, argc - 1, subtests, order, &n))
+		return 1;
 
 	const char *tmp = test_disk_tmpdir();
 	if (tmp == NULL)

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,15 +19,50 @@
 
 static int test_failures; /* CHECKs that failed so far */
 
+/* The subtests a program runs, as indexes into its table (n_table structs of
+ * `stride` bytes whose first member is `const char *name`): those named in
+ * args[0..nargs), in that order, or every one in table order when none is.
+ * False after printing the usage for an unknown name or more than cap. */
+static inline bool test_pick_subtests(const char *prog, char **args, int nargs, const void *table,
+                                      size_t stride, size_t n_table, size_t *order, size_t cap,
+                                      size_t *n)
+{
+#define SUBTEST_NAME(i) (*(const char *const *)((const char *)table + (i)*stride))
+	*n = 0;
+	for (int a = 0; a < nargs; a++) {
+		size_t i = 0;
+		while (i < n_table && strcmp(args[a], SUBTEST_NAME(i)) != 0)
+			i++;
+		if (i == n_table || *n == cap) {
+			fprintf(stderr, "usage: %s [SUBTEST...]; subtests:", prog);
+			for (i = 0; i < n_table; i++)
+				fprintf(stderr, " %s", SUBTEST_NAME(i));
+			fprintf(stderr, "\n");
+			return false;
+		}
+		order[(*n)++] = i;
+	}
+	for (; nargs == 0 && *n < n_table && *n < cap; (*n)++)
+		order[*n] = *n;
+	return true;
+#undef SUBTEST_NAME
+}
+
+/* test_pick_subtests over a `subtests` array and an `order` array. */
+#define TEST_PICK_SUBTESTS(prog, args, nargs, subtests, order, n)                                  \
+	test_pick_subtests(prog, args, nargs, subtests, sizeof((subtests)[0]),                     \
+	                   sizeof(subtests) / sizeof((subtests)[0]), order,                        \
+	                   sizeof(order) / sizeof((order)[0]), n)
+
 /* Records a failure (and goes on) when `cond` is false. */
-#define CHECK(cond, ...)                                                                   \
-	do {                                                                               \
-		if (!(cond)) {                                                             \
-			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
-			fprintf(stderr, __VA_ARGS__);                                      \
-			fputc('\n', stderr);                                               \
-			test_failures++;                                                   \
-		}                                                                          \
+#define CHECK(cond, ...)                                                                           \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);            \
+			fprintf(stderr, __VA_ARGS__);                                              \
+			fputc('\n', stderr);                                                       \
+			test_failures++;                                                           \
+		}                                                                                  \
 	} while (0)
 
 static inline int test_result(void)
@@ -127,7 +163,7 @@ struct test_close_state {
 /* Runs `stop` on proactor 0 of `pool`, then `busy` (which sets s->busy) until
  * nothing of the object is in flight, then `close`. */
 static inline void test_close_with(struct pool *pool, void *obj, void (*stop)(void *),
-				   void (*busy)(void *), void (*close)(void *))
+                                   void (*busy)(void *), void (*close)(void *))
 {
 	struct test_close_state s = {.obj = obj, .busy = true};
 	test_on_px(pool, stop, &s);
@@ -158,7 +194,7 @@ static inline void test_store_close_step(void *arg)
 static inline void test_store_close(struct pool *pool, struct store *st)
 {
 	test_close_with(pool, st, test_store_stop_step, test_store_busy_step,
-			test_store_close_step);
+	                test_store_close_step);
 }
 
 /* A FLUSHALL, FLUSHDB or SWAPDB run by test_store_flush / test_store_swap_db. */
@@ -242,13 +278,13 @@ static inline void test_log_close(struct pool *pool, struct log *lg)
 
 /* Starts a quiet pool or exits 1 with the reason. */
 static inline struct pool *test_pool(unsigned threads, unsigned queue_size, unsigned busy_poll_us,
-				     unsigned entries)
+                                     unsigned entries)
 {
 	struct pool_config pc = {
-		.threads = threads,
-		.queue_size = queue_size,
-		.px = {.entries = entries, .busy_poll_us = busy_poll_us, .msg_budget = 256},
-		.quiet = true,
+	    .threads = threads,
+	    .queue_size = queue_size,
+	    .px = {.entries = entries, .busy_poll_us = busy_poll_us, .msg_budget = 256},
+	    .quiet = true,
 	};
 	char err[512];
 	struct pool *pool;

@@ -140,16 +140,7 @@ def per_core(args, work, only):
                             "redis": f"AOF {redis_mode}", "ringkv_r": resp.median_of(r),
                             "redis_r": resp.median_of(d), "ratio": statistics.median(ratios),
                             "ratios": ratios})
-    print("| test | ringkv | redis | ringkv req/s | redis req/s | ratio (pair ratios) |"
-          " p50 ms ringkv/redis | p99 ms ringkv/redis | CPU µs/req ringkv/redis |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for x in results:
-        a, b = x["ringkv_r"], x["redis_r"]
-        lo, hi = min(x["ratios"]), max(x["ratios"])
-        print(f"| {x['test']} | {x['ringkv']} | {x['redis']} | {a['rps']:.0f} | {b['rps']:.0f}"
-              f" | **{x['ratio']:.2f}×** ({lo:.2f}–{hi:.2f}) | {a['p50_ms']:.3f} / {b['p50_ms']:.3f}"
-              f" | {a['p99_ms']:.3f} / {b['p99_ms']:.3f}"
-              f" | {a['cpu_us_per_req']:.2f} / {b['cpu_us_per_req']:.2f} |", flush=True)
+    resp.print_table(results)
 
 
 def fill_hash(server, key, n):

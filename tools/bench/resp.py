@@ -200,6 +200,20 @@ def measure_pair(spec_a, spec_b, tests, args, work, fill=fill_strings, run=run_b
         b.stop()
 
 
+def print_table(results):
+    """The Markdown table of results (dicts as main and coll.py build them)."""
+    print("| test | ringkv | redis | ringkv req/s | redis req/s | ratio (pair ratios) |"
+          " p50 ms ringkv/redis | p99 ms ringkv/redis | CPU µs/req ringkv/redis |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for x in results:
+        a, b = x["ringkv_r"], x["redis_r"]
+        lo, hi = min(x["ratios"]), max(x["ratios"])
+        print(f"| {x['test']} | {x['ringkv']} | {x['redis']} | {a['rps']:.0f} | {b['rps']:.0f}"
+              f" | **{x['ratio']:.2f}×** ({lo:.2f}–{hi:.2f}) | {a['p50_ms']:.3f} / {b['p50_ms']:.3f}"
+              f" | {a['p99_ms']:.3f} / {b['p99_ms']:.3f}"
+              f" | {a['cpu_us_per_req']:.2f} / {b['cpu_us_per_req']:.2f} |", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=5)
@@ -263,16 +277,7 @@ def main():
     if args.json:
         print(json.dumps(results, indent=1))
         return
-    print("| test | ringkv | redis | ringkv req/s | redis req/s | ratio (pair ratios) |"
-          " p50 ms ringkv/redis | p99 ms ringkv/redis | CPU µs/req ringkv/redis |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for x in results:
-        a, b = x["ringkv_r"], x["redis_r"]
-        lo, hi = min(x["ratios"]), max(x["ratios"])
-        print(f"| {x['test']} | {x['ringkv']} | {x['redis']} | {a['rps']:.0f} | {b['rps']:.0f}"
-              f" | **{x['ratio']:.2f}×** ({lo:.2f}–{hi:.2f}) | {a['p50_ms']:.3f} / {b['p50_ms']:.3f}"
-              f" | {a['p99_ms']:.3f} / {b['p99_ms']:.3f}"
-              f" | {a['cpu_us_per_req']:.2f} / {b['cpu_us_per_req']:.2f} |")
+    print_table(results)
 
 
 if __name__ == "__main__":
