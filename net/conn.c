@@ -50,7 +50,7 @@ void conn_update_pause(struct conn *c)
 	if (pv->state != CONN_OPEN)
 		return;
 	uint64_t limit = pv->np->cfg.output_buffer_limit;
-	bool pause = c->pending >= pv->np->cfg.max_pipeline ||
+	bool pause = c->pending >= pv->np->cfg.max_pipeline || c->barrier ||
 	             (c->pending > 0 && pv->np->pending_args >= NET_PENDING_ARGS_MAX) ||
 	             (limit != 0 && c->output_bytes > limit / 4);
 	if (pause == pv->paused)
@@ -173,6 +173,15 @@ static void conn_kick(struct conn *c)
 			conn_recv_cancel(c);
 	}
 	conn_advance(c);
+}
+
+void conn_lift_barrier(struct conn *c)
+{
+	struct conn_private *pv = c->priv;
+	c->barrier = false;
+	conn_update_pause(c);
+	if (pv->held)
+		conn_mark_dirty(c);
 }
 
 void conn_close_after_reply(struct conn *c)

@@ -126,6 +126,9 @@ struct conn {
 	char *name;         /* CLIENT SETNAME, malloc'd; NULL = none; net frees it
 	                       with the connection (after on_close) */
 	void *daemon;       /* the daemon's per-client state */
+	bool barrier;       /* set by the daemon: the commands received after the ones
+	                       already handed to it wait (an EXEC that must finish
+	                       first); conn_lift_barrier clears it */
 
 	/* private to net */
 	struct conn_private *priv;
@@ -161,6 +164,10 @@ void conn_req_done(struct conn_req *req);
  * it (the producer waits while they are many), or SIZE_MAX when the
  * connection is closing (nobody reads the reply: stop producing). */
 size_t conn_req_stream(struct conn_req *req, struct resp_buf *part);
+
+/* Clears c->barrier: the commands that waited run (from the end-of-iteration
+ * hook, not inside this call). */
+void conn_lift_barrier(struct conn *c);
 
 /* Closes c after the replies of every request queued so far are sent (QUIT,
  * CLIENT KILL); nothing more is read or run.  Never frees c at once: the

@@ -192,7 +192,8 @@ static size_t conn_parse(struct conn *c, const uint8_t *buf, size_t len)
 	while (pv->state == CONN_OPEN && off < len) {
 		struct resp_command cmd;
 		size_t used;
-		if (c->pending > 0 && pv->np->pending_args >= NET_PENDING_ARGS_MAX) {
+		if ((c->pending > 0 && pv->np->pending_args >= NET_PENDING_ARGS_MAX) ||
+		    c->barrier) {
 			pv->held = true; /* the rest waits in `in` (conn_resume_input) */
 			break;
 		}

@@ -58,6 +58,18 @@ const struct cmd_def cmd_table[] = {
     {"reset", cmd_reset, 1, CMD_FAST | CMD_NOAUTH | CMD_STALE | CMD_LOADING, NOKEY, "connection",
      "6.2.0", "Reset the connection", NULL, NULL},
 
+    /* transactions */
+    {"multi", cmd_multi, 1, CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "transactions", "1.2.0",
+     "Mark the start of a transaction block", NULL, NULL},
+    {"exec", cmd_exec, 1, CMD_STALE | CMD_LOADING, NOKEY, "transactions", "1.2.0",
+     "Execute all commands issued after MULTI", NULL, NULL},
+    {"discard", cmd_discard, 1, CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "transactions",
+     "2.0.0", "Discard all commands issued after MULTI", NULL, NULL},
+    {"watch", cmd_watch, -2, CMD_FAST | CMD_STALE | CMD_LOADING, KEYS_ALL, "transactions",
+     "2.2.0", "Watch the given keys to determine execution of the MULTI/EXEC block", NULL, NULL},
+    {"unwatch", cmd_unwatch, 1, CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "transactions",
+     "2.2.0", "Forget about all watched keys", NULL, NULL},
+
     /* strings */
     {"get", cmd_get, 2, CMD_READONLY | CMD_FAST | CMD_KEYED, KEY1, "string", "1.0.0",
      "Get the value of a key", NULL, NULL},
@@ -330,6 +342,8 @@ int cmd_init(struct pool *pool, struct cfg *cfg, char *err, size_t errlen)
 		return -ENOMEM;
 	}
 	memset(cmd_state.pxs, 0, sizeof(struct cmd_px) * n);
+	if (cmd_multi_init(err, errlen) < 0)
+		return -ENOMEM;
 	for (const struct cmd_def *c = cmd_table; c->name != NULL; c++) {
 		size_t len = strlen(c->name);
 		unsigned h = name_hash((const uint8_t *)c->name, len);
@@ -348,7 +362,7 @@ int cmd_init(struct pool *pool, struct cfg *cfg, char *err, size_t errlen)
 }
 
 /* The table entry for a command name in any case, or NULL. */
-static const struct cmd_def *lookup_command(const uint8_t *name, size_t len)
+const struct cmd_def *cmd_lookup(const uint8_t *name, size_t len)
 {
 	if (len == 0 || len >= NAME_MAX_LEN)
 		return NULL;
@@ -428,13 +442,23 @@ static void ctx_free(struct cmd_px *cp, struct cmd_ctx *x)
 	cp->n_free++;
 }
 
-/* On the origin: hands the reply to net and recycles the context. */
-static void finish_request(struct cmd_ctx *x)
+void cmd_ctx_end(struct cmd_ctx *x)
 {
 	struct cmd_px *cp = &cmd_state.pxs[x->origin];
-	conn_req_done(x->req);
 	px_stat_add(&cp->inflight, (unsigned long)-1);
 	ctx_free(cp, x);
+}
+
+/* On the origin: hands the reply to net (or to the EXEC that ran the
+ * command) and recycles the context. */
+static void finish_request(struct cmd_ctx *x)
+{
+	if (x->exec != NULL) {
+		cmd_exec_sub_done(x);
+		return;
+	}
+	conn_req_done(x->req);
+	cmd_ctx_end(x);
 }
 
 static void finish_request_msg(void *arg)
@@ -583,12 +607,12 @@ void cmd_submit(struct cmd_ctx *x, void (*done)(struct store_req *sr))
 	x->sr.key = cmd_arg(x, 1);
 	x->sr.key_len = cmd_arg_len(x, 1);
 	x->sr.done = done;
-	store_submit(x->st, &x->sr);
+	cmd_store_submit(x, x->st, &x->sr);
 }
 
 void cmd_submit_prepared(struct cmd_ctx *x)
 {
-	store_submit(x->st, &x->sr);
+	cmd_store_submit(x, x->st, &x->sr);
 }
 
 int cmd_scan_cursor_or_fail(struct cmd_ctx *x, size_t i, uint64_t *out)
@@ -716,9 +740,26 @@ void cmd_run_on_shard(struct cmd_ctx *x, unsigned shard, cmd_fn fn)
 	px_send(self, owner, run_on_shard_msg, x);
 }
 
-/* A context for `req` of `c`, counted in flight on the calling proactor, or
- * NULL when out of memory. */
-static struct cmd_ctx *ctx_start(struct conn *c, struct conn_req *req)
+/* A container command's subcommand exists and has its arity; else false
+ * after replying the error. */
+static bool subcommand_ok(struct cmd_ctx *x)
+{
+	for (const struct cmd_def *s = x->cmd->subcommands; s->name != NULL && x->sub == NULL; s++)
+		if (cmd_argc(x) > 1 && cmd_arg_is(x, 1, s->name))
+			x->sub = s;
+	if (x->sub == NULL) {
+		fail_unknown(x, true);
+		return false;
+	}
+	if (!arity_ok(x->sub, cmd_argc(x))) {
+		cmd_fail_arity(x);
+		return false;
+	}
+	x->sub = NULL;
+	return true;
+}
+
+struct cmd_ctx *cmd_ctx_start(struct conn *c, struct conn_req *req)
 {
 	struct px *self = px_current();
 	struct cmd_px *cp = &cmd_state.pxs[self->id];
@@ -734,6 +775,8 @@ static struct cmd_ctx *ctx_start(struct conn *c, struct conn_req *req)
 	x->db = c->db;
 	x->heap = NULL;
 	x->err = NULL;
+	x->exec = NULL;
+	x->holder = NULL;
 	memset(&x->sr, 0, offsetof(struct store_req, status));
 	px_stat_add(&cp->inflight, 1);
 	return x;
@@ -741,14 +784,15 @@ static struct cmd_ctx *ctx_start(struct conn *c, struct conn_req *req)
 
 void cmd_handle(struct conn *c, struct conn_req *req)
 {
-	struct cmd_ctx *x = ctx_start(c, req);
+	struct cmd_ctx *x = cmd_ctx_start(c, req);
 	if (x == NULL) { /* no context to finish through: the one reply written here */
 		resp_add_error(&req->reply, cmd_err_oom);
 		conn_req_done(req);
 		return;
 	}
-	x->cmd = lookup_command(req->argv[0], req->argv_len[0]);
+	x->cmd = cmd_lookup(req->argv[0], req->argv_len[0]);
 	if (x->cmd == NULL) {
+		cmd_multi_refused(c); /* (inside MULTI: EXEC will abort) */
 		fail_unknown(x, false);
 		return;
 	}
@@ -756,6 +800,13 @@ void cmd_handle(struct conn *c, struct conn_req *req)
 	/* Redis's processCommand order: an unknown command, then the arity, then
 	 * authentication (a wrong arity is reported even before AUTH). */
 	if (!arity_ok(x->cmd, req->argc)) {
+		if (x->cmd->fn == cmd_exec) {
+			cmd_multi_reset(c); /* (Redis's execCommandAbort) */
+			cmd_fail(x, "EXECABORT Transaction discarded because of: wrong number of "
+			            "arguments for 'exec' command");
+			return;
+		}
+		cmd_multi_refused(c);
 		cmd_fail_arity(x);
 		return;
 	}
@@ -763,12 +814,32 @@ void cmd_handle(struct conn *c, struct conn_req *req)
 		if (cmd_requirepass()[0] == '\0')
 			c->authenticated = true; /* requirepass was cleared by CONFIG SET */
 		else if (!(x->cmd->flags & CMD_NOAUTH)) {
+			cmd_multi_refused(c);
+			if (x->cmd->fn == cmd_exec) {
+				cmd_multi_reset(c);
+				cmd_failf(x, "EXECABORT Transaction discarded because of: %s",
+				          cmd_err_noauth);
+				return;
+			}
 			cmd_fail(x, cmd_err_noauth);
 			return;
 		}
 	}
+	if (c->daemon != NULL && cmd_in_multi(c)) {
+		if (x->cmd->subcommands != NULL && !subcommand_ok(x)) {
+			cmd_multi_refused(c); /* (Redis checks a subcommand when it queues it) */
+			return;
+		}
+		if (cmd_multi_queue(x))
+			return; /* +QUEUED */
+	}
+	cmd_dispatch(x);
+}
+
+void cmd_dispatch(struct cmd_ctx *x)
+{
 	if (x->cmd->flags & CMD_KEYED)
-		cmd_run_on_shard(x, shard_of_key(req->argv[1], req->argv_len[1]), x->cmd->fn);
+		cmd_run_on_shard(x, shard_of_key(x->req->argv[1], x->req->argv_len[1]), x->cmd->fn);
 	else
 		x->cmd->fn(x);
 }
@@ -857,7 +928,7 @@ static void run_keys_part(struct cmd_part *p)
 {
 	p->pending = p->n;
 	for (size_t i = 0; i < p->n; i++)
-		store_submit(shard_store(p->ops[i]->shard), &p->ops[i]->sr);
+		cmd_store_submit(p->fan->x, shard_store(p->ops[i]->shard), &p->ops[i]->sr);
 }
 
 static void run_keys_part_msg(void *arg)

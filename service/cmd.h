@@ -85,6 +85,9 @@ struct cmd_ctx {
 	const char *err;           /* an error reply decided inside a store update
 	                              (cmd_update_refuse), or NULL */
 	void *heap;                /* malloc'd scratch of the command; freed with the context */
+	struct cmd_exec *exec;     /* a command run by EXEC (cmd_multi.c), or NULL */
+	size_t exec_index;         /* ... its place in the transaction */
+	const void *holder;        /* the holds its store requests may pass (EXEC), or NULL */
 	union {
 		struct {
 			int64_t delta; /* the increment */
@@ -160,6 +163,12 @@ struct cmd_ctx {
 			unsigned tries;
 		} save;
 		struct {
+			size_t arg;         /* the key being watched */
+			struct cmd_watcher *w;
+			uint64_t expiry_ms; /* its expiry, 0 = none (or no key) */
+		} watch;                    /* WATCH (cmd_multi.c) */
+		struct cmd_exec *exec;      /* EXEC (cmd_multi.c) */
+		struct {
 			unsigned step;      /* cmd_set.c's steps across shards, 1..4 */
 			bool dst_wrongtype; /* the destination holds another type */
 			int result;         /* the member left the source: 1 */
@@ -206,6 +215,43 @@ unsigned long cmd_inflight(unsigned px);
 /* Set when SHUTDOWN asked the main thread to stop (it then sends SIGTERM to
  * the process); the main thread logs who asked. */
 extern _Atomic unsigned long cmd_shutdown_client; /* client id, 0 = none */
+
+/* ---- transactions (cmd_multi.c) --------------------------------------- */
+
+/* The command table's entry of a name, or NULL. */
+const struct cmd_def *cmd_lookup(const uint8_t *name, size_t len);
+
+/* A context for `req` of `c`, counted in flight on the calling proactor, or
+ * NULL when out of memory; cmd_ctx_end recycles one (on its origin). */
+struct cmd_ctx *cmd_ctx_start(struct conn *c, struct conn_req *req);
+void cmd_ctx_end(struct cmd_ctx *x);
+
+/* Runs x's command (looked up and checked) where it runs: on its key's
+ * shard for CMD_KEYED, else in place. */
+void cmd_dispatch(struct cmd_ctx *x);
+
+/* Whether c is between MULTI and EXEC. */
+bool cmd_in_multi(const struct conn *c);
+
+/* Inside MULTI: queues x's command (+QUEUED; true) unless it is one that
+ * runs at once (EXEC, DISCARD, MULTI, WATCH, QUIT, RESET; false). */
+bool cmd_multi_queue(struct cmd_ctx *x);
+
+/* A command of c was refused before it ran (unknown, arity, AUTH): inside
+ * MULTI the transaction will abort (EXECABORT). */
+void cmd_multi_refused(struct conn *c);
+
+/* A command EXEC ran has finished (on the origin). */
+void cmd_exec_sub_done(struct cmd_ctx *x);
+
+/* Sets up WATCH's tables (one per shard); cmd_init calls it. */
+int cmd_multi_init(char *err, size_t errlen);
+
+/* net_config.on_close: drops c's transaction and watches. */
+void cmd_on_close(struct conn *c);
+
+/* RESET: leaves MULTI and forgets the watches. */
+void cmd_multi_reset(struct conn *c);
 
 /* ---- for handlers: finishing a request -------------------------------- */
 
@@ -281,6 +327,15 @@ int cmd_arg_int_or_fail(struct cmd_ctx *x, size_t i, int64_t *out);
 
 /* The full name of a table entry: "get", or "client|list" for a subcommand. */
 void cmd_full_name(const struct cmd_def *d, char *buf, size_t len);
+
+/* Every store request of a command goes through here: inside EXEC it
+ * carries the transaction's holder, so it may pass the transaction's holds
+ * (store.h, "holds"). */
+static inline void cmd_store_submit(struct cmd_ctx *x, struct store *st, struct store_req *sr)
+{
+	sr->holder = x->holder;
+	store_submit(st, sr);
+}
 
 /* Submits x->sr to x->st with x->sr.done = done (CMD_KEYED handlers). */
 void cmd_submit(struct cmd_ctx *x, void (*done)(struct store_req *sr));
@@ -520,6 +575,12 @@ void cmd_select(struct cmd_ctx *x);
 void cmd_client(struct cmd_ctx *x);
 void cmd_command(struct cmd_ctx *x);
 void cmd_reset(struct cmd_ctx *x);
+
+void cmd_multi(struct cmd_ctx *x);
+void cmd_exec(struct cmd_ctx *x);
+void cmd_discard(struct cmd_ctx *x);
+void cmd_watch(struct cmd_ctx *x);
+void cmd_unwatch(struct cmd_ctx *x);
 
 void cmd_get(struct cmd_ctx *x);
 void cmd_set(struct cmd_ctx *x);

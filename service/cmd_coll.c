@@ -467,7 +467,7 @@ void cmd_coll_dump(struct cmd_ctx *x, struct store_txn *t, int exists, bool keys
 	store_txn_key(t, 0, &k);
 	uint64_t next;
 	if (!x->u.stream.active) {
-		if (!exists || k.count < STREAM_MIN_ELEMS) {
+		if (!exists || k.count < STREAM_MIN_ELEMS || x->exec != NULL) {
 			/* Small: built whole (the count is written once the walk has
 			 * counted, so the reply cannot disagree with it). */
 			struct resp_buf items;

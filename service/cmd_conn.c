@@ -203,6 +203,7 @@ void cmd_reset(struct cmd_ctx *x)
 	x->reply->proto = 2;
 	c->authenticated = cmd_requirepass()[0] == '\0';
 	c->db = 0;
+	cmd_multi_reset(c);
 	resp_add_simple(x->reply, "RESET");
 	cmd_done(x);
 }

@@ -57,6 +57,7 @@ static void hset_call(struct store_req *sr, struct store_txn *t)
 			return;
 		added += r;
 	}
+	store_txn_touch(t, 0);
 	if (x->cmd->fn == cmd_hmset)
 		resp_add_simple(x->reply, "OK");
 	else
@@ -298,6 +299,7 @@ static void hincrby_call(struct store_req *sr, struct store_txn *t)
 	                  (size_t)n) < 0)
 		return;
 	hash_note_encoding(t, cmd_arg_len(x, 2), (size_t)n);
+	store_txn_touch(t, 0);
 	resp_add_int(x->reply, value);
 }
 
@@ -338,6 +340,7 @@ static void hincrbyfloat_call(struct store_req *sr, struct store_txn *t)
 	if (store_txn_put(t, 0, FMT_TYPE_HASH, cmd_arg(x, 2), cmd_arg_len(x, 2), buf, n) < 0)
 		return;
 	hash_note_encoding(t, cmd_arg_len(x, 2), n);
+	store_txn_touch(t, 0);
 	resp_add_bulk(x->reply, buf, n);
 }
 

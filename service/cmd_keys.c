@@ -694,7 +694,7 @@ static void object_on_shard(struct cmd_ctx *x)
 	x->sr.key = cmd_arg(x, 2);
 	x->sr.key_len = cmd_arg_len(x, 2);
 	x->sr.done = object_done;
-	store_submit(x->st, &x->sr);
+	cmd_store_submit(x, x->st, &x->sr);
 }
 
 static void object_encoding(struct cmd_ctx *x)

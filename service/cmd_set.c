@@ -505,7 +505,7 @@ static void gather_part_msg(void *arg)
 {
 	struct store_req *sr = arg;
 	struct set_job *j = sr->arg;
-	store_submit(shard_store((unsigned)(sr - j->reqs)), sr);
+	cmd_store_submit(j->x, shard_store((unsigned)(sr - j->reqs)), sr);
 }
 
 static void dest_call(struct store_req *sr, struct store_txn *t)
@@ -533,9 +533,10 @@ static void dest_msg(void *arg)
 {
 	struct store_req *sr = arg;
 	struct set_job *j = sr->arg;
-	store_submit(shard_store(shard_of_key(cmd_arg(j->x, j->dest_arg),
-	                                      cmd_arg_len(j->x, j->dest_arg))),
-	             sr);
+	cmd_store_submit(j->x,
+	                 shard_store(shard_of_key(cmd_arg(j->x, j->dest_arg),
+	                                          cmd_arg_len(j->x, j->dest_arg))),
+	                 sr);
 }
 
 /* On the origin, every source read: reply, or write the destination. */
@@ -846,7 +847,7 @@ static void smove_on_shard(struct cmd_ctx *x)
 	x->sr.key = cmd_arg(x, key_arg);
 	x->sr.key_len = cmd_arg_len(x, key_arg);
 	x->sr.done = smove_step_done;
-	store_submit(x->st, &x->sr);
+	cmd_store_submit(x, x->st, &x->sr);
 }
 
 static void smove_step(struct cmd_ctx *x)

@@ -327,6 +327,7 @@ int main(int argc, char **argv)
 	    .handler = cmd_handle,
 	    .prefetch = cmd_prefetch,
 	    .on_open = cmd_on_open,
+	    .on_close = cmd_on_close,
 	};
 	struct net_job *jobs = calloc(pool_size(pool), sizeof(*jobs));
 	if (jobs == NULL) {

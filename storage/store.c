@@ -11,6 +11,12 @@
  * ordered by submission on each key, so no two wait for each other
  * (deadlock-free, as VLL).  req->heads_missing counts the queues a request
  * does not head yet.
+ *
+ * Holds (store.h): a granted hold leaves its keys' queues empty and takes
+ * the requests that were behind it into its own list per key (st_held);
+ * while the key is held (kentry.held, pinned) the requests of its holder
+ * queue on the key as usual and every other one joins that list.
+ * store_release puts the lists back as the keys' queues and runs them.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -19,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "service/runtime/logging.h"
 #include "storage/fsutil.h"
 #include "storage/layout.h"
 #include "storage/store_int.h"
@@ -58,7 +65,7 @@ static struct store_waiter *req_waiter(struct store_req *req, size_t i)
 
 static size_t req_nkeys(const struct store_req *req)
 {
-	return req->op == STORE_CALL ? 1 + req->n_more_keys : 1;
+	return req->op == STORE_CALL || req->op == STORE_HOLD ? 1 + req->n_more_keys : 1;
 }
 
 /* Puts `ke`, whose head has settled, on the work list of queues_run. */
@@ -172,10 +179,14 @@ static bool wants_string(const struct store_req *req)
 
 /* Runs a request that heads its queues.  Returns true if it settled (the
  * next requests may run), false if it waits for a read. */
+static bool hold_grant(struct store *st, struct store_req *req);
+
 static bool req_run(struct store *st, struct store_req *req)
 {
 	if (req->op == STORE_CALL)
 		return st_call_run(st, req); /* (false: it paused, store_txn_pause) */
+	if (req->op == STORE_HOLD)
+		return hold_grant(st, req);
 	struct kentry *ke = req->key_entry;
 	bool blind = false;
 	if (!ke->known) {
@@ -305,17 +316,125 @@ static bool req_run(struct store *st, struct store_req *req)
 		return true;
 	}
 	case STORE_CALL:
+	case STORE_HOLD:
 		break; /* (above) */
 	}
 	st_req_complete(st, req, -EINVAL, NULL);
 	return true;
 }
 
+/* ---- holds -------------------------------------------------------------- */
+
+/* The granted hold of held key `ke`, and its entry for it. */
+static struct st_held *held_find(struct store *st, const struct kentry *ke,
+				 struct store_req **hold)
+{
+	for (struct store_req *h = st->holds; h != NULL; h = h->next_hold)
+		for (size_t i = 0; i < h->n_held; i++)
+			if (h->held[i].ke == ke) {
+				*hold = h;
+				return &h->held[i];
+			}
+	logging_assert_fail("a held key without its hold", __FILE__, __LINE__);
+}
+
+/* A hold heads every queue of its keys: it leaves them, taking the
+ * requests behind it along, and completes.  Returns false: nothing settled
+ * (the queues are empty now, or run by their new requests). */
+static bool hold_grant(struct store *st, struct store_req *req)
+{
+	size_t n = req_nkeys(req);
+	req->held = calloc(n, sizeof(*req->held));
+	if (req->held == NULL) {
+		st_req_complete(st, req, -ENOMEM, NULL);
+		return true;
+	}
+	req->n_held = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct store_waiter *w = req_waiter(req, i);
+		if (w == NULL)
+			continue;
+		struct kentry *ke = req_entry(req, i);
+		ASSERT(ke->head == w);
+		struct st_held *h = &req->held[req->n_held++];
+		h->ke = ke;
+		h->head = w->next;
+		h->tail = w->next != NULL ? ke->tail : NULL;
+		ke->head = ke->tail = NULL;
+		ke->held = true;
+		ke->pins++;
+	}
+	req->next_hold = st->holds;
+	st->holds = req;
+	st_req_complete(st, req, 0, NULL);
+	return false;
+}
+
+void store_release(struct store *st, struct store_req *hold)
+{
+	struct store_req **pp = &st->holds;
+	while (*pp != NULL && *pp != hold)
+		pp = &(*pp)->next_hold;
+	ASSERT(*pp == hold);
+	*pp = hold->next_hold;
+	for (size_t i = 0; i < hold->n_held; i++) {
+		struct st_held *h = &hold->held[i];
+		struct kentry *ke = h->ke;
+		ke->held = false;
+		ke->pins--;
+		if (h->head == NULL) {
+			if (ke->head == NULL)
+				st_kentry_release(st, ke);
+			continue;
+		}
+		if (ke->tail != NULL) { /* (the holder's requests are done before release) */
+			ke->tail->next = h->head;
+			ke->tail = h->tail;
+			continue;
+		}
+		ke->head = h->head;
+		ke->tail = h->tail;
+		struct store_req *r = ke->head->req;
+		if (--r->heads_missing == 0 && req_run(st, r))
+			settled(st, r);
+	}
+	free(hold->held);
+	hold->held = NULL;
+	hold->n_held = 0;
+	queues_run(st);
+}
+
+void st_touch_key(struct store *st, const struct kentry *ke)
+{
+	int db = st_db_of_id(st, st_ident_db(ke->key));
+	if (db >= 0)
+		st->watch->touch(st->watch->arg, (unsigned)db, ke->key + FMT_KEY_IDENT_HEAD,
+		                 ke->key_len - FMT_KEY_IDENT_HEAD);
+}
+
+void store_set_watch(struct store *st, const struct store_watch *w)
+{
+	st->watch = w;
+}
+
 /* Queues req on `ke` (its i-th key): returns true if it heads the queue. */
-static bool enqueue(struct store_waiter *w, struct store_req *req, struct kentry *ke)
+static bool enqueue(struct store *st, struct store_waiter *w, struct store_req *req,
+		    struct kentry *ke)
 {
 	w->req = req;
 	w->next = NULL;
+	if (ke->held) {
+		struct store_req *hold = NULL;
+		struct st_held *h = held_find(st, ke, &hold);
+		if (req->holder == NULL || req->holder != hold->holder) {
+			if (h->tail != NULL)
+				h->tail->next = w;
+			else
+				h->head = w;
+			h->tail = w;
+			return false;
+		}
+	}
 	if (ke->tail != NULL) {
 		ke->tail->next = w;
 		ke->tail = w;
@@ -353,7 +472,7 @@ static int enqueue_more(struct store *st, struct store_req *req)
 		if (ke->stamp == stamp)
 			continue; /* a key named twice waits once (waits[i].req NULL) */
 		ke->stamp = stamp;
-		req->heads_missing += !enqueue(&req->waits[i], req, ke);
+		req->heads_missing += !enqueue(st, &req->waits[i], req, ke);
 	}
 	return 0;
 }
@@ -369,7 +488,7 @@ static void submit_ident(struct store *st, struct store_req *req, const uint8_t 
 		return;
 	}
 	req->key_entry = ke;
-	if (req->op == STORE_CALL && req->n_more_keys > 0) {
+	if ((req->op == STORE_CALL || req->op == STORE_HOLD) && req->n_more_keys > 0) {
 		int ret = enqueue_more(st, req);
 		if (ret < 0) {
 			/* enqueue_more fails before it queues anything: the kentries
@@ -392,7 +511,7 @@ static void submit_ident(struct store *st, struct store_req *req, const uint8_t 
 			return;
 		}
 	}
-	req->heads_missing += !enqueue(&req->wait, req, ke);
+	req->heads_missing += !enqueue(st, &req->wait, req, ke);
 	if (req->heads_missing > 0 || !req_run(st, req))
 		return;
 	settled(st, req);
@@ -411,6 +530,8 @@ static bool submit_begin(struct store *st, struct store_req *req)
 	req->heads_missing = 0;
 	req->waits = NULL;
 	req->more_entries = NULL;
+	req->held = NULL;
+	req->n_held = 0;
 	req->read.done = NULL; /* set only once the request reads the log */
 	st->inflight_reqs++;
 	st->submitted++;

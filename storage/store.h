@@ -92,6 +92,7 @@ enum store_op {
 	STORE_RELOCATE, /* internal: garbage collection moves a value (never submitted by
 			   callers) */
 	STORE_CALL,   /* run req->call over the key (and req->more_keys): "calls" below */
+	STORE_HOLD,   /* hold the key (and req->more_keys) for req->holder: "holds" below */
 };
 
 #define STORE_NX 0x1      /* PUT only if the key does not exist */
@@ -168,6 +169,8 @@ struct store_req {
 	                                          one: the same key then) */
 	size_t n_more_keys;
 	void *arg;                 /* the caller's */
+	const void *holder;        /* the owner of a hold (STORE_HOLD), or the owner whose
+				      hold this request may pass (any op); NULL: none */
 	void (*done)(struct store_req *req);
 
 	/* set by the store before done */
@@ -198,6 +201,9 @@ struct store_req {
 	void **more_entries;             /* CALL: the entries of more_keys (malloc'd) */
 	void *result_ref;                /* keeps `result` alive until done has run */
 	unsigned retries;                /* index re-reads after a moved value */
+	struct st_held *held;            /* HOLD, once granted: its keys (malloc'd) */
+	size_t n_held;
+	struct store_req *next_hold;     /* HOLD: the store's list of granted holds */
 };
 
 struct store_stats {
@@ -334,6 +340,10 @@ int store_txn_del(struct store_txn *t, size_t k, const void *elem, size_t elen);
 /* Deletes key k, whatever its type.  Returns 1 (deleted), 0 (absent). */
 int store_txn_delete_key(struct store_txn *t, size_t k);
 
+/* WATCH: counts key k as changed even if nothing was (HSET of a field to its
+ * own value: Redis's HSET signals the key whatever it wrote). */
+void store_txn_touch(struct store_txn *t, size_t k);
+
 /* ORs FMT_ENC_* flags into collection key k's encoding (a one-way change). */
 void store_txn_mark(struct store_txn *t, size_t k, uint8_t enc);
 
@@ -364,6 +374,37 @@ void store_call_resume(struct store *st, struct store_req *req);
 void store_txn_abort(struct store_txn *t);
 /* The same, completing with status `err` (< 0). */
 void store_txn_abort_error(struct store_txn *t, int err);
+
+/* ---- holds ---------------------------------------------------------------
+ *
+ * A STORE_HOLD request (a transaction's lock on its keys: MULTI/EXEC) is
+ * queued on its keys like a call and is granted — done runs, status 0 — once
+ * it heads every one of their queues: every request submitted earlier on any
+ * of them has settled.  From then until store_release, requests on those
+ * keys whose `holder` is the hold's run (in submission order among
+ * themselves, as usual), and every other request on them waits, in
+ * submission order, behind the hold.  Keys of the hold owner's requests that
+ * the hold does not cover are not held (they run as usual): a hold must name
+ * every key its owner will use on this shard, or a request of another
+ * client queued ahead on such a key could wait for the hold while the owner
+ * waits for it.  Holds of one owner on several shards must be taken one
+ * after another in one order (shard number) so that two owners never wait
+ * for each other.  A hold whose request failed (status < 0) holds nothing
+ * and is not released. */
+void store_release(struct store *st, struct store_req *hold);
+
+/* WATCH: while set, `touch` runs (on the shard's proactor, inside the
+ * request that made the change) for each key a write changes (a key may be
+ * touched more than once by one change), and `touch_db` for a FLUSHALL (db
+ * -1), FLUSHDB (db, db2 -1) or SWAPDB (db, db2) before it is made.
+ * Relocations by garbage collection are not changes.  NULL: none (the cost
+ * of a write is then one test). */
+struct store_watch {
+	void (*touch)(void *arg, unsigned db, const uint8_t *key, size_t len);
+	void (*touch_db)(void *arg, int db, int db2);
+	void *arg;
+};
+void store_set_watch(struct store *st, const struct store_watch *w);
 
 /* Asks the index to persist its memtables in the background (a RocksDB
  * flush), so a restart replays less of the log.  Returns at once: 0, or

@@ -366,6 +366,8 @@ void store_flush(struct store *st, int db, struct store_req *req)
 		st_req_complete(st, req, -ENOMEM, NULL);
 		return;
 	}
+	if (st->watch != NULL)
+		st->watch->touch_db(st->watch->arg, db, -1);
 	uint32_t next = st->next_id;
 	for (unsigned d = 0; d < st->cfg.databases; d++)
 		if (db < 0 || (unsigned)db == d)
@@ -387,6 +389,8 @@ void store_swap_db(struct store *st, unsigned db, unsigned db2, struct store_req
 		st_req_complete(st, req, -ENOMEM, NULL);
 		return;
 	}
+	if (st->watch != NULL)
+		st->watch->touch_db(st->watch->arg, (int)db, (int)db2);
 	uint32_t t = ids[db];
 	ids[db] = ids[db2];
 	ids[db2] = t;

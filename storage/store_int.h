@@ -176,6 +176,13 @@
 
 /* ---- state -------------------------------------------------------------- */
 
+/* A key of a granted hold, and the requests of others that wait for its
+ * release, oldest first. */
+struct st_held {
+	struct kentry *ke;
+	struct store_waiter *head, *tail;
+};
+
 /* A value shared by the cache and the replies that return it. */
 struct blob {
 	unsigned refs;
@@ -192,6 +199,7 @@ struct kentry {
 	bool referenced;    /* used since eviction last passed it (CLOCK) */
 	bool is_inline;     /* the current value lives in the index (always for a
 	                       collection's metadata and for elements) */
+	bool held;          /* a key held by a granted STORE_HOLD (store.c, holds) */
 	uint8_t type;       /* a key: FMT_TYPE_* */
 	uint8_t enc;        /* a collection: FMT_ENC_* */
 	uint64_t expiry_ms; /* 0 = none */
@@ -380,6 +388,8 @@ struct store {
 	uint8_t *ident2;         /* ... a second one (an element walk's prefix) */
 	uint32_t stamp;          /* the last kentry stamp handed out */
 	struct kentry *work;     /* queues whose head settled (store.c, queues_run) */
+	struct store_req *holds; /* granted holds (store.c, holds) */
+	const struct store_watch *watch; /* WATCH's hooks, or NULL (store.h) */
 	struct garbage_hint hints[GARBAGE_HINTS_MAX];
 	unsigned n_hints;
 	uint64_t garbage_elems; /* left by small collections since the last hint */
@@ -703,6 +713,14 @@ bool st_apply_due(const struct store *st);
 void st_batch_touch(struct store *st);
 
 /* ---- store.c: queues -------------------------------------------------- */
+
+/* WATCH: key `ke` has changed (store.h, store_set_watch). */
+void st_touch_key(struct store *st, const struct kentry *ke);
+static inline void st_touch(struct store *st, const struct kentry *ke)
+{
+	if (st->watch != NULL)
+		st_touch_key(st, ke);
+}
 
 /* Submits req (its key named by an ident of the store's own: relocations,
  * expiry deletes).  As store_submit otherwise. */

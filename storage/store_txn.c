@@ -681,6 +681,11 @@ int store_txn_delete_key(struct store_txn *t, size_t k)
 	return 1;
 }
 
+void store_txn_touch(struct store_txn *t, size_t k)
+{
+	st_touch(t->st, t->keys[k]);
+}
+
 void store_txn_mark(struct store_txn *t, size_t k, uint8_t enc)
 {
 	struct kentry *ke = t->keys[k];
@@ -965,6 +970,7 @@ static int commit(struct store_txn *t)
 				pws[j]->req = NULL;
 			break;
 		}
+		st_touch(st, r->key);
 		pw->ke = ke;
 		pw->is_delete = !ke->exists;
 		pw->db = st_ident_db(ke->key);

@@ -241,6 +241,8 @@ static void record_settle(struct store *st, struct store_req *req, struct pendin
                           struct blob *value, uint64_t expiry_ms)
 {
 	struct kentry *ke = req->key_entry;
+	if (req->op != STORE_RELOCATE)
+		st_touch(st, ke);
 	pw->ke = ke;
 	pw->is_delete = value == NULL;
 	pw->db = st_ident_db(ke->key);
@@ -329,6 +331,7 @@ struct pending_write *st_write_expiry(struct store *st, struct store_req *req,
 	struct pending_write *pw = st_append(st, req, &rec);
 	if (pw == NULL)
 		return NULL;
+	st_touch(st, ke);
 	pw->ke = ke;
 	pw->db = st_ident_db(ke->key);
 	pw->delta = st_count_delta(true, ke->expiry_ms, true, expiry_ms);

@@ -483,6 +483,8 @@ class Run:
 
     def resync(self):
         """Both servers empty again (after a mismatch the two states may differ)."""
+        self.both(["DISCARD"], log=False)  # (a mismatch may come inside MULTI)
+        self.both(["UNWATCH"], log=False)
         r, s = self.both(["FLUSHALL"])
         if r != ("+", b"OK") or s != ("+", b"OK"):
             raise ServerGone(f"FLUSHALL answered {fmt_node(r)} | {fmt_node(s)}")

@@ -871,6 +871,78 @@ def edges_databases(available):
     return e
 
 
+# -------------------------------------------------------------------------- transactions
+
+
+def tx_body_op(g):
+    """A string, hash or set operation whose reply both servers give exactly (inside EXEC's
+    array there is no per-reply comparison)."""
+    for _ in range(20):
+        x = g.r.random()
+        args, how = strings_op(g) if x < 0.5 else hashes_op(g) if x < 0.75 else sets_op(g)
+        if how == "exact":
+            return args, how
+    return ["PING"], "exact"
+
+
+def gen_transactions(g, available):
+    """MULTI ... EXEC blocks (with DISCARD, nesting, queue-time errors) and WATCH / UNWATCH
+    between ordinary operations; the generator remembers whether it opened a MULTI."""
+    in_multi = getattr(g, "in_multi", False)
+    x = g.r.random()
+    if in_multi:
+        if x < 0.12:
+            g.in_multi = False
+            return [g.word("EXEC")], "exact"
+        if x < 0.14:
+            g.in_multi = False
+            return [g.word("DISCARD")], "exact"
+        if x < 0.15:
+            return [g.word("MULTI")], "exact"
+        if x < 0.16:
+            return [g.word("WATCH"), g.pick(g.all_keys)], "exact"
+        if x < 0.17:
+            return [g.pick(["NOSUCH", "GETT"]), g.pick(g.all_keys)], "exact"
+        return tx_body_op(g)
+    if x < 0.14:
+        g.in_multi = True
+        return [g.word("MULTI")], "exact"
+    if x < 0.22:
+        return [g.word("WATCH")] + g.some(g.all_keys, 1, 3), "exact"
+    if x < 0.25:
+        return [g.word("UNWATCH")], "exact"
+    if x < 0.26:
+        return [g.pick(["EXEC", "DISCARD"])], "exact"
+    return tx_body_op(g)
+
+
+def edges_transactions():
+    k, h, s = "t:s", "t:h", "t:set"
+    e = [(["EXEC"], "exact"), (["DISCARD"], "exact"), (["UNWATCH"], "exact")]
+    block = [["MULTI"], ["SET", k, "1"], ["INCR", k], ["HSET", h, "f", "v"], ["HINCRBY", h, "f", "1"],
+             ["SADD", s, "a"], ["SMEMBERS", s], ["GET", k], ["EXEC"]]
+    e += [(a, "exact") for a in block]
+    for bad in (["NOSUCH", k], ["GET"], ["SET", k], ["CONFIG", "NOSUB"], ["CONFIG", "GET"]):
+        e += [(a, "exact") for a in (["MULTI"], ["SET", k, "9"], bad, ["EXEC"], ["GET", k])]
+    e += [(a, "exact") for a in (["MULTI"], ["MULTI"], ["WATCH", k], ["GET", k], ["EXEC"])]
+    e += [(a, "exact") for a in (["MULTI"], ["EXEC"], ["MULTI"], ["DISCARD"], ["DISCARD"])]
+    # WATCH: a change by this connection, a refused change, an element change, UNWATCH
+    for change in (["SET", k, "2"], ["SET", k, "3", "NX"], ["HSET", h, "f", "x"],
+                   ["HSET", h, "f", "x"], ["SREM", s, "zz"], ["DEL", "t:nokey"],
+                   ["EXPIRE", k, "1000"], ["PERSIST", k], ["GET", k]):
+        e += [(a, "exact") for a in (["WATCH", k, h, s], change, ["MULTI"], ["GET", k],
+                                     ["EXEC"])]
+    e += [(a, "exact") for a in (["WATCH", k], ["SET", k, "5"], ["UNWATCH"], ["MULTI"],
+                                 ["GET", k], ["EXEC"])]
+    e += [(a, "exact") for a in (["WATCH", "t:nokey"], ["FLUSHDB"], ["MULTI"], ["PING"],
+                                 ["EXEC"])]
+    e += [(a, "exact") for a in (["SET", k, "1"], ["WATCH", k], ["FLUSHDB"], ["MULTI"],
+                                 ["PING"], ["EXEC"])]
+    e += [(a, "exact") for a in (["MULTI"], ["SELECT", "2"], ["SET", k, "db2"], ["EXEC"],
+                                 ["GET", k], ["SELECT", "0"], ["GET", k])]
+    return e
+
+
 # --------------------------------------------------------------------------- families
 
 
@@ -931,6 +1003,8 @@ FAMILIES = {
                     lambda av: edges_types(), gen_types, needs=("hashes", "sets")),
     "databases": Family("databases", [["SELECT", "1"], ["SWAPDB", "0", "1"]],
                         edges_databases, gen_databases),
+    "transactions": Family("transactions", [["UNWATCH"]], lambda av: edges_transactions(),
+                           gen_transactions, needs=("hashes", "sets")),
 }
 
 POOLS = {
@@ -939,6 +1013,7 @@ POOLS = {
     "sets": (["set:str", SET_KEYS[0]], SET_KEYS[:1], SET_KEYS),
     "types": (T_KEYS, T_KEYS, T_KEYS),
     "databases": (D_KEYS, D_KEYS, D_KEYS),
+    "transactions": (T_KEYS, T_KEYS, T_KEYS),
 }
 
 
@@ -1045,7 +1120,8 @@ ALL_COMMANDS = sorted({
     "HLEN", "HSTRLEN", "HEXISTS", "HKEYS", "HVALS", "HGETALL", "HINCRBY", "HINCRBYFLOAT",
     "HRANDFIELD", "HSCAN", "SADD", "SREM", "SCARD", "SISMEMBER", "SMISMEMBER", "SMEMBERS",
     "SRANDMEMBER", "SPOP", "SMOVE", "SINTER", "SINTERCARD", "SINTERSTORE", "SUNION",
-    "SUNIONSTORE", "SDIFF", "SDIFFSTORE", "SSCAN", "OBJECT", "SELECT", "SWAPDB",
+    "SUNIONSTORE", "SDIFF", "SDIFFSTORE", "SSCAN", "OBJECT", "SELECT", "SWAPDB", "MULTI", "EXEC",
+    "DISCARD", "WATCH", "UNWATCH",
 })
 
 

@@ -2592,6 +2592,181 @@ static int crash_cycles(const char *tmp, enum log_durability mode, unsigned cycl
 	return failed;
 }
 
+/* ---- holds and WATCH's hooks ------------------------------------------- */
+
+struct hold {
+	struct store_req req;
+	struct store_key_ref more[2];
+	atomic_int done;
+};
+
+static void hold_done(struct store_req *req)
+{
+	atomic_store(&container_of(req, struct hold, req)->done, 1);
+}
+
+static void hold_submit_step(void *arg)
+{
+	store_submit(st, arg);
+}
+
+static void hold_release_step(void *arg)
+{
+	store_release(st, arg);
+}
+
+static struct {
+	unsigned touches, touch_dbs;
+	int db, db2;
+	unsigned key_db;
+	char key[64];
+} seen;
+
+static void seen_touch(void *arg, unsigned db, const uint8_t *key, size_t len)
+{
+	(void)arg;
+	seen.touches++;
+	seen.key_db = db;
+	snprintf(seen.key, sizeof(seen.key), "%.*s", (int)len, (const char *)key);
+}
+
+static void seen_touch_db(void *arg, int db, int db2)
+{
+	(void)arg;
+	seen.touch_dbs++;
+	seen.db = db;
+	seen.db2 = db2;
+}
+
+static const struct store_watch seen_watch = {seen_touch, seen_touch_db, NULL};
+
+static void watch_on_step(void *arg)
+{
+	store_set_watch(st, arg);
+}
+
+/* Waits up to `ms` for *done; returns whether it turned true. */
+static bool wait_done(atomic_int *done, unsigned ms)
+{
+	for (unsigned i = 0; i < ms && !atomic_load(done); i++)
+		usleep(1000);
+	return atomic_load(done) != 0;
+}
+
+/* A hold keeps others' requests on its keys waiting, in order, until its
+ * release, while its holder's run; it is granted only after the requests
+ * submitted before it. */
+static void test_holds(void)
+{
+	static int token;
+	CHECK(plain_status(STORE_PUT, 0, "ha", "1", 0) == 0, "put ha");
+	put_elem(0, "hs", FMT_TYPE_SET, "m", "");
+
+	struct hold *h = calloc(1, sizeof(*h));
+	struct plain *before = plain_new(STORE_UPDATE, 0, "ha", NULL, 0);
+	struct plain *other = plain_new(STORE_UPDATE, 0, "ha", NULL, 0);
+	struct plain *other_b = plain_new(STORE_PUT, 0, "hb", "o", 0);
+	h->more[0] = (struct store_key_ref){0, (const uint8_t *)"hb", 2};
+	h->more[1] = (struct store_key_ref){0, (const uint8_t *)"hs", 2};
+	h->req = (struct store_req){.op = STORE_HOLD,
+	                            .key = (const uint8_t *)"ha",
+	                            .key_len = 2,
+	                            .more_keys = h->more,
+	                            .n_more_keys = 2,
+	                            .holder = &token,
+	                            .done = hold_done};
+	struct jobs js = {0};
+	jobs_add_plain(&js, before); /* ha: "1" -> "1x", before the hold */
+	test_on_px(pool, jobs_step, &js);
+	test_on_px(pool, hold_submit_step, &h->req);
+	js = (struct jobs){0};
+	jobs_add_plain(&js, other);   /* after the hold: waits for the release */
+	jobs_add_plain(&js, other_b); /* the same */
+	test_on_px(pool, jobs_step, &js);
+	CHECK(wait_done(&h->done, 10000) && h->req.status == 0, "hold granted (status %d)",
+	      h->req.status);
+	CHECK(wait_done(&before->done, 1000), "the request before the hold ran");
+	CHECK(!wait_done(&other->done, 100) && !atomic_load(&other_b->done),
+	      "requests of others wait for the release");
+
+	/* The holder's own requests run, in order, and see each other. */
+	struct plain *mine1 = plain_new(STORE_UPDATE, 0, "ha", NULL, 0);
+	struct plain *mine2 = plain_new(STORE_GET, 0, "ha", NULL, 0);
+	struct plain *mine3 = plain_new(STORE_GET, 0, "hb", NULL, 0);
+	struct plain *free_key = plain_new(STORE_PUT, 0, "hc", "c", 0); /* not held */
+	mine1->req.holder = mine2->req.holder = mine3->req.holder = &token;
+	js = (struct jobs){0};
+	jobs_add_plain(&js, mine1);
+	jobs_add_plain(&js, mine2);
+	jobs_add_plain(&js, mine3);
+	jobs_add_plain(&js, free_key);
+	jobs_run(&js);
+	CHECK(mine2->got_len == 3 && memcmp(mine2->got, "1xx", 3) == 0,
+	      "the holder reads its own write: '%.*s'", (int)mine2->got_len, mine2->got);
+	CHECK(mine3->status == -ENOENT, "hb absent while held");
+	struct call *c = call_new(0, "hs"); /* a holder's call on a held set */
+	c->req.holder = &token;
+	call_step(c, (struct step){.op = S_PUT, .type = FMT_TYPE_SET, .elem = "n", .value = ""});
+	run_call(c);
+	CHECK(c->req.status == 0 && c->steps[0].ret == 1, "holder's call ran");
+	free(c);
+	CHECK(!atomic_load(&other->done), "others still wait");
+
+	test_on_px(pool, hold_release_step, &h->req);
+	CHECK(wait_done(&other->done, 10000) && wait_done(&other_b->done, 10000),
+	      "released: the others ran");
+	struct plain *g = plain(STORE_GET, 0, "ha", NULL, 0);
+	CHECK(g->got_len == 4 && memcmp(g->got, "1xxx", 4) == 0,
+	      "others ran after the holder: '%.*s'", (int)g->got_len, g->got);
+	free(g);
+	CHECK(key_info(0, "hs").count == 2, "set has 2 members");
+
+	/* A second hold of the same keys after the release is granted. */
+	h->done = 0;
+	test_on_px(pool, hold_submit_step, &h->req);
+	CHECK(wait_done(&h->done, 10000) && h->req.status == 0, "hold granted again");
+	test_on_px(pool, hold_release_step, &h->req);
+	free(h);
+	free(before);
+	free(other);
+	free(other_b);
+	free(mine1);
+	free(mine2);
+	free(mine3);
+	free(free_key);
+
+	/* WATCH's hooks: a write, an element change, an expiry, a flush. */
+	memset(&seen, 0, sizeof(seen));
+	test_on_px(pool, watch_on_step, (void *)&seen_watch);
+	CHECK(plain_status(STORE_PUT, 3, "wk", "v", 0) == 0, "put wk");
+	CHECK(seen.touches == 1 && seen.key_db == 3 && strcmp(seen.key, "wk") == 0,
+	      "a write touches its key (%u touches, db %u key '%s')", seen.touches, seen.key_db,
+	      seen.key);
+	CHECK(plain_status(STORE_PUT, 3, "wk", "v", STORE_NX) == -EEXIST &&
+	          seen.touches == 1, "a refused write touches nothing");
+	put_elem(3, "ws", FMT_TYPE_HASH, "f", "v");
+	CHECK(seen.touches >= 2, "an element write touches its key");
+	unsigned n = seen.touches;
+	put_elem(3, "ws", FMT_TYPE_HASH, "f", "w"); /* (no metadata change) */
+	CHECK(seen.touches > n, "an element overwrite touches its key");
+	n = seen.touches;
+	CHECK(set_expiry(3, "ws", now_ms() + 100000) == 0 && seen.touches == n + 1,
+	      "an expiry touches its key");
+	n = seen.touches;
+	test_store_dbop(pool, st, 3, -1, 30);
+	CHECK(seen.touch_dbs == 1 && seen.db == 3 && seen.db2 == -1, "FLUSHDB touches db 3");
+	test_store_dbop(pool, st, 1, 3, 30);
+	CHECK(seen.touch_dbs == 2 && seen.db == 1 && seen.db2 == 3, "SWAPDB touches dbs 1, 3");
+	n = seen.touches;
+	CHECK(plain_status(STORE_PUT, 1, "wk2", "v", 0) == 0 && seen.touches == n + 1 &&
+	          seen.key_db == 1,
+	      "after SWAPDB a key is touched under its database number (db %u)", seen.key_db);
+	test_on_px(pool, watch_on_step, NULL);
+	n = seen.touches;
+	CHECK(plain_status(STORE_PUT, 3, "wk", "w", 0) == 0 && seen.touches == n,
+	      "no hook: nothing touched");
+}
+
 /* ---- the subtests ------------------------------------------------------ */
 
 static void reset_dir(void)
@@ -2620,6 +2795,7 @@ static const struct {
     {"scan_types", test_scan_types},
     {"big_call", test_big_call},
     {"gc", test_gc},
+    {"holds", test_holds},
     {"crash", NULL},
 };
 

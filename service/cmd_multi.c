@@ -1,0 +1,891 @@
+/* cmd_multi: MULTI, EXEC, DISCARD, WATCH, UNWATCH — Redis's transactions.
+ *
+ * Queueing: after MULTI, cmd_handle hands every command that checks out
+ * (known, right arity, authenticated) to cmd_multi_queue, which copies its
+ * arguments into the client's queue and replies +QUEUED; one that does not
+ * replies its error and makes EXEC abort (-EXECABORT).  EXEC, DISCARD,
+ * MULTI, WATCH, QUIT and RESET run at once, as in Redis.
+ *
+ * EXEC, on the connection's proactor (the origin):
+ *   1. The keys of the queued commands (the table's key positions, SELECT
+ *      followed) are grouped by shard, and one STORE_HOLD per shard is
+ *      taken, one shard after another in shard order (store.h, "holds"):
+ *      from then on no other client's request runs on those keys.  Holds are
+ *      taken in one order by every EXEC, so two never wait for each other.
+ *   2. Once every hold is granted, a watched key touched since WATCH, or one
+ *      whose expiry has passed since, makes EXEC reply a null array.
+ *   3. Else the queued commands run through the normal dispatch, each in a
+ *      context of its own whose store requests carry the transaction as
+ *      their holder, so they pass its holds.  Commands of one key
+ *      (CMD_KEYED) are sent together, in order — the store keeps them in
+ *      order per key; any other command waits for the ones before it and is
+ *      waited for, so a command that hops between proactors (a multi-key
+ *      one) sees everything before it.  Each reply is kept.
+ *   4. The holds are released and the replies leave as one array.
+ * While an EXEC runs, the connection's later commands wait (conn.h,
+ * barrier), so a pipeline sees its transaction's effects.
+ *
+ * What this guarantees, and what not yet (docs/COMMANDS.md): no other client
+ * observes or interleaves with a transaction on the keys its commands name,
+ * on any shard.  Commands without keys (KEYS, SCAN, DBSIZE, RANDOMKEY,
+ * FLUSHDB, FLUSHALL, SWAPDB) inside MULTI run unisolated, and a crash during
+ * EXEC may leave part of it applied: each command's records are durable on
+ * their own.
+ *
+ * WATCH: each shard has a table of watched keys, by database number and
+ * key (on the shard's proactor), and the store calls `touch` for every key a
+ * write changes and `touch_db` for FLUSHDB/FLUSHALL/SWAPDB while the table
+ * is not empty (store.h, store_set_watch).  A touched entry marks its
+ * watcher dirty and leaves the table.  As in Redis, a flush touches only
+ * the watched keys that exist: an entry knows whether its key existed when
+ * it was watched (any change since would have touched it); a SWAPDB
+ * touches every watched key of both databases (Redis: those that exist in
+ * either; docs/COMMANDS.md).  A watcher is shared by the client and its entries
+ * (reference counted): UNWATCH, EXEC, DISCARD, RESET and close mark it gone
+ * and drop the client's reference; entries of a gone watcher are dropped
+ * when their key is touched or when the table is swept (each time it has
+ * doubled since the last sweep), so a table holds O(live entries).
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "shard.h"
+
+#define WATCH_BUCKETS_MIN 64 /* buckets of a watch table when it first gets an entry */
+#define WATCH_SWEEP_MIN   64 /* entries before a table is first swept */
+
+static const char err_exec_abort[] =
+    "EXECABORT Transaction discarded because of previous errors.";
+
+/* ---- watchers and the per-shard tables --------------------------------- */
+
+/* What a client's WATCH keys share: shared with the shards' tables. */
+struct cmd_watcher {
+	atomic_uint refs;  /* the client's, plus one per table entry */
+	atomic_bool dirty; /* a watched key was changed */
+	atomic_bool gone;  /* the client no longer watches */
+};
+
+static void watcher_unref(struct cmd_watcher *w)
+{
+	if (atomic_fetch_sub(&w->refs, 1) == 1)
+		free(w);
+}
+
+/* One watched key of one client. */
+struct wentry {
+	struct wentry *next;
+	struct cmd_watcher *w;
+	unsigned db;
+	bool existed; /* the key existed when watched (true until known) */
+	uint64_t hash;
+	size_t len;
+	uint8_t key[];
+};
+
+/* One shard's watched keys; used only on the shard's proactor. */
+struct wtable {
+	struct wentry **buckets;
+	size_t n_buckets, n, sweep_at;
+	unsigned shard;
+	struct store_watch hooks;
+};
+
+static struct wtable *wtables; /* [shard_map.shards] */
+
+static uint64_t key_hash(unsigned db, const uint8_t *p, size_t len)
+{
+	uint64_t h = (1469598103934665603ull ^ db) * 1099511628211ull;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ p[i]) * 1099511628211ull;
+	return h;
+}
+
+static bool wentry_is(const struct wentry *e, uint64_t h, unsigned db, const uint8_t *key,
+                      size_t len)
+{
+	return e->hash == h && e->db == db && e->len == len && memcmp(e->key, key, len) == 0;
+}
+
+/* Unlinks *pp (its watcher dirty when `touched`). */
+static void wentry_drop(struct wtable *t, struct wentry **pp, bool touched)
+{
+	struct wentry *e = *pp;
+	*pp = e->next;
+	if (touched)
+		atomic_store(&e->w->dirty, true);
+	watcher_unref(e->w);
+	free(e);
+	if (--t->n == 0)
+		store_set_watch(shard_store(t->shard), NULL);
+}
+
+static void wtable_touch(void *arg, unsigned db, const uint8_t *key, size_t len)
+{
+	struct wtable *t = arg;
+	uint64_t h = key_hash(db, key, len);
+	struct wentry **pp = &t->buckets[h & (t->n_buckets - 1)];
+	while (*pp != NULL) {
+		struct wentry *e = *pp;
+		if (wentry_is(e, h, db, key, len))
+			wentry_drop(t, pp, true);
+		else
+			pp = &e->next;
+	}
+}
+
+/* Drops the entries of gone watchers, and with by_db those a FLUSHALL (db
+ * -1), FLUSHDB (db2 -1) or SWAPDB of db and db2 touches. */
+static void wtable_filter(struct wtable *t, int db, int db2, bool by_db)
+{
+	for (size_t b = 0; b < t->n_buckets && t->n > 0; b++) {
+		struct wentry **pp = &t->buckets[b];
+		while (*pp != NULL) {
+			struct wentry *e = *pp;
+			bool hit = false;
+			if (by_db && db2 >= 0)
+				hit = (int)e->db == db || (int)e->db == db2;
+			else if (by_db)
+				hit = (db < 0 || (int)e->db == db) && e->existed;
+			if (hit || atomic_load(&e->w->gone))
+				wentry_drop(t, pp, hit);
+			else
+				pp = &e->next;
+		}
+	}
+}
+
+static void wtable_touch_db(void *arg, int db, int db2)
+{
+	wtable_filter(arg, db, db2, true);
+}
+
+static int wtable_grow(struct wtable *t)
+{
+	size_t n = t->n_buckets ? 2 * t->n_buckets : WATCH_BUCKETS_MIN;
+	struct wentry **b = calloc(n, sizeof(*b));
+	if (b == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->n_buckets; i++)
+		for (struct wentry *e = t->buckets[i], *next; e != NULL; e = next) {
+			next = e->next;
+			e->next = b[e->hash & (n - 1)];
+			b[e->hash & (n - 1)] = e;
+		}
+	free(t->buckets);
+	t->buckets = b;
+	t->n_buckets = n;
+	return 0;
+}
+
+/* Adds (db, key) for w.  Returns 0 or -ENOMEM. */
+static int wtable_add(struct wtable *t, struct cmd_watcher *w, unsigned db, const uint8_t *key,
+                      size_t len)
+{
+	if (t->n >= t->sweep_at) {
+		wtable_filter(t, -1, -1, false); /* drops the entries of gone watchers */
+		t->sweep_at = t->n * 2 > WATCH_SWEEP_MIN ? t->n * 2 : WATCH_SWEEP_MIN;
+	}
+	if (t->n >= t->n_buckets && wtable_grow(t) < 0)
+		return -ENOMEM;
+	struct wentry *e = malloc(sizeof(*e) + len);
+	if (e == NULL)
+		return -ENOMEM;
+	e->w = w;
+	e->db = db;
+	e->existed = true;
+	e->hash = key_hash(db, key, len);
+	e->len = len;
+	memcpy(e->key, key, len);
+	e->next = t->buckets[e->hash & (t->n_buckets - 1)];
+	t->buckets[e->hash & (t->n_buckets - 1)] = e;
+	atomic_fetch_add(&w->refs, 1);
+	if (t->n++ == 0)
+		store_set_watch(shard_store(t->shard), &t->hooks);
+	return 0;
+}
+
+/* w's entry for (db, key) learns whether the key existed (unless a change
+ * has touched it meanwhile: then it is gone). */
+static void wtable_existed(struct wtable *t, struct cmd_watcher *w, unsigned db,
+                           const uint8_t *key, size_t len, bool existed)
+{
+	if (t->n == 0)
+		return;
+	uint64_t h = key_hash(db, key, len);
+	for (struct wentry *e = t->buckets[h & (t->n_buckets - 1)]; e != NULL; e = e->next)
+		if (e->w == w && wentry_is(e, h, db, key, len))
+			e->existed = existed;
+}
+
+int cmd_multi_init(char *err, size_t errlen)
+{
+	wtables = calloc(shard_map.shards, sizeof(*wtables));
+	if (wtables == NULL) {
+		snprintf(err, errlen, "out of memory allocating the WATCH tables");
+		return -ENOMEM;
+	}
+	for (unsigned s = 0; s < shard_map.shards; s++) {
+		wtables[s].shard = s;
+		wtables[s].sweep_at = WATCH_SWEEP_MIN;
+		wtables[s].hooks = (struct store_watch){wtable_touch, wtable_touch_db, &wtables[s]};
+	}
+	return 0;
+}
+
+/* ---- the client's state ------------------------------------------------- */
+
+/* A queued command: one allocation with its arguments. */
+struct queued {
+	const struct cmd_def *cmd;
+	size_t argc;
+	uint8_t **argv;
+	size_t *argv_len;
+};
+
+/* A client's transaction (conn->daemon), made by its first MULTI or WATCH. */
+struct client_tx {
+	bool in_multi;
+	bool aborted; /* a command was refused while queueing: EXEC aborts */
+	struct queued **q;
+	size_t n, cap;
+	struct cmd_watcher *w; /* WATCH, or NULL */
+	uint64_t *expiries;    /* the watched keys' expiries (EXEC fails once one passed) */
+	size_t n_exp, cap_exp;
+};
+
+static struct client_tx *tx_of(struct conn *c)
+{
+	if (c->daemon == NULL)
+		c->daemon = calloc(1, sizeof(struct client_tx));
+	return c->daemon;
+}
+
+static void tx_discard(struct client_tx *tx)
+{
+	for (size_t i = 0; i < tx->n; i++)
+		free(tx->q[i]);
+	free(tx->q);
+	tx->q = NULL;
+	tx->n = tx->cap = 0;
+	tx->in_multi = false;
+	tx->aborted = false;
+}
+
+static void tx_unwatch(struct client_tx *tx)
+{
+	if (tx->w != NULL) {
+		atomic_store(&tx->w->gone, true);
+		watcher_unref(tx->w);
+		tx->w = NULL;
+	}
+	free(tx->expiries);
+	tx->expiries = NULL;
+	tx->n_exp = tx->cap_exp = 0;
+}
+
+void cmd_on_close(struct conn *c)
+{
+	struct client_tx *tx = c->daemon;
+	if (tx == NULL)
+		return;
+	tx_discard(tx);
+	tx_unwatch(tx);
+	free(tx);
+	c->daemon = NULL;
+}
+
+void cmd_multi_reset(struct conn *c)
+{
+	struct client_tx *tx = c->daemon;
+	if (tx != NULL) {
+		tx_discard(tx);
+		tx_unwatch(tx);
+	}
+}
+
+bool cmd_in_multi(const struct conn *c)
+{
+	const struct client_tx *tx = c->daemon;
+	return tx != NULL && tx->in_multi;
+}
+
+void cmd_multi_refused(struct conn *c)
+{
+	struct client_tx *tx = c->daemon;
+	if (tx != NULL && tx->in_multi)
+		tx->aborted = true;
+}
+
+/* ---- MULTI, queueing, DISCARD -------------------------------------------- */
+
+void cmd_multi(struct cmd_ctx *x)
+{
+	struct client_tx *tx = tx_of(x->conn);
+	if (tx == NULL) {
+		cmd_fail(x, cmd_err_oom);
+		return;
+	}
+	if (tx->in_multi) {
+		cmd_fail(x, "ERR MULTI calls can not be nested");
+		return;
+	}
+	tx->in_multi = true;
+	tx->aborted = false;
+	resp_add_simple(x->reply, "OK");
+	cmd_done(x);
+}
+
+bool cmd_multi_queue(struct cmd_ctx *x)
+{
+	struct client_tx *tx = x->conn->daemon;
+	cmd_fn fn = x->cmd->fn;
+	if (!tx->in_multi || fn == cmd_exec || fn == cmd_discard || fn == cmd_multi ||
+	    fn == cmd_watch || fn == cmd_quit || fn == cmd_reset)
+		return false;
+	size_t argc = cmd_argc(x), bytes = 0;
+	for (size_t i = 0; i < argc; i++)
+		bytes += cmd_arg_len(x, i) + 1;
+	struct queued *q = NULL;
+	if (tx->n == tx->cap) {
+		size_t cap = tx->cap ? 2 * tx->cap : 8;
+		struct queued **nq = realloc(tx->q, cap * sizeof(*nq));
+		if (nq != NULL) {
+			tx->q = nq;
+			tx->cap = cap;
+		}
+	}
+	if (tx->n < tx->cap)
+		q = malloc(sizeof(*q) + argc * (sizeof(uint8_t *) + sizeof(size_t)) + bytes);
+	if (q == NULL) {
+		tx->aborted = true;
+		cmd_fail(x, cmd_err_oom);
+		return true;
+	}
+	q->cmd = x->cmd;
+	q->argc = argc;
+	q->argv = (uint8_t **)(q + 1);
+	q->argv_len = (size_t *)(q->argv + argc);
+	uint8_t *p = (uint8_t *)(q->argv_len + argc);
+	for (size_t i = 0; i < argc; i++) {
+		size_t len = cmd_arg_len(x, i);
+		memcpy(p, cmd_arg(x, i), len);
+		p[len] = '\0';
+		q->argv[i] = p;
+		q->argv_len[i] = len;
+		p += len + 1;
+	}
+	tx->q[tx->n++] = q;
+	resp_add_simple(x->reply, "QUEUED");
+	cmd_done(x);
+	return true;
+}
+
+void cmd_discard(struct cmd_ctx *x)
+{
+	struct client_tx *tx = x->conn->daemon;
+	if (tx == NULL || !tx->in_multi) {
+		cmd_fail(x, "ERR DISCARD without MULTI");
+		return;
+	}
+	tx_discard(tx);
+	tx_unwatch(tx);
+	resp_add_simple(x->reply, "OK");
+	cmd_done(x);
+}
+
+/* ---- WATCH, UNWATCH -------------------------------------------------------- */
+
+static void watch_key(struct cmd_ctx *x);
+
+/* On the origin: the key's expiry is known; the next key, or the reply. */
+static void watch_recorded(struct cmd_ctx *x)
+{
+	struct client_tx *tx = x->conn->daemon;
+	uint64_t exp = x->u.watch.expiry_ms;
+	if (exp != 0 && tx->w == x->u.watch.w) {
+		if (tx->n_exp == tx->cap_exp) {
+			size_t cap = tx->cap_exp ? 2 * tx->cap_exp : 4;
+			uint64_t *e = realloc(tx->expiries, cap * sizeof(*e));
+			if (e == NULL) {
+				cmd_fail(x, cmd_err_oom);
+				return;
+			}
+			tx->expiries = e;
+			tx->cap_exp = cap;
+		}
+		tx->expiries[tx->n_exp++] = exp;
+	}
+	if (++x->u.watch.arg < cmd_argc(x)) {
+		watch_key(x);
+		return;
+	}
+	resp_add_simple(x->reply, "OK");
+	cmd_done(x);
+}
+
+static void watch_meta_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = cmd_of_sr(sr);
+	bool existed = sr->status == 0 && sr->existed;
+	size_t i = x->u.watch.arg;
+	wtable_existed(&wtables[x->shard], x->u.watch.w, x->db, cmd_arg(x, i), cmd_arg_len(x, i),
+	               existed);
+	x->u.watch.expiry_ms = existed ? sr->result_expiry_ms : 0;
+	cmd_run_on_px(x, x->origin, watch_recorded);
+}
+
+/* On the key's shard: the table entry first, then whether the key exists
+ * and its expiry (a write between the two marks the watcher, as it should). */
+static void watch_on_shard(struct cmd_ctx *x)
+{
+	size_t i = x->u.watch.arg;
+	if (wtable_add(&wtables[x->shard], x->u.watch.w, x->db, cmd_arg(x, i), cmd_arg_len(x, i)) <
+	    0) {
+		cmd_fail(x, cmd_err_oom);
+		return;
+	}
+	memset(&x->sr, 0, offsetof(struct store_req, status));
+	x->sr.op = STORE_META;
+	x->sr.db = x->db;
+	x->sr.key = cmd_arg(x, i);
+	x->sr.key_len = cmd_arg_len(x, i);
+	x->sr.done = watch_meta_done;
+	cmd_store_submit(x, x->st, &x->sr);
+}
+
+static void watch_key(struct cmd_ctx *x)
+{
+	size_t i = x->u.watch.arg;
+	cmd_run_on_shard(x, shard_of_key(cmd_arg(x, i), cmd_arg_len(x, i)), watch_on_shard);
+}
+
+void cmd_watch(struct cmd_ctx *x)
+{
+	struct client_tx *tx = tx_of(x->conn);
+	if (tx == NULL) {
+		cmd_fail(x, cmd_err_oom);
+		return;
+	}
+	if (tx->in_multi) {
+		cmd_fail(x, "ERR WATCH inside MULTI is not allowed");
+		return;
+	}
+	if (tx->w == NULL) {
+		tx->w = malloc(sizeof(*tx->w));
+		if (tx->w == NULL) {
+			cmd_fail(x, cmd_err_oom);
+			return;
+		}
+		atomic_init(&tx->w->refs, 1);
+		atomic_init(&tx->w->dirty, false);
+		atomic_init(&tx->w->gone, false);
+	}
+	x->u.watch.w = tx->w; /* (the client's reference keeps it while WATCH runs) */
+	x->u.watch.arg = 1;
+	watch_key(x);
+}
+
+void cmd_unwatch(struct cmd_ctx *x)
+{
+	struct client_tx *tx = x->conn->daemon;
+	if (tx != NULL)
+		tx_unwatch(tx);
+	resp_add_simple(x->reply, "OK");
+	cmd_done(x);
+}
+
+/* ---- EXEC ------------------------------------------------------------------ */
+
+/* One shard's hold of a transaction. */
+struct exec_hold {
+	unsigned shard;
+	struct store_req req;
+	struct store_key_ref *keys; /* keys[0] is req's key, the rest its more_keys */
+	size_t n;
+};
+
+/* A key of the transaction, before they are grouped by shard. */
+struct exec_key {
+	unsigned shard;
+	struct store_key_ref ref;
+};
+
+struct cmd_exec {
+	struct cmd_ctx *x; /* the EXEC */
+	struct queued **q;
+	size_t n;
+	struct conn_req *reqs; /* one per queued command: its reply */
+	size_t next;           /* the next command to dispatch */
+	size_t running;        /* dispatched, not finished */
+	size_t finished;
+	bool pumping;          /* exec_pump is on the stack */
+	bool waiting_barrier;  /* a command that runs alone is running: barrier_index */
+	size_t barrier_index;
+	bool failed_watch;     /* the reply is a null array */
+	int status;            /* < 0: a hold failed */
+	struct exec_hold *holds;
+	size_t n_holds, step;  /* step: holds taken, then holds released */
+	struct cmd_watcher *w;
+	uint64_t *expiries;
+	size_t n_exp;
+};
+
+static void exec_free(struct cmd_exec *e)
+{
+	for (size_t i = 0; i < e->n; i++) {
+		free(e->q[i]);
+		if (e->reqs != NULL)
+			resp_buf_free(&e->reqs[i].reply);
+	}
+	free(e->q);
+	free(e->reqs);
+	for (size_t i = 0; i < e->n_holds; i++)
+		free(e->holds[i].keys);
+	free(e->holds);
+	if (e->w != NULL) {
+		atomic_store(&e->w->gone, true);
+		watcher_unref(e->w);
+	}
+	free(e->expiries);
+	free(e);
+}
+
+/* Calls add(e, db, key) for every key of queued command q (the table's key
+ * positions; SINTERCARD's numkeys; OBJECT's key). */
+static int queued_keys(struct cmd_exec *e, const struct queued *q, unsigned db,
+                       int (*add)(void *arg, unsigned db, const uint8_t *key, size_t len),
+                       void *arg)
+{
+	const struct cmd_def *d = q->cmd;
+	size_t first = 0, last = 0, step = 1;
+	(void)e;
+	if (d->fn == cmd_sintercard) {
+		int64_t numkeys;
+		if (q->argc < 2 || !resp_parse_int64(q->argv[1], q->argv_len[1], &numkeys) ||
+		    numkeys < 1 || (uint64_t)numkeys > q->argc - 2)
+			return 0; /* (the command fails on its own: no key) */
+		first = 2;
+		last = 1 + (size_t)numkeys;
+	} else if (d->fn == cmd_object) {
+		if (q->argc < 3)
+			return 0;
+		first = last = 2;
+	} else if (d->first_key > 0) {
+		first = (size_t)d->first_key;
+		last = d->last_key < 0 ? (size_t)((int64_t)q->argc + d->last_key)
+		                       : (size_t)d->last_key;
+		step = d->key_step > 0 ? (size_t)d->key_step : 1;
+	} else {
+		return 0;
+	}
+	for (size_t i = first; i <= last && i < q->argc; i += step)
+		if (add(arg, db, q->argv[i], q->argv_len[i]) < 0)
+			return -ENOMEM;
+	return 0;
+}
+
+struct key_list {
+	struct exec_key *keys;
+	size_t n, cap;
+};
+
+static int key_list_add(void *arg, unsigned db, const uint8_t *key, size_t len)
+{
+	struct key_list *l = arg;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 16;
+		struct exec_key *k = realloc(l->keys, cap * sizeof(*k));
+		if (k == NULL)
+			return -ENOMEM;
+		l->keys = k;
+		l->cap = cap;
+	}
+	l->keys[l->n++] = (struct exec_key){shard_of_key(key, len), {db, key, len}};
+	return 0;
+}
+
+static int exec_key_cmp(const void *a, const void *b)
+{
+	const struct exec_key *x = a, *y = b;
+	return x->shard < y->shard ? -1 : x->shard > y->shard;
+}
+
+/* The holds: the keys of every queued command, by shard in shard order.
+ * Returns 0 or -ENOMEM. */
+static int exec_plan(struct cmd_exec *e, unsigned db)
+{
+	struct key_list l = {0};
+	for (size_t i = 0; i < e->n; i++) {
+		const struct queued *q = e->q[i];
+		if (q->cmd->fn == cmd_select) {
+			int64_t v;
+			if (resp_parse_int64(q->argv[1], q->argv_len[1], &v) && v >= 0 &&
+			    v < (int64_t)cmd_databases())
+				db = (unsigned)v;
+			continue;
+		}
+		if (queued_keys(e, q, db, key_list_add, &l) < 0) {
+			free(l.keys);
+			return -ENOMEM;
+		}
+	}
+	if (l.n == 0)
+		return 0;
+	qsort(l.keys, l.n, sizeof(*l.keys), exec_key_cmp); /* (order within a shard: any) */
+	size_t shards = 1;
+	for (size_t i = 1; i < l.n; i++)
+		shards += l.keys[i].shard != l.keys[i - 1].shard;
+	e->holds = calloc(shards, sizeof(*e->holds));
+	if (e->holds == NULL) {
+		free(l.keys);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < l.n;) {
+		size_t j = i;
+		while (j < l.n && l.keys[j].shard == l.keys[i].shard)
+			j++;
+		struct exec_hold *h = &e->holds[e->n_holds++];
+		h->shard = l.keys[i].shard;
+		h->n = j - i;
+		h->keys = malloc(h->n * sizeof(*h->keys));
+		if (h->keys == NULL) {
+			free(l.keys);
+			return -ENOMEM;
+		}
+		for (size_t k = 0; k < h->n; k++)
+			h->keys[k] = l.keys[i + k].ref;
+		i = j;
+	}
+	free(l.keys);
+	return 0;
+}
+
+static void exec_hold_next(struct cmd_ctx *x);
+static void exec_release_next(struct cmd_ctx *x);
+static void exec_pump(struct cmd_exec *e);
+
+static void exec_hold_done(struct store_req *sr)
+{
+	struct cmd_ctx *x = sr->arg;
+	struct cmd_exec *e = x->u.exec;
+	if (sr->status < 0) {
+		/* Nothing held on this shard: release the ones before it. */
+		e->status = sr->status;
+		free(e->holds[e->step].keys);
+		for (size_t i = e->step + 1; i < e->n_holds; i++)
+			free(e->holds[i].keys);
+		e->n_holds = e->step;
+		e->step = 0;
+		exec_release_next(x);
+		return;
+	}
+	e->step++;
+	exec_hold_next(x);
+}
+
+static void exec_hold_submit(struct cmd_ctx *x)
+{
+	struct cmd_exec *e = x->u.exec;
+	struct exec_hold *h = &e->holds[e->step];
+	h->req = (struct store_req){.op = STORE_HOLD,
+	                            .db = h->keys[0].db,
+	                            .key = h->keys[0].key,
+	                            .key_len = h->keys[0].key_len,
+	                            .more_keys = h->keys + 1,
+	                            .n_more_keys = h->n - 1,
+	                            .holder = e,
+	                            .arg = x,
+	                            .done = exec_hold_done};
+	store_submit(x->st, &h->req);
+}
+
+/* On the origin, every hold granted: the watch, then the commands. */
+static void exec_run(struct cmd_ctx *x)
+{
+	struct cmd_exec *e = x->u.exec;
+	if (e->w != NULL) {
+		uint64_t now = clock_unix_ms();
+		bool touched = atomic_load(&e->w->dirty);
+		for (size_t i = 0; i < e->n_exp && !touched; i++)
+			touched = e->expiries[i] <= now;
+		atomic_store(&e->w->gone, true); /* (its own writes must not count) */
+		watcher_unref(e->w);
+		e->w = NULL;
+		if (touched) {
+			e->failed_watch = true;
+			e->step = 0;
+			exec_release_next(x);
+			return;
+		}
+	}
+	exec_pump(e);
+}
+
+static void exec_hold_next(struct cmd_ctx *x)
+{
+	struct cmd_exec *e = x->u.exec;
+	if (e->step < e->n_holds)
+		cmd_run_on_shard(x, e->holds[e->step].shard, exec_hold_submit);
+	else
+		cmd_run_on_px(x, x->origin, exec_run);
+}
+
+/* On the origin, the holds released: the reply. */
+static void exec_reply(struct cmd_ctx *x)
+{
+	struct cmd_exec *e = x->u.exec;
+	struct conn *c = x->conn;
+	if (e->status < 0) {
+		int status = e->status;
+		exec_free(e);
+		conn_lift_barrier(c);
+		cmd_fail_store(x, status);
+		return;
+	}
+	if (e->failed_watch) {
+		resp_add_null_array(x->reply);
+	} else {
+		resp_add_array(x->reply, e->n);
+		for (size_t i = 0; i < e->n; i++)
+			resp_buf_append(x->reply, e->reqs[i].reply.data, e->reqs[i].reply.len);
+	}
+	exec_free(e);
+	conn_lift_barrier(c);
+	cmd_done(x);
+}
+
+static void exec_release_one(struct cmd_ctx *x)
+{
+	struct cmd_exec *e = x->u.exec;
+	store_release(x->st, &e->holds[e->step].req);
+	e->step++;
+	exec_release_next(x);
+}
+
+static void exec_release_next(struct cmd_ctx *x)
+{
+	struct cmd_exec *e = x->u.exec;
+	if (e->step < e->n_holds)
+		cmd_run_on_shard(x, e->holds[e->step].shard, exec_release_one);
+	else
+		cmd_run_on_px(x, x->origin, exec_reply);
+}
+
+/* Runs queued command i in a context of its own. */
+static void exec_dispatch(struct cmd_exec *e, size_t i)
+{
+	struct conn *c = e->x->conn;
+	const struct queued *q = e->q[i];
+	struct conn_req *r = &e->reqs[i];
+	r->conn = c;
+	r->argc = q->argc;
+	r->argv = q->argv;
+	r->argv_len = q->argv_len;
+	r->done = false;
+	r->next = NULL;
+	r->ctx = NULL;
+	struct cmd_ctx *x = cmd_ctx_start(c, r);
+	if (x == NULL) {
+		resp_add_error(&r->reply, cmd_err_oom);
+		e->running--;
+		e->finished++;
+		return;
+	}
+	x->cmd = q->cmd;
+	x->exec = e;
+	x->exec_index = i;
+	x->holder = e;
+	cmd_dispatch(x);
+}
+
+/* Sends what may run now: commands of one key together, any other alone. */
+static void exec_pump(struct cmd_exec *e)
+{
+	if (e->pumping)
+		return;
+	e->pumping = true;
+	while (e->next < e->n && !e->waiting_barrier) {
+		const struct cmd_def *d = e->q[e->next]->cmd;
+		bool alone = !(d->flags & CMD_KEYED) || d->first_key != 1 || d->last_key != 1;
+		if (alone && e->running > 0)
+			break;
+		size_t i = e->next++;
+		e->running++;
+		if (alone) {
+			e->waiting_barrier = true;
+			e->barrier_index = i;
+		}
+		exec_dispatch(e, i);
+	}
+	e->pumping = false;
+	if (e->finished == e->n) {
+		e->step = 0;
+		exec_release_next(e->x);
+	}
+}
+
+void cmd_exec_sub_done(struct cmd_ctx *x)
+{
+	struct cmd_exec *e = x->exec;
+	size_t i = x->exec_index;
+	cmd_ctx_end(x);
+	e->running--;
+	e->finished++;
+	if (e->waiting_barrier && e->barrier_index == i)
+		e->waiting_barrier = false;
+	if (!e->pumping)
+		exec_pump(e);
+}
+
+void cmd_exec(struct cmd_ctx *x)
+{
+	struct conn *c = x->conn;
+	struct client_tx *tx = c->daemon;
+	if (tx == NULL || !tx->in_multi) {
+		cmd_fail(x, "ERR EXEC without MULTI");
+		return;
+	}
+	if (tx->aborted) {
+		tx_discard(tx);
+		tx_unwatch(tx);
+		cmd_fail(x, err_exec_abort);
+		return;
+	}
+	struct cmd_exec *e = calloc(1, sizeof(*e));
+	if (e == NULL) {
+		tx_discard(tx);
+		tx_unwatch(tx);
+		cmd_fail(x, cmd_err_oom);
+		return;
+	}
+	/* The transaction and the watch move to the EXEC. */
+	e->x = x;
+	e->q = tx->q;
+	e->n = tx->n;
+	e->w = tx->w;
+	e->expiries = tx->expiries;
+	e->n_exp = tx->n_exp;
+	tx->q = NULL;
+	tx->n = tx->cap = 0;
+	tx->in_multi = false;
+	tx->w = NULL;
+	tx->expiries = NULL;
+	tx->n_exp = tx->cap_exp = 0;
+	x->u.exec = e;
+	e->reqs = e->n > 0 ? calloc(e->n, sizeof(*e->reqs)) : NULL;
+	if ((e->n > 0 && e->reqs == NULL) || exec_plan(e, x->db) < 0) {
+		exec_free(e);
+		cmd_fail(x, cmd_err_oom);
+		return;
+	}
+	for (size_t i = 0; i < e->n; i++)
+		resp_buf_init(&e->reqs[i].reply, c->proto);
+	c->barrier = true; /* the connection's next commands wait for the EXEC */
+	e->step = 0;
+	exec_hold_next(x);
+}
