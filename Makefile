@@ -37,7 +37,8 @@ NET_SRC     = $(wildcard net/*.c)
 # its handlers (service/cmd*.c).
 DAEMON_SRC  = service/config.c $(wildcard service/shard.c service/cmd*.c)
 SERVER_SRC  = service/server.c
-BENCH_SRC   = tools/bench/ringkv_bench.c tools/bench/bench_msg.c tools/bench/bench_store.c
+BENCH_SRC   = tools/bench/ringkv_bench.c tools/bench/bench_msg.c tools/bench/bench_store.c \
+              tools/bench/bench_resp.c
 # ringkv-import: main (import.c) and its modules, which its unit tests link too.
 IMPORT_MOD  = tools/import/input.c tools/import/online.c tools/import/progress.c
 IMPORT_SRC  = tools/import/import.c $(IMPORT_MOD)

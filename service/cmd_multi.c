@@ -21,9 +21,15 @@
  *      order per key; any other command waits for the ones before it and is
  *      waited for, so a command that hops between proactors (a multi-key
  *      one) sees everything before it.  Each reply is kept.
- *   4. The holds are released and the replies leave as one array.
- * While an EXEC runs, the connection's later commands wait (conn.h,
- * barrier), so a pipeline sees its transaction's effects.
+ *   4. Once every command has been handed to its store (a command that runs
+ *      alone has finished), the holds are released — by messages from the
+ *      origin, which follow the commands sent to the same proactor, so
+ *      every command is queued on its keys before the requests the hold kept
+ *      back — and the connection's later commands may run (they waited:
+ *      conn.h, barrier).  The store queues order them after the
+ *      transaction's commands, whose writes they see.
+ *   5. When every command has finished (its writes durable as
+ *      storage.durability says), the replies leave as one array.
  *
  * What this guarantees, and what not yet (docs/COMMANDS.md): no other client
  * observes or interleaves with a transaction on the keys its commands name,
@@ -239,7 +245,7 @@ int cmd_multi_init(char *err, size_t errlen)
 
 /* ---- the client's state ------------------------------------------------- */
 
-/* A queued command: one allocation with its arguments. */
+/* A queued command as EXEC runs it: its arguments in the queue's arena. */
 struct queued {
 	const struct cmd_def *cmd;
 	size_t argc;
@@ -247,12 +253,24 @@ struct queued {
 	size_t *argv_len;
 };
 
-/* A client's transaction (conn->daemon), made by its first MULTI or WATCH. */
+/* A queued command in the arena: the record, then argc lengths, then the
+ * arguments, each followed by a NUL; the next record starts 8-aligned. */
+struct qrec {
+	const struct cmd_def *cmd;
+	size_t argc;
+	size_t size; /* of the whole record, aligned */
+	size_t len[];
+};
+
+/* A client's transaction (conn->daemon), made by its first MULTI or WATCH.
+ * The queue is one arena (no allocation per command once it has grown),
+ * lent to EXEC and given back when the EXEC ends. */
 struct client_tx {
 	bool in_multi;
 	bool aborted; /* a command was refused while queueing: EXEC aborts */
-	struct queued **q;
-	size_t n, cap;
+	uint8_t *arena;
+	size_t arena_len, arena_cap;
+	size_t n, n_args; /* commands and their arguments in the arena */
 	struct cmd_watcher *w; /* WATCH, or NULL */
 	uint64_t *expiries;    /* the watched keys' expiries (EXEC fails once one passed) */
 	size_t n_exp, cap_exp;
@@ -267,11 +285,7 @@ static struct client_tx *tx_of(struct conn *c)
 
 static void tx_discard(struct client_tx *tx)
 {
-	for (size_t i = 0; i < tx->n; i++)
-		free(tx->q[i]);
-	free(tx->q);
-	tx->q = NULL;
-	tx->n = tx->cap = 0;
+	tx->arena_len = tx->n = tx->n_args = 0;
 	tx->in_multi = false;
 	tx->aborted = false;
 }
@@ -295,6 +309,7 @@ void cmd_on_close(struct conn *c)
 		return;
 	tx_discard(tx);
 	tx_unwatch(tx);
+	free(tx->arena);
 	free(tx);
 	c->daemon = NULL;
 }
@@ -347,39 +362,38 @@ bool cmd_multi_queue(struct cmd_ctx *x)
 	if (!tx->in_multi || fn == cmd_exec || fn == cmd_discard || fn == cmd_multi ||
 	    fn == cmd_watch || fn == cmd_quit || fn == cmd_reset)
 		return false;
-	size_t argc = cmd_argc(x), bytes = 0;
+	size_t argc = cmd_argc(x), size = sizeof(struct qrec) + argc * sizeof(size_t);
 	for (size_t i = 0; i < argc; i++)
-		bytes += cmd_arg_len(x, i) + 1;
-	struct queued *q = NULL;
-	if (tx->n == tx->cap) {
-		size_t cap = tx->cap ? 2 * tx->cap : 8;
-		struct queued **nq = realloc(tx->q, cap * sizeof(*nq));
-		if (nq != NULL) {
-			tx->q = nq;
-			tx->cap = cap;
+		size += cmd_arg_len(x, i) + 1;
+	size = (size + 7) & ~(size_t)7;
+	if (tx->arena_len + size > tx->arena_cap) {
+		size_t cap = tx->arena_cap ? 2 * tx->arena_cap : 1024;
+		while (cap < tx->arena_len + size)
+			cap *= 2;
+		uint8_t *a = realloc(tx->arena, cap);
+		if (a == NULL) {
+			tx->aborted = true;
+			cmd_fail(x, cmd_err_oom);
+			return true;
 		}
+		tx->arena = a;
+		tx->arena_cap = cap;
 	}
-	if (tx->n < tx->cap)
-		q = malloc(sizeof(*q) + argc * (sizeof(uint8_t *) + sizeof(size_t)) + bytes);
-	if (q == NULL) {
-		tx->aborted = true;
-		cmd_fail(x, cmd_err_oom);
-		return true;
-	}
-	q->cmd = x->cmd;
-	q->argc = argc;
-	q->argv = (uint8_t **)(q + 1);
-	q->argv_len = (size_t *)(q->argv + argc);
-	uint8_t *p = (uint8_t *)(q->argv_len + argc);
+	struct qrec *r = (struct qrec *)(tx->arena + tx->arena_len);
+	r->cmd = x->cmd;
+	r->argc = argc;
+	r->size = size;
+	uint8_t *p = (uint8_t *)(r->len + argc);
 	for (size_t i = 0; i < argc; i++) {
 		size_t len = cmd_arg_len(x, i);
 		memcpy(p, cmd_arg(x, i), len);
 		p[len] = '\0';
-		q->argv[i] = p;
-		q->argv_len[i] = len;
+		r->len[i] = len;
 		p += len + 1;
 	}
-	tx->q[tx->n++] = q;
+	tx->arena_len += size;
+	tx->n++;
+	tx->n_args += argc;
 	resp_add_simple(x->reply, "QUEUED");
 	cmd_done(x);
 	return true;
@@ -503,6 +517,7 @@ void cmd_unwatch(struct cmd_ctx *x)
 
 /* One shard's hold of a transaction. */
 struct exec_hold {
+	struct cmd_exec *e;
 	unsigned shard;
 	struct store_req req;
 	struct store_key_ref *keys; /* keys[0] is req's key, the rest its more_keys */
@@ -516,10 +531,13 @@ struct exec_key {
 };
 
 struct cmd_exec {
+	atomic_uint refs;  /* the EXEC's, plus one per release message in flight */
 	struct cmd_ctx *x; /* the EXEC */
-	struct queued **q;
+	uint8_t *arena;    /* the client's queue, lent (struct client_tx) */
+	size_t arena_cap;
+	struct queued *q;  /* the commands (in this allocation, after the struct) */
 	size_t n;
-	struct conn_req *reqs; /* one per queued command: its reply */
+	struct conn_req *reqs; /* one per queued command: its reply (in this allocation) */
 	size_t next;           /* the next command to dispatch */
 	size_t running;        /* dispatched, not finished */
 	size_t finished;
@@ -527,9 +545,10 @@ struct cmd_exec {
 	bool waiting_barrier;  /* a command that runs alone is running: barrier_index */
 	size_t barrier_index;
 	bool failed_watch;     /* the reply is a null array */
+	bool released;         /* the holds are released, the barrier lifted */
 	int status;            /* < 0: a hold failed */
 	struct exec_hold *holds;
-	size_t n_holds, step;  /* step: holds taken, then holds released */
+	size_t n_holds, step;  /* step: holds granted (holds[0..step)) */
 	struct cmd_watcher *w;
 	uint64_t *expiries;
 	size_t n_exp;
@@ -537,13 +556,9 @@ struct cmd_exec {
 
 static void exec_free(struct cmd_exec *e)
 {
-	for (size_t i = 0; i < e->n; i++) {
-		free(e->q[i]);
-		if (e->reqs != NULL)
-			resp_buf_free(&e->reqs[i].reply);
-	}
-	free(e->q);
-	free(e->reqs);
+	for (size_t i = 0; i < e->n; i++)
+		resp_buf_free(&e->reqs[i].reply);
+	free(e->arena);
 	for (size_t i = 0; i < e->n_holds; i++)
 		free(e->holds[i].keys);
 	free(e->holds);
@@ -621,7 +636,7 @@ static int exec_plan(struct cmd_exec *e, unsigned db)
 {
 	struct key_list l = {0};
 	for (size_t i = 0; i < e->n; i++) {
-		const struct queued *q = e->q[i];
+		const struct queued *q = &e->q[i];
 		if (q->cmd->fn == cmd_select) {
 			int64_t v;
 			if (resp_parse_int64(q->argv[1], q->argv_len[1], &v) && v >= 0 &&
@@ -666,22 +681,79 @@ static int exec_plan(struct cmd_exec *e, unsigned db)
 }
 
 static void exec_hold_next(struct cmd_ctx *x);
-static void exec_release_next(struct cmd_ctx *x);
 static void exec_pump(struct cmd_exec *e);
+
+static void exec_put(struct cmd_exec *e)
+{
+	if (atomic_fetch_sub(&e->refs, 1) == 1)
+		exec_free(e);
+}
+
+static void exec_release_msg(void *arg)
+{
+	struct exec_hold *h = arg;
+	store_release(shard_store(h->shard), &h->req);
+	exec_put(h->e);
+}
+
+/* On the origin: releases every hold (after the commands sent to the same
+ * proactors) and lets the connection's next commands run.  Once. */
+static void exec_release(struct cmd_exec *e)
+{
+	if (e->released)
+		return;
+	e->released = true;
+	struct px *self = px_current();
+	for (size_t i = 0; i < e->step; i++) { /* (the granted ones) */
+		struct exec_hold *h = &e->holds[i];
+		unsigned owner = shard_proactor(h->shard);
+		if (owner == self->id) {
+			store_release(shard_store(h->shard), &h->req);
+		} else {
+			atomic_fetch_add(&e->refs, 1);
+			px_send(self, owner, exec_release_msg, h);
+		}
+	}
+	conn_lift_barrier(e->x->conn);
+}
+
+/* On the origin, every command finished (or none ran): the reply; the
+ * queue's arena goes back to the client for its next transaction. */
+static void exec_reply(struct cmd_ctx *x)
+{
+	struct cmd_exec *e = x->u.exec;
+	exec_release(e);
+	struct client_tx *tx = x->conn->daemon;
+	if (tx != NULL && tx->arena == NULL) {
+		tx->arena = e->arena;
+		tx->arena_cap = e->arena_cap;
+		e->arena = NULL;
+	}
+	if (e->status < 0) {
+		int status = e->status;
+		exec_put(e);
+		cmd_fail_store(x, status);
+		return;
+	}
+	if (e->failed_watch) {
+		resp_add_null_array(x->reply);
+	} else {
+		resp_add_array(x->reply, e->n);
+		for (size_t i = 0; i < e->n; i++)
+			resp_buf_append(x->reply, e->reqs[i].reply.data, e->reqs[i].reply.len);
+	}
+	exec_put(e);
+	cmd_done(x);
+}
 
 static void exec_hold_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = sr->arg;
 	struct cmd_exec *e = x->u.exec;
 	if (sr->status < 0) {
-		/* Nothing held on this shard: release the ones before it. */
+		/* Nothing held on this shard: only the ones before it are. */
 		e->status = sr->status;
-		free(e->holds[e->step].keys);
-		for (size_t i = e->step + 1; i < e->n_holds; i++)
-			free(e->holds[i].keys);
-		e->n_holds = e->step;
-		e->step = 0;
-		exec_release_next(x);
+		cmd_run_on_px(x, x->origin, exec_reply);
 		return;
 	}
 	e->step++;
@@ -692,6 +764,7 @@ static void exec_hold_submit(struct cmd_ctx *x)
 {
 	struct cmd_exec *e = x->u.exec;
 	struct exec_hold *h = &e->holds[e->step];
+	h->e = e;
 	h->req = (struct store_req){.op = STORE_HOLD,
 	                            .db = h->keys[0].db,
 	                            .key = h->keys[0].key,
@@ -718,8 +791,7 @@ static void exec_run(struct cmd_ctx *x)
 		e->w = NULL;
 		if (touched) {
 			e->failed_watch = true;
-			e->step = 0;
-			exec_release_next(x);
+			exec_reply(x);
 			return;
 		}
 	}
@@ -735,52 +807,11 @@ static void exec_hold_next(struct cmd_ctx *x)
 		cmd_run_on_px(x, x->origin, exec_run);
 }
 
-/* On the origin, the holds released: the reply. */
-static void exec_reply(struct cmd_ctx *x)
-{
-	struct cmd_exec *e = x->u.exec;
-	struct conn *c = x->conn;
-	if (e->status < 0) {
-		int status = e->status;
-		exec_free(e);
-		conn_lift_barrier(c);
-		cmd_fail_store(x, status);
-		return;
-	}
-	if (e->failed_watch) {
-		resp_add_null_array(x->reply);
-	} else {
-		resp_add_array(x->reply, e->n);
-		for (size_t i = 0; i < e->n; i++)
-			resp_buf_append(x->reply, e->reqs[i].reply.data, e->reqs[i].reply.len);
-	}
-	exec_free(e);
-	conn_lift_barrier(c);
-	cmd_done(x);
-}
-
-static void exec_release_one(struct cmd_ctx *x)
-{
-	struct cmd_exec *e = x->u.exec;
-	store_release(x->st, &e->holds[e->step].req);
-	e->step++;
-	exec_release_next(x);
-}
-
-static void exec_release_next(struct cmd_ctx *x)
-{
-	struct cmd_exec *e = x->u.exec;
-	if (e->step < e->n_holds)
-		cmd_run_on_shard(x, e->holds[e->step].shard, exec_release_one);
-	else
-		cmd_run_on_px(x, x->origin, exec_reply);
-}
-
 /* Runs queued command i in a context of its own. */
 static void exec_dispatch(struct cmd_exec *e, size_t i)
 {
 	struct conn *c = e->x->conn;
-	const struct queued *q = e->q[i];
+	const struct queued *q = &e->q[i];
 	struct conn_req *r = &e->reqs[i];
 	r->conn = c;
 	r->argc = q->argc;
@@ -804,14 +835,41 @@ static void exec_dispatch(struct cmd_exec *e, size_t i)
 }
 
 /* Sends what may run now: commands of one key together, any other alone. */
+/* A command of one key (it runs on its shard with one store request), or
+ * one that finishes on the origin at once without the store. */
+static bool runs_with_others(const struct cmd_def *d)
+{
+	return ((d->flags & CMD_KEYED) && d->first_key == 1 && d->last_key == 1) ||
+	       d->fn == cmd_select || d->fn == cmd_ping || d->fn == cmd_echo;
+}
+
+/* The local case: no watch, and every command runs with others, on a shard
+ * of this proactor.  Dispatched in one go, each is queued on its key in its
+ * store before anything else can be: the store's queues then order the
+ * transaction as one (store.h, "Ordering"), without holds. */
+static bool exec_is_local(const struct cmd_exec *e, unsigned self)
+{
+	if (e->w != NULL)
+		return false;
+	for (size_t i = 0; i < e->n; i++) {
+		const struct queued *q = &e->q[i];
+		if (!runs_with_others(q->cmd))
+			return false;
+		if ((q->cmd->flags & CMD_KEYED) &&
+		    shard_proactor(shard_of_key(q->argv[1], q->argv_len[1])) != self)
+			return false;
+	}
+	return true;
+}
+
 static void exec_pump(struct cmd_exec *e)
 {
 	if (e->pumping)
 		return;
 	e->pumping = true;
 	while (e->next < e->n && !e->waiting_barrier) {
-		const struct cmd_def *d = e->q[e->next]->cmd;
-		bool alone = !(d->flags & CMD_KEYED) || d->first_key != 1 || d->last_key != 1;
+		const struct cmd_def *d = e->q[e->next].cmd;
+		bool alone = !runs_with_others(d);
 		if (alone && e->running > 0)
 			break;
 		size_t i = e->next++;
@@ -823,10 +881,10 @@ static void exec_pump(struct cmd_exec *e)
 		exec_dispatch(e, i);
 	}
 	e->pumping = false;
-	if (e->finished == e->n) {
-		e->step = 0;
-		exec_release_next(e->x);
-	}
+	if (e->next == e->n && !e->waiting_barrier)
+		exec_release(e); /* every command is with its store */
+	if (e->finished == e->n)
+		exec_reply(e->x);
 }
 
 void cmd_exec_sub_done(struct cmd_ctx *x)
@@ -856,36 +914,56 @@ void cmd_exec(struct cmd_ctx *x)
 		cmd_fail(x, err_exec_abort);
 		return;
 	}
-	struct cmd_exec *e = calloc(1, sizeof(*e));
+	/* One allocation: the state, a reply per command, the commands and
+	 * their argument pointers (into the arena, which moves to the EXEC
+	 * with the watch). */
+	size_t n = tx->n;
+	struct cmd_exec *e = malloc(sizeof(*e) + n * (sizeof(struct conn_req) +
+	                                              sizeof(struct queued)) +
+	                            tx->n_args * sizeof(uint8_t *));
 	if (e == NULL) {
 		tx_discard(tx);
 		tx_unwatch(tx);
 		cmd_fail(x, cmd_err_oom);
 		return;
 	}
-	/* The transaction and the watch move to the EXEC. */
-	e->x = x;
-	e->q = tx->q;
-	e->n = tx->n;
-	e->w = tx->w;
-	e->expiries = tx->expiries;
-	e->n_exp = tx->n_exp;
-	tx->q = NULL;
-	tx->n = tx->cap = 0;
-	tx->in_multi = false;
+	*e = (struct cmd_exec){.x = x, .n = n, .w = tx->w, .expiries = tx->expiries,
+	                       .n_exp = tx->n_exp, .arena = tx->arena,
+	                       .arena_cap = tx->arena_cap};
+	atomic_init(&e->refs, 1);
+	e->reqs = (struct conn_req *)(e + 1);
+	e->q = (struct queued *)(e->reqs + n);
+	uint8_t **argv = (uint8_t **)(e->q + n);
+	size_t off = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct qrec *r = (struct qrec *)(tx->arena + off);
+		uint8_t *p = (uint8_t *)(r->len + r->argc);
+		e->q[i] = (struct queued){r->cmd, r->argc, argv, r->len};
+		for (size_t a = 0; a < r->argc; a++) {
+			argv[a] = p;
+			p += r->len[a] + 1;
+		}
+		argv += r->argc;
+		off += r->size;
+		resp_buf_init(&e->reqs[i].reply, c->proto);
+	}
+	tx->arena = NULL;
+	tx->arena_cap = 0;
+	tx_discard(tx);
 	tx->w = NULL;
 	tx->expiries = NULL;
 	tx->n_exp = tx->cap_exp = 0;
 	x->u.exec = e;
-	e->reqs = e->n > 0 ? calloc(e->n, sizeof(*e->reqs)) : NULL;
-	if ((e->n > 0 && e->reqs == NULL) || exec_plan(e, x->db) < 0) {
-		exec_free(e);
+	bool local = exec_is_local(e, x->origin);
+	if (!local && exec_plan(e, x->db) < 0) {
+		exec_put(e);
 		cmd_fail(x, cmd_err_oom);
 		return;
 	}
-	for (size_t i = 0; i < e->n; i++)
-		resp_buf_init(&e->reqs[i].reply, c->proto);
 	c->barrier = true; /* the connection's next commands wait for the EXEC */
 	e->step = 0;
-	exec_hold_next(x);
+	if (local)
+		exec_run(x); /* (no holds: n_holds 0) */
+	else
+		exec_hold_next(x);
 }

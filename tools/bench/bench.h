@@ -20,6 +20,10 @@ int bench_msg_main(int argc, char **argv);
  * and RocksDB's db_bench (bench_store.c). */
 int bench_store_main(int argc, char **argv);
 
+/* `ringkv-bench resp`: a load generator of units of several commands
+ * (MULTI ... EXEC) against any RESP server (bench_resp.c). */
+int bench_resp_main(int argc, char **argv);
+
 /* Helpers shared by the subcommands (ringkv_bench.c). */
 
 /* Sleeps `ns` nanoseconds (< 1 s), resuming after signals. */

@@ -23,6 +23,7 @@ struct bench_command {
 static const struct bench_command bench_commands[] = {
     {"msg", bench_msg_main, "message passing between proactors: throughput, RTT, wake-ups"},
     {"store", bench_store_main, "storage: random puts and cold gets vs fio and db_bench"},
+    {"resp", bench_resp_main, "load of multi-command units (MULTI/EXEC) on a RESP server"},
 };
 
 #define BENCH_N_COMMANDS (sizeof(bench_commands) / sizeof(bench_commands[0]))

@@ -1,0 +1,196 @@
+#!/usr/bin/python3
+"""txn.py: transactions per core, ringkv-server against Debian's redis-server
+in the same run, with the same client and flags.
+
+Per core (ringkv 1 proactor; each server pinned to --server-cpu, the client to
+--client-cpu), each durability pairing (ringkv write / redis AOF everysec,
+ringkv fsync / redis AOF always), -P 1 and -P 16, 50 connections:
+  MULTI 2 SET    MULTI; SET key:R v; SET key:R v; EXEC      (ringkv-bench resp)
+  MULTI 10 INCR  MULTI; INCR counter:R (x10); EXEC           (ringkv-bench resp)
+  MSET 10        redis-benchmark's own MSET test (10 keys)
+R is a random number below 100000 drawn per key, v 100 bytes.  A unit (one
+MULTI ... EXEC) counts as one request; the CPU time per request is the
+server's per unit.  Runs of the two servers are interleaved in pairs as in
+resp.py (which this script imports); the ratio is the median of the pair
+ratios.
+
+--only cross: ringkv alone with 2 proactors (2 shards, unpinned: they share
+the 2 CPUs with the client), durability write: MULTI; SET {a}k:R v; SET
+{b}k:R v; EXEC with the tags {a} {b} on different shards, against the same
+two SETs without MULTI, interleaved; the cost ratio is plain units/s over
+transaction units/s (the target: at most 2).
+
+    tools/bench/txn.py [--runs 3] [--requests 100000] [--pipeline-requests 1000000]
+                       [--only write,fsync,cross] [--quick]
+
+Prints Markdown tables.  Needs redis-server, redis-benchmark (redis-tools) and
+a built build/ringkv-server and build/ringkv-bench.
+"""
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import resp  # noqa: E402
+
+PROG = "txn.py"
+KEYS = 100000
+VALUE = "v" * 100
+UNITS = {
+    "MULTI 2 SET": f"MULTI;SET key:__rand_int__ {VALUE};SET key:__rand_int__ {VALUE};EXEC",
+    "MULTI 10 INCR": "MULTI;" + ";".join(["INCR counter:__rand_int__"] * 10) + ";EXEC",
+}
+BENCHMARK_TESTS = {"MSET 10": ["-t", "mset"]}
+BENCH = os.path.join(resp.ROOT, "build", "ringkv-bench")
+
+
+def crc16(data):
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def tag_on_shard(shard, shards=2):
+    """A hash tag whose slot falls in `shard` of `shards` (contiguous slot ranges)."""
+    for i in range(100000):
+        tag = f"t{i}"
+        if crc16(tag.encode()) % 16384 * shards // 16384 == shard:
+            return tag
+    raise RuntimeError("no tag found")
+
+
+def bench_resp(server, unit, units, pipeline, args):
+    cmd = [BENCH, "resp", "--port", str(server.port), "--unit", unit, "--units", str(units),
+           "--pipeline", str(pipeline), "--conns", "50", "--keyspace", str(KEYS)]
+    if args.client_cpu is not None:
+        cmd = ["taskset", "-c", str(args.client_cpu)] + cmd
+    before = resp.cpu_seconds(server.proc.pid)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    after = resp.cpu_seconds(server.proc.pid)
+    m = re.search(r"units_per_s=(\S+) p50_ms=(\S+) p99_ms=(\S+)", out.stdout)
+    if out.returncode != 0 or m is None:
+        sys.exit(f"{PROG}: ringkv-bench resp failed against {server.kind}: "
+                 f"{out.stdout.strip()} {out.stderr.strip()}")
+    return {"rps": float(m.group(1)), "p50_ms": float(m.group(2)),
+            "p99_ms": float(m.group(3)), "cpu_us_per_req": (after - before) * 1e6 / units}
+
+
+def run_test(server, test, pipeline, args):
+    requests = args.pipeline_requests if pipeline > 1 else args.requests
+    name = test.upper()
+    if name in UNITS:
+        return bench_resp(server, UNITS[name], requests // 4, pipeline, args)
+    return resp.redis_benchmark(server, BENCHMARK_TESTS[name], requests // 4, pipeline, args)
+
+
+def no_fill(server, args):
+    pass
+
+
+def per_core(args, work, only):
+    pairings = []
+    if "write" in only:
+        pairings.append(("write", "everysec"))
+    if "fsync" in only:
+        pairings.append(("fsync", "always"))
+    names = list(UNITS) + list(BENCHMARK_TESTS)
+    results = []
+    for ringkv_mode, redis_mode in pairings:
+        tests = [(n.lower(), p) for n in names for p in (1, 16)]
+        got = resp.measure_pair(("ringkv", ringkv_mode, args.server_cpu, 1),
+                                ("redis", redis_mode, args.server_cpu, 1), tests, args, work,
+                                fill=no_fill, run=run_test)
+        for name, (r, d, ratios) in got.items():
+            results.append({"test": name, "ringkv": f"1 proactor, durability {ringkv_mode}",
+                            "redis": f"AOF {redis_mode}", "ringkv_r": resp.median_of(r),
+                            "redis_r": resp.median_of(d), "ratio": statistics.median(ratios),
+                            "ratios": ratios})
+    resp.print_table(results)
+
+
+def cross(args, work):
+    a, b = tag_on_shard(0), tag_on_shard(1)
+    keys = f"SET {{{a}}}k:__rand_int__ {VALUE};SET {{{b}}}k:__rand_int__ {VALUE}"
+    units = {"multi": f"MULTI;{keys};EXEC", "plain": keys}
+    server = resp.Server("ringkv", "write", None, 2, work)
+    rows = []
+    try:
+        for pipeline in (1, 16):
+            n = (args.pipeline_requests if pipeline > 1 else args.requests) // 4
+            got = {"multi": [], "plain": []}
+            for i in range(args.runs):
+                for kind in (("multi", "plain") if i % 2 == 0 else ("plain", "multi")):
+                    resp.settle([server])
+                    got[kind].append(bench_resp(server, units[kind], n, pipeline, args))
+                print(f"{PROG}: cross-shard P{pipeline} pair {i + 1}/{args.runs}: "
+                      f"{got['multi'][-1]['rps']:.0f} / {got['plain'][-1]['rps']:.0f} units/s",
+                      file=sys.stderr, flush=True)
+            costs = [p["rps"] / m["rps"] for m, p in zip(got["multi"], got["plain"])]
+            rows.append((pipeline, resp.median_of(got["multi"]), resp.median_of(got["plain"]),
+                         costs))
+    finally:
+        server.stop()
+    print("\n| test | ringkv | MULTI units/s | plain units/s | cost MULTI/plain (pairs) |"
+          " CPU µs/unit MULTI / plain |")
+    print("|---|---|---|---|---|---|")
+    for pipeline, m, p, costs in rows:
+        print(f"| 2 SETs on 2 shards P{pipeline} | 2 proactors, durability write |"
+              f" {m['rps']:.0f} | {p['rps']:.0f} | **{statistics.median(costs):.2f}×**"
+              f" ({min(costs):.2f}–{max(costs):.2f}) | {m['cpu_us_per_req']:.2f} /"
+              f" {p['cpu_us_per_req']:.2f} |", flush=True)
+
+
+def main():
+    global BENCH
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=400000,
+                    help="commands per -P 1 run (units: a quarter of them)")
+    ap.add_argument("--pipeline-requests", type=int, default=2000000)
+    ap.add_argument("--server", default=None)
+    ap.add_argument("--bench", default=None, help="the ringkv-bench binary")
+    ap.add_argument("--server-cpu", type=int, default=1)
+    ap.add_argument("--client-cpu", type=int, default=0)
+    ap.add_argument("--workdir", default=None,
+                    help="where the data directories go (default: build/bench-txn)")
+    ap.add_argument("--only", default="write,fsync,cross",
+                    help="comma-separated parts: write, fsync, cross")
+    ap.add_argument("--quick", action="store_true", help="1 run, 10x fewer requests")
+    args = ap.parse_args()
+    args.keyspace, args.data_size = KEYS, 100
+    if args.quick:
+        args.runs, args.requests = 1, args.requests // 10
+        args.pipeline_requests //= 10
+    for tool in ("redis-server", "redis-benchmark", "taskset"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{PROG}: {tool} not found: apt-get install redis-server redis-tools"
+                     f" util-linux")
+    if args.server is not None:
+        resp.SERVER = os.path.abspath(args.server)
+    if args.bench is not None:
+        BENCH = os.path.abspath(args.bench)
+    for binary in (resp.SERVER, BENCH):
+        if not os.access(binary, os.X_OK):
+            sys.exit(f"{PROG}: {binary} is missing: run make first (or pass --server/--bench)")
+    only = set(args.only.split(","))
+    if only - {"write", "fsync", "cross"}:
+        sys.exit(f"{PROG}: --only takes write, fsync and cross")
+    work = args.workdir or os.path.join(resp.ROOT, "build", "bench-txn")
+    os.makedirs(work, exist_ok=True)
+    if only & {"write", "fsync"}:
+        per_core(args, work, only)
+    if "cross" in only:
+        cross(args, work)
+
+
+if __name__ == "__main__":
+    main()
