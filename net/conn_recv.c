@@ -136,19 +136,20 @@ static bool peek_number(const uint8_t *buf, size_t len, size_t *off, size_t *out
 }
 
 /* Looks ahead for the prefetch hint: the first argument of up to NET_PREFETCH
- * complete multibulk commands of two or more arguments at the start of buf.
- * Anything else (an inline command, a partial or malformed one) ends the
- * look-ahead; the parser proper reports it.  Returns the count and sets *span
- * to the bytes those commands take. */
+ * complete multibulk commands of two or more arguments at the start of buf;
+ * commands of one argument (PING, MULTI, EXEC) are stepped over, at most
+ * NET_PREFETCH of them.  Anything else (an inline command, a partial or
+ * malformed one) ends the look-ahead; the parser proper reports it.  Returns
+ * the count of keys and sets *span to the bytes the commands looked at take. */
 static size_t peek_keys(const uint8_t *buf, size_t len, const uint8_t **keys, size_t *lens,
                         size_t *span)
 {
-	size_t n = 0, off = 0;
+	size_t n = 0, off = 0, skipped = 0;
 	*span = 0;
-	while (n < NET_PREFETCH && off < len && buf[off] == '*') {
+	while (n < NET_PREFETCH && skipped < NET_PREFETCH && off < len && buf[off] == '*') {
 		size_t argc, blen;
 		off++;
-		if (!peek_number(buf, len, &off, &argc) || argc < 2)
+		if (!peek_number(buf, len, &off, &argc) || argc < 1)
 			break;
 		size_t i = 0;
 		for (; i < argc; i++) {
@@ -165,7 +166,10 @@ static size_t peek_keys(const uint8_t *buf, size_t len, const uint8_t **keys, si
 		}
 		if (i < argc)
 			break;
-		n++;
+		if (argc >= 2)
+			n++;
+		else
+			skipped++;
 		*span = off;
 	}
 	return n;
@@ -181,7 +185,7 @@ static size_t conn_prefetch(struct conn *c, const uint8_t *buf, size_t len, size
 	size_t n = peek_keys(buf + off, len - off, keys, lens, &span);
 	if (n > 1) /* a lone command runs at once: nothing to overlap */
 		c->priv->np->cfg.prefetch(c, keys, lens, n);
-	return n > 0 ? off + span : len;
+	return span > 0 ? off + span : len;
 }
 
 /* Runs every complete command in buf[0..len); returns the bytes consumed. */
