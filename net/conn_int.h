@@ -145,6 +145,8 @@ struct conn_private {
 	bool paused;         /* reading stopped for backpressure */
 	bool held;           /* complete commands left in `in` for backpressure: the
 	                        hook runs them once the connection is not paused */
+	bool eof;            /* the peer half-closed while commands were held: they
+	                        run, then the connection drains (conn_resume_input) */
 	uint64_t last_io_ms; /* monotonic ms of the last byte received or sent */
 };
 

@@ -30,7 +30,7 @@ void conn_recv_arm(struct conn *c)
 {
 	struct conn_private *pv = c->priv;
 	struct net_px *np = pv->np;
-	if (pv->state != CONN_OPEN || pv->paused || pv->recv_armed)
+	if (pv->state != CONN_OPEN || pv->paused || pv->recv_armed || pv->eof)
 		return;
 	if (!np->use_ring) { /* plain recv: room for a buffer's worth, or the rest of a bulk */
 		size_t want = resp_parse_wanted(&pv->parser);
@@ -264,6 +264,8 @@ void conn_resume_input(struct conn *c)
 		return;
 	pv->held = false;
 	conn_input(c, NULL, 0, true);
+	if (pv->eof && !pv->held)
+		conn_close_after_reply(c); /* every command sent before the EOF has run */
 }
 
 /* ---- completions ------------------------------------------------------- */
@@ -301,7 +303,10 @@ void conn_recv_complete(struct px *px, struct px_op *op, int res, unsigned flags
 				conn_input(c, pv->in + pv->in_len - (size_t)res, (size_t)res, true);
 		}
 	} else if (res == 0) {
-		conn_close_after_reply(c); /* EOF: replies still go out */
+		if (pv->held && pv->state == CONN_OPEN)
+			pv->eof = true; /* the commands waiting in `in` run first */
+		else
+			conn_close_after_reply(c); /* EOF: replies still go out */
 	} else if (res == -EINVAL && np->use_ring && pv->state == CONN_OPEN) {
 		if (!np->multishot_warned)
 			LOG_WARN("this kernel refuses multishot recv (EINVAL; it needs Linux 6.0);"

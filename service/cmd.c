@@ -838,6 +838,10 @@ void cmd_handle(struct conn *c, struct conn_req *req)
 
 void cmd_dispatch(struct cmd_ctx *x)
 {
+	if (!(x->cmd->flags & CMD_KEYED) &&
+	    ((x->cmd->first_key > 0 && x->cmd->fn != cmd_watch) || x->cmd->fn == cmd_sintercard) &&
+	    cmd_isolate(x))
+		return; /* keys on several shards: run under holds (cmd_multi.c) */
 	if (x->cmd->flags & CMD_KEYED)
 		cmd_run_on_shard(x, shard_of_key(x->req->argv[1], x->req->argv_len[1]), x->cmd->fn);
 	else

@@ -241,6 +241,12 @@ bool cmd_multi_queue(struct cmd_ctx *x);
  * MULTI the transaction will abort (EXECABORT). */
 void cmd_multi_refused(struct conn *c);
 
+/* A command of several keys (not CMD_KEYED) whose keys are on several
+ * shards: runs it as a transaction of one command — holds on every key, so
+ * no other client sees part of it or interleaves with it — and returns true;
+ * false (nothing done) for keys of one shard, or inside EXEC. */
+bool cmd_isolate(struct cmd_ctx *x);
+
 /* A command EXEC ran has finished (on the origin). */
 void cmd_exec_sub_done(struct cmd_ctx *x);
 

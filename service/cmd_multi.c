@@ -542,6 +542,7 @@ struct cmd_exec {
 	size_t running;        /* dispatched, not finished */
 	size_t finished;
 	bool pumping;          /* exec_pump is on the stack */
+	bool bare;             /* one multi-key command run isolated: its reply alone */
 	bool waiting_barrier;  /* a command that runs alone is running: barrier_index */
 	size_t barrier_index;
 	bool failed_watch;     /* the reply is a null array */
@@ -737,6 +738,8 @@ static void exec_reply(struct cmd_ctx *x)
 	}
 	if (e->failed_watch) {
 		resp_add_null_array(x->reply);
+	} else if (e->bare) {
+		resp_buf_append(x->reply, e->reqs[0].reply.data, e->reqs[0].reply.len);
 	} else {
 		resp_add_array(x->reply, e->n);
 		for (size_t i = 0; i < e->n; i++)
@@ -966,4 +969,54 @@ void cmd_exec(struct cmd_ctx *x)
 		exec_run(x); /* (no holds: n_holds 0) */
 	else
 		exec_hold_next(x);
+}
+
+/* ---- multi-key commands across shards ------------------------------------- */
+
+struct span {
+	bool first_seen, several;
+	unsigned shard;
+};
+
+static int span_add(void *arg, unsigned db, const uint8_t *key, size_t len)
+{
+	struct span *s = arg;
+	unsigned shard = shard_of_key(key, len);
+	(void)db;
+	if (s->first_seen && shard != s->shard)
+		s->several = true;
+	s->first_seen = true;
+	s->shard = shard;
+	return 0;
+}
+
+bool cmd_isolate(struct cmd_ctx *x)
+{
+	if (x->exec != NULL)
+		return false; /* (inside EXEC: the transaction's holds cover it) */
+	struct queued q = {x->cmd, cmd_argc(x), x->req->argv, x->req->argv_len};
+	struct span s = {0};
+	queued_keys(NULL, &q, x->db, span_add, &s);
+	if (!s.several)
+		return false;
+	struct cmd_exec *e = malloc(sizeof(*e) + sizeof(struct conn_req) + sizeof(struct queued));
+	if (e == NULL) {
+		cmd_fail(x, cmd_err_oom);
+		return true;
+	}
+	*e = (struct cmd_exec){.x = x, .n = 1, .bare = true};
+	atomic_init(&e->refs, 1);
+	e->reqs = (struct conn_req *)(e + 1);
+	e->q = (struct queued *)(e->reqs + 1);
+	e->q[0] = q;
+	resp_buf_init(&e->reqs[0].reply, x->reply->proto);
+	x->u.exec = e;
+	if (exec_plan(e, x->db) < 0) {
+		exec_put(e);
+		cmd_fail(x, cmd_err_oom);
+		return true;
+	}
+	x->conn->barrier = true; /* (as for EXEC: later commands see it whole) */
+	exec_hold_next(x);
+	return true;
 }

@@ -9,13 +9,15 @@ array (RESP2 *-1, RESP3 _) after a write by another client, by the same client, 
 an element change of a hash or set, an expiry that passed, FLUSHDB of a key that existed,
 SWAPDB — and runs after UNWATCH, after changes to other keys, after FLUSHDB of a key that did
 not exist, and when a watched key is changed by the transaction itself; a pipeline after EXEC
-sees its effects; redis-py's pipeline() (MULTI/EXEC by default), transaction() with its retry
-loop under a concurrent writer, and WatchError.
+sees its effects, and a client that half-closes after them still gets every reply;
+redis-py's pipeline() (MULTI/EXEC by default), transaction() with its retry loop under a
+concurrent writer, and WatchError.
 
 Isolation across shards: writers move amounts between accounts on both shards with
-MULTI/DECRBY/INCRBY/EXEC while readers read every account in one MULTI/EXEC; no reader ever
-sees a sum other than the constant total, and the final sum is exact (the same readers without
-MULTI are not checked: they may see a transfer half done)."""
+MULTI/DECRBY/INCRBY/EXEC while readers read every account in one MULTI/EXEC or in one MGET (a
+multi-key command on several shards runs under holds too); no reader ever sees a sum other than
+the constant total, and the final sum is exact.  Multi-key commands across shards: MSET, MGET,
+MSETNX (all or none), DEL, EXISTS; MSETNX racing SETNX and DEL of its keys never leaves a mix."""
 
 import os
 import random
@@ -166,6 +168,28 @@ def test_watch(srv, c):
     expect_pipeline(c, [["MULTI"], ["GET", k], ["EXEC"]], [OK, QUEUED, None])
 
 
+def test_half_close(srv, c):
+    """A client that sends a transaction and commands after it, then half-closes, gets every
+    reply (the commands waiting behind the EXEC run after the EOF)."""
+    import socket
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    cmds = [["MULTI"], ["SET", K[0], "1"], ["SET", K[1], "2"], ["EXEC"], ["MSET", K[2], "a",
+            K[3], "b"], ["MGET", K[0], K[1], K[2], K[3]]]
+    s.sendall(b"".join(tl.resp_cmd(*a) for a in cmds))
+    s.shutdown(socket.SHUT_WR)
+    data = b""
+    s.settimeout(10)
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    want = (b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+OK\r\n+OK\r\n"
+            b"*4\r\n$1\r\n1\r\n$1\r\n2\r\n$1\r\na\r\n$1\r\nb\r\n")
+    check(data == want, f"replies after a half-close: {data!r}")
+
+
 def test_redis_py(srv, c):
     r = redis.Redis(port=srv.port)
     p = r.pipeline()  # transaction=True: MULTI ... EXEC
@@ -235,12 +259,15 @@ def test_isolation_across_shards(srv, c):
         finally:
             w.close()
 
-    def reader(seen):
+    def reader(seen, plain):
         rd = srv.client()
         try:
             while not stop.is_set():
-                cmds = [["MULTI"]] + [["GET", a] for a in accounts] + [["EXEC"]]
-                got = rd.pipeline(cmds)[-1]
+                if plain:  # one MGET over both shards: isolated as well
+                    got = rd.call("MGET", *accounts)
+                else:
+                    cmds = [["MULTI"]] + [["GET", a] for a in accounts] + [["EXEC"]]
+                    got = rd.pipeline(cmds)[-1]
                 s = sum(int(v) for v in got)
                 seen[0] += 1
                 if s != total:
@@ -251,7 +278,7 @@ def test_isolation_across_shards(srv, c):
 
     seen = [0]
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
-    threads += [threading.Thread(target=reader, args=(seen,)) for _ in range(2)]
+    threads += [threading.Thread(target=reader, args=(seen, plain)) for plain in (False, True)]
     for t in threads:
         t.start()
     time.sleep(tl.scaled(3))
@@ -265,6 +292,48 @@ def test_isolation_across_shards(srv, c):
           f"too little concurrency to mean anything: {transfers[0]} transfers, "
           f"{seen[0]} reads")
     print(f"     {transfers[0]} transfers, {seen[0]} consistent reads of {len(accounts)} accounts")
+
+
+def test_multikey_across_shards(srv, c):
+    keys = tl.keys_all_shards("mk:", 6)
+    expect(c, ["MSET"] + [x for k in keys for x in (k, "v")], OK)
+    expect(c, ["MGET"] + keys, [b"v"] * 6)
+    expect(c, ["MSETNX"] + [x for k in keys for x in (k, "w")], 0)
+    expect(c, ["DEL"] + keys, 6)
+    expect(c, ["MSETNX"] + [x for k in keys for x in (k, "w")], 1)
+    expect(c, ["EXISTS"] + keys + ["mk:none"], 6)
+    c.call("DEL", *keys)
+    # MSETNX against a racer that SETNXes one key and deletes all six: an MGET in one MULTI
+    # with the MSETNX sees all six values after a 1, and never an "m" next to the racer's
+    stop = threading.Event()
+    bad = []
+
+    def racer():
+        r = srv.client()
+        try:
+            i = 0
+            while not stop.is_set():
+                r.call("SETNX", keys[i % 6], "racer")
+                r.call("DEL", *keys)
+                i += 1
+        finally:
+            r.close()
+
+    t = threading.Thread(target=racer)
+    t.start()
+    try:
+        for _ in range(tl.scaled(300)):
+            got = c.pipeline([["MULTI"], ["MSETNX"] + [x for k in keys for x in (k, "m")],
+                              ["MGET"] + keys, ["EXEC"]])[-1]
+            ok, vals = got[0], got[1]
+            mine = sum(1 for v in vals if v == b"m")
+            # (a racer's value exists only after its DEL of all six: never next to an "m")
+            if (ok == 1 and mine != 6) or (mine > 0 and b"racer" in vals):
+                bad.append(f"MSETNX replied {ok}, then MGET {vals!r}")
+    finally:
+        stop.set()
+        t.join()
+    check(not bad, "; ".join(bad[:3]))
 
 
 if __name__ == "__main__":
