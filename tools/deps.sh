@@ -33,13 +33,17 @@ command -v clang-14 >/dev/null 2>&1 || fuzz_pkgs="$fuzz_pkgs clang-14"
 [ -e /usr/lib/llvm-14/lib/libFuzzer.a ] || fuzz_pkgs="$fuzz_pkgs libfuzzer-14-dev"
 ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1 ||
 	fuzz_pkgs="$fuzz_pkgs libclang-rt-14-dev"
+# Also optional: Node.js for the Node clients' test (test_clients_node.py fetches
+# ioredis and node-redis from the npm registry, and is skipped without them).
+command -v node >/dev/null 2>&1 || fuzz_pkgs="$fuzz_pkgs nodejs"
+command -v npm >/dev/null 2>&1 || fuzz_pkgs="$fuzz_pkgs npm"
 
 [ -z "$pkgs$fuzz_pkgs" ] && exit 0
 
 cmd="apt-get install -y --no-install-recommends$pkgs$fuzz_pkgs"
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
 	if [ -z "$pkgs" ]; then
-		echo "ringkv: the fuzz targets need$fuzz_pkgs (their tests are skipped);" \
+		echo "ringkv: the fuzz targets and the Node clients' test need$fuzz_pkgs (those tests are skipped);" \
 			"install as root with:  apt-get update && $cmd" >&2
 		exit 0
 	fi
@@ -57,5 +61,5 @@ fi
 if [ -n "$fuzz_pkgs" ]; then
 	# shellcheck disable=SC2086
 	apt-get install -y -qq --no-install-recommends $fuzz_pkgs ||
-		echo "ringkv: could not install$fuzz_pkgs; the fuzz targets' tests are skipped" >&2
+		echo "ringkv: could not install$fuzz_pkgs; the tests that need them are skipped" >&2
 fi

@@ -24,14 +24,18 @@ def node_modules():
     """The directory holding ioredis and redis (installed on first use), or None."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         return None, "node or npm is not installed (apt-get install nodejs npm)"
-    build = os.environ.get("RINGKV_BUILD", "build")
-    prefix = os.path.abspath(os.path.join(build, "node-clients"))
+    # one install for every build of the tree (the sanitizer passes run this test too)
+    prefix = os.path.join(os.path.dirname(os.path.dirname(HERE)), "build", "node-clients")
     mods = os.path.join(prefix, "node_modules")
     if not (os.path.isdir(os.path.join(mods, "ioredis")) and
             os.path.isdir(os.path.join(mods, "redis"))):
         os.makedirs(prefix, exist_ok=True)
-        r = subprocess.run(["npm", "install", "--prefix", prefix, "--no-audit", "--no-fund",
-                            "--silent"] + PACKAGES, capture_output=True, text=True, timeout=300)
+        try:
+            r = subprocess.run(["npm", "install", "--prefix", prefix, "--no-audit", "--no-fund",
+                                "--silent", "--fetch-timeout=20000", "--fetch-retries=1"] +
+                               PACKAGES, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            return None, f"npm install {' '.join(PACKAGES)} took over 120 s (no registry?)"
         if r.returncode != 0:
             return None, f"npm install {' '.join(PACKAGES)} failed: {r.stderr.strip()[-300:]}"
     return mods, None
