@@ -35,8 +35,11 @@ ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1
 	fuzz_pkgs="$fuzz_pkgs libclang-rt-14-dev"
 # Also optional: Node.js for the Node clients' test (test_clients_node.py fetches
 # ioredis and node-redis from the npm registry, and is skipped without them).
-command -v node >/dev/null 2>&1 || fuzz_pkgs="$fuzz_pkgs nodejs"
-command -v npm >/dev/null 2>&1 || fuzz_pkgs="$fuzz_pkgs npm"
+# Installed on their own: a machine whose Node.js conflicts with Debian's keeps it.
+node_pkgs=""
+command -v node >/dev/null 2>&1 || node_pkgs="$node_pkgs nodejs"
+command -v npm >/dev/null 2>&1 || node_pkgs="$node_pkgs npm"
+fuzz_pkgs="$fuzz_pkgs$node_pkgs"
 
 [ -z "$pkgs$fuzz_pkgs" ] && exit 0
 
@@ -58,8 +61,9 @@ if [ -n "$pkgs" ]; then
 	# shellcheck disable=SC2086
 	apt-get install -y -qq --no-install-recommends $pkgs
 fi
-if [ -n "$fuzz_pkgs" ]; then
+for group in "${fuzz_pkgs%$node_pkgs}" "$node_pkgs"; do
+	[ -n "$group" ] || continue
 	# shellcheck disable=SC2086
-	apt-get install -y -qq --no-install-recommends $fuzz_pkgs ||
-		echo "ringkv: could not install$fuzz_pkgs; the tests that need them are skipped" >&2
-fi
+	apt-get install -y -qq --no-install-recommends $group ||
+		echo "ringkv: could not install$group; the tests that need them are skipped" >&2
+done

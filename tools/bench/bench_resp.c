@@ -12,6 +12,7 @@
  * connection keeps --pipeline units in flight; a unit is done when every one
  * of its commands has its reply.  One thread, non-blocking sockets, epoll.
  *
+ * Progress: a line a second on stderr (units done, the last second's rate).
  * Output (stdout, one line): units/s, latency p50 and p99 in ms (a unit's,
  * from its first byte sent to its last reply read), and the count of error
  * replies (an error anywhere inside a reply, or a null EXEC reply, counts):
@@ -306,7 +307,17 @@ int bench_resp_main(int argc, char **argv)
 		epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
 	}
 	struct epoll_event evs[256];
+	uint64_t next_progress = t0 + 1000000000ull, done_at_progress = 0;
 	while (done < o.units) {
+		uint64_t now = now_ns();
+		if (now >= next_progress) { /* a progress line a second, on stderr */
+			fprintf(stderr, "ringkv-bench resp: %llu of %llu units, %.0f units/s\r",
+			        (unsigned long long)done, (unsigned long long)o.units,
+			        (double)(done - done_at_progress) * 1e9 / (double)(now - next_progress +
+			                                                        1000000000ull));
+			next_progress = now + 1000000000ull;
+			done_at_progress = done;
+		}
 		int n = epoll_wait(ep, evs, 256, 10000);
 		if (n <= 0) {
 			fprintf(stderr, "ringkv-bench resp: no reply for 10 s (%llu of %llu units done)\n",
@@ -377,6 +388,8 @@ int bench_resp_main(int argc, char **argv)
 			}
 		}
 	}
+	if (next_progress > t0 + 1000000000ull)
+		fprintf(stderr, "\n");
 	double secs = (double)(now_ns() - t0) / 1e9;
 	double p[2] = {0.5, 0.99}, ms[2] = {0, 0};
 	for (int q = 0; q < 2; q++) {
