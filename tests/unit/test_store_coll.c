@@ -2679,9 +2679,16 @@ static void test_holds(void)
 	jobs_add_plain(&js, before); /* ha: "1" -> "1x", before the hold */
 	test_on_px(pool, jobs_step, &js);
 	test_on_px(pool, hold_submit_step, &h->req);
+	/* Another client's call on a held key and a free one: it heads the free
+	 * key's queue and waits for the held one. */
+	struct call *across = call_new(0, "hz");
+	size_t k_held = call_key(across, 0, "hs");
+	call_step(across, (struct step){.op = S_PUT, .k = k_held, .type = FMT_TYPE_SET,
+	                                .elem = "late", .value = ""});
 	js = (struct jobs){0};
 	jobs_add_plain(&js, other);   /* after the hold: waits for the release */
 	jobs_add_plain(&js, other_b); /* the same */
+	jobs_add_call(&js, across);
 	test_on_px(pool, jobs_step, &js);
 	CHECK(wait_done(&h->done, 10000) && h->req.status == 0, "hold granted (status %d)",
 	      h->req.status);
@@ -2712,14 +2719,19 @@ static void test_holds(void)
 	free(c);
 	CHECK(!atomic_load(&other->done), "others still wait");
 
+	CHECK(!atomic_load(&across->done), "a call on a held key and a free one waits");
 	test_on_px(pool, hold_release_step, &h->req);
 	CHECK(wait_done(&other->done, 10000) && wait_done(&other_b->done, 10000),
 	      "released: the others ran");
+	CHECK(wait_done(&across->done, 10000) && across->req.status == 0 &&
+	          across->steps[0].ret == 1,
+	      "released: the call over a held and a free key ran (status %d)", across->req.status);
+	free(across);
 	struct plain *g = plain(STORE_GET, 0, "ha", NULL, 0);
 	CHECK(g->got_len == 4 && memcmp(g->got, "1xxx", 4) == 0,
 	      "others ran after the holder: '%.*s'", (int)g->got_len, g->got);
 	free(g);
-	CHECK(key_info(0, "hs").count == 2, "set has 2 members");
+	CHECK(key_info(0, "hs").count == 3, "the set has its 3 members");
 
 	/* A second hold of the same keys after the release is granted. */
 	h->done = 0;
