@@ -31,7 +31,8 @@
  * Lifetime: a connection closed by the peer, an error or conn_close() stays
  * allocated until its unfinished requests are done; their replies are then
  * dropped.  A peer that half-closes (EOF) still gets the replies of every
- * request it sent.  All functions run on the connection's proactor unless
+ * request it sent; commands that were waiting in the input buffer at the EOF
+ * (behind a barrier, or for backpressure) run first.  All functions run on the connection's proactor unless
  * they say otherwise.
  *
  * Shutdown: net_start registers a pool stop hook that calls net_close_all, so
