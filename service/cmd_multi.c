@@ -12,6 +12,9 @@
  *      taken, one shard after another in shard order (store.h, "holds"):
  *      from then on no other client's request runs on those keys.  Holds are
  *      taken in one order by every EXEC, so two never wait for each other.
+ *      A transaction of one-key commands on this proactor's own shards,
+ *      without WATCH, takes none (exec_is_local): dispatched in one go, it
+ *      is queued on all its keys before anything else can be.
  *   2. Once every hold is granted, a watched key touched since WATCH, or one
  *      whose expiry has passed since, makes EXEC reply a null array.
  *   3. Else the queued commands run through the normal dispatch, each in a
@@ -37,6 +40,10 @@
  * FLUSHDB, FLUSHALL, SWAPDB) inside MULTI run unisolated, and a crash during
  * EXEC may leave part of it applied: each command's records are durable on
  * their own.
+ *
+ * Multi-key commands (MSET, MGET, DEL, SINTERSTORE, ...) whose keys are on
+ * several shards run the same way, as a transaction of one command whose
+ * reply is their own (cmd_isolate, called by cmd_dispatch).
  *
  * WATCH: each shard has a table of watched keys, by database number and
  * key (on the shard's proactor), and the store calls `touch` for every key a
@@ -571,15 +578,15 @@ static void exec_free(struct cmd_exec *e)
 	free(e);
 }
 
-/* Calls add(e, db, key) for every key of queued command q (the table's key
- * positions; SINTERCARD's numkeys; OBJECT's key). */
-static int queued_keys(struct cmd_exec *e, const struct queued *q, unsigned db,
+/* Calls add(arg, db, key) for every key of command q (the table's key
+ * positions; SINTERCARD's numkeys; OBJECT's key).  Returns 0, or -ENOMEM
+ * when add failed. */
+static int queued_keys(const struct queued *q, unsigned db,
                        int (*add)(void *arg, unsigned db, const uint8_t *key, size_t len),
                        void *arg)
 {
 	const struct cmd_def *d = q->cmd;
 	size_t first = 0, last = 0, step = 1;
-	(void)e;
 	if (d->fn == cmd_sintercard) {
 		int64_t numkeys;
 		if (q->argc < 2 || !resp_parse_int64(q->argv[1], q->argv_len[1], &numkeys) ||
@@ -645,7 +652,7 @@ static int exec_plan(struct cmd_exec *e, unsigned db)
 				db = (unsigned)v;
 			continue;
 		}
-		if (queued_keys(e, q, db, key_list_add, &l) < 0) {
+		if (queued_keys(q, db, key_list_add, &l) < 0) {
 			free(l.keys);
 			return -ENOMEM;
 		}
@@ -996,7 +1003,7 @@ bool cmd_isolate(struct cmd_ctx *x)
 		return false; /* (inside EXEC: the transaction's holds cover it) */
 	struct queued q = {x->cmd, cmd_argc(x), x->req->argv, x->req->argv_len};
 	struct span s = {0};
-	queued_keys(NULL, &q, x->db, span_add, &s);
+	queued_keys(&q, x->db, span_add, &s);
 	if (!s.several)
 		return false;
 	struct cmd_exec *e = malloc(sizeof(*e) + sizeof(struct conn_req) + sizeof(struct queued));
