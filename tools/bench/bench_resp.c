@@ -92,11 +92,12 @@ static void out_reserve(struct bconn *c, size_t more)
 	}
 	while (c->out_len + more > c->out_cap)
 		c->out_cap = c->out_cap ? 2 * c->out_cap : 4096;
-	c->out = realloc(c->out, c->out_cap);
-	if (c->out == NULL) {
+	char *out = realloc(c->out, c->out_cap);
+	if (out == NULL) {
 		fprintf(stderr, "ringkv-bench resp: out of memory\n");
 		exit(1);
 	}
+	c->out = out;
 }
 
 static void out_add(struct bconn *c, const char *p, size_t n)
@@ -328,8 +329,13 @@ int bench_resp_main(int argc, char **argv)
 			struct bconn *c = evs[k].data.ptr;
 			if (evs[k].events & EPOLLIN) {
 				if (c->in_len == c->in_cap) {
+					char *in = realloc(c->in, 2 * c->in_cap);
+					if (in == NULL) {
+						fprintf(stderr, "ringkv-bench resp: out of memory\n");
+						return 1;
+					}
+					c->in = in;
 					c->in_cap *= 2;
-					c->in = realloc(c->in, c->in_cap);
 				}
 				ssize_t r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
 				if (r == 0 || (r < 0 && errno != EAGAIN)) {
