@@ -653,3 +653,82 @@ size_t resp_parse_wanted(const struct resp_parser *p)
 		return 0;
 	return p->need - p->last_len;
 }
+
+/* ---- replies (the client side) ----------------------------------------- */
+
+static long reply_len(const uint8_t *p, size_t n, int depth, uint64_t *errors,
+                      const uint8_t **msg, size_t *msg_len)
+{
+	if (n < 3)
+		return 0;
+	const uint8_t *nl = memchr(p, '\n', n);
+	if (nl == NULL)
+		return 0;
+	size_t line_len = (size_t)(nl - p) + 1;
+	if (line_len < 3 || nl[-1] != '\r' || depth > RESP_REPLY_DEPTH_MAX)
+		return -1;
+	long long v = 0;
+	switch (p[0]) {
+	case '-':
+		if (msg != NULL && *msg == NULL) {
+			*msg = p + 1;
+			*msg_len = line_len - 3;
+		}
+		(*errors)++;
+		return (long)line_len;
+	case '+':
+	case ':':
+	case '_':
+	case ',':
+	case '#':
+	case '(':
+		return (long)line_len;
+	case '$':
+	case '=':
+	case '!':
+	case '*':
+	case '~':
+	case '>':
+	case '%':
+	case '|':
+		break;
+	default:
+		return -1;
+	}
+	v = strtoll((const char *)p + 1, NULL, 10);
+	if (p[0] == '$' || p[0] == '=' || p[0] == '!') {
+		if (v < 0)
+			return (long)line_len;
+		if (n - line_len < (size_t)v + 2)
+			return 0;
+		if (p[0] == '!') {
+			if (msg != NULL && *msg == NULL) {
+				*msg = p + line_len;
+				*msg_len = (size_t)v;
+			}
+			(*errors)++;
+		}
+		return (long)(line_len + (size_t)v + 2);
+	}
+	if (v < 0)
+		return (long)line_len;
+	long long elems = (p[0] == '%' || p[0] == '|') ? 2 * v : v;
+	size_t at = line_len;
+	for (long long i = 0; i < elems; i++) {
+		long k = reply_len(p + at, n - at, depth + 1, errors, msg, msg_len);
+		if (k <= 0)
+			return k;
+		at += (size_t)k;
+	}
+	if (p[0] == '|') { /* an attribute: the reply itself follows */
+		long k = reply_len(p + at, n - at, depth + 1, errors, msg, msg_len);
+		return k <= 0 ? k : (long)(at + (size_t)k);
+	}
+	return (long)at;
+}
+
+long resp_reply_len(const uint8_t *p, size_t n, uint64_t *errors, const uint8_t **msg,
+                    size_t *msg_len)
+{
+	return reply_len(p, n, 0, errors, msg, msg_len);
+}

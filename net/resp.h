@@ -128,4 +128,16 @@ size_t resp_parse_wanted(const struct resp_parser *p);
  * '-', no leading zeros or '+', no spaces.  Returns true on success. */
 bool resp_parse_int64(const uint8_t *s, size_t n, int64_t *out);
 
+/* ---- replies (the client side: ringkv-import online, ringkv-bench) ------ */
+
+#define RESP_REPLY_DEPTH_MAX 32 /* nesting of aggregate replies followed */
+
+/* The length of the one reply at p[0..n) (RESP2 or RESP3, an attribute with
+ * the reply it precedes): 0 if it is incomplete, -1 if it is not RESP or
+ * nests deeper than RESP_REPLY_DEPTH_MAX.  Adds the error replies it holds,
+ * nested ones too, to *errors, and points *msg / *msg_len at the first one's
+ * text when msg is not NULL and *msg is NULL. */
+long resp_reply_len(const uint8_t *p, size_t n, uint64_t *errors, const uint8_t **msg,
+                    size_t *msg_len);
+
 #endif

@@ -601,13 +601,18 @@ int cmd_arg_int_or_fail(struct cmd_ctx *x, size_t i, int64_t *out)
 	return -1;
 }
 
-void cmd_submit(struct cmd_ctx *x, void (*done)(struct store_req *sr))
+void cmd_submit_arg(struct cmd_ctx *x, size_t i, void (*done)(struct store_req *sr))
 {
 	x->sr.db = x->db;
-	x->sr.key = cmd_arg(x, 1);
-	x->sr.key_len = cmd_arg_len(x, 1);
+	x->sr.key = cmd_arg(x, i);
+	x->sr.key_len = cmd_arg_len(x, i);
 	x->sr.done = done;
 	cmd_store_submit(x, x->st, &x->sr);
+}
+
+void cmd_submit(struct cmd_ctx *x, void (*done)(struct store_req *sr))
+{
+	cmd_submit_arg(x, 1, done);
 }
 
 void cmd_submit_prepared(struct cmd_ctx *x)
@@ -825,7 +830,7 @@ void cmd_handle(struct conn *c, struct conn_req *req)
 			return;
 		}
 	}
-	if (c->daemon != NULL && cmd_in_multi(c)) {
+	if (cmd_in_multi(c)) {
 		if (x->cmd->subcommands != NULL && !subcommand_ok(x)) {
 			cmd_multi_refused(c); /* (Redis checks a subcommand when it queues it) */
 			return;

@@ -343,8 +343,10 @@ static inline void cmd_store_submit(struct cmd_ctx *x, struct store *st, struct 
 	store_submit(st, sr);
 }
 
-/* Submits x->sr to x->st with x->sr.done = done (CMD_KEYED handlers). */
+/* Submits x->sr to x->st with x->sr.done = done (CMD_KEYED handlers), for
+ * the key argv[1] (cmd_submit_arg: argv[i]) in the connection's database. */
 void cmd_submit(struct cmd_ctx *x, void (*done)(struct store_req *sr));
+void cmd_submit_arg(struct cmd_ctx *x, size_t i, void (*done)(struct store_req *sr));
 
 /* The context of a store request submitted by cmd_submit. */
 static inline struct cmd_ctx *cmd_of_sr(struct store_req *sr)

@@ -472,11 +472,7 @@ static void watch_on_shard(struct cmd_ctx *x)
 	}
 	memset(&x->sr, 0, offsetof(struct store_req, status));
 	x->sr.op = STORE_META;
-	x->sr.db = x->db;
-	x->sr.key = cmd_arg(x, i);
-	x->sr.key_len = cmd_arg_len(x, i);
-	x->sr.done = watch_meta_done;
-	cmd_store_submit(x, x->st, &x->sr);
+	cmd_submit_arg(x, i, watch_meta_done);
 }
 
 static void watch_key(struct cmd_ctx *x)
@@ -561,6 +557,26 @@ struct cmd_exec {
 	uint64_t *expiries;
 	size_t n_exp;
 };
+
+/* An EXEC's state for n commands of n_args arguments in all, in one
+ * allocation: the state, a reply per command (empty, in x's protocol), the
+ * commands (e->q, for the caller to fill) and room for their argument
+ * pointers after them.  NULL when out of memory. */
+static struct cmd_exec *exec_new(struct cmd_ctx *x, size_t n, size_t n_args)
+{
+	struct cmd_exec *e = malloc(sizeof(*e) + n * (sizeof(struct conn_req) +
+	                                              sizeof(struct queued)) +
+	                            n_args * sizeof(uint8_t *));
+	if (e == NULL)
+		return NULL;
+	*e = (struct cmd_exec){.x = x, .n = n};
+	atomic_init(&e->refs, 1);
+	e->reqs = (struct conn_req *)(e + 1);
+	e->q = (struct queued *)(e->reqs + n);
+	for (size_t i = 0; i < n; i++)
+		resp_buf_init(&e->reqs[i].reply, x->reply->proto);
+	return e;
+}
 
 static void exec_free(struct cmd_exec *e)
 {
@@ -924,25 +940,20 @@ void cmd_exec(struct cmd_ctx *x)
 		cmd_fail(x, err_exec_abort);
 		return;
 	}
-	/* One allocation: the state, a reply per command, the commands and
-	 * their argument pointers (into the arena, which moves to the EXEC
-	 * with the watch). */
 	size_t n = tx->n;
-	struct cmd_exec *e = malloc(sizeof(*e) + n * (sizeof(struct conn_req) +
-	                                              sizeof(struct queued)) +
-	                            tx->n_args * sizeof(uint8_t *));
+	struct cmd_exec *e = exec_new(x, n, tx->n_args);
 	if (e == NULL) {
 		tx_discard(tx);
 		tx_unwatch(tx);
 		cmd_fail(x, cmd_err_oom);
 		return;
 	}
-	*e = (struct cmd_exec){.x = x, .n = n, .w = tx->w, .expiries = tx->expiries,
-	                       .n_exp = tx->n_exp, .arena = tx->arena,
-	                       .arena_cap = tx->arena_cap};
-	atomic_init(&e->refs, 1);
-	e->reqs = (struct conn_req *)(e + 1);
-	e->q = (struct queued *)(e->reqs + n);
+	/* The queue (its arena) and the watch move to the EXEC. */
+	e->w = tx->w;
+	e->expiries = tx->expiries;
+	e->n_exp = tx->n_exp;
+	e->arena = tx->arena;
+	e->arena_cap = tx->arena_cap;
 	uint8_t **argv = (uint8_t **)(e->q + n);
 	size_t off = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -955,7 +966,6 @@ void cmd_exec(struct cmd_ctx *x)
 		}
 		argv += r->argc;
 		off += r->size;
-		resp_buf_init(&e->reqs[i].reply, c->proto);
 	}
 	tx->arena = NULL;
 	tx->arena_cap = 0;
@@ -999,24 +1009,20 @@ static int span_add(void *arg, unsigned db, const uint8_t *key, size_t len)
 
 bool cmd_isolate(struct cmd_ctx *x)
 {
-	if (x->exec != NULL)
-		return false; /* (inside EXEC: the transaction's holds cover it) */
+	if (x->exec != NULL || shard_map.shards == 1)
+		return false; /* (inside EXEC the transaction's holds cover it) */
 	struct queued q = {x->cmd, cmd_argc(x), x->req->argv, x->req->argv_len};
 	struct span s = {0};
 	queued_keys(&q, x->db, span_add, &s);
 	if (!s.several)
 		return false;
-	struct cmd_exec *e = malloc(sizeof(*e) + sizeof(struct conn_req) + sizeof(struct queued));
+	struct cmd_exec *e = exec_new(x, 1, 0);
 	if (e == NULL) {
 		cmd_fail(x, cmd_err_oom);
 		return true;
 	}
-	*e = (struct cmd_exec){.x = x, .n = 1, .bare = true};
-	atomic_init(&e->refs, 1);
-	e->reqs = (struct conn_req *)(e + 1);
-	e->q = (struct queued *)(e->reqs + 1);
+	e->bare = true;
 	e->q[0] = q;
-	resp_buf_init(&e->reqs[0].reply, x->reply->proto);
 	x->u.exec = e;
 	if (exec_plan(e, x->db) < 0) {
 		exec_put(e);

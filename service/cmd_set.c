@@ -843,11 +843,7 @@ static void smove_on_shard(struct cmd_ctx *x)
 	memset(&x->sr, 0, offsetof(struct store_req, status));
 	x->sr.op = STORE_CALL;
 	x->sr.call = calls[x->u.smove.step];
-	x->sr.db = x->db;
-	x->sr.key = cmd_arg(x, key_arg);
-	x->sr.key_len = cmd_arg_len(x, key_arg);
-	x->sr.done = smove_step_done;
-	cmd_store_submit(x, x->st, &x->sr);
+	cmd_submit_arg(x, key_arg, smove_step_done);
 }
 
 static void smove_step(struct cmd_ctx *x)

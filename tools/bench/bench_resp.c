@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "net/resp.h"
 
 #define UNIT_CMDS_MAX 64   /* commands per unit */
 #define UNIT_ARGS_MAX 64   /* arguments per command */
@@ -131,62 +132,6 @@ static void unit_encode(struct bconn *c, const struct opts *o)
 			out_add(c, s, len);
 			out_add(c, "\r\n", 2);
 		}
-	}
-}
-
-/* The length of the reply at p[0..n), 0 if incomplete, -1 if malformed;
- * *errors counts the error replies in it (nested ones too). */
-static long reply_len(const char *p, size_t n, unsigned *errors)
-{
-	const char *nl = memchr(p, '\n', n);
-	if (nl == NULL)
-		return 0;
-	size_t line = (size_t)(nl - p) + 1;
-	long long v = strtoll(p + 1, NULL, 10);
-	switch (p[0]) {
-	case '-':
-		(*errors)++;
-		return (long)line;
-	case '!':
-		(*errors)++;
-		if (line + (size_t)v + 2 > n)
-			return 0;
-		return (long)(line + (size_t)v + 2);
-	case '$':
-	case '=':
-		if (v < 0)
-			return (long)line;
-		if (line + (size_t)v + 2 > n)
-			return 0;
-		return (long)(line + (size_t)v + 2);
-	case '+':
-	case ':':
-	case ',':
-	case '#':
-	case '(':
-	case '_':
-		return (long)line;
-	case '*':
-	case '~':
-	case '>':
-	case '%':
-	case '|': {
-		if (v < 0) { /* a null array: EXEC aborted by WATCH counts as an error */
-			(*errors)++;
-			return (long)line;
-		}
-		long long items = p[0] == '%' || p[0] == '|' ? 2 * v : v;
-		size_t off = line;
-		for (long long i = 0; i < items; i++) {
-			long r = reply_len(p + off, n - off, errors);
-			if (r <= 0)
-				return r;
-			off += (size_t)r;
-		}
-		return (long)off;
-	}
-	default:
-		return -1;
 	}
 }
 
@@ -291,7 +236,7 @@ int bench_resp_main(int argc, char **argv)
 		return 1;
 	}
 	uint64_t sent = 0, done = 0;
-	unsigned errors = 0;
+	uint64_t errors = 0;
 	uint64_t t0 = now_ns();
 	for (unsigned i = 0; i < o.conns; i++) {
 		struct bconn *c = &cs[i];
@@ -347,13 +292,17 @@ int bench_resp_main(int argc, char **argv)
 				size_t off = 0;
 				uint64_t t = now_ns();
 				for (;;) {
-					long len = reply_len(c->in + off, c->in_len - off, &errors);
+					const char *reply = c->in + off;
+					long len = resp_reply_len((const uint8_t *)reply, c->in_len - off,
+					                          &errors, NULL, NULL);
 					if (len < 0) {
 						fprintf(stderr, "ringkv-bench resp: a malformed reply\n");
 						return 1;
 					}
 					if (len == 0)
 						break;
+					if (reply[0] == '*' && reply[1] == '-')
+						errors++; /* a null array: an EXEC aborted by WATCH */
 					off += (size_t)len;
 					if (++c->replies < o.ncmds)
 						continue;
@@ -408,8 +357,8 @@ int bench_resp_main(int argc, char **argv)
 			}
 		}
 	}
-	printf("units_per_s=%.0f p50_ms=%.3f p99_ms=%.3f errors=%u\n", (double)done / secs, ms[0],
-	       ms[1], errors);
+	printf("units_per_s=%.0f p50_ms=%.3f p99_ms=%.3f errors=%llu\n", (double)done / secs, ms[0],
+	       ms[1], (unsigned long long)errors);
 	for (unsigned i = 0; i < o.conns; i++) {
 		close(cs[i].fd);
 		free(cs[i].out);
@@ -420,7 +369,8 @@ int bench_resp_main(int argc, char **argv)
 	free(hist);
 	close(ep);
 	if (errors > 0)
-		fprintf(stderr, "ringkv-bench resp: %u error replies: the figures measure errors, not "
-		                "the unit; check the unit with redis-cli\n", errors);
+		fprintf(stderr, "ringkv-bench resp: %llu error replies: the figures measure errors, not "
+		                "the unit; check the unit with redis-cli\n",
+		        (unsigned long long)errors);
 	return errors > 0 ? 1 : 0;
 }

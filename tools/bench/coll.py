@@ -33,7 +33,6 @@ Prints Markdown tables.  Needs redis-server, redis-benchmark and redis-cli
 """
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -226,22 +225,10 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 run, 10x fewer requests")
     args = ap.parse_args()
     args.keyspace, args.data_size = KEYS, 10
-    if args.quick:
-        args.runs, args.requests = 1, args.requests // 10
-        args.pipeline_requests //= 10
-    for tool in ("redis-server", "redis-benchmark", "redis-cli", "taskset"):
-        if shutil.which(tool) is None:
-            sys.exit(f"coll.py: {tool} not found: apt-get install redis-server redis-tools"
-                     f" util-linux")
-    if args.server is not None:
-        resp.SERVER = os.path.abspath(args.server)
-    if not os.access(resp.SERVER, os.X_OK):
-        sys.exit(f"coll.py: {resp.SERVER} is missing: run make first (or pass --server)")
     only = set(args.only.split(","))
     if only - {"write", "fsync", "big"}:
         sys.exit("coll.py: --only takes write, fsync and big")
-    work = args.workdir or os.path.join(resp.ROOT, "build", "bench-coll")
-    os.makedirs(work, exist_ok=True)
+    work = resp.setup(args, "bench-coll", tools=("redis-cli",))
     if only & {"write", "fsync"}:
         per_core(args, work, only)
     if "big" in only:

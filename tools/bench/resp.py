@@ -200,6 +200,30 @@ def measure_pair(spec_a, spec_b, tests, args, work, fill=fill_strings, run=run_b
         b.stop()
 
 
+def setup(args, work_name, tools=(), binaries=()):
+    """What every benchmark script does first: --quick makes the run 1 pair with
+    10x fewer requests; redis-server, redis-benchmark, taskset and `tools` must
+    be installed and the ringkv-server (--server) and `binaries` built, else it
+    exits saying what to do; the work directory (--workdir, default
+    build/WORK_NAME) is made.  Returns it."""
+    global SERVER
+    if args.quick:
+        args.runs, args.requests = 1, args.requests // 10
+        args.pipeline_requests //= 10
+    for tool in ("redis-server", "redis-benchmark", "taskset") + tuple(tools):
+        if shutil.which(tool) is None:
+            sys.exit(f"{PROG}: {tool} not found: apt-get install redis-server redis-tools"
+                     f" util-linux")
+    if args.server is not None:
+        SERVER = os.path.abspath(args.server)
+    for binary in (SERVER,) + tuple(binaries):
+        if not os.access(binary, os.X_OK):
+            sys.exit(f"{PROG}: {binary} is missing: run make first (or pass its option)")
+    work = args.workdir or os.path.join(ROOT, "build", work_name)
+    os.makedirs(work, exist_ok=True)
+    return work
+
+
 def print_table(results):
     """The Markdown table of results (dicts as main and coll.py build them)."""
     print("| test | ringkv | redis | ringkv req/s | redis req/s | ratio (pair ratios) |"
@@ -234,20 +258,7 @@ def main():
                          " (default: all)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    if args.quick:
-        args.runs, args.requests, args.pipeline_requests = 1, args.requests // 10, \
-            args.pipeline_requests // 10
-    for tool in ("redis-server", "redis-benchmark", "taskset"):
-        if shutil.which(tool) is None:
-            sys.exit(f"resp.py: {tool} not found: apt-get install redis-server redis-tools"
-                     f" util-linux")
-    global SERVER
-    if args.server is not None:
-        SERVER = os.path.abspath(args.server)
-    if not os.access(SERVER, os.X_OK):
-        sys.exit(f"resp.py: {SERVER} is missing: run make first (or pass --server)")
-    work = args.workdir or os.path.join(ROOT, "build", "bench-resp")
-    os.makedirs(work, exist_ok=True)
+    work = setup(args, "bench-resp")
 
     only = set(args.only.split(",")) if args.only else {m for m, _ in PAIRS} | {"2px"}
     unknown = only - ({m for m, _ in PAIRS} | {"2px"})

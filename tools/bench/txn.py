@@ -29,14 +29,16 @@ a built build/ringkv-server and build/ringkv-bench.
 import argparse
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                "tests", "integration"))
 import resp  # noqa: E402
+from ringkv_testlib import tag_on_shard  # noqa: E402 (the key -> shard rule, once)
 
 PROG = "txn.py"
 KEYS = 100000
@@ -47,25 +49,6 @@ UNITS = {
 }
 BENCHMARK_TESTS = {"MSET 10": ["-t", "mset"]}
 BENCH = os.path.join(resp.ROOT, "build", "ringkv-bench")
-
-
-def crc16(data):
-    crc = 0
-    for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
-
-
-def tag_on_shard(shard, shards=2):
-    """A hash tag whose slot falls in `shard` of `shards` (contiguous slot ranges)."""
-    for i in range(100000):
-        tag = f"t{i}"
-        if crc16(tag.encode()) % 16384 * shards // 16384 == shard:
-            return tag
-    raise RuntimeError("no tag found")
 
 
 def bench_resp(server, unit, units, pipeline, args):
@@ -118,8 +101,8 @@ def per_core(args, work, only):
 
 
 def cross(args, work):
-    a, b = tag_on_shard(0), tag_on_shard(1)
-    keys = f"SET {{{a}}}k:__rand_int__ {VALUE};SET {{{b}}}k:__rand_int__ {VALUE}"
+    a, b = tag_on_shard(0, 2), tag_on_shard(1, 2)  # ("{tN}")
+    keys = f"SET {a}k:__rand_int__ {VALUE};SET {b}k:__rand_int__ {VALUE}"
     units = {"multi": f"MULTI;{keys};EXEC", "plain": keys}
     server = resp.Server("ringkv", "write", None, 2, work)
     rows = []
@@ -167,25 +150,12 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 run, 10x fewer requests")
     args = ap.parse_args()
     args.keyspace, args.data_size = KEYS, 100
-    if args.quick:
-        args.runs, args.requests = 1, args.requests // 10
-        args.pipeline_requests //= 10
-    for tool in ("redis-server", "redis-benchmark", "taskset"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{PROG}: {tool} not found: apt-get install redis-server redis-tools"
-                     f" util-linux")
-    if args.server is not None:
-        resp.SERVER = os.path.abspath(args.server)
-    if args.bench is not None:
-        BENCH = os.path.abspath(args.bench)
-    for binary in (resp.SERVER, BENCH):
-        if not os.access(binary, os.X_OK):
-            sys.exit(f"{PROG}: {binary} is missing: run make first (or pass --server/--bench)")
     only = set(args.only.split(","))
     if only - {"write", "fsync", "cross"}:
         sys.exit(f"{PROG}: --only takes write, fsync and cross")
-    work = args.workdir or os.path.join(resp.ROOT, "build", "bench-txn")
-    os.makedirs(work, exist_ok=True)
+    if args.bench is not None:
+        BENCH = os.path.abspath(args.bench)
+    work = resp.setup(args, "bench-txn", binaries=(BENCH,))
     if only & {"write", "fsync"}:
         per_core(args, work, only)
     if "cross" in only:

@@ -14,9 +14,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "net/resp.h"
+
 #define SEND_AT         (64u << 10)  /* send a connection's buffer once it holds this much */
 #define RECV_CHUNK      (256u << 10) /* bytes asked of each recv */
-#define REPLY_DEPTH_MAX 32           /* nesting of aggregate replies we follow */
 
 /* A command awaiting its reply. */
 struct pending {
@@ -84,82 +85,6 @@ static void put_bulk(struct conn *c, const void *s, size_t n)
 	c->out[c->out_len++] = '\n';
 }
 
-/* ---- replies ----------------------------------------------------------- */
-
-/* Parses one reply at p[0, n).  Returns its length, 0 if incomplete, or -1
- * if it is not RESP.  Adds the errors it holds to *errors and points
- * *msg and *msg_len at the first error's text. */
-static long parse_reply(const uint8_t *p, size_t n, int depth, uint64_t *errors,
-                        const uint8_t **msg, size_t *msg_len)
-{
-	if (n < 3)
-		return 0;
-	const uint8_t *nl = memchr(p, '\n', n);
-	if (nl == NULL)
-		return 0;
-	size_t line_len = (size_t)(nl - p) + 1;
-	if (line_len < 3 || nl[-1] != '\r' || depth > REPLY_DEPTH_MAX)
-		return -1;
-	long long v = 0;
-	switch (p[0]) {
-	case '-':
-		if (*msg == NULL) {
-			*msg = p + 1;
-			*msg_len = line_len - 3;
-		}
-		(*errors)++;
-		return (long)line_len;
-	case '+':
-	case ':':
-	case '_':
-	case ',':
-	case '#':
-	case '(':
-		return (long)line_len;
-	case '$':
-	case '=':
-	case '!':
-	case '*':
-	case '~':
-	case '>':
-	case '%':
-	case '|':
-		break;
-	default:
-		return -1;
-	}
-	v = strtoll((const char *)p + 1, NULL, 10);
-	if (p[0] == '$' || p[0] == '=' || p[0] == '!') {
-		if (v < 0)
-			return (long)line_len;
-		if (n - line_len < (size_t)v + 2)
-			return 0;
-		if (p[0] == '!') {
-			if (*msg == NULL) {
-				*msg = p + line_len;
-				*msg_len = (size_t)v;
-			}
-			(*errors)++;
-		}
-		return (long)(line_len + (size_t)v + 2);
-	}
-	if (v < 0)
-		return (long)line_len;
-	long long elems = (p[0] == '%' || p[0] == '|') ? 2 * v : v;
-	size_t at = line_len;
-	for (long long i = 0; i < elems; i++) {
-		long k = parse_reply(p + at, n - at, depth + 1, errors, msg, msg_len);
-		if (k <= 0)
-			return k;
-		at += (size_t)k;
-	}
-	if (p[0] == '|') { /* an attribute: the reply itself follows */
-		long k = parse_reply(p + at, n - at, depth + 1, errors, msg, msg_len);
-		return k <= 0 ? k : (long)(at + (size_t)k);
-	}
-	return (long)at;
-}
-
 static int fail(struct online *o, int ret, const char *fmt, const char *what, unsigned no)
 {
 	snprintf(o->err, o->errlen, fmt, what, no);
@@ -174,7 +99,7 @@ static int take_replies(struct online *o, struct conn *c)
 		uint64_t errors = 0;
 		const uint8_t *msg = NULL;
 		size_t msg_len = 0;
-		long k = parse_reply(c->in + at, c->in_len - at, 0, &errors, &msg, &msg_len);
+		long k = resp_reply_len(c->in + at, c->in_len - at, &errors, &msg, &msg_len);
 		if (k == 0)
 			break;
 		if (k < 0 || c->count == 0)
