@@ -128,18 +128,7 @@ def per_core(args, work, only):
         pairings.append(("write", "everysec", list(WRITE_TESTS) + list(READ_TESTS)))
     if "fsync" in only:
         pairings.append(("fsync", "always", list(WRITE_TESTS)))
-    results = []
-    for ringkv_mode, redis_mode, names in pairings:
-        tests = [(n.lower(), p) for n in names for p in (1, 16)]
-        got = resp.measure_pair(("ringkv", ringkv_mode, args.server_cpu, 1),
-                                ("redis", redis_mode, args.server_cpu, 1), tests, args, work,
-                                fill=fill_collections, run=run_test)
-        for name, (r, d, ratios) in got.items():
-            results.append({"test": name, "ringkv": f"1 proactor, durability {ringkv_mode}",
-                            "redis": f"AOF {redis_mode}", "ringkv_r": resp.median_of(r),
-                            "redis_r": resp.median_of(d), "ratio": statistics.median(ratios),
-                            "ratios": ratios})
-    resp.print_table(results)
+    resp.print_table(resp.per_core(args, work, pairings, fill_collections, run_test))
 
 
 def fill_hash(server, key, n):
@@ -211,18 +200,10 @@ def big(args, work):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=100000)
-    ap.add_argument("--pipeline-requests", type=int, default=1000000)
+    resp.common_args(ap, 3, 100000, 1000000, "bench-coll")
     ap.add_argument("--big-fields", type=int, default=10000000)
-    ap.add_argument("--server", default=None)
-    ap.add_argument("--server-cpu", type=int, default=1)
-    ap.add_argument("--client-cpu", type=int, default=0)
-    ap.add_argument("--workdir", default=None,
-                    help="where the data directories go (default: build/bench-coll)")
     ap.add_argument("--only", default="write,fsync,big",
                     help="comma-separated parts: write, fsync, big")
-    ap.add_argument("--quick", action="store_true", help="1 run, 10x fewer requests")
     args = ap.parse_args()
     args.keyspace, args.data_size = KEYS, 10
     only = set(args.only.split(","))

@@ -200,6 +200,22 @@ def measure_pair(spec_a, spec_b, tests, args, work, fill=fill_strings, run=run_b
         b.stop()
 
 
+def common_args(ap, runs, requests, pipeline_requests, work_name):
+    """The options every benchmark script takes, with its defaults."""
+    ap.add_argument("--runs", type=int, default=runs, help="pairs of runs per test")
+    ap.add_argument("--requests", type=int, default=requests, help="per -P 1 run")
+    ap.add_argument("--pipeline-requests", type=int, default=pipeline_requests,
+                    help="per -P 16 run")
+    ap.add_argument("--server", default=None,
+                    help="the ringkv-server binary to run (default: build/ringkv-server)")
+    ap.add_argument("--server-cpu", type=int, default=1)
+    ap.add_argument("--client-cpu", type=int, default=0)
+    ap.add_argument("--workdir", default=None,
+                    help=f"where the data directories go (default: build/{work_name}); must"
+                         f" not be tmpfs for the fsync comparisons to mean anything")
+    ap.add_argument("--quick", action="store_true", help="1 run, 10x fewer requests")
+
+
 def setup(args, work_name, tools=(), binaries=()):
     """What every benchmark script does first: --quick makes the run 1 pair with
     10x fewer requests; redis-server, redis-benchmark, taskset and `tools` must
@@ -224,6 +240,24 @@ def setup(args, work_name, tools=(), binaries=()):
     return work
 
 
+def per_core(args, work, pairings, fill, run):
+    """Each pairing (ringkv durability, redis appendfsync, test names) at -P 1 and
+    -P 16: ringkv with 1 proactor against redis, both on --server-cpu
+    (measure_pair).  Returns the rows print_table takes."""
+    results = []
+    for ringkv_mode, redis_mode, names in pairings:
+        tests = [(n.lower(), p) for n in names for p in (1, 16)]
+        got = measure_pair(("ringkv", ringkv_mode, args.server_cpu, 1),
+                           ("redis", redis_mode, args.server_cpu, 1), tests, args, work,
+                           fill=fill, run=run)
+        for name, (r, d, ratios) in got.items():
+            results.append({"test": name, "ringkv": f"1 proactor, durability {ringkv_mode}",
+                            "redis": f"AOF {redis_mode}", "ringkv_r": median_of(r),
+                            "redis_r": median_of(d), "ratio": statistics.median(ratios),
+                            "ratios": ratios})
+    return results
+
+
 def print_table(results):
     """The Markdown table of results (dicts as main and coll.py build them)."""
     print("| test | ringkv | redis | ringkv req/s | redis req/s | ratio (pair ratios) |"
@@ -240,19 +274,9 @@ def print_table(results):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--requests", type=int, default=200000)
-    ap.add_argument("--pipeline-requests", type=int, default=2000000)
+    common_args(ap, 5, 200000, 2000000, "bench-resp")
     ap.add_argument("--keyspace", type=int, default=100000)
     ap.add_argument("--data-size", type=int, default=100)
-    ap.add_argument("--server", default=None,
-                    help="the ringkv-server binary to run (default: build/ringkv-server)")
-    ap.add_argument("--server-cpu", type=int, default=1)
-    ap.add_argument("--client-cpu", type=int, default=0)
-    ap.add_argument("--workdir", default=None,
-                    help="where the data directories go (default: build/bench-resp); must not"
-                         " be tmpfs for the fsync comparisons to mean anything")
-    ap.add_argument("--quick", action="store_true", help="1 run, 10x fewer requests")
     ap.add_argument("--only", default=None,
                     help="comma-separated pairings to run, of none, write, fsync and 2px"
                          " (default: all)")

@@ -80,24 +80,10 @@ def no_fill(server, args):
 
 
 def per_core(args, work, only):
-    pairings = []
-    if "write" in only:
-        pairings.append(("write", "everysec"))
-    if "fsync" in only:
-        pairings.append(("fsync", "always"))
     names = list(UNITS) + list(BENCHMARK_TESTS)
-    results = []
-    for ringkv_mode, redis_mode in pairings:
-        tests = [(n.lower(), p) for n in names for p in (1, 16)]
-        got = resp.measure_pair(("ringkv", ringkv_mode, args.server_cpu, 1),
-                                ("redis", redis_mode, args.server_cpu, 1), tests, args, work,
-                                fill=no_fill, run=run_test)
-        for name, (r, d, ratios) in got.items():
-            results.append({"test": name, "ringkv": f"1 proactor, durability {ringkv_mode}",
-                            "redis": f"AOF {redis_mode}", "ringkv_r": resp.median_of(r),
-                            "redis_r": resp.median_of(d), "ratio": statistics.median(ratios),
-                            "ratios": ratios})
-    resp.print_table(results)
+    pairings = [(r, d, names) for r, d in (("write", "everysec"), ("fsync", "always"))
+                if r in only]
+    resp.print_table(resp.per_core(args, work, pairings, no_fill, run_test))
 
 
 def cross(args, work):
@@ -135,19 +121,10 @@ def cross(args, work):
 def main():
     global BENCH
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=400000,
-                    help="commands per -P 1 run (units: a quarter of them)")
-    ap.add_argument("--pipeline-requests", type=int, default=2000000)
-    ap.add_argument("--server", default=None)
+    resp.common_args(ap, 3, 400000, 2000000, "bench-txn")  # (units: a quarter of them)
     ap.add_argument("--bench", default=None, help="the ringkv-bench binary")
-    ap.add_argument("--server-cpu", type=int, default=1)
-    ap.add_argument("--client-cpu", type=int, default=0)
-    ap.add_argument("--workdir", default=None,
-                    help="where the data directories go (default: build/bench-txn)")
     ap.add_argument("--only", default="write,fsync,cross",
                     help="comma-separated parts: write, fsync, cross")
-    ap.add_argument("--quick", action="store_true", help="1 run, 10x fewer requests")
     args = ap.parse_args()
     args.keyspace, args.data_size = KEYS, 100
     only = set(args.only.split(","))

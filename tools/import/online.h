@@ -1,8 +1,8 @@
 /* online: ringkv-import's writer to a running server (ringkv, or any Redis
  * protocol server) — pipelined commands over several TCP connections, each
  * with a bounded window of commands awaiting their replies, on one thread
- * with poll(2).  A small RESP encoder and reply parser of its own: no client
- * library.
+ * with poll(2).  A small RESP encoder of its own and net/resp.h's reply
+ * parser (resp_reply_len): no client library.
  *
  * Ordering: every command on a key goes over the same connection (chosen by
  * a hash of the key), so a key written twice ends with the later value, as
