@@ -15,9 +15,9 @@ BUILD    ?= build
 OPT      ?= -O2
 WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?=
-CFLAGS   += -std=gnu11 $(OPT) -g -pthread -D_GNU_SOURCE $(WARN) -MMD -MP -I.
+CFLAGS   += -std=gnu11 $(OPT) -g -pthread -D_GNU_SOURCE $(WARN) -MMD -MP -I. -I/usr/include/lua5.1
 LDFLAGS  ?=
-LDLIBS    = -lrocksdb -luring -lyaml -lpthread -lm
+LDLIBS    = -lrocksdb -luring -lyaml -llua5.1-cjson -llua5.1-bitop -llua5.1 -lpthread -lm
 CONFIG   ?= config.yaml
 
 ifneq ($(WERROR),)
@@ -122,7 +122,7 @@ clean:
 # they link are built with -fsanitize=fuzzer(-no-link),address,undefined into $(BUILD)/fuzz/.
 FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 60
-FUZZ_CFLAGS   = -std=gnu11 -g -O1 -pthread -D_GNU_SOURCE $(WARN) -MMD -MP -I. \
+FUZZ_CFLAGS   = -std=gnu11 -g -O1 -pthread -D_GNU_SOURCE $(WARN) -MMD -MP -I. -I/usr/include/lua5.1 \
                 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 ifneq ($(WERROR),)
 FUZZ_CFLAGS  += -Werror

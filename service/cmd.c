@@ -43,11 +43,11 @@ const struct cmd_def cmd_table[] = {
      "Ping the server", NULL, NULL},
     {"echo", cmd_echo, 2, CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "connection", "1.0.0",
      "Echo the given string", NULL, NULL},
-    {"quit", cmd_quit, -1, CMD_FAST | CMD_NOAUTH | CMD_STALE | CMD_LOADING, NOKEY, "connection",
+    {"quit", cmd_quit, -1, CMD_NOSCRIPT | CMD_FAST | CMD_NOAUTH | CMD_STALE | CMD_LOADING, NOKEY, "connection",
      "1.0.0", "Close the connection", NULL, NULL},
-    {"hello", cmd_hello, -1, CMD_FAST | CMD_NOAUTH | CMD_STALE | CMD_LOADING, NOKEY, "connection",
+    {"hello", cmd_hello, -1, CMD_NOSCRIPT | CMD_FAST | CMD_NOAUTH | CMD_STALE | CMD_LOADING, NOKEY, "connection",
      "6.0.0", "Handshake with the server (protocol version, AUTH, SETNAME)", NULL, NULL},
-    {"auth", cmd_auth, -2, CMD_FAST | CMD_NOAUTH | CMD_STALE | CMD_LOADING, NOKEY, "connection",
+    {"auth", cmd_auth, -2, CMD_NOSCRIPT | CMD_FAST | CMD_NOAUTH | CMD_STALE | CMD_LOADING, NOKEY, "connection",
      "1.0.0", "Authenticate to the server", NULL, NULL},
     {"select", cmd_select, 2, CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "connection", "1.0.0",
      "Change the selected database for the current connection", NULL, NULL},
@@ -55,19 +55,19 @@ const struct cmd_def cmd_table[] = {
      "A container for client connection commands", cmd_client_subcommands, NULL},
     {"command", cmd_command, -1, CMD_STALE | CMD_LOADING, NOKEY, "server", "2.8.13",
      "Get array of command details", cmd_command_subcommands, NULL},
-    {"reset", cmd_reset, 1, CMD_FAST | CMD_NOAUTH | CMD_STALE | CMD_LOADING, NOKEY, "connection",
+    {"reset", cmd_reset, 1, CMD_NOSCRIPT | CMD_FAST | CMD_NOAUTH | CMD_STALE | CMD_LOADING, NOKEY, "connection",
      "6.2.0", "Reset the connection", NULL, NULL},
 
     /* transactions */
-    {"multi", cmd_multi, 1, CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "transactions", "1.2.0",
+    {"multi", cmd_multi, 1, CMD_NOSCRIPT | CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "transactions", "1.2.0",
      "Mark the start of a transaction block", NULL, NULL},
-    {"exec", cmd_exec, 1, CMD_STALE | CMD_LOADING, NOKEY, "transactions", "1.2.0",
+    {"exec", cmd_exec, 1, CMD_NOSCRIPT | CMD_STALE | CMD_LOADING, NOKEY, "transactions", "1.2.0",
      "Execute all commands issued after MULTI", NULL, NULL},
-    {"discard", cmd_discard, 1, CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "transactions",
+    {"discard", cmd_discard, 1, CMD_NOSCRIPT | CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "transactions",
      "2.0.0", "Discard all commands issued after MULTI", NULL, NULL},
-    {"watch", cmd_watch, -2, CMD_FAST | CMD_STALE | CMD_LOADING, KEYS_ALL, "transactions",
+    {"watch", cmd_watch, -2, CMD_NOSCRIPT | CMD_FAST | CMD_STALE | CMD_LOADING, KEYS_ALL, "transactions",
      "2.2.0", "Watch the given keys to determine execution of the MULTI/EXEC block", NULL, NULL},
-    {"unwatch", cmd_unwatch, 1, CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "transactions",
+    {"unwatch", cmd_unwatch, 1, CMD_NOSCRIPT | CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "transactions",
      "2.2.0", "Forget about all watched keys", NULL, NULL},
 
     /* strings */
@@ -229,6 +229,18 @@ const struct cmd_def cmd_table[] = {
     {"sscan", cmd_sscan, -3, CMD_READONLY | CMD_KEYED, KEY1, "set", "2.8.0",
      "Incrementally iterate Set elements", NULL, NULL},
 
+    /* scripting */
+    {"eval", cmd_eval, -3, CMD_NOSCRIPT | CMD_STALE, NOKEY, "scripting", "2.6.0",
+     "Execute a Lua script server side", NULL, NULL},
+    {"evalsha", cmd_evalsha, -3, CMD_NOSCRIPT | CMD_STALE, NOKEY, "scripting", "2.6.0",
+     "Execute a Lua script server side", NULL, NULL},
+    {"eval_ro", cmd_eval_ro, -3, CMD_NOSCRIPT | CMD_STALE | CMD_READONLY, NOKEY, "scripting",
+     "7.0.0", "Execute a read-only Lua script server side", NULL, NULL},
+    {"evalsha_ro", cmd_evalsha_ro, -3, CMD_NOSCRIPT | CMD_STALE | CMD_READONLY, NOKEY,
+     "scripting", "7.0.0", "Execute a read-only Lua script server side", NULL, NULL},
+    {"script", cmd_script, -2, 0, NOKEY, "scripting", "2.6.0",
+     "A container for Lua scripts management commands", cmd_script_subcommands, NULL},
+
     /* server */
     {"info", cmd_info, -1, CMD_STALE | CMD_LOADING, NOKEY, "server", "1.0.0",
      "Get information and statistics about the server", NULL, NULL},
@@ -236,13 +248,13 @@ const struct cmd_def cmd_table[] = {
      "A container for server configuration commands", cmd_config_subcommands, NULL},
     {"time", cmd_time, 1, CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "server", "2.6.0",
      "Return the current server time", NULL, NULL},
-    {"save", cmd_save, 1, CMD_ADMIN, NOKEY, "server", "1.0.0",
+    {"save", cmd_save, 1, CMD_NOSCRIPT | CMD_ADMIN, NOKEY, "server", "1.0.0",
      "Checkpoint the index of every shard (the log already holds every write)", NULL, NULL},
-    {"bgsave", cmd_bgsave, -1, CMD_ADMIN, NOKEY, "server", "1.0.0",
+    {"bgsave", cmd_bgsave, -1, CMD_NOSCRIPT | CMD_ADMIN, NOKEY, "server", "1.0.0",
      "Checkpoint the index of every shard in the background", NULL, NULL},
     {"lastsave", cmd_lastsave, 1, CMD_FAST | CMD_STALE | CMD_LOADING, NOKEY, "server", "1.0.0",
      "Get the UNIX time stamp of the last successful save", NULL, NULL},
-    {"shutdown", cmd_shutdown, -1, CMD_ADMIN | CMD_STALE | CMD_LOADING, NOKEY, "server", "1.0.0",
+    {"shutdown", cmd_shutdown, -1, CMD_NOSCRIPT | CMD_ADMIN | CMD_STALE | CMD_LOADING, NOKEY, "server", "1.0.0",
      "Stop accepting clients, finish in-flight requests, sync the logs and exit", NULL, NULL},
     {NULL, NULL, 0, 0, NOKEY, NULL, NULL, NULL, NULL, NULL},
 };
@@ -344,6 +356,9 @@ int cmd_init(struct pool *pool, struct cfg *cfg, char *err, size_t errlen)
 	memset(cmd_state.pxs, 0, sizeof(struct cmd_px) * n);
 	if (cmd_multi_init(err, errlen) < 0)
 		return -ENOMEM;
+	if (cmd_script_init(n, err, errlen) < 0)
+		return -ENOMEM;
+	cmd_script_set_busy_ms(cfg->server.busy_reply_threshold_ms);
 	for (const struct cmd_def *c = cmd_table; c->name != NULL; c++) {
 		size_t len = strlen(c->name);
 		unsigned h = name_hash((const uint8_t *)c->name, len);

@@ -48,6 +48,7 @@
 #define CMD_LOADING  0x040 /* allowed while loading (every command here: no loading state) */
 #define CMD_STALE    0x080 /* allowed with stale data */
 #define CMD_DENYOOM  0x100 /* may grow memory */
+#define CMD_NOSCRIPT 0x200 /* not allowed from scripts (redis.call refuses it) */
 
 struct cmd_ctx;
 typedef void (*cmd_fn)(struct cmd_ctx *x);
@@ -249,6 +250,34 @@ bool cmd_isolate(struct cmd_ctx *x);
 
 /* A command EXEC ran has finished (on the origin). */
 void cmd_exec_sub_done(struct cmd_ctx *x);
+
+/* Held runs, for scripts (cmd_script.c): a run of commands decided one at a
+ * time, isolated as an EXEC.  cmd_held_start holds the keys argv[first ..
+ * first + n) of x (in x->db) — none inside an EXEC, whose holds cover them —
+ * and makes the connection's later commands wait; then `ready(x)` runs on
+ * the origin (x->u.exec is the run).  A failed hold or no memory replies the
+ * error and finishes x instead.  cmd_held_call runs command d with r's
+ * arguments in database db, passing the holds; r->reply must be empty, in
+ * the protocol wanted; call_done(x) runs on the origin when it has finished
+ * (possibly before cmd_held_call returns).  cmd_held_end releases the holds
+ * and lifts the wait; x is then the caller's to reply and finish. */
+void cmd_held_start(struct cmd_ctx *x, size_t first, size_t n, cmd_fn ready, cmd_fn call_done);
+void cmd_held_call(struct cmd_ctx *x, struct conn_req *r, const struct cmd_def *d, unsigned db);
+void cmd_held_end(struct cmd_ctx *x);
+
+/* ---- scripting (cmd_script.c) ------------------------------------------ */
+
+/* Creates the Lua state of each of the n proactors; cmd_init calls it. */
+int cmd_script_init(unsigned n, char *err, size_t errlen);
+
+/* Whether d is EVAL, EVALSHA or their _RO forms (their keys: argv[2]'s count). */
+bool cmd_is_script(const struct cmd_def *d);
+
+/* server.busy_reply_threshold_ms, which CONFIG SET changes (any thread). */
+void cmd_script_set_busy_ms(int ms);
+
+/* SHA-1 of p as 40 lowercase hex digits and a NUL (redis.sha1hex, script ids). */
+void cmd_sha1_hex(const void *p, size_t len, char out[41]);
 
 /* Sets up WATCH's tables (one per shard); cmd_init calls it. */
 int cmd_multi_init(char *err, size_t errlen);
@@ -668,6 +697,13 @@ void cmd_sunionstore(struct cmd_ctx *x);
 void cmd_sdiff(struct cmd_ctx *x);
 void cmd_sdiffstore(struct cmd_ctx *x);
 void cmd_sscan(struct cmd_ctx *x);
+
+void cmd_eval(struct cmd_ctx *x);
+void cmd_evalsha(struct cmd_ctx *x);
+void cmd_eval_ro(struct cmd_ctx *x);
+void cmd_evalsha_ro(struct cmd_ctx *x);
+void cmd_script(struct cmd_ctx *x);
+extern const struct cmd_def cmd_script_subcommands[];
 
 void cmd_info(struct cmd_ctx *x);
 void cmd_config_cmd(struct cmd_ctx *x);

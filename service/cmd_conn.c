@@ -390,17 +390,17 @@ static void client_help(struct cmd_ctx *x)
 }
 
 const struct cmd_def cmd_client_subcommands[] = {
-    {"getname", client_getname, 2, CMD_STALE | CMD_LOADING, 0, 0, 0, "connection", "2.6.9",
+    {"getname", client_getname, 2, CMD_NOSCRIPT | CMD_STALE | CMD_LOADING, 0, 0, 0, "connection", "2.6.9",
      "Get the current connection name", NULL, "client"},
     {"help", client_help, 2, CMD_STALE | CMD_LOADING, 0, 0, 0, "connection", "5.0.0",
      "Show helpful text about the different subcommands", NULL, "client"},
-    {"id", client_id, 2, CMD_STALE | CMD_LOADING, 0, 0, 0, "connection", "5.0.0",
+    {"id", client_id, 2, CMD_NOSCRIPT | CMD_STALE | CMD_LOADING, 0, 0, 0, "connection", "5.0.0",
      "Returns the client ID for the current connection", NULL, "client"},
-    {"info", client_info, 2, CMD_STALE | CMD_LOADING, 0, 0, 0, "connection", "6.2.0",
+    {"info", client_info, 2, CMD_NOSCRIPT | CMD_STALE | CMD_LOADING, 0, 0, 0, "connection", "6.2.0",
      "Returns information about the current client connection.", NULL, "client"},
-    {"list", client_list, -2, CMD_ADMIN | CMD_STALE | CMD_LOADING, 0, 0, 0, "connection", "2.4.0",
+    {"list", client_list, -2, CMD_NOSCRIPT | CMD_ADMIN | CMD_STALE | CMD_LOADING, 0, 0, 0, "connection", "2.4.0",
      "Get the list of client connections", NULL, "client"},
-    {"setname", client_setname, 3, CMD_STALE | CMD_LOADING, 0, 0, 0, "connection", "2.6.9",
+    {"setname", client_setname, 3, CMD_NOSCRIPT | CMD_STALE | CMD_LOADING, 0, 0, 0, "connection", "2.6.9",
      "Set the current connection name", NULL, "client"},
     {NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL},
 };
@@ -427,7 +427,8 @@ static void add_command_info(struct resp_buf *b, const struct cmd_def *d)
 		const char *name;
 	} flag_names[] = {
 	    {CMD_WRITE, "write"}, {CMD_READONLY, "readonly"}, {CMD_DENYOOM, "denyoom"},
-	    {CMD_ADMIN, "admin"}, {CMD_NOAUTH, "no_auth"},    {CMD_LOADING, "loading"},
+	    {CMD_ADMIN, "admin"}, {CMD_NOSCRIPT, "noscript"}, {CMD_NOAUTH, "no_auth"},
+	    {CMD_LOADING, "loading"},
 	    {CMD_STALE, "stale"}, {CMD_FAST, "fast"},
 	};
 	const char *cats[6];

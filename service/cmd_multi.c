@@ -556,6 +556,12 @@ struct cmd_exec {
 	struct cmd_watcher *w;
 	uint64_t *expiries;
 	size_t n_exp;
+	/* A held run (cmd_held_start: a script) instead of a queue: */
+	cmd_fn ready;           /* runs once the holds are granted */
+	cmd_fn call_done;       /* runs when a command of cmd_held_call finished */
+	const void *pass;       /* the holds its commands pass: its own, or the EXEC's
+	                           that runs it (nested) */
+	bool nested;            /* inside an EXEC: no holds, no barrier of its own */
 };
 
 /* An EXEC's state for n commands of n_args arguments in all, in one
@@ -603,7 +609,14 @@ static int queued_keys(const struct queued *q, unsigned db,
 {
 	const struct cmd_def *d = q->cmd;
 	size_t first = 0, last = 0, step = 1;
-	if (d->fn == cmd_sintercard) {
+	if (cmd_is_script(d)) { /* EVAL script numkeys key ... */
+		int64_t numkeys;
+		if (q->argc < 3 || !resp_parse_int64(q->argv[2], q->argv_len[2], &numkeys) ||
+		    numkeys < 1 || (uint64_t)numkeys > q->argc - 3)
+			return 0;
+		first = 3;
+		last = 2 + (size_t)numkeys;
+	} else if (d->fn == cmd_sintercard) {
 		int64_t numkeys;
 		if (q->argc < 2 || !resp_parse_int64(q->argv[1], q->argv_len[1], &numkeys) ||
 		    numkeys < 1 || (uint64_t)numkeys > q->argc - 2)
@@ -654,6 +667,36 @@ static int exec_key_cmp(const void *a, const void *b)
 	return x->shard < y->shard ? -1 : x->shard > y->shard;
 }
 
+/* The holds of the keys in l: one per shard, in shard order.  Returns 0 or
+ * -ENOMEM (l stays the caller's to free). */
+static int exec_plan_keys(struct cmd_exec *e, struct key_list *l)
+{
+	if (l->n == 0)
+		return 0;
+	qsort(l->keys, l->n, sizeof(*l->keys), exec_key_cmp); /* (order within a shard: any) */
+	size_t shards = 1;
+	for (size_t i = 1; i < l->n; i++)
+		shards += l->keys[i].shard != l->keys[i - 1].shard;
+	e->holds = calloc(shards, sizeof(*e->holds));
+	if (e->holds == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < l->n;) {
+		size_t j = i;
+		while (j < l->n && l->keys[j].shard == l->keys[i].shard)
+			j++;
+		struct exec_hold *h = &e->holds[e->n_holds++];
+		h->shard = l->keys[i].shard;
+		h->n = j - i;
+		h->keys = malloc(h->n * sizeof(*h->keys));
+		if (h->keys == NULL)
+			return -ENOMEM;
+		for (size_t k = 0; k < h->n; k++)
+			h->keys[k] = l->keys[i + k].ref;
+		i = j;
+	}
+	return 0;
+}
+
 /* The holds: the keys of every queued command, by shard in shard order.
  * Returns 0 or -ENOMEM. */
 static int exec_plan(struct cmd_exec *e, unsigned db)
@@ -673,35 +716,9 @@ static int exec_plan(struct cmd_exec *e, unsigned db)
 			return -ENOMEM;
 		}
 	}
-	if (l.n == 0)
-		return 0;
-	qsort(l.keys, l.n, sizeof(*l.keys), exec_key_cmp); /* (order within a shard: any) */
-	size_t shards = 1;
-	for (size_t i = 1; i < l.n; i++)
-		shards += l.keys[i].shard != l.keys[i - 1].shard;
-	e->holds = calloc(shards, sizeof(*e->holds));
-	if (e->holds == NULL) {
-		free(l.keys);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < l.n;) {
-		size_t j = i;
-		while (j < l.n && l.keys[j].shard == l.keys[i].shard)
-			j++;
-		struct exec_hold *h = &e->holds[e->n_holds++];
-		h->shard = l.keys[i].shard;
-		h->n = j - i;
-		h->keys = malloc(h->n * sizeof(*h->keys));
-		if (h->keys == NULL) {
-			free(l.keys);
-			return -ENOMEM;
-		}
-		for (size_t k = 0; k < h->n; k++)
-			h->keys[k] = l.keys[i + k].ref;
-		i = j;
-	}
+	int rc = exec_plan_keys(e, &l);
 	free(l.keys);
-	return 0;
+	return rc;
 }
 
 static void exec_hold_next(struct cmd_ctx *x);
@@ -727,6 +744,8 @@ static void exec_release(struct cmd_exec *e)
 	if (e->released)
 		return;
 	e->released = true;
+	if (e->nested)
+		return; /* (no holds; the EXEC's barrier is the EXEC's) */
 	struct px *self = px_current();
 	for (size_t i = 0; i < e->step; i++) { /* (the granted ones) */
 		struct exec_hold *h = &e->holds[i];
@@ -821,7 +840,10 @@ static void exec_run(struct cmd_ctx *x)
 			return;
 		}
 	}
-	exec_pump(e);
+	if (e->ready != NULL)
+		e->ready(x);
+	else
+		exec_pump(e);
 }
 
 static void exec_hold_next(struct cmd_ctx *x)
@@ -856,7 +878,7 @@ static void exec_dispatch(struct cmd_exec *e, size_t i)
 	x->cmd = q->cmd;
 	x->exec = e;
 	x->exec_index = i;
-	x->holder = e;
+	x->holder = e->pass != NULL ? e->pass : e;
 	cmd_dispatch(x);
 }
 
@@ -918,6 +940,10 @@ void cmd_exec_sub_done(struct cmd_ctx *x)
 	struct cmd_exec *e = x->exec;
 	size_t i = x->exec_index;
 	cmd_ctx_end(x);
+	if (e->call_done != NULL) {
+		e->call_done(e->x);
+		return;
+	}
 	e->running--;
 	e->finished++;
 	if (e->waiting_barrier && e->barrier_index == i)
@@ -1032,4 +1058,71 @@ bool cmd_isolate(struct cmd_ctx *x)
 	x->conn->barrier = true; /* (as for EXEC: later commands see it whole) */
 	exec_hold_next(x);
 	return true;
+}
+
+/* ---- held runs (scripts) ----------------------------------------------------- */
+
+void cmd_held_start(struct cmd_ctx *x, size_t first, size_t n, cmd_fn ready, cmd_fn call_done)
+{
+	struct cmd_exec *e = exec_new(x, 0, 0);
+	if (e == NULL) {
+		cmd_fail(x, cmd_err_oom);
+		return;
+	}
+	e->ready = ready;
+	e->call_done = call_done;
+	x->u.exec = e;
+	if (x->exec != NULL) {
+		/* Inside an EXEC, whose holds cover these keys (queued_keys knows a
+		 * script's): holds of its own would wait for the EXEC's forever. */
+		e->nested = true;
+		e->pass = x->holder;
+		ready(x);
+		return;
+	}
+	struct key_list l = {0};
+	for (size_t i = first; i < first + n; i++)
+		if (key_list_add(&l, x->db, cmd_arg(x, i), cmd_arg_len(x, i)) < 0) {
+			free(l.keys);
+			exec_put(e);
+			cmd_fail(x, cmd_err_oom);
+			return;
+		}
+	int rc = exec_plan_keys(e, &l);
+	free(l.keys);
+	if (rc < 0) {
+		exec_put(e);
+		cmd_fail(x, cmd_err_oom);
+		return;
+	}
+	x->conn->barrier = true; /* (as for EXEC: later commands see it whole) */
+	exec_hold_next(x);
+}
+
+void cmd_held_call(struct cmd_ctx *x, struct conn_req *r, const struct cmd_def *d, unsigned db)
+{
+	struct cmd_exec *e = x->u.exec;
+	struct conn *c = x->conn;
+	r->conn = c;
+	r->done = false;
+	r->next = NULL;
+	r->ctx = NULL;
+	struct cmd_ctx *sub = cmd_ctx_start(c, r);
+	if (sub == NULL) {
+		resp_add_error(&r->reply, cmd_err_oom);
+		e->call_done(x);
+		return;
+	}
+	sub->cmd = d;
+	sub->db = db;
+	sub->exec = e;
+	sub->holder = e->pass != NULL ? e->pass : e;
+	cmd_dispatch(sub);
+}
+
+void cmd_held_end(struct cmd_ctx *x)
+{
+	struct cmd_exec *e = x->u.exec;
+	exec_release(e);
+	exec_put(e);
 }

@@ -179,6 +179,8 @@ static const struct config_alias aliases[] = {
     {"appendfsync", NULL, NULL}, /* from storage.durability */
     {"save", NULL, ""},
     {"databases", "server.databases", NULL},
+    {"busy-reply-threshold", "server.busy_reply_threshold_ms", NULL},
+    {"lua-time-limit", "server.busy_reply_threshold_ms", NULL},
     {"hash-max-listpack-entries", NULL, "512"}, /* (cmd_hash.c, cmd_set.c decide
                                                    OBJECT ENCODING by these) */
     {"hash-max-listpack-value", NULL, "64"},
@@ -297,7 +299,8 @@ static void config_set_fail(struct cmd_ctx *x, size_t arg, const char *reason)
 }
 
 /* The options CONFIG SET may change while the server runs. */
-static const char *const settable[] = {"server.requirepass", "log.level"};
+static const char *const settable[] = {"server.requirepass", "log.level",
+                                       "server.busy_reply_threshold_ms"};
 
 /* The ringkv option an argument of CONFIG SET names (an option or a Redis
  * alias of one), or NULL. */
@@ -349,9 +352,10 @@ static void config_set_on_px0(struct cmd_ctx *x)
 		}
 		if (!mutable) {
 			config_set_fail(x, a,
-			                "can't set immutable config (only server.requirepass and"
-			                " log.level change at runtime; set the others in the"
-			                " configuration file and restart)");
+			                "can't set immutable config (only server.requirepass,"
+			                " server.busy_reply_threshold_ms and log.level change at"
+			                " runtime; set the others in the configuration file and"
+			                " restart)");
 			return;
 		}
 		if (cmd_arg_len(x, a + 1) >= 1024) {
@@ -378,6 +382,8 @@ static void config_set_on_px0(struct cmd_ctx *x)
 		cfg_set(cfg, assignment, err, sizeof(err));
 		if (strcmp(options[i], "server.requirepass") == 0)
 			cmd_set_requirepass(cfg->server.requirepass);
+		else if (strcmp(options[i], "server.busy_reply_threshold_ms") == 0)
+			cmd_script_set_busy_ms(cfg->server.busy_reply_threshold_ms);
 		else
 			__atomic_store_n(&logging_level, cfg->log.level, __ATOMIC_RELAXED);
 	}
@@ -403,7 +409,8 @@ static void config_help(struct cmd_ctx *x)
 	    "    ringkv's options (section.key) and the Redis names that map to them.",
 	    "SET <directive> <value> [<directive> <value> ...]",
 	    "    Set the configuration <directive> to <value>: server.requirepass",
-	    "    (requirepass) and log.level (loglevel) change at runtime.",
+	    "    (requirepass), server.busy_reply_threshold_ms (busy-reply-threshold)",
+	    "    and log.level (loglevel) change at runtime.",
 	    "HELP",
 	    "    Print this help.",
 	    NULL,
@@ -415,11 +422,11 @@ static void config_help(struct cmd_ctx *x)
 }
 
 const struct cmd_def cmd_config_subcommands[] = {
-    {"get", config_get, -3, CMD_ADMIN | CMD_STALE | CMD_LOADING, 0, 0, 0, "server", "2.0.0",
+    {"get", config_get, -3, CMD_NOSCRIPT | CMD_ADMIN | CMD_STALE | CMD_LOADING, 0, 0, 0, "server", "2.0.0",
      "Get the values of configuration parameters", NULL, "config"},
     {"help", config_help, 2, CMD_STALE | CMD_LOADING, 0, 0, 0, "server", "5.0.0",
      "Show helpful text about the different subcommands", NULL, "config"},
-    {"set", config_set, -4, CMD_ADMIN | CMD_STALE | CMD_LOADING, 0, 0, 0, "server", "2.0.0",
+    {"set", config_set, -4, CMD_NOSCRIPT | CMD_ADMIN | CMD_STALE | CMD_LOADING, 0, 0, 0, "server", "2.0.0",
      "Set configuration parameters to the given values", NULL, "config"},
     {NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL, NULL, NULL},
 };

@@ -98,6 +98,7 @@ static const struct cfg_option options[] = {
     OPTION(server, max_inline_len, SIZE, "64kb", KB, 64 * MB, 0),
     OPTION(server, output_buffer_limit, SIZE, "64mb", MB, 64 * GB, 0),
     OPTION(server, msg_queue_size, INT, "1024", 16, 65536, CFG_POW2),
+    OPTION(server, busy_reply_threshold_ms, INT, "5000", 0, INT_MAX, 0),
     OPTION(storage, dir, STRING, "./data", 0, 0, 0),
     OPTION(storage, durability, DURABILITY, "fsync", 0, 0, 0),
     OPTION(storage, segment_size, SIZE, "256mb", MB, 64 * GB, CFG_MUL4K),

@@ -40,6 +40,7 @@ struct cfg_server {
 	uint64_t max_inline_len;     /* bytes, default 64kb (Redis PROTO_INLINE_MAX_SIZE) */
 	uint64_t output_buffer_limit; /* bytes of pending replies before disconnect, default 64mb */
 	int msg_queue_size;          /* slots per cross-proactor queue, power of two, 16..65536 */
+	int busy_reply_threshold_ms; /* a script running longer is busy (SCRIPT KILL); default 5000 */
 };
 
 struct cfg_storage {
