@@ -252,18 +252,31 @@ bool cmd_isolate(struct cmd_ctx *x);
 void cmd_exec_sub_done(struct cmd_ctx *x);
 
 /* Held runs, for scripts (cmd_script.c): a run of commands decided one at a
- * time, isolated as an EXEC.  cmd_held_start holds the keys argv[first ..
- * first + n) of x (in x->db) — none inside an EXEC, whose holds cover them —
- * and makes the connection's later commands wait; then `ready(x)` runs on
- * the origin (x->u.exec is the run).  A failed hold or no memory replies the
- * error and finishes x instead.  cmd_held_call runs command d with r's
- * arguments in database db, passing the holds; r->reply must be empty, in
- * the protocol wanted; call_done(x) runs on the origin when it has finished
- * (possibly before cmd_held_call returns).  cmd_held_end releases the holds
- * and lifts the wait; x is then the caller's to reply and finish. */
-void cmd_held_start(struct cmd_ctx *x, size_t first, size_t n, cmd_fn ready, cmd_fn call_done);
+ * time, isolated as an EXEC.  cmd_held_start holds `keys` — none inside an
+ * EXEC, whose holds cover them (cmd_held_nested) — and makes the
+ * connection's later commands wait; then `ready(x)` runs on the origin
+ * (x->u.exec is the run).  A failed hold or no memory replies the error and
+ * finishes x instead.  cmd_held_call runs command d with r's arguments in
+ * database db, passing the holds; r->reply must be empty, in the protocol
+ * wanted; call_done(x) runs on the origin when it has finished (possibly
+ * before cmd_held_call returns).  cmd_held_end releases the holds and, with
+ * `lift`, lets the connection's later commands run; x is then the caller's
+ * to reply and finish, or to start again (a script that found a key it had
+ * not declared).  cmd_held_unhold releases the holds early, the run going
+ * on without them (the connection's later commands still wait). */
+void cmd_held_start(struct cmd_ctx *x, const struct store_key_ref *keys, size_t n, cmd_fn ready,
+                    cmd_fn call_done);
+bool cmd_held_nested(const struct cmd_ctx *x);
 void cmd_held_call(struct cmd_ctx *x, struct conn_req *r, const struct cmd_def *d, unsigned db);
-void cmd_held_end(struct cmd_ctx *x);
+void cmd_held_end(struct cmd_ctx *x, bool lift);
+void cmd_held_unhold(struct cmd_ctx *x);
+
+/* Calls add(arg, db, key, len) for every key of command d with these
+ * arguments (the table's key positions; SINTERCARD's and EVAL's numkeys).
+ * Returns 0, or -ENOMEM when add failed. */
+int cmd_keys_of(const struct cmd_def *d, size_t argc, uint8_t **argv, size_t *argv_len,
+                unsigned db, int (*add)(void *arg, unsigned db, const uint8_t *key, size_t len),
+                void *arg);
 
 /* ---- scripting (cmd_script.c) ------------------------------------------ */
 

@@ -562,6 +562,7 @@ struct cmd_exec {
 	const void *pass;       /* the holds its commands pass: its own, or the EXEC's
 	                           that runs it (nested) */
 	bool nested;            /* inside an EXEC: no holds, no barrier of its own */
+	bool keep_barrier;      /* released to be taken again: the barrier stays */
 };
 
 /* An EXEC's state for n commands of n_args arguments in all, in one
@@ -757,7 +758,8 @@ static void exec_release(struct cmd_exec *e)
 			px_send(self, owner, exec_release_msg, h);
 		}
 	}
-	conn_lift_barrier(e->x->conn);
+	if (!e->keep_barrier)
+		conn_lift_barrier(e->x->conn);
 }
 
 /* On the origin, every command finished (or none ran): the reply; the
@@ -1062,7 +1064,16 @@ bool cmd_isolate(struct cmd_ctx *x)
 
 /* ---- held runs (scripts) ----------------------------------------------------- */
 
-void cmd_held_start(struct cmd_ctx *x, size_t first, size_t n, cmd_fn ready, cmd_fn call_done)
+int cmd_keys_of(const struct cmd_def *d, size_t argc, uint8_t **argv, size_t *argv_len,
+                unsigned db, int (*add)(void *arg, unsigned db, const uint8_t *key, size_t len),
+                void *arg)
+{
+	struct queued q = {d, argc, argv, argv_len};
+	return queued_keys(&q, db, add, arg);
+}
+
+void cmd_held_start(struct cmd_ctx *x, const struct store_key_ref *keys, size_t n, cmd_fn ready,
+                    cmd_fn call_done)
 {
 	struct cmd_exec *e = exec_new(x, 0, 0);
 	if (e == NULL) {
@@ -1081,8 +1092,8 @@ void cmd_held_start(struct cmd_ctx *x, size_t first, size_t n, cmd_fn ready, cmd
 		return;
 	}
 	struct key_list l = {0};
-	for (size_t i = first; i < first + n; i++)
-		if (key_list_add(&l, x->db, cmd_arg(x, i), cmd_arg_len(x, i)) < 0) {
+	for (size_t i = 0; i < n; i++)
+		if (key_list_add(&l, keys[i].db, keys[i].key, keys[i].key_len) < 0) {
 			free(l.keys);
 			exec_put(e);
 			cmd_fail(x, cmd_err_oom);
@@ -1097,6 +1108,11 @@ void cmd_held_start(struct cmd_ctx *x, size_t first, size_t n, cmd_fn ready, cmd
 	}
 	x->conn->barrier = true; /* (as for EXEC: later commands see it whole) */
 	exec_hold_next(x);
+}
+
+bool cmd_held_nested(const struct cmd_ctx *x)
+{
+	return x->u.exec->nested;
 }
 
 void cmd_held_call(struct cmd_ctx *x, struct conn_req *r, const struct cmd_def *d, unsigned db)
@@ -1120,9 +1136,20 @@ void cmd_held_call(struct cmd_ctx *x, struct conn_req *r, const struct cmd_def *
 	cmd_dispatch(sub);
 }
 
-void cmd_held_end(struct cmd_ctx *x)
+void cmd_held_end(struct cmd_ctx *x, bool lift)
 {
 	struct cmd_exec *e = x->u.exec;
-	exec_release(e);
+	e->keep_barrier = !lift;
+	if (!e->released)
+		exec_release(e);
+	else if (lift && !e->nested)
+		conn_lift_barrier(e->x->conn); /* (cmd_held_unhold kept it) */
 	exec_put(e);
+}
+
+void cmd_held_unhold(struct cmd_ctx *x)
+{
+	struct cmd_exec *e = x->u.exec;
+	e->keep_barrier = true;
+	exec_release(e);
 }

@@ -51,6 +51,8 @@ extern int luaopen_bit(lua_State *L);   /* Debian's lua-bitop */
 #define CALL_ARGS   64     /* argv kept in the run itself; more are malloc'd */
 #define DEPTH_MAX   1000   /* nesting of a reply converted either way */
 #define CHUNK_NAME  "@user_script"
+#define ATTEMPTS_MAX 16    /* runs of a script that finds undeclared keys before it
+                              goes on without holds */
 #define RAND48_MAX  0x7fffffff
 
 static const char err_noscript[] = "NOSCRIPT No matching script. Please use EVAL.";
@@ -144,6 +146,13 @@ struct script_run {
 	lua_State *thread;      /* the thread that called it (the script's, or a pcall's) */
 	int call_line;          /* the script's line that called it */
 	int raise_ref;          /* redis.call's error for run_hook to raise, or LUA_NOREF */
+	struct store_key_ref *keys; /* what it holds: its KEYS, then the keys it was
+	                               found to use without declaring them (copies) */
+	size_t n_keys, n_declared, cap_keys;
+	unsigned attempts;      /* runs started over after such a key */
+	bool learned;           /* the current call named a key not held */
+	bool unheld;            /* it released its holds: it goes on without (see
+	                           run_drive) */
 	bool in_call;           /* cmd_held_call is on the stack */
 	bool call_finished;     /* ... and the command finished inside it */
 	unsigned db;            /* its commands' database (SELECT in the script) */
@@ -1027,7 +1036,10 @@ static void run_finish(struct script_run *r)
 	luaL_unref(L, LUA_REGISTRYINDEX, r->raise_ref);
 	resp_buf_free(&r->call.reply);
 	run_free_args(r);
-	cmd_held_end(x);
+	for (size_t i = r->n_declared; i < r->n_keys; i++)
+		free((void *)r->keys[i].key);
+	free(r->keys);
+	cmd_held_end(x, true);
 	cmd_done(x);
 }
 
@@ -1183,11 +1195,8 @@ static const char *call_prepare(struct script_run *r, const struct cmd_def **out
 	const struct cmd_def *sub = subcommand_of(d, &r->call);
 	if ((d->flags & CMD_NOSCRIPT) || (sub != NULL && (sub->flags & CMD_NOSCRIPT)))
 		return "ERR This Redis command is not allowed from script";
-	if (d->flags & CMD_WRITE) {
-		if (r->read_only)
-			return err_ro;
-		r->wrote = true;
-	}
+	if ((d->flags & CMD_WRITE) && r->read_only)
+		return err_ro;
 	*out = d;
 	return NULL;
 }
@@ -1293,6 +1302,56 @@ static void run_hook(lua_State *L, lua_Debug *ar)
 	}
 }
 
+/* cmd_keys_of's callback for a command the script is about to run: a key
+ * it does not hold is copied into r->keys (learned). */
+static int learn_key(void *arg, unsigned db, const uint8_t *key, size_t len)
+{
+	struct script_run *r = arg;
+	for (size_t i = 0; i < r->n_keys; i++)
+		if (r->keys[i].db == db && r->keys[i].key_len == len &&
+		    memcmp(r->keys[i].key, key, len) == 0)
+			return 0;
+	if (r->n_keys == r->cap_keys) {
+		size_t cap = r->cap_keys ? 2 * r->cap_keys : 8;
+		struct store_key_ref *k = realloc(r->keys, cap * sizeof(*k));
+		if (k == NULL)
+			return -ENOMEM;
+		r->keys = k;
+		r->cap_keys = cap;
+	}
+	uint8_t *copy = malloc(len + 1);
+	if (copy == NULL)
+		return -ENOMEM;
+	memcpy(copy, key, len);
+	copy[len] = '\0';
+	r->keys[r->n_keys++] = (struct store_key_ref){db, copy, len};
+	r->learned = true;
+	return 0;
+}
+
+static void run_start(struct cmd_ctx *x);
+static void run_call_done(struct cmd_ctx *x);
+
+/* The script named a key it does not hold before writing anything: it has
+ * only read, so it starts over, holding that key too (Redis runs a script
+ * alone; this is how a script that does not declare its keys is isolated
+ * all the same).  The connection's later commands keep waiting. */
+static void run_restart(struct script_run *r)
+{
+	struct cmd_ctx *x = r->x;
+	lua_State *L = r->sp->L;
+	luaL_unref(L, LUA_REGISTRYINDEX, r->co_ref);
+	luaL_unref(L, LUA_REGISTRYINDEX, r->raise_ref);
+	r->co_ref = r->raise_ref = LUA_NOREF;
+	r->co = NULL;
+	r->attempts++;
+	r->resp = 2;
+	r->db = x->db;
+	r->killed = false;
+	cmd_held_end(x, false);
+	cmd_held_start(x, r->keys, r->n_keys, run_start, run_call_done);
+}
+
 /* Resumes the script with the nargs values on co's top, and goes on until
  * it waits for a command that has not finished, or ends. */
 static void run_drive(struct script_run *r, int nargs)
@@ -1351,6 +1410,28 @@ static void run_drive(struct script_run *r, int nargs)
 			nargs = call_result(r);
 			continue;
 		}
+		/* A key the script does not hold: before it has written, it starts
+		 * over holding that key too; after, it lets its holds go and goes on
+		 * without (waiting for a key while holding others could wait for a
+		 * holder that waits for it: store.h, "holds"). */
+		if (!r->unheld && !cmd_held_nested(r->x)) {
+			r->learned = false;
+			if (cmd_keys_of(d, r->call.argc, r->call.argv, r->call.argv_len, r->db,
+			                learn_key, r) < 0) {
+				nargs = call_error(r, cmd_err_oom, strlen(cmd_err_oom));
+				continue;
+			}
+			if (r->learned && !r->wrote && r->attempts < ATTEMPTS_MAX) {
+				run_restart(r);
+				return;
+			}
+			if (r->learned) {
+				cmd_held_unhold(r->x);
+				r->unheld = true;
+			}
+		}
+		if (d->flags & CMD_WRITE)
+			r->wrote = true;
 		r->in_call = true;
 		r->call_finished = false;
 		cmd_held_call(r->x, &r->call, d, r->db);
@@ -1378,9 +1459,11 @@ static void run_start(struct cmd_ctx *x)
 	struct script_run *r = x->heap;
 	struct script_px *sp = r->sp;
 	lua_State *L = sp->L;
-	size_t numkeys = (size_t)atoll((const char *)cmd_arg(x, 2));
-	r->keys_ref = args_table(L, x, 3, numkeys);
-	r->argv_ref = args_table(L, x, 3 + numkeys, cmd_argc(x) - 3 - numkeys);
+	size_t numkeys = r->n_declared;
+	if (r->keys_ref == LUA_NOREF) {
+		r->keys_ref = args_table(L, x, 3, numkeys);
+		r->argv_ref = args_table(L, x, 3 + numkeys, cmd_argc(x) - 3 - numkeys);
+	}
 	r->co = lua_newthread(L);
 	r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_sethook(r->co, run_hook, LUA_MASKCOUNT, HOOK_COUNT);
@@ -1401,8 +1484,19 @@ static void run_start(struct cmd_ctx *x)
 /* On the origin, the script known on every proactor: runs it. */
 static void eval_run(struct cmd_ctx *x)
 {
+	struct script_run *r = x->heap;
 	size_t numkeys = (size_t)atoll((const char *)cmd_arg(x, 2));
-	cmd_held_start(x, 3, numkeys, run_start, run_call_done);
+	r->cap_keys = numkeys > 8 ? numkeys : 8;
+	r->keys = malloc(r->cap_keys * sizeof(*r->keys));
+	if (r->keys == NULL) {
+		resp_buf_free(&r->call.reply);
+		cmd_fail(x, cmd_err_oom);
+		return;
+	}
+	for (size_t i = 0; i < numkeys; i++)
+		r->keys[i] = (struct store_key_ref){x->db, cmd_arg(x, 3 + i), cmd_arg_len(x, 3 + i)};
+	r->n_keys = r->n_declared = numkeys;
+	cmd_held_start(x, r->keys, r->n_keys, run_start, run_call_done);
 }
 
 /* Each other proactor compiles the script EVAL or SCRIPT LOAD brought. */
