@@ -57,7 +57,8 @@ extern int luaopen_bit(lua_State *L);   /* Debian's lua-bitop */
 
 static const char err_noscript[] = "NOSCRIPT No matching script. Please use EVAL.";
 static const char err_ro[] = "ERR Write commands are not allowed from read-only scripts.";
-static const char err_killed[] = "ERR Script killed by user with SCRIPT KILL...";
+static const char err_killed[] = "Script killed by user with SCRIPT KILL...";
+static const char err_killed_reply[] = "ERR Script killed by user with SCRIPT KILL...";
 
 /* ---- SHA-1 (FIPS 180-4), for script ids and redis.sha1hex --------------- */
 
@@ -141,6 +142,8 @@ struct script_run {
 	char sha[41];
 	bool read_only;         /* EVAL_RO, or the no-writes flag */
 	bool killed;            /* SCRIPT KILL stopped it: every hook raises */
+	bool busy;              /* it has run past the busy threshold (counted) */
+	unsigned long kill_seen; /* kill_gen when it became busy */
 	bool wrote;             /* it has run a write command (SCRIPT KILL refuses) */
 	bool raise;             /* the pending call is redis.call (errors raise) */
 	lua_State *thread;      /* the thread that called it (the script's, or a pcall's) */
@@ -168,11 +171,10 @@ struct script_run {
 	size_t big_cap;
 };
 
-/* What another proactor's SCRIPT KILL sees of this one's running script. */
+/* What SCRIPT KILL, on any proactor, sees of one proactor's scripts. */
 struct script_busy {
-	_Alignas(64) atomic_bool busy; /* a script is inside Lua past the threshold */
-	atomic_bool wrote;             /* ... and it has written */
-	atomic_bool kill;              /* SCRIPT KILL asks it to stop */
+	_Alignas(64) atomic_uint busy; /* runs in flight past the busy threshold */
+	atomic_uint busy_wrote;        /* ... of which have written */
 };
 
 /* One proactor's Lua state, used only on that proactor. */
@@ -189,6 +191,8 @@ static struct script_px *script_pxs;
 static struct script_busy *script_busy;
 static unsigned script_npx;
 static atomic_int busy_ms = 5000;
+static atomic_ulong kill_gen; /* SCRIPT KILLs so far: a busy run that has not
+                                 written stops when it changes */
 static char sig; /* its address is the marker redis.call yields first */
 
 void cmd_script_set_busy_ms(int ms)
@@ -295,8 +299,10 @@ static int raise_error(lua_State *L, const char *msg)
 
 static int l_error_reply(lua_State *L)
 {
-	if (lua_gettop(L) != 1 || lua_type(L, 1) != LUA_TSTRING)
-		return raise_error(L, "wrong number or type of arguments");
+	if (lua_gettop(L) != 1 || lua_type(L, 1) != LUA_TSTRING) {
+		push_error_table(L, "wrong number or type of arguments", 33);
+		return 1; /* (Redis returns it rather than raising it) */
+	}
 	size_t len;
 	const char *s = lua_tolstring(L, 1, &len);
 	if (len > 0 && s[0] == '-') {
@@ -313,8 +319,10 @@ static int l_error_reply(lua_State *L)
 
 static int l_status_reply(lua_State *L)
 {
-	if (lua_gettop(L) != 1 || lua_type(L, 1) != LUA_TSTRING)
-		return raise_error(L, "wrong number or type of arguments");
+	if (lua_gettop(L) != 1 || lua_type(L, 1) != LUA_TSTRING) {
+		push_error_table(L, "wrong number or type of arguments", 33);
+		return 1;
+	}
 	lua_newtable(L);
 	lua_pushliteral(L, "ok");
 	lua_pushvalue(L, 1);
@@ -372,7 +380,7 @@ static int l_setresp(lua_State *L)
 	struct script_run *r = sp_self()->running;
 	if (lua_gettop(L) != 1)
 		return raise_error(L, "redis.setresp() requires one argument.");
-	int v = (int)luaL_checknumber(L, 1);
+	int v = (int)lua_tonumber(L, 1);
 	if (v != 2 && v != 3)
 		return raise_error(L, "RESP version must be 2 or 3.");
 	if (r != NULL)
@@ -383,8 +391,8 @@ static int l_setresp(lua_State *L)
 static int l_set_repl(lua_State *L)
 {
 	if (lua_gettop(L) != 1)
-		return raise_error(L, "redis.set_repl() requires one argument.");
-	int v = (int)luaL_checknumber(L, 1);
+		return raise_error(L, "redis.set_repl() requires two arguments."); /* (sic) */
+	int v = (int)lua_tonumber(L, 1);
 	if (v < 0 || v > 3)
 		return raise_error(L, "Invalid replication flags. Use REPL_AOF, REPL_REPLICA, "
 		                      "REPL_ALL or REPL_NONE.");
@@ -425,6 +433,12 @@ static int l_replicate_commands(lua_State *L)
 	return 1;
 }
 
+static int l_is_c(lua_State *L)
+{
+	lua_pushboolean(L, lua_iscfunction(L, 1));
+	return 1;
+}
+
 /* ---- the prelude --------------------------------------------------------------- */
 
 /* Run once per state with the marker as its argument.  Defines redis.call
@@ -432,7 +446,9 @@ static int l_replicate_commands(lua_State *L)
  * the read-only globals; returns the visible globals proxy and the hidden
  * globals table. */
 static const char prelude[] =
-    "local SIG, redis_c = ...\n"
+    "local SIG, redis_c, is_c = ...\n"
+    "local real_pcall, real_xpcall, real_setmetatable = pcall, xpcall, setmetatable\n"
+    "local next_, pairs_, ipairs_ = next, pairs, ipairs\n"
     "local co_create, co_resume, co_yield, co_status = coroutine.create,\n"
     "  coroutine.resume, coroutine.yield, coroutine.status\n"
     "local error, type, rawget, rawset, setmetatable, tostring, pairs =\n"
@@ -459,8 +475,12 @@ static const char prelude[] =
     "  return pdone(co, co_resume(co, co_yield(...)))\n"
     "end\n"
     "local function pcall_y(f, ...)\n"
+    "  if is_c(f) and f ~= redis_c.call and f ~= redis_c.pcall then\n"
+    "    return real_pcall(f, ...)\n"
+    "  end\n"
     "  if not callable(f) then return false, 'attempt to call a ' .. type(f) .. ' value' end\n"
-    "  local co = co_create(function(...) return f(...) end)\n"
+    "  local co = co_create(type(f) == 'function' and not is_c(f) and f or\n"
+    "    function(...) return f(...) end)\n"
     "  return pdone(co, co_resume(co, ...))\n"
     "end\n"
     "local function xdone(co, h, ok, ...)\n"
@@ -469,8 +489,12 @@ static const char prelude[] =
     "  return xdone(co, h, co_resume(co, co_yield(...)))\n"
     "end\n"
     "local function xpcall_y(f, h)\n"
+    "  if is_c(f) and f ~= redis_c.call and f ~= redis_c.pcall then\n"
+    "    return real_xpcall(f, h)\n"
+    "  end\n"
     "  if not callable(f) then return false, h('attempt to call a ' .. type(f) .. ' value') end\n"
-    "  local co = co_create(function() return f() end)\n"
+    "  local co = co_create(type(f) == 'function' and not is_c(f) and f or\n"
+    "    function() return f() end)\n"
     "  return xdone(co, h, co_resume(co))\n"
     "end\n"
     "local function udone(co, ok, ...)\n"
@@ -495,15 +519,24 @@ static const char prelude[] =
     "local function readonly() error('Attempt to modify a readonly table', 2) end\n"
     "local function ro(t)\n"
     "  local p = setmetatable({}, {__index = t, __newindex = readonly, __metatable = false})\n"
-    "  protected[p] = true\n"
+    "  protected[p] = t\n"
     "  return p\n"
     "end\n"
-    "local names = {'assert', 'collectgarbage', 'error', 'gcinfo', 'getmetatable', 'ipairs',\n"
-    "  'load', 'loadstring', 'next', 'pairs', 'rawequal', 'rawget', 'select', 'setmetatable',\n"
-    "  'tonumber', 'tostring', 'type', 'unpack', '_VERSION'}\n"
+    "local function under(t) return protected[t] or t end\n"
+    "local names = {'assert', 'collectgarbage', 'error', 'gcinfo', 'getmetatable', 'load',\n"
+    "  'loadstring', 'rawequal', 'select', 'tonumber', 'tostring', 'type', 'unpack',\n"
+    "  '_VERSION'}\n"
     "local hidden = {}\n"
     "for _, n in pairs(names) do hidden[n] = _G[n] end\n"
     "hidden.pcall, hidden.xpcall = pcall_y, xpcall_y\n"
+    "hidden.rawget = function(t, k) return rawget(under(t), k) end\n"
+    "hidden.next = function(t, k) return next_(under(t), k) end\n"
+    "hidden.pairs = function(t) return pairs_(under(t)) end\n"
+    "hidden.ipairs = function(t) return ipairs_(under(t)) end\n"
+    "hidden.setmetatable = function(t, mt)\n"
+    "  if protected[t] then error('Attempt to modify a readonly table', 0) end\n"
+    "  return real_setmetatable(t, mt)\n"
+    "end\n"
     "hidden.rawset = function(t, k, v)\n"
     "  if protected[t] then error('Attempt to modify a readonly table', 0) end\n"
     "  return rawset(t, k, v)\n"
@@ -577,7 +610,8 @@ static int open_state(lua_State *L)
 	lua_setfield(L, -2, "REDIS_VERSION");
 	lua_pushnumber(L, 0x070000);
 	lua_setfield(L, -2, "REDIS_VERSION_NUM");
-	lua_call(L, 2, 2); /* -> visible, hidden */
+	lua_pushcfunction(L, l_is_c);
+	lua_call(L, 3, 2); /* -> visible, hidden */
 	return 2;
 }
 
@@ -592,11 +626,10 @@ int cmd_script_init(unsigned n, char *err, size_t errlen)
 	script_npx = n;
 	for (unsigned i = 0; i < n; i++) {
 		struct script_px *sp = &script_pxs[i];
-		atomic_init(&script_busy[i].busy, false);
-		atomic_init(&script_busy[i].wrote, false);
-		atomic_init(&script_busy[i].kill, false);
+		atomic_init(&script_busy[i].busy, 0);
+		atomic_init(&script_busy[i].busy_wrote, 0);
 		sp->busy = &script_busy[i];
-		rand48_seed(&sp->rand48, 0);
+		sp->rand48 = 0x1234abcd330eull; /* (Redis never seeds: drand48's start) */
 		sp->L = luaL_newstate();
 		if (sp->L == NULL) {
 			snprintf(err, errlen, "out of memory creating a Lua state");
@@ -626,17 +659,19 @@ static char *shebang_flags(const uint8_t *body, size_t len, bool *read_only)
 	if (len < 2 || body[0] != '#' || body[1] != '!')
 		return NULL;
 	const uint8_t *nl = memchr(body, '\n', len);
-	size_t line_len = nl != NULL ? (size_t)(nl - body) : len;
-	char *line = strndup((const char *)body + 2, line_len - 2), *save = NULL, *res = NULL;
+	if (nl == NULL)
+		return strdup("ERR Invalid script shebang");
+	char *line = strndup((const char *)body, (size_t)(nl - body)), *save = NULL, *res = NULL;
 	if (line == NULL)
 		return strdup(cmd_err_oom);
 	char *engine = strtok_r(line, " ", &save);
-	if (engine == NULL || strcmp(engine, "lua") != 0) {
-		if (asprintf(&res, "ERR Could not find scripting engine '%s'",
-		             engine != NULL ? engine : "") < 0)
-			res = strdup(cmd_err_oom);
+	if (engine == NULL || strcmp(engine, "#!lua") != 0) {
+		if (engine == NULL || strcmp(engine, "#!") == 0)
+			res = strdup("ERR Invalid script shebang");
+		else if (asprintf(&res, "ERR Unexpected engine in script shebang: %s", engine) < 0)
+			res = NULL;
 		free(line);
-		return res;
+		return res != NULL ? res : strdup(cmd_err_oom);
 	}
 	for (char *opt; res == NULL && (opt = strtok_r(NULL, " ", &save)) != NULL;) {
 		if (strncmp(opt, "flags=", 6) != 0) {
@@ -883,6 +918,24 @@ static bool field_is(lua_State *L, const char *name, int type)
 	return false;
 }
 
+/* Whether the table at the top has verbatim_string = {format = "...",
+ * string = "..."}: then both are pushed (format, string). */
+static bool verbatim_fields(lua_State *L)
+{
+	if (!field_is(L, "verbatim_string", LUA_TTABLE))
+		return false;
+	lua_pushliteral(L, "format");
+	lua_rawget(L, -2);
+	lua_pushliteral(L, "string");
+	lua_rawget(L, -3);
+	if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+		lua_remove(L, -3); /* (the outer table keeps both alive) */
+		return true;
+	}
+	lua_pop(L, 3);
+	return false;
+}
+
 /* Lua's (long long) cast of a number as x86 does it (out of range:
  * INT64_MIN), without the undefined behaviour. */
 static int64_t number_to_int(lua_Number d)
@@ -962,18 +1015,10 @@ static void add_value(lua_State *L, struct resp_buf *b, unsigned resp, int depth
 				add_value(L, b, resp, depth + 1);
 			}
 			lua_pop(L, 1);
-		} else if (field_is(L, "verbatim_string", LUA_TTABLE)) {
-			const char *fmt = NULL, *str = NULL;
-			size_t flen = 0, slen = 0;
-			if (field_is(L, "format", LUA_TSTRING)) {
-				fmt = lua_tolstring(L, -1, &flen);
-				lua_pop(L, 1); /* (the table keeps the string alive) */
-			}
-			if (field_is(L, "string", LUA_TSTRING)) {
-				str = lua_tolstring(L, -1, &slen);
-				lua_pop(L, 1);
-			}
-			if (fmt != NULL && str != NULL && flen == 3 && b->proto >= 3) {
+		} else if (verbatim_fields(L)) {
+			size_t flen, slen;
+			const char *fmt = lua_tolstring(L, -2, &flen), *str = lua_tolstring(L, -1, &slen);
+			if (flen == 3 && b->proto >= 3) {
 				char head[32];
 				int n = snprintf(head, sizeof(head), "=%zu\r\n", slen + 4);
 				resp_buf_append(b, head, (size_t)n);
@@ -981,12 +1026,10 @@ static void add_value(lua_State *L, struct resp_buf *b, unsigned resp, int depth
 				resp_buf_append(b, ":", 1);
 				resp_buf_append(b, str, slen);
 				resp_buf_append(b, "\r\n", 2);
-			} else if (fmt != NULL && str != NULL) {
-				resp_add_bulk(b, str, slen);
 			} else {
-				resp_add_null(b);
+				resp_add_bulk(b, str, slen);
 			}
-			lua_pop(L, 1);
+			lua_pop(L, 2);
 		} else {
 			size_t n = 0;
 			for (;; n++) {
@@ -1030,6 +1073,11 @@ static void run_finish(struct script_run *r)
 {
 	struct cmd_ctx *x = r->x;
 	lua_State *L = r->sp->L;
+	if (r->busy) {
+		atomic_fetch_sub(&r->sp->busy->busy, 1);
+		if (r->wrote)
+			atomic_fetch_sub(&r->sp->busy->busy_wrote, 1);
+	}
 	luaL_unref(L, LUA_REGISTRYINDEX, r->co_ref);
 	luaL_unref(L, LUA_REGISTRYINDEX, r->keys_ref);
 	luaL_unref(L, LUA_REGISTRYINDEX, r->argv_ref);
@@ -1205,7 +1253,7 @@ static const char *call_prepare(struct script_run *r, const struct cmd_def **out
  * reply's text, without the '-'): for redis.pcall the error table; for
  * redis.call nil, and the table is raised in the calling thread by run_hook
  * before it runs anything else.  Returns 1 (values pushed). */
-static int call_error(struct script_run *r, const char *s, size_t len)
+static int call_error(struct script_run *r, const char *s, size_t len, bool from_command)
 {
 	lua_State *co = r->co;
 	lua_settop(co, 0);
@@ -1215,6 +1263,10 @@ static int call_error(struct script_run *r, const char *s, size_t len)
 	s = lua_tolstring(co, -1, &len);
 	push_error_table(co, s, len);
 	lua_remove(co, -2);
+	if (from_command) { /* (as Redis marks the error of a command it ran) */
+		lua_pushboolean(co, 1);
+		lua_setfield(co, -2, "ignore_error_stats_update");
+	}
 	if (!r->raise)
 		return 1;
 	lua_pushinteger(co, r->call_line);
@@ -1234,7 +1286,7 @@ static int call_result(struct script_run *r)
 	if (p < end && *p == '-') {
 		size_t len;
 		const char *s = reply_line(&p, end, &len);
-		return call_error(r, s, len);
+		return call_error(r, s, len, true);
 	}
 	lua_settop(co, 0);
 	push_reply(co, &p, end, 0);
@@ -1266,7 +1318,38 @@ static void run_call_done(struct cmd_ctx *x)
 	run_drive(r, call_result(r));
 }
 
-/* Count hook: the busy threshold and SCRIPT KILL. */
+/* Whether r has run past the busy threshold (counted once it has) and
+ * SCRIPT KILL has asked it to stop since. */
+static bool run_check_busy(struct script_run *r)
+{
+	struct script_busy *sb = r->sp->busy;
+	if (!r->busy) {
+		int ms = atomic_load(&busy_ms);
+		if (ms <= 0 || clock_unix_ms() - r->start_ms < (uint64_t)ms)
+			return false;
+		r->busy = true;
+		r->kill_seen = atomic_load(&kill_gen);
+		atomic_fetch_add(&sb->busy, 1);
+		if (r->wrote)
+			atomic_fetch_add(&sb->busy_wrote, 1);
+		LOG_WARN("script %s has run for %d ms (busy-reply-threshold); SCRIPT KILL stops it "
+		         "if it has not written",
+		         r->sha, ms);
+	}
+	if (!r->killed && !r->wrote && atomic_load(&kill_gen) != r->kill_seen)
+		r->killed = true;
+	return r->killed;
+}
+
+/* The run writes: counted among the unkillable if it is busy. */
+static void run_wrote(struct script_run *r)
+{
+	if (!r->wrote && r->busy)
+		atomic_fetch_add(&r->sp->busy->busy_wrote, 1);
+	r->wrote = true;
+}
+
+/* Count hook: redis.call's error to raise, the busy threshold, SCRIPT KILL. */
 static void run_hook(lua_State *L, lua_Debug *ar)
 {
 	(void)ar;
@@ -1281,23 +1364,9 @@ static void run_hook(lua_State *L, lua_Debug *ar)
 		r->raise_ref = LUA_NOREF;
 		lua_error(L);
 	}
-	if (!r->killed && !atomic_load(&sp->busy->busy)) {
-		int ms = atomic_load(&busy_ms);
-		if (ms > 0 && clock_unix_ms() - r->start_ms >= (uint64_t)ms) {
-			atomic_store(&sp->busy->busy, true);
-			LOG_WARN("script %s has run for %d ms (busy-reply-threshold): this proactor "
-			         "serves nothing else until it ends; SCRIPT KILL from a connection "
-			         "of another proactor stops it if it has not written",
-			         r->sha, ms);
-		}
-	}
-	if (atomic_exchange(&sp->busy->kill, false))
-		r->killed = true;
-	if (r->killed) {
+	if (run_check_busy(r)) {
 		lua_sethook(L, run_hook, LUA_MASKCOUNT, 1); /* (pcall cannot swallow it) */
-		lua_newtable(L);
-		lua_pushstring(L, err_killed);
-		lua_setfield(L, -2, "err");
+		push_error_table(L, err_killed, strlen(err_killed));
 		lua_error(L);
 	}
 }
@@ -1347,7 +1416,6 @@ static void run_restart(struct script_run *r)
 	r->attempts++;
 	r->resp = 2;
 	r->db = x->db;
-	r->killed = false;
 	cmd_held_end(x, false);
 	cmd_held_start(x, r->keys, r->n_keys, run_start, run_call_done);
 }
@@ -1369,11 +1437,8 @@ static void run_drive(struct script_run *r, int nargs)
 		lua_rawset(co, -3);
 		lua_pop(co, 1);
 		sp->running = r;
-		atomic_store(&sp->busy->wrote, r->wrote);
 		int rc = lua_resume(co, nargs);
 		sp->running = NULL;
-		atomic_store(&sp->busy->busy, false);
-		atomic_store(&sp->busy->kill, false);
 		if (rc == 0) { /* returned */
 			resp_buf_reset(r->x->reply);
 			if (lua_gettop(co) == 0)
@@ -1398,11 +1463,11 @@ static void run_drive(struct script_run *r, int nargs)
 			return;
 		}
 		const struct cmd_def *d = NULL;
-		const char *err = r->killed ? err_killed : call_prepare(r, &d);
+		const char *err = run_check_busy(r) ? err_killed_reply : call_prepare(r, &d);
 		resp_buf_reset(&r->call.reply);
 		r->call.reply.proto = r->resp;
 		if (err != NULL) {
-			nargs = call_error(r, err, strlen(err));
+			nargs = call_error(r, err, strlen(err), false);
 			continue;
 		}
 		if (d->fn == cmd_select) {
@@ -1418,7 +1483,7 @@ static void run_drive(struct script_run *r, int nargs)
 			r->learned = false;
 			if (cmd_keys_of(d, r->call.argc, r->call.argv, r->call.argv_len, r->db,
 			                learn_key, r) < 0) {
-				nargs = call_error(r, cmd_err_oom, strlen(cmd_err_oom));
+				nargs = call_error(r, cmd_err_oom, strlen(cmd_err_oom), false);
 				continue;
 			}
 			if (r->learned && !r->wrote && r->attempts < ATTEMPTS_MAX) {
@@ -1431,7 +1496,7 @@ static void run_drive(struct script_run *r, int nargs)
 			}
 		}
 		if (d->flags & CMD_WRITE)
-			r->wrote = true;
+			run_wrote(r);
 		r->in_call = true;
 		r->call_finished = false;
 		cmd_held_call(r->x, &r->call, d, r->db);
@@ -1518,6 +1583,8 @@ static void load_part(struct cmd_part *p)
 static void eval_loaded(struct cmd_fan *f)
 {
 	struct cmd_ctx *x = f->x;
+	if (x->exec == NULL)
+		conn_lift_barrier(x->conn); /* (cmd_held_start sets it again at once) */
 	if (cmd_fan_ok_or_fail(f) < 0)
 		return;
 	cmd_fan_free(f);
@@ -1586,6 +1653,9 @@ static void eval_generic(struct cmd_ctx *x, bool by_sha, bool read_only)
 	read_only |= ro_flag;
 	r->read_only = read_only;
 	if (!by_sha && !known) {
+		/* (the connection's next commands wait from now on, as for the run) */
+		if (x->exec == NULL)
+			x->conn->barrier = true;
 		cmd_fan_all(x, load_part, eval_loaded); /* (on the origin it is there: a no-op) */
 		return;
 	}
@@ -1695,26 +1765,24 @@ static void script_flush(struct cmd_ctx *x)
 
 static void script_kill(struct cmd_ctx *x)
 {
-	bool any = false, unkillable = false;
+	unsigned busy = 0, wrote = 0;
 	for (unsigned i = 0; i < script_npx; i++) {
-		if (!atomic_load(&script_busy[i].busy))
-			continue;
-		any = true;
-		if (atomic_load(&script_busy[i].wrote))
-			unkillable = true;
-		else
-			atomic_store(&script_busy[i].kill, true);
+		busy += atomic_load(&script_busy[i].busy);
+		wrote += atomic_load(&script_busy[i].busy_wrote);
 	}
-	if (!any)
+	if (busy == 0) {
 		cmd_fail(x, "NOTBUSY No scripts in execution right now.");
-	else if (unkillable)
+		return;
+	}
+	if (busy == wrote) {
 		cmd_fail(x, "UNKILLABLE Sorry the script already executed write commands against "
 		            "the dataset. You can either wait the script termination or kill the "
 		            "server in a hard way using the SHUTDOWN NOSAVE command.");
-	else {
-		resp_add_simple(x->reply, "OK");
-		cmd_done(x);
+		return;
 	}
+	atomic_fetch_add(&kill_gen, 1);
+	resp_add_simple(x->reply, "OK");
+	cmd_done(x);
 }
 
 static void script_help(struct cmd_ctx *x)
