@@ -797,6 +797,7 @@ struct cmd_ctx *cmd_ctx_start(struct conn *c, struct conn_req *req)
 	x->err = NULL;
 	x->exec = NULL;
 	x->holder = NULL;
+	x->durable = NULL;
 	memset(&x->sr, 0, offsetof(struct store_req, status));
 	px_stat_add(&cp->inflight, 1);
 	return x;

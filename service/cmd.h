@@ -89,6 +89,8 @@ struct cmd_ctx {
 	struct cmd_exec *exec;     /* a command run by EXEC (cmd_multi.c), or NULL */
 	size_t exec_index;         /* ... its place in the transaction */
 	const void *holder;        /* the holds its store requests may pass (EXEC), or NULL */
+	struct store_durable *durable; /* its writes are acknowledged early and counted
+	                                  there (a script's commands), or NULL */
 	union {
 		struct {
 			int64_t delta; /* the increment */
@@ -259,7 +261,8 @@ void cmd_exec_sub_done(struct cmd_ctx *x);
  * finishes x instead.  cmd_held_call runs command d with r's arguments in
  * database db, passing the holds; r->reply must be empty, in the protocol
  * wanted; call_done(x) runs on the origin when it has finished (possibly
- * before cmd_held_call returns).  cmd_held_end releases the holds and, with
+ * before cmd_held_call returns), and with `durable` its writes are
+ * acknowledged once applied and counted there (store.h).  cmd_held_end releases the holds and, with
  * `lift`, lets the connection's later commands run; x is then the caller's
  * to reply and finish, or to start again (a script that found a key it had
  * not declared).  cmd_held_unhold releases the holds early, the run going
@@ -267,9 +270,15 @@ void cmd_exec_sub_done(struct cmd_ctx *x);
 void cmd_held_start(struct cmd_ctx *x, const struct store_key_ref *keys, size_t n, cmd_fn ready,
                     cmd_fn call_done);
 bool cmd_held_nested(const struct cmd_ctx *x);
-void cmd_held_call(struct cmd_ctx *x, struct conn_req *r, const struct cmd_def *d, unsigned db);
+void cmd_held_call(struct cmd_ctx *x, struct conn_req *r, const struct cmd_def *d, unsigned db,
+                   struct store_durable *durable);
 void cmd_held_end(struct cmd_ctx *x, bool lift);
 void cmd_held_unhold(struct cmd_ctx *x);
+
+/* Lets the connection's later commands run now, while the run goes on: for a
+ * run whose every key is held (they queue behind its holds, so they still
+ * see it whole).  At most once; cmd_held_end then leaves the barrier alone. */
+void cmd_held_lift(struct cmd_ctx *x);
 
 /* Calls add(arg, db, key, len) for every key of command d with these
  * arguments (the table's key positions; SINTERCARD's and EVAL's numkeys).
@@ -382,6 +391,7 @@ void cmd_full_name(const struct cmd_def *d, char *buf, size_t len);
 static inline void cmd_store_submit(struct cmd_ctx *x, struct store *st, struct store_req *sr)
 {
 	sr->holder = x->holder;
+	sr->durable = x->durable;
 	store_submit(st, sr);
 }
 

@@ -563,6 +563,8 @@ struct cmd_exec {
 	                           that runs it (nested) */
 	bool nested;            /* inside an EXEC: no holds, no barrier of its own */
 	bool keep_barrier;      /* released to be taken again: the barrier stays */
+	bool barrier_lifted;    /* cmd_held_lift let the connection go on already (a
+	                           later run of the connection may own it now) */
 };
 
 /* An EXEC's state for n commands of n_args arguments in all, in one
@@ -758,7 +760,7 @@ static void exec_release(struct cmd_exec *e)
 			px_send(self, owner, exec_release_msg, h);
 		}
 	}
-	if (!e->keep_barrier)
+	if (!e->keep_barrier && !e->barrier_lifted)
 		conn_lift_barrier(e->x->conn);
 }
 
@@ -1115,7 +1117,8 @@ bool cmd_held_nested(const struct cmd_ctx *x)
 	return x->u.exec->nested;
 }
 
-void cmd_held_call(struct cmd_ctx *x, struct conn_req *r, const struct cmd_def *d, unsigned db)
+void cmd_held_call(struct cmd_ctx *x, struct conn_req *r, const struct cmd_def *d, unsigned db,
+                   struct store_durable *durable)
 {
 	struct cmd_exec *e = x->u.exec;
 	struct conn *c = x->conn;
@@ -1133,6 +1136,7 @@ void cmd_held_call(struct cmd_ctx *x, struct conn_req *r, const struct cmd_def *
 	sub->db = db;
 	sub->exec = e;
 	sub->holder = e->pass != NULL ? e->pass : e;
+	sub->durable = durable;
 	cmd_dispatch(sub);
 }
 
@@ -1142,9 +1146,18 @@ void cmd_held_end(struct cmd_ctx *x, bool lift)
 	e->keep_barrier = !lift;
 	if (!e->released)
 		exec_release(e);
-	else if (lift && !e->nested)
+	else if (lift && !e->nested && !e->barrier_lifted)
 		conn_lift_barrier(e->x->conn); /* (cmd_held_unhold kept it) */
 	exec_put(e);
+}
+
+void cmd_held_lift(struct cmd_ctx *x)
+{
+	struct cmd_exec *e = x->u.exec;
+	if (e->nested || e->barrier_lifted)
+		return;
+	e->barrier_lifted = true;
+	conn_lift_barrier(e->x->conn);
 }
 
 void cmd_held_unhold(struct cmd_ctx *x)

@@ -162,6 +162,8 @@ struct script_run {
 	unsigned resp;          /* redis.setresp: 2 or 3 */
 	uint64_t start_ms;
 	struct conn_req call;   /* the command running for redis.call */
+	struct store_durable durable; /* its writes, acknowledged early (store.h): the
+	                                 reply waits until they are durable */
 	uint8_t *argv_small[CALL_ARGS];
 	size_t len_small[CALL_ARGS];
 	char (*nums)[32];       /* numbers given as arguments, formatted */
@@ -697,6 +699,29 @@ static char *shebang_flags(const uint8_t *body, size_t len, bool *read_only)
 	return res;
 }
 
+/* Whether script sha has the flag `name` on sp (a "name:sha" entry of the
+ * scripts table, which SCRIPT FLUSH clears too); set by script_set_flag. */
+static bool script_flag(struct script_px *sp, const char *name, const char *sha)
+{
+	lua_State *L = sp->L;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, sp->scripts_ref);
+	lua_pushfstring(L, "%s:%s", name, sha);
+	lua_rawget(L, -2);
+	bool v = lua_toboolean(L, -1);
+	lua_pop(L, 2);
+	return v;
+}
+
+static void script_set_flag(struct script_px *sp, const char *name, const char *sha)
+{
+	lua_State *L = sp->L;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, sp->scripts_ref);
+	lua_pushfstring(L, "%s:%s", name, sha);
+	lua_pushboolean(L, 1);
+	lua_rawset(L, -3);
+	lua_pop(L, 1);
+}
+
 /* Whether the calling proactor has the script `sha`; *read_only: it has
  * the no-writes flag. */
 static bool script_known(struct script_px *sp, const char *sha, bool *read_only)
@@ -1068,7 +1093,26 @@ static void run_free_args(struct script_run *r)
 	r->nums_cap = r->big_cap = 0;
 }
 
-/* The script has ended: the reply is in x's; releases everything. */
+/* On the origin, every write of the script durable: the reply goes. */
+static void run_reply(struct cmd_ctx *x)
+{
+	struct script_run *r = x->heap;
+	int status = atomic_load(&r->durable.status);
+	if (status < 0)
+		cmd_fail_store(x, status); /* (a write of the script failed) */
+	else
+		cmd_done(x);
+}
+
+static void run_settled(struct store_durable *d)
+{
+	struct script_run *r = (struct script_run *)((char *)d - offsetof(struct script_run, durable));
+	cmd_run_on_px(r->x, r->x->origin, run_reply);
+}
+
+/* The script has ended: the reply is in x's; releases everything, and the
+ * connection's next commands run (they see its writes: the store applied
+ * them).  The reply leaves once its writes are durable. */
 static void run_finish(struct script_run *r)
 {
 	struct cmd_ctx *x = r->x;
@@ -1088,7 +1132,8 @@ static void run_finish(struct script_run *r)
 		free((void *)r->keys[i].key);
 	free(r->keys);
 	cmd_held_end(x, true);
-	cmd_done(x);
+	if (atomic_fetch_sub(&r->durable.pending, 1) == 1)
+		run_reply(x); /* (else run_settled will) */
 }
 
 /* Where the pending call was made: the line of the innermost frame of the
@@ -1409,6 +1454,7 @@ static void run_restart(struct script_run *r)
 {
 	struct cmd_ctx *x = r->x;
 	lua_State *L = r->sp->L;
+	script_set_flag(r->sp, "lk", r->sha); /* (from now on it keeps the barrier) */
 	luaL_unref(L, LUA_REGISTRYINDEX, r->co_ref);
 	luaL_unref(L, LUA_REGISTRYINDEX, r->raise_ref);
 	r->co_ref = r->raise_ref = LUA_NOREF;
@@ -1499,7 +1545,7 @@ static void run_drive(struct script_run *r, int nargs)
 			run_wrote(r);
 		r->in_call = true;
 		r->call_finished = false;
-		cmd_held_call(r->x, &r->call, d, r->db);
+		cmd_held_call(r->x, &r->call, d, r->db, &r->durable);
 		r->in_call = false;
 		if (!r->call_finished)
 			return; /* run_call_done resumes */
@@ -1541,6 +1587,12 @@ static void run_start(struct cmd_ctx *x)
 		return;
 	}
 	r->start_ms = clock_unix_ms();
+	/* Every key the script names is held: the connection's later commands
+	 * may start (on its keys they queue behind the holds), so pipelined
+	 * scripts overlap.  Not for a script without keys, nor one that has
+	 * been seen naming keys it did not declare (they are not held yet). */
+	if (r->n_declared > 0 && r->attempts == 0 && !script_flag(sp, "lk", r->sha))
+		cmd_held_lift(x);
 	run_drive(r, 0);
 }
 
@@ -1618,6 +1670,9 @@ static void eval_generic(struct cmd_ctx *x, bool by_sha, bool read_only)
 	r->db = x->db;
 	r->resp = 2;
 	r->co_ref = r->keys_ref = r->argv_ref = r->raise_ref = LUA_NOREF;
+	atomic_init(&r->durable.pending, 1); /* (the run's own count: run_finish drops it) */
+	atomic_init(&r->durable.status, 0);
+	r->durable.settled = run_settled;
 	resp_buf_init(&r->call.reply, 2);
 	const uint8_t *body = cmd_arg(x, 1);
 	size_t len = cmd_arg_len(x, 1);

@@ -61,6 +61,7 @@
 #define RINGKV_STORE_H
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -80,6 +81,21 @@ struct store_config {
 	struct idx_shared *shared;  /* block cache and background threads of all shards */
 	double gc_live_ratio;       /* rewrite sealed segments whose live fraction is below
 				       this (0 < r < 1); 0 = no garbage collection */
+};
+
+/* Early acknowledgement (a script's commands, which must see their own
+ * replies to go on): a write request with `durable` set completes (done
+ * runs) as soon as it is applied, as under durability none, and the
+ * durability of its record is counted in *durable instead: `pending` goes up
+ * by one then, and down by one once the record is written as
+ * storage.durability says (`status` keeps a failed write's error), when
+ * `settled` runs on the shard's proactor if it reached 0.  The owner holds
+ * one count of its own and drops it when it has submitted everything, so
+ * `settled` runs exactly once, after the last write is durable. */
+struct store_durable {
+	atomic_uint pending;
+	atomic_int status;
+	void (*settled)(struct store_durable *d);
 };
 
 enum store_op {
@@ -171,6 +187,7 @@ struct store_req {
 	void *arg;                 /* the caller's */
 	const void *holder;        /* the owner of a hold (STORE_HOLD), or the owner whose
 				      hold this request may pass (any op); NULL: none */
+	struct store_durable *durable; /* early acknowledgement: below; NULL: none */
 	void (*done)(struct store_req *req);
 
 	/* set by the store before done */

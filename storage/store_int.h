@@ -249,6 +249,7 @@ struct pending_write {
 	struct store *st;
 	struct kentry *ke;
 	struct store_req *req;  /* to complete when written; NULL once acknowledged */
+	struct store_durable *durable; /* early acknowledged: counts it (store.h) */
 	struct blob *value;     /* inline PUT: the value (entry.value points into it) */
 	struct idx_entry entry; /* PUT: what the index will hold */
 	bool is_delete;

@@ -94,6 +94,14 @@ static void write_done(struct log_write *w, int err)
 	}
 	if (pw->req != NULL)
 		st_req_complete(st, pw->req, err, NULL);
+	if (pw->durable != NULL) {
+		struct store_durable *d = pw->durable;
+		pw->durable = NULL;
+		if (err != 0)
+			atomic_store(&d->status, err < 0 ? err : -EIO);
+		if (atomic_fetch_sub(&d->pending, 1) == 1)
+			d->settled(d);
+	}
 	if (err != 0 || pw->dbmap != NULL) { /* nothing for the batch to carry */
 		st_dbmap_free(pw->dbmap);
 		pw->dbmap = NULL;
@@ -153,6 +161,7 @@ struct pending_write *st_pw_get(struct store *st)
 	pw->st = st;
 	pw->ke = NULL;
 	pw->req = NULL;
+	pw->durable = NULL;
 	pw->value = NULL;
 	pw->dbmap = NULL;
 	pw->is_delete = false;
@@ -193,6 +202,11 @@ void st_pw_ack(struct store *st, struct pending_write *pw, struct store_req *req
 {
 	if (st->cfg.durability == LOG_DURABILITY_NONE) {
 		pw->req = NULL;
+		st_req_complete(st, req, 0, NULL);
+	} else if (req->durable != NULL) { /* early acknowledgement (store.h) */
+		pw->req = NULL;
+		pw->durable = req->durable;
+		atomic_fetch_add(&pw->durable->pending, 1);
 		st_req_complete(st, req, 0, NULL);
 	} else {
 		pw->req = req;

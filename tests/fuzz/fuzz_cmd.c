@@ -392,6 +392,10 @@ static bool decode_line(const uint8_t *line, size_t len, size_t *budget, size_t 
 	}
 	if (arg_is(0, "shutdown") && !shutdown_fails(argc))
 		return true;
+	/* A script may loop forever (only SCRIPT KILL ends it): EVAL is left out;
+	 * scripts are checked by tests/integration/test_scripting.py. */
+	if (arg_is(0, "eval") || arg_is(0, "eval_ro"))
+		return true;
 
 	struct sent_cmd *s = &sent[(*ncmds)++];
 	size_t name_len = arg_off[1] < sizeof(s->name) - 1 ? arg_off[1] : sizeof(s->name) - 1;

@@ -8,6 +8,9 @@ ringkv fsync / redis AOF always), -P 1 and -P 16, 50 connections:
   MULTI 2 SET    MULTI; SET key:R v; SET key:R v; EXEC      (ringkv-bench resp)
   MULTI 10 INCR  MULTI; INCR counter:R (x10); EXEC           (ringkv-bench resp)
   MSET 10        redis-benchmark's own MSET test (10 keys)
+  EVALSHA GET+SET  EVALSHA of a script doing redis.call GET and SET of its one
+                 declared key: EVALSHA <sha> 1 key:R v  (ringkv-bench resp;
+                 SCRIPT LOAD first, on each server)
 R is a random number below 100000 drawn per key, v 100 bytes.  A unit (one
 MULTI ... EXEC) counts as one request; the CPU time per request is the
 server's per unit.  Runs of the two servers are interleaved in pairs as in
@@ -27,6 +30,7 @@ Prints Markdown tables.  Needs redis-server, redis-benchmark (redis-tools) and
 a built build/ringkv-server and build/ringkv-bench.
 """
 import argparse
+import hashlib
 import os
 import re
 import statistics
@@ -47,6 +51,9 @@ UNITS = {
     "MULTI 2 SET": f"MULTI;SET key:__rand_int__ {VALUE};SET key:__rand_int__ {VALUE};EXEC",
     "MULTI 10 INCR": "MULTI;" + ";".join(["INCR counter:__rand_int__"] * 10) + ";EXEC",
 }
+SCRIPT = "redis.call('get', KEYS[1]) return redis.call('set', KEYS[1], ARGV[1])"
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+UNITS["EVALSHA GET+SET"] = f"EVALSHA {SCRIPT_SHA} 1 key:__rand_int__ {VALUE}"
 BENCHMARK_TESTS = {"MSET 10": ["-t", "mset"]}
 BENCH = os.path.join(resp.ROOT, "build", "ringkv-bench")
 
@@ -70,6 +77,12 @@ def bench_resp(server, unit, units, pipeline, args):
 def run_test(server, test, pipeline, args):
     requests = args.pipeline_requests if pipeline > 1 else args.requests
     name = test.upper()
+    if name.startswith("EVALSHA"):
+        load = subprocess.run(["redis-cli", "-p", str(server.port), "SCRIPT", "LOAD", SCRIPT],
+                              capture_output=True, text=True, timeout=60)
+        if load.stdout.strip() != SCRIPT_SHA:
+            sys.exit(f"{PROG}: SCRIPT LOAD on {server.kind} answered {load.stdout.strip()!r} "
+                     f"{load.stderr.strip()}; is the server up?")
     if name in UNITS:
         return bench_resp(server, UNITS[name], requests // 4, pipeline, args)
     return resp.redis_benchmark(server, BENCHMARK_TESTS[name], requests // 4, pipeline, args)
