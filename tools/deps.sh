@@ -17,6 +17,10 @@ need /usr/include/liburing.h liburing-dev
 need /usr/include/rocksdb/c.h librocksdb-dev
 need /usr/include/yaml.h libyaml-dev
 need /usr/include/hiredis/hiredis.h libhiredis-dev
+# Scripting: Lua 5.1 with the cjson and bit libraries scripts use.
+need /usr/include/lua5.1/lua.h liblua5.1-0-dev
+need /usr/include/lua5.1/lua-cjson.h lua-cjson-dev
+need /usr/include/lua5.1/lua-bitop.h lua-bitop-dev
 need timeout coreutils
 need python3 python3
 # The integration tests talk to the server with real clients.

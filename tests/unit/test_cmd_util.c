@@ -349,11 +349,48 @@ static void test_string_length(void)
 	CHECK(system(rm) == 0, "%s failed", rm);
 }
 
+/* cmd_sha1_hex (script ids, redis.sha1hex): FIPS 180 examples, and lengths
+ * around the 55/56/64-byte padding boundaries (digests from Python's hashlib). */
+static void test_sha1(void)
+{
+	char hex[41];
+	cmd_sha1_hex("", 0, hex);
+	CHECK(strcmp(hex, "da39a3ee5e6b4b0d3255bfef95601890afd80709") == 0, "sha1('') %s", hex);
+	cmd_sha1_hex("abc", 3, hex);
+	CHECK(strcmp(hex, "a9993e364706816aba3e25717850c26c9cd0d89d") == 0, "sha1(abc) %s", hex);
+	const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+	cmd_sha1_hex(two, strlen(two), hex);
+	CHECK(strcmp(hex, "84983e441c3bd26ebaae4aa1f95129e5e54670f1") == 0, "sha1(448 bits) %s",
+	      hex);
+	static const struct {
+		size_t n;
+		const char *hex;
+	} cases[] = {
+	    {55, "8ae2d46729cfe68ff927af5eec9c7d1b66d65ac2"},
+	    {56, "636e2ec698dac903498e648bd2f3af641d3c88cb"},
+	    {63, "6d942da0c4392b123528f2905c713a3ce28364bd"},
+	    {64, "c6138d514ffa2135bfce0ed0b8fac65669917ec7"},
+	    {65, "69bd728ad6e13cd76ff19751fde427b00e395746"},
+	    {119, "41c89d06001bab4ab78736b44efe7ce18ce6ae08"},
+	    {120, "d3dbd653bd8597b7475321b60a36891278e6a04a"},
+	    {1000, "c9c960a0b925474fab83942cc27d504fc24ac37b"},
+	};
+	uint8_t data[1000];
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (uint8_t)(i % 251);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cmd_sha1_hex(data, cases[i].n, hex);
+		CHECK(strcmp(hex, cases[i].hex) == 0, "sha1 of %zu bytes: %s, want %s", cases[i].n,
+		      hex, cases[i].hex);
+	}
+}
+
 int main(void)
 {
 	test_int64();
 	test_long_double();
 	test_glob();
 	test_string_length();
+	test_sha1();
 	return test_result();
 }

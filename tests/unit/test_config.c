@@ -175,6 +175,7 @@ static void test_defaults(void)
 	expect_get(&cfg, "storage.gc_live_ratio", "0.5");
 	expect_get(&cfg, "log.level", "info");
 	expect_get(&cfg, "log.file", "");
+	expect_get(&cfg, "server.busy_reply_threshold_ms", "5000");
 	CHECK(cfg.server.port == 6379 && cfg.storage.durability == CFG_DURABILITY_FSYNC &&
 	          cfg.log.level == 2 && cfg.storage.segment_size == 256u << 20,
 	      "defaults in the struct");
@@ -185,7 +186,7 @@ static void test_defaults(void)
 	CHECK(cfg_get(&cfg, "server.port.x", out, sizeof(out)) == -1, "cfg_get with two dots");
 
 	cfg_foreach(&cfg, dump_one, &d);
-	CHECK(d.n == 27, "cfg_foreach visits %d options, want 27", d.n);
+	CHECK(d.n == 28, "cfg_foreach visits %d options, want 28", d.n);
 	CHECK(d.n > 0 && strcmp(d.names[0], "server.bind") == 0, "first option is server.bind");
 	for (int i = 0; i < d.n && i < 64; i++) {
 		CHECK(cfg_get(&cfg, d.names[i], out, sizeof(out)) == 0 &&
