@@ -130,6 +130,8 @@ struct conn {
 	bool barrier;       /* set by the daemon: the commands received after the ones
 	                       already handed to it wait (an EXEC that must finish
 	                       first); conn_lift_barrier clears it */
+	unsigned overlap;   /* scripts running while later commands go on */
+	void *deferred;     /* a command held back until they end (cmd_script.c) */
 
 	/* private to net */
 	struct conn_private *priv;

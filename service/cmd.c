@@ -854,6 +854,8 @@ void cmd_handle(struct conn *c, struct conn_req *req)
 		if (cmd_multi_queue(x))
 			return; /* +QUEUED */
 	}
+	if (c->overlap > 0 && cmd_script_defer(x))
+		return; /* (runs when the connection's scripts end) */
 	cmd_dispatch(x);
 }
 

@@ -255,21 +255,23 @@ void cmd_exec_sub_done(struct cmd_ctx *x);
 
 /* Held runs, for scripts (cmd_script.c): a run of commands decided one at a
  * time, isolated as an EXEC.  cmd_held_start holds `keys` — none inside an
- * EXEC, whose holds cover them (cmd_held_nested) — and makes the
- * connection's later commands wait; then `ready(x)` runs on the origin
- * (x->u.exec is the run).  A failed hold or no memory replies the error and
- * finishes x instead.  cmd_held_call runs command d with r's arguments in
+ * EXEC, whose holds cover them (cmd_held_nested) — and, with `barrier`,
+ * makes the connection's later commands wait; then `ready(x)` runs on the origin
+ * (x->u.exec is the run), or with cmd_held_status(x) < 0 when a hold failed
+ * (the run then ends with cmd_held_end).  Returns 0, or -ENOMEM (nothing
+ * started, x untouched).  cmd_held_call runs command d with r's arguments in
  * database db, passing the holds; r->reply must be empty, in the protocol
  * wanted; call_done(x) runs on the origin when it has finished (possibly
  * before cmd_held_call returns), and with `durable` its writes are
- * acknowledged once applied and counted there (store.h).  cmd_held_end releases the holds and, with
- * `lift`, lets the connection's later commands run; x is then the caller's
- * to reply and finish, or to start again (a script that found a key it had
- * not declared).  cmd_held_unhold releases the holds early, the run going
+ * acknowledged once applied and counted there (store.h).  cmd_held_end
+ * releases the holds and, with `lift`, lets the connection's later commands
+ * run; x is then the caller's to reply and finish, or to start again (a
+ * script that found a key it had not declared).  cmd_held_unhold releases the holds early, the run going
  * on without them (the connection's later commands still wait). */
-void cmd_held_start(struct cmd_ctx *x, const struct store_key_ref *keys, size_t n, cmd_fn ready,
-                    cmd_fn call_done);
+int cmd_held_start(struct cmd_ctx *x, const struct store_key_ref *keys, size_t n, cmd_fn ready,
+                   cmd_fn call_done, bool barrier);
 bool cmd_held_nested(const struct cmd_ctx *x);
+int cmd_held_status(const struct cmd_ctx *x);
 void cmd_held_call(struct cmd_ctx *x, struct conn_req *r, const struct cmd_def *d, unsigned db,
                    struct store_durable *durable);
 void cmd_held_end(struct cmd_ctx *x, bool lift);
@@ -294,6 +296,18 @@ int cmd_script_init(unsigned n, char *err, size_t errlen);
 
 /* Whether d is EVAL, EVALSHA or their _RO forms (their keys: argv[2]'s count). */
 bool cmd_is_script(const struct cmd_def *d);
+
+/* A command of a connection whose scripts are running while its later
+ * commands go on (conn->overlap) that could see a script half done — one
+ * without keys that reads or changes the whole keyspace (FLUSHALL, KEYS,
+ * DBSIZE, ...) — is held back until they end, with the connection's barrier
+ * up: true.  False for any other command (it queues behind the scripts'
+ * holds on their keys). */
+bool cmd_script_defer(struct cmd_ctx *x);
+
+/* Shutdown: every running script stops at its next redis.call or count
+ * hook, as by SCRIPT KILL, written or not (any thread). */
+void cmd_script_stop_all(void);
 
 /* server.busy_reply_threshold_ms, which CONFIG SET changes (any thread). */
 void cmd_script_set_busy_ms(int ms);

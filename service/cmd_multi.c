@@ -802,7 +802,8 @@ static void exec_hold_done(struct store_req *sr)
 	if (sr->status < 0) {
 		/* Nothing held on this shard: only the ones before it are. */
 		e->status = sr->status;
-		cmd_run_on_px(x, x->origin, exec_reply);
+		/* (a held run learns it in `ready`: cmd_held_status) */
+		cmd_run_on_px(x, x->origin, e->ready != NULL ? e->ready : exec_reply);
 		return;
 	}
 	e->step++;
@@ -1074,14 +1075,12 @@ int cmd_keys_of(const struct cmd_def *d, size_t argc, uint8_t **argv, size_t *ar
 	return queued_keys(&q, db, add, arg);
 }
 
-void cmd_held_start(struct cmd_ctx *x, const struct store_key_ref *keys, size_t n, cmd_fn ready,
-                    cmd_fn call_done)
+int cmd_held_start(struct cmd_ctx *x, const struct store_key_ref *keys, size_t n, cmd_fn ready,
+                   cmd_fn call_done, bool barrier)
 {
 	struct cmd_exec *e = exec_new(x, 0, 0);
-	if (e == NULL) {
-		cmd_fail(x, cmd_err_oom);
-		return;
-	}
+	if (e == NULL)
+		return -ENOMEM;
 	e->ready = ready;
 	e->call_done = call_done;
 	x->u.exec = e;
@@ -1091,25 +1090,30 @@ void cmd_held_start(struct cmd_ctx *x, const struct store_key_ref *keys, size_t 
 		e->nested = true;
 		e->pass = x->holder;
 		ready(x);
-		return;
+		return 0;
 	}
 	struct key_list l = {0};
-	for (size_t i = 0; i < n; i++)
-		if (key_list_add(&l, keys[i].db, keys[i].key, keys[i].key_len) < 0) {
-			free(l.keys);
-			exec_put(e);
-			cmd_fail(x, cmd_err_oom);
-			return;
-		}
-	int rc = exec_plan_keys(e, &l);
+	int rc = 0;
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = key_list_add(&l, keys[i].db, keys[i].key, keys[i].key_len);
+	if (rc == 0)
+		rc = exec_plan_keys(e, &l);
 	free(l.keys);
 	if (rc < 0) {
 		exec_put(e);
-		cmd_fail(x, cmd_err_oom);
-		return;
+		return -ENOMEM;
 	}
-	x->conn->barrier = true; /* (as for EXEC: later commands see it whole) */
+	if (barrier)
+		x->conn->barrier = true; /* (as for EXEC: later commands see it whole) */
+	else
+		e->barrier_lifted = true; /* (not ours to lift) */
 	exec_hold_next(x);
+	return 0;
+}
+
+int cmd_held_status(const struct cmd_ctx *x)
+{
+	return x->u.exec->status;
 }
 
 bool cmd_held_nested(const struct cmd_ctx *x)

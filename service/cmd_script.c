@@ -8,26 +8,31 @@
  * A script runs on its connection's proactor as a Lua coroutine, under the
  * holds of its declared KEYS (cmd_held_start, cmd_multi.c: the EXEC
  * machinery): no other client's command runs on those keys until it ends.
- * redis.call and redis.pcall are Lua functions of the prelude below that
- * yield the command to this file (SIG first); the command runs through the
- * normal dispatch as a command of the held run (cmd_held_call), on whatever
- * shard owns its key, while the proactor serves everything else; its reply
- * is converted to Lua and the coroutine resumed with (ok, value).  Lua 5.1
- * cannot yield across pcall, so the prelude replaces pcall, xpcall and the
- * coroutine functions with versions that run the protected call in a
- * coroutine of its own and pass the script's yields through.
+ * redis.call and redis.pcall are C functions that yield the command to
+ * run_drive (the marker SIG first); it runs through the normal dispatch as a
+ * command of the held run (cmd_held_call), on whatever shard owns its key,
+ * while the proactor serves everything else; its reply is converted to Lua
+ * and the coroutine resumed with it.  Lua 5.1 cannot yield across pcall, so
+ * the prelude below replaces pcall, xpcall and the coroutine functions with
+ * versions that run the protected call in a coroutine of its own and pass
+ * the script's yields through.  A key the script did not declare makes it
+ * start over holding that key too, as long as it has not written
+ * (run_restart).  Its writes are acknowledged once applied (store.h, "early
+ * acknowledgement"); the EVAL replies when they are durable.
  *
  * Sandbox (as Redis 7.0): the globals are Redis's list, read-only (a proxy
  * table whose __newindex refuses; reading a missing global is an error), the
  * libraries too; KEYS and ARGV are set in the hidden globals table before
  * each resume (several scripts may be in flight on one proactor, one
- * resumed at a time).  math.random is Redis's rand48, reseeded per script.
+ * resumed at a time).  math.random is Redis's rand48: one sequence per
+ * proactor, never reseeded (Redis 7.0 does not reseed either).
  *
- * A script running longer than server.busy_reply_threshold_ms (Redis's
- * busy-reply-threshold) is marked busy; SCRIPT KILL, from a connection of
- * another proactor (this one is inside the script), stops it at its next
- * count hook unless it has written (UNKILLABLE).  What differs from Redis:
- * docs/COMMANDS.md, "Scripting".
+ * A script that has run longer than server.busy_reply_threshold_ms (Redis's
+ * busy-reply-threshold) is busy; SCRIPT KILL, from any connection, stops the
+ * busy scripts that have not written (UNKILLABLE if all have) at their next
+ * redis.call or count hook.  A script looping in Lua holds its proactor:
+ * SCRIPT KILL then comes from a connection of another one.  What differs
+ * from Redis: docs/COMMANDS.md, "Scripting".
  */
 #include <errno.h>
 #include <math.h>
@@ -47,13 +52,15 @@
 extern int luaopen_cjson(lua_State *L); /* Debian's lua-cjson */
 extern int luaopen_bit(lua_State *L);   /* Debian's lua-bitop */
 
-#define HOOK_COUNT  100000 /* VM instructions between busy checks (Redis's) */
-#define CALL_ARGS   64     /* argv kept in the run itself; more are malloc'd */
-#define DEPTH_MAX   1000   /* nesting of a reply converted either way */
-#define CHUNK_NAME  "@user_script"
-#define ATTEMPTS_MAX 16    /* runs of a script that finds undeclared keys before it
-                              goes on without holds */
-#define RAND48_MAX  0x7fffffff
+#define HOOK_COUNT 100000 /* VM instructions between busy checks (Redis's) */
+#define CALL_ARGS  16     /* argv kept in the run itself; more are malloc'd */
+#define POOL_MAX   128    /* coroutines and argument tables kept for reuse */
+#define DEPTH_MAX  1000   /* nesting of a reply converted either way */
+#define CHUNK_NAME "@user_script"
+#define ATTEMPTS_MAX                                                                               \
+	16 /* runs of a script that finds undeclared keys before it                                \
+	      goes on without holds */
+#define RAND48_MAX 0x7fffffff
 
 static const char err_noscript[] = "NOSCRIPT No matching script. Please use EVAL.";
 static const char err_ro[] = "ERR Write commands are not allowed from read-only scripts.";
@@ -135,40 +142,43 @@ void cmd_sha1_hex(const void *data, size_t len, char out[41])
 
 /* A running script, in its EVAL's x->heap. */
 struct script_run {
-	struct cmd_ctx *x;      /* the EVAL */
-	struct script_px *sp;   /* its proactor's state */
-	lua_State *co;          /* the script's coroutine */
+	struct cmd_ctx *x;              /* the EVAL */
+	struct script_px *sp;           /* its proactor's state */
+	lua_State *co;                  /* the script's coroutine */
 	int co_ref, keys_ref, argv_ref; /* registry references that keep them */
 	char sha[41];
-	bool read_only;         /* EVAL_RO, or the no-writes flag */
-	bool killed;            /* SCRIPT KILL stopped it: every hook raises */
-	bool busy;              /* it has run past the busy threshold (counted) */
-	unsigned long kill_seen; /* kill_gen when it became busy */
-	bool wrote;             /* it has run a write command (SCRIPT KILL refuses) */
-	bool raise;             /* the pending call is redis.call (errors raise) */
-	lua_State *thread;      /* the thread that called it (the script's, or a pcall's) */
-	int call_line;          /* the script's line that called it */
-	int raise_ref;          /* redis.call's error for run_hook to raise, or LUA_NOREF */
+	bool read_only;             /* EVAL_RO, or the no-writes flag */
+	bool killed;                /* SCRIPT KILL stopped it: every hook raises */
+	bool busy;                  /* it has run past the busy threshold (counted) */
+	unsigned long kill_seen;    /* kill_gen when it became busy */
+	bool wrote;                 /* it has run a write command (SCRIPT KILL refuses) */
+	bool raise;                 /* the pending call is redis.call (errors raise) */
+	lua_State *thread;          /* the thread that called it (the script's, or a pcall's) */
+	int call_line;              /* the script's line that called it */
+	int raise_ref;              /* redis.call's error for run_hook to raise, or LUA_NOREF */
 	struct store_key_ref *keys; /* what it holds: its KEYS, then the keys it was
 	                               found to use without declaring them (copies) */
 	size_t n_keys, n_declared, cap_keys;
-	unsigned attempts;      /* runs started over after such a key */
-	bool learned;           /* the current call named a key not held */
-	bool unheld;            /* it released its holds: it goes on without (see
-	                           run_drive) */
-	bool in_call;           /* cmd_held_call is on the stack */
-	bool call_finished;     /* ... and the command finished inside it */
-	unsigned db;            /* its commands' database (SELECT in the script) */
-	unsigned resp;          /* redis.setresp: 2 or 3 */
+	unsigned attempts;  /* runs started over after such a key */
+	bool learned;       /* the current call named a key not held */
+	bool unheld;        /* it released its holds: it goes on without (see
+	                       run_drive) */
+	bool lift_at_start; /* its holds granted, the connection goes on */
+	bool overlapping;   /* counted in conn->overlap */
+	bool returned;      /* the coroutine returned: it may be reused */
+	bool in_call;       /* cmd_held_call is on the stack */
+	bool call_finished; /* ... and the command finished inside it */
+	unsigned db;        /* its commands' database (SELECT in the script) */
+	unsigned resp;      /* redis.setresp: 2 or 3 */
 	uint64_t start_ms;
-	struct conn_req call;   /* the command running for redis.call */
+	struct conn_req call;         /* the command running for redis.call */
 	struct store_durable durable; /* its writes, acknowledged early (store.h): the
 	                                 reply waits until they are durable */
 	uint8_t *argv_small[CALL_ARGS];
 	size_t len_small[CALL_ARGS];
-	char (*nums)[32];       /* numbers given as arguments, formatted */
+	char (*nums)[32]; /* numbers given as arguments, formatted */
 	size_t nums_cap;
-	uint8_t **argv_big;     /* argv when more than CALL_ARGS */
+	uint8_t **argv_big; /* argv when more than CALL_ARGS */
 	size_t *len_big;
 	size_t big_cap;
 };
@@ -182,11 +192,18 @@ struct script_busy {
 /* One proactor's Lua state, used only on that proactor. */
 struct script_px {
 	lua_State *L;
-	int scripts_ref; /* registry: table sha -> compiled function */
-	int globals_ref; /* registry: the hidden globals table (KEYS, ARGV) */
+	int scripts_ref;            /* registry: table sha -> compiled function */
+	int globals_ref;            /* registry: the hidden globals table (KEYS, ARGV) */
 	struct script_run *running; /* the run inside lua_resume, or NULL */
 	struct script_busy *busy;
 	uint64_t rand48; /* math.random's state (Redis 7: one sequence, not reseeded) */
+	/* Reused between runs (a coroutine that returned, KEYS/ARGV tables
+	 * emptied): registry references, and the coroutines. */
+	int thread_refs[POOL_MAX];
+	lua_State *threads[POOL_MAX];
+	size_t n_threads;
+	int table_refs[POOL_MAX];
+	size_t n_tables;
 };
 
 static struct script_px *script_pxs;
@@ -195,6 +212,12 @@ static unsigned script_npx;
 static atomic_int busy_ms = 5000;
 static atomic_ulong kill_gen; /* SCRIPT KILLs so far: a busy run that has not
                                  written stops when it changes */
+static atomic_bool stopping;  /* the server is shutting down: every run stops */
+
+void cmd_script_stop_all(void)
+{
+	atomic_store(&stopping, true);
+}
 static char sig; /* its address is the marker redis.call yields first */
 
 void cmd_script_set_busy_ms(int ms)
@@ -572,10 +595,12 @@ static int script_panic(lua_State *L)
 
 static int open_state(lua_State *L)
 {
-	static const luaL_Reg libs[] = {{"", luaopen_base},       {LUA_TABLIBNAME, luaopen_table},
+	static const luaL_Reg libs[] = {{"", luaopen_base},
+	                                {LUA_TABLIBNAME, luaopen_table},
 	                                {LUA_STRLIBNAME, luaopen_string},
 	                                {LUA_MATHLIBNAME, luaopen_math},
-	                                {"cjson", luaopen_cjson}, {"bit", luaopen_bit}};
+	                                {"cjson", luaopen_cjson},
+	                                {"bit", luaopen_bit}};
 	for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
 		lua_pushcfunction(L, libs[i].func);
 		lua_pushstring(L, libs[i].name);
@@ -689,7 +714,8 @@ static char *shebang_flags(const uint8_t *body, size_t len, bool *read_only)
 			} else if (strcmp(f, "allow-oom") != 0 && strcmp(f, "allow-stale") != 0 &&
 			           strcmp(f, "no-cluster") != 0 &&
 			           strcmp(f, "allow-cross-slot-keys") != 0) {
-				if (asprintf(&res, "ERR Unexpected flag in script shebang: %s", f) < 0)
+				if (asprintf(&res, "ERR Unexpected flag in script shebang: %s", f) <
+				    0)
 					res = strdup(cmd_err_oom);
 				break;
 			}
@@ -739,8 +765,7 @@ static bool script_known(struct script_px *sp, const char *sha, bool *read_only)
 
 /* Compiles body on sp under sha (unless it has it), with its shebang's
  * flags.  Returns NULL, or the error to reply (malloc'd). */
-static char *script_compile(struct script_px *sp, const char *sha, const uint8_t *body,
-                            size_t len)
+static char *script_compile(struct script_px *sp, const char *sha, const uint8_t *body, size_t len)
 {
 	lua_State *L = sp->L;
 	bool read_only;
@@ -1042,7 +1067,8 @@ static void add_value(lua_State *L, struct resp_buf *b, unsigned resp, int depth
 			lua_pop(L, 1);
 		} else if (verbatim_fields(L)) {
 			size_t flen, slen;
-			const char *fmt = lua_tolstring(L, -2, &flen), *str = lua_tolstring(L, -1, &slen);
+			const char *fmt = lua_tolstring(L, -2, &flen),
+			           *str = lua_tolstring(L, -1, &slen);
 			if (flen == 3 && b->proto >= 3) {
 				char head[32];
 				int n = snprintf(head, sizeof(head), "=%zu\r\n", slen + 4);
@@ -1093,11 +1119,29 @@ static void run_free_args(struct script_run *r)
 	r->nums_cap = r->big_cap = 0;
 }
 
+/* The connection's later commands go on while r runs (conn->overlap). */
+static void run_overlap(struct script_run *r)
+{
+	r->overlapping = true;
+	r->x->conn->overlap++;
+}
+
+bool cmd_script_defer(struct cmd_ctx *x)
+{
+	cmd_fn f = x->cmd->fn;
+	if (f != cmd_flushall && f != cmd_flushdb && f != cmd_swapdb && f != cmd_keys &&
+	    f != cmd_scan && f != cmd_dbsize && f != cmd_randomkey && f != cmd_exec)
+		return false;
+	x->conn->deferred = x;
+	x->conn->barrier = true;
+	return true;
+}
+
 /* On the origin, every write of the script durable: the reply goes. */
 static void run_reply(struct cmd_ctx *x)
 {
 	struct script_run *r = x->heap;
-	int status = atomic_load(&r->durable.status);
+	int status = atomic_load(&r->durable.status); /* (or a failed hold's) */
 	if (status < 0)
 		cmd_fail_store(x, status); /* (a write of the script failed) */
 	else
@@ -1106,32 +1150,66 @@ static void run_reply(struct cmd_ctx *x)
 
 static void run_settled(struct store_durable *d)
 {
-	struct script_run *r = (struct script_run *)((char *)d - offsetof(struct script_run, durable));
+	struct script_run *r =
+	    (struct script_run *)((char *)d - offsetof(struct script_run, durable));
 	cmd_run_on_px(r->x, r->x->origin, run_reply);
 }
+
+static void run_cleanup(struct script_run *r);
+static void table_put(struct script_px *sp, int ref);
+static void run_end(struct script_run *r, bool held);
 
 /* The script has ended: the reply is in x's; releases everything, and the
  * connection's next commands run (they see its writes: the store applied
  * them).  The reply leaves once its writes are durable. */
 static void run_finish(struct script_run *r)
 {
-	struct cmd_ctx *x = r->x;
+	run_cleanup(r);
+	run_end(r, true);
+}
+
+/* Frees what the run holds but its place in the connection and its held
+ * run (run_end). */
+static void run_cleanup(struct script_run *r)
+{
 	lua_State *L = r->sp->L;
 	if (r->busy) {
 		atomic_fetch_sub(&r->sp->busy->busy, 1);
 		if (r->wrote)
 			atomic_fetch_sub(&r->sp->busy->busy_wrote, 1);
 	}
-	luaL_unref(L, LUA_REGISTRYINDEX, r->co_ref);
-	luaL_unref(L, LUA_REGISTRYINDEX, r->keys_ref);
-	luaL_unref(L, LUA_REGISTRYINDEX, r->argv_ref);
+	if (r->returned && r->sp->n_threads < POOL_MAX && lua_status(r->co) == 0 &&
+	    lua_gettop(r->co) == 0) {
+		r->sp->thread_refs[r->sp->n_threads] = r->co_ref;
+		r->sp->threads[r->sp->n_threads++] = r->co;
+	} else {
+		luaL_unref(L, LUA_REGISTRYINDEX, r->co_ref);
+	}
+	table_put(r->sp, r->keys_ref);
+	table_put(r->sp, r->argv_ref);
 	luaL_unref(L, LUA_REGISTRYINDEX, r->raise_ref);
 	resp_buf_free(&r->call.reply);
 	run_free_args(r);
 	for (size_t i = r->n_declared; i < r->n_keys; i++)
 		free((void *)r->keys[i].key);
 	free(r->keys);
-	cmd_held_end(x, true);
+	r->keys = NULL;
+}
+
+/* Ends the held run (when `held`), lets a command held back behind the
+ * connection's scripts run once the last one ends, and replies when the
+ * writes are durable. */
+static void run_end(struct script_run *r, bool held)
+{
+	struct cmd_ctx *x = r->x;
+	if (held)
+		cmd_held_end(x, true);
+	if (r->overlapping && --x->conn->overlap == 0 && x->conn->deferred != NULL) {
+		struct cmd_ctx *d = x->conn->deferred; /* (cmd_script_defer) */
+		x->conn->deferred = NULL;
+		cmd_dispatch(d);
+		conn_lift_barrier(x->conn);
+	}
 	if (atomic_fetch_sub(&r->durable.pending, 1) == 1)
 		run_reply(x); /* (else run_settled will) */
 }
@@ -1368,6 +1446,10 @@ static void run_call_done(struct cmd_ctx *x)
 static bool run_check_busy(struct script_run *r)
 {
 	struct script_busy *sb = r->sp->busy;
+	if (atomic_load(&stopping))
+		r->killed = true; /* (its writes were never acknowledged: like a crash) */
+	if (r->killed)
+		return true;
 	if (!r->busy) {
 		int ms = atomic_load(&busy_ms);
 		if (ms <= 0 || clock_unix_ms() - r->start_ms < (uint64_t)ms)
@@ -1381,7 +1463,7 @@ static bool run_check_busy(struct script_run *r)
 		         "if it has not written",
 		         r->sha, ms);
 	}
-	if (!r->killed && !r->wrote && atomic_load(&kill_gen) != r->kill_seen)
+	if (!r->wrote && atomic_load(&kill_gen) != r->kill_seen)
 		r->killed = true;
 	return r->killed;
 }
@@ -1463,7 +1545,14 @@ static void run_restart(struct script_run *r)
 	r->resp = 2;
 	r->db = x->db;
 	cmd_held_end(x, false);
-	cmd_held_start(x, r->keys, r->n_keys, run_start, run_call_done);
+	r->lift_at_start = false;
+	if (cmd_held_start(x, r->keys, r->n_keys, run_start, run_call_done, true) < 0) {
+		atomic_store(&r->durable.status, -ENOMEM);
+		if (!r->overlapping)
+			conn_lift_barrier(x->conn); /* (the one the run kept) */
+		run_cleanup(r);
+		run_end(r, false);
+	}
 }
 
 /* Resumes the script with the nargs values on co's top, and goes on until
@@ -1486,6 +1575,7 @@ static void run_drive(struct script_run *r, int nargs)
 		int rc = lua_resume(co, nargs);
 		sp->running = NULL;
 		if (rc == 0) { /* returned */
+			r->returned = true;
 			resp_buf_reset(r->x->reply);
 			if (lua_gettop(co) == 0)
 				resp_add_null(r->x->reply);
@@ -1554,14 +1644,51 @@ static void run_drive(struct script_run *r, int nargs)
 }
 
 /* A table of argv[first .. first + n) in L, referenced from the registry. */
-static int args_table(lua_State *L, struct cmd_ctx *x, size_t first, size_t n)
+static int args_table(struct script_px *sp, struct cmd_ctx *x, size_t first, size_t n)
 {
-	lua_createtable(L, (int)n, 0);
+	lua_State *L = sp->L;
+	int ref;
+	if (sp->n_tables > 0) {
+		ref = sp->table_refs[--sp->n_tables];
+		lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+	} else {
+		lua_createtable(L, (int)n, 0);
+		ref = LUA_NOREF;
+	}
 	for (size_t i = 0; i < n; i++) {
 		lua_pushlstring(L, (const char *)cmd_arg(x, first + i), cmd_arg_len(x, first + i));
 		lua_rawseti(L, -2, (int)i + 1);
 	}
+	if (ref != LUA_NOREF) {
+		lua_pop(L, 1);
+		return ref;
+	}
 	return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* A KEYS or ARGV table back to the pool, emptied (the script may have
+ * changed it: fields, metatable), or released. */
+static void table_put(struct script_px *sp, int ref)
+{
+	lua_State *L = sp->L;
+	if (ref == LUA_NOREF)
+		return;
+	if (sp->n_tables == POOL_MAX) {
+		luaL_unref(L, LUA_REGISTRYINDEX, ref);
+		return;
+	}
+	lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+	lua_pushnil(L);
+	lua_setmetatable(L, -2);
+	lua_pushnil(L);
+	while (lua_next(L, -2) != 0) {
+		lua_pop(L, 1);
+		lua_pushvalue(L, -1);
+		lua_pushnil(L);
+		lua_rawset(L, -4);
+	}
+	lua_pop(L, 1);
+	sp->table_refs[sp->n_tables++] = ref;
 }
 
 /* On the origin, the keys held: starts the script's coroutine. */
@@ -1570,13 +1697,25 @@ static void run_start(struct cmd_ctx *x)
 	struct script_run *r = x->heap;
 	struct script_px *sp = r->sp;
 	lua_State *L = sp->L;
+	if (cmd_held_status(x) < 0) { /* a hold failed: the store's error is the reply */
+		int status = cmd_held_status(x);
+		atomic_store(&r->durable.status, status);
+		run_finish(r);
+		return;
+	}
 	size_t numkeys = r->n_declared;
 	if (r->keys_ref == LUA_NOREF) {
-		r->keys_ref = args_table(L, x, 3, numkeys);
-		r->argv_ref = args_table(L, x, 3 + numkeys, cmd_argc(x) - 3 - numkeys);
+		r->keys_ref = args_table(sp, x, 3, numkeys);
+		r->argv_ref = args_table(sp, x, 3 + numkeys, cmd_argc(x) - 3 - numkeys);
 	}
-	r->co = lua_newthread(L);
-	r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	if (sp->n_threads > 0) {
+		sp->n_threads--;
+		r->co = sp->threads[sp->n_threads];
+		r->co_ref = sp->thread_refs[sp->n_threads];
+	} else {
+		r->co = lua_newthread(L);
+		r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	}
 	lua_sethook(r->co, run_hook, LUA_MASKCOUNT, HOOK_COUNT);
 	lua_rawgeti(r->co, LUA_REGISTRYINDEX, sp->scripts_ref);
 	lua_getfield(r->co, -1, r->sha);
@@ -1587,12 +1726,11 @@ static void run_start(struct cmd_ctx *x)
 		return;
 	}
 	r->start_ms = clock_unix_ms();
-	/* Every key the script names is held: the connection's later commands
-	 * may start (on its keys they queue behind the holds), so pipelined
-	 * scripts overlap.  Not for a script without keys, nor one that has
-	 * been seen naming keys it did not declare (they are not held yet). */
-	if (r->n_declared > 0 && r->attempts == 0 && !script_flag(sp, "lk", r->sha))
+	/* (eval_run decided whether the connection goes on now) */
+	if (r->lift_at_start && r->attempts == 0) {
 		cmd_held_lift(x);
+		run_overlap(r);
+	}
 	run_drive(r, 0);
 }
 
@@ -1611,9 +1749,32 @@ static void eval_run(struct cmd_ctx *x)
 		return;
 	}
 	for (size_t i = 0; i < numkeys; i++)
-		r->keys[i] = (struct store_key_ref){x->db, cmd_arg(x, 3 + i), cmd_arg_len(x, 3 + i)};
+		r->keys[i] =
+		    (struct store_key_ref){x->db, cmd_arg(x, 3 + i), cmd_arg_len(x, 3 + i)};
 	r->n_keys = r->n_declared = numkeys;
-	cmd_held_start(x, r->keys, r->n_keys, run_start, run_call_done);
+	/* The connection's later commands may start before the script ends when
+	 * every key it names is declared (they queue behind its holds): at once
+	 * when its keys are on one shard of this proactor (the hold is queued on
+	 * them now), else once its holds are granted.  Not for a script without
+	 * keys or one seen naming keys it did not declare, nor inside EXEC. */
+	bool barrier = true;
+	if (numkeys > 0 && x->exec == NULL && !script_flag(r->sp, "lk", r->sha)) {
+		unsigned shard = shard_of_key(cmd_arg(x, 3), cmd_arg_len(x, 3));
+		bool one_local = shard_proactor(shard) == x->origin;
+		for (size_t i = 1; i < numkeys && one_local; i++)
+			one_local = shard_of_key(cmd_arg(x, 3 + i), cmd_arg_len(x, 3 + i)) == shard;
+		if (one_local) {
+			barrier = false;
+			run_overlap(r);
+		} else {
+			r->lift_at_start = true;
+		}
+	}
+	if (cmd_held_start(x, r->keys, r->n_keys, run_start, run_call_done, barrier) < 0) {
+		atomic_store(&r->durable.status, -ENOMEM);
+		run_cleanup(r);
+		run_end(r, false);
+	}
 }
 
 /* Each other proactor compiles the script EVAL or SCRIPT LOAD brought. */
@@ -1683,7 +1844,8 @@ static void eval_generic(struct cmd_ctx *x, bool by_sha, bool read_only)
 			return;
 		}
 		for (size_t i = 0; i < 40; i++)
-			r->sha[i] = (char)((body[i] >= 'A' && body[i] <= 'Z') ? body[i] + 32 : body[i]);
+			r->sha[i] =
+			    (char)((body[i] >= 'A' && body[i] <= 'Z') ? body[i] + 32 : body[i]);
 		r->sha[40] = '\0';
 	} else {
 		cmd_sha1_hex(body, len, r->sha);

@@ -221,6 +221,7 @@ static unsigned start_listening(struct pool *pool, struct net_config *nc, struct
 static void drain_clients(struct pool *pool, unsigned listening, struct net_job *jobs)
 {
 	unsigned n = pool_size(pool);
+	cmd_script_stop_all(); /* (a script looping in Lua would hold its proactor) */
 	for (unsigned i = 0; i < listening; i++) {
 		atomic_store(&jobs[i].done, false);
 		pool_run_on(pool, i, net_stop_job, &jobs[i]);

@@ -325,19 +325,6 @@ static bool req_run(struct store *st, struct store_req *req)
 
 /* ---- holds -------------------------------------------------------------- */
 
-/* The granted hold of held key `ke`, and its entry for it. */
-static struct st_held *held_find(struct store *st, const struct kentry *ke,
-				 struct store_req **hold)
-{
-	for (struct store_req *h = st->holds; h != NULL; h = h->next_hold)
-		for (size_t i = 0; i < h->n_held; i++)
-			if (h->held[i].ke == ke) {
-				*hold = h;
-				return &h->held[i];
-			}
-	logging_assert_fail("a held key without its hold", __FILE__, __LINE__);
-}
-
 /* A hold heads every queue of its keys: it leaves them, taking the
  * requests behind it along, and completes.  Returns false: nothing settled
  * (the queues are empty now, or run by their new requests). */
@@ -357,30 +344,25 @@ static bool hold_grant(struct store *st, struct store_req *req)
 		struct kentry *ke = req_entry(req, i);
 		ASSERT(ke->head == w);
 		struct st_held *h = &req->held[req->n_held++];
+		h->hold = req;
 		h->ke = ke;
 		h->head = w->next;
 		h->tail = w->next != NULL ? ke->tail : NULL;
 		ke->head = ke->tail = NULL;
-		ke->held = true;
+		ke->held = h;
 		ke->pins++;
 	}
-	req->next_hold = st->holds;
-	st->holds = req;
 	st_req_complete(st, req, 0, NULL);
 	return false;
 }
 
 void store_release(struct store *st, struct store_req *hold)
 {
-	struct store_req **pp = &st->holds;
-	while (*pp != NULL && *pp != hold)
-		pp = &(*pp)->next_hold;
-	ASSERT(*pp == hold);
-	*pp = hold->next_hold;
 	for (size_t i = 0; i < hold->n_held; i++) {
 		struct st_held *h = &hold->held[i];
 		struct kentry *ke = h->ke;
-		ke->held = false;
+		ASSERT(ke->held == h);
+		ke->held = NULL;
 		ke->pins--;
 		if (h->head == NULL) {
 			if (ke->head == NULL)
@@ -418,15 +400,14 @@ void store_set_watch(struct store *st, const struct store_watch *w)
 }
 
 /* Queues req on `ke` (its i-th key): returns true if it heads the queue. */
-static bool enqueue(struct store *st, struct store_waiter *w, struct store_req *req,
+static bool enqueue(struct store_waiter *w, struct store_req *req,
 		    struct kentry *ke)
 {
 	w->req = req;
 	w->next = NULL;
-	if (ke->held) {
-		struct store_req *hold = NULL;
-		struct st_held *h = held_find(st, ke, &hold);
-		if (req->holder == NULL || req->holder != hold->holder) {
+	if (ke->held != NULL) {
+		struct st_held *h = ke->held;
+		if (req->holder == NULL || req->holder != h->hold->holder) {
 			if (h->tail != NULL)
 				h->tail->next = w;
 			else
@@ -472,7 +453,7 @@ static int enqueue_more(struct store *st, struct store_req *req)
 		if (ke->stamp == stamp)
 			continue; /* a key named twice waits once (waits[i].req NULL) */
 		ke->stamp = stamp;
-		req->heads_missing += !enqueue(st, &req->waits[i], req, ke);
+		req->heads_missing += !enqueue(&req->waits[i], req, ke);
 	}
 	return 0;
 }
@@ -511,7 +492,7 @@ static void submit_ident(struct store *st, struct store_req *req, const uint8_t 
 			return;
 		}
 	}
-	req->heads_missing += !enqueue(st, &req->wait, req, ke);
+	req->heads_missing += !enqueue(&req->wait, req, ke);
 	if (req->heads_missing > 0 || !req_run(st, req))
 		return;
 	settled(st, req);

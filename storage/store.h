@@ -220,7 +220,6 @@ struct store_req {
 	unsigned retries;                /* index re-reads after a moved value */
 	struct st_held *held;            /* HOLD, once granted: its keys (malloc'd) */
 	size_t n_held;
-	struct store_req *next_hold;     /* HOLD: the store's list of granted holds */
 };
 
 struct store_stats {

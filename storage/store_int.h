@@ -179,6 +179,7 @@
 /* A key of a granted hold, and the requests of others that wait for its
  * release, oldest first. */
 struct st_held {
+	struct store_req *hold; /* the granted STORE_HOLD */
 	struct kentry *ke;
 	struct store_waiter *head, *tail;
 };
@@ -199,7 +200,6 @@ struct kentry {
 	bool referenced;    /* used since eviction last passed it (CLOCK) */
 	bool is_inline;     /* the current value lives in the index (always for a
 	                       collection's metadata and for elements) */
-	bool held;          /* a key held by a granted STORE_HOLD (store.c, holds) */
 	uint8_t type;       /* a key: FMT_TYPE_* */
 	uint8_t enc;        /* a collection: FMT_ENC_* */
 	uint64_t expiry_ms; /* 0 = none */
@@ -230,6 +230,8 @@ struct kentry {
 	struct kentry *parent;          /* an element on its key's list, or NULL */
 	struct kentry *sib_prev, *sib_next; /* ... its neighbours there */
 	struct kentry *work_next;       /* on the store's work list (store.c, queues_run) */
+	struct st_held *held;           /* held by a granted STORE_HOLD: its entry for the
+	                                   key (store.c, holds), or NULL */
 	size_t charge;                  /* bytes counted against the cache */
 	/* last, next to the key, so a lookup touches one or two cache lines */
 	struct kentry *hnext; /* hash chain */
@@ -389,7 +391,6 @@ struct store {
 	uint8_t *ident2;         /* ... a second one (an element walk's prefix) */
 	uint32_t stamp;          /* the last kentry stamp handed out */
 	struct kentry *work;     /* queues whose head settled (store.c, queues_run) */
-	struct store_req *holds; /* granted holds (store.c, holds) */
 	const struct store_watch *watch; /* WATCH's hooks, or NULL (store.h) */
 	struct garbage_hint hints[GARBAGE_HINTS_MAX];
 	unsigned n_hints;
