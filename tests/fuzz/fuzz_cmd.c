@@ -133,6 +133,14 @@ static void server_stop(void)
 	test_on_px(pool, net_stop_step, NULL);
 	if (!wait_idle(FUZZ_WAIT_MS))
 		fuzz_fail("requests still in flight at shutdown");
+	/* The closes complete on the proactor: wait for them, so every client's
+	 * state is freed (on_close) before the pool stops. */
+	double deadline = test_now() + FUZZ_WAIT_MS / 1000.0;
+	while (net_clients() != 0) {
+		if (test_now() > deadline)
+			fuzz_fail("connections still open at shutdown");
+		usleep(100);
+	}
 	shard_close_all();
 	pool_stop(pool);
 	fuzz_rmtree(dir);

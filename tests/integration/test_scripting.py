@@ -31,7 +31,8 @@ register_script() (EVALSHA, NOSCRIPT, SCRIPT LOAD, retry) and Lock (acquire, ext
 releasing or extending a lock no longer owned raises LockNotOwnedError); a script that declares
 no keys but touches keys on both shards works, and no other client's write comes between two of
 its redis.calls; two scripts in a row draw different math.random values (no reseeding per
-script); commands pipelined after an EVAL, and an EVAL inside MULTI, see its writes.
+script); commands pipelined after an EVAL, and an EVAL inside MULTI, see its writes; commands
+without keys (DBSIZE, FLUSHDB, EXEC) pipelined after scripts see them whole.
 
 Isolation across shards: writer threads move amounts between accounts on both shards with a
 script (DECRBY one, INCRBY the other, both declared) while readers sum every account in a script
@@ -687,6 +688,28 @@ def test_pipeline_after_eval(srv, c):
     expect(c, ["EVAL", "return redis.call('incr', KEYS[1])", "1", k[0]], tl.S("QUEUED"))
     expect(c, ["GET", k[0]], tl.S("QUEUED"))
     expect(c, ["EXEC"], [a + 1, str(a + 1).encode()])
+
+
+def test_pipeline_keyless_after_eval(srv, c):
+    """Commands without keys pipelined after scripts see them whole: ringkv lets a
+    connection's later commands start while a script of declared keys runs (they queue
+    behind its holds), and holds back DBSIZE, KEYS, SCAN, RANDOMKEY, FLUSHDB, FLUSHALL,
+    SWAPDB and EXEC until its scripts end.  (KEYS is left out: a walk does not see writes
+    pipelined just before it yet, scripts or not — noted in the closing notes.)"""
+    set3 = ("redis.call('set', KEYS[1], 'v') redis.call('set', KEYS[2], 'v') "
+            "return redis.call('set', KEYS[3], 'v')")
+    ks = ["{kl}a", "{kl}b", "{kl}c"]
+    for _ in range(20):
+        c.call("FLUSHDB")
+        got = c.pipeline([["EVAL", set3, "3"] + ks, ["DBSIZE"],
+                          ["EVAL", set3, "3", "{kl}d", "{kl}e", "{kl}f"], ["FLUSHDB"],
+                          ["EVAL", "return redis.call('set', KEYS[1], 'w')", "1", "{kl}g"],
+                          ["DBSIZE"], ["EXISTS", "{kl}a", "{kl}d", "{kl}g"],
+                          ["MULTI"], ["DBSIZE"], ["EXEC"]])
+        want = [OK, 3, OK, OK, OK, 1, 1, OK, tl.S("QUEUED"), [1]]
+        if got != want:
+            check(False, f"pipeline of scripts and keyless commands: {got!r}, expected {want!r}")
+            return
 
 
 # ---------------------------------------------------------------- isolation
