@@ -24,7 +24,8 @@ two SETs without MULTI, interleaved; the cost ratio is plain units/s over
 transaction units/s (the target: at most 2).
 
     tools/bench/txn.py [--runs 3] [--requests 100000] [--pipeline-requests 1000000]
-                       [--only write,fsync,cross] [--quick]
+                       [--only write,fsync,cross] [--tests "EVALSHA GET+SET,MSET 10"]
+                       [--quick]
 
 Prints Markdown tables.  Needs redis-server, redis-benchmark (redis-tools) and
 a built build/ringkv-server and build/ringkv-bench.
@@ -93,7 +94,8 @@ def no_fill(server, args):
 
 
 def per_core(args, work, only):
-    names = list(UNITS) + list(BENCHMARK_TESTS)
+    names = [n for n in list(UNITS) + list(BENCHMARK_TESTS)
+             if args.tests is None or n in args.tests]
     pairings = [(r, d, names) for r, d in (("write", "everysec"), ("fsync", "always"))
                 if r in only]
     resp.print_table(resp.per_core(args, work, pairings, no_fill, run_test))
@@ -138,9 +140,17 @@ def main():
     ap.add_argument("--bench", default=None, help="the ringkv-bench binary")
     ap.add_argument("--only", default="write,fsync,cross",
                     help="comma-separated parts: write, fsync, cross")
+    ap.add_argument("--tests", default=None,
+                    help="comma-separated rows of the per-core parts (default all): "
+                         + ", ".join(list(UNITS) + list(BENCHMARK_TESTS)))
     args = ap.parse_args()
     args.keyspace, args.data_size = KEYS, 100
     only = set(args.only.split(","))
+    if args.tests is not None:
+        args.tests = set(args.tests.split(","))
+        unknown = args.tests - set(UNITS) - set(BENCHMARK_TESTS)
+        if unknown:
+            sys.exit(f"{PROG}: --tests: unknown rows {sorted(unknown)}")
     if only - {"write", "fsync", "cross"}:
         sys.exit(f"{PROG}: --only takes write, fsync and cross")
     if args.bench is not None:
