@@ -46,6 +46,7 @@
 #include <lualib.h>
 
 #include "cmd.h"
+#include "cmd_msgpack.h"
 #include "service/runtime/logging.h"
 #include "shard.h"
 
@@ -568,7 +569,7 @@ static const char prelude[] =
     "end\n"
     "hidden.redis = ro(redis)\n"
     "hidden.coroutine = ro(coroutine_y)\n"
-    "for _, n in pairs({'string', 'table', 'math', 'cjson', 'bit'}) do\n"
+    "for _, n in pairs({'string', 'table', 'math', 'cjson', 'bit', 'cmsgpack'}) do\n"
     "  hidden[n] = ro(_G[n])\n"
     "end\n"
     "local smt = getmetatable('')\n"
@@ -600,7 +601,8 @@ static int open_state(lua_State *L)
 	                                {LUA_STRLIBNAME, luaopen_string},
 	                                {LUA_MATHLIBNAME, luaopen_math},
 	                                {"cjson", luaopen_cjson},
-	                                {"bit", luaopen_bit}};
+	                                {"bit", luaopen_bit},
+	                                {"cmsgpack", cmd_luaopen_cmsgpack}};
 	for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
 		lua_pushcfunction(L, libs[i].func);
 		lua_pushstring(L, libs[i].name);

@@ -21,9 +21,10 @@ LOAD / EXISTS / FLUSH (and its bad options), SCRIPT KILL with nothing running (N
 and ARGV; numbers as redis.call arguments ('%.17g'); SELECT inside a script (the caller's
 database does not change); math.random (Redis's rand48: seeded sequences, and the first draws
 of a fresh server, which Redis 7.0 never seeds, not per script either); cjson; bit;
-string / table / math functions; redis.sha1hex, redis.log, redis.set_repl and the constants; the
-sandbox's globals; keys on both shards.  (redis.REDIS_VERSION differs by design; struct and
-cmsgpack are not covered.)
+string / table / math functions; cmsgpack (pack and unpack of every MessagePack form Redis's
+library writes or reads, its errors, unpack_one / unpack_limit); redis.sha1hex, redis.log,
+redis.set_repl and the constants; the sandbox's globals; keys on both shards.
+(redis.REDIS_VERSION differs by design; struct is not implemented.)
 
 Against the server under test only: a script loaded on one connection runs with EVALSHA on many
 others (several proactors), and SCRIPT FLUSH makes it NOSCRIPT on all of them; redis-py's
@@ -370,6 +371,40 @@ case("bit", ev("return {bit.band(0xff, 0x0f), bit.bor(1, 2, 4), bit.bxor(5, 3), 
                "bit.bnot(0), bit.tobit(0xffffffff + 1)}"),
      ev("return {bit.bswap(0x12345678), bit.rol(1, 33), bit.ror(1, 1), "
         "bit.tohex(0x12345678, -4), bit.band(-1), bit.bxor(0x5555, 0xffff, 0x00ff)}"))
+
+# --- cmsgpack (ringkv's own library: the bytes must be Redis's)
+case("cmsgpack pack",
+     ev("return cmsgpack.pack(1, -1, 127, 128, 255, 256, 65535, 65536, -32, -33, -128, -129, "
+        "-32768, -32769, 4294967296, -2147483649)"),
+     ev("return cmsgpack.pack(1.5, 0.1, 1e300, -0.0, 0/0, 1e39, 3.14159)"),
+     ev("return cmsgpack.pack(9007199254740993, -9223372036854775808, 18446744073709551615)"),
+     ev("return cmsgpack.pack('a', string.rep('x', 40), string.rep('y', 300), "
+        "string.rep('z', 70000))"),
+     ev("return cmsgpack.pack({1, 2, 3}, {a = 1}, {}, {1, nil, 3}, {[2] = 1}, true, false, nil)"),
+     ev("local t = {} for i = 1, 20 do t[i] = i end local m = {} "
+        "for i = 1, 20 do m['k' .. i] = i end return cmsgpack.pack(t, m)"),
+     ev("local t = {} local c = t for i = 1, 20 do c[1] = {} c = c[1] end "
+        "return cmsgpack.pack(t)"),
+     ev("return cmsgpack.pack({[1.5] = 1}, print)"), ev("return cmsgpack.pack()"))
+case("cmsgpack unpack",
+     ev("return {cmsgpack.unpack(cmsgpack.pack({1, {2, 'x'}, {k = 'v'}}, 3.25, 'str', true))}"),
+     ev("return cmsgpack.unpack('')"),
+     ev("return cjson.encode(cmsgpack.unpack(cmsgpack.pack({a = {b = {1, 2}}, c = 'd'})))"),
+     ev("return {cmsgpack.unpack(string.char(0xcf, 255, 255, 255, 255, 255, 255, 255, 255), "
+        "string.char(0xce, 255, 255, 255, 255))}"),
+     ev("return {cmsgpack.unpack(string.char(0xdc, 0, 2, 1, 2, 0xdd, 0, 0, 0, 1, 3, "
+        "0xde, 0, 1, 1, 2))}"),
+     ev("return tostring(cmsgpack.unpack(string.char(0xca, 0x40, 0x49, 0x0f, 0xdb)))"),
+     ev("return cmsgpack.unpack(string.char(0x92, 1))"),
+     ev("return cmsgpack.unpack(string.char(0xc1))"),
+     ev("return cmsgpack.unpack(string.char(0xc4, 1, 67))"),
+     ev("return cmsgpack.unpack(string.char(0xda, 0, 5, 65))"),
+     ev("return {cmsgpack.unpack_one(cmsgpack.pack(1, 2, 3))}"),
+     ev("return {cmsgpack.unpack_one(cmsgpack.pack(1, 2, 3), 2)}"),
+     ev("return {cmsgpack.unpack_limit(cmsgpack.pack(1, 2, 3), 2)}"),
+     ev("return {cmsgpack.unpack_limit(cmsgpack.pack(1, 2, 3), 2, 3)}"),
+     ev("return {cmsgpack.unpack_one(cmsgpack.pack(1, 2), 10)}"),
+     ev("return {cmsgpack.unpack_limit(cmsgpack.pack(1, 2), -1)}"))
 
 # --- string, table, math
 case("string functions",
