@@ -399,7 +399,7 @@ void store_set_watch(struct store *st, const struct store_watch *w)
 	st->watch = w;
 }
 
-/* Queues req on `ke` (its i-th key): returns true if it heads the queue. */
+/* Queues req on `ke` (one of its keys): returns true if it heads the queue. */
 static bool enqueue(struct store_waiter *w, struct store_req *req,
 		    struct kentry *ke)
 {

@@ -187,7 +187,8 @@ struct store_req {
 	void *arg;                 /* the caller's */
 	const void *holder;        /* the owner of a hold (STORE_HOLD), or the owner whose
 				      hold this request may pass (any op); NULL: none */
-	struct store_durable *durable; /* early acknowledgement: below; NULL: none */
+	struct store_durable *durable; /* early acknowledgement (struct store_durable,
+					  above); NULL: none */
 	void (*done)(struct store_req *req);
 
 	/* set by the store before done */
