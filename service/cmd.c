@@ -490,6 +490,17 @@ void cmd_done(struct cmd_ctx *x)
 		px_send(self, x->origin, finish_request_msg, x);
 }
 
+void cmd_reply_help(struct cmd_ctx *x, const char *const *lines)
+{
+	size_t n = 0;
+	while (lines[n] != NULL)
+		n++;
+	resp_add_array(x->reply, n);
+	for (size_t i = 0; i < n; i++)
+		resp_add_simple(x->reply, lines[i]);
+	cmd_done(x);
+}
+
 void cmd_fail(struct cmd_ctx *x, const char *msg)
 {
 	/* An error is the whole reply: a store update (SET ... GET) may have

@@ -330,6 +330,10 @@ void cmd_multi_reset(struct conn *c);
  * touched afterwards. */
 void cmd_done(struct cmd_ctx *x);
 
+/* Replies a HELP subcommand's lines (NULL-terminated) as an array of status
+ * replies and finishes the request. */
+void cmd_reply_help(struct cmd_ctx *x, const char *const *lines);
+
 /* The one error path: replaces whatever the reply holds with the error reply
  * `msg` ("ERR ...", Redis's wording) and finishes the request (cmd_done). */
 void cmd_fail(struct cmd_ctx *x, const char *msg);

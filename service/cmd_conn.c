@@ -357,17 +357,6 @@ static void client_list(struct cmd_ctx *x)
 }
 
 /* Replies a HELP text: one simple string per line. */
-static void reply_help(struct cmd_ctx *x, const char *const *lines)
-{
-	size_t n = 0;
-	while (lines[n] != NULL)
-		n++;
-	resp_add_array(x->reply, n);
-	for (size_t i = 0; i < n; i++)
-		resp_add_simple(x->reply, lines[i]);
-	cmd_done(x);
-}
-
 static void client_help(struct cmd_ctx *x)
 {
 	static const char *const lines[] = {
@@ -386,7 +375,7 @@ static void client_help(struct cmd_ctx *x)
 	    "    Print this help.",
 	    NULL,
 	};
-	reply_help(x, lines);
+	cmd_reply_help(x, lines);
 }
 
 const struct cmd_def cmd_client_subcommands[] = {
@@ -612,7 +601,7 @@ static void command_help(struct cmd_ctx *x)
 	    "    Print this help.",
 	    NULL,
 	};
-	reply_help(x, lines);
+	cmd_reply_help(x, lines);
 }
 
 const struct cmd_def cmd_command_subcommands[] = {

@@ -733,15 +733,12 @@ static const char *const object_help[] = {
     "    <key>.",
     "HELP",
     "    Prints this help.",
+    NULL,
 };
 
 static void object_help_cmd(struct cmd_ctx *x)
 {
-	size_t n = sizeof(object_help) / sizeof(object_help[0]);
-	resp_add_array(x->reply, n);
-	for (size_t i = 0; i < n; i++)
-		resp_add_simple(x->reply, object_help[i]);
-	cmd_done(x);
+	cmd_reply_help(x, object_help);
 }
 
 const struct cmd_def cmd_object_subcommands[] = {

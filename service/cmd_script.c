@@ -2018,11 +2018,9 @@ static void script_help(struct cmd_ctx *x)
 	    "    Load a script into the scripts cache without executing it.",
 	    "HELP",
 	    "    Prints this help.",
+	    NULL,
 	};
-	resp_add_array(x->reply, sizeof(lines) / sizeof(lines[0]));
-	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
-		resp_add_simple(x->reply, lines[i]);
-	cmd_done(x);
+	cmd_reply_help(x, lines);
 }
 
 const struct cmd_def cmd_script_subcommands[] = {

@@ -415,10 +415,7 @@ static void config_help(struct cmd_ctx *x)
 	    "    Print this help.",
 	    NULL,
 	};
-	resp_add_array(x->reply, sizeof(lines) / sizeof(lines[0]) - 1);
-	for (size_t i = 0; lines[i] != NULL; i++)
-		resp_add_simple(x->reply, lines[i]);
-	cmd_done(x);
+	cmd_reply_help(x, lines);
 }
 
 const struct cmd_def cmd_config_subcommands[] = {

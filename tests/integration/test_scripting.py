@@ -889,6 +889,18 @@ def reply_within(raw, deadline):
         return f"<connection error: {e!r}>".encode()
 
 
+def run_and_kill(runner, killers, evalcmd, wait_s):
+    """Sends evalcmd on runner, waits wait_s, sends SCRIPT KILL on every killer; returns the
+    runner's reply and the killers' replies (None where none came within 5 s)."""
+    runner.sendall(tl.resp_cmd(*evalcmd))
+    time.sleep(wait_s)
+    for k in killers:
+        k.sendall(tl.resp_cmd("SCRIPT", "KILL"))
+    deadline = time.monotonic() + 5
+    replies = [reply_within(k, deadline) for k in killers]
+    return reply_within(runner, deadline), replies
+
+
 def test_script_kill(srv, c):
     """SCRIPT KILL, sent from connections of which some are on another proactor than the
     script's, stops a script that has not written; the script's caller gets the error."""
@@ -908,13 +920,7 @@ def test_script_kill(srv, c):
             wait_s = 5.5
         check(runner.call("SCRIPT", "KILL") == NOTBUSY, "SCRIPT KILL with nothing running")
         body = "while true do end"
-        runner.sendall(tl.resp_cmd("EVAL", body, "0"))
-        time.sleep(wait_s)
-        for k in killers:
-            k.sendall(tl.resp_cmd("SCRIPT", "KILL"))
-        deadline = time.monotonic() + 5
-        replies = [reply_within(k, deadline) for k in killers]
-        got = reply_within(runner, deadline)
+        got, replies = run_and_kill(runner, killers, ["EVAL", body, "0"], wait_s)
         killed = got is not None
         check(got == KILLED.format(sha(body)).encode(),
               f"the killed EVAL's reply: {got!r}, expected {KILLED.format(sha(body))!r}")
@@ -929,13 +935,7 @@ def test_script_kill(srv, c):
             # killed while reading: no write happened, so killable as well
             body2 = ("local n = 0 while true do n = n + #redis.call('get', KEYS[1]) end")
             runner.call("SET", "{busy}k", "abc")
-            runner.sendall(tl.resp_cmd("EVAL", body2, "1", "{busy}k"))
-            time.sleep(wait_s)
-            for k in killers:
-                k.sendall(tl.resp_cmd("SCRIPT", "KILL"))
-            deadline = time.monotonic() + 5
-            replies = [reply_within(k, deadline) for k in killers]
-            got = reply_within(runner, deadline)
+            got, replies = run_and_kill(runner, killers, ["EVAL", body2, "1", "{busy}k"], wait_s)
             killed = got is not None
             check(got == KILLED.format(sha(body2)).encode(),
                   f"the killed reading EVAL's reply: {got!r}")
