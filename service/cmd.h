@@ -682,6 +682,15 @@ void cmd_getrange(struct cmd_ctx *x);
 void cmd_setrange(struct cmd_ctx *x);
 
 void cmd_del(struct cmd_ctx *x);
+void cmd_rename(struct cmd_ctx *x);
+void cmd_renamenx(struct cmd_ctx *x);
+void cmd_copy(struct cmd_ctx *x);
+void cmd_move(struct cmd_ctx *x);
+/* The keys of RENAME, RENAMENX, COPY (with DB: the destination in that
+ * database) and MOVE (the key in both databases), as cmd_keys_of. */
+int cmd_copy_keys(const struct cmd_def *d, size_t argc, uint8_t **argv, size_t *argv_len,
+                  unsigned db, int (*add)(void *arg, unsigned db, const uint8_t *key, size_t len),
+                  void *arg);
 void cmd_exists(struct cmd_ctx *x);
 void cmd_touch(struct cmd_ctx *x);
 void cmd_type(struct cmd_ctx *x);

@@ -626,6 +626,8 @@ static int queued_keys(const struct queued *q, unsigned db,
 			return 0; /* (the command fails on its own: no key) */
 		first = 2;
 		last = 1 + (size_t)numkeys;
+	} else if (d->fn == cmd_copy || d->fn == cmd_move) {
+		return cmd_copy_keys(d, q->argc, q->argv, q->argv_len, db, add, arg);
 	} else if (d->fn == cmd_object) {
 		if (q->argc < 3)
 			return 0;

@@ -357,6 +357,18 @@ int store_txn_del(struct store_txn *t, size_t k, const void *elem, size_t elen);
 /* Deletes key k, whatever its type.  Returns 1 (deleted), 0 (absent). */
 int store_txn_delete_key(struct store_txn *t, size_t k);
 
+/* Makes key k the string (value, vlen) expiring at expiry_ms (absolute Unix
+ * ms, 0 = none), whatever it held before (a collection's elements become
+ * garbage).  A string's value cannot be read inside a call (it may be in
+ * the log): the caller read it before, under a hold (RENAME, COPY, MOVE).
+ * Returns 0 or < 0. */
+int store_txn_put_string(struct store_txn *t, size_t k, const void *value, size_t vlen,
+			 uint64_t expiry_ms);
+
+/* Sets collection key k's expiry (0 = none).  Returns 1, 0 (k is not a
+ * collection that exists: nothing changed) or < 0. */
+int store_txn_expire(struct store_txn *t, size_t k, uint64_t expiry_ms);
+
 /* WATCH: counts key k as changed even if nothing was (HSET of a field to its
  * own value: Redis's HSET signals the key whatever it wrote). */
 void store_txn_touch(struct store_txn *t, size_t k);

@@ -12,6 +12,11 @@
  * If the call fails, or the group cannot be appended, every row gets its
  * saved state back and nothing was written.
  *
+ * A key's row is a collection's metadata, or a string put whole by
+ * store_txn_put_string (RENAME and COPY of a string: its value was read
+ * before the call, as a call cannot wait for the log); its record is the
+ * string's PUT, in the log like any other.
+ *
  * Element kentries a call uses are pinned until it ends.  An element whose
  * state differs from the index (changed by the call, or its write not yet in
  * the index) hangs on its key's list (kentry.elems), so a walk of the
@@ -681,6 +686,54 @@ int store_txn_delete_key(struct store_txn *t, size_t k)
 	return 1;
 }
 
+int store_txn_put_string(struct store_txn *t, size_t k, const void *value, size_t vlen,
+                         uint64_t expiry_ms)
+{
+	struct store *st = t->st;
+	struct kentry *ke = t->keys[k];
+	if (t->error < 0 || t->aborted)
+		return t->error < 0 ? t->error : -ECANCELED;
+	if (vlen > FMT_VALUE_MAX) {
+		fail(t, -E2BIG);
+		return t->error;
+	}
+	if (row_save(t, ke, ke) < 0)
+		return t->error;
+	struct blob *b = st_blob_new(value, vlen);
+	if (b == NULL) {
+		fail(t, -ENOMEM);
+		return t->error;
+	}
+	st_blob_unref(ke->value);
+	whole_drop(st, ke);
+	ke->value = b;
+	ke->value_len = (uint32_t)vlen;
+	ke->exists = true;
+	ke->known = true;
+	ke->type = FMT_TYPE_STRING;
+	ke->enc = 0;
+	ke->count = 0;
+	ke->expiry_ms = expiry_ms;
+	ke->is_inline = vlen <= st->cfg.inline_max;
+	st_kentry_charge(st, ke);
+	return 0;
+}
+
+int store_txn_expire(struct store_txn *t, size_t k, uint64_t expiry_ms)
+{
+	struct kentry *ke = t->keys[k];
+	if (t->error < 0 || t->aborted)
+		return t->error < 0 ? t->error : -ECANCELED;
+	if (!is_coll_live(ke))
+		return 0;
+	if (ke->expiry_ms != expiry_ms) {
+		if (row_save(t, ke, ke) < 0)
+			return t->error;
+		ke->expiry_ms = expiry_ms;
+	}
+	return 1;
+}
+
 void store_txn_touch(struct store_txn *t, size_t k)
 {
 	st_touch(t->st, t->keys[k]);
@@ -856,8 +909,9 @@ static bool row_changed(const struct txn_row *r)
 		return true;
 	if (!ke->exists)
 		return false;
-	if (st_is_elem(ke))
-		return true; /* (a put: the value may be the same, the record is cheap) */
+	if (st_is_elem(ke) || ke->type == FMT_TYPE_STRING)
+		return true; /* (a put: the value may be the same, the record is cheap;
+		                a key's row is a string's only after store_txn_put_string) */
 	return ke->type != b->type || ke->version != b->version || ke->count != b->count ||
 	       ke->enc != b->enc || ke->expiry_ms != b->expiry_ms;
 }
@@ -902,7 +956,7 @@ static int commit(struct store_txn *t)
 			}
 			if (pass == 1) {
 				size_t klen = r->key->key_len - FMT_KEY_IDENT_HEAD;
-				if (!r->key->exists ||
+				if (!r->key->exists || r->key->type == FMT_TYPE_STRING ||
 				    fmt_get_be64(ke->key + 9 + klen) != r->key->version)
 					continue; /* garbage already: its key moved on */
 			}
@@ -913,7 +967,12 @@ static int commit(struct store_txn *t)
 			x->rec = (struct fmt_record){.type = ke->exists ? FMT_PUT : FMT_DELETE,
 			                             .key = ke->key,
 			                             .key_len = ke->key_len};
-			if (ke->exists && pass == 0) {
+			if (ke->exists && pass == 0 && ke->type == FMT_TYPE_STRING) {
+				x->rec.flags = FMT_TYPE_STRING;
+				x->rec.value = ke->value->data;
+				x->rec.value_len = ke->value_len;
+				x->rec.expiry_ms = ke->expiry_ms;
+			} else if (ke->exists && pass == 0) {
 				fmt_encode_coll_meta(x->meta, &(struct fmt_coll_meta){
 				                                  ke->version, ke->count, ke->enc});
 				x->rec.flags = ke->type;
@@ -985,13 +1044,27 @@ static int commit(struct store_txn *t)
 			    .value_len = ke->exists ? ke->value_len : 0};
 			st_elem_link(st, r->key, ke);
 		} else {
-			st_meta_entry(&pw->entry, ke, pw->w.pos.lsn);
+			if (ke->exists && ke->type == FMT_TYPE_STRING) {
+				ke->pos = pw->w.pos;
+				pw->value = ke->is_inline ? st_blob_ref(ke->value) : NULL;
+				pw->entry = (struct idx_entry){
+				    .expiry_ms = ke->expiry_ms,
+				    .lsn = pw->w.pos.lsn,
+				    .value_len = ke->value_len,
+				    .is_inline = ke->is_inline,
+				    .value = ke->is_inline ? ke->value->data : NULL,
+				    .segment = pw->w.pos.segment,
+				    .offset = pw->w.pos.offset,
+				    .length = pw->w.pos.length};
+			} else {
+				st_meta_entry(&pw->entry, ke, pw->w.pos.lsn);
+			}
 			pw->delta = st_count_delta(r->before.exists, r->before.expiry_ms, ke->exists,
 			                           ke->expiry_ms);
 			st_count_live(st, pw->db, &pw->delta);
 			const struct kstate *b = &r->before;
 			if (b->exists && b->type != FMT_TYPE_STRING &&
-			    (!ke->exists || ke->version != b->version))
+			    (!ke->exists || ke->type == FMT_TYPE_STRING || ke->version != b->version))
 				st_coll_garbage(st, pw->w.pos.lsn, ke->key, ke->key_len, b->version,
 				                b->count);
 		}
