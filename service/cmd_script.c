@@ -47,6 +47,7 @@
 
 #include "cmd.h"
 #include "cmd_msgpack.h"
+#include "cmd_struct.h"
 #include "service/runtime/logging.h"
 #include "shard.h"
 
@@ -569,7 +570,8 @@ static const char prelude[] =
     "end\n"
     "hidden.redis = ro(redis)\n"
     "hidden.coroutine = ro(coroutine_y)\n"
-    "for _, n in pairs({'string', 'table', 'math', 'cjson', 'bit', 'cmsgpack'}) do\n"
+    "for _, n in pairs({'string', 'table', 'math', 'cjson', 'bit', 'cmsgpack',\n"
+    "  'struct'}) do\n"
     "  hidden[n] = ro(_G[n])\n"
     "end\n"
     "local smt = getmetatable('')\n"
@@ -602,7 +604,8 @@ static int open_state(lua_State *L)
 	                                {LUA_MATHLIBNAME, luaopen_math},
 	                                {"cjson", luaopen_cjson},
 	                                {"bit", luaopen_bit},
-	                                {"cmsgpack", cmd_luaopen_cmsgpack}};
+	                                {"cmsgpack", cmd_luaopen_cmsgpack},
+	                                {"struct", cmd_luaopen_struct}};
 	for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
 		lua_pushcfunction(L, libs[i].func);
 		lua_pushstring(L, libs[i].name);
