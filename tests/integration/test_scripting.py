@@ -22,9 +22,15 @@ and ARGV; numbers as redis.call arguments ('%.17g'); SELECT inside a script (the
 database does not change); math.random (Redis's rand48: seeded sequences, and the first draws
 of a fresh server, which Redis 7.0 never seeds, not per script either); cjson; bit;
 string / table / math functions; cmsgpack (pack and unpack of every MessagePack form Redis's
-library writes or reads, its errors, unpack_one / unpack_limit); redis.sha1hex, redis.log,
-redis.set_repl and the constants; the sandbox's globals; keys on both shards.
-(redis.REDIS_VERSION differs by design; struct is not implemented.)
+library writes or reads, its errors, unpack_one / unpack_limit); struct (pack, unpack and size
+of every format character: integers of every size 0..32 at their edge values, with Redis's
+conversions of out-of-range numbers, NaN and infinities, and its sign extension of sizes past 8;
+floats, strings, c0, padding, alignment with '!' (sizes that are not powers of 2 too), byte
+order, round trips, unpack's start position in and out of range, and every error: bad options
+and counts, overflowing counts, short data and strings, missing arguments, too many results);
+redis.sha1hex, redis.log, redis.set_repl and the constants; the sandbox's globals; keys on both
+shards.
+(redis.REDIS_VERSION differs by design.)
 
 Against the server under test only: a script loaded on one connection runs with EVALSHA on many
 others (several proactors), and SCRIPT FLUSH makes it NOSCRIPT on all of them; redis-py's
@@ -266,7 +272,7 @@ GLOBALS = ("{'assert', 'collectgarbage', 'coroutine', 'debug', 'dofile', 'error'
            "'newproxy', 'next', 'os', 'package', 'pairs', 'pcall', 'print', 'rawequal', 'rawget', "
            "'rawset', 'require', 'select', 'setfenv', 'setmetatable', 'tonumber', 'tostring', "
            "'type', 'unpack', 'xpcall', '_VERSION', '_G', 'bit', 'cjson', 'math', 'string', "
-           "'table', 'redis', 'KEYS', 'ARGV'}")
+           "'table', 'struct', 'redis', 'KEYS', 'ARGV'}")
 case("sandbox globals",  # rawget(_G, name): how a script tests for a global without an error
      ev(f"local out = {{}} for _, n in ipairs({GLOBALS}) do "
         "out[#out + 1] = n .. ':' .. type(rawget(_G, n)) end return out"),
@@ -405,6 +411,141 @@ case("cmsgpack unpack",
      ev("return {cmsgpack.unpack_limit(cmsgpack.pack(1, 2, 3), 2, 3)}"),
      ev("return {cmsgpack.unpack_one(cmsgpack.pack(1, 2), 10)}"),
      ev("return {cmsgpack.unpack_limit(cmsgpack.pack(1, 2), -1)}"))
+
+# --- struct (ringkv's own library: bytes, values and errors must be Redis's).  NUM: every number
+# in a table as '%.17g' (a reply would truncate it); HEX: a string as hex.
+NUM = ("local function num(...) local t = {...} for i = 1, select('#', ...) do "
+       "if type(t[i]) == 'number' then t[i] = string.format('%.17g', t[i]) end end return t end ")
+HEX = ("local function hex(s) return (string.gsub(s, '.', function(c) "
+       "return string.format('%02x', string.byte(c)) end)) end ")
+case("struct pack",
+     ev("return struct.pack('bBhHlLTiIxfd', -1, 255, -2, 65535, -3, 2^63, 2^64 - 2048, -4, "
+        "4294967295, 1.5, -0.25)"),
+     ev("return struct.pack('>bBhHlLTiIxfd', -1, 255, -2, 65535, -3, 2^63, 2^64 - 2048, -4, "
+        "4294967295, 1.5, -0.25)"),
+     ev("return {struct.pack('i1', -1), struct.pack('I3', 2^24 - 1), struct.pack('>i3', -2), "
+        "struct.pack('i7', 2^55), struct.pack('I7', -1), struct.pack('i16', -1), "
+        "struct.pack('>I16', 2^64 - 2048), struct.pack('i32', 2^53), struct.pack('i0', 5), "
+        "struct.pack('<i2>i2 i2', 1, 2, 3), struct.pack('i04', 1)}"),
+     ev(HEX + "local out = {} for _, f in ipairs({'b', 'B', 'h', 'H', 'i', 'I', 'l', 'L', 'T', "
+        "'i3', 'I5', 'i8', 'I8', 'i9', '>i12', 'I16', 'i32'}) do "
+        "for _, v in ipairs({0, 1, -1, 0.5, -0.5, 2.5, -2.5, 127, 128, -128, -129, 255, 256, "
+        "32767, -32768, 65535, 65536, 2^31, -2^31, 2^32, -2^32, 2^53, 2^53 + 2, -2^53, 2^63, "
+        "-2^63, 2^63 + 4096, -2^63 - 4096, 2^64, -2^64, 2^65, 1e300, -1e300, 1/0, -1/0, 0/0, "
+        "'12', ' 0x10 '}) do out[#out + 1] = f .. ' ' .. tostring(v) .. ' ' .. "
+        "hex(struct.pack(f, v)) end end return out"),
+     ev("return {struct.pack('f', 0.1), struct.pack('f', 1e300), struct.pack('f', -1e-50), "
+        "struct.pack('>f', 1.5), struct.pack('d', 0/0), struct.pack('>d', -0.0), "
+        "struct.pack('d', '2.5'), struct.pack('f', 3.4028235e38)}"),
+     ev("return {struct.pack('s', 'a\\0b'), struct.pack('s', ''), struct.pack('s', 12345), "
+        "struct.pack('c0', 'xyz'), struct.pack('c0', ''), struct.pack('c', 'ab'), "
+        "struct.pack('c3', 'abcdef'), struct.pack('c2', 12345), struct.pack('c0 c0', 'abc', 'x'), "
+        "struct.pack('xxbx', 7), struct.pack(''), struct.pack('b', 1, 2, 3), "
+        "struct.pack('b\\0b', 1, 2), struct.pack('   >  ')}"),
+     ev("return {struct.pack('!4 b i', 1, 2), struct.pack('! b d', 1, 2), "
+        "struct.pack('!2 b i8', 1, 2), struct.pack('b!4 i8', 1, 2), struct.pack('! b i3', 1, 2), "
+        "struct.pack('!8 bbbb i3 i5 i6 i7', 1, 2, 3, 4, 5, 6, 7, 8), "
+        "struct.pack('! b c3 s x h', 1, 'abc', 'de', 2), struct.pack('!16 b i16', 1, 2), "
+        "struct.pack('>!4 b h f', 1, 2, 3), struct.pack('!8 b T l f d', 1, 2, 3, 4, 5), "
+        "struct.pack('!1 b i', 1, 2), struct.pack('!64 b i32', 1, 2), struct.pack('! b i0', 1, 2), "
+        "struct.pack('bbb!2 i8', 1, 2, 3, 4), struct.pack('! b !2 i ! i', 1, 2, 3)}"),
+     ev("return struct.pack('q', 1)"), ev("return struct.pack('>i2=i2', 1, 2)"),
+     ev("return struct.pack('x5')"), ev("return struct.pack('\\tb', 1)"),
+     ev("return struct.pack('\\200', 1)"),
+     ev("return struct.pack('i33', 1)"), ev("return struct.pack('i2147483647')"),
+     ev("return struct.pack('c99999999999', 'a')"), ev("return struct.pack('c2147483648', 'a')"),
+     ev("return struct.pack('!99999999999', 1)"), ev("return struct.pack('!3 b', 1)"),
+     ev("return struct.pack('!0', 1)"), ev("return struct.pack('!2147483647')"),
+     ev("return struct.pack('c3', 'ab')"), ev("return struct.pack('b c3', 1, 'ab')"),
+     ev("return struct.pack('c', '')"), ev("return struct.pack('c2147483647', 'a')"),
+     ev("return struct.pack('b')"), ev("return struct.pack('b b b', 1)"),
+     ev("return struct.pack('b', 'x')"), ev("return struct.pack('f', {})"),
+     ev("return struct.pack('s')"), ev("return struct.pack('c0', true)"),
+     ev("return struct.pack()"), ev("return struct.pack(12, 1)"), ev("return struct.pack({})"))
+case("struct unpack",
+     ev(NUM + "return num(struct.unpack('bBhHlLTiIxfd', struct.pack('bBhHlLTiIxfd', -1, 255, -2, "
+        "65535, -3, 2^63, 2^64 - 2048, -4, 4294967295, 1.5, -0.25)))"),
+     ev(NUM + "return num(struct.unpack('>bBhHlLTiIxfd', struct.pack('>bBhHlLTiIxfd', -1, 255, "
+        "-2, 65535, -3, 2^63, 2^64 - 2048, -4, 4294967295, 0.1, 0.1)))"),
+     ev(NUM + "return num(struct.unpack('<i3 >i3 I7 i7 i8 I8 i16 I16', '\\0\\0\\128\\128\\0\\0' "
+        ".. string.rep('\\255', 14) .. '\\0\\0\\0\\0\\0\\0\\0\\128' .. string.rep('\\255', 8) "
+        ".. string.rep('\\255', 8) .. string.rep('\\0', 8) .. string.rep('\\1', 16)))"),
+     ev("local pats = {string.rep('\\255', 40), string.rep('\\0', 40), "
+        "'\\128' .. string.rep('\\0', 39), "
+        "string.rep('\\0', 7) .. '\\128' .. string.rep('\\0', 32), "
+        "string.rep('\\1\\128', 20), string.rep('\\127', 40), "
+        "string.rep('\\0', 9) .. '\\128' .. string.rep('\\0', 13) .. '\\1' .. "
+        "string.rep('\\0', 16), "
+        "string.rep('\\0\\0\\0\\0\\0\\64', 7)} local out = {} "
+        "for n = 0, 32 do for _, f in ipairs({'<i', '>i', '<I', '>I'}) do for i, p in ipairs(pats) "
+        "do out[#out + 1] = f .. n .. ' ' .. i .. ' ' .. "
+        "string.format('%.17g', (struct.unpack(f .. n, p))) end end end return out"),
+     ev(NUM + "return num(struct.unpack('f d >f >d', struct.pack('f d >f >d', 3.14159, 1e300, "
+        "-0.1, 1/0)))"),
+     ev(NUM + "return num(struct.unpack('!4 b i !8 b d', struct.pack('!4 b i !8 b d', 1, 2, 3, "
+        "4.5)))"),
+     ev(NUM + "return num(struct.unpack('!4 i', 'abcdefghij', 2))"),
+     ev(NUM + "return num(struct.unpack('!8 bbbb i3 i5 i6 i7', "
+        "struct.pack('!8 bbbb i3 i5 i6 i7', 1, 2, 3, 4, -5, -6, 7, -8)))"),
+     ev(NUM + "return num(struct.unpack('s s c3 x c1 c0', 'abc\\0\\0xyzd2ef'))"),
+     ev(NUM + "return num(struct.unpack('b c0', '\\3abcd'))"),
+     ev(NUM + "return num(struct.unpack('b c0 b c0', '\\1\\2\\1xyz'))"),
+     ev(NUM + "return num(struct.unpack('bc0', '\\0'))"),
+     ev(NUM + "return num(struct.unpack('s c0', ' 0x2 \\0abcd'))"),
+     ev(NUM + "return num(struct.unpack('c1 c0', '2abcd'))"),
+     ev(NUM + "return num(struct.unpack('b !4 x c0', '\\1\\2abc'))"),
+     ev(NUM + "local out = {} for _, v in ipairs({2.9, -0.5, 1e300, 2^64, 1/0, 0/0, 2^63, -1}) "
+        "do out[#out + 1] = {pcall(struct.unpack, 'd c0', struct.pack('d', v) .. 'abcd')} end "
+        "for i = 1, #out do out[i] = num(unpack(out[i])) end return out"),
+     ev("return struct.unpack('c0', 'abc')"), ev("return struct.unpack('c0', 'abc', 1)"),
+     ev("return struct.unpack('b c0 c0', '\\1\\1abc')"), ev("return struct.unpack('c2 c0', 'ab')"),
+     ev("return struct.unpack('bc0', '\\255abc')"), ev("return struct.unpack('bc0', '\\9abc')"),
+     ev(NUM + "local out = {} for _, i in ipairs({1, 2, 3, 3.7, 4, 5, 100, 2^53, 2^63, -1, "
+        "-2^63, 1e300, 0/0, 1.5, '2'}) do out[#out + 1] = num(struct.unpack('', 'abc', i)) "
+        "out[#out + 1] = {pcall(struct.unpack, 'b', 'abc', i)} end return out"),
+     ev("return struct.unpack('b', 'abc', 0)"), ev("return struct.unpack('b', 'abc', 0.5)"),
+     ev("return struct.unpack('b', 'abc', -1)"), ev("return struct.unpack('i2', 'abc', -1)"),
+     ev("return struct.unpack('!8 d', struct.pack('d', 1.5), -1)"),
+     ev("return struct.unpack('b', 'abc', 'x')"), ev("return struct.unpack('', 'abc', {})"),
+     ev("return struct.unpack('i4', 'ab')"),
+     ev("return struct.unpack('!4 b i', '\\1\\0\\0\\0\\2')"),
+     ev("return struct.unpack('b x', 'a')"), ev("return struct.unpack('c3', 'abc', 2)"),
+     ev("return struct.unpack(' ', 'abc', 5)"), ev("return struct.unpack('q', 'abc', 5)"),
+     ev("return struct.unpack('c0', 'abc', 5)"), ev("return struct.unpack('i32', 'abc')"),
+     ev("return struct.unpack('s', 'abc')"), ev("return struct.unpack('s', 'abc', 4)"),
+     ev("return {struct.unpack('s', 'abc\\0', 4)}"), ev("return struct.unpack('s', 'abc', 5)"),
+     ev("return struct.unpack('q', 'abc')"), ev("return struct.unpack('b5', 'ab')"),
+     ev("return struct.unpack('=', '')"), ev("return struct.unpack('i33', 'a')"),
+     ev("return struct.unpack('!6', 'a')"), ev("return struct.unpack()"),
+     ev("return struct.unpack('b')"), ev("return struct.unpack('b', {})"),
+     ev("return struct.unpack('b', 12)"),
+     ev("return #{struct.unpack(string.rep('b', 7997), string.rep('a', 8000))}"),
+     ev("return #{struct.unpack(string.rep('b', 7998), string.rep('a', 8000))}"),
+     ev("return #{struct.unpack(string.rep('b', 7996), string.rep('a', 8000), 1)}"),
+     ev("return #{struct.unpack(string.rep('b', 7997), string.rep('a', 8000), 1)}"),
+     ev("return #{struct.unpack(string.rep('b', 7997) .. ' ', string.rep('a', 8000))}"),
+     ev("return #{struct.unpack(string.rep('b', 100000), string.rep('a', 100000))}"))
+case("struct size",
+     ev("return {struct.size(''), struct.size('bBhHlLTiIxfd'), struct.size('i3 I16 i0 c10'), "
+        "struct.size('!bd'), struct.size('!4 b i'), struct.size('!8 bbbb i3'), "
+        "struct.size('c2147483647c2147483647c2147483647'), struct.size('!1073741824 b i32'), "
+        "struct.size('q'), struct.size('bq5'), struct.size(12), struct.size('>5'), "
+        "struct.size('b\\0b'), struct.size('x5'), struct.size('<<>>!! ')}"),
+     ev("local out = {} for _, m in ipairs({'', '!1', '!2', '!4', '!8', '!16', '!'}) do "
+        "for pos = 0, 5 do for n = 0, 32 do out[#out + 1] = "
+        "struct.size(m .. string.rep('b', pos) .. 'i' .. n .. 'b') end "
+        "for _, o in ipairs({'h', 'l', 'T', 'f', 'd', 'x', 'c5'}) do out[#out + 1] = "
+        "struct.size(m .. string.rep('b', pos) .. o .. 'b') end end end "
+        "return table.concat(out, ',')"),
+     ev("return struct.size('s')"), ev("return struct.size('c0')"), ev("return struct.size('c00')"),
+     ev("return struct.size('!4bc0')"), ev("return struct.size('=x')"),
+     ev("return struct.size('\\nb')"), ev("return struct.size('!3')"),
+     ev("return struct.size('c2147483648')"), ev("return struct.size('i33')"),
+     ev("return struct.size()"), ev("return struct.size({})"))
+case("struct readonly",
+     ev("local t = {} for k, v in pairs(struct) do t[#t + 1] = k .. ':' .. type(v) end "
+        "table.sort(t) return t"),
+     ev("struct.pack = nil"), ev("struct.x = 1"), ev("return rawget(struct, 'pack')"))
 
 # --- string, table, math
 case("string functions",
