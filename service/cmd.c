@@ -246,6 +246,12 @@ const struct cmd_def cmd_table[] = {
      "7.0.0", "Execute a read-only Lua script server side", NULL, NULL},
     {"evalsha_ro", cmd_evalsha_ro, -3, CMD_NOSCRIPT | CMD_STALE | CMD_READONLY, NOKEY,
      "scripting", "7.0.0", "Execute a read-only Lua script server side", NULL, NULL},
+    {"fcall", cmd_fcall, -3, CMD_NOSCRIPT | CMD_STALE, NOKEY, "scripting", "7.0.0",
+     "Invoke a function", NULL, NULL},
+    {"fcall_ro", cmd_fcall_ro, -3, CMD_NOSCRIPT | CMD_STALE | CMD_READONLY, NOKEY,
+     "scripting", "7.0.0", "Invoke a read-only function", NULL, NULL},
+    {"function", cmd_function, -2, 0, NOKEY, "scripting", "7.0.0",
+     "A container for function commands", cmd_function_subcommands, NULL},
     {"script", cmd_script, -2, 0, NOKEY, "scripting", "2.6.0",
      "A container for Lua scripts management commands", cmd_script_subcommands, NULL},
 
@@ -366,6 +372,9 @@ int cmd_init(struct pool *pool, struct cfg *cfg, char *err, size_t errlen)
 		return -ENOMEM;
 	if (cmd_script_init(n, err, errlen) < 0)
 		return -ENOMEM;
+	int ret = cmd_function_init(cfg->storage.dir, err, errlen);
+	if (ret < 0)
+		return ret;
 	cmd_script_set_busy_ms(cfg->server.busy_reply_threshold_ms);
 	for (const struct cmd_def *c = cmd_table; c->name != NULL; c++) {
 		size_t len = strlen(c->name);

@@ -294,7 +294,16 @@ int cmd_keys_of(const struct cmd_def *d, size_t argc, uint8_t **argv, size_t *ar
 /* Creates the Lua state of each of the n proactors; cmd_init calls it. */
 int cmd_script_init(unsigned n, char *err, size_t errlen);
 
-/* Whether d is EVAL, EVALSHA or their _RO forms (their keys: argv[2]'s count). */
+/* FUNCTION and FCALL (cmd_function.c).  cmd_function_init loads the
+ * functions persisted in data directory `dir`; cmd_init calls it. */
+int cmd_function_init(const char *dir, char *err, size_t errlen);
+void cmd_function(struct cmd_ctx *x);
+void cmd_fcall(struct cmd_ctx *x);
+void cmd_fcall_ro(struct cmd_ctx *x);
+extern const struct cmd_def cmd_function_subcommands[];
+
+/* Whether d is EVAL, EVALSHA, FCALL or their _RO forms (their keys: argv[2]'s
+ * count). */
 bool cmd_is_script(const struct cmd_def *d);
 
 /* A command of a connection whose scripts are running while its later

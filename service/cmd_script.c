@@ -47,6 +47,7 @@
 
 #include "cmd.h"
 #include "cmd_msgpack.h"
+#include "cmd_script_int.h"
 #include "cmd_struct.h"
 #include "service/runtime/logging.h"
 #include "shard.h"
@@ -55,8 +56,6 @@ extern int luaopen_cjson(lua_State *L); /* Debian's lua-cjson */
 extern int luaopen_bit(lua_State *L);   /* Debian's lua-bitop */
 
 #define HOOK_COUNT 100000 /* VM instructions between busy checks (Redis's) */
-#define CALL_ARGS  16     /* argv kept in the run itself; more are malloc'd */
-#define POOL_MAX   128    /* coroutines and argument tables kept for reuse */
 #define DEPTH_MAX  1000   /* nesting of a reply converted either way */
 #define CHUNK_NAME "@user_script"
 #define ATTEMPTS_MAX                                                                               \
@@ -142,75 +141,9 @@ void cmd_sha1_hex(const void *data, size_t len, char out[41])
 
 /* ---- state ----------------------------------------------------------------- */
 
-/* A running script, in its EVAL's x->heap. */
-struct script_run {
-	struct cmd_ctx *x;              /* the EVAL */
-	struct script_px *sp;           /* its proactor's state */
-	lua_State *co;                  /* the script's coroutine */
-	int co_ref, keys_ref, argv_ref; /* registry references that keep them */
-	char sha[41];
-	bool read_only;             /* EVAL_RO, or the no-writes flag */
-	bool killed;                /* SCRIPT KILL stopped it: every hook raises */
-	bool busy;                  /* it has run past the busy threshold (counted) */
-	unsigned long kill_seen;    /* kill_gen when it became busy */
-	bool wrote;                 /* it has run a write command (SCRIPT KILL refuses) */
-	bool raise;                 /* the pending call is redis.call (errors raise) */
-	lua_State *thread;          /* the thread that called it (the script's, or a pcall's) */
-	int call_line;              /* the script's line that called it */
-	int raise_ref;              /* redis.call's error for run_hook to raise, or LUA_NOREF */
-	struct store_key_ref *keys; /* what it holds: its KEYS, then the keys it was
-	                               found to use without declaring them (copies) */
-	size_t n_keys, n_declared, cap_keys;
-	unsigned attempts;  /* runs started over after such a key */
-	bool learned;       /* the current call named a key not held */
-	bool unheld;        /* it released its holds: it goes on without (see
-	                       run_drive) */
-	bool lift_at_start; /* its holds granted, the connection goes on */
-	bool overlapping;   /* counted in conn->overlap */
-	bool returned;      /* the coroutine returned: it may be reused */
-	bool in_call;       /* cmd_held_call is on the stack */
-	bool call_finished; /* ... and the command finished inside it */
-	unsigned db;        /* its commands' database (SELECT in the script) */
-	unsigned resp;      /* redis.setresp: 2 or 3 */
-	uint64_t start_ms;
-	struct conn_req call;         /* the command running for redis.call */
-	struct store_durable durable; /* its writes, acknowledged early (store.h): the
-	                                 reply waits until they are durable */
-	uint8_t *argv_small[CALL_ARGS];
-	size_t len_small[CALL_ARGS];
-	char (*nums)[32]; /* numbers given as arguments, formatted */
-	size_t nums_cap;
-	uint8_t **argv_big; /* argv when more than CALL_ARGS */
-	size_t *len_big;
-	size_t big_cap;
-};
-
-/* What SCRIPT KILL, on any proactor, sees of one proactor's scripts. */
-struct script_busy {
-	_Alignas(64) atomic_uint busy; /* runs in flight past the busy threshold */
-	atomic_uint busy_wrote;        /* ... of which have written */
-};
-
-/* One proactor's Lua state, used only on that proactor. */
-struct script_px {
-	lua_State *L;
-	int scripts_ref;            /* registry: table sha -> compiled function */
-	int globals_ref;            /* registry: the hidden globals table (KEYS, ARGV) */
-	struct script_run *running; /* the run inside lua_resume, or NULL */
-	struct script_busy *busy;
-	uint64_t rand48; /* math.random's state (Redis 7: one sequence, not reseeded) */
-	/* Reused between runs (a coroutine that returned, KEYS/ARGV tables
-	 * emptied): registry references, and the coroutines. */
-	int thread_refs[POOL_MAX];
-	lua_State *threads[POOL_MAX];
-	size_t n_threads;
-	int table_refs[POOL_MAX];
-	size_t n_tables;
-};
-
-static struct script_px *script_pxs;
+struct script_px *script_pxs;
 static struct script_busy *script_busy;
-static unsigned script_npx;
+unsigned script_npx;
 static atomic_int busy_ms = 5000;
 static atomic_ulong kill_gen; /* SCRIPT KILLs so far: a busy run that has not
                                  written stops when it changes */
@@ -230,10 +163,10 @@ void cmd_script_set_busy_ms(int ms)
 bool cmd_is_script(const struct cmd_def *d)
 {
 	return d->fn == cmd_eval || d->fn == cmd_evalsha || d->fn == cmd_eval_ro ||
-	       d->fn == cmd_evalsha_ro;
+	       d->fn == cmd_evalsha_ro || d->fn == cmd_fcall || d->fn == cmd_fcall_ro;
 }
 
-static struct script_px *sp_self(void)
+struct script_px *sp_self(void)
 {
 	return &script_pxs[px_current()->id];
 }
@@ -287,7 +220,7 @@ static int l_math_randomseed(lua_State *L)
 
 /* Pushes Redis's error table {err = "CODE msg"} for an error reply text
  * ("-CODE msg", or "msg" which gets the code ERR), as luaPushErrorBuff. */
-static void push_error_table(lua_State *L, const char *s, size_t len)
+void push_error_table(lua_State *L, const char *s, size_t len)
 {
 	luaL_Buffer b;
 	const char *code = "ERR";
@@ -470,10 +403,12 @@ static int l_is_c(lua_State *L)
 
 /* Run once per state with the marker as its argument.  Defines redis.call
  * and redis.pcall, the yield-through pcall/xpcall/coroutine functions, and
- * the read-only globals; returns the visible globals proxy and the hidden
- * globals table. */
+ * the read-only globals; returns the visible globals proxy, the hidden
+ * globals table, and the globals a function library's code sees while it
+ * loads (redis.register_function, redis.log and the constants: nothing
+ * else, as Redis 7.0), which cmd_function.c swaps in under the proxy. */
 static const char prelude[] =
-    "local SIG, redis_c, is_c = ...\n"
+    "local SIG, redis_c, is_c, register = ...\n"
     "local real_pcall, real_xpcall, real_setmetatable = pcall, xpcall, setmetatable\n"
     "local next_, pairs_, ipairs_ = next, pairs, ipairs\n"
     "local co_create, co_resume, co_yield, co_status = coroutine.create,\n"
@@ -578,13 +513,21 @@ static const char prelude[] =
     "smt.__index = hidden.string\n"
     "smt.__metatable = ro({__index = hidden.string})\n"
     "hidden.KEYS, hidden.ARGV = {}, {}\n"
-    "setmetatable(hidden, {__metatable = false, __index = function(_, n)\n"
+    "local missing = {__metatable = false, __index = function(_, n)\n"
     "  error(\"Script attempted to access nonexistent global variable '\" .. tostring(n) ..\n"
     "    \"'\", 2)\n"
-    "end})\n"
+    "end}\n"
+    "setmetatable(hidden, missing)\n"
     "local visible = ro(hidden)\n"
     "hidden._G = visible\n"
-    "return visible, hidden\n";
+    "local load_redis = {register_function = register, log = redis.log,\n"
+    "  REDIS_VERSION = redis.REDIS_VERSION, REDIS_VERSION_NUM = redis.REDIS_VERSION_NUM}\n"
+    "for _, n in pairs({'LOG_DEBUG', 'LOG_VERBOSE', 'LOG_NOTICE', 'LOG_WARNING'}) do\n"
+    "  load_redis[n] = redis[n]\n"
+    "end\n"
+    "setmetatable(load_redis, missing)\n"
+    "local load_hidden = setmetatable({redis = ro(load_redis)}, missing)\n"
+    "return visible, hidden, load_hidden\n";
 
 /* lua_atpanic: an error outside any protected call (out of memory while
  * setting up a call) cannot be recovered from with the state consistent. */
@@ -643,8 +586,9 @@ static int open_state(lua_State *L)
 	lua_pushnumber(L, 0x070000);
 	lua_setfield(L, -2, "REDIS_VERSION_NUM");
 	lua_pushcfunction(L, l_is_c);
-	lua_call(L, 3, 2); /* -> visible, hidden */
-	return 2;
+	lua_pushcfunction(L, cmd_fn_register);
+	lua_call(L, 4, 3); /* -> visible, hidden, load globals */
+	return 3;
 }
 
 int cmd_script_init(unsigned n, char *err, size_t errlen)
@@ -669,14 +613,19 @@ int cmd_script_init(unsigned n, char *err, size_t errlen)
 		}
 		lua_atpanic(sp->L, script_panic);
 		lua_pushcfunction(sp->L, open_state);
-		if (lua_pcall(sp->L, 0, 2, 0) != 0) {
+		if (lua_pcall(sp->L, 0, 3, 0) != 0) {
 			snprintf(err, errlen, "setting up Lua failed: %s", lua_tostring(sp->L, -1));
 			return -EINVAL;
 		}
+		sp->load_env_ref = luaL_ref(sp->L, LUA_REGISTRYINDEX);
 		sp->globals_ref = luaL_ref(sp->L, LUA_REGISTRYINDEX); /* hidden */
 		lua_replace(sp->L, LUA_GLOBALSINDEX);                 /* visible */
 		lua_newtable(sp->L);
 		sp->scripts_ref = luaL_ref(sp->L, LUA_REGISTRYINDEX);
+		if (cmd_fn_init_state(sp) < 0) {
+			snprintf(err, errlen, "out of memory setting up Lua functions");
+			return -ENOMEM;
+		}
 	}
 	return 0;
 }
@@ -1179,6 +1128,8 @@ static void run_cleanup(struct script_run *r)
 {
 	lua_State *L = r->sp->L;
 	if (r->busy) {
+		if (r->fname != NULL)
+			cmd_fn_busy(r, false);
 		atomic_fetch_sub(&r->sp->busy->busy, 1);
 		if (r->wrote)
 			atomic_fetch_sub(&r->sp->busy->busy_wrote, 1);
@@ -1199,6 +1150,8 @@ static void run_cleanup(struct script_run *r)
 		free((void *)r->keys[i].key);
 	free(r->keys);
 	r->keys = NULL;
+	free(r->fname);
+	r->fname = NULL;
 }
 
 /* Ends the held run (when `held`), lets a command held back behind the
@@ -1221,12 +1174,12 @@ static void run_end(struct script_run *r, bool held)
 
 /* Where the pending call was made: the line of the innermost frame of the
  * script's own code in thread t (what Redis's error replies name). */
-static int script_line(lua_State *t)
+static int script_line(lua_State *t, const char *chunk)
 {
 	lua_Debug ar;
 	for (int level = 0; lua_getstack(t, level, &ar); level++) {
 		lua_getinfo(t, "Sl", &ar);
-		if (strcmp(ar.source, CHUNK_NAME) == 0)
+		if (strcmp(ar.source, chunk) == 0)
 			return ar.currentline;
 	}
 	return -1;
@@ -1238,7 +1191,7 @@ static int script_line(lua_State *t)
 static void reply_error(struct script_run *r)
 {
 	lua_State *co = r->co;
-	int line = script_line(co);
+	int line = script_line(co, r->chunk);
 	const char *prefix = "", *s = NULL;
 	size_t len = 0;
 	if (lua_type(co, -1) == LUA_TTABLE) {
@@ -1261,7 +1214,7 @@ static void reply_error(struct script_run *r)
 	}
 	char tail[96] = "";
 	if (line >= 0)
-		snprintf(tail, sizeof(tail), " script: %s, on %s:%d.", r->sha, CHUNK_NAME, line);
+		snprintf(tail, sizeof(tail), " script: %.40s, on %s:%d.", r->name, r->chunk, line);
 	struct resp_buf *b = r->x->reply;
 	resp_buf_reset(b);
 	resp_buf_append(b, "-", 1);
@@ -1336,7 +1289,7 @@ static const char *call_prepare(struct script_run *r, const struct cmd_def **out
 	lua_State *co = r->co;
 	r->raise = lua_toboolean(co, 2);
 	r->thread = lua_tothread(co, 3);
-	r->call_line = script_line(r->thread);
+	r->call_line = script_line(r->thread, r->chunk);
 	size_t argc = (size_t)lua_gettop(co) - 3;
 	if (argc == 0)
 		return "ERR Please specify at least one argument for this redis lib call";
@@ -1460,13 +1413,15 @@ static bool run_check_busy(struct script_run *r)
 		if (ms <= 0 || clock_unix_ms() - r->start_ms < (uint64_t)ms)
 			return false;
 		r->busy = true;
+		if (r->fname != NULL)
+			cmd_fn_busy(r, true);
 		r->kill_seen = atomic_load(&kill_gen);
 		atomic_fetch_add(&sb->busy, 1);
 		if (r->wrote)
 			atomic_fetch_add(&sb->busy_wrote, 1);
 		LOG_WARN("script %s has run for %d ms (busy-reply-threshold); SCRIPT KILL stops it "
 		         "if it has not written",
-		         r->sha, ms);
+		         r->name, ms);
 	}
 	if (!r->wrote && atomic_load(&kill_gen) != r->kill_seen)
 		r->killed = true;
@@ -1541,7 +1496,8 @@ static void run_restart(struct script_run *r)
 {
 	struct cmd_ctx *x = r->x;
 	lua_State *L = r->sp->L;
-	script_set_flag(r->sp, "lk", r->sha); /* (from now on it keeps the barrier) */
+	script_set_flag(r->sp, r->fname ? "lkf" : "lk", r->name); /* (it keeps the barrier
+	                                                                from now on) */
 	luaL_unref(L, LUA_REGISTRYINDEX, r->co_ref);
 	luaL_unref(L, LUA_REGISTRYINDEX, r->raise_ref);
 	r->co_ref = r->raise_ref = LUA_NOREF;
@@ -1722,27 +1678,39 @@ static void run_start(struct cmd_ctx *x)
 		r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	}
 	lua_sethook(r->co, run_hook, LUA_MASKCOUNT, HOOK_COUNT);
-	lua_rawgeti(r->co, LUA_REGISTRYINDEX, sp->scripts_ref);
-	lua_getfield(r->co, -1, r->sha);
-	lua_remove(r->co, -2);
-	if (lua_isnil(r->co, -1)) { /* flushed between the check and now */
-		resp_add_error(x->reply, err_noscript);
-		run_finish(r);
-		return;
+	int nargs = 0;
+	if (r->fname != NULL) { /* FCALL: the function, given KEYS and ARGV */
+		if (!cmd_fn_push(sp, r->co, r->fname)) { /* deleted meanwhile */
+			resp_add_error(x->reply, "ERR Function not found");
+			run_finish(r);
+			return;
+		}
+		lua_rawgeti(r->co, LUA_REGISTRYINDEX, r->keys_ref);
+		lua_rawgeti(r->co, LUA_REGISTRYINDEX, r->argv_ref);
+		nargs = 2;
+	} else {
+		lua_rawgeti(r->co, LUA_REGISTRYINDEX, sp->scripts_ref);
+		lua_getfield(r->co, -1, r->sha);
+		lua_remove(r->co, -2);
+		if (lua_isnil(r->co, -1)) { /* flushed between the check and now */
+			resp_add_error(x->reply, err_noscript);
+			run_finish(r);
+			return;
+		}
 	}
 	r->start_ms = clock_unix_ms();
-	/* (eval_run decided whether the connection goes on now) */
+	/* (script_run_start decided whether the connection goes on now) */
 	if (r->lift_at_start && r->attempts == 0) {
 		cmd_held_lift(x);
 		run_overlap(r);
 	}
-	run_drive(r, 0);
+	run_drive(r, nargs);
 }
 
 /* ---- EVAL, EVALSHA ---------------------------------------------------------- */
 
 /* On the origin, the script known on every proactor: runs it. */
-static void eval_run(struct cmd_ctx *x)
+void script_run_start(struct cmd_ctx *x)
 {
 	struct script_run *r = x->heap;
 	size_t numkeys = (size_t)atoll((const char *)cmd_arg(x, 2));
@@ -1750,6 +1718,8 @@ static void eval_run(struct cmd_ctx *x)
 	r->keys = malloc(r->cap_keys * sizeof(*r->keys));
 	if (r->keys == NULL) {
 		resp_buf_free(&r->call.reply);
+		free(r->fname);
+		r->fname = NULL;
 		cmd_fail(x, cmd_err_oom);
 		return;
 	}
@@ -1763,7 +1733,7 @@ static void eval_run(struct cmd_ctx *x)
 	 * them now), else once its holds are granted.  Not for a script without
 	 * keys or one seen naming keys it did not declare, nor inside EXEC. */
 	bool barrier = true;
-	if (numkeys > 0 && x->exec == NULL && !script_flag(r->sp, "lk", r->sha)) {
+	if (numkeys > 0 && x->exec == NULL && !script_flag(r->sp, r->fname ? "lkf" : "lk", r->name)) {
 		unsigned shard = shard_of_key(cmd_arg(x, 3), cmd_arg_len(x, 3));
 		bool one_local = shard_proactor(shard) == x->origin;
 		for (size_t i = 1; i < numkeys && one_local; i++)
@@ -1806,7 +1776,29 @@ static void eval_loaded(struct cmd_fan *f)
 	if (cmd_fan_ok_or_fail(f) < 0)
 		return;
 	cmd_fan_free(f);
-	eval_run(x);
+	script_run_start(x);
+}
+
+struct script_run *script_run_new(struct cmd_ctx *x)
+{
+	struct script_run *r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		cmd_fail(x, cmd_err_oom);
+		return NULL;
+	}
+	x->heap = r;
+	r->x = x;
+	r->sp = sp_self();
+	r->db = x->db;
+	r->resp = 2;
+	r->name = r->sha;
+	r->chunk = CHUNK_NAME;
+	r->co_ref = r->keys_ref = r->argv_ref = r->raise_ref = LUA_NOREF;
+	atomic_init(&r->durable.pending, 1); /* (the run's own count: run_finish drops it) */
+	atomic_init(&r->durable.status, 0);
+	r->durable.settled = run_settled;
+	resp_buf_init(&r->call.reply, 2);
+	return r;
 }
 
 static void eval_generic(struct cmd_ctx *x, bool by_sha, bool read_only)
@@ -1824,22 +1816,10 @@ static void eval_generic(struct cmd_ctx *x, bool by_sha, bool read_only)
 		cmd_fail(x, "ERR Number of keys can't be negative");
 		return;
 	}
-	struct script_px *sp = sp_self();
-	struct script_run *r = calloc(1, sizeof(*r));
-	if (r == NULL) {
-		cmd_fail(x, cmd_err_oom);
+	struct script_run *r = script_run_new(x);
+	if (r == NULL)
 		return;
-	}
-	x->heap = r;
-	r->x = x;
-	r->sp = sp;
-	r->db = x->db;
-	r->resp = 2;
-	r->co_ref = r->keys_ref = r->argv_ref = r->raise_ref = LUA_NOREF;
-	atomic_init(&r->durable.pending, 1); /* (the run's own count: run_finish drops it) */
-	atomic_init(&r->durable.status, 0);
-	r->durable.settled = run_settled;
-	resp_buf_init(&r->call.reply, 2);
+	struct script_px *sp = r->sp;
 	const uint8_t *body = cmd_arg(x, 1);
 	size_t len = cmd_arg_len(x, 1);
 	if (by_sha) {
@@ -1881,7 +1861,7 @@ static void eval_generic(struct cmd_ctx *x, bool by_sha, bool read_only)
 		cmd_fan_all(x, load_part, eval_loaded); /* (on the origin it is there: a no-op) */
 		return;
 	}
-	eval_run(x);
+	script_run_start(x);
 }
 
 void cmd_eval(struct cmd_ctx *x)
@@ -1985,7 +1965,7 @@ static void script_flush(struct cmd_ctx *x)
 	cmd_fan_all(x, flush_part, flush_done);
 }
 
-static void script_kill(struct cmd_ctx *x)
+void script_kill(struct cmd_ctx *x)
 {
 	unsigned busy = 0, wrote = 0;
 	for (unsigned i = 0; i < script_npx; i++) {
