@@ -5,7 +5,7 @@ values in each; SELECT is per connection and applies to the commands pipelined a
 SWAPDB is seen by every connection at once, moves the counts, races with writers without
 losing or duplicating any, and survives SIGTERM and kill -9; DBSIZE and INFO keyspace
 (keys=, expires=) are exact per database; SCAN (with TYPE), KEYS and RANDOMKEY walk one
-database; MOVE is not implemented (unknown command); server.databases=4 refuses SELECT 4 as
+database; MOVE moves a key (and its expiry) to another one; server.databases=4 refuses SELECT 4 as
 Redis does, CONFIG GET databases reports it, and a directory written with 16 databases,
 reopened with 4 and then 16, still holds database 5."""
 
@@ -16,7 +16,7 @@ import threading
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ringkv_testlib as tl  # noqa: E402
-from ringkv_testlib import ANY_INT, OK, S, UNORDERED, E, expect, expect_pipeline  # noqa: E402
+from ringkv_testlib import ANY_INT, OK, S, UNORDERED, E, check, expect, expect_pipeline  # noqa: E402
 
 NDB = 16
 OUT_OF_RANGE = E("ERR DB index is out of range")
@@ -386,14 +386,19 @@ def test_scan_keys_randomkey_walk_one_database(srv, c):
     expect(c, ["RANDOMKEY"], None)
 
 
-def test_move_is_not_implemented(srv, c):
-    expect(c, ["SET", "mv", "1"], OK)
-    if tl.IS_REDIS:
-        expect(c, ["MOVE", "mv", 1], 1)
-    else:
-        expect(c, ["MOVE", "mv", 1], E("ERR unknown command 'MOVE', with args beginning with: "
-                                       "'mv' '1' "))
-        expect(c, ["GET", "mv"], "1")
+def test_move_between_databases(srv, c):
+    expect(c, ["SET", "mv", "1", "EX", "100"], OK)
+    expect(c, ["MOVE", "mv", 1], 1)
+    expect(c, ["EXISTS", "mv"], 0)
+    expect(c, ["SET", "mv", "0"], OK)
+    c.call("SELECT", 1)
+    expect(c, ["GET", "mv"], b"1")
+    check(c.call("TTL", "mv") > 90, "MOVE lost the expiry")
+    expect(c, ["MOVE", "mv", 0], 0)  # (there is one in database 0)
+    expect(c, ["MOVE", "mv", 1], E("ERR source and destination objects are the same"))
+    expect(c, ["DBSIZE"], 1)
+    c.call("SELECT", 0)
+    expect(c, ["GET", "mv"], b"0")
 
 
 def test_config_get_databases(srv, c):
