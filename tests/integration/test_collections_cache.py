@@ -7,6 +7,10 @@ against an in-memory model, and every key once more at the end (and after a rest
 found a use after free: an element's kentry evicted while its key's was being released.
 Redis runs it too (RINGKV_TEST_TARGET=redis: no cache setting, same model).
 
+test_spop_of_large_sets_against_a_model: SPOP of sets of thousands of members, mixed with SREM,
+SADD, SMOVE and SCARD under the same cache, checked against a model (a popped member is one the
+set holds, never twice), and the sets compared whole after a restart.
+
 test_pipeline_of_big_hsets: one connection pipelines hundreds of HSETs of 1000 fields
 without reading; the records waiting for the index at once (INFO storage
 pending_writes_peak) stay near the proactor's bound on unfinished arguments, not the
@@ -182,6 +186,88 @@ def test_random_pipelines_under_eviction():
             c = srv.client()
             model.check_all(c, "after a restart")
             c.close()
+    finally:
+        srv.stop()
+        srv.cleanup()
+
+
+SPOP_SETS = 3
+SPOP_MEMBERS = tl.scaled(4000, 1000)
+
+
+def test_spop_of_large_sets_against_a_model():
+    """SPOP of sets of thousands of members mixed with SREM, SADD, SMOVE between the sets and
+    SCARD, under the 1 MB cache: every popped member was in the model's set (never twice,
+    never after SREM), SCARD matches, and the sets end as the model after a restart."""
+    srv = tl.Server(durability="write", threads=1, sets={"storage.cache_size": "1mb"})
+    srv.start()
+    try:
+        c = srv.client()
+        rnd = random.Random(SEED)
+        sets = {f"pop:{i}": set() for i in range(SPOP_SETS)}
+        for name, members in sets.items():
+            for start in range(0, SPOP_MEMBERS, 500):
+                batch = [f"{name}:m{j}" for j in range(start, min(start + 500, SPOP_MEMBERS))]
+                c.call("SADD", name, *batch)
+                members.update(batch)
+        bad, pops, fresh = [], 0, 0
+        while any(sets.values()) and not bad:
+            cmds = []
+            for _ in range(200):
+                name = rnd.choice(list(sets))
+                r = rnd.random()
+                if r < 0.75:
+                    cmds.append(["SPOP", name])
+                elif r < 0.85 and sets[name]:
+                    cmds.append(["SREM", name, rnd.choice(sorted(sets[name]))])
+                elif r < 0.9:
+                    fresh += 1
+                    cmds.append(["SADD", name, f"{name}:new{fresh}"])
+                elif r < 0.95 and sets[name]:
+                    cmds.append(["SMOVE", name, rnd.choice(list(sets)),
+                                 rnd.choice(sorted(sets[name]))])
+                else:
+                    cmds.append(["SCARD", name])
+            for cmd, got in zip(cmds, c.pipeline(cmds)):
+                op, name = cmd[0], cmd[1]
+                if op == "SPOP":
+                    if got is None:
+                        if sets[name]:
+                            bad.append(f"SPOP {name}: nil with {len(sets[name])} members")
+                    elif got.decode() not in sets[name]:
+                        bad.append(f"SPOP {name}: {got!r} is not a member")
+                    else:
+                        sets[name].discard(got.decode())
+                        pops += 1
+                elif op == "SREM":  # (a SPOP before it in the pipeline may have taken it)
+                    if got != int(cmd[2] in sets[name]):
+                        bad.append(f"SREM {name} {cmd[2]}: {got!r}")
+                    sets[name].discard(cmd[2])
+                elif op == "SADD":
+                    sets[name].add(cmd[2])
+                elif op == "SMOVE":
+                    there = cmd[3] in sets[name]
+                    if got != int(there):
+                        bad.append(f"{cmd}: {got!r}")
+                    if there:
+                        sets[name].discard(cmd[3])
+                        sets[cmd[2]].add(cmd[3])
+                elif got != len(sets[name]):
+                    bad.append(f"SCARD {name}: {got!r}, model {len(sets[name])}")
+            if not srv.alive():
+                bad.append("the server died")
+        tl.check(not bad, "; ".join(bad[:3]))
+        tl.check(pops > SPOP_SETS * SPOP_MEMBERS // 2, f"only {pops} pops")
+        c.close()
+        if not srv.is_redis:
+            srv.stop()
+            srv.start()
+        c = srv.client()
+        for name, members in sets.items():
+            got = {m.decode() for m in c.call("SMEMBERS", name)}
+            tl.check(got == members, f"{name} after a restart: {len(got)} members, model "
+                                     f"{len(members)}")
+        c.close()
     finally:
         srv.stop()
         srv.cleanup()

@@ -26,7 +26,8 @@ big / small.  Also the server's resident memory after the runs, and the
 index block misses per request.
 
     tools/bench/coll.py [--runs 3] [--requests 100000] [--pipeline-requests 1000000]
-                        [--only write,fsync,big] [--big-fields 10000000] [--quick]
+                        [--only write,fsync,big] [--tests SPOP,HSET] [--big-fields 10000000]
+                        [--quick]
 
 Prints Markdown tables.  Needs redis-server, redis-benchmark and redis-cli
 (redis-tools) and a built build/ringkv-server.
@@ -123,11 +124,13 @@ def rss_mb(pid):
 
 
 def per_core(args, work, only):
+    def chosen(tests):
+        return [t for t in tests if args.tests is None or t in args.tests]
     pairings = []
     if "write" in only:
-        pairings.append(("write", "everysec", list(WRITE_TESTS) + list(READ_TESTS)))
+        pairings.append(("write", "everysec", chosen(list(WRITE_TESTS) + list(READ_TESTS))))
     if "fsync" in only:
-        pairings.append(("fsync", "always", list(WRITE_TESTS)))
+        pairings.append(("fsync", "always", chosen(list(WRITE_TESTS))))
     resp.print_table(resp.per_core(args, work, pairings, fill_collections, run_test))
 
 
@@ -204,7 +207,11 @@ def main():
     ap.add_argument("--big-fields", type=int, default=10000000)
     ap.add_argument("--only", default="write,fsync,big",
                     help="comma-separated parts: write, fsync, big")
+    ap.add_argument("--tests", default=None,
+                    help="comma-separated tests of the per-core parts (default: all), e.g. SPOP")
     args = ap.parse_args()
+    if args.tests is not None:
+        args.tests = set(args.tests.split(","))
     args.keyspace, args.data_size = KEYS, 10
     only = set(args.only.split(","))
     if only - {"write", "fsync", "big"}:
