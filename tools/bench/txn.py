@@ -11,6 +11,8 @@ ringkv fsync / redis AOF always), -P 1 and -P 16, 50 connections:
   EVALSHA GET+SET  EVALSHA of a script doing redis.call GET and SET of its one
                  declared key: EVALSHA <sha> 1 key:R v  (ringkv-bench resp;
                  SCRIPT LOAD first, on each server)
+  FCALL GET+SET  the same as a function: FCALL getset 1 key:R v (FUNCTION
+                 LOAD first, on each server)
 R is a random number below 100000 drawn per key, v 100 bytes.  A unit (one
 MULTI ... EXEC) counts as one request; the CPU time per request is the
 server's per unit.  Runs of the two servers are interleaved in pairs as in
@@ -55,6 +57,9 @@ UNITS = {
 SCRIPT = "redis.call('get', KEYS[1]) return redis.call('set', KEYS[1], ARGV[1])"
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 UNITS["EVALSHA GET+SET"] = f"EVALSHA {SCRIPT_SHA} 1 key:__rand_int__ {VALUE}"
+LIBRARY = ("#!lua name=bench\nredis.register_function('getset', function(keys, args) "
+           "redis.call('get', keys[1]) return redis.call('set', keys[1], args[1]) end)")
+UNITS["FCALL GET+SET"] = f"FCALL getset 1 key:__rand_int__ {VALUE}"
 BENCHMARK_TESTS = {"MSET 10": ["-t", "mset"]}
 BENCH = os.path.join(resp.ROOT, "build", "ringkv-bench")
 
@@ -83,6 +88,12 @@ def run_test(server, test, pipeline, args):
                               capture_output=True, text=True, timeout=60)
         if load.stdout.strip() != SCRIPT_SHA:
             sys.exit(f"{PROG}: SCRIPT LOAD on {server.kind} answered {load.stdout.strip()!r} "
+                     f"{load.stderr.strip()}; is the server up?")
+    if name.startswith("FCALL"):
+        load = subprocess.run(["redis-cli", "-p", str(server.port), "FUNCTION", "LOAD",
+                               "REPLACE", LIBRARY], capture_output=True, text=True, timeout=60)
+        if load.stdout.strip() != "bench":
+            sys.exit(f"{PROG}: FUNCTION LOAD on {server.kind} answered {load.stdout.strip()!r} "
                      f"{load.stderr.strip()}; is the server up?")
     if name in UNITS:
         return bench_resp(server, UNITS[name], requests // 4, pipeline, args)
