@@ -95,9 +95,13 @@ static void copy_finish(struct cmd_ctx *x)
 	cmd_run_on_px(x, x->origin, copy_reply);
 }
 
+/* The end: through the source's shard only to release the job's own hold. */
 static void finish_on_source(struct copy_job *j)
 {
-	cmd_run_on_shard(j->x, j->src_shard, copy_finish);
+	if (j->own_hold)
+		cmd_run_on_shard(j->x, j->src_shard, copy_finish);
+	else
+		cmd_run_on_px(j->x, j->x->origin, copy_reply);
 }
 
 /* Submits j->req (prepared) on x's shard, passing the job's holds. */

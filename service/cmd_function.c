@@ -620,7 +620,7 @@ static char *apply(struct script_px *sp, struct fn_op *op, char **libname)
 /* Proactor 0's writer of DIR/functions. */
 static struct {
 	char path[4096], tmp[4096], dir[4096];
-	uint64_t requested, written; /* generations: changes asked for, on disk */
+	uint64_t requested; /* generation: changes asked for (fw.gen: the one being written) */
 	bool busy;
 	struct fn_op *waiters;
 	/* the write in flight */
@@ -673,9 +673,7 @@ static void fw_done(struct px *px)
 	fw.busy = false;
 	free(fw.buf);
 	fw.buf = NULL;
-	if (fw.status == 0)
-		fw.written = fw.gen;
-	else
+	if (fw.status < 0)
 		LOG_ERROR("functions: writing %s failed: %s; the functions changed since are not "
 		          "persisted (the next change writes them again)",
 		          fw.path, strerror(-fw.status));
