@@ -132,6 +132,7 @@ static void conn_free(struct conn *c)
 	free(c->name);
 	np->n_conns--;
 	free(container_of(c, struct conn_full, pub));
+	atomic_fetch_sub_explicit(&net_nallocated, 1, memory_order_release);
 }
 
 /* Moves c along its states as far as it can go now; may free c. */

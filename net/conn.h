@@ -183,6 +183,10 @@ void conn_foreach(struct px *px, void (*fn)(struct conn *c, void *arg), void *ar
 /* Connected clients over all proactors (INFO clients).  Any thread. */
 unsigned net_clients(void);
 
+/* Connections not yet freed over all proactors: a closed connection stays
+ * until its last request has ended and its on_close has run.  Any thread. */
+unsigned net_conns_allocated(void);
+
 /* Counters of the calling process (INFO stats): relaxed atomics, summed over
  * every proactor, including proactors whose net state is gone.  Any thread. */
 struct net_stats {

@@ -11,6 +11,7 @@ pthread_mutex_t net_lock = PTHREAD_MUTEX_INITIALIZER;
 struct net_px *net_all;       /* every live net_px */
 struct net_stats net_retired; /* counters of net_px that are gone */
 atomic_uint net_nclients;     /* open connections, all proactors */
+atomic_uint net_nallocated;   /* connections not yet freed, all proactors */
 
 /* "ip:port", or "[ip6]:port" as Redis writes IPv6 peers. */
 void net_format_addr(const struct sockaddr_storage *ss, char *buf, size_t len)
@@ -84,6 +85,11 @@ void net_get_stats(struct net_stats *out)
 unsigned net_clients(void)
 {
 	return atomic_load_explicit(&net_nclients, memory_order_relaxed);
+}
+
+unsigned net_conns_allocated(void)
+{
+	return atomic_load_explicit(&net_nallocated, memory_order_acquire);
 }
 
 uint16_t net_port(struct px *px)

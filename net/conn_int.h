@@ -193,6 +193,7 @@ extern pthread_mutex_t net_lock;     /* net_all, net_retired, net_claimed */
 extern struct net_px *net_all;       /* every live net_px */
 extern struct net_stats net_retired; /* counters of net_px that are gone */
 extern atomic_uint net_nclients;     /* open connections, all proactors */
+extern atomic_uint net_nallocated;   /* connections not yet freed, all proactors */
 
 #define NET_STAT(np, field, n) px_stat_add(&(np)->stats.field, (n))
 

@@ -111,6 +111,7 @@ static void np_accept_fd(struct net_px *np, int fd)
 		np->open->open_prev = pv;
 	np->open = pv;
 	np->n_conns++;
+	atomic_fetch_add_explicit(&net_nallocated, 1, memory_order_relaxed);
 	if (np->cfg.on_open != NULL)
 		np->cfg.on_open(c);
 	conn_recv_arm(c);

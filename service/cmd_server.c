@@ -463,6 +463,7 @@ static void stats_add(struct store_stats *a, const struct store_stats *b)
 	a->cache_hits += b->cache_hits;
 	a->cache_misses += b->cache_misses;
 	a->index_blocking_reads += b->index_blocking_reads;
+	a->index_async_reads += b->index_async_reads;
 	a->index_block_misses += b->index_block_misses;
 	a->index_bytes += b->index_bytes;
 	a->disk_reads += b->disk_reads;
@@ -516,12 +517,12 @@ static void info_part_fn(struct cmd_part *p)
 			ip->dbs[d].expires += ds.expires;
 			ip->dbs[d].expiry_sum_s += ds.expiry_sum_s;
 		}
-		char line[1024];
+		char line[2048];
 		int n = snprintf(
 		    line, sizeof(line),
 		    "shard_%u:proactor=%u,keys=%llu,log_bytes=%llu,live_bytes=%llu,"
 		    "cache_hits=%llu,cache_misses=%llu,disk_reads=%llu,index_blocking_reads=%llu,"
-		    "index_block_misses=%llu,index_bytes=%llu,commits=%llu,records=%llu,"
+		    "index_async_reads=%llu,index_block_misses=%llu,index_bytes=%llu,commits=%llu,records=%llu,"
 		    "fsyncs=%llu,write_errors=%llu,expired=%llu,gc_runs=%llu,"
 		    "gc_records_moved=%llu,gc_bytes_moved=%llu,gc_segments_deleted=%llu,"
 		    "segments_recycled=%llu,spare_bytes_zeroed=%llu,blind_puts=%llu,"
@@ -533,6 +534,7 @@ static void info_part_fn(struct cmd_part *p)
 		    (unsigned long long)st.live_bytes, (unsigned long long)st.cache_hits,
 		    (unsigned long long)st.cache_misses, (unsigned long long)st.disk_reads,
 		    (unsigned long long)st.index_blocking_reads,
+		    (unsigned long long)st.index_async_reads,
 		    (unsigned long long)st.index_block_misses, (unsigned long long)st.index_bytes,
 		    (unsigned long long)st.commits, (unsigned long long)st.records,
 		    (unsigned long long)st.fsyncs, (unsigned long long)st.write_errors,

@@ -106,6 +106,7 @@ static const struct cfg_option options[] = {
     OPTION(storage, cache_size, SIZE, "64mb", MB, 1024 * GB, 0),
     OPTION(storage, index_cache_size, SIZE, "128mb", MB, 1024 * GB, 0),
     OPTION(storage, gc_live_ratio, DOUBLE, "0.5", 0.05, 0.95, 0),
+    OPTION(storage, index_threads, INT, "0", 0, 256, 0),
     OPTION(uring, entries, INT, "1024", 64, 32768, CFG_POW2),
     OPTION(uring, busy_poll_us, INT, "10", 0, 10000, 0),
     OPTION(uring, buf_ring_entries, INT, "512", 0, 32768, CFG_POW2),

@@ -51,6 +51,7 @@ struct cfg_storage {
 	uint64_t cache_size;         /* hot-value cache bytes, all shards; default 64mb */
 	uint64_t index_cache_size;   /* RocksDB block cache bytes, shared; default 128mb */
 	double gc_live_ratio;        /* segments below this live ratio are rewritten; 0.05..0.95, default 0.5 */
+	int index_threads;           /* threads reading the index off the loop, 0 = auto; 0..256 */
 };
 
 struct cfg_uring {

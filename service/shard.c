@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "service/runtime/logging.h"
 #include "storage/fsutil.h"
@@ -167,6 +168,19 @@ int shard_open_all(struct pool *pool, const struct cfg *cfg, char *err, size_t e
 		snprintf(err, errlen, "cannot create the index cache: %s", msg);
 		return ret;
 	}
+	unsigned lookups = (unsigned)cfg->storage.index_threads;
+	if (lookups == 0) { /* auto */
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		lookups = cpus < 1 ? 4 : cpus > 16 ? 64 : 4 * (unsigned)cpus;
+	}
+	ret = idx_lookup_start(shard_map.idx_shared, lookups, msg, sizeof(msg));
+	if (ret < 0) {
+		idx_shared_destroy(shard_map.idx_shared);
+		shard_map.idx_shared = NULL;
+		snprintf(err, errlen, "cannot start the index lookup threads: %s", msg);
+		return ret;
+	}
+	LOG_INFO("index: %u lookup threads read entries not in the block cache", lookups);
 	shard_map.shards = shards;
 	shard_map.threads = threads;
 	shard_map.pool = pool;

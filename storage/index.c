@@ -195,14 +195,20 @@ void ix_probe_begin(struct block_read_probe *p)
 	p->before = p->pc ? rocksdb_perfcontext_metric(p->pc, rocksdb_block_read_count) : 0;
 }
 
-void ix_probe_end(struct idx *ix, struct block_read_probe *p)
+uint64_t ix_probe_take(struct block_read_probe *p)
 {
+	uint64_t n = 0;
 	if (p->pc) {
-		ix->stats.block_cache_misses +=
-		    rocksdb_perfcontext_metric(p->pc, rocksdb_block_read_count) - p->before;
+		n = rocksdb_perfcontext_metric(p->pc, rocksdb_block_read_count) - p->before;
 		rocksdb_perfcontext_destroy(p->pc);
 	}
 	rocksdb_set_perf_level(rocksdb_disable);
+	return n;
+}
+
+void ix_probe_end(struct idx *ix, struct block_read_probe *p)
+{
+	ix->stats.block_cache_misses += ix_probe_take(p);
 }
 
 /* The hash that orders key rows (and SCAN cursors): CRC32C of the key. */

@@ -207,8 +207,10 @@ int idx_get(struct idx *ix, const void *ident, size_t len, enum idx_read_mode mo
 struct idx_probe {
 	const void *key; /* the ident */
 	size_t klen;
-	int status;         /* 0 (e filled), -ENOENT or -EIO (logged) */
-	struct idx_entry e; /* e.value is NULL: inline values are not copied */
+	int status;         /* 0 (e filled), -ENOENT, -EIO (logged), or -EWOULDBLOCK
+	                       (idx_get_many_cached) */
+	struct idx_entry e; /* e.value is NULL: inline values are not copied (idx_get_many) */
+	uint8_t *value;     /* the lookup threads' copy of an inline value (index_lookup.c) */
 };
 
 /* Looks n idents up at once, like idx_get with IDX_BLOCKING (it may read SST
@@ -218,6 +220,60 @@ struct idx_probe {
  * answer, -EIO when some probe's status is -EIO, -EINVAL (not an ident;
  * nothing looked up) or -ENOMEM (nothing looked up). */
 int idx_get_many(struct idx *ix, struct idx_probe *probes, size_t n);
+
+/* idx_get_many from memory only (IDX_CACHED_ONLY): a probe whose answer needs
+ * a read of the files gets status -EWOULDBLOCK.  Never waits for I/O. */
+int idx_get_many_cached(struct idx *ix, struct idx_probe *probes, size_t n);
+
+/* ---- lookups off the loop ------------------------------------------------
+ *
+ * A proactor never waits for a disk read of the index: a lookup that misses
+ * the block cache (idx_get with IDX_CACHED_ONLY says -EWOULDBLOCK) goes to
+ * the lookup threads of the shared state, which read it (a MultiGet when
+ * several are queued for one index) and hand the answers back in lists, one
+ * per owner, through the owner's deliver function — called on a lookup
+ * thread, so it only passes the list on (a message to the owner's proactor).
+ * The submitter keeps each lookup, its ident and its index alive until it is
+ * delivered. */
+struct idx_lookup;
+
+struct idx_lookup_owner {
+	void (*deliver)(struct idx_lookup *list, void *arg); /* on a lookup thread */
+	void *arg;
+};
+
+struct idx_lookup {
+	struct idx *ix;                      /* in */
+	const void *key;                     /* in: the ident ... */
+	size_t klen;                         /* ... and its length */
+	const struct idx_lookup_owner *owner; /* in: who gets the answer */
+	int status;      /* out: 0 (e filled), -ENOENT, -EIO (logged), -ENOMEM, -EINVAL */
+	struct idx_entry e; /* out: an inline entry's e.value is `value` */
+	uint8_t *value;  /* out: an inline entry's value, malloc()ed: the receiver frees it */
+	uint64_t blocks_read; /* out: index blocks read from files for this lookup's batch
+	                         (counted on one lookup of the batch) */
+	struct idx_lookup *next; /* the list it is submitted and delivered in */
+};
+
+/* Starts `threads` lookup threads (1..IDX_LOOKUP_THREADS_MAX) on sh.  Until
+ * then (and in tools that never start them) idx_lookups_on is false and
+ * callers read blocking.  Returns 0, or -errno with a message in `err`.
+ * idx_shared_destroy stops them; every submitted lookup must have been
+ * delivered by then. */
+#define IDX_LOOKUP_THREADS_MAX 256
+int idx_lookup_start(struct idx_shared *sh, unsigned threads, char *err, size_t errlen);
+
+/* True once idx_lookup_start has run on ix's shared state. */
+bool idx_lookups_on(const struct idx *ix);
+
+/* Queues the n lookups of `list` (linked by next, `last` the last one) for
+ * the lookup threads.  Never waits for I/O: it takes the queue's lock for a
+ * few pointer writes, and wakes a thread. */
+void idx_lookup_submit(struct idx_shared *sh, struct idx_lookup *list, struct idx_lookup *last,
+                       size_t n);
+
+/* The shared state of ix (for idx_lookup_submit). */
+struct idx_shared *idx_shared_of(const struct idx *ix);
 
 /* A batch of changes, built on the index's thread and applied by idx_write.
  * It copies keys and values, so they may be freed right after each call. */

@@ -85,6 +85,15 @@ struct idx_shared {
 	int compact_efd;
 	_Atomic(struct compact_job *) compact_jobs; /* pushed, newest first */
 	atomic_bool compact_stop;
+	/* The lookup threads (index_lookup.c): a FIFO under a mutex, filled a
+	 * list at a time by the proactors and drained a batch at a time. */
+	pthread_mutex_t lookup_lock;
+	pthread_cond_t lookup_cond;
+	struct idx_lookup *lookup_head, *lookup_tail;
+	unsigned lookup_idle;    /* threads waiting on lookup_cond */
+	bool lookup_stop;
+	unsigned n_lookup_threads; /* started; 0: lookups are off */
+	pthread_t *lookup_threads;
 };
 
 struct idx {
@@ -155,6 +164,15 @@ struct block_read_probe {
 /* Row and entry encoding, metadata and probes (index.c). */
 size_t ix_entry_encode_header(uint8_t *dst, const struct idx_entry *e);
 bool ix_entry_decode(const uint8_t *src, size_t len, struct idx_entry *e);
+/* idx_get_many's work, usable from any thread: copies inline values into
+ * probe->value (when want_values) and counts into *stats instead of
+ * ix->stats (when stats is not NULL). */
+struct ix_many_stats {
+	uint64_t gets, errors, blocks_read, would_block;
+};
+int ix_get_many(struct idx *ix, struct idx_probe *probes, size_t n, enum idx_read_mode mode,
+                bool want_values, struct ix_many_stats *stats);
+
 bool ix_row_decode(uint8_t kind, const uint8_t *v, size_t vlen, struct idx_entry *e);
 void ix_expiry_prefix(uint8_t *dst, uint64_t expiry_ms);
 size_t ix_ident_row(uint8_t *dst, const uint8_t *ident, size_t len);
@@ -169,6 +187,8 @@ int ix_meta_get(struct idx *ix, const rocksdb_readoptions_t *ro, const char *nam
                 size_t size, char **rerr);
 void ix_probe_begin(struct block_read_probe *p);
 void ix_probe_end(struct idx *ix, struct block_read_probe *p);
+uint64_t ix_probe_take(struct block_read_probe *p); /* the blocks read; any thread */
+void ix_lookup_stop(struct idx_shared *sh, unsigned started); /* joins the lookup threads */
 int ix_batch_op_cmp(const void *a, const void *b);
 
 /* Reads (index_read.c). */

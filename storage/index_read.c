@@ -81,6 +81,18 @@ uint64_t ix_row_order(const uint8_t *row, size_t len)
 
 int idx_get_many(struct idx *ix, struct idx_probe *probes, size_t n)
 {
+	return ix_get_many(ix, probes, n, IDX_BLOCKING, false, NULL);
+}
+
+int idx_get_many_cached(struct idx *ix, struct idx_probe *probes, size_t n)
+{
+	return ix_get_many(ix, probes, n, IDX_CACHED_ONLY, false, NULL);
+}
+
+int ix_get_many(struct idx *ix, struct idx_probe *probes, size_t n, enum idx_read_mode mode,
+                bool want_values, struct ix_many_stats *stats)
+{
+	struct ix_many_stats local = {0};
 	if (n == 0)
 		return 0;
 	size_t arena_len = 0;
@@ -121,21 +133,27 @@ int idx_get_many(struct idx *ix, struct idx_probe *probes, size_t n)
 		key_lens[i] = rows[i].key_len;
 	}
 	struct block_read_probe probe;
-	ix_probe_begin(&probe);
-	rocksdb_batched_multi_get_cf(ix->db, ix->ro_blocking, ix->cf, n, keys, key_lens, values,
-	                             errs, true);
-	ix_probe_end(ix, &probe);
-	ix->stats.gets += n;
-	ix->stats.get_blocking += n;
-	ix->stats.multi_gets++;
+	bool cached = mode == IDX_CACHED_ONLY;
+	if (!cached)
+		ix_probe_begin(&probe);
+	rocksdb_batched_multi_get_cf(ix->db, cached ? ix->ro_cached : ix->ro_blocking, ix->cf, n,
+	                             keys, key_lens, values, errs, true);
+	local.blocks_read = cached ? 0 : ix_probe_take(&probe);
+	local.gets = n;
 
 	ret = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct idx_probe *p = &probes[rows[i].seq];
 		p->status = -ENOENT;
+		p->value = NULL;
+		if (errs[i] != NULL && cached && ix_is_incomplete(errs[i])) {
+			local.would_block++;
+			p->status = -EWOULDBLOCK;
+			continue;
+		}
 		if (errs[i] != NULL) {
 			LOG_ERROR("index %s: read failed: %s", ix->path, errs[i]);
-			ix->stats.errors++;
+			local.errors++;
 			p->status = ret = -EIO;
 			continue;
 		}
@@ -146,12 +164,31 @@ int idx_get_many(struct idx *ix, struct idx_probe *probes, size_t n)
 		if (!ix_row_decode(rows[i].key[0], (const uint8_t *)v, vlen, &p->e)) {
 			LOG_ERROR("index %s: the entry of a %zu-byte ident is corrupt (%zu bytes)",
 			          ix->path, p->klen, vlen);
-			ix->stats.errors++;
+			local.errors++;
 			p->status = ret = -EIO;
 			continue;
 		}
-		p->e.value = NULL;
+		if (want_values && p->e.is_inline) {
+			p->value = malloc(p->e.value_len ? p->e.value_len : 1);
+			if (p->value == NULL) {
+				p->status = -ENOMEM;
+				continue;
+			}
+			if (p->e.value_len > 0) /* a collection's key row has no value */
+				memcpy(p->value, p->e.value, p->e.value_len);
+		}
+		p->e.value = p->value;
 		p->status = 0;
+	}
+	if (stats != NULL) {
+		*stats = local;
+	} else {
+		ix->stats.gets += local.gets;
+		ix->stats.get_blocking += cached ? 0 : local.gets;
+		ix->stats.get_would_block += local.would_block;
+		ix->stats.multi_gets++;
+		ix->stats.errors += local.errors;
+		ix->stats.block_cache_misses += local.blocks_read;
 	}
 out:
 	for (size_t i = 0; values != NULL && i < n; i++)

@@ -103,6 +103,8 @@ int idx_shared_create(struct idx_shared **out, uint64_t cache_bytes, int backgro
 	if (sh == NULL)
 		goto nomem;
 	sh->compact_efd = -1;
+	pthread_mutex_init(&sh->lookup_lock, NULL);
+	pthread_cond_init(&sh->lookup_cond, NULL);
 	sh->cache = rocksdb_cache_create_lru((size_t)cache_bytes);
 	sh->env = rocksdb_create_default_env();
 	if (sh->cache == NULL || sh->env == NULL)
@@ -135,6 +137,7 @@ void idx_shared_destroy(struct idx_shared *sh)
 {
 	if (sh == NULL)
 		return;
+	ix_lookup_stop(sh, sh->n_lookup_threads);
 	if (sh->compactor_started) {
 		atomic_store(&sh->compact_stop, true);
 		uint64_t one = 1;
@@ -151,6 +154,8 @@ void idx_shared_destroy(struct idx_shared *sh)
 	 * and a later idx_shared_create in this process would get none. */
 	if (sh->env)
 		rocksdb_env_destroy(sh->env);
+	pthread_mutex_destroy(&sh->lookup_lock);
+	pthread_cond_destroy(&sh->lookup_cond);
 	free(sh);
 }
 

@@ -195,7 +195,9 @@ static bool req_run(struct store *st, struct store_req *req)
 		if (blind)
 			st_kentry_set_absent(ke);
 		else
-			ret = st_kentry_load(st, ke);
+			ret = st_kentry_lookup(st, ke, req);
+		if (ret == 1)
+			return false; /* st_req_looked_up runs it again */
 		if (ret < 0) {
 			st_req_complete(st, req, ret, NULL);
 			return true;
@@ -508,6 +510,9 @@ static bool submit_begin(struct store *st, struct store_req *req)
 	req->result_ref = NULL;
 	req->result_len = 0;
 	req->retries = 0;
+	req->lookups_missing = 0;
+	req->lookup_err = 0;
+	req->cold = 0;
 	req->heads_missing = 0;
 	req->waits = NULL;
 	req->more_entries = NULL;
@@ -539,6 +544,16 @@ void store_submit(struct store *st, struct store_req *req)
 	submit_ident(st, req, st->ident, len);
 }
 
+void st_req_looked_up(struct store *st, struct store_req *req)
+{
+	if (req->lookup_err < 0)
+		st_req_complete(st, req, req->lookup_err, NULL);
+	else if (!req_run(st, req))
+		return;
+	settled(st, req);
+	queues_run(st);
+}
+
 void store_call_resume(struct store *st, struct store_req *req)
 {
 	if (!st_call_run(st, req))
@@ -561,6 +576,7 @@ static bool store_hook(struct px *px, struct px_hook *hook)
 {
 	struct store *st = container_of(hook, struct store, hook);
 	(void)px;
+	st_lookups_submit(st);
 	bool work = st_gc_step(st);
 	log_expect_recycled(st->log, st->gc.active || st->gc.n_waiting > 0);
 	size_t segments = log_get_stats(st->log)->segments;
@@ -663,6 +679,7 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 		ret = -EIO;
 		goto fail;
 	}
+	st_lookups_init(st);
 	st->hook.fn = store_hook;
 	px_hook_add(px, &st->hook);
 	px_timer_start(px, &st->expire_timer, EXPIRE_PERIOD_NS, EXPIRE_PERIOD_NS, st_expire_tick);
@@ -719,7 +736,7 @@ void store_get_stats(struct store *st, struct store_stats *out)
 	if (st->idx != NULL) {
 		struct idx_stats is;
 		idx_get_stats(st->idx, &is);
-		out->index_block_misses = is.block_cache_misses;
+		out->index_block_misses = is.block_cache_misses + st->lookup_blocks_read;
 		out->garbage_dropped = is.garbage_dropped;
 		out->garbage_compactions = is.garbage_compactions;
 		out->index_bytes = is.memtable_bytes + is.sst_bytes;
@@ -744,7 +761,8 @@ void store_stop(struct store *st)
 
 bool store_busy(const struct store *st)
 {
-	return st->inflight_reqs > 0 || st->batch_dirty || px_timer_armed(&st->expire_timer) ||
+	return st->inflight_reqs > 0 || st->lookups_inflight > 0 || st->batch_dirty ||
+	       px_timer_armed(&st->expire_timer) ||
 	       px_timer_armed(&st->gc_timer) || px_timer_armed(&st->apply_timer) ||
 	       st->gc.reading || (st->log != NULL && log_busy(st->log));
 }

@@ -219,6 +219,9 @@ struct store_req {
 	void **more_entries;             /* CALL: the entries of more_keys (malloc'd) */
 	void *result_ref;                /* keeps `result` alive until done has run */
 	unsigned retries;                /* index re-reads after a moved value */
+	unsigned lookups_missing;        /* index lookups off the loop it waits for */
+	int lookup_err;                  /* ... the first that failed */
+	uint64_t cold;                   /* CALL: keys 0..63 that were not cached */
 	struct st_held *held;            /* HOLD, once granted: its keys (malloc'd) */
 	size_t n_held;
 };
@@ -227,7 +230,9 @@ struct store_stats {
 	uint64_t keys;             /* exact key count, every database */
 	uint64_t log_bytes;        /* bytes in log segments */
 	uint64_t cache_hits, cache_misses;
-	uint64_t index_blocking_reads; /* index entries not in the block cache, read blocking */
+	uint64_t index_blocking_reads; /* index entries not in the block cache, read blocking
+	                                  on the loop */
+	uint64_t index_async_reads;    /* ... read by the lookup threads instead */
 	uint64_t index_block_misses;   /* index blocks read from SST files */
 	uint64_t index_bytes;          /* index memtables and SST files */
 	uint64_t disk_reads;       /* log reads */

@@ -230,7 +230,25 @@ void st_resolve_blind(struct store *st)
 	for (size_t i = 0; i < st->n_blind; i++)
 		st->probes[i] = (struct idx_probe){.key = st->blind[i]->ke->key,
 		                                   .klen = st->blind[i]->ke->key_len};
-	int ret = idx_get_many(st->idx, st->probes, st->n_blind);
+	/* Memory first (memtables, cached filter and data blocks answer most:
+	 * a new key is usually ruled out by its filter); the rest is read from
+	 * the files, on the loop (counted as blocking reads). */
+	int ret = idx_get_many_cached(st->idx, st->probes, st->n_blind);
+	size_t n_cold = 0;
+	for (size_t i = 0; ret == 0 && i < st->n_blind; i++) {
+		if (st->probes[i].status != -EWOULDBLOCK)
+			continue;
+		struct pending_write *pw = st->blind[i];
+		st->blind[i] = st->blind[n_cold];
+		st->blind[n_cold] = pw;
+		struct idx_probe p = st->probes[i];
+		st->probes[i] = st->probes[n_cold];
+		st->probes[n_cold++] = p;
+	}
+	if (ret == 0 && n_cold > 0) {
+		st->stats.index_blocking_reads += n_cold;
+		ret = idx_get_many(st->idx, st->probes, n_cold);
+	}
 	for (size_t i = 0; i < st->n_blind; i++) {
 		struct pending_write *pw = st->blind[i];
 		const struct idx_probe *p = &st->probes[i];

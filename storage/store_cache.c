@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "service/runtime/pool.h"
 #include "storage/store_int.h"
 
 static void lru_remove(struct store *st, struct kentry *ke)
@@ -169,34 +170,28 @@ struct kentry *st_kentry_get(struct store *st, const uint8_t *key, size_t len)
 	return ke;
 }
 
-int st_kentry_load(struct store *st, struct kentry *ke)
+/* Sets ke from the index's answer: ret 0 (*e, with the inline value's copy
+ * `inline_value`, which this frees) or -ENOENT.  A key of a database retired
+ * meanwhile (FLUSHDB, FLUSHALL) is absent whatever the index said. */
+static int kentry_fill(struct store *st, struct kentry *ke, int ret, const struct idx_entry *e,
+                       uint8_t *inline_value)
 {
-	struct idx_entry e;
-	uint8_t *inline_value = NULL;
-	if (st_db_of_id(st, st_ident_db(ke->key)) < 0) {
-		/* A retired database (FLUSHDB, FLUSHALL): its rows are garbage even
-		 * before the index drops them. */
+	if (ret == -ENOENT || st_db_of_id(st, st_ident_db(ke->key)) < 0) {
+		free(inline_value);
 		st_kentry_set_absent(ke);
 		return 0;
 	}
-	int ret = idx_get(st->idx, ke->key, ke->key_len, IDX_CACHED_ONLY, &e, &inline_value);
-	if (ret == -EWOULDBLOCK) {
-		st->stats.index_blocking_reads++;
-		ret = idx_get(st->idx, ke->key, ke->key_len, IDX_BLOCKING, &e, &inline_value);
-	}
-	if (ret == -ENOENT) {
-		st_kentry_set_absent(ke);
-		return 0;
-	}
-	if (ret < 0)
+	if (ret < 0) {
+		free(inline_value);
 		return ret == -ENOMEM ? -ENOMEM : -EIO;
+	}
 	st_blob_unref(ke->value);
 	ke->value = NULL;
 	st_blob_unref(ke->whole); /* (of what the kentry knew before: reloaded now) */
 	ke->whole = NULL;
-	bool coll = !st_is_elem(ke) && e.type != FMT_TYPE_STRING;
-	if (e.is_inline && !coll) {
-		ke->value = st_blob_new(inline_value, e.value_len);
+	bool coll = !st_is_elem(ke) && e->type != FMT_TYPE_STRING;
+	if (e->is_inline && !coll) {
+		ke->value = st_blob_new(inline_value, e->value_len);
 		if (ke->value == NULL) {
 			free(inline_value);
 			return -ENOMEM;
@@ -204,21 +199,137 @@ int st_kentry_load(struct store *st, struct kentry *ke)
 	}
 	free(inline_value);
 	ke->exists = true;
-	ke->type = st_is_elem(ke) ? FMT_TYPE_STRING : e.type;
-	ke->is_inline = e.is_inline || coll;
-	ke->expiry_ms = e.expiry_ms;
-	ke->idx_expiry_ms = e.expiry_ms;
-	ke->value_len = e.value_len;
-	ke->version = e.version;
-	ke->count = e.count;
-	ke->enc = e.enc;
+	ke->type = st_is_elem(ke) ? FMT_TYPE_STRING : e->type;
+	ke->is_inline = e->is_inline || coll;
+	ke->expiry_ms = e->expiry_ms;
+	ke->idx_expiry_ms = e->expiry_ms;
+	ke->value_len = e->value_len;
+	ke->version = e->version;
+	ke->count = e->count;
+	ke->enc = e->enc;
 	ke->pos = (struct log_pos){
-	    .segment = e.segment, .offset = e.offset, .length = e.length, .lsn = e.lsn};
+	    .segment = e->segment, .offset = e->offset, .length = e->length, .lsn = e->lsn};
 	ke->idx_ptr = !ke->is_inline;
 	ke->idx_pos = ke->pos;
 	ke->known = true;
 	st_kentry_charge(st, ke);
 	return 0;
+}
+
+/* The index's answer from memory: 0 with ke set, -EWOULDBLOCK when it needs
+ * a read of the index's files, or an error. */
+static int kentry_load_cached(struct store *st, struct kentry *ke)
+{
+	if (st_db_of_id(st, st_ident_db(ke->key)) < 0)
+		return kentry_fill(st, ke, -ENOENT, NULL, NULL); /* retired: garbage rows */
+	struct idx_entry e;
+	uint8_t *inline_value = NULL;
+	int ret = idx_get(st->idx, ke->key, ke->key_len, IDX_CACHED_ONLY, &e, &inline_value);
+	if (ret == -EWOULDBLOCK)
+		return ret;
+	return kentry_fill(st, ke, ret, &e, inline_value);
+}
+
+int st_kentry_load(struct store *st, struct kentry *ke)
+{
+	int ret = kentry_load_cached(st, ke);
+	if (ret != -EWOULDBLOCK)
+		return ret;
+	st->stats.index_blocking_reads++;
+	struct idx_entry e;
+	uint8_t *inline_value = NULL;
+	ret = idx_get(st->idx, ke->key, ke->key_len, IDX_BLOCKING, &e, &inline_value);
+	return kentry_fill(st, ke, ret, &e, inline_value);
+}
+
+/* ---- lookups off the loop ------------------------------------------------ */
+
+/* A key's index entry being read by the lookup threads for a request. */
+struct st_lookup {
+	struct idx_lookup l; /* the index's part (its list links these) */
+	struct store *st;
+	struct kentry *ke;   /* kept: it heads a queue (req waits in it) */
+	struct store_req *req;
+};
+
+int st_kentry_lookup(struct store *st, struct kentry *ke, struct store_req *req)
+{
+	if (ke->loading)
+		return 1; /* the same request names the key twice: one lookup */
+	int ret = kentry_load_cached(st, ke);
+	if (ret != -EWOULDBLOCK)
+		return ret;
+	if (!st->lookups_async)
+		return st_kentry_load(st, ke); /* (counted in index_blocking_reads) */
+	struct st_lookup *sl = malloc(sizeof(*sl));
+	if (sl == NULL)
+		return -ENOMEM;
+	sl->l = (struct idx_lookup){
+	    .ix = st->idx, .key = ke->key, .klen = ke->key_len, .owner = &st->lookup_owner};
+	sl->st = st;
+	sl->ke = ke;
+	sl->req = req;
+	ke->loading = true;
+	req->lookups_missing++;
+	if (st->lookup_out_last != NULL)
+		st->lookup_out_last->next = &sl->l;
+	else
+		st->lookup_out = &sl->l;
+	st->lookup_out_last = &sl->l;
+	st->n_lookup_out++;
+	st->lookups_inflight++;
+	st->stats.index_async_reads++;
+	return 1;
+}
+
+void st_lookups_submit(struct store *st)
+{
+	if (st->lookup_out == NULL)
+		return;
+	idx_lookup_submit(idx_shared_of(st->idx), st->lookup_out, st->lookup_out_last,
+	                  st->n_lookup_out);
+	st->lookup_out = st->lookup_out_last = NULL;
+	st->n_lookup_out = 0;
+}
+
+/* On the store's proactor: a list of answers. */
+static void lookups_back(void *arg)
+{
+	struct idx_lookup *l = arg;
+	struct store *st = container_of(l, struct st_lookup, l)->st;
+	while (l != NULL) {
+		struct idx_lookup *next = l->next;
+		struct st_lookup *sl = container_of(l, struct st_lookup, l);
+		struct kentry *ke = sl->ke;
+		struct store_req *req = sl->req;
+		st->lookups_inflight--;
+		st->lookup_blocks_read += l->blocks_read;
+		ke->loading = false;
+		int ret = 0;
+		if (ke->known) /* (cannot happen: its queue waited) keep the newer state */
+			free(l->value);
+		else
+			ret = kentry_fill(st, ke, l->status, &l->e, l->value);
+		free(sl);
+		if (ret < 0 && req->lookup_err == 0)
+			req->lookup_err = ret;
+		if (--req->lookups_missing == 0)
+			st_req_looked_up(st, req);
+		l = next;
+	}
+}
+
+/* On a lookup thread: the list goes to the store's proactor. */
+static void lookups_deliver(struct idx_lookup *list, void *arg)
+{
+	struct store *st = arg;
+	pool_run_on(st->px->pool, st->px->id, lookups_back, list);
+}
+
+void st_lookups_init(struct store *st)
+{
+	st->lookup_owner = (struct idx_lookup_owner){.deliver = lookups_deliver, .arg = st};
+	st->lookups_async = st->px->pool != NULL && idx_lookups_on(st->idx);
 }
 
 void st_forget_all_keys(struct store *st)

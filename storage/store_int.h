@@ -197,6 +197,7 @@ struct kentry {
 	bool exists;                        /* the row exists (a key maybe expired, not yet
 	                                       reclaimed) */
 	bool in_lru;
+	bool loading;       /* its index entry is being read off the loop (st_kentry_lookup) */
 	bool referenced;    /* used since eviction last passed it (CLOCK) */
 	bool is_inline;     /* the current value lives in the index (always for a
 	                       collection's metadata and for elements) */
@@ -408,6 +409,14 @@ struct store {
 	uint64_t checkpoint_lsn; /* next LSN of the log at the last index flush asked for */
 	uint64_t submitted;      /* requests submitted, ever */
 	uint64_t idle_mark;      /* ... as the apply timer last saw them */
+	/* Index lookups off the loop (store_cache.c): gathered during an
+	 * iteration, submitted by the hook, answered by a message. */
+	bool lookups_async;              /* the lookup threads run: never read blocking */
+	struct idx_lookup_owner lookup_owner;
+	struct idx_lookup *lookup_out, *lookup_out_last; /* not submitted yet */
+	size_t n_lookup_out;
+	unsigned lookups_inflight;       /* submitted or gathered, not answered */
+	uint64_t lookup_blocks_read;     /* index blocks they read from files */
 };
 
 /* ---- small helpers, inline in every file -------------------------------- */
@@ -583,6 +592,15 @@ struct kentry *st_kentry_get(struct store *st, const uint8_t *key, size_t len);
 /* Fills `ke` from the index (a key of a retired database id reads as
  * absent).  Returns 0, -ENOMEM or -EIO. */
 int st_kentry_load(struct store *st, struct kentry *ke);
+
+/* Makes ke known for req without waiting on the loop: 0 when it is known now
+ * (from memory, or read blocking when the lookup threads are off), 1 when
+ * its entry is being read by the lookup threads (req->lookups_missing counts
+ * it; st_req_looked_up runs when the last is back), or -ENOMEM / -EIO. */
+int st_kentry_lookup(struct store *st, struct kentry *ke, struct store_req *req);
+void st_lookups_init(struct store *st);   /* at open, once the index is open */
+void st_lookups_submit(struct store *st); /* the iteration's lookups, to the threads */
+void st_req_looked_up(struct store *st, struct store_req *req); /* store.c */
 
 /* Called when `ke` may have become idle (no request queued, no pending
  * write): it joins the CLOCK list if it is not on it yet or, if it knows

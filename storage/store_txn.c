@@ -1121,13 +1121,18 @@ bool st_call_run(struct store *st, struct store_req *req)
 	keys[0] = req->key_entry;
 	for (size_t i = 1; i < nkeys; i++)
 		keys[i] = req->more_entries[i - 1];
-	uint64_t cold = 0;
+	/* Cold keys are looked up first; the call runs once all are known
+	 * (st_req_looked_up runs it again). */
 	for (size_t i = 0; i < nkeys; i++) {
 		if (keys[i]->known)
 			continue;
 		if (i < 64)
-			cold |= 1ull << i;
-		int ret = st_kentry_load(st, keys[i]);
+			req->cold |= 1ull << i;
+		int ret = st_kentry_lookup(st, keys[i], req);
+		if (ret < 0 && req->lookups_missing > 0) {
+			req->lookup_err = ret; /* completed once the others are back */
+			break;
+		}
 		if (ret < 0) {
 			if (keys != few)
 				free(keys);
@@ -1135,6 +1140,12 @@ bool st_call_run(struct store *st, struct store_req *req)
 			return true;
 		}
 	}
+	if (req->lookups_missing > 0) {
+		if (keys != few)
+			free(keys);
+		return false;
+	}
+	uint64_t cold = req->cold;
 	struct store_txn t;
 	t.held = nkeys <= TXN_INLINE ? t.held_few : calloc(nkeys, sizeof(*t.held));
 	if (t.held == NULL) {

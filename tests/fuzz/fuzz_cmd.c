@@ -134,9 +134,12 @@ static void server_stop(void)
 	if (!wait_idle(FUZZ_WAIT_MS))
 		fuzz_fail("requests still in flight at shutdown");
 	/* The closes complete on the proactor: wait for them, so every client's
-	 * state is freed (on_close) before the pool stops. */
+	 * state is freed (on_close) before the pool stops.  A closed connection
+	 * is freed only after its last reply came back, which may be after the
+	 * request stopped counting as in flight: wait for the frees, not the
+	 * closes. */
 	double deadline = test_now() + FUZZ_WAIT_MS / 1000.0;
-	while (net_clients() != 0) {
+	while (net_conns_allocated() != 0) {
 		if (test_now() > deadline)
 			fuzz_fail("connections still open at shutdown");
 		usleep(100);
@@ -686,6 +689,14 @@ static void run(size_t n)
 	if (!wait_idle(FUZZ_WAIT_MS))
 		fuzz_fail("a request is still in flight %d ms after its connection closed",
 		          FUZZ_WAIT_MS);
+	/* ... and the connection is freed with its client state (WATCH, MULTI):
+	 * libFuzzer counts what one input allocated and did not free. */
+	double deadline = test_now() + FUZZ_WAIT_MS / 1000.0;
+	while (net_conns_allocated() != 0) {
+		if (test_now() > deadline)
+			fuzz_fail("a connection is not freed %d ms after it closed", FUZZ_WAIT_MS);
+		usleep(50);
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -186,7 +186,7 @@ static void test_defaults(void)
 	CHECK(cfg_get(&cfg, "server.port.x", out, sizeof(out)) == -1, "cfg_get with two dots");
 
 	cfg_foreach(&cfg, dump_one, &d);
-	CHECK(d.n == 28, "cfg_foreach visits %d options, want 28", d.n);
+	CHECK(d.n == 29, "cfg_foreach visits %d options, want 29", d.n);
 	CHECK(d.n > 0 && strcmp(d.names[0], "server.bind") == 0, "first option is server.bind");
 	for (int i = 0; i < d.n && i < 64; i++) {
 		CHECK(cfg_get(&cfg, d.names[i], out, sizeof(out)) == 0 &&
