@@ -546,6 +546,11 @@ bool cmd_glob_match(const uint8_t *pat, size_t plen, const uint8_t *s, size_t sl
  * is durable (cmd_store_ok_or_fail then cmd_done). */
 void cmd_call(struct cmd_ctx *x, store_call_fn fn);
 
+/* cmd_call for a call that reads elements of its key named by arguments
+ * first, first + step, ...: the store looks those not cached up before the
+ * call runs, off the loop (store.h, prefetch). */
+void cmd_call_elems(struct cmd_ctx *x, store_call_fn fn, size_t first, size_t step);
+
 /* Inside a call: drops what the call changed and makes `msg` the reply. */
 void cmd_call_refuse(struct cmd_ctx *x, struct store_txn *t, const char *msg);
 

@@ -42,6 +42,18 @@ void cmd_call(struct cmd_ctx *x, store_call_fn fn)
 	cmd_submit(x, call_done);
 }
 
+void cmd_call_elems(struct cmd_ctx *x, store_call_fn fn, size_t first, size_t step)
+{
+	size_t argc = cmd_argc(x);
+	if (first < argc && step > 0) {
+		x->sr.prefetch = x->req->argv + first;
+		x->sr.prefetch_lens = x->req->argv_len + first;
+		x->sr.prefetch_step = step;
+		x->sr.n_prefetch = (argc - first + step - 1) / step;
+	}
+	cmd_call(x, fn);
+}
+
 void cmd_call_refuse(struct cmd_ctx *x, struct store_txn *t, const char *msg)
 {
 	store_txn_abort(t);

@@ -72,7 +72,7 @@ void cmd_hset(struct cmd_ctx *x)
 	}
 	if (cmd_elems_fit_or_fail(x, 2, 2) < 0)
 		return;
-	cmd_call(x, hset_call);
+	cmd_call_elems(x, hset_call, 2, 2);
 }
 
 void cmd_hmset(struct cmd_ctx *x)
@@ -101,7 +101,7 @@ void cmd_hsetnx(struct cmd_ctx *x)
 {
 	if (cmd_elems_fit_or_fail(x, 2, 2) < 0)
 		return;
-	cmd_call(x, hsetnx_call);
+	cmd_call_elems(x, hsetnx_call, 2, cmd_argc(x));
 }
 
 /* ---- HGET HMGET HSTRLEN HEXISTS HLEN ----------------------------------- */
@@ -130,7 +130,7 @@ static void hget_call(struct store_req *sr, struct store_txn *t)
 
 void cmd_hget(struct cmd_ctx *x)
 {
-	cmd_call(x, hget_call);
+	cmd_call_elems(x, hget_call, 2, cmd_argc(x));
 }
 
 static void hmget_call(struct store_req *sr, struct store_txn *t)
@@ -155,7 +155,7 @@ static void hmget_call(struct store_req *sr, struct store_txn *t)
 
 void cmd_hmget(struct cmd_ctx *x)
 {
-	cmd_call(x, hmget_call);
+	cmd_call_elems(x, hmget_call, 2, 1);
 }
 
 static void hstrlen_call(struct store_req *sr, struct store_txn *t)
@@ -173,7 +173,7 @@ static void hstrlen_call(struct store_req *sr, struct store_txn *t)
 
 void cmd_hstrlen(struct cmd_ctx *x)
 {
-	cmd_call(x, hstrlen_call);
+	cmd_call_elems(x, hstrlen_call, 2, cmd_argc(x));
 }
 
 static void hexists_call(struct store_req *sr, struct store_txn *t)
@@ -191,7 +191,7 @@ static void hexists_call(struct store_req *sr, struct store_txn *t)
 
 void cmd_hexists(struct cmd_ctx *x)
 {
-	cmd_call(x, hexists_call);
+	cmd_call_elems(x, hexists_call, 2, cmd_argc(x));
 }
 
 /* HLEN and SCARD: the element count. */
@@ -236,7 +236,7 @@ static void hdel_call(struct store_req *sr, struct store_txn *t)
 
 void cmd_hdel(struct cmd_ctx *x)
 {
-	cmd_call(x, hdel_call);
+	cmd_call_elems(x, hdel_call, 2, 1);
 }
 
 /* ---- HKEYS HVALS HGETALL ----------------------------------------------- */
@@ -307,7 +307,7 @@ void cmd_hincrby(struct cmd_ctx *x)
 {
 	if (cmd_arg_int_or_fail(x, 3, &x->u.incr.delta) < 0 || cmd_elems_fit_or_fail(x, 2, 0) < 0)
 		return;
-	cmd_call(x, hincrby_call);
+	cmd_call_elems(x, hincrby_call, 2, cmd_argc(x));
 }
 
 static void hincrbyfloat_call(struct store_req *sr, struct store_txn *t)
@@ -363,7 +363,7 @@ void cmd_hincrbyfloat(struct cmd_ctx *x)
 		cmd_fail(x, cmd_err_oom);
 		return;
 	}
-	cmd_call(x, hincrbyfloat_call);
+	cmd_call_elems(x, hincrbyfloat_call, 2, cmd_argc(x));
 }
 
 /* ---- HRANDFIELD -------------------------------------------------------- */

@@ -65,7 +65,7 @@ void cmd_sadd(struct cmd_ctx *x)
 {
 	if (cmd_elems_fit_or_fail(x, 2, 1) < 0)
 		return;
-	cmd_call(x, sadd_call);
+	cmd_call_elems(x, sadd_call, 2, 1);
 }
 
 static void srem_call(struct store_req *sr, struct store_txn *t)
@@ -86,7 +86,7 @@ static void srem_call(struct store_req *sr, struct store_txn *t)
 
 void cmd_srem(struct cmd_ctx *x)
 {
-	cmd_call(x, srem_call);
+	cmd_call_elems(x, srem_call, 2, 1);
 }
 
 /* 1 if argv[i] is a member of key 0, 0 if not, < 0 if the call failed. */
@@ -117,12 +117,12 @@ static void sismember_call(struct store_req *sr, struct store_txn *t)
 
 void cmd_sismember(struct cmd_ctx *x)
 {
-	cmd_call(x, sismember_call);
+	cmd_call_elems(x, sismember_call, 2, 1);
 }
 
 void cmd_smismember(struct cmd_ctx *x)
 {
-	cmd_call(x, sismember_call);
+	cmd_call_elems(x, sismember_call, 2, 1);
 }
 
 /* ---- SMEMBERS SRANDMEMBER SPOP ----------------------------------------- */

@@ -47,6 +47,7 @@ enum cfg_type {
 
 #define CFG_POW2  0x1 /* value is a power of two (0 passes when the range starts at 0) */
 #define CFG_MUL4K 0x2 /* value is a multiple of 4096 */
+#define CFG_AUTO  0x4 /* SIZE: "auto" is accepted, stored as 0 (cfg_resolve_auto) */
 
 struct cfg_option {
 	const char *section; /* rows of one section are adjacent, sections in file order */
@@ -56,7 +57,7 @@ struct cfg_option {
 	size_t size;     /* of the field; for strings the buffer, NUL included */
 	const char *def; /* default, written as in config.yaml; must pass every check */
 	double min, max; /* inclusive bounds for INT, SIZE, DOUBLE; all exact (below 2^53) */
-	unsigned flags;  /* CFG_POW2, CFG_MUL4K */
+	unsigned flags;  /* CFG_POW2, CFG_MUL4K, CFG_AUTO */
 };
 
 /* The C type of a field of each option type; OPTION refuses to compile on a mismatch. */
@@ -103,8 +104,8 @@ static const struct cfg_option options[] = {
     OPTION(storage, durability, DURABILITY, "fsync", 0, 0, 0),
     OPTION(storage, segment_size, SIZE, "256mb", MB, 64 * GB, CFG_MUL4K),
     OPTION(storage, inline_max, SIZE, "64", 0, 4 * KB, 0),
-    OPTION(storage, cache_size, SIZE, "64mb", MB, 1024 * GB, 0),
-    OPTION(storage, index_cache_size, SIZE, "128mb", MB, 1024 * GB, 0),
+    OPTION(storage, cache_size, SIZE, "auto", MB, 1024 * GB, CFG_AUTO),
+    OPTION(storage, index_cache_size, SIZE, "auto", MB, 1024 * GB, CFG_AUTO),
     OPTION(storage, gc_live_ratio, DOUBLE, "0.5", 0.05, 0.95, 0),
     OPTION(storage, index_threads, INT, "0", 0, 256, 0),
     OPTION(uring, entries, INT, "1024", 64, 32768, CFG_POW2),
@@ -340,6 +341,11 @@ static int option_parse(struct cfg *cfg, const struct cfg_option *o, const char 
 		u = (uint64_t)i;
 		break;
 	case CFG_T_SIZE:
+		if ((o->flags & CFG_AUTO) && len == 4 && memcmp(text, "auto", 4) == 0) {
+			u = 0; /* resolved at start (cfg_resolve_auto) */
+			d = o->min;
+			break;
+		}
 		rc = parse_size(text, &u);
 		d = (double)u;
 		break;
@@ -369,6 +375,9 @@ static int option_parse(struct cfg *cfg, const struct cfg_option *o, const char 
 
 	if (rc == -EINVAL) {
 		describe_expected(o->type, expected, sizeof(expected));
+		if (o->flags & CFG_AUTO)
+			snprintf(expected + strlen(expected), sizeof(expected) - strlen(expected),
+			         " or auto");
 		if (len == 0)
 			snprintf(why, whylen, "%s.%s: expected %s, got an empty value", o->section,
 			         o->key, expected);
@@ -436,6 +445,8 @@ static const char *option_text(const struct cfg *cfg, const struct cfg_option *o
 		snprintf(buf, len, "%d", *(const int *)field);
 		return buf;
 	case CFG_T_SIZE:
+		if ((o->flags & CFG_AUTO) && *(const uint64_t *)field == 0)
+			return "auto";
 		snprintf(buf, len, "%" PRIu64, *(const uint64_t *)field);
 		return buf;
 	case CFG_T_DOUBLE:
@@ -909,4 +920,89 @@ out:
 	yaml_parser_delete(&parser);
 	free(buf);
 	return rc < 0 ? -1 : 0;
+}
+
+/* ---- auto sizes --------------------------------------------------------- */
+
+/* The first number in `path`, or 0 when it cannot be read or is not one
+ * ("max": no limit). */
+static uint64_t read_number_file(const char *path)
+{
+	char buf[64];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0 || !is_digit(buf[0]))
+		return 0;
+	buf[n] = '\0';
+	return strtoull(buf, NULL, 10);
+}
+
+/* The memory limit of this process's cgroup (v2, or v1), 0 if none. */
+static uint64_t cgroup_memory_limit(void)
+{
+	char line[512], path[700];
+	uint64_t limit = 0;
+	FILE *f = fopen("/proc/self/cgroup", "re");
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "0::", 3) == 0) { /* v2: the unified hierarchy */
+			snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", line + 3);
+			limit = read_number_file(path);
+			break;
+		}
+	}
+	if (f != NULL)
+		fclose(f);
+	if (limit == 0) { /* v1 says "unlimited" with a huge number */
+		uint64_t v1 = read_number_file("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+		if (v1 > 0 && v1 < (UINT64_C(1) << 60))
+			limit = v1;
+	}
+	return limit;
+}
+
+uint64_t cfg_memory(char *source, size_t len)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+	uint64_t phys = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+	uint64_t cg = cgroup_memory_limit();
+	if (cg > 0 && (phys == 0 || cg < phys)) {
+		snprintf(source, len, "the cgroup's memory limit");
+		return cg;
+	}
+	snprintf(source, len, "the machine's memory");
+	return phys;
+}
+
+static uint64_t auto_share(uint64_t memory, unsigned divisor)
+{
+	uint64_t v = memory / divisor;
+	v -= v % (1u << 20);
+	return v < CFG_AUTO_MIN ? CFG_AUTO_MIN : v;
+}
+
+void cfg_resolve_auto(struct cfg *cfg, char *note, size_t len)
+{
+	char source[64];
+	uint64_t memory = cfg_memory(source, sizeof(source));
+	bool value_auto = cfg->storage.cache_size == 0, index_auto = cfg->storage.index_cache_size == 0;
+	if (value_auto)
+		cfg->storage.cache_size = auto_share(memory, CFG_AUTO_VALUE_DIVISOR);
+	if (index_auto)
+		cfg->storage.index_cache_size = auto_share(memory, CFG_AUTO_INDEX_DIVISOR);
+	if (note == NULL || len == 0)
+		return;
+	char value_how[32] = "", index_how[32] = "";
+	if (value_auto)
+		snprintf(value_how, sizeof(value_how), " (auto: 1/%u)", CFG_AUTO_VALUE_DIVISOR);
+	if (index_auto)
+		snprintf(index_how, sizeof(index_how), " (auto: 1/%u)", CFG_AUTO_INDEX_DIVISOR);
+	snprintf(note, len,
+	         "caches: storage.cache_size %" PRIu64 " MiB%s, storage.index_cache_size %" PRIu64
+	         " MiB%s; memory: %" PRIu64 " MiB (%s)",
+	         cfg->storage.cache_size >> 20, value_how, cfg->storage.index_cache_size >> 20,
+	         index_how, memory >> 20, source);
 }

@@ -48,8 +48,8 @@ struct cfg_storage {
 	enum cfg_durability durability; /* default fsync */
 	uint64_t segment_size;       /* log segment bytes, 1mb..64gb, multiple of 4kb; default 256mb */
 	uint64_t inline_max;         /* values up to this many bytes live in the index; 0..4096, default 64 */
-	uint64_t cache_size;         /* hot-value cache bytes, all shards; default 64mb */
-	uint64_t index_cache_size;   /* RocksDB block cache bytes, shared; default 128mb */
+	uint64_t cache_size;         /* hot-value cache bytes, all shards; 0 = auto (default) */
+	uint64_t index_cache_size;   /* RocksDB block cache bytes, shared; 0 = auto (default) */
 	double gc_live_ratio;        /* segments below this live ratio are rewritten; 0.05..0.95, default 0.5 */
 	int index_threads;           /* threads reading the index off the loop, 0 = auto; 0..256 */
 };
@@ -97,5 +97,19 @@ void cfg_foreach(const struct cfg *cfg, void (*fn)(const char *name, const char 
 		 void *arg);
 
 const char *cfg_durability_name(enum cfg_durability d);
+
+/* `auto` cache sizes: shares of the memory this process may use (the
+ * machine's, or its cgroup's limit when lower), at least CFG_AUTO_MIN. */
+#define CFG_AUTO_VALUE_DIVISOR 4 /* storage.cache_size: a quarter */
+#define CFG_AUTO_INDEX_DIVISOR 8 /* storage.index_cache_size: an eighth */
+#define CFG_AUTO_MIN (16ull << 20)
+
+/* The memory the auto sizes share (bytes; 0 if unknown), and where it comes
+ * from ("the machine's memory", "the cgroup's memory limit") in `source`. */
+uint64_t cfg_memory(char *source, size_t len);
+
+/* Replaces the auto (0) cache sizes of cfg by their shares; when note is
+ * not NULL, writes the line the server logs at start about them. */
+void cfg_resolve_auto(struct cfg *cfg, char *note, size_t len);
 
 #endif

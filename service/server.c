@@ -290,6 +290,9 @@ int main(int argc, char **argv)
 	}
 	LOG_INFO("ringkv %s started: %u proactors (pid %d)", RINGKV_VERSION, pool_size(pool),
 	         (int)getpid());
+	char note[512];
+	cfg_resolve_auto(&cfg, note, sizeof(note));
+	LOG_INFO("%s", note);
 
 	/* An offline import killed after its commit point finishes now, before
 	 * recovery replays its segments (storage/bulk.h). */

@@ -151,8 +151,13 @@ static void close_stores_now(void)
 	shard_map.idx_shared = NULL;
 }
 
-int shard_open_all(struct pool *pool, const struct cfg *cfg, char *err, size_t errlen)
+int shard_open_all(struct pool *pool, const struct cfg *given, char *err, size_t errlen)
 {
+	/* (ringkv-server resolved the auto sizes already; a test harness may not) */
+	static struct cfg resolved;
+	resolved = *given;
+	cfg_resolve_auto(&resolved, NULL, 0);
+	const struct cfg *cfg = &resolved;
 	unsigned threads = pool_size(pool), shards = 0;
 	char msg[1024];
 	int ret = layout_open(cfg->storage.dir, threads, &shards, msg, sizeof(msg));

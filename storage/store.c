@@ -78,6 +78,8 @@ static void work_push(struct store *st, struct kentry *ke)
 /* req has settled, heading every queue it is in: those queues move on. */
 static void settled(struct store *st, struct store_req *req)
 {
+	if (req->n_prefetch_pins > 0)
+		st_prefetch_unpin(st, req);
 	for (size_t i = 0; i < req_nkeys(req); i++)
 		if (req_waiter(req, i) != NULL)
 			work_push(st, req_entry(req, i));
@@ -513,6 +515,8 @@ static bool submit_begin(struct store *st, struct store_req *req)
 	req->lookups_missing = 0;
 	req->lookup_err = 0;
 	req->cold = 0;
+	req->prefetched = false;
+	req->n_prefetch_pins = 0;
 	req->heads_missing = 0;
 	req->waits = NULL;
 	req->more_entries = NULL;

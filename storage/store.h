@@ -184,6 +184,13 @@ struct store_req {
 	const struct store_key_ref *more_keys; /* CALL: its keys after `key` (may repeat
 	                                          one: the same key then) */
 	size_t n_more_keys;
+	/* CALL: elements of key 0 the call will read (HGET's field, SMISMEMBER's
+	 * members): those not cached are looked up before the call runs, off the
+	 * loop.  n_prefetch of them, the i-th at prefetch[i * prefetch_step]
+	 * (its length likewise in prefetch_lens); 0: none. */
+	uint8_t *const *prefetch;
+	const size_t *prefetch_lens;
+	size_t n_prefetch, prefetch_step;
 	void *arg;                 /* the caller's */
 	const void *holder;        /* the owner of a hold (STORE_HOLD), or the owner whose
 				      hold this request may pass (any op); NULL: none */
@@ -222,6 +229,10 @@ struct store_req {
 	unsigned lookups_missing;        /* index lookups off the loop it waits for */
 	int lookup_err;                  /* ... the first that failed */
 	uint64_t cold;                   /* CALL: keys 0..63 that were not cached */
+	bool prefetched;                 /* CALL: its elements' lookups were started */
+	void *prefetch_pin_few[4];       /* CALL: the element entries it pinned ... */
+	void **prefetch_pins;            /* ... (prefetch_pin_few or malloc'd), */
+	size_t n_prefetch_pins;          /* released once it has settled */
 	struct st_held *held;            /* HOLD, once granted: its keys (malloc'd) */
 	size_t n_held;
 };

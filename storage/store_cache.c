@@ -311,6 +311,9 @@ static void lookups_back(void *arg)
 		else
 			ret = kentry_fill(st, ke, l->status, &l->e, l->value);
 		free(sl);
+		if (st_is_elem(ke))
+			ret = 0; /* a prefetched element (st_call_run): the call
+			          * reads it again if it failed */
 		if (ret < 0 && req->lookup_err == 0)
 			req->lookup_err = ret;
 		if (--req->lookups_missing == 0)

@@ -818,6 +818,8 @@ void st_coll_deletes(struct store *st, struct kentry *ke, uint64_t lsn, uint32_t
  * settled (its writes appended, or req completed), false if the call paused
  * (store_txn_pause: it keeps its queues until store_call_resume). */
 bool st_call_run(struct store *st, struct store_req *req);
+/* Releases the element entries st_call_run pinned for req's call. */
+void st_prefetch_unpin(struct store *st, struct store_req *req);
 
 /* Puts element kentry e on its key's list of elements that differ from the
  * index (pinning the key), or takes it off (it is released). */

@@ -1109,6 +1109,69 @@ static void txn_end(struct store_txn *t)
 		free(t->pinned);
 }
 
+/* Starts the lookups of the elements of key ke that req names and that a
+ * point read would get from the index (not known, no whole copy coming):
+ * the call then finds them known.  Each (known already or not) stays pinned
+ * until the request has settled (st_prefetch_unpin), so that a small cache
+ * cannot evict it between its answer and the call.  Nothing fails here: an element it could not
+ * start is read by the call as before. */
+static void prefetch_elems(struct store *st, struct store_req *req, struct kentry *ke)
+{
+	if (!st->lookups_async || !is_coll_live(ke) || whole_of(ke) != NULL)
+		return;
+	bool cold = req->cold & 1;
+	if (!cold && ke->n_elems == 0 && ke->count <= WHOLE_LOAD)
+		return; /* store_txn_get reads it whole (one seek) */
+	size_t n_few = sizeof(req->prefetch_pin_few) / sizeof(req->prefetch_pin_few[0]);
+	req->prefetch_pins = req->prefetch_pin_few;
+	if (req->n_prefetch > n_few) {
+		req->prefetch_pins = malloc(req->n_prefetch * sizeof(*req->prefetch_pins));
+		if (req->prefetch_pins == NULL) {
+			req->prefetch_pins = req->prefetch_pin_few;
+			return;
+		}
+	}
+	for (size_t i = 0; i < req->n_prefetch; i++) {
+		const uint8_t *elem = req->prefetch[i * req->prefetch_step];
+		size_t elen = req->prefetch_lens[i * req->prefetch_step];
+		size_t len = elen <= FMT_ELEM_MAX ? elem_ident(st, ke, elem, elen) : 0;
+		if (len == 0)
+			continue;
+		struct kentry *e = st_kentry_get(st, st->ident, len);
+		if (e == NULL)
+			break;
+		if (e->loading) { /* named twice: pinned once */
+			st_kentry_release(st, e);
+			continue;
+		}
+		/* Pinned even when known or answered from memory: a small cache
+		 * would otherwise evict it at once. */
+		e->pins++;
+		if (e->known || st_kentry_lookup(st, e, req) >= 0) {
+			req->prefetch_pins[req->n_prefetch_pins++] = e;
+			continue;
+		}
+		e->pins--;
+		st_kentry_release(st, e);
+	}
+	if (req->n_prefetch_pins == 0 && req->prefetch_pins != req->prefetch_pin_few) {
+		free(req->prefetch_pins);
+		req->prefetch_pins = req->prefetch_pin_few;
+	}
+}
+
+void st_prefetch_unpin(struct store *st, struct store_req *req)
+{
+	for (size_t i = 0; i < req->n_prefetch_pins; i++) {
+		struct kentry *e = req->prefetch_pins[i];
+		e->pins--;
+		st_kentry_release(st, e);
+	}
+	if (req->prefetch_pins != req->prefetch_pin_few)
+		free(req->prefetch_pins);
+	req->n_prefetch_pins = 0;
+}
+
 bool st_call_run(struct store *st, struct store_req *req)
 {
 	size_t nkeys = 1 + req->n_more_keys;
@@ -1139,6 +1202,10 @@ bool st_call_run(struct store *st, struct store_req *req)
 			st_req_complete(st, req, ret, NULL);
 			return true;
 		}
+	}
+	if (req->lookups_missing == 0 && req->n_prefetch > 0 && !req->prefetched) {
+		req->prefetched = true;
+		prefetch_elems(st, req, keys[0]);
 	}
 	if (req->lookups_missing > 0) {
 		if (keys != few)

@@ -13,6 +13,9 @@ index is on disk and the caches are cold, and then:
 - test_calls_on_cold_keys: commands on several cold keys at once (MSET with a key twice,
   SMOVE, SINTERSTORE of a set with itself, RENAME, HSET/HGETALL, MULTI/EXEC) — one lookup per
   key even when a command names it twice;
+- test_cold_collection_elements: fields and members of big hashes and sets read and written
+  on a cold cache answer as a model says, and none of their index reads blocks the loop (the
+  store looks a command's elements up before its call runs);
 - test_shutdown_with_lookups_in_flight: connections pipeline thousands of cold GETs without
   reading and the server gets SIGTERM meanwhile: it exits with status 0, and the data is
   whole after the next start;
@@ -201,6 +204,97 @@ def test_calls_on_cold_keys():
         tl.expect_pipeline(c, cmds, want)
         async_reads, _ = lookups(c)
         tl.check(async_reads > 0, "no call's key went to the lookup threads")
+        c.close()
+
+
+def test_cold_collection_elements():
+    """Fields and members of big collections (more than the 64 elements that are read whole)
+    read and written by HGET, HMGET, HEXISTS, HSTRLEN, HINCRBY, HSET, HDEL, SISMEMBER,
+    SMISMEMBER, SADD and SREM on a cold cache: the commands' elements are looked up before
+    their calls run, so nothing reads on the loop."""
+    nh, nf = 200, 300
+    with tl.Server(threads=1, durability="write", sets=SETS) as srv:
+        fill(srv)
+        c = srv.client()
+        hashes = {f"bh:{h}": {f"f{j}": f"v{h}.{j}" for j in range(nf)} for h in range(nh)}
+        sets = {f"bs:{h}": {f"m{j}" for j in range(nf)} for h in range(nh)}
+        for k, fields in hashes.items():
+            tl.expect_pipeline(c, [["HSET", k] + [x for kv in fields.items() for x in kv]], [nf])
+        for k, members in sets.items():
+            tl.expect_pipeline(c, [["SADD", k] + sorted(members)], [nf])
+        c.close()
+        c = restart(srv)
+        before = lookups(c)
+        rnd = random.Random(SEED)
+        cmds, want = [], []
+        for _ in range(3000):
+            h = rnd.randrange(nh)
+            hk, sk = f"bh:{h}", f"bs:{h}"
+            hf, sf = hashes[hk], sets[sk]
+            f = f"f{rnd.randrange(nf + 20)}"
+            m = f"m{rnd.randrange(nf + 20)}"
+            op = rnd.randrange(11)
+            if op == 0:
+                cmds.append(["HGET", hk, f])
+                want.append(hf[f].encode() if f in hf else None)
+            elif op == 1:
+                fs = [f, f"f{rnd.randrange(nf)}", f"f{rnd.randrange(nf)}"]
+                cmds.append(["HMGET", hk] + fs)
+                want.append([hf[x].encode() if x in hf else None for x in fs])
+            elif op == 2:
+                cmds.append(["HEXISTS", hk, f])
+                want.append(1 if f in hf else 0)
+            elif op == 3:
+                cmds.append(["HSTRLEN", hk, f])
+                want.append(len(hf[f]) if f in hf else 0)
+            elif op == 4:
+                n = int(hf[f]) if f in hf and hf[f].isdigit() else None
+                if f in hf and n is None:
+                    cmds.append(["HINCRBY", hk, f, 1])
+                    want.append(tl.E("ERR hash value is not an integer"))
+                else:
+                    hf[f] = str((n or 0) + 1)
+                    cmds.append(["HINCRBY", hk, f, 1])
+                    want.append((n or 0) + 1)
+            elif op == 5:
+                cmds.append(["HSET", hk, f, "w", f"f{rnd.randrange(nf)}", "z"])
+                g = cmds[-1][4]
+                want.append((0 if f in hf else 1) + (0 if g in hf or g == f else 1))
+                hf[f] = "w"
+                hf[g] = "z"
+            elif op == 6:
+                cmds.append(["HDEL", hk, f])
+                want.append(1 if hf.pop(f, None) is not None else 0)
+            elif op == 7:
+                cmds.append(["SISMEMBER", sk, m])
+                want.append(1 if m in sf else 0)
+            elif op == 8:
+                ms = [m, f"m{rnd.randrange(nf)}"]
+                cmds.append(["SMISMEMBER", sk] + ms)
+                want.append([1 if x in sf else 0 for x in ms])
+            elif op == 9:
+                cmds.append(["SADD", sk, m])
+                want.append(0 if m in sf else 1)
+                sf.add(m)
+            else:
+                cmds.append(["SREM", sk, m])
+                want.append(1 if m in sf else 0)
+                sf.discard(m)
+        for start in range(0, len(cmds), PIPE):
+            tl.expect_pipeline(c, cmds[start:start + PIPE], want[start:start + PIPE])
+        after = lookups(c)
+        tl.check(after[0] - before[0] > 500,
+                 f"only {after[0] - before[0]} lookups went to the lookup threads")
+        tl.check(after[1] == before[1],
+                 f"{after[1] - before[1]} index reads blocked the loop")
+        c.close()
+        c = restart(srv)
+        for hk, hf in list(hashes.items())[:10]:
+            expect(c, ["HLEN", hk], len(hf))
+            for fld in list(hf)[:50]:
+                expect(c, ["HGET", hk, fld], hf[fld].encode())
+        for sk, sf in list(sets.items())[:10]:
+            expect(c, ["SCARD", sk], len(sf))
         c.close()
 
 

@@ -180,6 +180,18 @@ static void test_defaults(void)
 	          cfg.log.level == 2 && cfg.storage.segment_size == 256u << 20,
 	      "defaults in the struct");
 
+	expect_get(&cfg, "storage.cache_size", "auto");
+	expect_get(&cfg, "storage.index_cache_size", "auto");
+	{
+		struct cfg resolved = cfg;
+		char note[256] = "";
+		cfg_resolve_auto(&resolved, note, sizeof(note));
+		CHECK(resolved.storage.cache_size >= CFG_AUTO_MIN &&
+		          resolved.storage.index_cache_size >= CFG_AUTO_MIN && note[0] != '\0',
+		      "auto cache sizes resolve to at least %llu bytes and a note: %llu, %llu, '%s'",
+		      CFG_AUTO_MIN, (unsigned long long)resolved.storage.cache_size,
+		      (unsigned long long)resolved.storage.index_cache_size, note);
+	}
 	CHECK(cfg_get(&cfg, "server.prot", out, sizeof(out)) == -1, "cfg_get of an unknown key");
 	CHECK(cfg_get(&cfg, "sever.port", out, sizeof(out)) == -1, "cfg_get of an unknown section");
 	CHECK(cfg_get(&cfg, "port", out, sizeof(out)) == -1, "cfg_get without a section");
@@ -357,20 +369,21 @@ static void test_sizes(void)
 		snprintf(assignment, sizeof(assignment), "storage.cache_size=%s", sizes[i].value);
 		expect_set(assignment, "storage.cache_size", sizes[i].bytes);
 	}
+	expect_set("storage.cache_size=auto", "storage.cache_size", "auto");
 	expect_set("storage.inline_max=4k", "storage.inline_max", "4096");
 	expect_set("storage.segment_size=64gb", "storage.segment_size", "68719476736");
 
 	expect_set_error(
 	    "storage.cache_size=1 mb",
 	    "--set storage.cache_size=1 mb: storage.cache_size: expected a size (bytes, "
-	    "or a number with k/m/g suffix), got '1 mb'");
+	    "or a number with k/m/g suffix) or auto, got '1 mb'");
 	expect_set_error("storage.cache_size=-1",
 	                 "--set storage.cache_size=-1: storage.cache_size: expected a size (bytes, "
-	                 "or a number with k/m/g suffix), got '-1'");
+	                 "or a number with k/m/g suffix) or auto, got '-1'");
 	expect_set_error(
 	    "storage.cache_size=1tb",
 	    "--set storage.cache_size=1tb: storage.cache_size: expected a size (bytes, "
-	    "or a number with k/m/g suffix), got '1tb'");
+	    "or a number with k/m/g suffix) or auto, got '1tb'");
 	expect_set_error("storage.cache_size=1025gb", "--set storage.cache_size=1025gb: "
 	                                              "storage.cache_size: 1025gb is out of range "
 	                                              "(1mb..1024gb)");
@@ -542,7 +555,7 @@ static void test_load_errors(void)
 	expect_load_error(
 	    "storage:\n  cache_size: 12q\n",
 	    "config.yaml:2:15: storage.cache_size: expected a size (bytes, or a number "
-	    "with k/m/g suffix), got '12q'");
+	    "with k/m/g suffix) or auto, got '12q'");
 	expect_load_error("storage:\n  cache_size: 99999999999gb\n",
 	                  "config.yaml:2:15: storage.cache_size: 99999999999gb is out of range "
 	                  "(1mb..1024gb)");
