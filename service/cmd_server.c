@@ -522,7 +522,8 @@ static void info_part_fn(struct cmd_part *p)
 		    line, sizeof(line),
 		    "shard_%u:proactor=%u,keys=%llu,log_bytes=%llu,live_bytes=%llu,"
 		    "cache_hits=%llu,cache_misses=%llu,disk_reads=%llu,index_blocking_reads=%llu,"
-		    "index_async_reads=%llu,index_block_misses=%llu,index_bytes=%llu,commits=%llu,records=%llu,"
+		    "index_async_reads=%llu,index_block_misses=%llu,index_bytes=%llu,commits=%llu,"
+		    "records=%llu,"
 		    "fsyncs=%llu,write_errors=%llu,expired=%llu,gc_runs=%llu,"
 		    "gc_records_moved=%llu,gc_bytes_moved=%llu,gc_segments_deleted=%llu,"
 		    "segments_recycled=%llu,spare_bytes_zeroed=%llu,blind_puts=%llu,"
@@ -548,9 +549,8 @@ static void info_part_fn(struct cmd_part *p)
 		    (unsigned long long)st.index_batch_keys,
 		    (unsigned long long)st.records_replayed, (unsigned long long)st.elem_reads,
 		    (unsigned long long)st.garbage_dropped,
-		    (unsigned long long)st.garbage_compactions,
-		    (unsigned long long)st.cache_bytes, (unsigned long long)st.cache_entries,
-		    (unsigned long long)st.pending_writes,
+		    (unsigned long long)st.garbage_compactions, (unsigned long long)st.cache_bytes,
+		    (unsigned long long)st.cache_entries, (unsigned long long)st.pending_writes,
 		    (unsigned long long)st.pending_writes_peak);
 		if (n > 0)
 			resp_buf_append(&p->text, line, (size_t)n < sizeof(line) ? (size_t)n : 0);

@@ -988,7 +988,8 @@ void cfg_resolve_auto(struct cfg *cfg, char *note, size_t len)
 {
 	char source[64];
 	uint64_t memory = cfg_memory(source, sizeof(source));
-	bool value_auto = cfg->storage.cache_size == 0, index_auto = cfg->storage.index_cache_size == 0;
+	bool value_auto = cfg->storage.cache_size == 0,
+	     index_auto = cfg->storage.index_cache_size == 0;
 	if (value_auto)
 		cfg->storage.cache_size = auto_share(memory, CFG_AUTO_VALUE_DIVISOR);
 	if (index_auto)

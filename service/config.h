@@ -102,7 +102,7 @@ const char *cfg_durability_name(enum cfg_durability d);
  * machine's, or its cgroup's limit when lower), at least CFG_AUTO_MIN. */
 #define CFG_AUTO_VALUE_DIVISOR 4 /* storage.cache_size: a quarter */
 #define CFG_AUTO_INDEX_DIVISOR 8 /* storage.index_cache_size: an eighth */
-#define CFG_AUTO_MIN (16ull << 20)
+#define CFG_AUTO_MIN           (16ull << 20)
 
 /* The memory the auto sizes share (bytes; 0 if unknown), and where it comes
  * from ("the machine's memory", "the cgroup's memory limit") in `source`. */

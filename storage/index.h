@@ -243,13 +243,13 @@ struct idx_lookup_owner {
 };
 
 struct idx_lookup {
-	struct idx *ix;                      /* in */
-	const void *key;                     /* in: the ident ... */
-	size_t klen;                         /* ... and its length */
+	struct idx *ix;                       /* in */
+	const void *key;                      /* in: the ident ... */
+	size_t klen;                          /* ... and its length */
 	const struct idx_lookup_owner *owner; /* in: who gets the answer */
-	int status;      /* out: 0 (e filled), -ENOENT, -EIO (logged), -ENOMEM, -EINVAL */
-	struct idx_entry e; /* out: an inline entry's e.value is `value` */
-	uint8_t *value;  /* out: an inline entry's value, malloc()ed: the receiver frees it */
+	int status;           /* out: 0 (e filled), -ENOENT, -EIO (logged), -ENOMEM, -EINVAL */
+	struct idx_entry e;   /* out: an inline entry's e.value is `value` */
+	uint8_t *value;       /* out: an inline entry's value, malloc()ed: the receiver frees it */
 	uint64_t blocks_read; /* out: index blocks read from files for this lookup's batch
 	                         (counted on one lookup of the batch) */
 	struct idx_lookup *next; /* the list it is submitted and delivered in */

@@ -90,7 +90,7 @@ struct idx_shared {
 	pthread_mutex_t lookup_lock;
 	pthread_cond_t lookup_cond;
 	struct idx_lookup *lookup_head, *lookup_tail;
-	unsigned lookup_idle;    /* threads waiting on lookup_cond */
+	unsigned lookup_idle; /* threads waiting on lookup_cond */
 	bool lookup_stop;
 	unsigned n_lookup_threads; /* started; 0: lookups are off */
 	pthread_t *lookup_threads;
@@ -187,7 +187,7 @@ int ix_meta_get(struct idx *ix, const rocksdb_readoptions_t *ro, const char *nam
                 size_t size, char **rerr);
 void ix_probe_begin(struct block_read_probe *p);
 void ix_probe_end(struct idx *ix, struct block_read_probe *p);
-uint64_t ix_probe_take(struct block_read_probe *p); /* the blocks read; any thread */
+uint64_t ix_probe_take(struct block_read_probe *p);           /* the blocks read; any thread */
 void ix_lookup_stop(struct idx_shared *sh, unsigned started); /* joins the lookup threads */
 int ix_batch_op_cmp(const void *a, const void *b);
 

@@ -766,9 +766,9 @@ void store_stop(struct store *st)
 bool store_busy(const struct store *st)
 {
 	return st->inflight_reqs > 0 || st->lookups_inflight > 0 || st->batch_dirty ||
-	       px_timer_armed(&st->expire_timer) ||
-	       px_timer_armed(&st->gc_timer) || px_timer_armed(&st->apply_timer) ||
-	       st->gc.reading || (st->log != NULL && log_busy(st->log));
+	       px_timer_armed(&st->expire_timer) || px_timer_armed(&st->gc_timer) ||
+	       px_timer_armed(&st->apply_timer) || st->gc.reading ||
+	       (st->log != NULL && log_busy(st->log));
 }
 
 void store_close(struct store *st)

@@ -248,7 +248,7 @@ int st_kentry_load(struct store *st, struct kentry *ke)
 struct st_lookup {
 	struct idx_lookup l; /* the index's part (its list links these) */
 	struct store *st;
-	struct kentry *ke;   /* kept: it heads a queue (req waits in it) */
+	struct kentry *ke; /* kept: it heads a queue (req waits in it) */
 	struct store_req *req;
 };
 

@@ -411,12 +411,12 @@ struct store {
 	uint64_t idle_mark;      /* ... as the apply timer last saw them */
 	/* Index lookups off the loop (store_cache.c): gathered during an
 	 * iteration, submitted by the hook, answered by a message. */
-	bool lookups_async;              /* the lookup threads run: never read blocking */
+	bool lookups_async; /* the lookup threads run: never read blocking */
 	struct idx_lookup_owner lookup_owner;
 	struct idx_lookup *lookup_out, *lookup_out_last; /* not submitted yet */
 	size_t n_lookup_out;
-	unsigned lookups_inflight;       /* submitted or gathered, not answered */
-	uint64_t lookup_blocks_read;     /* index blocks they read from files */
+	unsigned lookups_inflight;   /* submitted or gathered, not answered */
+	uint64_t lookup_blocks_read; /* index blocks they read from files */
 };
 
 /* ---- small helpers, inline in every file -------------------------------- */

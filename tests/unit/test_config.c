@@ -186,11 +186,12 @@ static void test_defaults(void)
 		struct cfg resolved = cfg;
 		char note[256] = "";
 		cfg_resolve_auto(&resolved, note, sizeof(note));
-		CHECK(resolved.storage.cache_size >= CFG_AUTO_MIN &&
-		          resolved.storage.index_cache_size >= CFG_AUTO_MIN && note[0] != '\0',
-		      "auto cache sizes resolve to at least %llu bytes and a note: %llu, %llu, '%s'",
-		      CFG_AUTO_MIN, (unsigned long long)resolved.storage.cache_size,
-		      (unsigned long long)resolved.storage.index_cache_size, note);
+		CHECK(
+		    resolved.storage.cache_size >= CFG_AUTO_MIN &&
+		        resolved.storage.index_cache_size >= CFG_AUTO_MIN && note[0] != '\0',
+		    "auto cache sizes resolve to at least %llu bytes and a note: %llu, %llu, '%s'",
+		    CFG_AUTO_MIN, (unsigned long long)resolved.storage.cache_size,
+		    (unsigned long long)resolved.storage.index_cache_size, note);
 	}
 	CHECK(cfg_get(&cfg, "server.prot", out, sizeof(out)) == -1, "cfg_get of an unknown key");
 	CHECK(cfg_get(&cfg, "sever.port", out, sizeof(out)) == -1, "cfg_get of an unknown section");
