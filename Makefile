@@ -38,7 +38,8 @@ NET_SRC     = $(wildcard net/*.c)
 DAEMON_SRC  = service/config.c $(wildcard service/shard.c service/cmd*.c)
 SERVER_SRC  = service/server.c
 BENCH_SRC   = tools/bench/ringkv_bench.c tools/bench/bench_msg.c tools/bench/bench_store.c \
-              tools/bench/bench_resp.c
+              tools/bench/bench_resp.c tools/bench/bench_resp_gen.c tools/bench/bench_resp_loop.c \
+              tools/bench/bench_resp_stats.c
 # ringkv-import: main (import.c) and its modules, which its unit tests link too.
 IMPORT_MOD  = tools/import/input.c tools/import/online.c tools/import/progress.c
 IMPORT_SRC  = tools/import/import.c $(IMPORT_MOD)

@@ -25,7 +25,7 @@ logdir=$(mktemp -d /tmp/ringkv-tests.XXXXXX)
 build() { # build DIR MAKE-ARGS...
 	local dir=$1
 	shift
-	if ! make -s -j"$jobs" BUILD="$dir" WERROR="${WERROR:-}" "$@" "$dir/ringkv-server" "$dir/ringkv-import" tests \
+	if ! make -s -j"$jobs" BUILD="$dir" WERROR="${WERROR:-}" "$@" "$dir/ringkv-server" "$dir/ringkv-import" "$dir/ringkv-bench" tests \
 		>"$logdir/build-$(basename "$dir").log" 2>&1; then
 		cat "$logdir/build-$(basename "$dir").log"
 		echo "build of $dir failed"

@@ -1,376 +1,450 @@
-/* `ringkv-bench resp`: a RESP load generator for what redis-benchmark cannot
- * send — a unit of several commands that must stay together (MULTI ... EXEC,
- * a script call with its setup) — against any RESP server.
+/* `ringkv-bench resp`: a RESP load generator against any RESP server: units
+ * of several commands that must stay together (MULTI ... EXEC, a script call
+ * with its setup) as redis-benchmark cannot send them, weighted mixes of
+ * them, Zipf-distributed keys, values of a size range, a fill of the
+ * keyspace, and latency at a fixed rate without coordinated omission.
  *
- *   ringkv-bench resp --port N --unit 'MULTI;SET k:__rand_int__ v;EXEC'
- *                     [--host 127.0.0.1] [--conns 50] [--pipeline 1]
- *                     [--units 100000] [--keyspace 100000]
+ * Threads, each an io_uring event loop over its share of the connections
+ * (bench_resp_loop.c); what is sent is compiled once per template
+ * (bench_resp_gen.c); replies are parsed as they stream in and latencies go
+ * to log-linear histograms (bench_resp_stats.c).  This file: the options,
+ * their checks, and the output.
  *
- * A unit is commands separated by ';', arguments by spaces; every
- * "__rand_int__" in an argument becomes a random number below --keyspace
- * (12 digits, as redis-benchmark writes it), drawn once per argument.  Each
- * connection keeps --pipeline units in flight; a unit is done when every one
- * of its commands has its reply.  One thread, non-blocking sockets, epoll.
- *
- * Progress: a line a second on stderr (units done, the last second's rate).
- * Output (stdout, one line): units/s, latency p50 and p99 in ms (a unit's,
- * from its first byte sent to its last reply read), and the count of error
- * replies (an error anywhere inside a reply, or a null EXEC reply, counts):
- *   units_per_s=N p50_ms=X p99_ms=Y errors=E
- * Exit status 1 when the server misbehaved (a connection closed, a malformed
- * reply) or any reply was an error; 2 on a usage error.
+ * Output (stdout): one line, which tools/bench/txn.py parses —
+ *   units_per_s=N p50_ms=X p99_ms=Y errors=E p90_ms=X p999_ms=X max_ms=X
+ * (after a --fill, a line fill_keys=... before it), or with --json one
+ * object with every figure.  Progress: a line a second on stderr.
+ * Exit status: 0; 1 when the server misbehaved (refused, closed a
+ * connection, a malformed reply, a stall) or any reply was an error; 2 on a
+ * usage error, with a message naming the option.
  */
-#include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "bench.h"
-#include "net/resp.h"
 
-#define UNIT_CMDS_MAX 64   /* commands per unit */
-#define UNIT_ARGS_MAX 64   /* arguments per command */
-#define LAT_BUCKETS   4096 /* latency histogram: 10 µs buckets, the last one open */
-#define IN_CHUNK      65536
-
-struct unit_cmd {
-	unsigned argc;
-	char *argv[UNIT_ARGS_MAX];
-};
+#define PROG "ringkv-bench resp"
 
 struct opts {
-	const char *host;
-	uint16_t port;
-	unsigned conns, pipeline;
-	uint64_t units, keyspace;
-	struct unit_cmd cmds[UNIT_CMDS_MAX];
-	unsigned ncmds;
+	struct rb_cfg cfg;
+	const char *unit, *mix, *get_set, *dist;
+	const char *value_size;
+	bool json, units_given;
+	char *mix_copy; /* the --mix entries' text, which the units point into */
+	char get_set_mix[160];
 };
-
-struct bconn {
-	int fd;
-	char *out;
-	size_t out_len, out_off, out_cap;
-	char *in;
-	size_t in_len, in_cap;
-	uint64_t *sent_ns; /* send time of each unit in flight, a ring of `pipeline` */
-	unsigned head, inflight;
-	unsigned replies; /* replies read of the oldest unit */
-	bool want_out;
-};
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t rng_state = 88172645463325252ull;
-static uint64_t rng_next(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
-
-static void out_reserve(struct bconn *c, size_t more)
-{
-	if (c->out_len + more <= c->out_cap)
-		return;
-	if (c->out_off > 0) {
-		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
-		c->out_len -= c->out_off;
-		c->out_off = 0;
-	}
-	while (c->out_len + more > c->out_cap)
-		c->out_cap = c->out_cap ? 2 * c->out_cap : 4096;
-	char *out = realloc(c->out, c->out_cap);
-	if (out == NULL) {
-		fprintf(stderr, "ringkv-bench resp: out of memory\n");
-		exit(1);
-	}
-	c->out = out;
-}
-
-static void out_add(struct bconn *c, const char *p, size_t n)
-{
-	out_reserve(c, n);
-	memcpy(c->out + c->out_len, p, n);
-	c->out_len += n;
-}
-
-/* Appends one unit, its random numbers drawn now. */
-static void unit_encode(struct bconn *c, const struct opts *o)
-{
-	char arg[1024], head[32];
-	for (unsigned i = 0; i < o->ncmds; i++) {
-		const struct unit_cmd *uc = &o->cmds[i];
-		int n = snprintf(head, sizeof(head), "*%u\r\n", uc->argc);
-		out_add(c, head, (size_t)n);
-		for (unsigned a = 0; a < uc->argc; a++) {
-			const char *s = uc->argv[a], *r = strstr(s, "__rand_int__");
-			size_t len;
-			if (r != NULL) {
-				len = (size_t)snprintf(arg, sizeof(arg), "%.*s%012llu%s", (int)(r - s), s,
-				                       (unsigned long long)(rng_next() % o->keyspace),
-				                       r + 12);
-				s = arg;
-			} else {
-				len = strlen(s);
-			}
-			n = snprintf(head, sizeof(head), "$%zu\r\n", len);
-			out_add(c, head, (size_t)n);
-			out_add(c, s, len);
-			out_add(c, "\r\n", 2);
-		}
-	}
-}
-
-static int conn_open(const struct opts *o, struct bconn *c)
-{
-	char port[16];
-	snprintf(port, sizeof(port), "%u", o->port);
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai;
-	int ret = getaddrinfo(o->host, port, &hints, &ai);
-	if (ret != 0) {
-		fprintf(stderr, "ringkv-bench resp: %s: %s\n", o->host, gai_strerror(ret));
-		return -1;
-	}
-	c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
-	if (c->fd < 0 || (connect(c->fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)) {
-		fprintf(stderr, "ringkv-bench resp: connect to %s:%u: %s (is the server running?)\n",
-		        o->host, o->port, strerror(errno));
-		freeaddrinfo(ai);
-		return -1;
-	}
-	freeaddrinfo(ai);
-	int one = 1;
-	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c->sent_ns = calloc(o->pipeline, sizeof(*c->sent_ns));
-	c->in_cap = IN_CHUNK;
-	c->in = malloc(c->in_cap);
-	return c->sent_ns != NULL && c->in != NULL ? 0 : -1;
-}
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ringkv-bench resp --port N --unit 'CMD ARG...;CMD ARG...'\n"
-	           "                         [--host H] [--conns 50] [--pipeline 1]"
-	           " [--units 100000] [--keyspace 100000]\n");
+	fprintf(
+	    f, "usage: " PROG " --port N (--unit U | --mix M | --get-set G:S | --fill) [options]\n"
+	       "\n"
+	       "Sends units (one or more commands that are timed together) to a RESP server\n"
+	       "and reports units/s and the latency of a unit (first byte sent, or its scheduled\n"
+	       "time with --rate, to its last reply read).\n"
+	       "\n"
+	       "What to send:\n"
+	       "  --unit 'CMD ARG...;CMD ARG...'  one unit: commands separated by ';', arguments\n"
+	       "                      by spaces.  In an argument, __key__ becomes a key number\n"
+	       "                      drawn from --dist, 12 digits zero-padded (key:__key__ ->\n"
+	       "                      key:000000001234, as redis-benchmark -r writes it);\n"
+	       "                      __rand_int__ is the same; __value__ becomes a value of\n"
+	       "                      --value-size bytes ('xxx...').  Each one is drawn anew.\n"
+	       "  --mix 'UNIT=W,UNIT=W,...'  units picked at random with weights W, e.g.\n"
+	       "                      'GET key:__key__=90,SET key:__key__ __value__=10' (a unit\n"
+	       "                      may hold ';'; no argument may hold ',')\n"
+	       "  --get-set G:S       shortcut for --mix 'GET key:__key__=G,SET key:__key__\n"
+	       "                      __value__=S'\n"
+	       "  --keyspace N        key numbers are below N (default 100000; at most 10^12)\n"
+	       "  --dist D            uniform (default), zipf:S (Zipf with exponent S, e.g.\n"
+	       "                      zipf:0.99; rank r is most popular, the ranks scattered over\n"
+	       "                      the keyspace) or seq (each thread counts up from its own\n"
+	       "                      start, wrapping at --keyspace)\n"
+	       "  --value-size N|MIN-MAX  bytes of each __value__, fixed or uniform in [MIN, MAX]\n"
+	       "                      (default 3, as redis-benchmark -d)\n"
+	       "  --fill              first SET key:<n> <value> for every n below --keyspace,\n"
+	       "                      exactly once, pipelined (depth max(--pipeline, 32)), with\n"
+	       "                      its own progress and figures; alone, only fills\n"
+	       "\n"
+	       "How:\n"
+	       "  --host H            server address (default 127.0.0.1)\n"
+	       "  --port N            server port (required)\n"
+	       "  --threads N         threads, each an io_uring event loop (default 1)\n"
+	       "  --conns N           connections over all threads (default 50)\n"
+	       "  --pipeline P        units in flight per connection (default 1)\n"
+	       "  --units N           units to run over all threads (default 100000)\n"
+	       "  --duration S        run S seconds instead (decimals allowed)\n"
+	       "  --rate R            start R units/s over all connections on a fixed schedule;\n"
+	       "                      latency counts from each unit's scheduled time, also when\n"
+	       "                      its connection's pipeline was full (no coordinated\n"
+	       "                      omission).  Default: as fast as the server answers\n"
+	       "  --seed N            random seed (default 1): the same seed, the same keys\n"
+	       "\n"
+	       "Output:\n"
+	       "  (default)           one line on stdout, after a fill line with --fill:\n"
+	       "                      units_per_s=N p50_ms=X p99_ms=Y errors=E p90_ms=X p999_ms=X\n"
+	       "                      max_ms=X\n"
+	       "  --json              one JSON object with every figure instead\n"
+	       "  --help              this text\n"
+	       "Latency percentiles come from a log-linear histogram (<0.8%% error, to 68 s).\n"
+	       "Errors: replies that are errors, nested ones too, and null EXEC replies; the\n"
+	       "first is printed.  Exit status 1 if there were any, or the server misbehaved;\n"
+	       "2 on a usage error.\n");
 }
 
-static int parse_unit(struct opts *o, char *spec)
+static int bad(const char *flag, const char *val, const char *what)
 {
-	char *save1;
-	for (char *cmd = strtok_r(spec, ";", &save1); cmd != NULL; cmd = strtok_r(NULL, ";", &save1)) {
-		if (o->ncmds == UNIT_CMDS_MAX)
-			return -1;
-		struct unit_cmd *uc = &o->cmds[o->ncmds];
-		char *save2;
-		uc->argc = 0;
-		for (char *a = strtok_r(cmd, " ", &save2); a != NULL; a = strtok_r(NULL, " ", &save2)) {
-			if (uc->argc == UNIT_ARGS_MAX || strlen(a) > 900)
-				return -1;
-			uc->argv[uc->argc++] = a;
-		}
-		if (uc->argc > 0)
-			o->ncmds++;
+	fprintf(stderr, PROG ": %s%s%s: %s; see " PROG " --help\n", flag, val ? " " : "",
+	        val ? val : "", what);
+	return 2;
+}
+
+/* "N" or "MIN-MAX" bytes. */
+static bool parse_value_size(const char *s, uint32_t *min, uint32_t *max)
+{
+	char buf[64];
+	uint64_t lo, hi;
+	const char *dash = strchr(s, '-');
+	if (dash == NULL) {
+		if (!bench_parse_u64(s, 0, RB_VALUE_MAX, &lo))
+			return false;
+		*min = *max = (uint32_t)lo;
+		return true;
 	}
-	return o->ncmds > 0 ? 0 : -1;
+	if ((size_t)(dash - s) >= sizeof(buf))
+		return false;
+	memcpy(buf, s, (size_t)(dash - s));
+	buf[dash - s] = '\0';
+	if (!bench_parse_u64(buf, 0, RB_VALUE_MAX, &lo) ||
+	    !bench_parse_u64(dash + 1, 0, RB_VALUE_MAX, &hi) || lo > hi)
+		return false;
+	*min = (uint32_t)lo;
+	*max = (uint32_t)hi;
+	return true;
+}
+
+static bool parse_positive(const char *s, double max, double *out)
+{
+	char *end;
+	double v = strtod(s, &end);
+	if (end == s || *end != '\0' || !(v > 0 && v <= max))
+		return false;
+	*out = v;
+	return true;
+}
+
+/* One option with its value; 0, or 2 after naming what is wrong. */
+static int parse_opt(struct opts *o, const char *a, const char *val)
+{
+	struct rb_cfg *c = &o->cfg;
+	uint64_t v;
+	double d;
+	if (strcmp(a, "--host") == 0)
+		c->host = val;
+	else if (strcmp(a, "--port") == 0)
+		return bench_parse_u64(val, 1, 65535, &v)
+		           ? (c->port = (uint16_t)v, 0)
+		           : bad(a, val, "expected a port, 1 to 65535");
+	else if (strcmp(a, "--threads") == 0)
+		return bench_parse_u64(val, 1, 256, &v) ? (c->threads = (unsigned)v, 0)
+		                                        : bad(a, val, "expected 1 to 256 threads");
+	else if (strcmp(a, "--conns") == 0)
+		return bench_parse_u64(val, 1, 100000, &v) ? (c->conns = (unsigned)v, 0)
+		                                           : bad(a, val, "expected 1 to 100000");
+	else if (strcmp(a, "--pipeline") == 0)
+		return bench_parse_u64(val, 1, 100000, &v) ? (c->pipeline = (unsigned)v, 0)
+		                                           : bad(a, val, "expected 1 to 100000");
+	else if (strcmp(a, "--units") == 0) {
+		if (!bench_parse_u64(val, 1, UINT64_MAX / 2, &v))
+			return bad(a, val, "expected a count of units, at least 1");
+		c->units = v;
+		o->units_given = true;
+	} else if (strcmp(a, "--duration") == 0) {
+		if (!parse_positive(val, 1e6, &d))
+			return bad(a, val, "expected seconds, more than 0 (e.g. 10 or 0.5)");
+		c->duration_ns = (uint64_t)(d * 1e9);
+	} else if (strcmp(a, "--rate") == 0) {
+		if (!parse_positive(val, 1e9, &d))
+			return bad(a, val, "expected units per second, more than 0");
+		c->rate = d;
+	} else if (strcmp(a, "--keyspace") == 0)
+		return bench_parse_u64(val, 1, RB_KEYSPACE_MAX, &v)
+		           ? (c->keyspace = v, 0)
+		           : bad(a, val, "expected 1 to 10^12 keys (12 digits)");
+	else if (strcmp(a, "--seed") == 0)
+		return bench_parse_u64(val, 0, UINT64_MAX, &c->seed)
+		           ? 0
+		           : bad(a, val, "expected a number");
+	else if (strcmp(a, "--value-size") == 0)
+		o->value_size = val;
+	else if (strcmp(a, "--dist") == 0)
+		o->dist = val;
+	else if (strcmp(a, "--unit") == 0 && o->unit == NULL)
+		o->unit = val;
+	else if (strcmp(a, "--mix") == 0 && o->mix == NULL)
+		o->mix = val;
+	else if (strcmp(a, "--get-set") == 0 && o->get_set == NULL)
+		o->get_set = val;
+	else if (strcmp(a, "--unit") == 0 || strcmp(a, "--mix") == 0 || strcmp(a, "--get-set") == 0)
+		return bad(a, val, "given twice; put all the units in one --mix");
+	else
+		return bad(a, val, "unknown option");
+	return 0;
+}
+
+/* --mix 'UNIT=W,UNIT=W': each entry's weight is after its last '='. */
+static int compile_mix(struct opts *o, const char *flag, const char *spec)
+{
+	const char *why;
+	o->mix_copy = strdup(spec);
+	if (o->mix_copy == NULL)
+		return bad(flag, spec, "out of memory");
+	char *save;
+	for (char *e = strtok_r(o->mix_copy, ",", &save); e != NULL;
+	     e = strtok_r(NULL, ",", &save)) {
+		char *eq = strrchr(e, '=');
+		uint64_t w;
+		if (eq == NULL || !bench_parse_u64(eq + 1, 1, 1000000000, &w))
+			return bad(flag, e,
+			           "each entry needs a weight: UNIT=W with W from 1 to 10^9");
+		*eq = '\0';
+		if (!rb_mix_add(&o->cfg.mix, e, w, o->cfg.vmax, &why))
+			return bad(flag, e, why);
+	}
+	return o->cfg.mix.n > 0 ? 0 : bad(flag, spec, "no entry");
+}
+
+/* Turns --unit / --mix / --get-set and --dist into what rb_run uses. */
+static int compile_workload(struct opts *o)
+{
+	struct rb_cfg *c = &o->cfg;
+	const char *why;
+	if ((o->unit != NULL) + (o->mix != NULL) + (o->get_set != NULL) > 1)
+		return bad("--unit/--mix/--get-set", NULL, "give only one of them");
+	if (o->get_set != NULL) {
+		uint64_t g, s;
+		char buf[64];
+		const char *colon = strchr(o->get_set, ':');
+		size_t n = colon ? (size_t)(colon - o->get_set) : 0;
+		if (colon == NULL || n >= sizeof(buf) ||
+		    (memcpy(buf, o->get_set, n), buf[n] = '\0',
+		     !bench_parse_u64(buf, 0, 1000000, &g)) ||
+		    !bench_parse_u64(colon + 1, 0, 1000000, &s) || g + s == 0)
+			return bad("--get-set", o->get_set,
+			           "expected GETS:SETS weights, e.g. 90:10");
+		snprintf(o->get_set_mix, sizeof(o->get_set_mix),
+		         "GET key:__key__=%llu,SET key:__key__ __value__=%llu",
+		         (unsigned long long)g, (unsigned long long)s);
+		/* a weight of 0 leaves its entry out */
+		const char *mix = g == 0 ? strchr(o->get_set_mix, ',') + 1 : o->get_set_mix;
+		if (s == 0)
+			*strchr(o->get_set_mix, ',') = '\0';
+		return compile_mix(o, "--get-set", mix);
+	}
+	if (o->mix != NULL)
+		return compile_mix(o, "--mix", o->mix);
+	if (o->unit != NULL && !rb_mix_add(&c->mix, o->unit, 1, c->vmax, &why))
+		return bad("--unit", o->unit, why);
+	if (c->mix.n == 0 && !c->fill)
+		return bad("--unit", NULL,
+		           "what to send is missing: give --unit, --mix, --get-set "
+		           "or --fill");
+	return 0;
+}
+
+static int check_opts(struct opts *o)
+{
+	struct rb_cfg *c = &o->cfg;
+	const char *why;
+	if (c->port == 0)
+		return bad("--port", NULL, "is required: the RESP server's port");
+	if (c->threads > c->conns)
+		return bad("--threads", NULL,
+		           "more threads than --conns; each thread needs a "
+		           "connection");
+	if (o->units_given && c->duration_ns > 0)
+		return bad("--units/--duration", NULL, "give one of them, not both");
+	if (c->duration_ns > 0)
+		c->units = 0;
+	if (o->value_size != NULL && !parse_value_size(o->value_size, &c->vmin, &c->vmax))
+		return bad("--value-size", o->value_size,
+		           "expected N or MIN-MAX bytes, at most 67108864 (64 MB)");
+	if (!rb_dist_init(&c->dist, o->dist, c->keyspace, &why))
+		return bad("--dist", o->dist, why);
+	return compile_workload(o);
+}
+
+static int parse_args(struct opts *o, int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			usage(stdout);
+			return -1;
+		}
+		if (strcmp(a, "--fill") == 0) {
+			o->cfg.fill = true;
+			continue;
+		}
+		if (strcmp(a, "--json") == 0) {
+			o->json = true;
+			continue;
+		}
+		if (i + 1 == argc)
+			return bad(a, NULL,
+			           strncmp(a, "--", 2) == 0 ? "needs a value (or is unknown)"
+			                                    : "unknown option");
+		int ret = parse_opt(o, a, argv[++i]);
+		if (ret != 0)
+			return ret;
+	}
+	return check_opts(o);
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+static double ms(uint64_t ns)
+{
+	return (double)ns / 1e6;
+}
+
+static double per_s(const struct rb_result *r)
+{
+	return r->seconds > 0 ? (double)r->units / r->seconds : 0;
+}
+
+static void print_line(const struct rb_result *r)
+{
+	const struct rb_hist *h = r->hist;
+	printf("units_per_s=%.0f p50_ms=%.3f p99_ms=%.3f errors=%llu p90_ms=%.3f p999_ms=%.3f "
+	       "max_ms=%.3f\n",
+	       per_s(r), ms(rb_hist_quantile(h, 0.5)), ms(rb_hist_quantile(h, 0.99)),
+	       (unsigned long long)r->errors, ms(rb_hist_quantile(h, 0.9)),
+	       ms(rb_hist_quantile(h, 0.999)), ms(h->max_ns));
+}
+
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\')
+			printf("\\%c", ch);
+		else if (ch < 0x20)
+			printf("\\u%04x", ch);
+		else
+			putchar(ch);
+	}
+	putchar('"');
+}
+
+static void json_result(const char *name, const struct rb_result *r)
+{
+	const struct rb_hist *h = r->hist;
+	double mean = h->count ? (double)h->sum_ns / (double)h->count : 0;
+	printf("\"%s\": {\"units\": %llu, \"seconds\": %.3f, \"units_per_s\": %.0f, "
+	       "\"errors\": %llu, \"first_error\": ",
+	       name, (unsigned long long)r->units, r->seconds, per_s(r),
+	       (unsigned long long)r->errors);
+	if (r->first_error[0] != '\0')
+		json_str(r->first_error);
+	else
+		printf("null");
+	printf(", \"latency_ms\": {\"min\": %.3f, \"mean\": %.3f, \"p50\": %.3f, \"p90\": %.3f, "
+	       "\"p99\": %.3f, \"p999\": %.3f, \"max\": %.3f}}",
+	       ms(h->count ? h->min_ns : 0), mean / 1e6, ms(rb_hist_quantile(h, 0.5)),
+	       ms(rb_hist_quantile(h, 0.9)), ms(rb_hist_quantile(h, 0.99)),
+	       ms(rb_hist_quantile(h, 0.999)), ms(h->max_ns));
+}
+
+static void print_json(const struct opts *o, const struct rb_result *fill,
+                       const struct rb_result *run)
+{
+	const struct rb_cfg *c = &o->cfg;
+	printf("{\"config\": {\"host\": ");
+	json_str(c->host);
+	printf(", \"port\": %u, \"threads\": %u, \"conns\": %u, \"pipeline\": %u, "
+	       "\"keyspace\": %llu, \"dist\": ",
+	       c->port, c->threads, c->conns, c->pipeline, (unsigned long long)c->keyspace);
+	json_str(o->dist);
+	printf(", \"value_size_min\": %u, \"value_size_max\": %u, \"units\": %llu, "
+	       "\"duration_s\": %.3f, \"rate\": %.0f, \"fill\": %s, \"seed\": %llu, \"mix\": [",
+	       c->vmin, c->vmax, (unsigned long long)c->units, (double)c->duration_ns / 1e9,
+	       c->rate, c->fill ? "true" : "false", (unsigned long long)c->seed);
+	for (unsigned i = 0; i < c->mix.n; i++) {
+		printf("%s{\"unit\": ", i ? ", " : "");
+		json_str(c->mix.units[i].src);
+		printf(", \"weight\": %llu}", (unsigned long long)c->mix.units[i].weight);
+	}
+	printf("]}");
+	if (c->fill) {
+		printf(", ");
+		json_result("fill", fill);
+	}
+	if (c->mix.n > 0) {
+		printf(", ");
+		json_result("run", run);
+	}
+	printf("}\n");
+}
+
+static void print_results(const struct opts *o, const struct rb_result *fill,
+                          const struct rb_result *run)
+{
+	if (o->json) {
+		print_json(o, fill, run);
+	} else if (o->cfg.mix.n == 0) {
+		print_line(fill); /* only a fill: it is what was measured */
+	} else {
+		if (o->cfg.fill)
+			printf("fill_keys=%llu fill_keys_per_s=%.0f fill_seconds=%.3f "
+			       "fill_errors=%llu\n",
+			       (unsigned long long)fill->units, per_s(fill), fill->seconds,
+			       (unsigned long long)fill->errors);
+		print_line(run);
+	}
+	fflush(stdout);
 }
 
 int bench_resp_main(int argc, char **argv)
 {
-	struct opts o = {.host = "127.0.0.1", .conns = 50, .pipeline = 1, .units = 100000,
-	                 .keyspace = 100000};
-	uint64_t v;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-			usage(stdout);
-			return 0;
-		}
-		if (val == NULL) {
-			usage(stderr);
-			return 2;
-		}
-		i++;
-		if (strcmp(a, "--host") == 0)
-			o.host = val;
-		else if (strcmp(a, "--port") == 0 && bench_parse_u64(val, 1, 65535, &v))
-			o.port = (uint16_t)v;
-		else if (strcmp(a, "--conns") == 0 && bench_parse_u64(val, 1, 10000, &v))
-			o.conns = (unsigned)v;
-		else if (strcmp(a, "--pipeline") == 0 && bench_parse_u64(val, 1, 10000, &v))
-			o.pipeline = (unsigned)v;
-		else if (strcmp(a, "--units") == 0 && bench_parse_u64(val, 1, UINT64_MAX, &v))
-			o.units = v;
-		else if (strcmp(a, "--keyspace") == 0 && bench_parse_u64(val, 1, UINT64_MAX, &v))
-			o.keyspace = v;
-		else if (strcmp(a, "--unit") == 0 && parse_unit(&o, argv[i]) == 0)
-			;
-		else {
-			fprintf(stderr, "ringkv-bench resp: bad option %s %s\n", a, val);
-			usage(stderr);
-			return 2;
+	struct opts o = {.cfg = {.host = "127.0.0.1",
+	                         .threads = 1,
+	                         .conns = 50,
+	                         .pipeline = 1,
+	                         .units = 100000,
+	                         .keyspace = 100000,
+	                         .seed = 1,
+	                         .vmin = 3,
+	                         .vmax = 3},
+	                 .dist = "uniform"};
+	int ret = parse_args(&o, argc, argv);
+	if (ret != 0) {
+		rb_mix_free(&o.cfg.mix);
+		free(o.mix_copy);
+		return ret < 0 ? 0 : ret;
+	}
+	o.cfg.progress = true;
+	struct rb_result fill = {0}, run = {0};
+	ret = rb_run(&o.cfg, &fill, &run);
+	if (ret == 0) {
+		print_results(&o, &fill, &run);
+		uint64_t errors = fill.errors + run.errors;
+		if (errors > 0) {
+			fprintf(stderr,
+			        PROG ": %llu error replies (the first: %s): the figures measure "
+			             "errors, not the unit; try the unit with redis-cli\n",
+			        (unsigned long long)errors,
+			        run.first_error[0] ? run.first_error : fill.first_error);
+			ret = 1;
 		}
 	}
-	if (o.port == 0 || o.ncmds == 0) {
-		usage(stderr);
-		return 2;
-	}
-	int ep = epoll_create1(0);
-	struct bconn *cs = calloc(o.conns, sizeof(*cs));
-	uint64_t *hist = calloc(LAT_BUCKETS, sizeof(*hist));
-	if (ep < 0 || cs == NULL || hist == NULL) {
-		fprintf(stderr, "ringkv-bench resp: out of memory\n");
-		return 1;
-	}
-	uint64_t sent = 0, done = 0;
-	uint64_t errors = 0;
-	uint64_t t0 = now_ns();
-	for (unsigned i = 0; i < o.conns; i++) {
-		struct bconn *c = &cs[i];
-		if (conn_open(&o, c) < 0)
-			return 1;
-		while (c->inflight < o.pipeline && sent < o.units) {
-			unit_encode(c, &o);
-			c->sent_ns[(c->head + c->inflight) % o.pipeline] = t0;
-			c->inflight++;
-			sent++;
-		}
-		struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-		c->want_out = true;
-		epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
-	}
-	struct epoll_event evs[256];
-	uint64_t next_progress = t0 + 1000000000ull, done_at_progress = 0;
-	while (done < o.units) {
-		uint64_t now = now_ns();
-		if (now >= next_progress) { /* a progress line a second, on stderr */
-			fprintf(stderr, "ringkv-bench resp: %llu of %llu units, %.0f units/s\r",
-			        (unsigned long long)done, (unsigned long long)o.units,
-			        (double)(done - done_at_progress) * 1e9 / (double)(now - next_progress +
-			                                                        1000000000ull));
-			next_progress = now + 1000000000ull;
-			done_at_progress = done;
-		}
-		int n = epoll_wait(ep, evs, 256, 10000);
-		if (n <= 0) {
-			fprintf(stderr, "ringkv-bench resp: no reply for 10 s (%llu of %llu units done)\n",
-			        (unsigned long long)done, (unsigned long long)o.units);
-			return 1;
-		}
-		for (int k = 0; k < n; k++) {
-			struct bconn *c = evs[k].data.ptr;
-			if (evs[k].events & EPOLLIN) {
-				if (c->in_len == c->in_cap) {
-					char *in = realloc(c->in, 2 * c->in_cap);
-					if (in == NULL) {
-						fprintf(stderr, "ringkv-bench resp: out of memory\n");
-						return 1;
-					}
-					c->in = in;
-					c->in_cap *= 2;
-				}
-				ssize_t r = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
-				if (r == 0 || (r < 0 && errno != EAGAIN)) {
-					fprintf(stderr, "ringkv-bench resp: the server closed a connection\n");
-					return 1;
-				}
-				if (r > 0)
-					c->in_len += (size_t)r;
-				size_t off = 0;
-				uint64_t t = now_ns();
-				for (;;) {
-					const char *reply = c->in + off;
-					long len = resp_reply_len((const uint8_t *)reply, c->in_len - off,
-					                          &errors, NULL, NULL);
-					if (len < 0) {
-						fprintf(stderr, "ringkv-bench resp: a malformed reply\n");
-						return 1;
-					}
-					if (len == 0)
-						break;
-					if (reply[0] == '*' && reply[1] == '-')
-						errors++; /* a null array: an EXEC aborted by WATCH */
-					off += (size_t)len;
-					if (++c->replies < o.ncmds)
-						continue;
-					c->replies = 0;
-					uint64_t us = (t - c->sent_ns[c->head]) / 10000;
-					hist[us < LAT_BUCKETS ? us : LAT_BUCKETS - 1]++;
-					c->head = (c->head + 1) % o.pipeline;
-					c->inflight--;
-					done++;
-					if (sent < o.units) {
-						unit_encode(c, &o);
-						c->sent_ns[(c->head + c->inflight) % o.pipeline] = now_ns();
-						c->inflight++;
-						sent++;
-					}
-				}
-				memmove(c->in, c->in + off, c->in_len - off);
-				c->in_len -= off;
-			}
-			while (c->out_off < c->out_len) {
-				ssize_t w = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
-				if (w < 0 && errno == EAGAIN)
-					break;
-				if (w < 0) {
-					fprintf(stderr, "ringkv-bench resp: write: %s\n", strerror(errno));
-					return 1;
-				}
-				c->out_off += (size_t)w;
-			}
-			if (c->out_off == c->out_len)
-				c->out_off = c->out_len = 0;
-			bool want = c->out_len > 0;
-			if (want != c->want_out) {
-				struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0),
-				                         .data.ptr = c};
-				epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
-				c->want_out = want;
-			}
-		}
-	}
-	if (next_progress > t0 + 1000000000ull)
-		fprintf(stderr, "\n");
-	double secs = (double)(now_ns() - t0) / 1e9;
-	double p[2] = {0.5, 0.99}, ms[2] = {0, 0};
-	for (int q = 0; q < 2; q++) {
-		uint64_t want = (uint64_t)(p[q] * (double)done), seen = 0;
-		for (unsigned b = 0; b < LAT_BUCKETS; b++) {
-			seen += hist[b];
-			if (seen > want) {
-				ms[q] = (b + 1) * 0.01;
-				break;
-			}
-		}
-	}
-	printf("units_per_s=%.0f p50_ms=%.3f p99_ms=%.3f errors=%llu\n", (double)done / secs, ms[0],
-	       ms[1], (unsigned long long)errors);
-	for (unsigned i = 0; i < o.conns; i++) {
-		close(cs[i].fd);
-		free(cs[i].out);
-		free(cs[i].in);
-		free(cs[i].sent_ns);
-	}
-	free(cs);
-	free(hist);
-	close(ep);
-	if (errors > 0)
-		fprintf(stderr, "ringkv-bench resp: %llu error replies: the figures measure errors, not "
-		                "the unit; check the unit with redis-cli\n",
-		        (unsigned long long)errors);
-	return errors > 0 ? 1 : 0;
+	free(fill.hist);
+	free(run.hist);
+	rb_mix_free(&o.cfg.mix);
+	free(o.mix_copy);
+	return ret;
 }
