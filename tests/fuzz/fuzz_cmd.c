@@ -204,6 +204,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	    .handler = cmd_handle,
 	    .prefetch = cmd_prefetch,
 	    .on_open = cmd_on_open,
+	    .on_close = cmd_on_close, /* frees WATCH and MULTI state, as the server's */
 	};
 	test_on_px(pool, net_start_step, &ns);
 	if (ns.ret < 0)

@@ -23,6 +23,10 @@ from /proc/PID/stat over the run, divided by the requests).
     tools/bench/resp.py [--runs 5] [--requests 200000] [--pipeline-requests 2000000]
                         [--keyspace 100000] [--data-size 100] [--json] [--quick]
                         [--server build-x/ringkv-server] [--only fsync,2px]
+                        [--tests ping_mbulk,set,get,incr,mset]
+
+--tests runs those redis-benchmark tests instead, per core (1 proactor) at -P 1
+and -P 16, for the pairings write/everysec and fsync/always (or --only's).
 
 Prints a Markdown table (or JSON with --json).  Needs redis-server, redis-benchmark
 (redis-tools) and a built build/ringkv-server.
@@ -280,9 +284,22 @@ def main():
     ap.add_argument("--only", default=None,
                     help="comma-separated pairings to run, of none, write, fsync and 2px"
                          " (default: all)")
+    ap.add_argument("--tests", default=None,
+                    help="redis-benchmark -t tests (e.g. ping_mbulk,set,get,incr,mset) at -P 1"
+                         " and -P 16 per core, durability write against AOF everysec and fsync"
+                         " against AOF always, instead of the default table")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     work = setup(args, "bench-resp")
+    if args.tests:
+        names = args.tests.split(",")
+        only = args.only.split(",") if args.only else ["write", "fsync"]
+        results = per_core(args, work, [(m, r, names) for m, r in PAIRS if m in only],
+                           fill_strings, run_benchmark)
+        print(json.dumps(results, indent=1) if args.json else "", end="")
+        if not args.json:
+            print_table(results)
+        return
 
     only = set(args.only.split(",")) if args.only else {m for m, _ in PAIRS} | {"2px"}
     unknown = only - ({m for m, _ in PAIRS} | {"2px"})
