@@ -78,8 +78,6 @@ static void work_push(struct store *st, struct kentry *ke)
 /* req has settled, heading every queue it is in: those queues move on. */
 static void settled(struct store *st, struct store_req *req)
 {
-	if (req->n_prefetch_pins > 0)
-		st_prefetch_unpin(st, req);
 	for (size_t i = 0; i < req_nkeys(req); i++)
 		if (req_waiter(req, i) != NULL)
 			work_push(st, req_entry(req, i));
@@ -550,10 +548,12 @@ void store_submit(struct store *st, struct store_req *req)
 
 void st_req_looked_up(struct store *st, struct store_req *req)
 {
-	if (req->lookup_err < 0)
+	if (req->lookup_err < 0) {
+		st_prefetch_unpin(st, req);
 		st_req_complete(st, req, req->lookup_err, NULL);
-	else if (!req_run(st, req))
+	} else if (!req_run(st, req)) {
 		return;
+	}
 	settled(st, req);
 	queues_run(st);
 }

@@ -1162,6 +1162,8 @@ static void prefetch_elems(struct store *st, struct store_req *req, struct kentr
 
 void st_prefetch_unpin(struct store *st, struct store_req *req)
 {
+	if (req->n_prefetch_pins == 0)
+		return;
 	for (size_t i = 0; i < req->n_prefetch_pins; i++) {
 		struct kentry *e = req->prefetch_pins[i];
 		e->pins--;
@@ -1172,7 +1174,19 @@ void st_prefetch_unpin(struct store *st, struct store_req *req)
 	req->n_prefetch_pins = 0;
 }
 
+static bool call_run(struct store *st, struct store_req *req);
+
+/* The call, once it heads its keys' queues; true when it has settled (the
+ * elements it had pinned are let go then), false while it waits. */
 bool st_call_run(struct store *st, struct store_req *req)
+{
+	bool settled = call_run(st, req);
+	if (settled)
+		st_prefetch_unpin(st, req);
+	return settled;
+}
+
+static bool call_run(struct store *st, struct store_req *req)
 {
 	size_t nkeys = 1 + req->n_more_keys;
 	struct kentry *few[TXN_INLINE];
