@@ -979,8 +979,33 @@ static void keyop_done(struct store_req *sr)
 		cmd_part_done(p);
 }
 
+/* Starts the loads of the key table entries of a part's keys (runs of one
+ * shard), so that their cache misses overlap instead of coming one per
+ * submission: the pipeline hint (cmd_prefetch) sees only a command's first
+ * key. */
+static void prefetch_part(const struct cmd_part *p)
+{
+	const uint8_t *keys[STORE_PREFETCH_MAX];
+	size_t lens[STORE_PREFETCH_MAX], m = 0;
+	unsigned shard = 0, db = p->ops[0]->sr.db;
+	for (size_t i = 0; i <= p->n; i++) {
+		const struct cmd_keyop *op = i < p->n ? p->ops[i] : NULL;
+		if (m > 0 && (op == NULL || op->shard != shard || m == STORE_PREFETCH_MAX)) {
+			store_prefetch(shard_store(shard), db, keys, lens, m);
+			m = 0;
+		}
+		if (op == NULL)
+			break;
+		shard = op->shard;
+		keys[m] = op->sr.key;
+		lens[m++] = op->sr.key_len;
+	}
+}
+
 static void run_keys_part(struct cmd_part *p)
 {
+	if (p->n > 1)
+		prefetch_part(p);
 	p->pending = p->n;
 	for (size_t i = 0; i < p->n; i++)
 		cmd_store_submit(p->fan->x, shard_store(p->ops[i]->shard), &p->ops[i]->sr);
