@@ -986,10 +986,12 @@ static uint64_t auto_share(uint64_t memory, unsigned divisor)
 
 void cfg_resolve_auto(struct cfg *cfg, char *note, size_t len)
 {
-	char source[64];
-	uint64_t memory = cfg_memory(source, sizeof(source));
 	bool value_auto = cfg->storage.cache_size == 0,
 	     index_auto = cfg->storage.index_cache_size == 0;
+	if (!value_auto && !index_auto && note == NULL)
+		return; /* (resolved already: no need to read the memory figures again) */
+	char source[64];
+	uint64_t memory = cfg_memory(source, sizeof(source));
 	if (value_auto)
 		cfg->storage.cache_size = auto_share(memory, CFG_AUTO_VALUE_DIVISOR);
 	if (index_auto)

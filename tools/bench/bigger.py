@@ -181,26 +181,18 @@ plot '{dat}' using 1:2 with linespoints title 'GET uniform', \\
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--keys", type=int, default=20000000)
-    ap.add_argument("--value-size", type=int, default=1024)
+    cold.dataset_args(ap, 20000000, 1024)
     ap.add_argument("--caches", default="64mb,256mb,1gb,4gb",
                     help="total cache sizes, each split half values, half index")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per workload")
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--pipeline", type=int, default=16)
-    ap.add_argument("--fio-qd", type=int, default=32)
-    ap.add_argument("--fio-seconds", type=int, default=10)
-    ap.add_argument("--server-cpu", type=int, default=0)
-    ap.add_argument("--client-cpu", type=int, default=1)
-    ap.add_argument("--work", default=None, help="directory for the data (default: a temp dir)")
-    ap.add_argument("--keep", action="store_true", help="keep the data directory")
     ap.add_argument("--plot", default=None, help="write a gnuplot PNG here")
     ap.add_argument("--set", action="append", default=[],
                     help="a ringkv-server setting (section.key=value), repeatable")
     ap.add_argument("--only", default=None,
                     help="workloads to run, comma-separated (get-half-rate needs get-uniform)")
-    ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     tools = ["redis-cli", "fio", "taskset"] + (["gnuplot"] if args.plot else [])
     for tool in tools:

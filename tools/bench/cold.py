@@ -163,13 +163,10 @@ def index_size(args, work, data):
         srv.stop()
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--keys", type=int, default=2000000)
-    ap.add_argument("--value-size", type=int, default=1000)
-    ap.add_argument("--ratio", type=float, default=10.0, help="index size / its cache (cold)")
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=400000)
+def dataset_args(ap, keys, value_size):
+    """The options of a benchmark on an imported dataset (this one and bigger.py)."""
+    ap.add_argument("--keys", type=int, default=keys)
+    ap.add_argument("--value-size", type=int, default=value_size)
     ap.add_argument("--fio-qd", type=int, default=32)
     ap.add_argument("--fio-seconds", type=int, default=10)
     ap.add_argument("--server-cpu", type=int, default=0)
@@ -177,6 +174,14 @@ def main():
     ap.add_argument("--work", default=None, help="directory for the data (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
     ap.add_argument("--json", action="store_true")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    dataset_args(ap, 2000000, 1000)
+    ap.add_argument("--ratio", type=float, default=10.0, help="index size / its cache (cold)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=400000)
     args = ap.parse_args()
     args.data_size = args.value_size  # (resp.redis_benchmark's -d: unused by GETs)
     for tool in ("redis-benchmark", "redis-cli", "fio", "taskset"):
