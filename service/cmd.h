@@ -91,6 +91,8 @@ struct cmd_ctx {
 	const void *holder;        /* the holds its store requests may pass (EXEC), or NULL */
 	struct store_durable *durable; /* its writes are acknowledged early and counted
 	                                  there (a script's commands), or NULL */
+	struct cmd_txn *txn;           /* the transaction its writes belong to (EXEC, a
+	                                  script, a multi-key command), or NULL */
 	union {
 		struct {
 			int64_t delta; /* the increment */
@@ -263,17 +265,18 @@ void cmd_exec_sub_done(struct cmd_ctx *x);
  * database db, passing the holds; r->reply must be empty, in the protocol
  * wanted; call_done(x) runs on the origin when it has finished (possibly
  * before cmd_held_call returns), and with `durable` its writes are
- * acknowledged once applied and counted there (store.h).  cmd_held_end
+ * acknowledged once applied and counted there (store.h); they belong to
+ * transaction `txn` (may be NULL).  cmd_held_end
  * releases the holds and, with `lift`, lets the connection's later commands
  * run; x is then the caller's to reply and finish, or to start again (a
- * script that found a key it had not declared).  cmd_held_unhold releases the holds early, the run going
- * on without them (the connection's later commands still wait). */
+ * script that found a key it had not declared).  cmd_held_unhold releases the holds early, the run
+ * going on without them (the connection's later commands still wait). */
 int cmd_held_start(struct cmd_ctx *x, const struct store_key_ref *keys, size_t n, cmd_fn ready,
                    cmd_fn call_done, bool barrier);
 bool cmd_held_nested(const struct cmd_ctx *x);
 int cmd_held_status(const struct cmd_ctx *x);
 void cmd_held_call(struct cmd_ctx *x, struct conn_req *r, const struct cmd_def *d, unsigned db,
-                   struct store_durable *durable);
+                   struct store_durable *durable, struct cmd_txn *txn);
 void cmd_held_end(struct cmd_ctx *x, bool lift);
 void cmd_held_unhold(struct cmd_ctx *x);
 
@@ -412,6 +415,54 @@ int cmd_arg_int_or_fail(struct cmd_ctx *x, size_t i, int64_t *out);
 /* The full name of a table entry: "get", or "client|list" for a subcommand. */
 void cmd_full_name(const struct cmd_def *d, char *buf, size_t len);
 
+/* ---- transactions: crash atomicity (cmd_txn.c) ---------------------------
+ *
+ * A transaction — an EXEC, a script, a multi-key command whose keys are on
+ * several shards — is written so that after a crash it is there whole or
+ * not at all (store.h, "transactions").  Its owner embeds a struct cmd_txn,
+ * starts it with cmd_txn_begin and sets x->txn of every context that runs
+ * for it: their store requests carry its id, and the shards they go to are
+ * noted.  The owner then reports two things, on the origin, each once:
+ * cmd_txn_appended when nothing more will be written (every write was
+ * applied: with early acknowledgement, store.h), and cmd_txn_durable when
+ * every write is written as storage.durability says (its store_durable
+ * settled), with the first write error or 0.  The transaction commits on
+ * its shards (one shard: right after the writes, the log orders them) and
+ * `then` runs on the origin with 0 or the error that kept it from
+ * committing; the reply goes then. */
+struct cmd_txn {
+	uint64_t id;
+	unsigned origin;
+	void (*then)(struct cmd_txn *t, int status);
+	_Atomic uint64_t shard_bits;   /* the shards it wrote to, a bit each: here ... */
+	_Atomic uint64_t *shard_words; /* ... or, past 64 shards, here */
+	bool all_shards;               /* past 64 shards, and no memory for shard_words:
+	                                  it ends on every shard */
+	bool appended, durable;        /* what the owner reported */
+	int status;                    /* the first error */
+	unsigned n_ends, pending;      /* store_txn_end requests, and those not back */
+	unsigned sent;                 /* STORE_TXN_* rounds sent */
+	struct cmd_txn_end *ends;      /* one per shard it went to (malloc'd) */
+};
+
+void cmd_txn_begin(struct cmd_txn *t, void (*then)(struct cmd_txn *t, int status));
+void cmd_txn_appended(struct cmd_txn *t);
+/* Before cmd_txn_appended: t will not commit (a script stopped by SHUTDOWN:
+ * its writes go at the next start); `then` gets -ECANCELED. */
+void cmd_txn_cancel(struct cmd_txn *t);
+void cmd_txn_durable(struct cmd_txn *t, int status);
+/* Makes sr a request of t (t may be NULL: of none): the store notes in t
+ * the shards that t's records went to. */
+static inline void cmd_txn_mark(struct cmd_txn *t, struct store_req *sr)
+{
+	sr->txid = t != NULL ? t->id : 0;
+	sr->txn_shards = t == NULL || t->all_shards ? NULL
+	                 : t->shard_words != NULL   ? t->shard_words
+	                                            : &t->shard_bits;
+}
+/* Frees what t holds (after `then`, or instead of reporting anything). */
+void cmd_txn_free(struct cmd_txn *t);
+
 /* Every store request of a command goes through here: inside EXEC it
  * carries the transaction's holder, so it may pass the transaction's holds
  * (store.h, "holds"). */
@@ -419,6 +470,7 @@ static inline void cmd_store_submit(struct cmd_ctx *x, struct store *st, struct 
 {
 	sr->holder = x->holder;
 	sr->durable = x->durable;
+	cmd_txn_mark(x->txn, sr);
 	store_submit(st, sr);
 }
 
@@ -490,6 +542,10 @@ struct cmd_fan {
 	void (*finish)(struct cmd_fan *f);   /* on the origin once every part is back */
 	void (*part_fn)(struct cmd_part *p); /* cmd_fan_all: runs on each proactor */
 	bool copy_values;                    /* cmd_fan_keys: keep sr.result in keyop.value */
+	bool has_txn;                        /* cmd_fan_keys: writes of several keys, as one
+	                                        transaction of their own: */
+	struct cmd_txn txn;                  /* ... (cmd.h, "transactions") */
+	struct store_durable durable;        /* ... its writes, acknowledged early */
 	size_t nops;
 	struct cmd_keyop *ops;   /* cmd_fan_keys: one per key, in argv order */
 	struct cmd_part parts[]; /* one per proactor */

@@ -116,6 +116,7 @@ static void job_submit(struct copy_job *j, const struct store_key_ref *key,
 	j->req.done = done;
 	j->req.holder = j->holder;
 	j->req.durable = x->durable;
+	cmd_txn_mark(x->txn, &j->req);
 	store_submit(x->st, &j->req);
 }
 

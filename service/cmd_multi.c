@@ -550,7 +550,11 @@ struct cmd_exec {
 	size_t barrier_index;
 	bool failed_watch;     /* the reply is a null array */
 	bool released;         /* the holds are released, the barrier lifted */
-	int status;            /* < 0: a hold failed */
+	int status;            /* < 0: a hold failed, or the writes failed */
+	bool has_txn;          /* an EXEC or an isolated command: it commits as one */
+	bool txn_reported;     /* ... and its writes are all applied */
+	struct cmd_txn txn;    /* (cmd.h, "transactions") */
+	struct store_durable durable; /* its commands' writes, acknowledged early */
 	struct exec_hold *holds;
 	size_t n_holds, step;  /* step: holds granted (holds[0..step)) */
 	struct cmd_watcher *w;
@@ -599,6 +603,8 @@ static void exec_free(struct cmd_exec *e)
 		atomic_store(&e->w->gone, true);
 		watcher_unref(e->w);
 	}
+	if (e->has_txn)
+		cmd_txn_free(&e->txn);
 	free(e->expiries);
 	free(e);
 }
@@ -797,6 +803,53 @@ static void exec_reply(struct cmd_ctx *x)
 	cmd_done(x);
 }
 
+/* On the origin, the transaction committed (or failed to): the reply. */
+static void exec_committed(struct cmd_txn *t, int status)
+{
+	struct cmd_exec *e = (struct cmd_exec *)((char *)t - offsetof(struct cmd_exec, txn));
+	if (status < 0 && e->status == 0)
+		e->status = status;
+	exec_reply(e->x);
+}
+
+static void exec_durable(struct cmd_ctx *x)
+{
+	struct cmd_exec *e = x->u.exec;
+	cmd_txn_durable(&e->txn, atomic_load(&e->durable.status));
+}
+
+static void exec_settled(struct store_durable *d)
+{
+	struct cmd_exec *e = (struct cmd_exec *)((char *)d - offsetof(struct cmd_exec, durable));
+	cmd_run_on_px(e->x, e->x->origin, exec_durable);
+}
+
+/* Starts the transaction of an EXEC or an isolated command: its commands'
+ * writes are acknowledged once applied and counted in e->durable. */
+static void exec_txn_begin(struct cmd_exec *e)
+{
+	cmd_txn_begin(&e->txn, exec_committed);
+	e->has_txn = true;
+	atomic_init(&e->durable.pending, 1); /* (the EXEC's own: exec_end drops it) */
+	atomic_init(&e->durable.status, 0);
+	e->durable.settled = exec_settled;
+}
+
+/* On the origin, every command finished (or none ran): commits the
+ * transaction, then replies (exec_committed). */
+static void exec_end(struct cmd_ctx *x)
+{
+	struct cmd_exec *e = x->u.exec;
+	if (!e->has_txn || e->txn_reported) {
+		exec_reply(x);
+		return;
+	}
+	e->txn_reported = true;
+	cmd_txn_appended(&e->txn);
+	if (atomic_fetch_sub(&e->durable.pending, 1) == 1)
+		exec_durable(x); /* (else exec_settled will) */
+}
+
 static void exec_hold_done(struct store_req *sr)
 {
 	struct cmd_ctx *x = sr->arg;
@@ -805,7 +858,7 @@ static void exec_hold_done(struct store_req *sr)
 		/* Nothing held on this shard: only the ones before it are. */
 		e->status = sr->status;
 		/* (a held run learns it in `ready`: cmd_held_status) */
-		cmd_run_on_px(x, x->origin, e->ready != NULL ? e->ready : exec_reply);
+		cmd_run_on_px(x, x->origin, e->ready != NULL ? e->ready : exec_end);
 		return;
 	}
 	e->step++;
@@ -843,7 +896,7 @@ static void exec_run(struct cmd_ctx *x)
 		e->w = NULL;
 		if (touched) {
 			e->failed_watch = true;
-			exec_reply(x);
+			exec_end(x);
 			return;
 		}
 	}
@@ -886,6 +939,8 @@ static void exec_dispatch(struct cmd_exec *e, size_t i)
 	x->exec = e;
 	x->exec_index = i;
 	x->holder = e->pass != NULL ? e->pass : e;
+	x->txn = &e->txn;
+	x->durable = &e->durable;
 	cmd_dispatch(x);
 }
 
@@ -939,7 +994,7 @@ static void exec_pump(struct cmd_exec *e)
 	if (e->next == e->n && !e->waiting_barrier)
 		exec_release(e); /* every command is with its store */
 	if (e->finished == e->n)
-		exec_reply(e->x);
+		exec_end(e->x);
 }
 
 void cmd_exec_sub_done(struct cmd_ctx *x)
@@ -1008,6 +1063,7 @@ void cmd_exec(struct cmd_ctx *x)
 	tx->n_exp = tx->cap_exp = 0;
 	x->u.exec = e;
 	bool local = exec_is_local(e, x->origin);
+	exec_txn_begin(e);
 	if (!local && exec_plan(e, x->db) < 0) {
 		exec_put(e);
 		cmd_fail(x, cmd_err_oom);
@@ -1057,6 +1113,7 @@ bool cmd_isolate(struct cmd_ctx *x)
 	e->bare = true;
 	e->q[0] = q;
 	x->u.exec = e;
+	exec_txn_begin(e);
 	if (exec_plan(e, x->db) < 0) {
 		exec_put(e);
 		cmd_fail(x, cmd_err_oom);
@@ -1124,7 +1181,7 @@ bool cmd_held_nested(const struct cmd_ctx *x)
 }
 
 void cmd_held_call(struct cmd_ctx *x, struct conn_req *r, const struct cmd_def *d, unsigned db,
-                   struct store_durable *durable)
+                   struct store_durable *durable, struct cmd_txn *txn)
 {
 	struct cmd_exec *e = x->u.exec;
 	struct conn *c = x->conn;
@@ -1143,6 +1200,7 @@ void cmd_held_call(struct cmd_ctx *x, struct conn_req *r, const struct cmd_def *
 	sub->exec = e;
 	sub->holder = e->pass != NULL ? e->pass : e;
 	sub->durable = durable;
+	sub->txn = txn;
 	cmd_dispatch(sub);
 }
 

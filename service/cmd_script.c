@@ -1091,11 +1091,29 @@ bool cmd_script_defer(struct cmd_ctx *x)
 	return true;
 }
 
-/* On the origin, every write of the script durable: the reply goes. */
+/* On the origin, the script's transaction committed (or failed to): the
+ * reply goes. */
+static void run_committed(struct cmd_txn *t, int status)
+{
+	struct script_run *r = (struct script_run *)((char *)t - offsetof(struct script_run, txn));
+	struct cmd_ctx *x = r->x;
+	cmd_txn_free(&r->txn);
+	if (status < 0 && !r->killed)
+		cmd_fail_store(x, status); /* (a write of the script failed) */
+	else
+		cmd_done(x); /* (a killed script's reply is its error already) */
+}
+
+/* On the origin, every write of the script durable: it commits (inside an
+ * EXEC: the EXEC commits it), then the reply goes. */
 static void run_reply(struct cmd_ctx *x)
 {
 	struct script_run *r = x->heap;
 	int status = atomic_load(&r->durable.status); /* (or a failed hold's) */
+	if (r->tx == &r->txn) {
+		cmd_txn_durable(&r->txn, status);
+		return;
+	}
 	if (status < 0)
 		cmd_fail_store(x, status); /* (a write of the script failed) */
 	else
@@ -1168,6 +1186,10 @@ static void run_end(struct script_run *r, bool held)
 		cmd_dispatch(d);
 		conn_lift_barrier(x->conn);
 	}
+	if (r->tx == &r->txn && r->killed)
+		cmd_txn_cancel(&r->txn); /* (SHUTDOWN: nothing of it was acknowledged) */
+	if (r->tx == &r->txn)
+		cmd_txn_appended(&r->txn);
 	if (atomic_fetch_sub(&r->durable.pending, 1) == 1)
 		run_reply(x); /* (else run_settled will) */
 }
@@ -1596,7 +1618,7 @@ static void run_drive(struct script_run *r, int nargs)
 			run_wrote(r);
 		r->in_call = true;
 		r->call_finished = false;
-		cmd_held_call(r->x, &r->call, d, r->db, &r->durable);
+		cmd_held_call(r->x, &r->call, d, r->db, &r->durable, r->tx);
 		r->in_call = false;
 		if (!r->call_finished)
 			return; /* run_call_done resumes */
@@ -1797,6 +1819,11 @@ struct script_run *script_run_new(struct cmd_ctx *x)
 	atomic_init(&r->durable.pending, 1); /* (the run's own count: run_finish drops it) */
 	atomic_init(&r->durable.status, 0);
 	r->durable.settled = run_settled;
+	r->tx = x->txn; /* (inside an EXEC) */
+	if (r->tx == NULL) {
+		cmd_txn_begin(&r->txn, run_committed);
+		r->tx = &r->txn;
+	}
 	resp_buf_init(&r->call.reply, 2);
 	return r;
 }

@@ -54,7 +54,10 @@ struct script_run {
 	uint64_t start_ms;
 	struct conn_req call;         /* the command running for redis.call */
 	struct store_durable durable; /* its writes, acknowledged early (store.h): the
-	                                 reply waits until they are durable */
+	                                 reply waits until they are durable ... */
+	struct cmd_txn txn;           /* ... and committed as one (cmd.h) ... */
+	struct cmd_txn *tx;           /* ... &txn, or the EXEC's that runs it (which
+	                                 commits it with the rest) */
 	uint8_t *argv_small[CALL_ARGS];
 	size_t len_small[CALL_ARGS];
 	char (*nums)[32]; /* numbers given as arguments, formatted */

@@ -485,6 +485,9 @@ static void stats_add(struct store_stats *a, const struct store_stats *b)
 	a->index_writes_merged += b->index_writes_merged;
 	a->index_batch_keys += b->index_batch_keys;
 	a->records_replayed += b->records_replayed;
+	a->txn_records_dropped += b->txn_records_dropped;
+	a->txn_commits += b->txn_commits;
+	a->txn_open += b->txn_open;
 	a->elem_reads += b->elem_reads;
 	a->garbage_dropped += b->garbage_dropped;
 	a->garbage_compactions += b->garbage_compactions;
@@ -530,7 +533,8 @@ static void info_part_fn(struct cmd_part *p)
 		    "blind_puts_existing=%llu,index_writes_merged=%llu,index_batch_keys=%llu,"
 		    "records_replayed=%llu,elem_reads=%llu,garbage_dropped=%llu,"
 		    "garbage_compactions=%llu,cache_bytes=%llu,cache_entries=%llu,"
-		    "pending_writes=%llu,pending_writes_peak=%llu\r\n",
+		    "pending_writes=%llu,pending_writes_peak=%llu,txn_commits=%llu,txn_open=%llu,"
+		    "txn_records_dropped=%llu\r\n",
 		    s, px->id, (unsigned long long)st.keys, (unsigned long long)st.log_bytes,
 		    (unsigned long long)st.live_bytes, (unsigned long long)st.cache_hits,
 		    (unsigned long long)st.cache_misses, (unsigned long long)st.disk_reads,
@@ -551,7 +555,8 @@ static void info_part_fn(struct cmd_part *p)
 		    (unsigned long long)st.garbage_dropped,
 		    (unsigned long long)st.garbage_compactions, (unsigned long long)st.cache_bytes,
 		    (unsigned long long)st.cache_entries, (unsigned long long)st.pending_writes,
-		    (unsigned long long)st.pending_writes_peak);
+		    (unsigned long long)st.pending_writes_peak, (unsigned long long)st.txn_commits,
+		    (unsigned long long)st.txn_open, (unsigned long long)st.txn_records_dropped);
 		if (n > 0)
 			resp_buf_append(&p->text, line, (size_t)n < sizeof(line) ? (size_t)n : 0);
 	}
@@ -784,6 +789,9 @@ static void info_finish(struct cmd_fan *f)
 	info_line(&b, "index_writes_merged:%llu", (unsigned long long)sum.index_writes_merged);
 	info_line(&b, "index_batch_keys:%llu", (unsigned long long)sum.index_batch_keys);
 	info_line(&b, "records_replayed:%llu", (unsigned long long)sum.records_replayed);
+	info_line(&b, "txn_commits:%llu", (unsigned long long)sum.txn_commits);
+	info_line(&b, "txn_open:%llu", (unsigned long long)sum.txn_open);
+	info_line(&b, "txn_records_dropped:%llu", (unsigned long long)sum.txn_records_dropped);
 	for (size_t i = 0; i < f->nparts; i++)
 		resp_buf_append(&b, f->parts[i].text.data, f->parts[i].text.len);
 	END_SECTION

@@ -30,6 +30,8 @@ struct shard_job {
 	const struct cfg *cfg; /* opening only */
 	int ret;               /* opening: 0 or the first store_open error */
 	char err[768];         /* its message */
+	struct store_txids committed;            /* opening: COMMIT records its shards' logs hold */
+	const struct store_txids *all_committed; /* ... and every shard's */
 	struct px_hook hook;   /* closing: polls store_busy at the end of each iteration */
 };
 
@@ -58,8 +60,10 @@ static void wait_all(struct shard_wait *w)
 	pthread_cond_destroy(&w->cond);
 }
 
-/* Opens the shards of the calling proactor, in shard order; stops at the first
- * failure (the stores opened so far stay for close_stores_now). */
+/* Opening, first step, on each proactor: opens the index of each of its
+ * shards, in shard order, and gathers the COMMIT records their logs will
+ * replay (store.h, store_open_begin); stops at the first failure (the stores
+ * opened so far stay for close_stores_now). */
 static void open_job(void *arg)
 {
 	struct shard_job *job = arg;
@@ -78,11 +82,30 @@ static void open_job(void *arg)
 		    .gc_live_ratio = cfg->storage.gc_live_ratio,
 		    .databases = (unsigned)cfg->server.databases,
 		};
-		int ret =
-		    store_open(&shard_map.stores[s], job->px, &sc, job->err, sizeof(job->err));
+		struct store *st = NULL;
+		int ret = store_open_begin(&st, job->px, &sc, job->err, sizeof(job->err));
+		if (ret == 0)
+			ret = store_scan_commits(st, &job->committed, job->err, sizeof(job->err));
+		if (ret < 0) {
+			store_close(st);
+			job->ret = ret;
+			break;
+		}
+		shard_map.stores[s] = st;
+	}
+	wait_finish_one(job->wait);
+}
+
+/* Second step, once every shard's COMMIT records are in all_committed:
+ * replays the logs (store_open_finish). */
+static void open_finish_job(void *arg)
+{
+	struct shard_job *job = arg;
+	for (unsigned s = job->px->id; s < shard_map.shards; s += shard_map.threads) {
+		int ret = store_open_finish(shard_map.stores[s], job->all_committed, job->err,
+		                            sizeof(job->err));
 		if (ret < 0) {
 			job->ret = ret;
-			shard_map.stores[s] = NULL;
 			break;
 		}
 	}
@@ -151,6 +174,55 @@ static void close_stores_now(void)
 	shard_map.idx_shared = NULL;
 }
 
+/* Runs `fn` for every job, one per proactor, and waits for all of them;
+ * returns 0 or the first job's error (its message in err). */
+static int run_jobs(struct shard_job *jobs, unsigned n, void (*fn)(void *), char *err,
+                    size_t errlen)
+{
+	struct shard_wait wait;
+	wait_init(&wait, n);
+	for (unsigned i = 0; i < n; i++) {
+		jobs[i].wait = &wait;
+		pool_run_on(shard_map.pool, i, fn, &jobs[i]);
+	}
+	wait_all(&wait);
+	for (unsigned i = 0; i < n; i++)
+		if (jobs[i].ret < 0) {
+			snprintf(err, errlen, "%s", jobs[i].err);
+			return jobs[i].ret;
+		}
+	return 0;
+}
+
+/* Opens every shard in the two steps recovery needs: a transaction that
+ * spans shards is replayed only if some shard's log committed it. */
+static int open_steps(struct shard_job *jobs, unsigned n, const struct cfg *cfg, char *err,
+                      size_t errlen)
+{
+	for (unsigned i = 0; i < n; i++) {
+		jobs[i].px = pool_px(shard_map.pool, i);
+		jobs[i].cfg = cfg;
+	}
+	int ret = run_jobs(jobs, n, open_job, err, errlen);
+	struct store_txids all = {0};
+	for (unsigned i = 0; i < n; i++) {
+		for (size_t k = 0; k < jobs[i].committed.n && ret == 0; k++)
+			if (store_txids_add(&all, jobs[i].committed.ids[k]) < 0) {
+				snprintf(err, errlen,
+				         "out of memory gathering the committed transactions");
+				ret = -ENOMEM;
+			}
+		store_txids_free(&jobs[i].committed);
+	}
+	store_txids_sort(&all);
+	for (unsigned i = 0; i < n; i++)
+		jobs[i].all_committed = &all;
+	if (ret == 0)
+		ret = run_jobs(jobs, n, open_finish_job, err, errlen);
+	store_txids_free(&all);
+	return ret;
+}
+
 int shard_open_all(struct pool *pool, const struct cfg *given, char *err, size_t errlen)
 {
 	/* (ringkv-server resolved the auto sizes already; a test harness may not) */
@@ -203,21 +275,7 @@ int shard_open_all(struct pool *pool, const struct cfg *given, char *err, size_t
 		         " proactors: each proactor runs shards p, p+%u, ...",
 		         cfg->storage.dir, shards, threads, threads);
 
-	struct shard_wait wait;
-	wait_init(&wait, threads);
-	for (unsigned i = 0; i < threads; i++) {
-		jobs[i].wait = &wait;
-		jobs[i].px = pool_px(pool, i);
-		jobs[i].cfg = cfg;
-		pool_run_on(pool, i, open_job, &jobs[i]);
-	}
-	wait_all(&wait);
-	ret = 0;
-	for (unsigned i = 0; i < threads && ret == 0; i++)
-		if (jobs[i].ret < 0) {
-			ret = jobs[i].ret;
-			snprintf(err, errlen, "%s", jobs[i].err);
-		}
+	ret = open_steps(jobs, threads, cfg, err, errlen);
 	free(jobs);
 	if (ret < 0) {
 		close_stores_now();

@@ -85,19 +85,28 @@ static uint32_t record_crc(const uint8_t *rec, uint64_t body_len, uint32_t epoch
 	return crc32c(epoch32, rec + REC_CRC_FROM, FMT_RECORD_HEADER - REC_CRC_FROM + body_len);
 }
 
-/* rec->type must be FMT_PUT or FMT_DELETE (then value_len is 0); key and value
- * may be NULL when their length is 0. */
+/* rec->type must be FMT_PUT, FMT_DELETE (then value_len is 0), FMT_DBMAP or
+ * FMT_COMMIT; key and value may be NULL when their length is 0. */
 uint64_t fmt_encode_record(uint8_t *dst, uint32_t epoch32, const struct fmt_record *rec)
 {
-	uint64_t body = (uint64_t)rec->key_len + rec->value_len;
-	uint64_t size = fmt_record_size(rec->key_len, rec->value_len);
+	uint8_t id[FMT_TXID_SIZE];
+	bool commit = rec->type == FMT_COMMIT, tagged = !commit && rec->txid != 0;
+	uint32_t key_len = commit ? 0 : rec->key_len + (tagged ? FMT_TXID_SIZE : 0);
+	uint32_t value_len = commit ? FMT_TXID_SIZE : rec->value_len;
+	const uint8_t *value = commit ? id : rec->value;
+	uint64_t body = (uint64_t)key_len + value_len;
+	uint64_t size = fmt_record_size(key_len, value_len);
 
-	put_record_header(dst, rec->type, rec->flags, rec->lsn, rec->expiry_ms, rec->key_len,
-	                  rec->value_len);
-	if (rec->key_len > 0)
-		memcpy(dst + FMT_RECORD_HEADER, rec->key, rec->key_len);
-	if (rec->value_len > 0)
-		memcpy(dst + FMT_RECORD_HEADER + rec->key_len, rec->value, rec->value_len);
+	put_le64(id, rec->txid);
+	put_record_header(dst, rec->type, (uint8_t)(rec->flags | (tagged ? FMT_FLAG_TXN : 0)),
+	                  rec->lsn, rec->expiry_ms, key_len, value_len);
+	uint8_t *p = dst + FMT_RECORD_HEADER;
+	if (!commit && rec->key_len > 0)
+		memcpy(p, rec->key, rec->key_len);
+	if (tagged)
+		memcpy(p + rec->key_len, id, FMT_TXID_SIZE);
+	if (value_len > 0)
+		memcpy(p + key_len, value, value_len);
 	memset(dst + FMT_RECORD_HEADER + body, 0, size - FMT_RECORD_HEADER - body);
 	put_le32(dst + REC_OFF_CRC, record_crc(dst, body, epoch32));
 	return size;
@@ -125,13 +134,23 @@ uint64_t fmt_encode_pad(uint8_t *commit_start, uint64_t used, uint32_t epoch32, 
  * at most).  The ident itself is checked by its reader (fmt_ident_parse). */
 static bool record_fields_valid(uint8_t type, uint8_t flags, uint32_t key_len, uint32_t value_len)
 {
+	uint32_t tag = 0;
+	if (flags & FMT_FLAG_TXN) {
+		if (type != FMT_PUT && type != FMT_DELETE)
+			return false;
+		flags &= (uint8_t)~FMT_FLAG_TXN;
+		tag = FMT_TXID_SIZE;
+	}
 	if (flags != 0 && (type != FMT_PUT || flags > FMT_TYPE_MAX))
 		return false;
 	switch (type) {
 	case FMT_PUT:
-		return key_len > 0 && key_len <= FMT_IDENT_MAX && value_len <= FMT_VALUE_MAX;
+		return key_len > tag && key_len - tag <= FMT_IDENT_MAX &&
+		       value_len <= FMT_VALUE_MAX;
 	case FMT_DELETE:
-		return key_len > 0 && key_len <= FMT_IDENT_MAX && value_len == 0;
+		return key_len > tag && key_len - tag <= FMT_IDENT_MAX && value_len == 0;
+	case FMT_COMMIT:
+		return key_len == 0 && value_len == FMT_TXID_SIZE;
 	case FMT_PAD:
 		return key_len == 0 && value_len < FMT_BLOCK && value_len % 8 == 0;
 	case FMT_DBMAP:
@@ -164,14 +183,26 @@ enum fmt_status fmt_decode_record(const uint8_t *src, uint64_t avail, uint32_t e
 	if (record_crc(src, body, epoch32) != get_le32(src + REC_OFF_CRC))
 		return FMT_BAD_CRC;
 
+	uint8_t flags = src[REC_OFF_FLAGS];
 	rec->type = (enum fmt_type)type;
-	rec->flags = src[REC_OFF_FLAGS];
+	rec->flags = flags & (uint8_t)~FMT_FLAG_TXN;
 	rec->lsn = get_le64(src + REC_OFF_LSN);
 	rec->expiry_ms = get_le64(src + REC_OFF_EXPIRY);
 	rec->key_len = key_len;
 	rec->value_len = value_len;
 	rec->key = type == FMT_PAD ? NULL : src + FMT_RECORD_HEADER;
 	rec->value = type == FMT_PAD ? NULL : src + FMT_RECORD_HEADER + key_len;
+	rec->txid = 0;
+	if (flags & FMT_FLAG_TXN) {
+		rec->key_len -= FMT_TXID_SIZE;
+		rec->txid = get_le64(rec->key + rec->key_len);
+		if (rec->txid == 0)
+			return FMT_BAD_FIELD; /* never written: 0 is "none" */
+	} else if (type == FMT_COMMIT) {
+		rec->txid = get_le64(rec->value);
+		if (rec->txid == 0)
+			return FMT_BAD_FIELD;
+	}
 	return FMT_OK;
 }
 
@@ -202,7 +233,7 @@ enum fmt_status fmt_decode_segment_header(const uint8_t *block, struct fmt_segme
 
 	uint32_t version = get_le32(block + SEG_OFF_VERSION);
 	uint64_t size = get_le64(block + SEG_OFF_SIZE);
-	if (version != FMT_VERSION)
+	if (version < FMT_VERSION_READ_MIN || version > FMT_VERSION)
 		return FMT_BAD_FIELD;
 	if (size % FMT_BLOCK != 0 || size < FMT_SEG_HEADER_SIZE + FMT_BLOCK)
 		return FMT_BAD_FIELD;

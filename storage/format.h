@@ -48,21 +48,25 @@
  *                 bits of the segment's epoch (a stale record left in a reused
  *                 file cannot validate in a new one); for PAD: of bytes 4..31
  *                 only, seeded the same way
- *   4       1     type: FMT_PUT, FMT_DELETE, FMT_PAD, or FMT_DBMAP (the
+ *   4       1     type: FMT_PUT, FMT_DELETE, FMT_PAD, FMT_DBMAP (the
  *                 shard's map of databases to stored ids: key empty, value
- *                 below)
+ *                 below) or FMT_COMMIT (a transaction committed: key empty,
+ *                 value its 8-byte id, little-endian)
  *   5       1     flags: for a PUT of a key ident, the value's type
- *                 (FMT_TYPE_*); zero otherwise
+ *                 (FMT_TYPE_*) in bits 0..6; bit 7 (FMT_FLAG_TXN, PUT and
+ *                 DELETE) marks a record of a transaction; zero otherwise
  *   6       2     magic 0x4B52 ("RK")
  *   8       8     LSN: log sequence number, +1 per record but PAD within a
  *                 shard (PAD carries the LSN of the commit's last record)
  *   16      8     expiry: absolute Unix time in ms, 0 = none (key idents only)
  *   24      4     key length: the ident (below; PUT, DELETE), at most
- *                 FMT_IDENT_MAX; 0 for PAD and DBMAP
+ *                 FMT_IDENT_MAX, plus 8 with FMT_FLAG_TXN; 0 for PAD, DBMAP
+ *                 and COMMIT
  *   28      4     value length (PUT, DBMAP; 0 for DELETE; for PAD the number of
  *                 padding bytes that follow the header: a multiple of 8 below
  *                 4096; they are zero and not covered by the CRC)
- *   32      k     key
+ *   32      k     key: the ident, then with FMT_FLAG_TXN the transaction's
+ *                 id (8 bytes, little-endian; never 0)
  *   32+k    v     value
  *   32+k+v  0..7  zero padding to the next multiple of 8
  *
@@ -109,6 +113,16 @@
  * changes; log.h: log_reserve) are written in one commit, metadata first, so
  * recovery applies all of them or none.
  *
+ * Transactions (EXEC, a script, a multi-key command; several commands, maybe
+ * on several shards): each of their PUT and DELETE records carries the
+ * transaction's id (FMT_FLAG_TXN), and once all of them are written (on
+ * every shard) a COMMIT record with that id is written in the log of each
+ * shard that has some.  Recovery first reads the COMMIT records of every
+ * shard's log from where its replay starts, then replays each log skipping
+ * the records of transactions no log committed: a transaction is there whole
+ * or not at all (store.h, "transactions", says why a COMMIT that matters is
+ * always in the part of some log that recovery reads).
+ *
  * Invariants: within a shard, LSNs increase by one from record to record
  * across commits and segments; a segment's first record has the LSN in its
  * header; a PAD never precedes a record of the same commit.
@@ -120,7 +134,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FMT_VERSION 2 /* 2: idents, types, collections, databases; 1 read user keys */
+#define FMT_VERSION                                                                                \
+	3                      /* 3: transactions (FMT_FLAG_TXN, FMT_COMMIT); 2: idents, types,    \
+	                          collections, databases; 1 read user keys */
+#define FMT_VERSION_READ_MIN 2 /* oldest version read: 2 differs only by what 3 adds */
 #define FMT_BLOCK 4096u          /* O_DIRECT alignment and commit granularity */
 #define FMT_SEG_HEADER_SIZE 4096u /* the segment header occupies block 0 */
 #define FMT_RECORD_HEADER 32u
@@ -140,8 +157,12 @@ enum fmt_type {
 	FMT_PUT = 1,
 	FMT_DELETE = 2,
 	FMT_PAD = 3,
-	FMT_DBMAP = 5, /* (4 was format 1's DROP) */
+	FMT_DBMAP = 5,  /* (4 was format 1's DROP) */
+	FMT_COMMIT = 6, /* a transaction's records are all written (format 3) */
 };
+
+#define FMT_FLAG_TXN  0x80u /* flags: the record belongs to a transaction (rec.txid) */
+#define FMT_TXID_SIZE 8u    /* its id, after the ident */
 
 /* The type of a key's value: a PUT record's flags, and the index entry's. */
 enum fmt_value_type {
@@ -169,13 +190,16 @@ struct fmt_segment_header {
  * (NULL for a PAD, whose padding is not read). */
 struct fmt_record {
 	enum fmt_type type;
-	uint8_t flags;       /* PUT of a key ident: enum fmt_value_type; else 0 */
+	uint8_t flags; /* PUT of a key ident: enum fmt_value_type; else 0 (never
+	                  FMT_FLAG_TXN: txid says it) */
 	uint64_t lsn;
 	uint64_t expiry_ms;  /* 0 = none */
 	uint32_t key_len;
 	uint32_t value_len;  /* for PAD: padding bytes after the header */
 	const uint8_t *key;
 	const uint8_t *value;
+	uint64_t txid; /* PUT, DELETE: the transaction it belongs to, 0 = none;
+	                  COMMIT: the transaction committed */
 };
 
 enum fmt_status {
@@ -193,8 +217,18 @@ static inline uint64_t fmt_record_size(uint32_t key_len, uint32_t value_len)
 	return ((uint64_t)FMT_RECORD_HEADER + key_len + value_len + 7) & ~(uint64_t)7;
 }
 
-/* Writes a PUT, DELETE or DBMAP record at `dst` (which has fmt_record_size() bytes,
- * alignment padding included) and returns its size. */
+/* Bytes the record occupies on disk: fmt_record_size() of its key (with the
+ * transaction id a PUT or DELETE of a transaction carries) and value. */
+static inline uint64_t fmt_rec_size(const struct fmt_record *rec)
+{
+	if (rec->type == FMT_COMMIT)
+		return fmt_record_size(0, FMT_TXID_SIZE);
+	return fmt_record_size(rec->key_len + (rec->txid != 0 ? FMT_TXID_SIZE : 0), rec->value_len);
+}
+
+/* Writes a PUT, DELETE, DBMAP or COMMIT record at `dst` (which has
+ * fmt_rec_size() bytes, alignment padding included) and returns its size.
+ * A COMMIT's value is its txid (key and value ignored). */
 uint64_t fmt_encode_record(uint8_t *dst, uint32_t epoch32, const struct fmt_record *rec);
 
 /* Writes the PAD record that ends a commit at `dst`, where `used` bytes of
@@ -204,7 +238,9 @@ uint64_t fmt_encode_record(uint8_t *dst, uint32_t epoch32, const struct fmt_reco
 uint64_t fmt_encode_pad(uint8_t *commit_start, uint64_t used, uint32_t epoch32, uint64_t lsn);
 
 /* Decodes the record at `src` of which `avail` bytes are readable.  Returns
- * FMT_OK and fills `rec`, or why not.  Never reads past src + avail.  Fields
+ * FMT_OK and fills `rec`, or why not: a transaction's id is taken off the end
+ * of the key (rec.key_len is the ident's; fmt_rec_size() gives the size back),
+ * and a COMMIT's id is rec.txid.  Never reads past src + avail.  Fields
  * are checked before the size, so after FMT_SHORT the header's lengths are
  * within FMT_IDENT_MAX / FMT_VALUE_MAX and a caller may fetch that many bytes
  * and decode again (recovery relies on this order). */

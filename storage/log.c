@@ -91,6 +91,7 @@ int lg_segment_create(struct log *log)
 	                        .fd = fd,
 	                        .epoch = epoch,
 	                        .first_lsn = log->next_lsn,
+	                        .version = FMT_VERSION,
 	                        .size = log->cfg.segment_size,
 	                        .fill = 0,
 	                        .header_ok = true};
@@ -205,7 +206,7 @@ int log_open(struct log **out, struct px *px, const struct log_config *cfg, uint
 	ret = lg_load_segments(log, err, errlen);
 	if (ret < 0)
 		goto fail;
-	ret = lg_recover(log, from_lsn, replay, arg, err, errlen);
+	ret = lg_recover(log, from_lsn, replay, arg, true, err, errlen);
 	if (ret < 0)
 		goto fail;
 	lg_recount_bytes(log);

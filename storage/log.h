@@ -190,7 +190,15 @@ struct log;
 int log_open(struct log **out, struct px *px, const struct log_config *cfg, uint64_t from_lsn,
 	     log_replay_fn replay, void *arg, char *err, size_t errlen);
 
-/* Appends a PUT, DELETE or DBMAP; on return w->pos is set and the record will be in
+/* Reads the log in `dir` of shard `shard` as log_open would replay it from
+ * from_lsn, handing each record of a complete commit to fn, and changes
+ * nothing (no cut, no new segment): recovery reads every shard's COMMIT
+ * records first (format.h, "Transactions").  A missing directory has no
+ * records.  Blocking reads: start-up only.  Returns 0 or -errno (err). */
+int log_scan(const char *dir, unsigned shard, uint64_t from_lsn, log_replay_fn fn, void *arg,
+             char *err, size_t errlen);
+
+/* Appends a PUT, DELETE, DBMAP or COMMIT; on return w->pos is set and the record will be in
  * the next commit.  Returns 0, -E2BIG if the record cannot fit a commit, or
  * -ENOSPC/-EIO while the log cannot write (no segment could be created). */
 int log_append(struct log *log, const struct fmt_record *rec, struct log_write *w);

@@ -67,6 +67,7 @@ struct segment {
 	int fd; /* O_RDWR | O_DIRECT */
 	uint64_t epoch;
 	uint64_t first_lsn;
+	uint32_t version; /* its format version (FMT_VERSION_READ_MIN..FMT_VERSION) */
 	uint64_t size;  /* file size, from its header */
 	uint64_t fill;  /* bytes written or reserved by sealed commits */
 	bool header_ok; /* recovery: the header block decoded */
@@ -290,9 +291,10 @@ void lg_ahead_start(struct log *log, struct segment *seg);
  * or -errno with a message in err. */
 int lg_load_segments(struct log *log, char *err, size_t errlen);
 
-/* Replays the log from `from_lsn` and cuts it after the last complete commit
- * (see log.h, Recovery).  Returns 0 or -errno with a message in err. */
-int lg_recover(struct log *log, uint64_t from_lsn, log_replay_fn replay, void *arg, char *err,
-               size_t errlen);
+/* Replays the log from `from_lsn` and, if `cut`, cuts it after the last
+ * complete commit (see log.h, Recovery); without `cut` (log_scan) only reads.
+ * Returns 0 or -errno with a message in err. */
+int lg_recover(struct log *log, uint64_t from_lsn, log_replay_fn replay, void *arg, bool cut,
+               char *err, size_t errlen);
 
 #endif

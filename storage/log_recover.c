@@ -141,7 +141,7 @@ static int scan_segment(struct recovery *rc, struct segment *seg, uint64_t *end,
 			}
 			rc->pending[rc->n_pending++] = pos;
 			lsn++;
-			pos += fmt_record_size(rec.key_len, rec.value_len);
+			pos += fmt_rec_size(&rec);
 			continue;
 		}
 		/* PAD: the commit is complete if it ends on a block boundary. */
@@ -158,8 +158,7 @@ static int scan_segment(struct recovery *rc, struct segment *seg, uint64_t *end,
 				continue;
 			struct log_pos lp = {.segment = seg->id,
 			                     .offset = at,
-			                     .length =
-			                         (uint32_t)fmt_record_size(r.key_len, r.value_len),
+			                     .length = (uint32_t)fmt_rec_size(&r),
 			                     .lsn = r.lsn};
 			ret = rc->replay(rc->arg, &r, &lp);
 			if (ret < 0) {
@@ -280,6 +279,7 @@ int lg_load_segments(struct log *log, char *err, size_t errlen)
 		}
 		seg->header_ok = s == FMT_OK && h.id == ids[i] && h.shard == log->cfg.shard;
 		if (seg->header_ok) {
+			seg->version = h.version;
 			seg->epoch = h.epoch;
 			seg->first_lsn = h.first_lsn;
 			seg->size = h.size;
@@ -297,8 +297,8 @@ out:
 	return ret;
 }
 
-int lg_recover(struct log *log, uint64_t from_lsn, log_replay_fn replay, void *arg, char *err,
-               size_t errlen)
+int lg_recover(struct log *log, uint64_t from_lsn, log_replay_fn replay, void *arg, bool cut,
+               char *err, size_t errlen)
 {
 	struct recovery rc = {.from_lsn = from_lsn, .replay = replay, .arg = arg};
 	size_t start = 0;
@@ -336,6 +336,8 @@ int lg_recover(struct log *log, uint64_t from_lsn, log_replay_fn replay, void *a
 			break;
 		}
 	}
+	if (!cut)
+		goto out; /* log_scan: the files stay as they are */
 	uint64_t dropped = 0;
 	while (log->n_segs > keep) {
 		dropped++;
@@ -365,6 +367,11 @@ int lg_recover(struct log *log, uint64_t from_lsn, log_replay_fn replay, void *a
 	 * that the next recovery cuts, with everything after it. */
 	if (last != NULL && log->next_lsn != rc.next_lsn)
 		log->write_offset = last->size; /* forces a new segment */
+	/* A segment of an older format takes no record of the new one: a ringkv
+	 * of that format would read it as a torn commit (and cut the log there)
+	 * instead of refusing the whole segment by its version. */
+	if (last != NULL && last->version < FMT_VERSION)
+		log->write_offset = last->size;
 	log->last_good_lsn = log->next_lsn - 1;
 	/* What recovery found may still sit in the page cache of a process that
 	 * crashed: make it durable before building on it. */
@@ -379,5 +386,32 @@ int lg_recover(struct log *log, uint64_t from_lsn, log_replay_fn replay, void *a
 		         torn ? ", torn tail cut" : "", dropped ? ", later segments dropped" : "");
 out:
 	free(rc.pending);
+	return ret;
+}
+
+int log_scan(const char *dir, unsigned shard, uint64_t from_lsn, log_replay_fn fn, void *arg,
+             char *err, size_t errlen)
+{
+	struct stat sb;
+	if (stat(dir, &sb) != 0 && errno == ENOENT)
+		return 0; /* a new shard: nothing written yet */
+	struct log *log = calloc(1, sizeof(*log));
+	if (log == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	log->cfg.shard = shard;
+	log->dir_fd = -1;
+	snprintf(log->dir, sizeof(log->dir), "%s", dir);
+	log->cfg.dir = log->dir;
+	int ret = lg_load_segments(log, err, errlen);
+	if (ret == 0)
+		ret = lg_recover(log, from_lsn, fn, arg, false, err, errlen);
+	for (size_t i = 0; i < log->n_segs; i++) {
+		close(log->segs[i]->fd);
+		free(log->segs[i]);
+	}
+	free(log->segs);
+	free(log);
 	return ret;
 }

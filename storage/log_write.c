@@ -206,13 +206,14 @@ int log_reserve(struct log *log, uint64_t bytes)
 
 int log_append(struct log *log, const struct fmt_record *rec, struct log_write *w)
 {
-	if (rec->type != FMT_PUT && rec->type != FMT_DELETE && rec->type != FMT_DBMAP)
+	if (rec->type != FMT_PUT && rec->type != FMT_DELETE && rec->type != FMT_DBMAP &&
+	    rec->type != FMT_COMMIT)
 		return -EINVAL;
 	if (log->stopped)
 		return -ESHUTDOWN;
 	if (log->fail_err != 0)
 		return log->fail_err;
-	uint64_t rsz = fmt_record_size(rec->key_len, rec->value_len);
+	uint64_t rsz = fmt_rec_size(rec);
 	if (rec->key_len > FMT_IDENT_MAX || rec->value_len > FMT_VALUE_MAX ||
 	    FMT_SEG_HEADER_SIZE + rsz + FMT_RECORD_HEADER > log->cfg.segment_size)
 		return -E2BIG;

@@ -306,6 +306,14 @@ static bool req_run(struct store *st, struct store_req *req)
 			st_req_complete(st, req, -ENOENT, NULL);
 			return true;
 		}
+		if (ke->batch_pw != NULL && ke->batch_pw->txid != 0 &&
+		    st_txn_open(st, ke->batch_pw->txid)) {
+			/* A record of an open transaction: a copy would not say so,
+			 * and recovery would keep it if the transaction never
+			 * commits.  The segment waits for the next walk. */
+			st_req_complete(st, req, -EAGAIN, NULL);
+			return true;
+		}
 		/* The value stays cached like any write's: reads are served
 		 * from it until the record is written. */
 		struct blob *v = st_blob_new(req->value, req->value_len);
@@ -546,6 +554,17 @@ void store_submit(struct store *st, struct store_req *req)
 	submit_ident(st, req, st->ident, len);
 }
 
+unsigned store_shard(const struct store *st)
+{
+	return st->cfg.shard;
+}
+
+void store_txn_end(struct store *st, struct store_req *req)
+{
+	if (submit_begin(st, req))
+		st_txn_end(st, req);
+}
+
 void st_req_looked_up(struct store *st, struct store_req *req)
 {
 	if (req->lookup_err < 0) {
@@ -607,10 +626,11 @@ static bool store_hook(struct px *px, struct px_hook *hook)
 
 /* ---- open, close, stats ------------------------------------------------- */
 
-int store_open(struct store **out, struct px *px, const struct store_config *cfg, char *err,
-               size_t errlen)
+int store_open_begin(struct store **out, struct px *px, const struct store_config *cfg, char *err,
+                     size_t errlen)
 {
 	struct store *st = calloc(1, sizeof(*st));
+	*out = st;
 	if (st == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
@@ -659,15 +679,26 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 		ret = -EIO;
 		goto fail;
 	}
+	return 0;
+fail:
+	return ret;
+}
 
+int store_open_finish(struct store *st, const struct store_txids *committed, char *err,
+                      size_t errlen)
+{
+	char path[FS_PATH_MAX];
+	int ret;
+	st->committed = committed;
 	snprintf(path, sizeof(path), "%s/log", st->dir);
 	struct log_config lc = {.dir = path,
-	                        .shard = cfg->shard,
-	                        .segment_size = cfg->segment_size,
-	                        .durability = cfg->durability};
+	                        .shard = st->cfg.shard,
+	                        .segment_size = st->cfg.segment_size,
+	                        .durability = st->cfg.durability};
 	ret = st_replay_log(st, &lc, err, errlen);
+	st->committed = NULL;
 	if (ret < 0)
-		goto fail;
+		return ret;
 	for (unsigned d = 0; d < st->n_dbs; d++)
 		st->dbs[d].applied = st->dbs[d].live;
 	st->batch_lsn = idx_applied_lsn(st->idx);
@@ -680,20 +711,36 @@ int store_open(struct store **out, struct px *px, const struct store_config *cfg
 		st->apply_keys = APPLY_SLICE;
 	if (st_usage_prune(st) < 0) {
 		snprintf(err, errlen, "cannot write the index of %s (see the log above)", st->dir);
-		ret = -EIO;
-		goto fail;
+		return -EIO;
 	}
 	st_lookups_init(st);
 	st->hook.fn = store_hook;
-	px_hook_add(px, &st->hook);
-	px_timer_start(px, &st->expire_timer, EXPIRE_PERIOD_NS, EXPIRE_PERIOD_NS, st_expire_tick);
-	if (cfg->gc_live_ratio > 0)
-		px_timer_start(px, &st->gc_timer, GC_PERIOD_NS, GC_PERIOD_NS, st_gc_tick);
+	px_hook_add(st->px, &st->hook);
+	px_timer_start(st->px, &st->expire_timer, EXPIRE_PERIOD_NS, EXPIRE_PERIOD_NS,
+	               st_expire_tick);
+	if (st->cfg.gc_live_ratio > 0)
+		px_timer_start(st->px, &st->gc_timer, GC_PERIOD_NS, GC_PERIOD_NS, st_gc_tick);
+	return 0;
+}
+
+int store_open(struct store **out, struct px *px, const struct store_config *cfg, char *err,
+               size_t errlen)
+{
+	struct store *st = NULL;
+	struct store_txids committed = {0};
+	int ret = store_open_begin(&st, px, cfg, err, errlen);
+	if (ret == 0)
+		ret = store_scan_commits(st, &committed, err, errlen);
+	store_txids_sort(&committed);
+	if (ret == 0)
+		ret = store_open_finish(st, &committed, err, errlen);
+	store_txids_free(&committed);
+	if (ret < 0) {
+		store_close(st);
+		return ret;
+	}
 	*out = st;
 	return 0;
-fail:
-	store_close(st);
-	return ret;
 }
 
 int store_checkpoint(struct store *st)
@@ -726,6 +773,7 @@ void store_get_stats(struct store *st, struct store_stats *out)
 	out->cache_bytes = st->cache_used;
 	out->cache_entries = st->n_keys_cached;
 	out->pending_writes = st->pw_live;
+	out->txn_open = st->n_txns;
 	if (st->log != NULL) {
 		const struct log_stats *ls = log_get_stats(st->log);
 		out->log_bytes = ls->log_bytes;
@@ -789,11 +837,19 @@ void store_close(struct store *st)
 			st_blob_unref(ke->whole);
 			free(ke);
 		}
+	/* Keys of transactions still open at shutdown (never finished: their
+	 * COMMIT may be missing) stay out of the index; recovery decides. */
+	for (struct pending_write *pw = st->applying, *next; pw != NULL; pw = next) {
+		next = pw->next_free;
+		st_blob_unref(pw->value);
+		free(pw);
+	}
 	while (st->free_writes != NULL) {
 		struct pending_write *pw = st->free_writes;
 		st->free_writes = pw->next_free;
 		free(pw);
 	}
+	free(st->txns);
 	free(st->buckets);
 	free(st->blind);
 	free(st->probes);

@@ -196,6 +196,10 @@ struct store_req {
 				      hold this request may pass (any op); NULL: none */
 	struct store_durable *durable; /* early acknowledgement (struct store_durable,
 					  above); NULL: none */
+	uint64_t txid;                 /* the transaction whose records its writes are, 0: none
+	                                  ("transactions" below) ... */
+	_Atomic uint64_t *txn_shards;  /* ... and where the store notes that it wrote
+	                               some: bit shard % 64 of txn_shards[shard / 64] */
 	void (*done)(struct store_req *req);
 
 	/* set by the store before done */
@@ -270,6 +274,10 @@ struct store_stats {
 	uint64_t pending_writes;      /* records appended and not yet in the index, now */
 	uint64_t pending_writes_peak; /* ... the most there were at once */
 	uint64_t records_replayed;    /* log records recovery replayed when the store opened */
+	uint64_t txn_records_dropped; /* ... of which left out: their transaction never
+	                                 committed */
+	uint64_t txn_commits;         /* COMMIT records written */
+	uint64_t txn_open;            /* transactions with records here, not finished, now */
 	uint64_t elem_reads;          /* collection elements read from the index */
 	uint64_t garbage_dropped;     /* garbage rows the index's compaction dropped */
 	uint64_t garbage_compactions; /* compactions run for the hints (index.h, "Garbage") */
@@ -284,11 +292,37 @@ struct store_db_stats {
 
 struct store;
 
+/* Ids of committed transactions, as recovery reads them from the logs. */
+struct store_txids {
+	uint64_t *ids; /* sorted once store_txids_sort ran */
+	size_t n, cap;
+};
+int store_txids_add(struct store_txids *s, uint64_t txid); /* 0 or -ENOMEM */
+void store_txids_sort(struct store_txids *s);              /* sorts, drops repeats */
+bool store_txids_has(const struct store_txids *s, uint64_t txid);
+void store_txids_free(struct store_txids *s);
+
 /* Opens the shard: the index, then the log replayed from the index's
  * applied_lsn.  Blocking: call at start-up on the shard's proactor.  Returns
- * 0, or -errno with a message naming the cause and the fix. */
+ * 0, or -errno with a message naming the cause and the fix.  The same as
+ * store_open_begin, store_scan_commits into a set of its own and
+ * store_open_finish: right for a store whose transactions never span other
+ * stores (tests, tools). */
 int store_open(struct store **out, struct px *px, const struct store_config *cfg, char *err,
 	       size_t errlen);
+
+/* Opening in three steps, for stores whose transactions may span each other
+ * (the server's shards): store_open_begin opens the index; store_scan_commits
+ * adds the COMMIT records of the part of the log recovery will replay to
+ * `committed`; once every store has done so, store_open_finish replays the
+ * log, leaving out the records of transactions not in `committed` (format.h,
+ * "Transactions").  After a failure of begin or finish, *out / st is to be
+ * closed with store_close. */
+int store_open_begin(struct store **out, struct px *px, const struct store_config *cfg, char *err,
+                     size_t errlen);
+int store_scan_commits(struct store *st, struct store_txids *committed, char *err, size_t errlen);
+int store_open_finish(struct store *st, const struct store_txids *committed, char *err,
+                      size_t errlen);
 
 /* Submits a request; its done runs on a later iteration. */
 void store_submit(struct store *st, struct store_req *req);
@@ -450,6 +484,45 @@ struct store_watch {
 	void *arg;
 };
 void store_set_watch(struct store *st, const struct store_watch *w);
+
+/* ---- transactions -------------------------------------------------------
+ *
+ * Crash atomicity of a transaction (EXEC, a script, a multi-key command),
+ * on one shard or several (format.h, "Transactions").  Its requests carry
+ * its id (req->txid; unique across the shards and the server's lifetimes),
+ * so their PUT and DELETE records do.  A shard keeps the ids of the
+ * transactions that wrote to it and are not finished yet ("open"): the
+ * index does not take their rows (the index batch passes over them, and the
+ * applied_lsn it writes stays below their first record), so recovery replays
+ * their records and can leave them out.  The owner of the transaction ends
+ * it with store_txn_end on each shard:
+ *   - STORE_TXN_COMMIT, once the transaction's records are written as
+ *     storage.durability says on every shard (on one shard: at once — a
+ *     COMMIT follows its records in the log): appends a COMMIT record if
+ *     the shard has records of it (else writes nothing); done runs when the
+ *     record is written as durability says.  The transaction is acknowledged
+ *     once every shard's COMMIT is.
+ *   - STORE_TXN_FINISH, once every COMMIT is written (or the transaction
+ *     failed and will not commit): the shard forgets the id and the index
+ *     takes its rows.  With STORE_TXN_COMMIT in the same request (a
+ *     transaction of one shard), it finishes when the COMMIT is written.
+ * Why a COMMIT that matters is always read by recovery: a shard's replay
+ * starts below the records of every transaction not finished there, and a
+ * transaction finishes nowhere before its COMMITs are written everywhere;
+ * so if any shard has records of T to replay, each shard that committed T
+ * still replays its COMMIT — and a COMMIT is written only once all of T's
+ * records are, so T is whole in the logs.  A transaction must not write
+ * after its STORE_TXN_FINISH (it would stay open). */
+#define STORE_TXN_COMMIT 0x100
+#define STORE_TXN_FINISH 0x200
+
+/* The shard number the store was opened for. */
+unsigned store_shard(const struct store *st);
+
+/* Ends transaction req->txid on this shard as req->flags say (above).  done
+ * runs on a later iteration with status 0, or the error that kept the COMMIT
+ * from being written. */
+void store_txn_end(struct store *st, struct store_req *req);
 
 /* Asks the index to persist its memtables in the background (a RocksDB
  * flush), so a restart replays less of the log.  Returns at once: 0, or

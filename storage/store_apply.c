@@ -307,7 +307,9 @@ static void checkpoint_due(struct store *st)
 }
 
 /* Writes the oldest `max` keys of the batch to the index, with applied_lsn
- * and the key count of what the index then holds, and unpins them.
+ * and the key count of what the index then holds, and unpins them.  Keys
+ * whose newest record belongs to an open transaction (store.h,
+ * "transactions") stay in the batch, in their place.
  *
  * The LSN is the one just below the first record of the oldest key left
  * waiting: every record up to it is in the index, or was overwritten there by
@@ -320,11 +322,45 @@ void st_apply_keys(struct store *st, size_t max)
 	st_resolve_blind(st);
 	if (!st->batch_dirty)
 		return;
-	struct pending_write *rest = st->applying;
+	struct pending_write *rest = st->applying, *kept = NULL, *kept_tail = NULL;
+	struct pending_write *written = NULL, *written_tail = NULL;
 	size_t n = 0;
-	for (; rest != NULL && n < max; rest = rest->next_free, n++) {
-		batch_add_key(st, rest);
-		st_count_applied(st, rest->db, &rest->delta);
+	while (rest != NULL && n < max) {
+		struct pending_write *pw = rest;
+		rest = pw->next_free;
+		pw->next_free = NULL;
+		if (pw->txid != 0 && st_txn_open(st, pw->txid)) {
+			if (kept_tail != NULL)
+				kept_tail->next_free = pw;
+			else
+				kept = pw;
+			kept_tail = pw;
+			continue;
+		}
+		batch_add_key(st, pw);
+		st_count_applied(st, pw->db, &pw->delta);
+		if (written_tail != NULL)
+			written_tail->next_free = pw;
+		else
+			written = pw;
+		written_tail = pw;
+		n++;
+	}
+	bool walked_all = rest == NULL; /* what is left, if anything, is kept */
+	if (kept_tail != NULL) {
+		kept_tail->next_free = rest;
+		if (rest == NULL)
+			st->applying_tail = kept_tail;
+		rest = kept;
+	}
+	st->applying = rest;
+	if (rest == NULL)
+		st->applying_tail = NULL;
+	st->batch_records -= n;
+	if (n == 0 && kept != NULL) {
+		st->batch_dirty = false; /* only open transactions' keys: their finish
+		                            touches the batch again */
+		return;
 	}
 	st_usage_flush(st, st->batch);
 	st_counts_flush(st, st->batch);
@@ -333,16 +369,12 @@ void st_apply_keys(struct store *st, size_t max)
 		lsn = idx_applied_lsn(st->idx);
 	int ret = idx_write(st->idx, st->batch, lsn);
 	idx_batch_clear(st->batch);
-	for (struct pending_write *pw = st->applying, *next; pw != rest; pw = next) {
+	for (struct pending_write *pw = written, *next; pw != NULL; pw = next) {
 		next = pw->next_free;
 		st_pending_write_free(st, pw);
 	}
-	st->applying = rest;
-	st->batch_records -= n;
-	if (rest == NULL) {
-		st->applying_tail = NULL;
-		st->batch_dirty = false;
-	}
+	if (walked_all)
+		st->batch_dirty = false; /* (open transactions' keys wait for their finish) */
 	if (ret < 0 && st->failed == 0) {
 		st->failed = -EIO;
 		LOG_ERROR("shard %u: the index cannot be written: writes are refused from now on;"

@@ -248,7 +248,7 @@ bool st_gc_step(struct store *st)
 			b.rec[b.n] = rec;
 			b.pos[b.n++] = g->pos;
 		}
-		g->pos += fmt_record_size(rec.key_len, rec.value_len);
+		g->pos += fmt_rec_size(&rec);
 		if (b.n == STORE_PREFETCH_MAX && !gc_batch_run(st, &b, &submitted))
 			return true; /* out of memory: try again next iteration */
 	}

@@ -17,6 +17,8 @@
  *   store_expire.c   active expiry
  *   store_gc.c       garbage collection
  *   store_recover.c  replay of the log at open
+ *   store_commit.c   transactions: the open ones, COMMIT records, the
+ *                    committed ids recovery reads (store.h, "transactions")
  * A function one file calls in another is named st_* and declared below with
  * its contract; everything else is static to its file.
  *
@@ -261,6 +263,10 @@ struct pending_write {
 	bool blind;                      /* a PUT that assumed its key absent from the index,
 	                                    waiting in st->blind for st_resolve_blind */
 	bool in_batch;                   /* written: the key's batch_pw, on st->applying */
+	uint64_t txid;                   /* the transaction of its record (in the batch: of
+	                                    the key's newest record), 0: none */
+	bool commit;                     /* a COMMIT record (ke is NULL): of txid ... */
+	bool finish;                     /* ... which finishes once it is written */
 	uint64_t batched_ns;             /* when it joined st->applying */
 	struct count_delta delta;        /* change made to the db's counts */
 	struct pending_write *next_free; /* free list, or st->applying */
@@ -406,6 +412,11 @@ struct store {
 	struct px_timer gc_timer;
 	struct store_stats stats;
 	struct replay *replay;   /* during recovery only: the batch being replayed */
+	const struct store_txids *committed; /* ... and the transactions it keeps */
+	uint64_t *txns;                      /* open transactions (store.h): their ids, a hash set
+	                                        (linear probing, 0 = empty slot, cap_txns a power
+	                                        of 2, at most half full) */
+	size_t n_txns, cap_txns;
 	uint64_t checkpoint_lsn; /* next LSN of the log at the last index flush asked for */
 	uint64_t submitted;      /* requests submitted, ever */
 	uint64_t idle_mark;      /* ... as the apply timer last saw them */
@@ -844,7 +855,41 @@ void st_gc_tick(struct px *px, struct px_timer *t);
 
 /* Opens the log of lc->dir into st->log, replaying every record from the
  * index's applied_lsn + 1 into the index (st->keys and the live bytes
- * follow).  Blocking.  Returns 0, or -errno with a message in err. */
+ * follow), but those of transactions not in st->committed.  Blocking.
+ * Returns 0, or -errno with a message in err. */
 int st_replay_log(struct store *st, const struct log_config *lc, char *err, size_t errlen);
+
+/* ---- store_commit.c: transactions ---------------------------------------- */
+
+/* Where txid's probe starts in st->txns. */
+static inline size_t st_txn_slot(const struct store *st, uint64_t txid)
+{
+	return (size_t)((txid * 0x9E3779B97F4A7C15ull) >> 32) & (st->cap_txns - 1);
+}
+
+/* Transaction txid is open on this shard (it wrote here, not finished). */
+static inline bool st_txn_open(const struct store *st, uint64_t txid)
+{
+	if (st->n_txns == 0)
+		return false;
+	for (size_t i = st_txn_slot(st, txid); st->txns[i] != 0; i = (i + 1) & (st->cap_txns - 1))
+		if (st->txns[i] == txid)
+			return true;
+	return false;
+}
+
+/* Tags pw as a record of req's transaction (if any) and notes the
+ * transaction open.  Returns 0, or -ENOMEM (nothing noted: the caller fails
+ * the write before appending). */
+int st_txn_note(struct store *st, const struct store_req *req);
+
+/* The transaction is finished: the index may take its rows. */
+void st_txn_finish(struct store *st, uint64_t txid);
+
+/* Finishes every open transaction (a failed log write: store_write.c). */
+void st_txn_finish_all(struct store *st);
+
+/* store_txn_end, once the store has taken req (submit_begin). */
+void st_txn_end(struct store *st, struct store_req *req);
 
 #endif

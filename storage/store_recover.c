@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "service/runtime/logging.h"
 #include "storage/store_int.h"
 
 /* A row met by the replay (by its ident): for a key, its state before its
@@ -200,6 +201,12 @@ static int replay_record(void *arg, const struct fmt_record *rec, const struct l
 	struct store *st = arg;
 	struct replay *rp = st->replay;
 	st->stats.records_replayed++;
+	if (rec->type == FMT_COMMIT)
+		return 0; /* (gathered before the replay: store_scan_commits) */
+	if (rec->txid != 0 && !store_txids_has(st->committed, rec->txid)) {
+		st->stats.txn_records_dropped++; /* a transaction that never committed */
+		return 0;
+	}
 	if (rec->type == FMT_DBMAP) {
 		int ret = replay_write(st); /* everything before the map first */
 		if (ret < 0)
@@ -260,7 +267,11 @@ int st_replay_log(struct store *st, const struct log_config *lc, char *err, size
 		         "the log of %s holds a record this ringkv cannot apply (a key or element"
 		         " ident it does not know): restore the data directory from a backup",
 		         st->dir);
-	else if (ret == 0 && (ret = replay_write(st)) < 0)
+	else if (ret == 0 && st->stats.txn_records_dropped > 0)
+		LOG_INFO("shard %u: %llu records of transactions that never committed left out"
+		         " (the server stopped before all their records were written)",
+		         st->cfg.shard, (unsigned long long)st->stats.txn_records_dropped);
+	if (ret == 0 && (ret = replay_write(st)) < 0)
 		snprintf(err, errlen,
 		         "cannot write the index of %s while replaying the log: %s"
 		         " (see the log above)",

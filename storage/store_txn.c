@@ -966,7 +966,8 @@ static int commit(struct store_txn *t)
 			x->row = r;
 			x->rec = (struct fmt_record){.type = ke->exists ? FMT_PUT : FMT_DELETE,
 			                             .key = ke->key,
-			                             .key_len = ke->key_len};
+			                             .key_len = ke->key_len,
+			                             .txid = t->req->txid};
 			if (ke->exists && pass == 0 && ke->type == FMT_TYPE_STRING) {
 				x->rec.flags = FMT_TYPE_STRING;
 				x->rec.value = ke->value->data;
@@ -983,7 +984,7 @@ static int commit(struct store_txn *t)
 				x->rec.value = ke->value != NULL ? ke->value->data : NULL;
 				x->rec.value_len = ke->value_len;
 			}
-			bytes += fmt_record_size(x->rec.key_len, x->rec.value_len);
+			bytes += fmt_rec_size(&x->rec);
 		}
 	}
 	if (ret == 0 && n == 0) {
@@ -1000,6 +1001,8 @@ static int commit(struct store_txn *t)
 			ret = -ENOMEM;
 	if (ret == 0 && st->failed)
 		ret = st->failed;
+	if (ret == 0 && t->req->txid != 0)
+		ret = st_txn_note(st, t->req);
 	if (ret == 0)
 		ret = log_reserve(st->log, bytes);
 	if (ret < 0) {
@@ -1031,6 +1034,7 @@ static int commit(struct store_txn *t)
 		}
 		st_touch(st, r->key);
 		pw->ke = ke;
+		pw->txid = t->req->txid;
 		pw->is_delete = !ke->exists;
 		pw->db = st_ident_db(ke->key);
 		ke->pending++;

@@ -71,7 +71,11 @@ static void write_done(struct log_write *w, int err)
 	struct kentry *ke = pw->ke;
 	write_prefetch(w);
 	if (err != 0) {
-		st_apply_batch(st); /* so the re-read below finds the writes that succeeded */
+		/* So the re-read below finds the writes that succeeded, those of
+		 * open transactions too: a log that fails writes is no place to
+		 * keep them all-or-nothing (docs/COMMANDS.md, failures). */
+		st_txn_finish_all(st);
+		st_apply_batch(st);
 		struct count_delta undo = {-pw->delta.keys, -pw->delta.expires,
 		                           -pw->delta.expiry_sum_s};
 		st_count_live(st, pw->db, &undo);
@@ -102,7 +106,13 @@ static void write_done(struct log_write *w, int err)
 		if (atomic_fetch_sub(&d->pending, 1) == 1)
 			d->settled(d);
 	}
-	if (err != 0 || pw->dbmap != NULL) { /* nothing for the batch to carry */
+	if (pw->commit) {
+		if (err == 0)
+			st->stats.txn_commits++;
+		if (err == 0 && pw->finish)
+			st_txn_finish(st, pw->txid);
+	}
+	if (err != 0 || pw->dbmap != NULL || pw->commit) { /* nothing for the batch to carry */
 		st_dbmap_free(pw->dbmap);
 		pw->dbmap = NULL;
 		st_pending_write_free(st, pw);
@@ -127,6 +137,7 @@ static void write_done(struct log_write *w, int err)
 		pw->value = v;
 		first->is_delete = pw->is_delete;
 		first->entry = pw->entry;
+		first->txid = pw->txid;
 		first->delta.keys += pw->delta.keys;
 		first->delta.expires += pw->delta.expires;
 		first->delta.expiry_sum_s += pw->delta.expiry_sum_s;
@@ -166,6 +177,8 @@ struct pending_write *st_pw_get(struct store *st)
 	pw->dbmap = NULL;
 	pw->is_delete = false;
 	pw->blind = false;
+	pw->txid = 0;
+	pw->commit = pw->finish = false;
 	pw->delta = (struct count_delta){0};
 	return pw;
 }
@@ -185,16 +198,23 @@ struct pending_write *st_append(struct store *st, struct store_req *req,
 		return NULL;
 	}
 	struct pending_write *pw = st_pw_get(st);
-	if (pw == NULL) {
+	bool tagged = req->txid != 0 && (rec->type == FMT_PUT || rec->type == FMT_DELETE);
+	if (pw == NULL || (tagged && st_txn_note(st, req) < 0)) {
+		if (pw != NULL)
+			st_pw_put_back(st, pw);
 		st_req_complete(st, req, -ENOMEM, NULL);
 		return NULL;
 	}
-	int ret = log_append(st->log, rec, &pw->w);
+	struct fmt_record r = *rec;
+	if (tagged)
+		r.txid = req->txid; /* (a COMMIT carries its own) */
+	int ret = log_append(st->log, &r, &pw->w);
 	if (ret < 0) {
 		st_pw_put_back(st, pw);
 		st_req_complete(st, req, ret, NULL);
 		return NULL;
 	}
+	pw->txid = tagged ? r.txid : 0;
 	return pw;
 }
 

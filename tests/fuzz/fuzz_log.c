@@ -113,9 +113,11 @@ static void check_decode_record(const uint8_t *p, size_t n, uint32_t epoch32)
 			          rec.value_len);
 		return;
 	}
-	uint64_t size = fmt_record_size(rec.key_len, rec.value_len);
+	uint64_t size = fmt_rec_size(&rec);
+	uint32_t disk_klen = rec.key_len + (rec.txid != 0 && rec.type != FMT_COMMIT ? 8 : 0);
 	if (size > n || rec.key != p + FMT_RECORD_HEADER ||
-	    rec.value != p + FMT_RECORD_HEADER + rec.key_len)
+	    rec.value != p + FMT_RECORD_HEADER + disk_klen ||
+	    (rec.type == FMT_COMMIT) != (rec.txid != 0 && disk_klen == rec.key_len))
 		fuzz_fail("a record of %llu bytes decoded from %zu", (unsigned long long)size, n);
 	/* Encoding what was decoded gives the same bytes (the alignment
 	 * padding aside: it is not covered by the CRC). */
@@ -123,7 +125,7 @@ static void check_decode_record(const uint8_t *p, size_t n, uint32_t epoch32)
 	if (again == NULL)
 		fuzz_fail("out of memory");
 	if (fmt_encode_record(again, epoch32, &rec) != size ||
-	    memcmp(again, p, FMT_RECORD_HEADER + rec.key_len + rec.value_len) != 0)
+	    memcmp(again, p, FMT_RECORD_HEADER + disk_klen + rec.value_len) != 0)
 		fuzz_fail("re-encoding a decoded record differs");
 	free(again);
 }
@@ -262,6 +264,11 @@ static void apply_op(struct build *b, struct cursor *c)
 			memset(value, 'v', rec.value_len);
 			rec.expiry_ms = op & 0x20 ? 1 : 0;
 		}
+		if (op & 0x10) { /* a transaction's record, or a COMMIT */
+			rec.txid = 1 + take8(c);
+			if (type == FMT_DBMAP)
+				rec.type = FMT_COMMIT;
+		}
 		if (op & 0x80) {
 			b->lsn += (uint64_t)(int64_t)(int8_t)take8(c);
 			b->clean = false;
@@ -271,7 +278,7 @@ static void apply_op(struct build *b, struct cursor *c)
 			b->clean = false;
 		}
 		rec.lsn = b->lsn;
-		uint64_t size = fmt_record_size(rec.key_len, rec.value_len);
+		uint64_t size = fmt_rec_size(&rec);
 		if (b->pos + size > b->size)
 			return;
 		fmt_encode_record(s->buf + b->pos, epoch32, &rec);
@@ -367,8 +374,7 @@ static int replay_cb(void *arg, const struct fmt_record *r, const struct log_pos
 		fuzz_fail("replayed LSN %llu after %llu (%zu records) from LSN %llu",
 		          (unsigned long long)r->lsn, (unsigned long long)rp->last_lsn, rp->n,
 		          (unsigned long long)rp->from_lsn);
-	if (r->type == FMT_PAD || pos->lsn != r->lsn ||
-	    pos->length != fmt_record_size(r->key_len, r->value_len) ||
+	if (r->type == FMT_PAD || pos->lsn != r->lsn || pos->length != fmt_rec_size(r) ||
 	    pos->offset < FMT_SEG_HEADER_SIZE || pos->offset % 8 != 0)
 		fuzz_fail("record LSN %llu replayed with a bad position",
 		          (unsigned long long)r->lsn);

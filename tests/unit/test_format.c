@@ -302,7 +302,8 @@ static void test_record_bad_fields(void)
 	    {"type 0", 4, 1, 0, FMT_BAD_FIELD},
 	    {"type 4 (format 1's DROP)", 4, 1, 4, FMT_BAD_FIELD},
 	    {"DBMAP with a key", 4, 1, FMT_DBMAP, FMT_BAD_FIELD},
-	    {"type 6", 4, 1, 6, FMT_BAD_FIELD},
+	    {"COMMIT (type 6) with a key", 4, 1, FMT_COMMIT, FMT_BAD_FIELD},
+	    {"type 7", 4, 1, 7, FMT_BAD_FIELD},
 	    {"type 0xFF", 4, 1, 0xFF, FMT_BAD_FIELD},
 	    {"flags: a type past FMT_TYPE_MAX", 5, 1, FMT_TYPE_MAX + 1, FMT_BAD_FIELD},
 	    {"flags 0xFF", 5, 1, 0xFF, FMT_BAD_FIELD},
@@ -629,6 +630,15 @@ static void test_segment_header(void)
 	fmt_encode_segment_header(block, &other);
 	st = fmt_decode_segment_header(block, &out);
 	CHECK(st == FMT_BAD_FIELD, "unknown version: %s", fmt_status_str(st));
+	other.version = FMT_VERSION_READ_MIN - 1;
+	fmt_encode_segment_header(block, &other);
+	st = fmt_decode_segment_header(block, &out);
+	CHECK(st == FMT_BAD_FIELD, "a version too old: %s", fmt_status_str(st));
+	other.version = FMT_VERSION_READ_MIN;
+	fmt_encode_segment_header(block, &other);
+	st = fmt_decode_segment_header(block, &out);
+	CHECK(st == FMT_OK && out.version == FMT_VERSION_READ_MIN, "the oldest version read: %s",
+	      fmt_status_str(st));
 
 	static const uint64_t bad_sizes[] = {0, 4096, 8191, 8193, 64ull << 20 | 512};
 	for (size_t i = 0; i < sizeof(bad_sizes) / sizeof(bad_sizes[0]); i++) {
@@ -857,9 +867,88 @@ static void test_status_strings(void)
 	CHECK(fmt_status_str((enum fmt_status)77) != NULL, "unknown status string");
 }
 
+/* Records of a transaction (FMT_FLAG_TXN: the id after the ident) and
+ * COMMIT records: exact bytes, round trips, sizes, and what is refused. */
+static void test_txn_records(void)
+{
+	static const uint8_t ident[] = "k\0\0\0\1user:1";
+	static const uint8_t value[] = "some value";
+	const uint64_t txid = 0x0123456789abcdefull;
+	struct fmt_record put = {.type = FMT_PUT,
+	                         .flags = FMT_TYPE_STRING,
+	                         .lsn = 77,
+	                         .key = ident,
+	                         .key_len = sizeof(ident) - 1,
+	                         .value = value,
+	                         .value_len = sizeof(value) - 1,
+	                         .txid = txid};
+	uint64_t size = fmt_rec_size(&put);
+	CHECK(size == fmt_record_size(put.key_len + 8, put.value_len), "tagged size %llu",
+	      (unsigned long long)size);
+	uint8_t *buf = alloc_exact(size);
+	CHECK(fmt_encode_record(buf, EPOCH, &put) == size, "tagged encode size");
+	CHECK(buf[5] == (FMT_FLAG_TXN | FMT_TYPE_STRING), "flags byte %02x", buf[5]);
+	CHECK(read_le32(buf + 24) == put.key_len + 8, "key length field counts the id");
+	CHECK(read_le32(buf + 32 + put.key_len) == (uint32_t)txid &&
+	          read_le32(buf + 36 + put.key_len) == (uint32_t)(txid >> 32),
+	      "the id follows the ident, little-endian");
+	struct fmt_record out;
+	CHECK(fmt_decode_record(buf, size, EPOCH, &out) == FMT_OK, "tagged decode");
+	CHECK(out.txid == txid && out.key_len == put.key_len && out.flags == FMT_TYPE_STRING &&
+	          memcmp(out.key, ident, put.key_len) == 0 && out.value_len == put.value_len &&
+	          memcmp(out.value, value, put.value_len) == 0 && fmt_rec_size(&out) == size,
+	      "tagged round trip");
+	/* A tag of 0 is never written: refused. */
+	memset(buf + 32 + put.key_len, 0, 8);
+	reseal(buf, put.key_len + 8 + put.value_len, EPOCH);
+	CHECK(fmt_decode_record(buf, size, EPOCH, &out) == FMT_BAD_FIELD, "tag 0 refused");
+	free(buf);
+
+	struct fmt_record del = {.type = FMT_DELETE,
+	                         .lsn = 78,
+	                         .key = ident,
+	                         .key_len = sizeof(ident) - 1,
+	                         .txid = txid};
+	size = fmt_rec_size(&del);
+	buf = alloc_exact(size);
+	fmt_encode_record(buf, EPOCH, &del);
+	CHECK(fmt_decode_record(buf, size, EPOCH, &out) == FMT_OK && out.txid == txid &&
+	          out.type == FMT_DELETE && out.key_len == del.key_len,
+	      "tagged DELETE round trip");
+	free(buf);
+
+	struct fmt_record commit = {.type = FMT_COMMIT, .lsn = 79, .txid = txid};
+	size = fmt_rec_size(&commit);
+	CHECK(size == 40, "COMMIT size %llu", (unsigned long long)size);
+	buf = alloc_exact(size);
+	CHECK(fmt_encode_record(buf, EPOCH, &commit) == size, "COMMIT encode size");
+	CHECK(buf[4] == FMT_COMMIT && buf[5] == 0 && read_le32(buf + 24) == 0 &&
+	          read_le32(buf + 28) == 8,
+	      "COMMIT header: no key, 8 bytes of value");
+	CHECK(fmt_decode_record(buf, size, EPOCH, &out) == FMT_OK && out.type == FMT_COMMIT &&
+	          out.txid == txid && fmt_rec_size(&out) == size,
+	      "COMMIT round trip");
+	buf[5] = FMT_FLAG_TXN; /* a COMMIT is never tagged */
+	reseal(buf, 8, EPOCH);
+	CHECK(fmt_decode_record(buf, size, EPOCH, &out) == FMT_BAD_FIELD, "tagged COMMIT refused");
+	free(buf);
+
+	/* A DBMAP is never tagged. */
+	uint8_t map[8] = {0};
+	struct fmt_record dbmap = {.type = FMT_DBMAP, .lsn = 80, .value = map, .value_len = 8};
+	size = fmt_rec_size(&dbmap);
+	buf = alloc_exact(size);
+	fmt_encode_record(buf, EPOCH, &dbmap);
+	buf[5] = FMT_FLAG_TXN;
+	reseal(buf, 8, EPOCH);
+	CHECK(fmt_decode_record(buf, size, EPOCH, &out) == FMT_BAD_FIELD, "tagged DBMAP refused");
+	free(buf);
+}
+
 int main(void)
 {
 	test_round_trips();
+	test_txn_records();
 	test_record_corruption();
 	test_record_bad_fields();
 	test_pads();
