@@ -447,8 +447,9 @@ struct cmd_txn {
 
 void cmd_txn_begin(struct cmd_txn *t, void (*then)(struct cmd_txn *t, int status));
 void cmd_txn_appended(struct cmd_txn *t);
-/* Before cmd_txn_appended: t will not commit (a script stopped by SHUTDOWN:
- * its writes go at the next start); `then` gets -ECANCELED. */
+/* Before cmd_txn_appended: t will not commit, nor finish (a script stopped
+ * by SHUTDOWN: its rows stay out of the index, and the next start leaves its
+ * records out); `then` gets -ECANCELED. */
 void cmd_txn_cancel(struct cmd_txn *t);
 void cmd_txn_durable(struct cmd_txn *t, int status);
 /* Makes sr a request of t (t may be NULL: of none): the store notes in t

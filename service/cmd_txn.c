@@ -7,6 +7,8 @@
  *   - a write failed: FINISH on every shard (the transaction will not
  *     commit; its records stay out of the index only until then), `then`
  *     with the error;
+ *   - cancelled (cmd_txn_cancel: the server is stopping): nothing — it stays
+ *     open on its shards, whose next start leaves its records out;
  *   - one shard: COMMIT and FINISH in one request, sent as soon as the
  *     writes are applied — the shard's log writes the COMMIT after them, so
  *     its durability is theirs — and `then` once it and the durability
@@ -120,7 +122,7 @@ static void txn_next(struct cmd_txn *t)
 		txn_round(t, STORE_TXN_COMMIT);
 		return;
 	}
-	if (t->n_ends > 0 && !(t->sent & STORE_TXN_FINISH)) {
+	if (t->n_ends > 0 && !(t->sent & STORE_TXN_FINISH) && t->status != -ECANCELED) {
 		txn_round(t, STORE_TXN_FINISH); /* every COMMIT is written, or none will be */
 		return;
 	}

@@ -506,12 +506,13 @@ void store_set_watch(struct store *st, const struct store_watch *w);
  *     failed and will not commit): the shard forgets the id and the index
  *     takes its rows.  With STORE_TXN_COMMIT in the same request (a
  *     transaction of one shard), it finishes when the COMMIT is written.
- * Why a COMMIT that matters is always read by recovery: a shard's replay
- * starts below the records of every transaction not finished there, and a
- * transaction finishes nowhere before its COMMITs are written everywhere;
- * so if any shard has records of T to replay, each shard that committed T
- * still replays its COMMIT — and a COMMIT is written only once all of T's
- * records are, so T is whole in the logs.  A transaction must not write
+ * Why recovery finds a COMMIT of every committed transaction whose records
+ * it replays: a shard replays T's records only from below them, so its own
+ * COMMIT of T, which follows them, is replayed too — if it was written.  If
+ * it was not, T finished nowhere (FINISH comes after every COMMIT), so each
+ * shard that did write one still replays from below T's records there, and
+ * so its COMMIT as well.  And a COMMIT is written only once all of T's
+ * records are, so T is then whole in the logs.  A transaction must not write
  * after its STORE_TXN_FINISH (it would stay open). */
 #define STORE_TXN_COMMIT 0x100
 #define STORE_TXN_FINISH 0x200

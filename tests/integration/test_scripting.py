@@ -1090,7 +1090,8 @@ def test_script_kill(srv, c):
 
 def test_script_unkillable(srv, c):
     """A script that wrote, then loops, gets UNKILLABLE from SCRIPT KILL; SIGTERM still
-    stops the server cleanly (shutdown stops every running script)."""
+    stops the server cleanly (shutdown stops every running script), and the next start has
+    nothing of the stopped script: it never committed (docs/COMMANDS.md, "Scripting")."""
     bsrv = own_server()
     conns = []
     try:
@@ -1118,6 +1119,12 @@ def test_script_unkillable(srv, c):
         rc = bsrv.stop()
         check(rc == 0, f"exit status after SIGTERM with an unkillable script running: {rc}")
         check(time.monotonic() - t0 < 10, "SIGTERM took over 10 s with a script running")
+        if not tl.IS_REDIS:
+            bsrv.start()
+            after = bsrv.client()
+            got = after.call("EXISTS", "{busy}w")
+            after.close()
+            check(got == 0, f"the stopped script's write is there after a restart: {got!r}")
     finally:
         for x in conns:
             x.close()
