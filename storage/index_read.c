@@ -50,7 +50,12 @@ int idx_get(struct idx *ix, const void *ident, size_t len, enum idx_read_mode mo
 	size_t vlen;
 	const char *v = rocksdb_pinnableslice_value(ps, &vlen);
 	int ret = 0;
-	if (!ix_row_decode(ix->kbuf[0], (const uint8_t *)v, vlen, e)) {
+	if (mode == IDX_CACHED_ONLY && vlen == 0 && ix->kbuf[0] == PREFIX_KEY) {
+		/* (never written empty: RocksDB's "may exist" answer for a file it
+		 * could not open without I/O, MAX_OPEN_FILES says why) */
+		ix->stats.get_would_block++;
+		ret = -EWOULDBLOCK;
+	} else if (!ix_row_decode(ix->kbuf[0], (const uint8_t *)v, vlen, e)) {
 		LOG_ERROR("index %s: the entry of a %zu-byte ident is corrupt (%zu bytes)",
 		          ix->path, len, vlen);
 		ix->stats.errors++;
@@ -161,6 +166,11 @@ int ix_get_many(struct idx *ix, struct idx_probe *probes, size_t n, enum idx_rea
 			continue;
 		size_t vlen;
 		const char *v = rocksdb_pinnableslice_value(values[i], &vlen);
+		if (cached && vlen == 0 && rows[i].key[0] == PREFIX_KEY) {
+			local.would_block++; /* (as in idx_get: never written empty) */
+			p->status = -EWOULDBLOCK;
+			continue;
+		}
 		if (!ix_row_decode(rows[i].key[0], (const uint8_t *)v, vlen, &p->e)) {
 			LOG_ERROR("index %s: the entry of a %zu-byte ident is corrupt (%zu bytes)",
 			          ix->path, p->klen, vlen);
