@@ -142,9 +142,8 @@ void cmd_smembers(struct cmd_ctx *x)
 	cmd_call(x, smembers_call);
 }
 
-/* One random member as a bulk string (nil for a missing key); SPOP removes
- * it. */
-static void random_member(struct cmd_ctx *x, struct store_txn *t, int exists, bool pop)
+/* One random member as a bulk string (nil for a missing key). */
+static void random_member(struct cmd_ctx *x, struct store_txn *t, int exists)
 {
 	struct cmd_elems one;
 	if (!exists) {
@@ -157,9 +156,29 @@ static void random_member(struct cmd_ctx *x, struct store_txn *t, int exists, bo
 	}
 	size_t len;
 	const uint8_t *p = cmd_elems_at(&one, 0, &len, NULL, NULL);
-	if (!pop || store_txn_del(t, 0, p, len) >= 0)
-		resp_add_bulk(x->reply, p, len);
+	resp_add_bulk(x->reply, p, len);
 	cmd_elems_free(&one);
+}
+
+static int popped_visit(void *arg, const uint8_t *e, size_t elen, const uint8_t *v, size_t vlen)
+{
+	return cmd_elems_add(arg, e, elen, v, vlen) < 0 ? -ENOMEM : 0;
+}
+
+/* Removes `count` random members of key 0 (fewer than it has) into
+ * `popped`; returns 0, or -1 when the call failed. */
+static int pop_members(struct store_txn *t, uint64_t count, struct cmd_elems *popped)
+{
+	for (uint64_t i = 0; i < count; i++) {
+		int ret = store_txn_pop(t, 0, cmd_random(), popped_visit, popped);
+		if (ret < 0)
+			return -1;
+		if (ret == 0) { /* it had more than count */
+			store_txn_abort_error(t, -EIO);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 static void srandmember_call(struct store_req *sr, struct store_txn *t)
@@ -169,7 +188,7 @@ static void srandmember_call(struct store_req *sr, struct store_txn *t)
 	if (exists < 0)
 		return;
 	if (cmd_argc(x) == 2)
-		random_member(x, t, exists, false);
+		random_member(x, t, exists);
 	else
 		cmd_random_elems(x, t, exists, x->u.random.count, false);
 }
@@ -192,7 +211,16 @@ static void spop_call(struct store_req *sr, struct store_txn *t)
 	if (exists < 0)
 		return;
 	if (cmd_argc(x) == 2) {
-		random_member(x, t, exists, true);
+		struct cmd_elems one;
+		cmd_elems_init(&one, false);
+		if (!exists)
+			resp_add_null(x->reply);
+		else if (pop_members(t, 1, &one) == 0) {
+			size_t len;
+			const uint8_t *p = cmd_elems_at(&one, 0, &len, NULL, NULL);
+			resp_add_bulk(x->reply, p, len);
+		}
+		cmd_elems_free(&one);
 		return;
 	}
 	struct store_key_info k;
@@ -215,17 +243,10 @@ static void spop_call(struct store_req *sr, struct store_txn *t)
 			return;
 		}
 	} else {
-		if (cmd_random_pick(t, k.count, count, true, &picked) < 0) {
+		cmd_elems_init(&picked, false);
+		if (pop_members(t, count, &picked) < 0) {
 			cmd_elems_free(&picked);
 			return;
-		}
-		for (size_t i = 0; i < picked.n; i++) {
-			size_t len;
-			const uint8_t *p = cmd_elems_at(&picked, i, &len, NULL, NULL);
-			if (store_txn_del(t, 0, p, len) < 0) {
-				cmd_elems_free(&picked);
-				return;
-			}
 		}
 	}
 	cmd_elems_reply(x, &picked, false, true);

@@ -835,6 +835,7 @@ void store_close(struct store *st)
 			next = ke->hnext;
 			st_blob_unref(ke->value);
 			st_blob_unref(ke->whole);
+			free(ke->sample);
 			free(ke);
 		}
 	/* Keys of transactions still open at shutdown (never finished: their

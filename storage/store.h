@@ -437,6 +437,12 @@ typedef int (*store_elem_fn)(void *arg, const uint8_t *elem, size_t elen, const 
 int store_txn_scan(struct store_txn *t, size_t k, uint64_t cursor, size_t max, store_elem_fn fn,
 		   void *arg, uint64_t *next);
 
+/* Removes a random element of collection key k (SPOP) after giving it to fn
+ * (as for store_txn_scan; fn's < 0 fails the call).  `rnd` is a random
+ * number of the caller's.  Returns 1 (one removed), 0 (k is not a
+ * collection that exists) or < 0. */
+int store_txn_pop(struct store_txn *t, size_t k, uint64_t rnd, store_elem_fn fn, void *arg);
+
 /* Asks for the call to run again later instead of finishing (a reply too
  * large to build at once, streamed as the client reads it): the request
  * keeps the head of its keys' queues — nothing else runs on them meanwhile —

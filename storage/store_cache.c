@@ -44,6 +44,7 @@ static void kentry_free(struct store *st, struct kentry *ke)
 	st->cache_used -= ke->charge;
 	st_blob_unref(ke->value);
 	st_blob_unref(ke->whole);
+	free(ke->sample);
 	free(ke);
 }
 
@@ -189,6 +190,8 @@ static int kentry_fill(struct store *st, struct kentry *ke, int ret, const struc
 	ke->value = NULL;
 	st_blob_unref(ke->whole); /* (of what the kentry knew before: reloaded now) */
 	ke->whole = NULL;
+	free(ke->sample);
+	ke->sample = NULL;
 	bool coll = !st_is_elem(ke) && e->type != FMT_TYPE_STRING;
 	if (e->is_inline && !coll) {
 		ke->value = st_blob_new(inline_value, e->value_len);

@@ -193,6 +193,17 @@ struct blob {
 	uint8_t data[];
 };
 
+/* Elements of a big collection drawn at a random place, for SPOP to take
+ * from one by one instead of seeking the index for each (store_txn.c,
+ * "Samples").  Every entry is a current element, as its row has it. */
+struct st_sample {
+	uint64_t version; /* of the collection: another version ignores it */
+	uint32_t n;       /* entries left: their offsets are off[0..n) */
+	uint32_t len;     /* bytes of data */
+	uint32_t *off;    /* into data, per entry: be32 elen, be32 vlen, elem, value */
+	uint8_t data[];
+};
+
 struct kentry {
 	struct kentry *lru_prev, *lru_next; /* on the CLOCK list once known (cache_evict) */
 	bool known;                         /* the fields below mirror the truth */
@@ -210,6 +221,7 @@ struct kentry {
 	struct blob *value;             /* a string's or an element's; NULL while not loaded */
 	struct blob *whole;             /* a small collection: a copy of all its elements
 	                                   (store_txn.c, "Whole copies"), or NULL */
+	struct st_sample *sample;       /* a big set being popped, or NULL */
 	struct log_pos pos;             /* a string's current record, when !is_inline */
 	uint64_t version;               /* a collection: its elements' idents carry it */
 	uint64_t count;                 /* a collection: its elements */
@@ -517,12 +529,17 @@ static inline struct count_delta st_count_delta(bool old_exists, uint64_t old_ex
 	                    (oe ? (int64_t)(old_expiry / 1000) : 0)};
 }
 
+static inline size_t st_sample_size(const struct st_sample *s)
+{
+	return s != NULL ? sizeof(*s) + s->len : 0;
+}
+
 /* Recomputes what `ke` costs the cache (its batch entry included: keys
  * waiting for the index take the place of cached values). */
 static inline void st_kentry_charge(struct store *st, struct kentry *ke)
 {
 	size_t c = sizeof(*ke) + ke->key_len + (ke->value ? ke->value->len : 0) +
-	           (ke->whole ? ke->whole->len : 0) +
+	           (ke->whole ? ke->whole->len : 0) + st_sample_size(ke->sample) +
 	           (ke->batch_pw ? sizeof(struct pending_write) : 0);
 	st->cache_used = st->cache_used - ke->charge + c;
 	ke->charge = c;

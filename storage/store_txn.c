@@ -39,6 +39,18 @@
  * that read from a copy holds a reference to it until it ends (txn.held), so
  * what it got stays valid after a patch.
  *
+ * Samples: SPOP takes its element from the key's sample (kentry.sample):
+ * up to SAMPLE_MAX elements read by one walk from a random hash (all of a
+ * collection that small), of which each pop removes one at random, so a
+ * pop costs a seek of the index once per SAMPLE_MAX pops instead of once
+ * per pop — Redis's SPOP costs a lookup in memory.  Every entry is a
+ * current element with its current value: a call that deletes an element
+ * or changes a value, deletes or overwrites the key, or rolls back drops
+ * the sample (an element added meanwhile is only not in it), so a pop
+ * trusts an entry without reading the element's row.  As a random pick it
+ * is as fair as the hashes are spread; pops from one sample come from one
+ * window of hashes, which says nothing about the elements themselves.
+ *
  * Versions: a collection created by a call gets version (the LSN the log
  * gives next) << 16 | (the call's creations so far).  A call that writes
  * anything advances the next LSN, so no later call can hand out a version
@@ -61,6 +73,9 @@
 #define WHOLE_PATCH 64       /* ... and kept through changes up to this size */
 #define WHOLE_HEAD 12        /* a copy: be64 version, be32 elements */
 #define WHOLE_ENTRY_HEAD 12  /* an element: be32 hash, be32 length, be32 value length */
+#define SAMPLE_MAX 256       /* elements of a sample (SPOP) */
+#define SAMPLE_BYTES 16384   /* ... and their bytes, at most about */
+#define SAMPLE_ENTRY_HEAD 8  /* a sample's element: be32 length, be32 value length */
 
 /* A row's state as the call found it. */
 struct kstate {
@@ -139,6 +154,8 @@ static void kstate_restore(struct store *st, struct kentry *ke, struct kstate *s
 	st_blob_unref(ke->whole);
 	ke->whole = s->whole;
 	s->whole = NULL;
+	free(ke->sample); /* (it may hold what the call added: see "Samples") */
+	ke->sample = NULL;
 	st_kentry_charge(st, ke);
 }
 
@@ -220,6 +237,15 @@ static void whole_drop(struct store *st, struct kentry *ke)
 		return;
 	st_blob_unref(ke->whole);
 	ke->whole = NULL;
+	st_kentry_charge(st, ke);
+}
+
+static void sample_drop(struct store *st, struct kentry *ke)
+{
+	if (ke->sample == NULL)
+		return;
+	free(ke->sample);
+	ke->sample = NULL;
 	st_kentry_charge(st, ke);
 }
 
@@ -603,6 +629,7 @@ int store_txn_put(struct store_txn *t, size_t k, uint8_t type, const void *elem,
 		ke->value = NULL;
 		ke->value_len = 0;
 		whole_drop(st, ke);
+		sample_drop(st, ke);
 		ke->exists = true;
 		ke->known = true;
 		ke->type = type;
@@ -626,6 +653,8 @@ int store_txn_put(struct store_txn *t, size_t k, uint8_t type, const void *elem,
 		return t->error;
 	}
 	int added = !e->exists;
+	if (!added)
+		sample_drop(st, ke); /* (its entry may have the old value) */
 	st_blob_unref(e->value);
 	e->value = b;
 	e->value_len = (uint32_t)vlen;
@@ -638,19 +667,10 @@ int store_txn_put(struct store_txn *t, size_t k, uint8_t type, const void *elem,
 	return added;
 }
 
-int store_txn_del(struct store_txn *t, size_t k, const void *elem, size_t elen)
+/* Deletes element e (existing) of collection ke; returns 1 or < 0. */
+static int elem_remove(struct store_txn *t, struct kentry *ke, struct kentry *e)
 {
 	struct store *st = t->st;
-	struct kentry *ke = t->keys[k];
-	if (t->error < 0 || t->aborted)
-		return t->error < 0 ? t->error : -ECANCELED;
-	if (!is_coll_live(ke) || elen > FMT_ELEM_MAX)
-		return 0;
-	struct kentry *e = elem_get(t, ke, elem, elen);
-	if (e == NULL)
-		return t->error;
-	if (!e->exists)
-		return 0;
 	if (row_save(t, ke, ke) < 0 || row_save(t, e, ke) < 0)
 		return t->error;
 	st_blob_unref(e->value);
@@ -662,6 +682,22 @@ int store_txn_del(struct store_txn *t, size_t k, const void *elem, size_t elen)
 	ke->count--;
 	whole_patch(st, ke, e);
 	return 1;
+}
+
+int store_txn_del(struct store_txn *t, size_t k, const void *elem, size_t elen)
+{
+	struct kentry *ke = t->keys[k];
+	if (t->error < 0 || t->aborted)
+		return t->error < 0 ? t->error : -ECANCELED;
+	if (!is_coll_live(ke) || elen > FMT_ELEM_MAX)
+		return 0;
+	struct kentry *e = elem_get(t, ke, elem, elen);
+	if (e == NULL)
+		return t->error;
+	if (!e->exists)
+		return 0;
+	sample_drop(t->st, ke);
+	return elem_remove(t, ke, e);
 }
 
 int store_txn_delete_key(struct store_txn *t, size_t k)
@@ -677,6 +713,7 @@ int store_txn_delete_key(struct store_txn *t, size_t k)
 	ke->value = NULL;
 	ke->value_len = 0;
 	whole_drop(t->st, ke);
+	sample_drop(t->st, ke);
 	ke->exists = false;
 	ke->type = FMT_TYPE_STRING;
 	ke->count = 0;
@@ -706,6 +743,7 @@ int store_txn_put_string(struct store_txn *t, size_t k, const void *value, size_
 	}
 	st_blob_unref(ke->value);
 	whole_drop(st, ke);
+	sample_drop(st, ke);
 	ke->value = b;
 	ke->value_len = (uint32_t)vlen;
 	ke->exists = true;
@@ -888,6 +926,139 @@ int store_txn_scan(struct store_txn *t, size_t k, uint64_t cursor, size_t max, s
 	}
 	*next = ret == 1 ? next_hash : 0;
 	return 0;
+}
+
+/* ---- samples (SPOP) ----------------------------------------------------- */
+
+/* A sample being read: the entries, and where the walk stops. */
+struct sample_fill {
+	struct whole_build b; /* (its hash field unused: entries as a sample has them) */
+	uint32_t stop_at;     /* the wrapped walk stops at this hash (where the first began) */
+	bool wrapped;
+};
+
+static int sample_visit(void *arg, const uint8_t *elem, size_t elen, const uint8_t *value,
+                        size_t vlen)
+{
+	struct sample_fill *f = arg;
+	if (f->wrapped && crc32c(0, elem, elen) >= f->stop_at)
+		return 1; /* (the first walk has it) */
+	build_add(&f->b, elem, elen, value, vlen, 0);
+	return f->b.failed || f->b.n >= SAMPLE_MAX || f->b.len >= SAMPLE_BYTES;
+}
+
+/* Reads key k's sample from hash `from` on, wrapping to the first element
+ * (all of a collection of at most SAMPLE_MAX elements).  Returns 0 (the
+ * sample may be empty if the collection is), or < 0: the call failed. */
+static int sample_fill(struct store_txn *t, size_t k, uint32_t from)
+{
+	struct store *st = t->st;
+	struct kentry *ke = t->keys[k];
+	struct sample_fill f = {.stop_at = from};
+	uint64_t next;
+	if (ke->count <= SAMPLE_MAX)
+		f.stop_at = from = 0;
+	int ret = store_txn_scan(t, k, from, SAMPLE_MAX, sample_visit, &f, &next);
+	if (ret == 0 && from > 0) {
+		f.wrapped = true;
+		ret = store_txn_scan(t, k, 0, SAMPLE_MAX, sample_visit, &f, &next);
+	}
+	if (ret < 0 || f.b.failed) {
+		free(f.b.buf);
+		if (ret >= 0)
+			fail(t, -ENOMEM);
+		return t->error;
+	}
+	/* The offsets, then the entries (hash field dropped). */
+	size_t offs = (size_t)f.b.n * sizeof(uint32_t);
+	struct st_sample *sm = malloc(sizeof(*sm) + offs + f.b.len);
+	if (sm == NULL) {
+		free(f.b.buf);
+		fail(t, -ENOMEM);
+		return t->error;
+	}
+	sm->version = ke->version;
+	sm->n = f.b.n;
+	sm->off = (uint32_t *)sm->data;
+	uint8_t *q = sm->data + offs;
+	for (size_t p = 0, i = 0; p < f.b.len; i++) {
+		uint32_t elen = fmt_get_be32(f.b.buf + p + 4), vlen = fmt_get_be32(f.b.buf + p + 8);
+		size_t sz = SAMPLE_ENTRY_HEAD + elen + vlen;
+		sm->off[i] = (uint32_t)(q - sm->data);
+		memcpy(q, f.b.buf + p + 4, sz);
+		q += sz;
+		p += WHOLE_ENTRY_HEAD + elen + vlen;
+	}
+	sm->len = (uint32_t)(q - sm->data);
+	free(f.b.buf);
+	sample_drop(st, ke);
+	ke->sample = sm;
+	st_kentry_charge(st, ke);
+	return 0;
+}
+
+int store_txn_pop(struct store_txn *t, size_t k, uint64_t rnd, store_elem_fn fn, void *arg)
+{
+	struct store *st = t->st;
+	struct kentry *ke = t->keys[k];
+	if (t->error < 0 || t->aborted)
+		return t->error < 0 ? t->error : -ECANCELED;
+	if (!is_coll_live(ke))
+		return 0;
+	for (unsigned fills = 0;;) {
+		struct st_sample *sm = ke->sample;
+		if (sm == NULL || sm->n == 0 || sm->version != ke->version) {
+			/* A collection that exists has an element: a second empty
+			 * read says the store is wrong. */
+			if (fills++ == 2) {
+				fail(t, -EIO);
+				return t->error;
+			}
+			if (sample_fill(t, k, (uint32_t)rnd) < 0)
+				return t->error;
+			rnd = rnd * 6364136223846793005ULL + 1442695040888963407ULL;
+			continue;
+		}
+		uint32_t i = (uint32_t)((rnd >> 32) % sm->n);
+		const uint8_t *p = sm->data + sm->off[i];
+		sm->off[i] = sm->off[--sm->n];
+		uint32_t elen = fmt_get_be32(p), vlen = fmt_get_be32(p + 4);
+		const uint8_t *elem = p + SAMPLE_ENTRY_HEAD, *value = elem + elen;
+		size_t len = elem_ident(st, ke, elem, elen);
+		struct kentry *e = len > 0 ? st_kentry_get(st, st->ident, len) : NULL;
+		if (e == NULL || pin(t, e) < 0) {
+			fail(t, len > 0 ? -ENOMEM : -EIO);
+			return t->error;
+		}
+		if (!e->known) { /* the entry is as its row is: no read needed */
+			struct blob *b = st_blob_new(value, vlen);
+			if (b == NULL) {
+				fail(t, -ENOMEM);
+				return t->error;
+			}
+			e->value = b;
+			e->value_len = vlen;
+			e->exists = true;
+			e->is_inline = true;
+			e->type = FMT_TYPE_STRING;
+			e->expiry_ms = 0;
+			e->idx_expiry_ms = 0;
+			e->idx_ptr = false;
+			e->known = true;
+			st_kentry_charge(st, e);
+		}
+		if (!e->exists) /* (cannot be: "Samples"; an entry gone is passed over) */
+			continue;
+		int r = fn(arg, elem, elen, value, vlen);
+		if (r < 0) {
+			fail(t, r);
+			return t->error;
+		}
+		int ret = elem_remove(t, ke, e); /* (whole_patch leaves the sample alone) */
+		if (ke->sample != NULL && ke->sample->n == 0)
+			sample_drop(st, ke);
+		return ret;
+	}
 }
 
 /* ---- running a call ----------------------------------------------------- */

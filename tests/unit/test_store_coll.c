@@ -2791,6 +2791,201 @@ static void reset_dir(void)
 
 /* The subtests, in the order a run without arguments takes; "crash" runs
  * its own processes, once per durability mode. */
+/* ---- random pops (SPOP) ------------------------------------------------ */
+
+#define POP_INITIAL 600  /* elements the collection starts with: > a sample */
+#define POP_NAMES   1200 /* ... and the names added meanwhile come from */
+
+/* A pop call: steps first, then store_txn_pop, then maybe an abort. */
+struct pop_call {
+	bool abort;
+	int ret;
+	char elem[32], value[32];
+	size_t elen, vlen;
+};
+
+static int pop_visit(void *arg, const uint8_t *elem, size_t elen, const uint8_t *value,
+                     size_t vlen)
+{
+	struct pop_call *p = arg;
+	p->elen = elen < sizeof(p->elem) - 1 ? elen : sizeof(p->elem) - 1;
+	p->vlen = vlen < sizeof(p->value) - 1 ? vlen : sizeof(p->value) - 1;
+	memcpy(p->elem, elem, p->elen);
+	memcpy(p->value, value, p->vlen);
+	p->elem[p->elen] = p->value[p->vlen] = '\0';
+	return 0;
+}
+
+static void pop_body(struct call *c, struct store_txn *t)
+{
+	struct pop_call *p = c->arg;
+	for (size_t i = 0; i < c->n_steps; i++)
+		run_step(t, &c->steps[i]);
+	p->ret = store_txn_pop(t, 0, ((uint64_t)rng() << 40) ^ ((uint64_t)rng() << 16) ^ rng(),
+	                       pop_visit, p);
+	if (p->abort)
+		store_txn_abort(t);
+}
+
+/* Pops from key "pop" of `type` after the steps already in c; checks the
+ * element against the model (present, with its value) and, unless the
+ * call aborts, takes it out.  Returns the element's number, or -1. */
+static int pop_checked(struct call *c, struct pop_call *p, uint8_t type, int *pm,
+                       const char *when)
+{
+	c->body = pop_body;
+	c->arg = p;
+	run_call(c);
+	CHECK(c->status == 0 && p->ret == 1, "%s: pop: status %d, returned %d", when, c->status,
+	      p->ret);
+	int e = p->elem[0] == 'p' ? atoi(p->elem + 1) : -1;
+	bool ok = e >= 0 && e < POP_NAMES && pm[e] >= 0;
+	if (ok && type == FMT_TYPE_HASH) {
+		char want[16];
+		snprintf(want, sizeof(want), "v%d", pm[e]);
+		ok = strcmp(p->value, want) == 0;
+	}
+	CHECK(ok, "%s: popped %s = %s, which the collection %s", when, p->elem, p->value,
+	      e >= 0 && e < POP_NAMES && pm[e] >= 0 ? "has with another value" : "has not");
+	if (ok && !p->abort)
+		pm[e] = -1;
+	free(c);
+	return ok ? e : -1;
+}
+
+/* A random present element of the pm, or -1. */
+static int pop_any(const int *pm)
+{
+	int start = (int)(rng() % POP_NAMES);
+	for (int i = 0; i < POP_NAMES; i++)
+		if (pm[(start + i) % POP_NAMES] >= 0)
+			return (start + i) % POP_NAMES;
+	return -1;
+}
+
+/* store_txn_pop takes elements from a sample it keeps on the key: whatever
+ * happens between pops — elements deleted (SREM), values changed (HSET),
+ * elements added in a call that aborts after its pop refilled the sample,
+ * pops that abort, a reopen — every pop gives an element the collection
+ * has, with its current value, and the collection ends empty. */
+static void test_pop(void)
+{
+	static char names[POP_NAMES][8], values[4096][8];
+	for (int i = 0; i < POP_NAMES; i++)
+		snprintf(names[i], sizeof(names[i]), "p%d", i);
+	for (int i = 0; i < 4096; i++)
+		snprintf(values[i], sizeof(values[i]), "v%d", i);
+	rng_state = 777;
+	/* A cache that keeps the key (used by every call) but not the elements
+	 * popped or deleted: a pop must not take an element's absence from the
+	 * key table alone. */
+	size_t cache_was = cache_bytes;
+	cache_bytes = 32u << 10;
+	reopen_store();
+	for (int pass = 0; pass < 2; pass++) {
+		uint8_t type = pass == 0 ? FMT_TYPE_SET : FMT_TYPE_HASH;
+		int pm[POP_NAMES], next_value = 0, pops = 0;
+		for (int i = 0; i < POP_NAMES; i++)
+			pm[i] = -1;
+		for (int i = 0; i < POP_INITIAL; i += 20) {
+			struct call *c = call_new(0, "pop");
+			for (int j = i; j < i + 20; j++) {
+				pm[j] = type == FMT_TYPE_HASH ? next_value++ : 0;
+				call_step(c, (struct step){.op = S_PUT,
+				                           .type = type,
+				                           .elem = names[j],
+				                           .value = type == FMT_TYPE_HASH
+				                                        ? values[pm[j]]
+				                                        : NULL});
+			}
+			run_call(c);
+			CHECK(c->status == 0, "fill: %d", c->status);
+			free(c);
+		}
+		for (int round = 0; pop_any(pm) >= 0 && round < 4 * POP_NAMES; round++) {
+			struct pop_call p = {0};
+			struct call *c = call_new(0, "pop");
+			/* The first half only pops and deletes: a sample lives until
+			 * drained, so a deleted element in it would be popped. */
+			int r = (int)(rng() % 10), e = pop_any(pm), added = -1, gone = -1, gone_was = -1;
+			if (round < POP_INITIAL / 2)
+				r = r < 7 ? 0 : 6;
+			if (r == 6) { /* an element deleted first: never popped */
+				call_step(c, (struct step){.op = S_DEL, .elem = names[e]});
+				pm[e] = -1;
+				if (pop_any(pm) < 0) {
+					run_call(c);
+					free(c);
+					break;
+				}
+			} else if (r == 7) { /* a value changed: popped with the new one */
+				pm[e] = type == FMT_TYPE_HASH ? next_value++ % 4096 : 0;
+				call_step(c, (struct step){.op = S_PUT,
+				                           .type = type,
+				                           .elem = names[e],
+				                           .value = type == FMT_TYPE_HASH
+				                                        ? values[pm[e]]
+				                                        : NULL});
+			} else if (r == 8) { /* a pop that aborts: its element stays */
+				p.abort = true;
+			} else if (r == 9) {
+				/* An element deleted (the sample goes), one added, a pop
+				 * (a new sample, with the added one), then an abort: the
+				 * added one must not be popped later. */
+				for (int i = POP_INITIAL; i < POP_NAMES && added < 0; i++)
+					if (pm[i] < 0)
+						added = i;
+				if (added >= 0) {
+					gone = pop_any(pm);
+					call_step(c, (struct step){.op = S_DEL, .elem = names[gone]});
+					call_step(c, (struct step){.op = S_PUT,
+					                           .type = type,
+					                           .elem = names[added],
+					                           .value = type == FMT_TYPE_HASH
+					                                        ? values[0]
+					                                        : NULL});
+					p.abort = true;
+				}
+			}
+			/* (In the aborting call of r == 9 the added element is there:
+			 * its pop may give it.) */
+			if (added >= 0) {
+				gone_was = pm[gone]; /* (deleted in the call: never popped) */
+				pm[gone] = -1;
+				pm[added] = 0; /* (values[0], or a member) */
+			}
+			int popped = pop_checked(c, &p, type, pm, type == FMT_TYPE_SET ? "set" : "hash");
+			if (added >= 0) {
+				pm[added] = -1;
+				pm[gone] = gone_was;
+			}
+			if (popped >= 0 && !p.abort)
+				pops++;
+			if (round == POP_INITIAL / 2)
+				reopen_store();
+			else if (r == 6 && round < POP_INITIAL / 2 && round % 8 == 0)
+				CHECK(settle(), "the index batch did not empty"); /* (the deleted
+				element may leave the key table) */
+		}
+		CHECK(pop_any(pm) < 0, "the collection should have been popped empty");
+		struct coll_dump *d = dump_new(8);
+		coll_dump(0, "pop", 8, d);
+		CHECK(!d->exists && d->n == 0, "after the last pop: exists %d, %zu elements",
+		      d->exists, d->n);
+		dump_free(d);
+		struct pop_call p = {0};
+		struct call *c = call_new(0, "pop");
+		c->body = pop_body;
+		c->arg = &p;
+		run_call(c);
+		CHECK(c->status == 0 && p.ret == 0, "a pop of no collection: %d, %d", c->status,
+		      p.ret);
+		free(c);
+		CHECK(pops >= POP_INITIAL / 2, "only %d pops", pops);
+	}
+	cache_bytes = cache_was;
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -2808,6 +3003,7 @@ static const struct {
     {"big_call", test_big_call},
     {"gc", test_gc},
     {"holds", test_holds},
+    {"pop", test_pop},
     {"crash", NULL},
 };
 
