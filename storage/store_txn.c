@@ -851,8 +851,19 @@ static int walk_visit(void *arg, const uint8_t *elem, size_t elen, const uint8_t
 	return w->stopped;
 }
 
+static int scan(struct store_txn *t, size_t k, uint64_t cursor, size_t max, store_elem_fn fn,
+                void *arg, uint64_t *next, bool once);
+
 int store_txn_scan(struct store_txn *t, size_t k, uint64_t cursor, size_t max, store_elem_fn fn,
                    void *arg, uint64_t *next)
+{
+	return scan(t, k, cursor, max, fn, arg, next, false);
+}
+
+/* store_txn_scan; `once`: a walk made once in many calls (a sample), which
+ * merges the pending elements instead of applying them first. */
+static int scan(struct store_txn *t, size_t k, uint64_t cursor, size_t max, store_elem_fn fn,
+                void *arg, uint64_t *next, bool once)
 {
 	struct store *st = t->st;
 	struct kentry *ke = t->keys[k];
@@ -868,7 +879,7 @@ int store_txn_scan(struct store_txn *t, size_t k, uint64_t cursor, size_t max, s
 	 * rows, one by one; many of them (SPOP, SREM in a burst: the batch may
 	 * hold 100 k keys) would make every walk a long one, so they go to the
 	 * index first. */
-	if (ke->n_elems > SCAN_PENDING_MAX)
+	if (ke->n_elems > SCAN_PENDING_MAX && !once)
 		st_apply_batch(st);
 	size_t klen = ke->key_len - FMT_KEY_IDENT_HEAD;
 	size_t plen = fmt_elem_prefix_len(klen);
@@ -958,10 +969,10 @@ static int sample_fill(struct store_txn *t, size_t k, uint32_t from)
 	uint64_t next;
 	if (ke->count <= SAMPLE_MAX)
 		f.stop_at = from = 0;
-	int ret = store_txn_scan(t, k, from, SAMPLE_MAX, sample_visit, &f, &next);
+	int ret = scan(t, k, from, SAMPLE_MAX, sample_visit, &f, &next, true);
 	if (ret == 0 && from > 0) {
 		f.wrapped = true;
-		ret = store_txn_scan(t, k, 0, SAMPLE_MAX, sample_visit, &f, &next);
+		ret = scan(t, k, 0, SAMPLE_MAX, sample_visit, &f, &next, true);
 	}
 	if (ret < 0 || f.b.failed) {
 		free(f.b.buf);
