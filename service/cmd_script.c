@@ -606,7 +606,7 @@ int cmd_script_init(unsigned n, char *err, size_t errlen)
 		atomic_init(&script_busy[i].busy_wrote, 0);
 		sp->busy = &script_busy[i];
 		sp->rand48 = 0x1234abcd330eull; /* (Redis never seeds: drand48's start) */
-		sp->L = luaL_newstate();
+		sp->L = script_state_new();
 		if (sp->L == NULL) {
 			snprintf(err, errlen, "out of memory creating a Lua state");
 			return -ENOMEM;

@@ -95,6 +95,10 @@ struct script_px {
 	struct fn_lib *libs;
 };
 
+/* A new Lua state whose small blocks come from free lists of its own
+ * (cmd_script_alloc.c); NULL when out of memory. */
+lua_State *script_state_new(void);
+
 extern struct script_px *script_pxs;
 extern unsigned script_npx;
 
