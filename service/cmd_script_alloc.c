@@ -39,23 +39,23 @@
 #ifdef POOL_ASAN
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/lsan_interface.h>
-#define POISON(p, n)        ASAN_POISON_MEMORY_REGION(p, n)
-#define UNPOISON(p, n)      ASAN_UNPOISON_MEMORY_REGION(p, n)
-#define LEAK_ROOT(p, n)     __lsan_register_root_region(p, n)
+#define POISON(p, n)    ASAN_POISON_MEMORY_REGION(p, n)
+#define UNPOISON(p, n)  ASAN_UNPOISON_MEMORY_REGION(p, n)
+#define LEAK_ROOT(p, n) __lsan_register_root_region(p, n)
 #else
-#define POISON(p, n)        ((void)(p), (void)(n))
-#define UNPOISON(p, n)      ((void)(p), (void)(n))
-#define LEAK_ROOT(p, n)     ((void)(p), (void)(n))
+#define POISON(p, n)    ((void)(p), (void)(n))
+#define UNPOISON(p, n)  ((void)(p), (void)(n))
+#define LEAK_ROOT(p, n) ((void)(p), (void)(n))
 #endif
 
-#define POOL_CLASS       16          /* bytes: the size classes' step and alignment */
-#define POOL_SMALL_MAX   256         /* blocks up to this size are pooled */
-#define POOL_CLASSES     (POOL_SMALL_MAX / POOL_CLASS)
-#define POOL_REGION      (32u << 20) /* address space reserved per state */
+#define POOL_CLASS     16  /* bytes: the size classes' step and alignment */
+#define POOL_SMALL_MAX 256 /* blocks up to this size are pooled */
+#define POOL_CLASSES   (POOL_SMALL_MAX / POOL_CLASS)
+#define POOL_REGION    (32u << 20) /* address space reserved per state */
 
 struct lua_pool {
-	uint8_t *base, *end; /* the region ([base, end): NULL when not reserved) */
-	uint8_t *next;       /* where the next new block is carved */
+	uint8_t *base, *end;      /* the region ([base, end): NULL when not reserved) */
+	uint8_t *next;            /* where the next new block is carved */
 	void *free[POOL_CLASSES]; /* a list per class, linked through the blocks */
 };
 

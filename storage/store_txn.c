@@ -73,9 +73,10 @@
 #define WHOLE_PATCH 64       /* ... and kept through changes up to this size */
 #define WHOLE_HEAD 12        /* a copy: be64 version, be32 elements */
 #define WHOLE_ENTRY_HEAD 12  /* an element: be32 hash, be32 length, be32 value length */
-#define SAMPLE_MAX 256       /* elements of a sample (SPOP) */
-#define SAMPLE_BYTES 16384   /* ... and their bytes, at most about */
-#define SAMPLE_ENTRY_HEAD 8  /* a sample's element: be32 length, be32 value length */
+
+#define SAMPLE_MAX        256   /* elements of a sample (SPOP) */
+#define SAMPLE_BYTES      16384 /* ... and their bytes, at most about */
+#define SAMPLE_ENTRY_HEAD 8     /* a sample's element: be32 length, be32 value length */
 
 /* A row's state as the call found it. */
 struct kstate {

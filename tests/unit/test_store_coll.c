@@ -2804,8 +2804,7 @@ struct pop_call {
 	size_t elen, vlen;
 };
 
-static int pop_visit(void *arg, const uint8_t *elem, size_t elen, const uint8_t *value,
-                     size_t vlen)
+static int pop_visit(void *arg, const uint8_t *elem, size_t elen, const uint8_t *value, size_t vlen)
 {
 	struct pop_call *p = arg;
 	p->elen = elen < sizeof(p->elem) - 1 ? elen : sizeof(p->elem) - 1;
@@ -2830,8 +2829,7 @@ static void pop_body(struct call *c, struct store_txn *t)
 /* Pops from key "pop" of `type` after the steps already in c; checks the
  * element against the model (present, with its value) and, unless the
  * call aborts, takes it out.  Returns the element's number, or -1. */
-static int pop_checked(struct call *c, struct pop_call *p, uint8_t type, int *pm,
-                       const char *when)
+static int pop_checked(struct call *c, struct pop_call *p, uint8_t type, int *pm, const char *when)
 {
 	c->body = pop_body;
 	c->arg = p;
@@ -2907,7 +2905,8 @@ static void test_pop(void)
 			struct call *c = call_new(0, "pop");
 			/* The first half only pops and deletes: a sample lives until
 			 * drained, so a deleted element in it would be popped. */
-			int r = (int)(rng() % 10), e = pop_any(pm), added = -1, gone = -1, gone_was = -1;
+			int r = (int)(rng() % 10), e = pop_any(pm), added = -1, gone = -1,
+			    gone_was = -1;
 			if (round < POP_INITIAL / 2)
 				r = r < 7 ? 0 : 6;
 			if (r == 6) { /* an element deleted first: never popped */
@@ -2937,7 +2936,8 @@ static void test_pop(void)
 						added = i;
 				if (added >= 0) {
 					gone = pop_any(pm);
-					call_step(c, (struct step){.op = S_DEL, .elem = names[gone]});
+					call_step(c,
+					          (struct step){.op = S_DEL, .elem = names[gone]});
 					call_step(c, (struct step){.op = S_PUT,
 					                           .type = type,
 					                           .elem = names[added],
@@ -2954,7 +2954,8 @@ static void test_pop(void)
 				pm[gone] = -1;
 				pm[added] = 0; /* (values[0], or a member) */
 			}
-			int popped = pop_checked(c, &p, type, pm, type == FMT_TYPE_SET ? "set" : "hash");
+			int popped =
+			    pop_checked(c, &p, type, pm, type == FMT_TYPE_SET ? "set" : "hash");
 			if (added >= 0) {
 				pm[added] = -1;
 				pm[gone] = gone_was;
