@@ -512,8 +512,8 @@ static size_t elem_ident(struct store *st, const struct kentry *ke, const void *
 	                      ke->key_len - FMT_KEY_IDENT_HEAD, ke->version, elem, elen);
 }
 
-/* The element's kentry, known and pinned; NULL when the call failed. */
-static struct kentry *elem_get(struct store_txn *t, struct kentry *ke, const void *elem,
+/* The element's kentry, pinned (maybe not known); NULL when the call failed. */
+static struct kentry *elem_pin(struct store_txn *t, struct kentry *ke, const void *elem,
                                size_t elen)
 {
 	struct store *st = t->st;
@@ -527,7 +527,38 @@ static struct kentry *elem_get(struct store_txn *t, struct kentry *ke, const voi
 		fail(t, -ENOMEM);
 		return NULL;
 	}
-	if (e->known)
+	return e;
+}
+
+/* Makes element e known, existing with the value its index row has (read
+ * from a whole copy or a sample).  Returns 0, or -1 when the call failed. */
+static int elem_set_row(struct store_txn *t, struct kentry *e, const uint8_t *v, size_t vlen)
+{
+	struct blob *b = st_blob_new(v, vlen);
+	if (b == NULL) {
+		fail(t, -ENOMEM);
+		return -1;
+	}
+	e->value = b;
+	e->value_len = (uint32_t)vlen;
+	e->exists = true;
+	e->is_inline = true;
+	e->type = FMT_TYPE_STRING;
+	e->expiry_ms = 0;
+	e->idx_expiry_ms = 0;
+	e->idx_ptr = false;
+	e->known = true;
+	st_kentry_charge(t->st, e);
+	return 0;
+}
+
+/* The element's kentry, known and pinned; NULL when the call failed. */
+static struct kentry *elem_get(struct store_txn *t, struct kentry *ke, const void *elem,
+                               size_t elen)
+{
+	struct store *st = t->st;
+	struct kentry *e = elem_pin(t, ke, elem, elen);
+	if (e == NULL || e->known)
 		return e;
 	if (ke->version >= t->version_base) {
 		st_kentry_set_absent(e); /* created by this call: nothing stored yet */
@@ -541,22 +572,7 @@ static struct kentry *elem_get(struct store_txn *t, struct kentry *ke, const voi
 			st_kentry_set_absent(e);
 			return e;
 		}
-		struct blob *b = st_blob_new(v, vlen);
-		if (b == NULL) {
-			fail(t, -ENOMEM);
-			return NULL;
-		}
-		e->value = b;
-		e->value_len = (uint32_t)vlen;
-		e->exists = true;
-		e->is_inline = true;
-		e->type = FMT_TYPE_STRING;
-		e->expiry_ms = 0;
-		e->idx_expiry_ms = 0;
-		e->idx_ptr = false;
-		e->known = true;
-		st_kentry_charge(t->st, e);
-		return e;
+		return elem_set_row(t, e, v, vlen) == 0 ? e : NULL;
 	}
 	st->stats.elem_reads++;
 	int ret = st_kentry_load(st, e);
@@ -1036,29 +1052,10 @@ int store_txn_pop(struct store_txn *t, size_t k, uint64_t rnd, store_elem_fn fn,
 		sm->off[i] = sm->off[--sm->n];
 		uint32_t elen = fmt_get_be32(p), vlen = fmt_get_be32(p + 4);
 		const uint8_t *elem = p + SAMPLE_ENTRY_HEAD, *value = elem + elen;
-		size_t len = elem_ident(st, ke, elem, elen);
-		struct kentry *e = len > 0 ? st_kentry_get(st, st->ident, len) : NULL;
-		if (e == NULL || pin(t, e) < 0) {
-			fail(t, len > 0 ? -ENOMEM : -EIO);
+		struct kentry *e = elem_pin(t, ke, elem, elen);
+		/* (an entry is as its row is: no read needed) */
+		if (e == NULL || (!e->known && elem_set_row(t, e, value, vlen) < 0))
 			return t->error;
-		}
-		if (!e->known) { /* the entry is as its row is: no read needed */
-			struct blob *b = st_blob_new(value, vlen);
-			if (b == NULL) {
-				fail(t, -ENOMEM);
-				return t->error;
-			}
-			e->value = b;
-			e->value_len = vlen;
-			e->exists = true;
-			e->is_inline = true;
-			e->type = FMT_TYPE_STRING;
-			e->expiry_ms = 0;
-			e->idx_expiry_ms = 0;
-			e->idx_ptr = false;
-			e->known = true;
-			st_kentry_charge(st, e);
-		}
 		if (!e->exists) /* (cannot be: "Samples"; an entry gone is passed over) */
 			continue;
 		int r = fn(arg, elem, elen, value, vlen);

@@ -2851,7 +2851,16 @@ static int pop_checked(struct call *c, struct pop_call *p, uint8_t type, int *pm
 	return ok ? e : -1;
 }
 
-/* A random present element of the pm, or -1. */
+/* Adds a step putting element `name` (a hash's field with `value`). */
+static void pop_put(struct call *c, uint8_t type, const char *name, const char *value)
+{
+	call_step(c, (struct step){.op = S_PUT,
+	                           .type = type,
+	                           .elem = name,
+	                           .value = type == FMT_TYPE_HASH ? value : NULL});
+}
+
+/* A random present element of the model, or -1. */
 static int pop_any(const int *pm)
 {
 	int start = (int)(rng() % POP_NAMES);
@@ -2889,12 +2898,7 @@ static void test_pop(void)
 			struct call *c = call_new(0, "pop");
 			for (int j = i; j < i + 20; j++) {
 				pm[j] = type == FMT_TYPE_HASH ? next_value++ : 0;
-				call_step(c, (struct step){.op = S_PUT,
-				                           .type = type,
-				                           .elem = names[j],
-				                           .value = type == FMT_TYPE_HASH
-				                                        ? values[pm[j]]
-				                                        : NULL});
+				pop_put(c, type, names[j], values[pm[j]]);
 			}
 			run_call(c);
 			CHECK(c->status == 0, "fill: %d", c->status);
@@ -2919,12 +2923,7 @@ static void test_pop(void)
 				}
 			} else if (r == 7) { /* a value changed: popped with the new one */
 				pm[e] = type == FMT_TYPE_HASH ? next_value++ % 4096 : 0;
-				call_step(c, (struct step){.op = S_PUT,
-				                           .type = type,
-				                           .elem = names[e],
-				                           .value = type == FMT_TYPE_HASH
-				                                        ? values[pm[e]]
-				                                        : NULL});
+				pop_put(c, type, names[e], values[pm[e]]);
 			} else if (r == 8) { /* a pop that aborts: its element stays */
 				p.abort = true;
 			} else if (r == 9) {
@@ -2938,12 +2937,7 @@ static void test_pop(void)
 					gone = pop_any(pm);
 					call_step(c,
 					          (struct step){.op = S_DEL, .elem = names[gone]});
-					call_step(c, (struct step){.op = S_PUT,
-					                           .type = type,
-					                           .elem = names[added],
-					                           .value = type == FMT_TYPE_HASH
-					                                        ? values[0]
-					                                        : NULL});
+					pop_put(c, type, names[added], values[0]);
 					p.abort = true;
 				}
 			}
