@@ -159,11 +159,14 @@ def command_keys(args):
     return [args[1]]
 
 
-def apply(th, state, cmd, reply=None, actual=None):
+NOT_READ = object()  # apply's actual when no state was read back (an acknowledged command)
+
+
+def apply(th, state, cmd, reply=None, actual=NOT_READ):
     """Applies cmd to state (th's priv and shared dicts, changed in place) and returns the
     reply it should have.  SPOP's outcome is random: reply (acknowledged) or actual (the
-    key's state read back after the crash, for an in-flight SPOP) decides it; returns
-    Ellipsis when neither can explain it."""
+    key's state read back after the crash, for an in-flight SPOP; None: the key is gone)
+    decides it; returns Ellipsis when neither can explain it."""
     priv, shared = state
     db, args, _ = cmd
     name, key = args[0], args[1] if len(args) > 1 else None
@@ -246,11 +249,11 @@ def apply(th, state, cmd, reply=None, actual=None):
         want = min(1 if count is None else count, len(members))
         if reply is not None and not isinstance(reply, (bytes, list)):
             return Ellipsis  # an error, say
-        if reply is not None or actual is None:
+        if reply is not None or actual is NOT_READ:
             popped = [] if reply is None else [reply] if isinstance(reply, bytes) else reply
             popped = [p.decode() if isinstance(p, bytes) else p for p in popped]
-        else:  # in flight: what the key lost, as read back
-            left = actual[1] if actual and actual[0] == "set" else set()
+        else:  # in flight: what the key lost, as read back (all of it if the key is gone)
+            left = actual[1] if actual is not None and actual[0] == "set" else set()
             popped = list(members - left)
         if len(set(popped)) != len(popped) or not set(popped) <= members or len(popped) != want:
             return Ellipsis
@@ -464,7 +467,8 @@ def diff(model, got):
             continue
         if a is None or b is None:
             out.append(f"db {k[0]} {k[1]}: expected {'absent' if a is None else a[0]}, found "
-                       f"{'absent' if b is None else b[0]}")
+                       f"{'absent' if b is None else b[0]} ({len((a or b)[1])} elements: "
+                       f"{sorted((a or b)[1])[:8]})")
             continue
         if a[0] != b[0] or a[2] != b[2]:
             out.append(f"db {k[0]} {k[1]}: expected {a[0]} ttl={a[2]}, found {b[0]} ttl={b[2]}")
