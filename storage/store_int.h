@@ -200,6 +200,7 @@ struct st_sample {
 	uint64_t version; /* of the collection: another version ignores it */
 	uint32_t n;       /* entries left: their offsets are off[0..n) */
 	uint32_t len;     /* bytes of data */
+	uint32_t next;    /* the hash the next sample's walk starts from */
 	uint32_t *off;    /* into data, per entry: be32 elen, be32 vlen, elem, value */
 	uint8_t data[];
 };
@@ -227,6 +228,7 @@ struct kentry {
 	uint64_t count;                 /* a collection: its elements */
 	uint64_t idx_expiry_ms;         /* the expiry the index holds (its expiry rows) */
 	bool idx_ptr;                   /* the index (with the applied batch) points into the log */
+	uint32_t elems_hi;              /* a key: see elems_lo */
 	struct log_pos idx_pos;         /* ... at this record: its bytes are counted live */
 	unsigned pending;               /* writes appended but not yet applied to the index */
 	unsigned pins;                  /* calls holding it (an element a call uses) */
@@ -242,6 +244,9 @@ struct kentry {
 	 * collection sees them: */
 	struct kentry *elems;           /* a key: the first of them */
 	unsigned n_elems;               /* ... how many (each pins the key) */
+	uint32_t elems_lo;              /* ... their hashes lie on the arc from elems_lo up
+	                                   to elems_hi, wrapping (a bound, kept until the
+	                                   list empties) */
 	struct kentry *parent;          /* an element on its key's list, or NULL */
 	struct kentry *sib_prev, *sib_next; /* ... its neighbours there */
 	struct kentry *work_next;       /* on the store's work list (store.c, queues_run) */

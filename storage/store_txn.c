@@ -40,10 +40,14 @@
  * what it got stays valid after a patch.
  *
  * Samples: SPOP takes its element from the key's sample (kentry.sample):
- * up to SAMPLE_MAX elements read by one walk from a random hash (all of a
- * collection that small), of which each pop removes one at random, so a
- * pop costs a seek of the index once per SAMPLE_MAX pops instead of once
- * per pop — Redis's SPOP costs a lookup in memory.  Every entry is a
+ * up to SAMPLE_MAX elements read by one walk (all of a collection that
+ * small), of which each pop removes one at random, so a pop costs a seek of
+ * the index once per SAMPLE_MAX pops instead of once per pop — Redis's SPOP
+ * costs a lookup in memory.  The first walk starts at a random hash, each
+ * next one where the last ended: a window that was popped is deleted rows
+ * until the index batch and compactions are through with them, which a
+ * walk from a random hash would cross again and again (a set popped empty
+ * made its pops ten times slower towards the end).  Every entry is a
  * current element with its current value: a call that deletes an element
  * or changes a value, deletes or overwrites the key, or rolls back drops
  * the sample (an element added meanwhile is only not in it), so a pop
@@ -250,6 +254,18 @@ static void sample_drop(struct store *st, struct kentry *ke)
 	st_kentry_charge(st, ke);
 }
 
+/* A sample all popped keeps only where the next one's walk starts. */
+static void sample_spent(struct store *st, struct kentry *ke)
+{
+	struct st_sample *sm = realloc(ke->sample, sizeof(*sm));
+	if (sm == NULL)
+		return; /* (kept whole: it still says where to go on) */
+	sm->len = 0;
+	sm->off = NULL;
+	ke->sample = sm;
+	st_kentry_charge(st, ke);
+}
+
 /* The copy of collection ke, when it is of its version; NULL otherwise. */
 static const struct blob *whole_of(const struct kentry *ke)
 {
@@ -450,11 +466,29 @@ static void whole_patch(struct store *st, struct kentry *ke, const struct kentry
 
 /* ---- the element list of a key ------------------------------------------ */
 
+/* True if hash h is within key ke's bound of its listed elements' hashes: an
+ * arc of the circle of hashes, from elems_lo up to elems_hi (wrapping). */
+static bool elems_bound_has(const struct kentry *ke, uint32_t h)
+{
+	return (uint32_t)(h - ke->elems_lo) <= (uint32_t)(ke->elems_hi - ke->elems_lo);
+}
+
 void st_elem_link(struct store *st, struct kentry *parent, struct kentry *e)
 {
 	(void)st;
 	if (e->parent != NULL)
 		return;
+	uint32_t h = elem_hash_of(e, parent->key_len - FMT_KEY_IDENT_HEAD);
+	if (parent->n_elems == 0)
+		parent->elems_lo = parent->elems_hi = h;
+	else if (!elems_bound_has(parent, h)) {
+		/* The bound grows by the shorter way round (pops go up from
+		 * where a sample began, and wrap: the bound follows them). */
+		if ((uint32_t)(h - parent->elems_lo) <= (uint32_t)(parent->elems_hi - h))
+			parent->elems_hi = h;
+		else
+			parent->elems_lo = h;
+	}
 	e->parent = parent;
 	e->sib_prev = NULL;
 	e->sib_next = parent->elems;
@@ -848,7 +882,7 @@ static int walk_visit(void *arg, const uint8_t *elem, size_t elen, const uint8_t
 	if (w->build != NULL) /* (no element differs from the index: taken as it is) */
 		build_add(w->build, elem, elen, value, vlen, hash);
 	struct kentry *e = NULL;
-	if (w->ke->n_elems > 0) {
+	if (w->ke->n_elems > 0 && elems_bound_has(w->ke, hash)) {
 		size_t len = fmt_elem_ident(st->ident2, st_ident_db(w->ke->key),
 		                            w->ke->key + FMT_KEY_IDENT_HEAD,
 		                            w->ke->key_len - FMT_KEY_IDENT_HEAD, w->ke->version,
@@ -920,9 +954,20 @@ static int scan(struct store_txn *t, size_t k, uint64_t cursor, size_t max, stor
 	/* `max` counts the elements given to fn (walk_visit stops the walk at
 	 * the first new hash past it): rows the key table knows to be deleted
 	 * are walked past, in the same iterator. */
-	if (ke->version < t->version_base) /* (one this call created has no rows yet) */
+	if (ke->version < t->version_base) { /* (one this call created has no rows yet) */
 		ret = idx_elem_scan(st->idx, prefix, plen, from, SIZE_MAX, walk_visit, &w,
 		                    &next_hash);
+		/* A sample's walk that found nothing while many elements wait
+		 * for the index (a set just filled, or popped nearly empty): they
+		 * go to it, and the walk again, rather than a walk of them all
+		 * per sample. */
+		if (ret == 0 && once && w.delivered == 0 && ke->n_elems > SCAN_PENDING_MAX) {
+			st_apply_batch(st);
+			w.mark = ++st->stamp;
+			ret = idx_elem_scan(st->idx, prefix, plen, from, SIZE_MAX, walk_visit, &w,
+			                    &next_hash);
+		}
+	}
 	free(prefix);
 	if (w.build != NULL) {
 		if (ret == 0 && !w.stopped && ke->n_elems == 0)
@@ -937,8 +982,11 @@ static int scan(struct store_txn *t, size_t k, uint64_t cursor, size_t max, stor
 	if (w.stopped)
 		return w.stopped;
 	/* The elements the index does not have yet (or has older), in the same
-	 * window of hashes: [cursor, next_hash), or to the end. */
-	for (struct kentry *e = ke->elems; e != NULL; e = e->sib_next) {
+	 * window of hashes: [cursor, next_hash), or to the end.  A sample may
+	 * leave them out when it has others: the list may be a burst of pops'
+	 * deletes, 100 k long. */
+	for (struct kentry *e = once && w.delivered > 0 ? NULL : ke->elems; e != NULL;
+	     e = e->sib_next) {
 		if (e->mark == w.mark || !e->exists || !e->known ||
 		    fmt_get_be64(e->key + 9 + klen) != ke->version)
 			continue;
@@ -961,8 +1009,11 @@ static int scan(struct store_txn *t, size_t k, uint64_t cursor, size_t max, stor
 /* A sample being read: the entries, and where the walk stops. */
 struct sample_fill {
 	struct whole_build b; /* (its hash field unused: entries as a sample has them) */
+	size_t want;          /* SAMPLE_MAX, or all of a smaller collection */
 	uint32_t stop_at;     /* the wrapped walk stops at this hash (where the first began) */
-	bool wrapped;
+	uint32_t last;        /* full: it stopped at the element of this hash */
+	bool wrapped;         /* the second walk, from hash 0 on */
+	bool full;            /* it stopped at `want` or SAMPLE_BYTES */
 };
 
 static int sample_visit(void *arg, const uint8_t *elem, size_t elen, const uint8_t *value,
@@ -972,7 +1023,13 @@ static int sample_visit(void *arg, const uint8_t *elem, size_t elen, const uint8
 	if (f->wrapped && crc32c(0, elem, elen) >= f->stop_at)
 		return 1; /* (the first walk has it) */
 	build_add(&f->b, elem, elen, value, vlen, 0);
-	return f->b.failed || f->b.n >= SAMPLE_MAX || f->b.len >= SAMPLE_BYTES;
+	if (f->b.failed)
+		return 1;
+	if (f->b.n < f->want && f->b.len < SAMPLE_BYTES)
+		return 0;
+	f->full = true;
+	f->last = crc32c(0, elem, elen);
+	return 1;
 }
 
 /* Reads key k's sample from hash `from` on, wrapping to the first element
@@ -982,10 +1039,12 @@ static int sample_fill(struct store_txn *t, size_t k, uint32_t from)
 {
 	struct store *st = t->st;
 	struct kentry *ke = t->keys[k];
-	struct sample_fill f = {.stop_at = from};
+	/* SAMPLE_MAX elements, or all of a smaller collection: the walk then
+	 * stops at the last of them, not at the end (the rows pops left behind
+	 * are deleted ones). */
+	struct sample_fill f = {.stop_at = from,
+	                        .want = ke->count < SAMPLE_MAX ? ke->count : SAMPLE_MAX};
 	uint64_t next;
-	if (ke->count <= SAMPLE_MAX)
-		f.stop_at = from = 0;
 	int ret = scan(t, k, from, SAMPLE_MAX, sample_visit, &f, &next, true);
 	if (ret == 0 && from > 0) {
 		f.wrapped = true;
@@ -1018,6 +1077,9 @@ static int sample_fill(struct store_txn *t, size_t k, uint32_t from)
 		p += WHOLE_ENTRY_HEAD + elen + vlen;
 	}
 	sm->len = (uint32_t)(q - sm->data);
+	/* The next walk goes on after this one (a window that was popped is
+	 * all deleted rows, which a walk from a random hash would cross). */
+	sm->next = f.full ? f.last + 1 : from;
 	free(f.b.buf);
 	sample_drop(st, ke);
 	ke->sample = sm;
@@ -1042,7 +1104,8 @@ int store_txn_pop(struct store_txn *t, size_t k, uint64_t rnd, store_elem_fn fn,
 				fail(t, -EIO);
 				return t->error;
 			}
-			if (sample_fill(t, k, (uint32_t)rnd) < 0)
+			bool goes_on = sm != NULL && sm->version == ke->version && fills == 1;
+			if (sample_fill(t, k, goes_on ? sm->next : (uint32_t)rnd) < 0)
 				return t->error;
 			rnd = rnd * 6364136223846793005ULL + 1442695040888963407ULL;
 			continue;
@@ -1065,7 +1128,7 @@ int store_txn_pop(struct store_txn *t, size_t k, uint64_t rnd, store_elem_fn fn,
 		}
 		int ret = elem_remove(t, ke, e); /* (whole_patch leaves the sample alone) */
 		if (ke->sample != NULL && ke->sample->n == 0)
-			sample_drop(st, ke);
+			sample_spent(st, ke);
 		return ret;
 	}
 }
