@@ -489,6 +489,7 @@ static void stats_add(struct store_stats *a, const struct store_stats *b)
 	a->txn_commits += b->txn_commits;
 	a->txn_open += b->txn_open;
 	a->elem_reads += b->elem_reads;
+	a->elem_rows_walked += b->elem_rows_walked;
 	a->garbage_dropped += b->garbage_dropped;
 	a->garbage_compactions += b->garbage_compactions;
 	a->cache_bytes += b->cache_bytes;
@@ -531,8 +532,9 @@ static void info_part_fn(struct cmd_part *p)
 		    "gc_records_moved=%llu,gc_bytes_moved=%llu,gc_segments_deleted=%llu,"
 		    "segments_recycled=%llu,spare_bytes_zeroed=%llu,blind_puts=%llu,"
 		    "blind_puts_existing=%llu,index_writes_merged=%llu,index_batch_keys=%llu,"
-		    "records_replayed=%llu,elem_reads=%llu,garbage_dropped=%llu,"
-		    "garbage_compactions=%llu,cache_bytes=%llu,cache_entries=%llu,"
+		    "records_replayed=%llu,elem_reads=%llu,elem_rows_walked=%llu,"
+		    "garbage_dropped=%llu,garbage_compactions=%llu,cache_bytes=%llu,"
+		    "cache_entries=%llu,"
 		    "pending_writes=%llu,pending_writes_peak=%llu,txn_commits=%llu,txn_open=%llu,"
 		    "txn_records_dropped=%llu\r\n",
 		    s, px->id, (unsigned long long)st.keys, (unsigned long long)st.log_bytes,
@@ -552,7 +554,7 @@ static void info_part_fn(struct cmd_part *p)
 		    (unsigned long long)st.index_writes_merged,
 		    (unsigned long long)st.index_batch_keys,
 		    (unsigned long long)st.records_replayed, (unsigned long long)st.elem_reads,
-		    (unsigned long long)st.garbage_dropped,
+		    (unsigned long long)st.elem_rows_walked, (unsigned long long)st.garbage_dropped,
 		    (unsigned long long)st.garbage_compactions, (unsigned long long)st.cache_bytes,
 		    (unsigned long long)st.cache_entries, (unsigned long long)st.pending_writes,
 		    (unsigned long long)st.pending_writes_peak, (unsigned long long)st.txn_commits,

@@ -789,6 +789,7 @@ void store_get_stats(struct store *st, struct store_stats *out)
 		struct idx_stats is;
 		idx_get_stats(st->idx, &is);
 		out->index_block_misses = is.block_cache_misses + st->lookup_blocks_read;
+		out->elem_rows_walked = is.elems_scanned;
 		out->garbage_dropped = is.garbage_dropped;
 		out->garbage_compactions = is.garbage_compactions;
 		out->index_bytes = is.memtable_bytes + is.sst_bytes;

@@ -279,6 +279,7 @@ struct store_stats {
 	uint64_t txn_commits;         /* COMMIT records written */
 	uint64_t txn_open;            /* transactions with records here, not finished, now */
 	uint64_t elem_reads;          /* collection elements read from the index */
+	uint64_t elem_rows_walked;    /* ... and element rows visited by walks */
 	uint64_t garbage_dropped;     /* garbage rows the index's compaction dropped */
 	uint64_t garbage_compactions; /* compactions run for the hints (index.h, "Garbage") */
 };
