@@ -65,6 +65,13 @@ typedef void (*conn_handler_fn)(struct conn *c, struct conn_req *req);
 
 #define NET_PREFETCH 16 /* commands of a pipeline net_config.prefetch sees at a time */
 
+/* A command ahead in a pipeline, as net_config.prefetch sees it: its name,
+ * its first argument and its second (arg2 NULL when it has none). */
+struct net_hint {
+	const uint8_t *name, *key, *arg2;
+	size_t name_len, key_len, arg2_len;
+};
+
 struct net_config {
 	const char *bind;                 /* addresses separated by spaces: "127.0.0.1 ::1" */
 	uint16_t port;                    /* 0 = kernel-chosen (tests read it back) */
@@ -80,10 +87,10 @@ struct net_config {
 	bool auth_required;               /* requirepass is set: new clients start with
 	                                     authenticated = false */
 	conn_handler_fn handler;          /* runs every command */
-	void (*prefetch)(struct conn *c, const uint8_t *const *keys, const size_t *lens,
-	                 size_t n);       /* optional: the first arguments of the next
-	                                     commands of c's pipeline, before the handler
-	                                     runs them (a hint; at most NET_PREFETCH) */
+	void (*prefetch)(struct conn *c, const struct net_hint *hints,
+	                 size_t n);       /* optional: the next commands of c's pipeline,
+	                                     before the handler runs them (a hint; at most
+	                                     NET_PREFETCH) */
 	void (*on_open)(struct conn *c);  /* optional: a client was accepted (before its first
 	                                     command) */
 	void (*on_close)(struct conn *c); /* optional: the daemon frees its per-client state;

@@ -135,14 +135,14 @@ static bool peek_number(const uint8_t *buf, size_t len, size_t *off, size_t *out
 	return true;
 }
 
-/* Looks ahead for the prefetch hint: the first argument of up to NET_PREFETCH
- * complete multibulk commands of two or more arguments at the start of buf;
- * commands of one argument (PING, MULTI, EXEC) are stepped over, at most
- * NET_PREFETCH of them.  Anything else (an inline command, a partial or
- * malformed one) ends the look-ahead; the parser proper reports it.  Returns
- * the count of keys and sets *span to the bytes the commands looked at take. */
-static size_t peek_keys(const uint8_t *buf, size_t len, const uint8_t **keys, size_t *lens,
-                        size_t *span)
+/* Looks ahead for the prefetch hint: the name and first two arguments of up
+ * to NET_PREFETCH complete multibulk commands of two or more arguments at the
+ * start of buf; commands of one argument (PING, MULTI, EXEC) are stepped
+ * over, at most NET_PREFETCH of them.  Anything else (an inline command, a
+ * partial or malformed one) ends the look-ahead; the parser proper reports
+ * it.  Returns the count of hints and sets *span to the bytes the commands
+ * looked at take. */
+static size_t peek_hints(const uint8_t *buf, size_t len, struct net_hint *hints, size_t *span)
 {
 	size_t n = 0, off = 0, skipped = 0;
 	*span = 0;
@@ -152,15 +152,24 @@ static size_t peek_keys(const uint8_t *buf, size_t len, const uint8_t **keys, si
 		if (!peek_number(buf, len, &off, &argc) || argc < 1)
 			break;
 		size_t i = 0;
+		struct net_hint *h = &hints[n];
+		h->arg2 = NULL;
+		h->arg2_len = 0;
 		for (; i < argc; i++) {
 			if (off >= len || buf[off] != '$')
 				break;
 			off++;
 			if (!peek_number(buf, len, &off, &blen) || len - off < blen + 2)
 				break;
-			if (i == 1) {
-				keys[n] = buf + off;
-				lens[n] = blen;
+			if (i == 0) {
+				h->name = buf + off;
+				h->name_len = blen;
+			} else if (i == 1) {
+				h->key = buf + off;
+				h->key_len = blen;
+			} else if (i == 2) {
+				h->arg2 = buf + off;
+				h->arg2_len = blen;
 			}
 			off += blen + 2;
 		}
@@ -180,11 +189,11 @@ static size_t peek_keys(const uint8_t *buf, size_t len, const uint8_t **keys, si
  * at. */
 static size_t conn_prefetch(struct conn *c, const uint8_t *buf, size_t len, size_t off)
 {
-	const uint8_t *keys[NET_PREFETCH];
-	size_t lens[NET_PREFETCH], span;
-	size_t n = peek_keys(buf + off, len - off, keys, lens, &span);
+	struct net_hint hints[NET_PREFETCH];
+	size_t span;
+	size_t n = peek_hints(buf + off, len - off, hints, &span);
 	if (n > 1) /* a lone command runs at once: nothing to overlap */
-		c->priv->np->cfg.prefetch(c, keys, lens, n);
+		c->priv->np->cfg.prefetch(c, hints, n);
 	return span > 0 ? off + span : len;
 }
 

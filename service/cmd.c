@@ -904,22 +904,51 @@ void cmd_dispatch(struct cmd_ctx *x)
 		x->cmd->fn(x);
 }
 
-void cmd_prefetch(struct conn *c, const uint8_t *const *keys, const size_t *lens, size_t n)
+/* True for a command whose argv[2] names an element of argv[1]'s
+ * collection (its first, when it names several). */
+static bool names_elem2(cmd_fn fn)
+{
+	static const cmd_fn fns[] = {cmd_hset,      cmd_hsetnx,       cmd_hmset,   cmd_hget,
+	                             cmd_hmget,     cmd_hdel,         cmd_hstrlen, cmd_hexists,
+	                             cmd_hincrby,   cmd_hincrbyfloat, cmd_sadd,    cmd_srem,
+	                             cmd_sismember, cmd_smismember};
+	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++)
+		if (fn == fns[i])
+			return true;
+	return false;
+}
+
+void cmd_prefetch(struct conn *c, const struct net_hint *hints, size_t n)
 {
 	unsigned self = px_current()->id;
-	const uint8_t *local[NET_PREFETCH];
-	size_t local_len[NET_PREFETCH], m = 0;
+	const uint8_t *local[NET_PREFETCH], *ekeys[NET_PREFETCH], *elems[NET_PREFETCH];
+	size_t local_len[NET_PREFETCH], ekey_len[NET_PREFETCH], elem_len[NET_PREFETCH];
+	size_t m = 0, e = 0;
 	unsigned shard = 0;
 	for (size_t i = 0; i < n && i < NET_PREFETCH; i++) {
-		unsigned s = shard_of_key(keys[i], lens[i]);
+		const struct net_hint *h = &hints[i];
+		unsigned s = shard_of_key(h->key, h->key_len);
 		if (shard_proactor(s) != self || (m > 0 && s != shard))
 			continue; /* another proactor's, or (rare) a second local shard's */
 		shard = s;
-		local[m] = keys[i];
-		local_len[m++] = lens[i];
+		local[m] = h->key;
+		local_len[m++] = h->key_len;
+		if (h->arg2 == NULL)
+			continue;
+		const struct cmd_def *d = cmd_lookup(h->name, h->name_len);
+		if (d != NULL && names_elem2(d->fn)) {
+			ekeys[e] = h->key;
+			ekey_len[e] = h->key_len;
+			elems[e] = h->arg2;
+			elem_len[e++] = h->arg2_len;
+		}
 	}
-	if (m > 0)
-		store_prefetch(shard_store(shard), c->db, local, local_len, m);
+	if (m == 0)
+		return;
+	struct store *st = shard_store(shard);
+	store_prefetch(st, c->db, local, local_len, m);
+	if (e > 0)
+		store_prefetch_elems(st, c->db, ekeys, ekey_len, elems, elem_len, e);
 }
 
 void cmd_on_open(struct conn *c)

@@ -207,7 +207,7 @@ void cmd_handle(struct conn *c, struct conn_req *req);
 
 /* net_config.prefetch: hands the keys of the coming commands that this
  * proactor's shards own to their stores' store_prefetch. */
-void cmd_prefetch(struct conn *c, const uint8_t *const *keys, const size_t *lens, size_t n);
+void cmd_prefetch(struct conn *c, const struct net_hint *hints, size_t n);
 
 /* net_config.on_open: a new client must AUTH if requirepass is set now (it
  * may have changed since start-up: CONFIG SET). */

@@ -374,6 +374,29 @@ void st_prefetch_hashes(struct store *st, const uint64_t *hash, size_t n)
 			}
 }
 
+void store_prefetch_elems(struct store *st, unsigned db, const uint8_t *const *keys,
+                          const size_t *lens, const uint8_t *const *elems, const size_t *elens,
+                          size_t n)
+{
+	uint64_t hash[STORE_PREFETCH_MAX];
+	uint8_t ident[STORE_PREFETCH_IDENT];
+	size_t m = 0;
+	if (db >= st->cfg.databases)
+		return;
+	uint32_t id = st_db_id(st, db);
+	for (size_t i = 0; i < n && i < STORE_PREFETCH_MAX; i++) {
+		if (FMT_ELEM_IDENT_HEAD + lens[i] + elens[i] > sizeof(ident))
+			continue;
+		size_t len = fmt_key_ident(ident, id, keys[i], lens[i]);
+		const struct kentry *ke = st_kentry_find(st, ident, len);
+		if (ke == NULL || !ke->known || !ke->exists || !st_is_coll(ke) || ke->whole != NULL)
+			continue;
+		len = fmt_elem_ident(ident, id, keys[i], lens[i], ke->version, elems[i], elens[i]);
+		hash[m++] = st_hash_key(ident, len);
+	}
+	st_prefetch_hashes(st, hash, m);
+}
+
 void store_prefetch(struct store *st, unsigned db, const uint8_t *const *keys,
                     const size_t *lens, size_t n)
 {

@@ -94,16 +94,19 @@ static void test_handler(struct conn *c, struct conn_req *req)
  * test_pipeline's keys ("v<n>") are counted. */
 static atomic_ulong hinted_v, hint_bad;
 
-static void test_prefetch(struct conn *c, const uint8_t *const *keys, const size_t *lens, size_t n)
+static void test_prefetch(struct conn *c, const struct net_hint *hints, size_t n)
 {
 	if (n < 2 || n > NET_PREFETCH || c == NULL || (c->proto != 2 && c->proto != 3))
 		atomic_fetch_add(&hint_bad, 1);
 	for (size_t i = 0; i < n; i++) {
+		const struct net_hint *h = &hints[i];
 		size_t digits = 0;
-		for (size_t k = 1; k < lens[i]; k++)
-			digits += keys[i][k] >= '0' && keys[i][k] <= '9';
-		if (lens[i] >= 2 && keys[i][0] == 'v' && digits == lens[i] - 1)
+		for (size_t k = 1; k < h->key_len; k++)
+			digits += h->key[k] >= '0' && h->key[k] <= '9';
+		if (h->key_len >= 2 && h->key[0] == 'v' && digits == h->key_len - 1)
 			atomic_fetch_add(&hinted_v, 1);
+		if (h->name_len == 0 || (h->arg2 == NULL && h->arg2_len != 0))
+			atomic_fetch_add(&hint_bad, 1);
 	}
 }
 
