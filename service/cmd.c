@@ -924,6 +924,7 @@ void cmd_prefetch(struct conn *c, const struct net_hint *hints, size_t n)
 	const uint8_t *local[NET_PREFETCH], *ekeys[NET_PREFETCH], *elems[NET_PREFETCH];
 	size_t local_len[NET_PREFETCH], ekey_len[NET_PREFETCH], elem_len[NET_PREFETCH];
 	size_t m = 0, e = 0;
+	uint32_t writes = 0;
 	unsigned shard = 0;
 	for (size_t i = 0; i < n && i < NET_PREFETCH; i++) {
 		const struct net_hint *h = &hints[i];
@@ -937,6 +938,7 @@ void cmd_prefetch(struct conn *c, const struct net_hint *hints, size_t n)
 			continue;
 		const struct cmd_def *d = cmd_lookup(h->name, h->name_len);
 		if (d != NULL && names_elem2(d->fn)) {
+			writes |= (uint32_t)((d->flags & CMD_WRITE) != 0) << e;
 			ekeys[e] = h->key;
 			ekey_len[e] = h->key_len;
 			elems[e] = h->arg2;
@@ -948,7 +950,7 @@ void cmd_prefetch(struct conn *c, const struct net_hint *hints, size_t n)
 	struct store *st = shard_store(shard);
 	store_prefetch(st, c->db, local, local_len, m);
 	if (e > 0)
-		store_prefetch_elems(st, c->db, ekeys, ekey_len, elems, elem_len, e);
+		store_prefetch_elems(st, c->db, ekeys, ekey_len, elems, elem_len, writes, e);
 }
 
 void cmd_on_open(struct conn *c)

@@ -340,13 +340,14 @@ void store_prefetch(struct store *st, unsigned db, const uint8_t *const *keys,
 		    const size_t *lens, size_t n);
 
 /* The same for an element of each key (HGET key field, SADD key member, ...):
- * of a collection the key table knows, without a copy of all its elements
- * (which a call reads instead), the element's entry.  Elements whose ident
- * would be longer than STORE_PREFETCH_IDENT are passed over. */
+ * of a collection the key table knows, the element's entry — unless the
+ * collection has a copy of all its elements and the command only reads
+ * (bit i of `writes` clear), which a call reads from the copy.  Elements
+ * whose ident would be longer than STORE_PREFETCH_IDENT are passed over. */
 #define STORE_PREFETCH_IDENT 256
 void store_prefetch_elems(struct store *st, unsigned db, const uint8_t *const *keys,
                           const size_t *lens, const uint8_t *const *elems, const size_t *elens,
-                          size_t n);
+                          uint32_t writes, size_t n);
 
 /* SCAN of database `db`: visits about `count` keys from `cursor` (0 =
  * start) in hash order, calling fn for each live key with its expiry and

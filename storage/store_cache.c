@@ -376,7 +376,7 @@ void st_prefetch_hashes(struct store *st, const uint64_t *hash, size_t n)
 
 void store_prefetch_elems(struct store *st, unsigned db, const uint8_t *const *keys,
                           const size_t *lens, const uint8_t *const *elems, const size_t *elens,
-                          size_t n)
+                          uint32_t writes, size_t n)
 {
 	uint64_t hash[STORE_PREFETCH_MAX];
 	uint8_t ident[STORE_PREFETCH_IDENT];
@@ -389,7 +389,8 @@ void store_prefetch_elems(struct store *st, unsigned db, const uint8_t *const *k
 			continue;
 		size_t len = fmt_key_ident(ident, id, keys[i], lens[i]);
 		const struct kentry *ke = st_kentry_find(st, ident, len);
-		if (ke == NULL || !ke->known || !ke->exists || !st_is_coll(ke) || ke->whole != NULL)
+		if (ke == NULL || !ke->known || !ke->exists || !st_is_coll(ke) ||
+		    (ke->whole != NULL && !(writes >> i & 1)))
 			continue;
 		len = fmt_elem_ident(ident, id, keys[i], lens[i], ke->version, elems[i], elens[i]);
 		hash[m++] = st_hash_key(ident, len);
