@@ -58,7 +58,8 @@ static int expire_visit(void *arg, uint32_t db, const void *key, size_t klen,
 		st->expiring++;
 		st_submit_ident(st, &x->req, x->ident, len);
 	}
-	memcpy(st->expire_at_key, key, klen);
+	if (klen > 0) /* (the empty key: expire_at_key may still be NULL) */
+		memcpy(st->expire_at_key, key, klen);
 	st->expire_at_klen = klen;
 	st->expire_at_db = db;
 	st->expire_at_ms = expiry_ms;
