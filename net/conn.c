@@ -159,12 +159,26 @@ void conn_advance(struct conn *c)
 		conn_free(c);
 }
 
+/* Whether c's finished replies wait for the rest of their batch (conn.h,
+ * "Reply batches"): the oldest unfinished request came in with them, and
+ * they are not many. */
+static bool conn_holds_replies(const struct conn_private *pv)
+{
+	if (pv->state != CONN_OPEN || pv->head == NULL || pv->send_armed ||
+	    pv->sent < pv->out[pv->fill ^ 1].len)
+		return false;
+	const struct req_impl *r = container_of(pv->head, struct req_impl, req);
+	size_t len = pv->out[pv->fill].len;
+	uint64_t limit = pv->np->cfg.output_buffer_limit;
+	return r->batch == pv->out_batch && len < NET_HOLD_BYTES && (limit == 0 || len < limit / 8);
+}
+
 /* The hook's work for one dirty connection. */
 static void conn_kick(struct conn *c)
 {
 	struct conn_private *pv = c->priv;
 	pv->dirty = false;
-	if (pv->state <= CONN_DRAINING)
+	if (pv->state <= CONN_DRAINING && !conn_holds_replies(pv))
 		conn_send(c);
 	if (pv->state == CONN_OPEN) {
 		conn_resume_input(c);

@@ -15,6 +15,17 @@
  * whatever order requests finish in, and all of a connection's ready replies
  * leave in one send per loop iteration (an end-of-iteration hook).
  *
+ * Reply batches: the commands parsed in one pass over received input are a
+ * batch, and finished replies wait (are not sent at the iteration's end)
+ * while the oldest unfinished request belongs to the same batch as the
+ * oldest of them: a pipeline's replies leave together, as Redis writes a
+ * read's replies together once it has run them all.  Without it a MULTI's
+ * +OK and QUEUED replies left at once and its EXEC's array a log write later:
+ * two sends (and two wake-ups of the client) a transaction.  The wait is
+ * bounded: never past NET_HOLD_BYTES of replies (or an eighth of
+ * server.output_buffer_limit), which stays below the backlog a streamed
+ * reply waits on (cmd_coll.c STREAM_BACKLOG), and never while closing.
+ *
  * Backpressure: a connection whose unsent replies exceed
  * server.output_buffer_limit is disconnected (Redis's
  * client-output-buffer-limit); while its unsent replies exceed a quarter of
@@ -32,8 +43,8 @@
  * allocated until its unfinished requests are done; their replies are then
  * dropped.  A peer that half-closes (EOF) still gets the replies of every
  * request it sent; commands that were waiting in the input buffer at the EOF
- * (behind a barrier, or for backpressure) run first.  All functions run on the connection's proactor unless
- * they say otherwise.
+ * (behind a barrier, or for backpressure) run first.  All functions run on the connection's
+ * proactor unless they say otherwise.
  *
  * Shutdown: net_start registers a pool stop hook that calls net_close_all, so
  * pool_stop alone closes every connection; the daemon may call
@@ -202,6 +213,8 @@ struct net_stats {
 	uint64_t commands;             /* commands parsed */
 	uint64_t net_input_bytes;
 	uint64_t net_output_bytes;
+	uint64_t reads; /* recv completions with bytes (INFO total_reads_processed) */
+	uint64_t sends; /* send completions with bytes (total_writes_processed) */
 	uint64_t protocol_errors;
 	uint64_t output_limit_disconnects;
 	uint64_t timeouts; /* idle disconnects */

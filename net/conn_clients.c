@@ -67,6 +67,8 @@ void np_stats_fold(struct net_stats *sum, const struct net_counters *s)
 	sum->commands += atomic_load_explicit(&s->commands, memory_order_relaxed);
 	sum->net_input_bytes += atomic_load_explicit(&s->net_input_bytes, memory_order_relaxed);
 	sum->net_output_bytes += atomic_load_explicit(&s->net_output_bytes, memory_order_relaxed);
+	sum->reads += atomic_load_explicit(&s->reads, memory_order_relaxed);
+	sum->sends += atomic_load_explicit(&s->sends, memory_order_relaxed);
 	sum->protocol_errors += atomic_load_explicit(&s->protocol_errors, memory_order_relaxed);
 	sum->output_limit_disconnects +=
 	    atomic_load_explicit(&s->output_limit_disconnects, memory_order_relaxed);

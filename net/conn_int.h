@@ -64,8 +64,9 @@
 #define NET_TIMEOUT_SCAN_MS  1000 /* idle clients are looked for this often */
 #define NET_ACCEPT_RETRY_MS  100  /* accepting pauses this long after EMFILE and the like */
 #define NET_REQ_SMALL        512  /* request blocks up to this size are recycled */
-#define NET_REQ_FREE_MAX     1024 /* small blocks kept per proactor */
+#define NET_REQ_FREE_MAX     8192 /* small blocks kept per proactor (4 MiB) */
 #define NET_BUF_KEEP         (64 * 1024) /* input/output buffers above this are freed once empty */
+#define NET_HOLD_BYTES       (64 * 1024) /* replies wait for their batch up to this */
 #define NET_STEAL_MIN        4096        /* replies this big are handed to the output, not copied */
 #define NET_SEND_MAX         (1U << 30)  /* bytes per send SQE (its length is 32 bits) */
 #define NET_DEFAULT_PIPELINE 1024        /* max_pipeline when the config says 0 */
@@ -93,6 +94,8 @@ struct net_counters {
 	atomic_ulong commands;
 	atomic_ulong net_input_bytes;
 	atomic_ulong net_output_bytes;
+	atomic_ulong reads; /* recv completions with bytes */
+	atomic_ulong sends; /* send completions with bytes */
 	atomic_ulong protocol_errors;
 	atomic_ulong output_limit_disconnects;
 	atomic_ulong timeouts;
@@ -118,6 +121,7 @@ struct req_impl {
 	struct conn_req req;
 	size_t size;                /* bytes allocated; NET_REQ_SMALL = recyclable */
 	size_t args;                /* counted in net_px.pending_args until done */
+	uint32_t batch;             /* the conn_private.batch it was parsed in */
 	struct req_impl *free_next; /* link in net_px.req_free */
 } __attribute__((aligned(16)));
 
@@ -136,7 +140,9 @@ struct conn_private {
 	bool send_cancel_sent;
 	struct resp_buf out[2]; /* out[fill] collects replies; out[fill ^ 1] is being sent */
 	unsigned fill;
-	size_t sent;                                /* bytes of out[fill ^ 1] already sent */
+	size_t sent;        /* bytes of out[fill ^ 1] already sent */
+	uint32_t batch;     /* input passes so far: the requests of one pass are a batch */
+	uint32_t out_batch; /* the batch of the oldest reply in out[fill] */
 	struct conn_req *head, *tail;               /* request queue (OPEN/DRAINING only) */
 	struct conn_private *open_prev, *open_next; /* net_px.open: not yet CLOSED */
 	struct conn_private *dirty_next;            /* net_px.dirty */

@@ -91,6 +91,7 @@ static void conn_dispatch(struct conn *c, const struct resp_command *cmd)
 	pv->tail = req;
 	c->pending++;
 	r->args = argc;
+	r->batch = pv->batch;
 	np->pending_args += argc;
 	NET_STAT(np, commands, 1);
 	np->cfg.handler(c, req);
@@ -108,6 +109,7 @@ static void conn_protocol_error(struct conn *c, const char *msg)
 	struct req_impl *r = req_alloc(pv->np, sizeof(*r));
 	struct conn_req *req = &r->req;
 	memset(req, 0, sizeof(*req));
+	r->batch = pv->batch;
 	req->conn = c;
 	resp_buf_init(&req->reply, c->proto);
 	resp_add_errorf(&req->reply, "ERR %s", msg);
@@ -232,6 +234,7 @@ static void conn_input(struct conn *c, const uint8_t *data, size_t n, bool own)
 {
 	struct conn_private *pv = c->priv;
 	pv->busy++;
+	pv->batch++;
 	c->last_active_ms = clock_unix_ms_coarse();
 	if (!own && pv->in_len == 0) {
 		size_t used = conn_parse(c, data, n);
@@ -299,6 +302,7 @@ void conn_recv_complete(struct px *px, struct px_op *op, int res, unsigned flags
 		pv->recv_armed = false;
 	if (res > 0) {
 		NET_STAT(np, net_input_bytes, (unsigned long)res);
+		NET_STAT(np, reads, 1);
 		pv->last_io_ms = net_mono_ms();
 		if (flags & IORING_CQE_F_BUFFER) {
 			unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;

@@ -38,9 +38,11 @@ void conn_send(struct conn *c)
 
 /* Appends one reply to out[fill]: a large heap reply into an empty buffer is
  * handed over instead of copied. */
-static void conn_out_append(struct conn_private *pv, struct resp_buf *reply)
+static void conn_out_append(struct conn_private *pv, struct resp_buf *reply, uint32_t batch)
 {
 	struct resp_buf *o = &pv->out[pv->fill];
+	if (o->len == 0)
+		pv->out_batch = batch;
 	if (o->len == 0 && reply->len >= NET_STEAL_MIN && reply->data != reply->inline_data) {
 		resp_buf_free(o);
 		o->data = reply->data;
@@ -87,7 +89,8 @@ void conn_req_done(struct conn_req *req)
 	if (req == pv->head) {
 		do {
 			pv->head = req->next;
-			conn_out_append(pv, &req->reply);
+			conn_out_append(pv, &req->reply,
+			                container_of(req, struct req_impl, req)->batch);
 			req_release(pv->np, req);
 			req = pv->head;
 		} while (req != NULL && req->done);
@@ -119,7 +122,7 @@ size_t conn_req_stream(struct conn_req *req, struct resp_buf *part)
 		return c->output_bytes + req->reply.len;
 	}
 	c->output_bytes += part->len;
-	conn_out_append(pv, part);
+	conn_out_append(pv, part, container_of(req, struct req_impl, req)->batch);
 	resp_buf_reset(part);
 	if (!pv->send_armed)
 		conn_mark_dirty(c);
@@ -150,6 +153,7 @@ void conn_send_complete(struct px *px, struct px_op *op, int res, unsigned flags
 		return;
 	}
 	NET_STAT(pv->np, net_output_bytes, (unsigned long)res);
+	NET_STAT(pv->np, sends, 1);
 	pv->last_io_ms = net_mono_ms();
 	c->output_bytes -= (uint64_t)res <= c->output_bytes ? (uint64_t)res : c->output_bytes;
 	pv->sent += (size_t)res;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "service/runtime/logging.h"
+#include "service/runtime/sanitize.h"
 #include "shard.h"
 #include "storage/format.h"
 
@@ -32,6 +33,9 @@ const char cmd_err_oom[] = "ERR out of memory running the command; retry, or low
  * of a size tcache does not keep (MULTI of 10 INCR at -P 16: 6 mallocs a
  * unit with 1024). */
 #define FREE_CTX_MAX 8192
+#define BLOCK_MIN_SHIFT   10         /* cmd_block_get's smallest class: 1 KiB */
+#define BLOCK_CLASSES     5          /* 1, 2, 4, 8 and 16 KiB */
+#define BLOCK_CLASS_BYTES (2u << 20) /* kept per class and proactor */
 #define LOOKUP_SLOTS 512  /* open-addressing table of command names; > 2 x commands */
 #define NAME_MAX_LEN 32   /* longer names are unknown commands */
 
@@ -284,6 +288,8 @@ struct cmd_px {
 	_Alignas(64) atomic_ulong inflight; /* requests started here, not finished */
 	struct cmd_ctx *free_ctx;           /* contexts kept for reuse */
 	unsigned n_free;
+	void *blocks[BLOCK_CLASSES]; /* cmd_block_put's, linked through their first word */
+	unsigned n_blocks[BLOCK_CLASSES];
 };
 
 /* A requirepass value CONFIG SET replaced: kept (never freed while running)
@@ -476,6 +482,61 @@ static void ctx_free(struct cmd_px *cp, struct cmd_ctx *x)
 	x->next_free = cp->free_ctx;
 	cp->free_ctx = x;
 	cp->n_free++;
+}
+
+/* The class of blocks of `size` bytes (the smallest that holds them), or -1
+ * past the largest. */
+static int block_class(size_t size)
+{
+	for (int k = 0; k < BLOCK_CLASSES; k++)
+		if (size <= (size_t)1 << (BLOCK_MIN_SHIFT + k))
+			return k;
+	return -1;
+}
+
+/* The running proactor's state, or NULL off a proactor (or before cmd_init). */
+static struct cmd_px *cmd_px_self(void)
+{
+	struct px *self = px_current();
+	return self != NULL && cmd_state.pxs != NULL ? &cmd_state.pxs[self->id] : NULL;
+}
+
+void *cmd_block_get(size_t size, size_t *cap)
+{
+	int k = block_class(size);
+	if (k < 0) {
+		*cap = size;
+		return malloc(size);
+	}
+	*cap = (size_t)1 << (BLOCK_MIN_SHIFT + k);
+	struct cmd_px *cp = cmd_px_self();
+	if (cp != NULL && cp->blocks[k] != NULL) {
+		void *p = cp->blocks[k];
+		UNPOISON(p, *cap);
+		cp->blocks[k] = *(void **)p;
+		cp->n_blocks[k]--;
+		return p;
+	}
+	return malloc(*cap);
+}
+
+void cmd_block_put(void *p, size_t cap)
+{
+	if (p == NULL)
+		return;
+	int k = block_class(cap);
+	struct cmd_px *cp = cmd_px_self();
+	if (cp == NULL || k < 0 || cap != (size_t)1 << (BLOCK_MIN_SHIFT + k) ||
+	    cp->n_blocks[k] >= BLOCK_CLASS_BYTES >> (BLOCK_MIN_SHIFT + k)) {
+		free(p);
+		return;
+	}
+	*(void **)p = cp->blocks[k];
+	/* A use after cmd_block_put is caught as one after free; the link stays
+	 * readable to the leak checker. */
+	POISON((char *)p + sizeof(void *), cap - sizeof(void *));
+	cp->blocks[k] = p;
+	cp->n_blocks[k]++;
 }
 
 void cmd_ctx_end(struct cmd_ctx *x)

@@ -231,6 +231,17 @@ const struct cmd_def *cmd_lookup(const uint8_t *name, size_t len);
 struct cmd_ctx *cmd_ctx_start(struct conn *c, struct conn_req *req);
 void cmd_ctx_end(struct cmd_ctx *x);
 
+/* Blocks of 1 to 16 KiB that a proactor keeps for reuse, a list per power
+ * of two (an EXEC's state, a MULTI's queue): glibc serves such sizes from
+ * its bins rather than its thread cache, and each one consolidates the fast
+ * bins first (DECISIONS.md, "Allocations of the transaction path").
+ * cmd_block_get returns a block of at least `size` bytes and its capacity in
+ * *cap (NULL when out of memory); cmd_block_put takes a block back with that
+ * capacity (NULL: nothing), into the cache of the proactor it runs on, or
+ * frees it (off a proactor, past the cache, or bigger than its classes). */
+void *cmd_block_get(size_t size, size_t *cap);
+void cmd_block_put(void *p, size_t cap);
+
 /* Runs x's command (looked up and checked) where it runs: on its key's
  * shard for CMD_KEYED, else in place. */
 void cmd_dispatch(struct cmd_ctx *x);

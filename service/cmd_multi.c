@@ -316,7 +316,7 @@ void cmd_on_close(struct conn *c)
 		return;
 	tx_discard(tx);
 	tx_unwatch(tx);
-	free(tx->arena);
+	cmd_block_put(tx->arena, tx->arena_cap);
 	free(tx);
 	c->daemon = NULL;
 }
@@ -374,15 +374,17 @@ bool cmd_multi_queue(struct cmd_ctx *x)
 		size += cmd_arg_len(x, i) + 1;
 	size = (size + 7) & ~(size_t)7;
 	if (tx->arena_len + size > tx->arena_cap) {
-		size_t cap = tx->arena_cap ? 2 * tx->arena_cap : 1024;
-		while (cap < tx->arena_len + size)
-			cap *= 2;
-		uint8_t *a = realloc(tx->arena, cap);
+		size_t need = tx->arena_len + size, cap;
+		uint8_t *a =
+		    cmd_block_get(need > 2 * tx->arena_cap ? need : 2 * tx->arena_cap, &cap);
 		if (a == NULL) {
 			tx->aborted = true;
 			cmd_fail(x, cmd_err_oom);
 			return true;
 		}
+		if (tx->arena_len > 0)
+			memcpy(a, tx->arena, tx->arena_len);
+		cmd_block_put(tx->arena, tx->arena_cap);
 		tx->arena = a;
 		tx->arena_cap = cap;
 	}
@@ -535,6 +537,7 @@ struct exec_key {
 
 struct cmd_exec {
 	atomic_uint refs;  /* the EXEC's, plus one per release message in flight */
+	size_t alloc_cap;  /* the allocation's bytes (cmd_block_get) */
 	struct cmd_ctx *x; /* the EXEC */
 	uint8_t *arena;    /* the client's queue, lent (struct client_tx) */
 	size_t arena_cap;
@@ -577,12 +580,14 @@ struct cmd_exec {
  * pointers after them.  NULL when out of memory. */
 static struct cmd_exec *exec_new(struct cmd_ctx *x, size_t n, size_t n_args)
 {
-	struct cmd_exec *e = malloc(sizeof(*e) + n * (sizeof(struct conn_req) +
-	                                              sizeof(struct queued)) +
-	                            n_args * sizeof(uint8_t *));
+	size_t cap;
+	struct cmd_exec *e =
+	    cmd_block_get(sizeof(*e) + n * (sizeof(struct conn_req) + sizeof(struct queued)) +
+	                      n_args * sizeof(uint8_t *),
+	                  &cap);
 	if (e == NULL)
 		return NULL;
-	*e = (struct cmd_exec){.x = x, .n = n};
+	*e = (struct cmd_exec){.x = x, .n = n, .alloc_cap = cap};
 	atomic_init(&e->refs, 1);
 	e->reqs = (struct conn_req *)(e + 1);
 	e->q = (struct queued *)(e->reqs + n);
@@ -595,7 +600,7 @@ static void exec_free(struct cmd_exec *e)
 {
 	for (size_t i = 0; i < e->n; i++)
 		resp_buf_free(&e->reqs[i].reply);
-	free(e->arena);
+	cmd_block_put(e->arena, e->arena_cap);
 	for (size_t i = 0; i < e->n_holds; i++)
 		free(e->holds[i].keys);
 	free(e->holds);
@@ -606,7 +611,7 @@ static void exec_free(struct cmd_exec *e)
 	if (e->has_txn)
 		cmd_txn_free(&e->txn);
 	free(e->expiries);
-	free(e);
+	cmd_block_put(e, e->alloc_cap);
 }
 
 /* Calls add(arg, db, key) for every key of command q (the table's key

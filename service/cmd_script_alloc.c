@@ -25,28 +25,10 @@
 
 #include "cmd_script_int.h"
 
-/* Under AddressSanitizer a block on a free list is poisoned, so a use after
- * free inside the pool is caught as one outside it would be, and the region
+/* Under AddressSanitizer a block on a free list is poisoned, and the region
  * is a root of the leak checker (the state's malloc'd blocks are reached
- * through it). */
-#if defined(__SANITIZE_ADDRESS__) /* gcc */
-#define POOL_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) /* clang */
-#define POOL_ASAN 1
-#endif
-#endif
-#ifdef POOL_ASAN
-#include <sanitizer/asan_interface.h>
-#include <sanitizer/lsan_interface.h>
-#define POISON(p, n)    ASAN_POISON_MEMORY_REGION(p, n)
-#define UNPOISON(p, n)  ASAN_UNPOISON_MEMORY_REGION(p, n)
-#define LEAK_ROOT(p, n) __lsan_register_root_region(p, n)
-#else
-#define POISON(p, n)    ((void)(p), (void)(n))
-#define UNPOISON(p, n)  ((void)(p), (void)(n))
-#define LEAK_ROOT(p, n) ((void)(p), (void)(n))
-#endif
+ * through it): service/runtime/sanitize.h. */
+#include "service/runtime/sanitize.h"
 
 #define POOL_CLASS     16  /* bytes: the size classes' step and alignment */
 #define POOL_SMALL_MAX 256 /* blocks up to this size are pooled */

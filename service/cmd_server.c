@@ -722,6 +722,8 @@ static void info_finish(struct cmd_fan *f)
 	info_line(&b, "keyspace_hits:%llu", (unsigned long long)sum.cache_hits);
 	info_line(&b, "keyspace_misses:%llu", (unsigned long long)sum.cache_misses);
 	info_line(&b, "total_protocol_errors:%llu", (unsigned long long)ns.protocol_errors);
+	info_line(&b, "total_reads_processed:%llu", (unsigned long long)ns.reads);
+	info_line(&b, "total_writes_processed:%llu", (unsigned long long)ns.sends);
 	info_line(&b, "client_output_limit_disconnections:%llu",
 	          (unsigned long long)ns.output_limit_disconnects);
 	info_line(&b, "client_timeouts:%llu", (unsigned long long)ns.timeouts);

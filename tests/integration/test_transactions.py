@@ -9,7 +9,8 @@ array (RESP2 *-1, RESP3 _) after a write by another client, by the same client, 
 an element change of a hash or set, an expiry that passed, FLUSHDB of a key that existed,
 SWAPDB — and runs after UNWATCH, after changes to other keys, after FLUSHDB of a key that did
 not exist, and when a watched key is changed by the transaction itself; a pipeline after EXEC
-sees its effects, and a client that half-closes after them still gets every reply;
+sees its effects, and a client that half-closes after them still gets every reply; a
+pipeline's replies (a transaction's QUEUED with its EXEC's) leave in one send;
 redis-py's pipeline() (MULTI/EXEC by default), transaction() with its retry loop under a
 concurrent writer, and WatchError.
 
@@ -99,6 +100,26 @@ def test_pipeline_after_exec(srv, c):
         got = replies[5 * i + 3], replies[5 * i + 4]
         check(got[0] == [counts[i % 6], counts[(i + 1) % 6]] and
               got[1] == str(counts[i % 6]).encode(), f"round {i}: {got!r}")
+
+
+def test_reply_batches(srv, c):
+    """A pipeline's replies leave in one send (net/conn.h, "Reply batches"): a transaction's
+    +OK and QUEUED wait for its EXEC, a GET's for the SET behind it (its log write)."""
+    def sends():
+        return int(tl.info_fields(c.call("INFO", "stats"))["total_writes_processed"])
+
+    rounds = 100
+    before = sends()
+    for i in range(rounds):
+        expect_pipeline(c, [["MULTI"], ["INCR", K[0]], ["INCR", K[2]], ["EXEC"]],
+                        [OK, QUEUED, QUEUED, [i + 1, i + 1]])
+        expect_pipeline(c, [["GET", K[1]], ["SET", K[1], str(i)], ["GET", K[1]]],
+                        [None if i == 0 else str(i - 1).encode(), OK, str(i).encode()])
+    got = sends() - before - 1  # (the first INFO's reply)
+    # One send per pipeline (two each before): a little slack for a pipeline that arrives in
+    # two reads.
+    check(2 * rounds <= got <= 2 * rounds + rounds // 4,
+          f"{got} sends for {2 * rounds} pipelines")
 
 
 def watch_case(srv, c, before, change, key=None, expect_null=True, proto=2):
