@@ -1218,7 +1218,7 @@ void cmd_fan_free(struct cmd_fan *f)
 		free(f->ops[i].value);
 	if (f->nops > 0)
 		free(f->parts[0].ops);
-	free(f->ops);
+	cmd_block_put(f->ops, f->ops_cap);
 	free(f);
 }
 
@@ -1230,7 +1230,9 @@ void cmd_fan_keys(struct cmd_ctx *x, size_t first, size_t step, bool copy_values
 	struct cmd_fan *f = fan_new(x, finish);
 	struct cmd_keyop **ptrs = NULL;
 	if (f != NULL) {
-		f->ops = calloc(nkeys, sizeof(*f->ops));
+		f->ops = cmd_block_get(nkeys * sizeof(*f->ops), &f->ops_cap);
+		if (f->ops != NULL)
+			memset(f->ops, 0, nkeys * sizeof(*f->ops));
 		ptrs = malloc(nkeys * sizeof(*ptrs));
 	}
 	if (f == NULL || f->ops == NULL || ptrs == NULL) {

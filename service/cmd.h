@@ -560,6 +560,7 @@ struct cmd_fan {
 	struct store_durable durable;        /* ... its writes, acknowledged early */
 	size_t nops;
 	struct cmd_keyop *ops;   /* cmd_fan_keys: one per key, in argv order */
+	size_t ops_cap;          /* ... in a cmd_block_get block of this capacity */
 	struct cmd_part parts[]; /* one per proactor */
 };
 
