@@ -77,11 +77,10 @@ typedef void (*conn_handler_fn)(struct conn *c, struct conn_req *req);
 #define NET_PREFETCH 16 /* commands of a pipeline net_config.prefetch sees at a time */
 
 /* A command ahead in a pipeline, as net_config.prefetch sees it: its name,
- * its first three arguments (arg2, arg3 NULL when it has none: EVALSHA's
- * first key is its third). */
+ * its first argument and its second (arg2 NULL when it has none). */
 struct net_hint {
-	const uint8_t *name, *key, *arg2, *arg3;
-	size_t name_len, key_len, arg2_len, arg3_len;
+	const uint8_t *name, *key, *arg2;
+	size_t name_len, key_len, arg2_len;
 };
 
 struct net_config {

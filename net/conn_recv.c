@@ -137,7 +137,7 @@ static bool peek_number(const uint8_t *buf, size_t len, size_t *off, size_t *out
 	return true;
 }
 
-/* Looks ahead for the prefetch hint: the name and first three arguments of up
+/* Looks ahead for the prefetch hint: the name and first two arguments of up
  * to NET_PREFETCH complete multibulk commands of two or more arguments at the
  * start of buf; commands of one argument (PING, MULTI, EXEC) are stepped
  * over, at most NET_PREFETCH of them.  Anything else (an inline command, a
@@ -155,8 +155,8 @@ static size_t peek_hints(const uint8_t *buf, size_t len, struct net_hint *hints,
 			break;
 		size_t i = 0;
 		struct net_hint *h = &hints[n];
-		h->arg2 = h->arg3 = NULL;
-		h->arg2_len = h->arg3_len = 0;
+		h->arg2 = NULL;
+		h->arg2_len = 0;
 		for (; i < argc; i++) {
 			if (off >= len || buf[off] != '$')
 				break;
@@ -172,9 +172,6 @@ static size_t peek_hints(const uint8_t *buf, size_t len, struct net_hint *hints,
 			} else if (i == 2) {
 				h->arg2 = buf + off;
 				h->arg2_len = blen;
-			} else if (i == 3) {
-				h->arg3 = buf + off;
-				h->arg3_len = blen;
 			}
 			off += blen + 2;
 		}

@@ -990,24 +990,15 @@ void cmd_prefetch(struct conn *c, const struct net_hint *hints, size_t n)
 	unsigned shard = 0;
 	for (size_t i = 0; i < n && i < NET_PREFETCH; i++) {
 		const struct net_hint *h = &hints[i];
-		const struct cmd_def *d = h->arg2 != NULL ? cmd_lookup(h->name, h->name_len) : NULL;
-		const uint8_t *key = h->key;
-		size_t key_len = h->key_len;
-		if (d != NULL && cmd_is_script(d)) { /* EVALSHA sha numkeys key ...: the first key */
-			int64_t numkeys;
-			if (h->arg3 == NULL || !resp_parse_int64(h->arg2, h->arg2_len, &numkeys) ||
-			    numkeys < 1)
-				continue;
-			key = h->arg3;
-			key_len = h->arg3_len;
-			d = NULL;
-		}
-		unsigned s = shard_of_key(key, key_len);
+		unsigned s = shard_of_key(h->key, h->key_len);
 		if (shard_proactor(s) != self || (m > 0 && s != shard))
 			continue; /* another proactor's, or (rare) a second local shard's */
 		shard = s;
-		local[m] = key;
-		local_len[m++] = key_len;
+		local[m] = h->key;
+		local_len[m++] = h->key_len;
+		if (h->arg2 == NULL)
+			continue;
+		const struct cmd_def *d = cmd_lookup(h->name, h->name_len);
 		if (d != NULL && names_elem2(d->fn)) {
 			writes |= (uint32_t)((d->flags & CMD_WRITE) != 0) << e;
 			ekeys[e] = h->key;
