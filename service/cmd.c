@@ -35,7 +35,7 @@ const char cmd_err_oom[] = "ERR out of memory running the command; retry, or low
 #define FREE_CTX_MAX 8192
 #define BLOCK_MIN_SHIFT   10         /* cmd_block_get's smallest class: 1 KiB */
 #define BLOCK_CLASSES     5          /* 1, 2, 4, 8 and 16 KiB */
-#define BLOCK_CLASS_BYTES (2u << 20) /* kept per class and proactor */
+#define BLOCK_CLASS_BYTES (4u << 20) /* kept per class and proactor */
 #define LOOKUP_SLOTS 512  /* open-addressing table of command names; > 2 x commands */
 #define NAME_MAX_LEN 32   /* longer names are unknown commands */
 
