@@ -13,6 +13,44 @@
 #include "service/runtime/pool.h"
 #include "storage/store_int.h"
 
+#include <pthread.h>
+
+/* ---- small blobs (store_int.h) ------------------------------------------- */
+
+_Thread_local struct blob_cache st_blob_cache;
+
+static pthread_key_t blob_key;
+static pthread_once_t blob_once = PTHREAD_ONCE_INIT;
+
+/* Thread-exit destructor: frees the thread's list. */
+static void blob_cache_free(void *unused)
+{
+	(void)unused;
+	while (st_blob_cache.head != NULL) {
+		struct blob *b = st_blob_cache.head;
+		UNPOISON(b, BLOB_SMALL);
+		st_blob_cache.head = *(struct blob **)(void *)b;
+		free(b);
+	}
+	st_blob_cache.n = 0;
+}
+
+static void blob_key_init(void)
+{
+	if (pthread_key_create(&blob_key, blob_cache_free) != 0)
+		blob_key = (pthread_key_t)-1;
+}
+
+void st_blob_cache_register(void)
+{
+	st_blob_cache.registered = true;
+	pthread_once(&blob_once, blob_key_init);
+	/* (a thread whose key could not be made keeps its list to the end: at
+	 * most BLOB_CACHE_MAX small blobs) */
+	if (blob_key != (pthread_key_t)-1)
+		pthread_setspecific(blob_key, &st_blob_cache);
+}
+
 static void lru_remove(struct store *st, struct kentry *ke)
 {
 	if (!ke->in_lru)

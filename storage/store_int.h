@@ -101,6 +101,7 @@
 
 #include "service/runtime/clock.h"
 #include "service/runtime/proactor.h"
+#include "service/runtime/sanitize.h"
 #include "storage/format.h"
 #include "storage/index.h"
 #include "storage/log.h"
@@ -468,11 +469,44 @@ static inline uint64_t st_hash_key(const uint8_t *key, size_t len)
 	return st_hash_finish(st_hash_update(ST_HASH_SEED, key, len));
 }
 
+/* Small blobs (header and data up to BLOB_SMALL bytes: counters, short
+ * strings) are recycled through a list per thread, at most BLOB_CACHE_MAX
+ * of them: a pipeline of writes makes and drops one per write, in bursts
+ * that glibc's thread cache (7 a size) does not hold (DECISIONS.md, "Small
+ * blobs").  Every blob of BLOB_SMALL bytes or less is allocated with
+ * BLOB_SMALL (st_blob_alloc), so any of them can join the list; a thread's
+ * list is freed when the thread ends. */
+#define BLOB_SMALL     64
+#define BLOB_CACHE_MAX 16384 /* 1 MiB a thread */
+struct blob_cache {
+	struct blob *head; /* linked through the blobs' first word */
+	unsigned n;
+	bool registered; /* the thread-exit destructor knows this thread */
+};
+extern _Thread_local struct blob_cache st_blob_cache;
+void st_blob_cache_register(void); /* store_cache.c: frees the list at thread exit */
+
+/* Memory for a blob of len data bytes (refs and len unset), or NULL. */
+static inline struct blob *st_blob_alloc(size_t len)
+{
+	size_t size = sizeof(struct blob) + len;
+	if (size > BLOB_SMALL)
+		return malloc(size);
+	struct blob *b = st_blob_cache.head;
+	if (b == NULL)
+		return malloc(BLOB_SMALL);
+	UNPOISON(b, BLOB_SMALL);
+	st_blob_cache.head = *(struct blob **)(void *)b;
+	st_blob_cache.n--;
+	__builtin_prefetch(st_blob_cache.head, 1); /* the next one's link */
+	return b;
+}
+
 /* A new blob holding a copy of data (one reference), or NULL when out of
  * memory. */
 static inline struct blob *st_blob_new(const void *data, size_t len)
 {
-	struct blob *b = malloc(sizeof(*b) + len);
+	struct blob *b = st_blob_alloc(len);
 	if (b == NULL)
 		return NULL;
 	b->refs = 1;
@@ -490,11 +524,22 @@ static inline struct blob *st_blob_ref(struct blob *b)
 	return b;
 }
 
-/* Drops a reference to b (NULL is ignored); the last one frees it. */
+/* Drops a reference to b (NULL is ignored); the last one frees it (a small
+ * one onto the thread's list). */
 static inline void st_blob_unref(struct blob *b)
 {
-	if (b && --b->refs == 0)
+	if (b == NULL || --b->refs != 0)
+		return;
+	if (sizeof(*b) + b->len > BLOB_SMALL || st_blob_cache.n >= BLOB_CACHE_MAX) {
 		free(b);
+		return;
+	}
+	if (!st_blob_cache.registered)
+		st_blob_cache_register();
+	*(struct blob **)(void *)b = st_blob_cache.head;
+	POISON((uint8_t *)b + sizeof(void *), BLOB_SMALL - sizeof(void *)); /* (link readable) */
+	st_blob_cache.head = b;
+	st_blob_cache.n++;
 }
 
 /* True if the known key exists and has not expired. */

@@ -328,7 +328,7 @@ static void build_add(struct whole_build *b, const uint8_t *elem, size_t elen,
 static void build_finish(struct store *st, struct kentry *ke, struct whole_build *b)
 {
 	if (!b->failed && b->n == ke->count) {
-		struct blob *w = malloc(sizeof(*w) + WHOLE_HEAD + b->len);
+		struct blob *w = st_blob_alloc(WHOLE_HEAD + b->len);
 		if (w != NULL) {
 			w->refs = 1;
 			w->len = (uint32_t)(WHOLE_HEAD + b->len);
@@ -408,7 +408,7 @@ static void whole_patch(struct store *st, struct kentry *ke, const struct kentry
 	size_t elen = e->key_len - FMT_ELEM_IDENT_HEAD - klen;
 	uint32_t hash = elem_hash_of(e, klen);
 	size_t vlen = e->exists ? e->value_len : 0;
-	struct blob *nw = malloc(sizeof(*nw) + w->len + WHOLE_ENTRY_HEAD + elen + vlen);
+	struct blob *nw = st_blob_alloc(w->len + WHOLE_ENTRY_HEAD + elen + vlen);
 	if (nw == NULL) {
 		whole_drop(st, ke);
 		return;
