@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "service/runtime/logging.h"
-#include "service/runtime/sanitize.h"
+#include "service/runtime/freelist.h"
 #include "shard.h"
 #include "storage/format.h"
 
@@ -288,8 +288,7 @@ struct cmd_px {
 	_Alignas(64) atomic_ulong inflight; /* requests started here, not finished */
 	struct cmd_ctx *free_ctx;           /* contexts kept for reuse */
 	unsigned n_free;
-	void *blocks[BLOCK_CLASSES]; /* cmd_block_put's, linked through their first word */
-	unsigned n_blocks[BLOCK_CLASSES];
+	struct freelist blocks[BLOCK_CLASSES]; /* cmd_block_put's, a list per class */
 };
 
 /* A requirepass value CONFIG SET replaced: kept (never freed while running)
@@ -511,14 +510,8 @@ void *cmd_block_get(size_t size, size_t *cap)
 	}
 	*cap = (size_t)1 << (BLOCK_MIN_SHIFT + k);
 	struct cmd_px *cp = cmd_px_self();
-	if (cp != NULL && cp->blocks[k] != NULL) {
-		void *p = cp->blocks[k];
-		UNPOISON(p, *cap);
-		cp->blocks[k] = *(void **)p;
-		cp->n_blocks[k]--;
-		return p;
-	}
-	return malloc(*cap);
+	void *p = cp != NULL ? freelist_pop(&cp->blocks[k], *cap) : NULL;
+	return p != NULL ? p : malloc(*cap);
 }
 
 void cmd_block_put(void *p, size_t cap)
@@ -528,16 +521,11 @@ void cmd_block_put(void *p, size_t cap)
 	int k = block_class(cap);
 	struct cmd_px *cp = cmd_px_self();
 	if (cp == NULL || k < 0 || cap != (size_t)1 << (BLOCK_MIN_SHIFT + k) ||
-	    cp->n_blocks[k] >= BLOCK_CLASS_BYTES >> (BLOCK_MIN_SHIFT + k)) {
+	    cp->blocks[k].n >= BLOCK_CLASS_BYTES >> (BLOCK_MIN_SHIFT + k)) {
 		free(p);
 		return;
 	}
-	*(void **)p = cp->blocks[k];
-	/* A use after cmd_block_put is caught as one after free; the link stays
-	 * readable to the leak checker. */
-	POISON((char *)p + sizeof(void *), cap - sizeof(void *));
-	cp->blocks[k] = p;
-	cp->n_blocks[k]++;
+	freelist_push(&cp->blocks[k], p, cap);
 }
 
 void cmd_ctx_end(struct cmd_ctx *x)

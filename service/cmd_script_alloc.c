@@ -27,8 +27,8 @@
 
 /* Under AddressSanitizer a block on a free list is poisoned, and the region
  * is a root of the leak checker (the state's malloc'd blocks are reached
- * through it): service/runtime/sanitize.h. */
-#include "service/runtime/sanitize.h"
+ * through it): service/runtime/freelist.h, sanitize.h. */
+#include "service/runtime/freelist.h"
 
 #define POOL_CLASS     16  /* bytes: the size classes' step and alignment */
 #define POOL_SMALL_MAX 256 /* blocks up to this size are pooled */
@@ -38,7 +38,7 @@
 struct lua_pool {
 	uint8_t *base, *end;      /* the region ([base, end): NULL when not reserved) */
 	uint8_t *next;            /* where the next new block is carved */
-	void *free[POOL_CLASSES]; /* a list per class, linked through the blocks */
+	struct freelist free[POOL_CLASSES]; /* a list per class */
 };
 
 static size_t class_of(size_t n)
@@ -56,12 +56,9 @@ static bool pooled(const struct lua_pool *p, const void *ptr)
 static void *small_get(struct lua_pool *p, size_t n)
 {
 	size_t c = class_of(n), size = (c + 1) * POOL_CLASS;
-	void *b = p->free[c];
-	if (b != NULL) {
-		UNPOISON(b, size);
-		memcpy(&p->free[c], b, sizeof(void *));
+	void *b = freelist_pop(&p->free[c], size);
+	if (b != NULL)
 		return b;
-	}
 	if ((size_t)(p->end - p->next) >= size) {
 		b = p->next;
 		p->next += size;
@@ -79,9 +76,7 @@ static void block_put(struct lua_pool *p, void *ptr, size_t osize)
 		return;
 	}
 	size_t c = class_of(osize);
-	memcpy(ptr, &p->free[c], sizeof(void *));
-	p->free[c] = ptr;
-	POISON(ptr, (c + 1) * POOL_CLASS);
+	freelist_push(&p->free[c], ptr, (c + 1) * POOL_CLASS);
 }
 
 /* Lua's lua_Alloc: frees (nsize 0), allocates (ptr NULL) or resizes.  A

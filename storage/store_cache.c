@@ -26,13 +26,9 @@ static pthread_once_t blob_once = PTHREAD_ONCE_INIT;
 static void blob_cache_free(void *unused)
 {
 	(void)unused;
-	while (st_blob_cache.head != NULL) {
-		struct blob *b = st_blob_cache.head;
-		UNPOISON(b, BLOB_SMALL);
-		st_blob_cache.head = *(struct blob **)(void *)b;
+	void *b;
+	while ((b = freelist_pop(&st_blob_cache.list, BLOB_SMALL)) != NULL)
 		free(b);
-	}
-	st_blob_cache.n = 0;
 }
 
 static void blob_key_init(void)

@@ -101,7 +101,7 @@
 
 #include "service/runtime/clock.h"
 #include "service/runtime/proactor.h"
-#include "service/runtime/sanitize.h"
+#include "service/runtime/freelist.h"
 #include "storage/format.h"
 #include "storage/index.h"
 #include "storage/log.h"
@@ -479,9 +479,8 @@ static inline uint64_t st_hash_key(const uint8_t *key, size_t len)
 #define BLOB_SMALL     64
 #define BLOB_CACHE_MAX 16384 /* 1 MiB a thread */
 struct blob_cache {
-	struct blob *head; /* linked through the blobs' first word */
-	unsigned n;
-	bool registered; /* the thread-exit destructor knows this thread */
+	struct freelist list; /* blocks of BLOB_SMALL bytes */
+	bool registered;      /* the thread-exit destructor knows this thread */
 };
 extern _Thread_local struct blob_cache st_blob_cache;
 void st_blob_cache_register(void); /* store_cache.c: frees the list at thread exit */
@@ -492,14 +491,8 @@ static inline struct blob *st_blob_alloc(size_t len)
 	size_t size = sizeof(struct blob) + len;
 	if (size > BLOB_SMALL)
 		return malloc(size);
-	struct blob *b = st_blob_cache.head;
-	if (b == NULL)
-		return malloc(BLOB_SMALL);
-	UNPOISON(b, BLOB_SMALL);
-	st_blob_cache.head = *(struct blob **)(void *)b;
-	st_blob_cache.n--;
-	__builtin_prefetch(st_blob_cache.head, 1); /* the next one's link */
-	return b;
+	struct blob *b = freelist_pop(&st_blob_cache.list, BLOB_SMALL);
+	return b != NULL ? b : malloc(BLOB_SMALL);
 }
 
 /* A new blob holding a copy of data (one reference), or NULL when out of
@@ -530,16 +523,13 @@ static inline void st_blob_unref(struct blob *b)
 {
 	if (b == NULL || --b->refs != 0)
 		return;
-	if (sizeof(*b) + b->len > BLOB_SMALL || st_blob_cache.n >= BLOB_CACHE_MAX) {
+	if (sizeof(*b) + b->len > BLOB_SMALL || st_blob_cache.list.n >= BLOB_CACHE_MAX) {
 		free(b);
 		return;
 	}
 	if (!st_blob_cache.registered)
 		st_blob_cache_register();
-	*(struct blob **)(void *)b = st_blob_cache.head;
-	POISON((uint8_t *)b + sizeof(void *), BLOB_SMALL - sizeof(void *)); /* (link readable) */
-	st_blob_cache.head = b;
-	st_blob_cache.n++;
+	freelist_push(&st_blob_cache.list, b, BLOB_SMALL);
 }
 
 /* True if the known key exists and has not expired. */
