@@ -464,6 +464,7 @@ static void stats_add(struct store_stats *a, const struct store_stats *b)
 	a->cache_misses += b->cache_misses;
 	a->index_blocking_reads += b->index_blocking_reads;
 	a->index_async_reads += b->index_async_reads;
+	a->index_probes_skipped += b->index_probes_skipped;
 	a->index_block_misses += b->index_block_misses;
 	a->index_bytes += b->index_bytes;
 	a->disk_reads += b->disk_reads;
@@ -526,7 +527,8 @@ static void info_part_fn(struct cmd_part *p)
 		    line, sizeof(line),
 		    "shard_%u:proactor=%u,keys=%llu,log_bytes=%llu,live_bytes=%llu,"
 		    "cache_hits=%llu,cache_misses=%llu,disk_reads=%llu,index_blocking_reads=%llu,"
-		    "index_async_reads=%llu,index_block_misses=%llu,index_bytes=%llu,commits=%llu,"
+		    "index_async_reads=%llu,index_probes_skipped=%llu,index_block_misses=%llu,"
+		    "index_bytes=%llu,commits=%llu,"
 		    "records=%llu,"
 		    "fsyncs=%llu,write_errors=%llu,expired=%llu,gc_runs=%llu,"
 		    "gc_records_moved=%llu,gc_bytes_moved=%llu,gc_segments_deleted=%llu,"
@@ -542,6 +544,7 @@ static void info_part_fn(struct cmd_part *p)
 		    (unsigned long long)st.cache_misses, (unsigned long long)st.disk_reads,
 		    (unsigned long long)st.index_blocking_reads,
 		    (unsigned long long)st.index_async_reads,
+		    (unsigned long long)st.index_probes_skipped,
 		    (unsigned long long)st.index_block_misses, (unsigned long long)st.index_bytes,
 		    (unsigned long long)st.commits, (unsigned long long)st.records,
 		    (unsigned long long)st.fsyncs, (unsigned long long)st.write_errors,
@@ -765,11 +768,13 @@ static void info_finish(struct cmd_fan *f)
 		    "proactor_%u:iterations=%llu,submits=%llu,sqes=%llu,cqes=%llu,"
 		    "msgs_in=%llu,msgs_out=%llu,wakeups_sent=%llu,wakeups_skipped=%llu,"
 		    "wakeups_received=%llu,sleeps=%llu,busy_poll_us=%llu,busy_polls=%llu,"
-		    "busy_poll_hits=%llu,cq_overflows=%llu,sq_full=%llu,requests_inflight=%lu",
+		    "busy_poll_hits=%llu,cq_overflows=%llu,sq_full=%llu,requests_inflight=%lu,"
+		    "iteration_max_us=%llu,iterations_over_1ms=%llu,iterations_over_10ms=%llu",
 		    i, PXS(iterations), PXS(submits), PXS(sqes), PXS(cqes), PXS(msgs_in),
 		    PXS(msgs_out), PXS(wakeups_sent), PXS(wakeups_skipped), PXS(wakeups_received),
 		    PXS(sleeps), PXS(busy_poll_ns) / 1000, PXS(busy_polls), PXS(busy_poll_hits),
-		    PXS(cq_overflows), PXS(sq_full), cmd_inflight(i));
+		    PXS(cq_overflows), PXS(sq_full), cmd_inflight(i), PXS(iteration_max_ns) / 1000,
+		    PXS(iterations_over_1ms), PXS(iterations_over_10ms));
 #undef PXS
 	}
 	END_SECTION

@@ -248,6 +248,8 @@ struct store_stats {
 	uint64_t index_blocking_reads; /* index entries not in the block cache, read blocking
 	                                  on the loop */
 	uint64_t index_async_reads;    /* ... read by the lookup threads instead */
+	uint64_t index_probes_skipped; /* ... sent there without trying the block cache
+	                                  first (store_cache.c, "probes") */
 	uint64_t index_block_misses;   /* index blocks read from SST files */
 	uint64_t index_bytes;          /* index memtables and SST files */
 	uint64_t disk_reads;       /* log reads */

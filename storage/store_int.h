@@ -441,6 +441,11 @@ struct store {
 	/* Index lookups off the loop (store_cache.c): gathered during an
 	 * iteration, submitted by the hook, answered by a message. */
 	bool lookups_async; /* the lookup threads run: never read blocking */
+	struct {            /* whether trying the block cache first pays (store_cache.c) */
+		unsigned tries, hits; /* in the current window */
+		unsigned skip;        /* lookups since the last sampled probe */
+		bool rare;            /* the last window mostly missed: sample only */
+	} probe;
 	struct idx_lookup_owner lookup_owner;
 	struct idx_lookup *lookup_out, *lookup_out_last; /* not submitted yet */
 	size_t n_lookup_out;

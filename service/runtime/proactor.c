@@ -459,8 +459,20 @@ static bool px_run_hooks(struct px *px)
 /* ---- the loop ---------------------------------------------------------- */
 
 /* One iteration (steps 1-4 of proactor.h).  Returns true if it did work. */
+static void px_note_iteration(struct px *px, uint64_t ns)
+{
+	px_stat_add(&px->stats.iterations, 1);
+	if (ns > atomic_load_explicit(&px->stats.iteration_max_ns, memory_order_relaxed))
+		atomic_store_explicit(&px->stats.iteration_max_ns, ns, memory_order_relaxed);
+	if (ns > 1000000)
+		px_stat_add(&px->stats.iterations_over_1ms, 1);
+	if (ns > 10000000)
+		px_stat_add(&px->stats.iterations_over_10ms, 1);
+}
+
 static bool px_iterate(struct px *px)
 {
+	uint64_t start = px_now_ns();
 	px_submit(px);
 	unsigned msgs = msgq_inbox_drain(px->inbox, px->cfg.msg_budget);
 	px_stat_add(&px->stats.msgs_in, msgs);
@@ -469,7 +481,7 @@ static bool px_iterate(struct px *px)
 	work |= timers_retry(px);
 	work |= px_run_hooks(px);
 	work |= px_flush_outboxes(px);
-	px_stat_add(&px->stats.iterations, 1);
+	px_note_iteration(px, px_now_ns() - start);
 	return work;
 }
 

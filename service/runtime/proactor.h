@@ -100,6 +100,11 @@ struct px_stats {
 	atomic_ulong busy_poll_skips; /* sleeps that went without a spin (back-off) */
 	atomic_ulong cq_overflows;    /* times the kernel reported CQ overflow */
 	atomic_ulong sq_full;         /* times px_get_sqe found the SQ full */
+	/* Iterations by how long they took, wall clock (preemption included:
+	 * while one runs, every connection of the proactor waits). */
+	atomic_ulong iteration_max_ns; /* the longest */
+	atomic_ulong iterations_over_1ms;
+	atomic_ulong iterations_over_10ms;
 };
 
 /* Ring set-up tries these, best first, stepping down when the kernel answers

@@ -7,6 +7,9 @@ index is on disk and the caches are cold, and then:
 - test_cold_gets_off_the_loop: pipelined GETs of every key in random order (values in the
   index and in the log) answer right; INFO counts lookups sent to the threads
   (index_async_reads > 0) and none read blocking on the loop (index_blocking_reads = 0);
+- test_probes_follow_the_cache: while the block cache answers few of the loop's tries
+  (cold), lookups go to the threads without one (index_probes_skipped grows); once it holds
+  the index (64 MiB), the tries come back and answer (the count stops growing);
 - test_order_per_key: pipelines of GET, SET, APPEND, INCR, DEL, EXISTS, TYPE on cold keys,
   several commands per key in one pipeline, answer as a model says (a command never overtakes
   an earlier one on its key while that one waits for its lookup);
@@ -92,6 +95,48 @@ def test_cold_gets_off_the_loop():
         tl.check(async_reads > KEYS // 10,
                  f"index_async_reads is {async_reads} after {KEYS} cold GETs with a 1 MiB cache")
         tl.check(blocking == 0, f"index_blocking_reads is {blocking}: lookups ran on the loop")
+        c.close()
+
+
+PROBE_KEYS = 150000  # of 60-byte values, in their index rows: an index of ~15 MiB
+
+
+def test_probes_follow_the_cache():
+    def val(i):
+        return (b"p%d:" % i).ljust(60, b"y")
+
+    with tl.Server(threads=1, durability="write", sets=SETS) as srv:
+        c = srv.client()
+        for start in range(0, PROBE_KEYS, PIPE):
+            cmds = [["SET", key(i), val(i)] for i in range(start, min(PROBE_KEYS, start + PIPE))]
+            tl.expect_pipeline(c, cmds, [OK] * len(cmds))
+        c.close()
+        order = list(range(PROBE_KEYS))
+        skipped = []
+        for rnd, index_cache in enumerate(("1mb", "64mb", "64mb")):
+            if rnd < 2:  # cold again, with this block cache
+                srv.sets["storage.index_cache_size"] = index_cache
+                c = restart(srv)
+            random.Random(SEED + rnd).shuffle(order)
+            for start in range(0, PROBE_KEYS, PIPE):
+                idx = order[start:start + PIPE]
+                got = c.pipeline([["GET", key(i)] for i in idx])
+                tl.check(got == [val(i) for i in idx],
+                         f"round {rnd}: GETs of cold keys answered wrong")
+            shard = tl.info_shards(c)[0]
+            skipped.append(shard["index_probes_skipped"])
+            tl.check(shard["index_blocking_reads"] == 0, "a lookup read blocking on the loop")
+            if rnd < 2:
+                c.close()
+        # Round 0: a 1 MiB block cache answers few of the loop's tries, and most lookups
+        # go straight to the threads.  Round 1 starts cold with 64 MiB, which the threads'
+        # reads fill with the whole index; by round 2 the loop's tries answer again, and at
+        # most a few windows' worth of lookups skip them.
+        tl.check(skipped[0] > PROBE_KEYS // 2,
+                 f"{skipped[0]} of {PROBE_KEYS} lookups skipped the try of a 1 MiB block cache")
+        tl.check(skipped[2] - skipped[1] < PROBE_KEYS // 16,
+                 f"round 2 skipped {skipped[2] - skipped[1]} tries with the index cached "
+                 f"(skipped, cumulative per round: {skipped})")
         c.close()
 
 

@@ -12,8 +12,14 @@ storage.index_cache_size), ringkv-server starts fresh (1 proactor pinned to
   get-uniform   GET of uniform keys, -P --pipeline, as fast as it answers
   get-zipf      GET of Zipf 0.99 keys (the hot keys scattered over the keyspace)
   get-set-90-10 90 % GET, 10 % SET of --value-size bytes, uniform keys
-  get-half-rate GET of uniform keys at half of get-uniform's rate (fixed
-                schedule, -P 1: latency counted from each unit's scheduled time)
+  get-p1        GET of uniform keys, -P 1, as fast as it answers: the most
+                the server does with single requests (each iteration then
+                handles a few, so a request costs about twice its -P 16 CPU)
+  get-half-rate GET of uniform keys at half of get-p1's rate (fixed schedule,
+                -P 1: latency counted from each unit's scheduled time)
+  get-half-p16  the same at half of get-uniform's rate, as runs before L4
+                measured it: single requests at nearly the most the server
+                does with them (--half-p16 only)
 
 Each row: units/s, p50/p99/p99.9 latency, INFO's index lookups off the loop and
 reads still blocking it, and the server's peak RSS (VmHWM) against the budget
@@ -25,6 +31,7 @@ cache size.
     tools/bench/bigger.py [--keys 20000000] [--value-size 1024]
                           [--caches 64mb,256mb,1gb,4gb] [--duration 10]
                           [--work DIR --keep] [--plot tools/bench/bigger.png] [--json]
+                          [--only get-zipf,...] [--half-p16] [--set section.key=value]
 
 Needs built build/ringkv-server, build/ringkv-import and build/ringkv-bench, fio,
 redis-cli and gnuplot (for --plot).  The data takes about keys x (value size +
@@ -129,10 +136,17 @@ def run_cache(args, work, data, total):
         rows = [measure(args, srv, name, extra + ["--pipeline", str(args.pipeline)])
                 for name, extra in WORKLOADS
                 if only is None or name in only or name == "get-uniform"]
-        half = max(1, int(rows[0]["units_per_s"] / 2))
+        p1 = measure(args, srv, "get-p1", ["--unit", "GET key:__key__", "--pipeline", "1"])
+        rows.append(p1)
+        half = max(1, int(p1["units_per_s"] / 2))
         rows.append(measure(args, srv, "get-half-rate",
                             ["--unit", "GET key:__key__", "--pipeline", "1", "--rate",
                              str(half)]))
+        if args.half_p16:
+            half = max(1, int(rows[0]["units_per_s"] / 2))
+            rows.append(measure(args, srv, "get-half-p16",
+                                ["--unit", "GET key:__key__", "--pipeline", "1", "--rate",
+                                 str(half)]))
         rss = srv.peak_rss()
         for r in rows:
             r["cache_bytes"] = total
@@ -185,6 +199,8 @@ def main():
     ap.add_argument("--caches", default="64mb,256mb,1gb,4gb",
                     help="total cache sizes, each split half values, half index")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per workload")
+    ap.add_argument("--half-p16", action="store_true",
+                    help="also GETs at half of the -P 16 rate (get-half-p16)")
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--pipeline", type=int, default=16)
@@ -192,7 +208,8 @@ def main():
     ap.add_argument("--set", action="append", default=[],
                     help="a ringkv-server setting (section.key=value), repeatable")
     ap.add_argument("--only", default=None,
-                    help="workloads to run, comma-separated (get-half-rate needs get-uniform)")
+                    help="which of get-zipf, get-set-90-10 to run (comma-separated); "
+                         "get-uniform, get-p1 and get-half-rate always run")
     args = ap.parse_args()
     tools = ["redis-cli", "fio", "taskset"] + (["gnuplot"] if args.plot else [])
     for tool in tools:
