@@ -13,7 +13,10 @@
 #include "cmd.h"
 
 #define CALL_ARGS     16  /* argv kept in the run itself; more are malloc'd */
-#define POOL_MAX      128 /* coroutines and argument tables kept for reuse */
+/* Coroutines and argument tables kept for reuse: as many as scripts run at
+ * once on a proactor (50 connections pipelining 16 EVALSHAs keep ~800 in
+ * flight); one dropped is garbage for Lua's collector (DECISIONS.md). */
+#define POOL_MAX      1024
 #define FN_CHUNK_NAME "@user_function"
 
 struct fn_lib;
