@@ -64,7 +64,7 @@
 #define NET_TIMEOUT_SCAN_MS  1000 /* idle clients are looked for this often */
 #define NET_ACCEPT_RETRY_MS  100  /* accepting pauses this long after EMFILE and the like */
 #define NET_REQ_SMALL        512  /* request blocks up to this size are recycled */
-#define NET_REQ_FREE_MAX     8192 /* small blocks kept per proactor (4 MiB) */
+#define NET_REQ_FREE_MAX     16384       /* small blocks kept per proactor (8 MiB) */
 #define NET_BUF_KEEP         (64 * 1024) /* input/output buffers above this are freed once empty */
 #define NET_HOLD_BYTES       (64 * 1024) /* replies wait for their batch up to this */
 #define NET_STEAL_MIN        4096        /* replies this big are handed to the output, not copied */
