@@ -249,7 +249,7 @@ struct store_stats {
 	                                  on the loop */
 	uint64_t index_async_reads;    /* ... read by the lookup threads instead */
 	uint64_t index_probes_skipped; /* ... sent there without trying the block cache
-	                                  first (store_cache.c, "probes") */
+	                                  first (store_cache.c, "Probes") */
 	uint64_t index_block_misses;   /* index blocks read from SST files */
 	uint64_t index_bytes;          /* index memtables and SST files */
 	uint64_t disk_reads;       /* log reads */

@@ -329,13 +329,13 @@ int st_kentry_lookup(struct store *st, struct kentry *ke, struct store_req *req)
 		return 1; /* the same request names the key twice: one lookup */
 	if (!st->lookups_async)
 		return st_kentry_load(st, ke); /* (counted in index_blocking_reads) */
-	if (st_db_of_id(st, st_ident_db(ke->key)) < 0)
-		return kentry_fill(st, ke, -ENOENT, NULL, NULL); /* retired: garbage rows */
 	if (probe_due(st)) {
 		int ret = kentry_load_cached(st, ke);
 		probe_note(st, ret != -EWOULDBLOCK);
 		if (ret != -EWOULDBLOCK)
 			return ret;
+	} else if (st_db_of_id(st, st_ident_db(ke->key)) < 0) {
+		return kentry_fill(st, ke, -ENOENT, NULL, NULL); /* retired: garbage rows */
 	} else {
 		st->stats.index_probes_skipped++;
 	}

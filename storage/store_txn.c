@@ -25,14 +25,14 @@
  * Whole copies: a collection of at most WHOLE_MAX elements, read whole
  * (HGETALL, SMEMBERS, a random pick, ...), or read again while its kentry
  * is cached and it has at most WHOLE_LOAD elements, keeps a copy of its
- * elements on its kentry
- * (kentry.whole): every element as its index row has it, in the index's
- * order, behind the collection's version.  It is made by a walk while no
- * element of the collection differs from the index (kentry.n_elems == 0),
- * or empty by the call that creates the collection (whole_new: a new version
- * has no rows yet, so the copy costs no walk), and from then on follows every change a call makes (whole_patch: a new
- * copy with the element put or deleted; the row's saved state keeps the old
- * one for a rollback), so it answers reads, walks and the first look at an
+ * elements on its kentry (kentry.whole): every element as its index row has
+ * it, in the index's order, behind the collection's version.  It is made by
+ * a walk while no element of the collection differs from the index
+ * (kentry.n_elems == 0), or empty by the call that creates the collection (a
+ * new version has no rows yet, so that copy costs no walk), and from then on
+ * follows every change a call makes (whole_patch: a new copy with the
+ * element put or deleted; the row's saved state keeps the old one for a
+ * rollback), so it answers reads, walks and the first look at an
  * element a call writes, instead of the index: a RocksDB seek per read costs
  * ten times a lookup in memory.  A collection grown past WHOLE_PATCH
  * elements drops its copy at its next change (a patch costs its size); a
@@ -343,21 +343,6 @@ static void build_finish(struct store *st, struct kentry *ke, struct whole_build
 		}
 	}
 	free(b->buf);
-}
-
-/* Collection ke has just been created: its copy is empty, known without a
- * walk (no row of its new version can be in the index). */
-static void whole_new(struct store *st, struct kentry *ke)
-{
-	struct blob *w = st_blob_alloc(WHOLE_HEAD);
-	if (w == NULL)
-		return; /* (no copy: reads go to its elements) */
-	w->refs = 1;
-	w->len = WHOLE_HEAD;
-	fmt_put_be64(w->data, ke->version);
-	fmt_put_be32(w->data + 8, 0);
-	ke->whole = w;
-	st_kentry_charge(st, ke);
 }
 
 /* Walks copy w from the first element whose hash is >= from: fn as for
@@ -705,7 +690,9 @@ int store_txn_put(struct store_txn *t, size_t k, uint8_t type, const void *elem,
 		ke->expiry_ms = 0;
 		ke->is_inline = true;
 		ke->version = t->version_base | t->created++;
-		whole_new(st, ke);
+		struct whole_build none = {0}; /* its copy: empty, no row of the new
+		                                  version can be in the index */
+		build_finish(st, ke, &none);
 	}
 	struct kentry *e = elem_get(t, ke, elem, elen);
 	if (e == NULL)

@@ -458,7 +458,8 @@ static bool px_run_hooks(struct px *px)
 
 /* ---- the loop ---------------------------------------------------------- */
 
-/* One iteration (steps 1-4 of proactor.h).  Returns true if it did work. */
+/* Counts an iteration that took ns (INFO: the longest, those over 1 and
+ * 10 ms). */
 static void px_note_iteration(struct px *px, uint64_t ns)
 {
 	px_stat_add(&px->stats.iterations, 1);
@@ -470,6 +471,7 @@ static void px_note_iteration(struct px *px, uint64_t ns)
 		px_stat_add(&px->stats.iterations_over_10ms, 1);
 }
 
+/* One iteration (steps 1-4 of proactor.h).  Returns true if it did work. */
 static bool px_iterate(struct px *px)
 {
 	uint64_t start = px_now_ns();

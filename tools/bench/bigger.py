@@ -17,8 +17,8 @@ storage.index_cache_size), ringkv-server starts fresh (1 proactor pinned to
                 handles a few, so a request costs about twice its -P 16 CPU)
   get-half-rate GET of uniform keys at half of get-p1's rate (fixed schedule,
                 -P 1: latency counted from each unit's scheduled time)
-  get-half-p16  the same at half of get-uniform's rate, as runs before L4
-                measured it: single requests at nearly the most the server
+  get-half-p16  the same at half of get-uniform's rate, as runs L2 and L3
+                (RESULTS.md) measured it: single requests at nearly the most the server
                 does with them (--half-p16 only)
 
 Each row: units/s, p50/p99/p99.9 latency, INFO's index lookups off the loop and
