@@ -19,7 +19,9 @@
  * Requests.  Each command becomes one allocation (struct req_impl: the
  * conn_req, the argv arrays and the argument bytes); blocks up to
  * NET_REQ_SMALL bytes are recycled through a per-proactor free list, so a
- * pipelined GET/SET costs no malloc.  The queue keeps request order; a done
+ * pipelined GET/SET costs no malloc; a recycled block keeps its reply's heap
+ * buffer when that is at most NET_REPLY_KEEP bytes, so a reply past the
+ * inline bytes (HGETALL of a small hash) costs none either.  The queue keeps request order; a done
  * request at the head has its reply appended to the output buffer at once.
  *
  * Sending.  out[fill] collects replies; out[fill ^ 1] is what the kernel is
@@ -65,6 +67,7 @@
 #define NET_ACCEPT_RETRY_MS  100  /* accepting pauses this long after EMFILE and the like */
 #define NET_REQ_SMALL        512  /* request blocks up to this size are recycled */
 #define NET_REQ_FREE_MAX     16384       /* small blocks kept per proactor (8 MiB) */
+#define NET_REPLY_KEEP       1024        /* ... each with its reply buffer up to this (16 MiB) */
 #define NET_BUF_KEEP         (64 * 1024) /* input/output buffers above this are freed once empty */
 #define NET_HOLD_BYTES       (64 * 1024) /* replies wait for their batch up to this */
 #define NET_STEAL_MIN        4096        /* replies this big are handed to the output, not copied */
@@ -258,7 +261,7 @@ static inline struct req_impl *req_alloc(struct net_px *np, size_t size)
 			np->n_req_free--;
 			__builtin_prefetch(np->req_free, 1); /* the next one's link */
 			r->args = 0;
-			return r;
+			return r; /* its reply: empty, maybe with a kept buffer */
 		}
 		size = NET_REQ_SMALL;
 	}
@@ -267,20 +270,25 @@ static inline struct req_impl *req_alloc(struct net_px *np, size_t size)
 		net_oom("a request", size);
 	r->size = size;
 	r->args = 0;
+	resp_buf_init(&r->req.reply, 2);
 	return r;
 }
 
-/* Frees req and its reply (small blocks go back to the free list). */
+/* Frees req and its reply (small blocks go back to the free list, with the
+ * reply's buffer when it is small). */
 static inline void req_release(struct net_px *np, struct conn_req *req)
 {
 	struct req_impl *r = container_of(req, struct req_impl, req);
-	resp_buf_free(&req->reply);
 	if (r->size == NET_REQ_SMALL && np->n_req_free < NET_REQ_FREE_MAX) {
+		if (req->reply.cap > NET_REPLY_KEEP)
+			resp_buf_free(&req->reply);
+		resp_buf_reset(&req->reply);
 		r->free_next = np->req_free;
 		np->req_free = r;
 		np->n_req_free++;
 		return;
 	}
+	resp_buf_free(&req->reply);
 	free(r);
 }
 

@@ -258,6 +258,7 @@ static void np_teardown(struct net_px *np)
 	while (np->req_free != NULL) {
 		struct req_impl *r = np->req_free;
 		np->req_free = r->free_next;
+		resp_buf_free(&r->req.reply);
 		free(r);
 	}
 	pthread_mutex_lock(&net_lock);

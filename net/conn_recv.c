@@ -80,7 +80,7 @@ static void conn_dispatch(struct conn *c, const struct resp_command *cmd)
 		p[n] = '\0';
 		p += n + 1;
 	}
-	resp_buf_init(&req->reply, c->proto);
+	req->reply.proto = c->proto; /* (req_alloc left it empty) */
 	req->done = false;
 	req->next = NULL;
 	req->ctx = NULL;
@@ -108,10 +108,12 @@ static void conn_protocol_error(struct conn *c, const char *msg)
 	NET_STAT(pv->np, protocol_errors, 1);
 	struct req_impl *r = req_alloc(pv->np, sizeof(*r));
 	struct conn_req *req = &r->req;
+	struct resp_buf reply = req->reply; /* (req_alloc left it empty) */
 	memset(req, 0, sizeof(*req));
+	req->reply = reply; /* (the same place: an inline `data` still points at its bytes) */
 	r->batch = pv->batch;
 	req->conn = c;
-	resp_buf_init(&req->reply, c->proto);
+	req->reply.proto = c->proto;
 	resp_add_errorf(&req->reply, "ERR %s", msg);
 	if (pv->tail != NULL)
 		pv->tail->next = req;

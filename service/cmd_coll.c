@@ -439,6 +439,23 @@ static void dump_header(struct resp_buf *b, uint64_t n, bool keys, bool values, 
 		resp_add_array(b, n);
 }
 
+/* Replaces the header at [at, body) of b with one of `n` elements, moving
+ * the elements after it. */
+static void dump_fix_header(struct resp_buf *b, size_t at, size_t body, uint64_t n, bool keys,
+                            bool values, bool as_set)
+{
+	struct resp_buf h;
+	resp_buf_init(&h, b->proto);
+	dump_header(&h, n, keys, values, as_set); /* fits h's inline bytes */
+	size_t tail = b->len - body;
+	if (h.len > body - at)
+		resp_buf_append(b, h.data, h.len - (body - at)); /* room to grow into */
+	memmove(b->data + at + h.len, b->data + body, tail);
+	memcpy(b->data + at, h.data, h.len);
+	b->len = at + h.len + tail;
+	resp_buf_free(&h);
+}
+
 static void stream_resume(struct cmd_ctx *x)
 {
 	store_call_resume(x->st, &x->sr);
@@ -480,18 +497,21 @@ void cmd_coll_dump(struct cmd_ctx *x, struct store_txn *t, int exists, bool keys
 	uint64_t next;
 	if (!x->u.stream.active) {
 		if (!exists || k.count < STREAM_MIN_ELEMS || x->exec != NULL) {
-			/* Small: built whole (the count is written once the walk has
-			 * counted, so the reply cannot disagree with it). */
-			struct resp_buf items;
-			resp_buf_init(&items, x->reply->proto);
-			struct dump_walk d = {.out = &items, .keys = keys, .values = values};
+			/* Small: built whole, in place after a header of the count
+			 * the metadata gives, which the walk's own count replaces
+			 * if they differ (the reply cannot disagree with itself). */
+			struct resp_buf *r = x->reply;
+			size_t at = r->len;
+			uint64_t count = exists ? k.count : 0;
+			dump_header(r, count, keys, values, as_set);
+			size_t body = r->len;
+			struct dump_walk d = {.out = r, .keys = keys, .values = values};
 			if (exists && store_txn_scan(t, 0, 0, SIZE_MAX, dump_visit, &d, &next) < 0) {
-				resp_buf_free(&items);
+				r->len = at;
 				return;
 			}
-			dump_header(x->reply, d.n, keys, values, as_set);
-			resp_buf_append(x->reply, items.data, items.len);
-			resp_buf_free(&items);
+			if (d.n != count)
+				dump_fix_header(r, at, body, d.n, keys, values, as_set);
 			return;
 		}
 		x->u.stream.active = true;
