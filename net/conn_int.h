@@ -18,10 +18,11 @@
  *
  * Requests.  Each command becomes one allocation (struct req_impl: the
  * conn_req, the argv arrays and the argument bytes); blocks up to
- * NET_REQ_SMALL bytes are recycled through a per-proactor free list, so a
- * pipelined GET/SET costs no malloc; a recycled block keeps its reply's heap
- * buffer when that is at most NET_REPLY_KEEP bytes, so a reply past the
- * inline bytes (HGETALL of a small hash) costs none either.  The queue keeps request order; a done
+ * NET_REQ_SMALL bytes (and, on a second list, up to NET_REQ_LARGE) are
+ * recycled through per-proactor free lists, so a pipelined GET/SET costs no
+ * malloc; a recycled block keeps its reply's heap buffer when that is at
+ * most NET_REPLY_KEEP bytes, so a reply past the inline bytes (HGETALL of a
+ * small hash) costs none either.  The queue keeps request order; a done
  * request at the head has its reply appended to the output buffer at once.
  *
  * Sending.  out[fill] collects replies; out[fill ^ 1] is what the kernel is
@@ -68,6 +69,8 @@
 #define NET_REQ_SMALL        512  /* request blocks up to this size are recycled */
 #define NET_REQ_FREE_MAX     16384       /* small blocks kept per proactor (8 MiB) */
 #define NET_REPLY_KEEP       1024        /* ... each with its reply buffer up to this (16 MiB) */
+#define NET_REQ_LARGE        2048        /* larger request blocks up to this are recycled too */
+#define NET_REQ_LARGE_MAX    2048        /* ... this many per proactor (4 MiB) */
 #define NET_BUF_KEEP         (64 * 1024) /* input/output buffers above this are freed once empty */
 #define NET_HOLD_BYTES       (64 * 1024) /* replies wait for their batch up to this */
 #define NET_STEAL_MIN        4096        /* replies this big are handed to the output, not copied */
@@ -190,6 +193,8 @@ struct net_px {
 	struct px_timer timer;
 	struct req_impl *req_free; /* recycled NET_REQ_SMALL blocks */
 	unsigned n_req_free;
+	struct req_impl *req_free_large; /* recycled NET_REQ_LARGE blocks */
+	unsigned n_req_free_large;
 	uint64_t pending_args; /* arguments of unfinished requests (NET_PENDING_ARGS_MAX) */
 	struct net_counters stats;
 	struct net_px *all_next; /* net_all list, under net_lock */
@@ -264,6 +269,15 @@ static inline struct req_impl *req_alloc(struct net_px *np, size_t size)
 			return r; /* its reply: empty, maybe with a kept buffer */
 		}
 		size = NET_REQ_SMALL;
+	} else if (size <= NET_REQ_LARGE) { /* (MSET of 10 keys, say) */
+		r = np->req_free_large;
+		if (r != NULL) {
+			np->req_free_large = r->free_next;
+			np->n_req_free_large--;
+			r->args = 0;
+			return r;
+		}
+		size = NET_REQ_LARGE;
 	}
 	r = aligned_alloc(16, (size + 15) & ~(size_t)15);
 	if (r == NULL)
@@ -279,13 +293,18 @@ static inline struct req_impl *req_alloc(struct net_px *np, size_t size)
 static inline void req_release(struct net_px *np, struct conn_req *req)
 {
 	struct req_impl *r = container_of(req, struct req_impl, req);
-	if (r->size == NET_REQ_SMALL && np->n_req_free < NET_REQ_FREE_MAX) {
+	bool small = r->size == NET_REQ_SMALL && np->n_req_free < NET_REQ_FREE_MAX;
+	if (small || (r->size == NET_REQ_LARGE && np->n_req_free_large < NET_REQ_LARGE_MAX)) {
 		if (req->reply.cap > NET_REPLY_KEEP)
 			resp_buf_free(&req->reply);
 		resp_buf_reset(&req->reply);
-		r->free_next = np->req_free;
-		np->req_free = r;
-		np->n_req_free++;
+		struct req_impl **list = small ? &np->req_free : &np->req_free_large;
+		r->free_next = *list;
+		*list = r;
+		if (small)
+			np->n_req_free++;
+		else
+			np->n_req_free_large++;
 		return;
 	}
 	resp_buf_free(&req->reply);

@@ -255,12 +255,14 @@ static void np_teardown(struct net_px *np)
 	if (np->br != NULL)
 		io_uring_unregister_buf_ring(&px->ring, NET_BGID);
 	np_ring_free(np);
-	while (np->req_free != NULL) {
-		struct req_impl *r = np->req_free;
-		np->req_free = r->free_next;
-		resp_buf_free(&r->req.reply);
-		free(r);
-	}
+	struct req_impl **lists[] = {&np->req_free, &np->req_free_large};
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+		while (*lists[i] != NULL) {
+			struct req_impl *r = *lists[i];
+			*lists[i] = r->free_next;
+			resp_buf_free(&r->req.reply);
+			free(r);
+		}
 	pthread_mutex_lock(&net_lock);
 	for (struct net_px **pp = &net_all; *pp != NULL; pp = &(*pp)->all_next)
 		if (*pp == np) {

@@ -1163,15 +1163,29 @@ static void run_all_part_msg(void *arg)
 	p->fan->part_fn(p);
 }
 
-static struct cmd_fan *fan_new(struct cmd_ctx *x, void (*finish)(struct cmd_fan *f))
+/* A fan-out's state in one block (cmd_block_get): the fan, its parts, then
+ * room for nkeys key operations (f->ops, not initialised) and the parts'
+ * pointers to them (f->parts[0].ops: ptrs).  NULL when out of memory. */
+static struct cmd_fan *fan_new(struct cmd_ctx *x, void (*finish)(struct cmd_fan *f), size_t nkeys,
+                               struct cmd_keyop ***ptrs)
 {
 	unsigned n = shard_map.threads;
-	struct cmd_fan *f = calloc(1, sizeof(*f) + n * sizeof(f->parts[0]));
+	size_t head = sizeof(struct cmd_fan) + n * sizeof(struct cmd_part);
+	head = (head + _Alignof(struct cmd_keyop) - 1) & ~(_Alignof(struct cmd_keyop) - 1);
+	size_t cap;
+	struct cmd_fan *f = cmd_block_get(
+	    head + nkeys * (sizeof(struct cmd_keyop) + sizeof(struct cmd_keyop *)), &cap);
 	if (f == NULL)
 		return NULL;
+	memset(f, 0, sizeof(*f) + n * sizeof(f->parts[0]));
+	f->alloc_cap = cap;
 	f->x = x;
 	f->nparts = n;
 	f->finish = finish;
+	char *ops = (char *)f + head;
+	f->ops = nkeys > 0 ? (struct cmd_keyop *)ops : NULL;
+	if (ptrs != NULL)
+		*ptrs = (struct cmd_keyop **)(ops + nkeys * sizeof(struct cmd_keyop));
 	for (unsigned i = 0; i < n; i++) {
 		f->parts[i].fan = f;
 		f->parts[i].px = i;
@@ -1206,10 +1220,7 @@ void cmd_fan_free(struct cmd_fan *f)
 	}
 	for (size_t i = 0; i < f->nops; i++)
 		free(f->ops[i].value);
-	if (f->nops > 0)
-		free(f->parts[0].ops);
-	cmd_block_put(f->ops, f->ops_cap);
-	free(f);
+	cmd_block_put(f, f->alloc_cap);
 }
 
 void cmd_fan_keys(struct cmd_ctx *x, size_t first, size_t step, bool copy_values,
@@ -1217,18 +1228,9 @@ void cmd_fan_keys(struct cmd_ctx *x, size_t first, size_t step, bool copy_values
                   void (*finish)(struct cmd_fan *f))
 {
 	size_t argc = cmd_argc(x), nkeys = (argc - first + step - 1) / step;
-	struct cmd_fan *f = fan_new(x, finish);
-	struct cmd_keyop **ptrs = NULL;
-	if (f != NULL) {
-		f->ops = cmd_block_get(nkeys * sizeof(*f->ops), &f->ops_cap);
-		if (f->ops != NULL)
-			memset(f->ops, 0, nkeys * sizeof(*f->ops));
-		ptrs = malloc(nkeys * sizeof(*ptrs));
-	}
-	if (f == NULL || f->ops == NULL || ptrs == NULL) {
-		if (f != NULL)
-			cmd_fan_free(f);
-		free(ptrs);
+	struct cmd_keyop **ptrs;
+	struct cmd_fan *f = fan_new(x, finish, nkeys, &ptrs);
+	if (f == NULL) {
 		cmd_fail(x, cmd_err_oom);
 		return;
 	}
@@ -1236,6 +1238,12 @@ void cmd_fan_keys(struct cmd_ctx *x, size_t first, size_t step, bool copy_values
 	f->copy_values = copy_values;
 	for (size_t i = 0; i < nkeys; i++) {
 		struct cmd_keyop *op = &f->ops[i];
+		/* The request's inputs (as cmd_ctx_start's), and the op's own. */
+		memset(&op->sr, 0, offsetof(struct store_req, status));
+		op->status = 0;
+		op->existed = false;
+		op->value = NULL;
+		op->value_len = 0;
 		op->arg = first + i * step;
 		op->sr.db = x->db;
 		op->sr.key = cmd_arg(x, op->arg);
@@ -1279,7 +1287,7 @@ void cmd_fan_keys(struct cmd_ctx *x, size_t first, size_t step, bool copy_values
 void cmd_fan_all(struct cmd_ctx *x, void (*part_fn)(struct cmd_part *p),
                  void (*finish)(struct cmd_fan *f))
 {
-	struct cmd_fan *f = fan_new(x, finish);
+	struct cmd_fan *f = fan_new(x, finish, 0, NULL);
 	if (f == NULL) {
 		cmd_fail(x, cmd_err_oom);
 		return;

@@ -559,8 +559,9 @@ struct cmd_fan {
 	struct cmd_txn txn;                  /* ... (cmd.h, "transactions") */
 	struct store_durable durable;        /* ... its writes, acknowledged early */
 	size_t nops;
-	struct cmd_keyop *ops;   /* cmd_fan_keys: one per key, in argv order */
-	size_t ops_cap;          /* ... in a cmd_block_get block of this capacity */
+	struct cmd_keyop *ops;   /* cmd_fan_keys: one per key, in argv order (in this
+	                            allocation, after the parts) */
+	size_t alloc_cap;        /* the allocation's bytes (cmd_block_get) */
 	struct cmd_part parts[]; /* one per proactor */
 };
 
