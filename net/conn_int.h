@@ -70,7 +70,7 @@
 #define NET_REQ_FREE_MAX     16384       /* small blocks kept per proactor (8 MiB) */
 #define NET_REPLY_KEEP       1024        /* ... each with its reply buffer up to this (16 MiB) */
 #define NET_REQ_LARGE        2048        /* larger request blocks up to this are recycled too */
-#define NET_REQ_LARGE_MAX    2048        /* ... this many per proactor (4 MiB) */
+#define NET_REQ_LARGE_MAX    2048        /* ... this many per proactor (4 MiB + 2 of replies) */
 #define NET_BUF_KEEP         (64 * 1024) /* input/output buffers above this are freed once empty */
 #define NET_HOLD_BYTES       (64 * 1024) /* replies wait for their batch up to this */
 #define NET_STEAL_MIN        4096        /* replies this big are handed to the output, not copied */
