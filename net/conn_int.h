@@ -128,7 +128,7 @@ struct req_impl {
 	size_t size;                /* bytes allocated; NET_REQ_SMALL = recyclable */
 	size_t args;                /* counted in net_px.pending_args until done */
 	uint32_t batch;             /* the conn_private.batch it was parsed in */
-	struct req_impl *free_next; /* link in net_px.req_free */
+	struct req_impl *free_next; /* link in a net_px.req_free list */
 } __attribute__((aligned(16)));
 
 struct conn_private {
@@ -191,10 +191,10 @@ struct net_px {
 	struct conn_private *dirty; /* connections with work for the hook */
 	struct px_hook flush_hook;
 	struct px_timer timer;
-	struct req_impl *req_free; /* recycled NET_REQ_SMALL blocks */
-	unsigned n_req_free;
-	struct req_impl *req_free_large; /* recycled NET_REQ_LARGE blocks */
-	unsigned n_req_free_large;
+	struct req_list {
+		struct req_impl *head;
+		unsigned n;
+	} req_free[2];         /* recycled blocks: NET_REQ_SMALL, NET_REQ_LARGE */
 	uint64_t pending_args; /* arguments of unfinished requests (NET_PENDING_ARGS_MAX) */
 	struct net_counters stats;
 	struct net_px *all_next; /* net_all list, under net_lock */
@@ -255,29 +255,28 @@ static inline void conn_mark_dirty(struct conn *c)
 
 /* ---- request blocks ---------------------------------------------------- */
 
-/* A block of at least `size` bytes: recycled when small; aborts on OOM. */
+/* The free list of blocks of `size` bytes: NET_REQ_SMALL or NET_REQ_LARGE. */
+static inline struct req_list *req_list_of(struct net_px *np, size_t size)
+{
+	return &np->req_free[size == NET_REQ_SMALL ? 0 : 1];
+}
+
+/* A block of at least `size` bytes: recycled up to NET_REQ_LARGE; aborts on
+ * OOM. */
 static inline struct req_impl *req_alloc(struct net_px *np, size_t size)
 {
 	struct req_impl *r;
-	if (size <= NET_REQ_SMALL) {
-		r = np->req_free;
+	if (size <= NET_REQ_LARGE) { /* (an MSET of 10 keys is ~750 bytes) */
+		size = size <= NET_REQ_SMALL ? NET_REQ_SMALL : NET_REQ_LARGE;
+		struct req_list *l = req_list_of(np, size);
+		r = l->head;
 		if (r != NULL) {
-			np->req_free = r->free_next;
-			np->n_req_free--;
-			__builtin_prefetch(np->req_free, 1); /* the next one's link */
+			l->head = r->free_next;
+			l->n--;
+			__builtin_prefetch(l->head, 1); /* the next one's link */
 			r->args = 0;
 			return r; /* its reply: empty, maybe with a kept buffer */
 		}
-		size = NET_REQ_SMALL;
-	} else if (size <= NET_REQ_LARGE) { /* (MSET of 10 keys, say) */
-		r = np->req_free_large;
-		if (r != NULL) {
-			np->req_free_large = r->free_next;
-			np->n_req_free_large--;
-			r->args = 0;
-			return r;
-		}
-		size = NET_REQ_LARGE;
 	}
 	r = aligned_alloc(16, (size + 15) & ~(size_t)15);
 	if (r == NULL)
@@ -288,24 +287,22 @@ static inline struct req_impl *req_alloc(struct net_px *np, size_t size)
 	return r;
 }
 
-/* Frees req and its reply (small blocks go back to the free list, with the
- * reply's buffer when it is small). */
+/* Frees req and its reply (blocks of the two sizes go back to their free
+ * list, with the reply's buffer when it is small). */
 static inline void req_release(struct net_px *np, struct conn_req *req)
 {
 	struct req_impl *r = container_of(req, struct req_impl, req);
-	bool small = r->size == NET_REQ_SMALL && np->n_req_free < NET_REQ_FREE_MAX;
-	if (small || (r->size == NET_REQ_LARGE && np->n_req_free_large < NET_REQ_LARGE_MAX)) {
-		if (req->reply.cap > NET_REPLY_KEEP)
-			resp_buf_free(&req->reply);
-		resp_buf_reset(&req->reply);
-		struct req_impl **list = small ? &np->req_free : &np->req_free_large;
-		r->free_next = *list;
-		*list = r;
-		if (small)
-			np->n_req_free++;
-		else
-			np->n_req_free_large++;
-		return;
+	if (r->size == NET_REQ_SMALL || r->size == NET_REQ_LARGE) {
+		struct req_list *l = req_list_of(np, r->size);
+		if (l->n < (r->size == NET_REQ_SMALL ? NET_REQ_FREE_MAX : NET_REQ_LARGE_MAX)) {
+			if (req->reply.cap > NET_REPLY_KEEP)
+				resp_buf_free(&req->reply);
+			resp_buf_reset(&req->reply);
+			r->free_next = l->head;
+			l->head = r;
+			l->n++;
+			return;
+		}
 	}
 	resp_buf_free(&req->reply);
 	free(r);

@@ -255,11 +255,10 @@ static void np_teardown(struct net_px *np)
 	if (np->br != NULL)
 		io_uring_unregister_buf_ring(&px->ring, NET_BGID);
 	np_ring_free(np);
-	struct req_impl **lists[] = {&np->req_free, &np->req_free_large};
-	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
-		while (*lists[i] != NULL) {
-			struct req_impl *r = *lists[i];
-			*lists[i] = r->free_next;
+	for (size_t i = 0; i < sizeof(np->req_free) / sizeof(np->req_free[0]); i++)
+		while (np->req_free[i].head != NULL) {
+			struct req_impl *r = np->req_free[i].head;
+			np->req_free[i].head = r->free_next;
 			resp_buf_free(&r->req.reply);
 			free(r);
 		}
